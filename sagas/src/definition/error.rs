@@ -1,0 +1,72 @@
+//! Definition errors that tell the author where and how to fix the file.
+
+/// One problem in a definition file: where it is, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}field `{field}`: {problem}. Fix: {fix}", step.as_ref().map(|s| format!("step `{s}`, ")).unwrap_or_default())]
+pub struct DefinitionError {
+    /// The file (or source label) the definition came from.
+    pub file: String,
+    /// The step the problem is in, if it is inside one.
+    pub step: Option<String>,
+    /// The field, as a dotted path relative to the step (or the file when `step` is `None`).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// Every problem found in one definition file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionErrors(pub Vec<DefinitionError>);
+
+impl std::fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DefinitionErrors {}
+
+impl DefinitionErrors {
+    /// True when some error's message contains `needle` (used by tests and tools).
+    #[must_use]
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.0.iter().any(|e| e.to_string().contains(needle))
+    }
+}
+
+/// Collects errors for one file while validation walks it.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    file: String,
+    pub errors: Vec<DefinitionError>,
+}
+
+impl Collector {
+    pub fn new(file: &str) -> Self {
+        Self { file: file.to_owned(), errors: Vec::new() }
+    }
+
+    pub fn push(
+        &mut self,
+        step: Option<&str>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.errors.push(DefinitionError {
+            file: self.file.clone(),
+            step: step.map(str::to_owned),
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+}

@@ -1,0 +1,177 @@
+//! The saga definition language.
+//!
+//! A definition is a YAML file naming the saga's steps, each with a participant,
+//! an action, an optional compensation, an input mapping built from templates, a
+//! timeout and a retry policy (see `README.md` for the full format). [`load`]
+//! parses and validates one file, reporting *every* problem at once with the file,
+//! step and field, and how to fix it. A validated [`Definition`] is immutable and
+//! identified by the SHA-256 of its canonical JSON form, so a running saga keeps
+//! the exact version it started with.
+
+mod error;
+mod raw;
+pub mod template;
+mod validate;
+
+pub use error::{DefinitionError, DefinitionErrors};
+pub use template::{PayloadTemplate, RenderContext, RenderError};
+pub use validate::limits;
+
+use crate::Duration;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A validated saga definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// The saga type; also the NATS subject token used to start it.
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub input_schema: InputSchema,
+    /// How long the saga may run forward before it is aborted and compensated.
+    pub deadline: Option<Duration>,
+    pub steps: Vec<StepDef>,
+    /// Index of the pivot: the first step without a compensation. Steps after it
+    /// are retriable; once it has been sent the saga can no longer be aborted.
+    pub pivot: Option<usize>,
+    /// Hex SHA-256 of the canonical JSON form of the definition.
+    pub hash: String,
+    /// The definition as canonical JSON (what `hash` is computed over).
+    pub canonical_json: String,
+}
+
+/// One step of a definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDef {
+    pub name: String,
+    pub participant: String,
+    pub action: String,
+    pub compensation: Option<String>,
+    pub input: PayloadTemplate,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub compensation_retry: RetryPolicy,
+    /// The step is idempotent and expected to succeed if retried long enough.
+    pub retriable: bool,
+}
+
+/// How often and how patiently one command is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included (at least 1).
+    pub attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub const DEFAULT_STEP: Self = Self {
+        attempts: 3,
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(5),
+    };
+    pub const DEFAULT_COMPENSATION: Self = Self {
+        attempts: 10,
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(30),
+    };
+}
+
+/// Default step timeout when a step does not set one.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The input JSON Schema, compiled once (remote references are refused).
+#[derive(Clone)]
+pub struct InputSchema {
+    pub schema: Value,
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for InputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputSchema").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for InputSchema {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema == other.schema
+    }
+}
+
+impl InputSchema {
+    /// Compile a schema; the error says what is wrong with it.
+    pub fn compile(schema: Value) -> Result<Self, String> {
+        jsonschema::meta::validate(&schema).map_err(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() { e.to_string() } else { format!("{e} (at `{at}`)") }
+        })?;
+        let validator =
+            jsonschema::options().offline().build(&schema).map_err(|e| e.to_string())?;
+        Ok(Self { schema, validator: Arc::new(validator) })
+    }
+
+    /// Check a saga input; every violation is listed with where it is.
+    pub fn check(&self, input: &Value) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(input)
+            .take(limits::SCHEMA_ERRORS_MAX)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+/// Parse and validate a definition; `file` labels every error.
+pub fn load(file: &str, text: &str) -> Result<Definition, DefinitionErrors> {
+    validate::load(file, text)
+}
+
+/// Read and validate a definition file from disk.
+pub fn load_file(path: &std::path::Path) -> Result<Definition, DefinitionErrors> {
+    let label = path.display().to_string();
+    let too_big = |size: u64| {
+        DefinitionErrors(vec![DefinitionError {
+            file: label.clone(),
+            step: None,
+            field: "(file)".into(),
+            problem: format!("is {size} bytes, over the limit of {} bytes", limits::FILE_BYTES_MAX),
+            fix: "split the saga or shrink its schema and input mappings".into(),
+        }])
+    };
+    let unreadable = |e: std::io::Error| {
+        DefinitionErrors(vec![DefinitionError {
+            file: label.clone(),
+            step: None,
+            field: "(file)".into(),
+            problem: format!("cannot be read: {e}"),
+            fix: "check the path and its permissions".into(),
+        }])
+    };
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > limits::FILE_BYTES_MAX as u64 {
+        return Err(too_big(size));
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    load(&label, &text)
+}
+
+impl Definition {
+    /// The index of the step called `name`.
+    #[must_use]
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// Whether a failure of step `index` can still be undone by compensating
+    /// earlier steps (false for steps after the pivot).
+    #[must_use]
+    pub fn is_before_or_at_pivot(&self, index: usize) -> bool {
+        self.pivot.is_none_or(|p| index <= p)
+    }
+}

@@ -1,0 +1,51 @@
+//! The definition file exactly as written, before validation.
+//!
+//! Every struct refuses unknown fields so that a typo such as `compensaton` is an
+//! error instead of a silently ignored key. Durations stay text here: they are
+//! parsed during validation so that all bad durations are reported at once, each
+//! with its step and field.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefinition {
+    pub name: String,
+    pub version: u32,
+    #[serde(default)]
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    #[serde(default)]
+    pub deadline: Option<String>,
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub name: String,
+    pub participant: String,
+    pub action: String,
+    #[serde(default)]
+    pub compensation: Option<String>,
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub compensation_retry: Option<RawRetry>,
+    #[serde(default)]
+    pub retriable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub attempts: u32,
+    #[serde(default)]
+    pub initial_backoff: Option<String>,
+    #[serde(default)]
+    pub max_backoff: Option<String>,
+}

@@ -1,0 +1,702 @@
+//! Turning a definition file into a [`Definition`], or into every reason it is not one.
+
+use super::error::{Collector, DefinitionErrors};
+use super::raw::{RawDefinition, RawRetry, RawStep};
+use super::template::{self, PayloadTemplate, RawSegment, Reference, Root, Segment};
+use super::{DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, StepDef};
+use crate::Duration;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// Bounds on everything a definition can ask for.
+pub mod limits {
+    /// Largest definition file accepted.
+    pub const FILE_BYTES_MAX: usize = 256 * 1024;
+    pub const STEPS_MAX: usize = 50;
+    /// Longest name, participant, action or compensation (a NATS subject token).
+    pub const NAME_LEN_MAX: usize = 64;
+    pub const DESCRIPTION_LEN_MAX: usize = 2_000;
+    pub const RETRY_ATTEMPTS_MAX: u32 = 100;
+    pub const COMPENSATION_RETRY_ATTEMPTS_MAX: u32 = 1_000;
+    pub const STEP_TIMEOUT_MIN_MS: u64 = 10;
+    pub const STEP_TIMEOUT_MAX_MS: u64 = 3_600_000;
+    pub const BACKOFF_MAX_MS: u64 = 3_600_000;
+    pub const DEADLINE_MAX_MS: u64 = 30 * 24 * 3_600_000;
+    pub const REFERENCES_PER_STEP_MAX: usize = 200;
+    /// Most schema violations reported for one input.
+    pub const SCHEMA_ERRORS_MAX: usize = 20;
+}
+use limits::*;
+
+const DEFINITION_FIELDS: &[&str] =
+    &["name", "version", "description", "input_schema", "deadline", "steps"];
+const STEP_FIELDS: &[&str] = &[
+    "name",
+    "participant",
+    "action",
+    "compensation",
+    "input",
+    "timeout",
+    "retry",
+    "compensation_retry",
+    "retriable",
+];
+const RETRY_FIELDS: &[&str] = &["attempts", "initial_backoff", "max_backoff"];
+
+pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionErrors> {
+    let mut c = Collector::new(file);
+    if text.len() > FILE_BYTES_MAX {
+        c.push(
+            None,
+            "(file)",
+            format!("is {} bytes, over the limit of {FILE_BYTES_MAX} bytes", text.len()),
+            "split the saga or shrink its schema and input mappings",
+        );
+        return Err(DefinitionErrors(c.errors));
+    }
+    if text.trim().is_empty() {
+        c.push(
+            None,
+            "(file)",
+            "is empty",
+            "write a definition: name, version, input_schema, steps",
+        );
+        return Err(DefinitionErrors(c.errors));
+    }
+    let loose: yaml_serde::Value = match yaml_serde::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            c.push(None, "(yaml)", format!("is not valid YAML: {e}"), "fix the YAML syntax there");
+            return Err(DefinitionErrors(c.errors));
+        }
+    };
+    if loose.is_null() {
+        // Only comments (or `~`): as empty as a file of nothing.
+        c.push(
+            None,
+            "(file)",
+            "is empty",
+            "write a definition: name, version, input_schema, steps",
+        );
+        return Err(DefinitionErrors(c.errors));
+    }
+    if !loose.is_mapping() {
+        c.push(
+            None,
+            "(file)",
+            "is not a mapping of fields",
+            "start the file with `name:`, `version:`, `input_schema:` and `steps:`",
+        );
+        return Err(DefinitionErrors(c.errors));
+    }
+    let raw: RawDefinition =
+        match serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                shape_error(&mut c, &loose, &e);
+                return Err(DefinitionErrors(c.errors));
+            }
+        };
+    match check(&mut c, raw) {
+        Some(definition) if c.errors.is_empty() => Ok(definition),
+        _ => {
+            if c.errors.is_empty() {
+                // `check` gives up only after recording why; never answer "invalid" with no reason.
+                c.push(
+                    None,
+                    "(file)",
+                    "could not be turned into a definition",
+                    "report this as a bug in skald, with the file",
+                );
+            }
+            Err(DefinitionErrors(c.errors))
+        }
+    }
+}
+
+/// Report a field of the wrong shape or name, naming the step it is in.
+fn shape_error(
+    c: &mut Collector,
+    loose: &yaml_serde::Value,
+    e: &serde_path_to_error::Error<yaml_serde::Error>,
+) {
+    use serde_path_to_error::Segment as S;
+    let segments: Vec<&S> = e.path().iter().collect();
+    let mut step = None;
+    let mut rest = &segments[..];
+    if let [S::Map { key }, S::Seq { index }, tail @ ..] = &segments[..]
+        && key == "steps"
+    {
+        let name = loose
+            .get("steps")
+            .and_then(|s| s.get(*index))
+            .and_then(|s| s.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        step = Some(step_label(*index, name));
+        rest = tail;
+    }
+    let field: Vec<String> = rest
+        .iter()
+        .filter_map(|s| match s {
+            S::Map { key } => Some(key.clone()),
+            S::Seq { index } => Some(index.to_string()),
+            _ => None,
+        })
+        .collect();
+    let inner = e.inner().to_string();
+    if let Some(unknown) = between(&inner, "unknown field `", "`") {
+        let known = match (step.is_some(), field.first().map(String::as_str)) {
+            (true, Some("retry" | "compensation_retry")) => RETRY_FIELDS,
+            (true, _) => STEP_FIELDS,
+            (false, _) => DEFINITION_FIELDS,
+        };
+        let mut path = field.clone();
+        if path.last().map(String::as_str) != Some(unknown) {
+            path.push(unknown.to_owned());
+        }
+        c.push(
+            step.as_deref(),
+            path.join("."),
+            format!("`{unknown}` is not a known field"),
+            format!("{}known fields here: {}", did_you_mean(unknown, known), known.join(", ")),
+        );
+        return;
+    }
+    if let Some(missing) = between(&inner, "missing field `", "`") {
+        let mut path = field;
+        path.push(missing.to_owned());
+        c.push(
+            step.as_deref(),
+            path.join("."),
+            "is required but missing",
+            format!("add `{missing}:`"),
+        );
+        return;
+    }
+    let field = if field.is_empty() { "(file)".to_owned() } else { field.join(".") };
+    c.push(
+        step.as_deref(),
+        field,
+        format!("has the wrong shape: {inner}"),
+        "see the definition format in README.md",
+    );
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!("did you mean `{c}`? "))
+        .unwrap_or_default()
+}
+
+/// How errors name a step: by its name, or by its position (`#2`) when it has none.
+fn step_label(index: usize, name: &str) -> String {
+    if name.is_empty() { format!("#{}", index + 1) } else { name.to_owned() }
+}
+
+/// A NATS subject token we accept: ASCII letters, digits, `_` and `-`.
+fn check_token(c: &mut Collector, step: Option<&str>, field: &str, value: &str) {
+    if value.is_empty() {
+        c.push(step, field, "is empty", format!("give `{field}` a name such as `charge`"));
+    } else if value.len() > NAME_LEN_MAX {
+        c.push(
+            step,
+            field,
+            format!("`{value}` is {} characters, over the limit of {NAME_LEN_MAX}", value.len()),
+            "use a shorter name",
+        );
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        c.push(
+            step,
+            field,
+            format!("`{value}` is not a safe NATS subject token"),
+            "use only ASCII letters, digits, `_` and `-` (no dots, spaces, `*` or `>`)",
+        );
+    }
+}
+
+/// The duration written in `field`, `default` when it is absent, or `None` (with the
+/// error recorded) when it cannot be read, so callers do not check a stand-in value.
+fn parse_duration(
+    c: &mut Collector,
+    step: Option<&str>,
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Option<Duration> {
+    match text.map(Duration::parse) {
+        None => Some(default),
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            c.push(step, field, e.to_string(), "write a whole number and a unit: ms, s, m or h");
+            None
+        }
+    }
+}
+
+fn check_retry(
+    c: &mut Collector,
+    step: &str,
+    field: &str,
+    raw: Option<&RawRetry>,
+    default: RetryPolicy,
+    attempts_max: u32,
+) -> RetryPolicy {
+    let Some(raw) = raw else { return default };
+    if raw.attempts == 0 {
+        c.push(
+            Some(step),
+            format!("{field}.attempts"),
+            "is 0, so the command would never be sent",
+            format!("set attempts between 1 and {attempts_max} (1 means no retries)"),
+        );
+    } else if raw.attempts > attempts_max {
+        c.push(
+            Some(step),
+            format!("{field}.attempts"),
+            format!("is {}, over the limit of {attempts_max}", raw.attempts),
+            format!("set at most {attempts_max}; a step that needs more wants a longer timeout or backoff"),
+        );
+    }
+    let initial = parse_duration(
+        c,
+        Some(step),
+        &format!("{field}.initial_backoff"),
+        raw.initial_backoff.as_deref(),
+        default.initial_backoff,
+    );
+    let max = parse_duration(
+        c,
+        Some(step),
+        &format!("{field}.max_backoff"),
+        raw.max_backoff.as_deref(),
+        default.max_backoff.max(initial.unwrap_or(default.initial_backoff)),
+    );
+    if let Some(max) = max
+        && max.as_millis() > BACKOFF_MAX_MS
+    {
+        c.push(
+            Some(step),
+            format!("{field}.max_backoff"),
+            format!("is {max}, over the limit of {}", Duration::from_millis(BACKOFF_MAX_MS)),
+            "cap the backoff at 1h or less",
+        );
+    }
+    if let (Some(initial), Some(max)) = (initial, max)
+        && initial > max
+    {
+        c.push(
+            Some(step),
+            format!("{field}.initial_backoff"),
+            format!("{initial} is longer than max_backoff {max}"),
+            "make initial_backoff at most max_backoff",
+        );
+    }
+    RetryPolicy {
+        attempts: raw.attempts,
+        initial_backoff: initial.unwrap_or(default.initial_backoff),
+        max_backoff: max.unwrap_or(default.max_backoff),
+    }
+}
+
+fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
+    check_token(c, None, "name", &raw.name);
+    if raw.version == 0 {
+        c.push(None, "version", "is 0", "versions start at 1; bump it on every change");
+    }
+    if raw.description.len() > DESCRIPTION_LEN_MAX {
+        c.push(
+            None,
+            "description",
+            format!(
+                "is {} characters, over the limit of {DESCRIPTION_LEN_MAX}",
+                raw.description.len()
+            ),
+            "shorten it; put long documentation next to the file",
+        );
+    }
+    let schema = match InputSchema::compile(raw.input_schema.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            c.push(
+                None,
+                "input_schema",
+                format!("is not a valid JSON Schema: {e}"),
+                "fix the schema (remote `$ref`s are not fetched; inline them)",
+            );
+            None
+        }
+    };
+    let deadline = raw.deadline.as_deref().and_then(|d| {
+        let d = parse_duration(c, None, "deadline", Some(d), Duration::ZERO)?;
+        if d == Duration::ZERO {
+            c.push(
+                None,
+                "deadline",
+                "is zero, so every saga would be aborted at once",
+                "give a deadline such as `10m`, or remove it",
+            );
+        } else if d.as_millis() > DEADLINE_MAX_MS {
+            c.push(
+                None,
+                "deadline",
+                format!("is {d}, over the limit of 30 days"),
+                "use at most `720h`",
+            );
+        }
+        Some(d)
+    });
+    if raw.steps.is_empty() {
+        c.push(
+            None,
+            "steps",
+            "is empty",
+            "add at least one step with name, participant and action",
+        );
+    } else if raw.steps.len() > STEPS_MAX {
+        c.push(
+            None,
+            "steps",
+            format!("has {} steps, over the limit of {STEPS_MAX}", raw.steps.len()),
+            "split the saga into smaller sagas",
+        );
+    }
+
+    let names: Vec<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
+    let properties: Option<Vec<String>> = raw
+        .input_schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect());
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut steps = Vec::with_capacity(raw.steps.len());
+    for (index, s) in raw.steps.iter().enumerate() {
+        let label = step_label(index, &s.name);
+        let step = Some(label.as_str());
+        check_token(c, step, "name", &s.name);
+        if let Some(first) = seen.insert(s.name.as_str(), index)
+            && !s.name.is_empty()
+        {
+            c.push(
+                step,
+                "name",
+                format!("`{}` is also the name of step #{}", s.name, first + 1),
+                "give every step a unique name",
+            );
+        }
+        check_token(c, step, "participant", &s.participant);
+        check_token(c, step, "action", &s.action);
+        if let Some(comp) = &s.compensation {
+            check_token(c, step, "compensation", comp);
+            if comp == &s.action {
+                c.push(
+                    step,
+                    "compensation",
+                    format!("is the same as the action `{comp}`"),
+                    "name the action that undoes this one, e.g. `void` for `hold`",
+                );
+            }
+        } else if s.compensation_retry.is_some() {
+            c.push(
+                step,
+                "compensation_retry",
+                "is set but the step has no compensation",
+                "add `compensation:` or remove `compensation_retry:`",
+            );
+        }
+        steps.push(check_step(c, &label, index, s, &names, properties.as_deref()));
+    }
+
+    let pivot = raw.steps.iter().position(|s| s.compensation.is_none());
+    if let Some(p) = pivot {
+        let pivot_label = step_label(p, &raw.steps[p].name);
+        for (i, s) in raw.steps.iter().enumerate().skip(p + 1).filter(|(_, s)| !s.retriable) {
+            let label = step_label(i, &s.name);
+            c.push(
+                Some(&label),
+                "retriable",
+                format!(
+                    "the step follows the pivot `{}` (a step without compensation), so it can never be undone and must not fail",
+                    pivot_label
+                ),
+                format!(
+                    "set `retriable: true` on `{}` if it is idempotent and succeeds when retried, or give `{}` a compensation",
+                    label, pivot_label
+                ),
+            );
+        }
+    }
+    if let Some(d) = deadline
+        && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()
+        && d != Duration::ZERO
+        && d < longest
+    {
+        c.push(
+            None,
+            "deadline",
+            format!("{d} is shorter than the longest step timeout {longest}"),
+            "make the deadline longer than any single step can take",
+        );
+    }
+
+    let schema = schema?;
+    if !c.errors.is_empty() {
+        return None;
+    }
+    let canonical_json = serde_json::to_string(&raw).ok()?;
+    let hash =
+        Sha256::digest(canonical_json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    Some(Definition {
+        name: raw.name,
+        version: raw.version,
+        description: raw.description,
+        input_schema: schema,
+        deadline,
+        steps,
+        pivot,
+        hash,
+        canonical_json,
+    })
+}
+
+fn check_step(
+    c: &mut Collector,
+    label: &str,
+    index: usize,
+    s: &RawStep,
+    names: &[&str],
+    properties: Option<&[String]>,
+) -> StepDef {
+    let step = Some(label);
+    let timeout = parse_duration(c, step, "timeout", s.timeout.as_deref(), DEFAULT_STEP_TIMEOUT)
+        .unwrap_or(DEFAULT_STEP_TIMEOUT);
+    if timeout.as_millis() < STEP_TIMEOUT_MIN_MS {
+        c.push(
+            step,
+            "timeout",
+            format!("{timeout} is too short to get an answer over the network"),
+            format!("use at least {STEP_TIMEOUT_MIN_MS}ms"),
+        );
+    } else if timeout.as_millis() > STEP_TIMEOUT_MAX_MS {
+        c.push(
+            step,
+            "timeout",
+            format!("{timeout} is over the limit of 1h"),
+            "use at most `1h`; long work should report progress in steps",
+        );
+    }
+    let retry = check_retry(
+        c,
+        label,
+        "retry",
+        s.retry.as_ref(),
+        RetryPolicy::DEFAULT_STEP,
+        RETRY_ATTEMPTS_MAX,
+    );
+    let compensation_retry = check_retry(
+        c,
+        label,
+        "compensation_retry",
+        s.compensation_retry.as_ref(),
+        RetryPolicy::DEFAULT_COMPENSATION,
+        COMPENSATION_RETRY_ATTEMPTS_MAX,
+    );
+    let input = match &s.input {
+        None => PayloadTemplate::Object(BTreeMap::new()),
+        Some(v @ Value::Object(_)) => {
+            let mut refs = 0;
+            compile(c, label, index, "input", v, names, properties, &mut refs)
+        }
+        Some(_) => {
+            c.push(
+                step,
+                "input",
+                "is not a mapping",
+                "write `input:` as fields, e.g. `amount: \"{{input.amount}}\"`",
+            );
+            PayloadTemplate::Literal(Value::Null)
+        }
+    };
+    StepDef {
+        name: s.name.clone(),
+        participant: s.participant.clone(),
+        action: s.action.clone(),
+        compensation: s.compensation.clone(),
+        input,
+        timeout,
+        retry,
+        compensation_retry,
+        retriable: s.retriable,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile(
+    c: &mut Collector,
+    label: &str,
+    index: usize,
+    field: &str,
+    v: &Value,
+    names: &[&str],
+    properties: Option<&[String]>,
+    refs: &mut usize,
+) -> PayloadTemplate {
+    match v {
+        Value::String(text) => {
+            let parts = match template::split(text) {
+                Ok(p) => p,
+                Err(problem) => {
+                    c.push(Some(label), field, problem, "write references as `{{input.x}}`, `{{saga.id}}` or `{{steps.<step>.output.y}}`");
+                    return PayloadTemplate::Literal(v.clone());
+                }
+            };
+            let mut segments = Vec::with_capacity(parts.len());
+            for part in parts {
+                match part {
+                    RawSegment::Text(t) => segments.push(Segment::Text(t)),
+                    RawSegment::Ref(r) => {
+                        *refs += 1;
+                        if *refs == REFERENCES_PER_STEP_MAX + 1 {
+                            c.push(
+                                Some(label),
+                                field,
+                                format!("the step has over {REFERENCES_PER_STEP_MAX} references"),
+                                "pass whole objects (`{{input.order}}`) instead of many fields",
+                            );
+                        }
+                        match resolve(r, index, names, properties) {
+                            Ok(r) => segments.push(Segment::Ref(r)),
+                            Err((problem, fix)) => c.push(Some(label), field, problem, fix),
+                        }
+                    }
+                }
+            }
+            match segments.as_slice() {
+                [] => PayloadTemplate::Literal(v.clone()),
+                [Segment::Text(_)] => PayloadTemplate::Literal(v.clone()),
+                [Segment::Ref(r)] => PayloadTemplate::Value(r.clone()),
+                _ => PayloadTemplate::Text(segments),
+            }
+        }
+        Value::Array(items) => PayloadTemplate::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    compile(c, label, index, &format!("{field}.{i}"), item, names, properties, refs)
+                })
+                .collect(),
+        ),
+        Value::Object(map) => PayloadTemplate::Object(
+            map.iter()
+                .map(|(k, item)| {
+                    (
+                        k.clone(),
+                        compile(
+                            c,
+                            label,
+                            index,
+                            &format!("{field}.{k}"),
+                            item,
+                            names,
+                            properties,
+                            refs,
+                        ),
+                    )
+                })
+                .collect(),
+        ),
+        other => PayloadTemplate::Literal(other.clone()),
+    }
+}
+
+/// Resolve a reference's root against the definition; errors are (problem, fix).
+fn resolve(
+    r: template::RawReference,
+    index: usize,
+    names: &[&str],
+    properties: Option<&[String]>,
+) -> Result<Reference, (String, String)> {
+    let text = r.text.clone();
+    let mut segs = r.segments.into_iter();
+    let root = segs.next().unwrap_or_default();
+    let rest: Vec<String> = segs.collect();
+    match root.as_str() {
+        "input" => {
+            if let (Some(first), Some(props)) = (rest.first(), properties)
+                && !props.iter().any(|p| p == first)
+            {
+                let known: Vec<&str> = props.iter().map(String::as_str).collect();
+                return Err((
+                    format!(
+                        "`{{{{{text}}}}}` names `{first}`, which is not a property of input_schema"
+                    ),
+                    format!(
+                        "{}declared properties: {}",
+                        did_you_mean(first, &known),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            Ok(Reference { root: Root::Input, path: rest, text })
+        }
+        "saga" => match rest.as_slice() {
+            [f] if f == "id" => Ok(Reference { root: Root::SagaId, path: vec![], text }),
+            [f] if f == "type" => Ok(Reference { root: Root::SagaType, path: vec![], text }),
+            _ => Err((
+                format!("`{{{{{text}}}}}` is not a saga field"),
+                "use `{{saga.id}}` or `{{saga.type}}`".to_owned(),
+            )),
+        },
+        "steps" => {
+            let Some(step) = rest.first() else {
+                return Err((
+                    format!("`{{{{{text}}}}}` names no step"),
+                    "write `{{steps.<step>.output.<field>}}`".to_owned(),
+                ));
+            };
+            let Some(target) = names.iter().position(|n| n == step) else {
+                return Err((
+                    format!("`{{{{{text}}}}}` names step `{step}`, which does not exist"),
+                    format!("{}steps are: {}", did_you_mean(step, names), names.join(", ")),
+                ));
+            };
+            if target >= index {
+                let which = if target == index { "this step itself" } else { "a later step" };
+                return Err((
+                    format!("`{{{{{text}}}}}` refers to {which}, whose output does not exist yet"),
+                    "refer only to outputs of steps listed before this one".to_owned(),
+                ));
+            }
+            if rest.get(1).map(String::as_str) != Some("output") {
+                return Err((
+                    format!("`{{{{{text}}}}}` must continue with `.output` after the step name"),
+                    format!("write `{{{{steps.{step}.output.<field>}}}}`"),
+                ));
+            }
+            Ok(Reference {
+                root: Root::StepOutput { step: step.clone(), index: target },
+                path: rest[2..].to_vec(),
+                text,
+            })
+        }
+        other => Err((
+            format!("`{{{{{text}}}}}` starts with unknown root `{other}`"),
+            format!(
+                "{}references start with `input.`, `saga.` or `steps.`",
+                did_you_mean(other, &["input", "saga", "steps"])
+            ),
+        )),
+    }
+}

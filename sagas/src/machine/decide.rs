@@ -1,0 +1,534 @@
+//! `decide`: one match on (status, input); every other pair is an explicit error.
+//!
+//! A [`Draft`] applies each event to a scratch copy of the state as it is
+//! emitted, so every later choice in the same decision sees its effect. The
+//! copy is thrown away: the shell applies the returned events itself, through
+//! the same `apply` used by replay.
+
+use super::event::{CompensationCause, ParkReason, SagaEvent};
+use super::state::{Backward, Forward, SagaState, SagaStatus, Wait};
+use super::{
+    Absorbed, Decision, Input, OPERATOR_TEXT_LEN_MAX, OperatorAction, OperatorInput,
+    OutgoingCommand, SAGA_ID_LEN_MAX, TransitionError,
+};
+use crate::UnixMillis;
+use crate::backoff;
+use crate::definition::RenderContext;
+use crate::protocol::{self, Kind, Outcome, Reply};
+use serde_json::Value;
+
+/// Decide what an input means for a saga at `now`.
+pub fn decide(
+    state: &SagaState,
+    input: &Input,
+    now: UnixMillis,
+) -> Result<Decision, TransitionError> {
+    use SagaStatus as S;
+    let mut d = Draft {
+        state: state.clone(),
+        now,
+        events: Vec::new(),
+        commands: Vec::new(),
+        absorbed: None,
+    };
+    match (state.status, input) {
+        (S::NotStarted, Input::Start { saga_id, input }) => d.start(saga_id, input)?,
+        (S::NotStarted, _) => return Err(TransitionError::NotStarted),
+        (_, Input::Start { .. }) => return Err(TransitionError::AlreadyStarted),
+        (status, Input::Reply(reply)) if status.is_terminal() => {
+            d.locate(reply)?;
+            d.absorbed = Some(Absorbed::Ended);
+        }
+        (_, Input::Reply(reply)) => d.reply(reply)?,
+        (S::Running | S::Compensating, Input::Timeout) => d.timeout()?,
+        (_, Input::Timeout) => return Err(TransitionError::NotDue { next: None }),
+        (status, Input::Operator(_)) if status.is_terminal() => {
+            return Err(TransitionError::Ended { status });
+        }
+        (_, Input::Operator(op)) => d.operator(op)?,
+    }
+    Ok(d.finish())
+}
+
+struct Draft {
+    state: SagaState,
+    now: UnixMillis,
+    events: Vec<SagaEvent>,
+    commands: Vec<OutgoingCommand>,
+    absorbed: Option<Absorbed>,
+}
+
+/// How a step's action ended when it did not succeed.
+enum Setback {
+    /// Refused for good: no effect.
+    Failed { code: String, message: String },
+    /// May have taken effect.
+    Unknown,
+}
+
+impl Draft {
+    fn finish(self) -> Decision {
+        let next_deadline = self.state.next_deadline();
+        Decision {
+            events: self.events,
+            commands: self.commands,
+            next_deadline,
+            absorbed: self.absorbed,
+        }
+    }
+
+    fn emit(&mut self, event: SagaEvent) {
+        self.state.apply(&event);
+        self.events.push(event);
+    }
+
+    fn name(&self, index: usize) -> String {
+        self.state.step_def(index).name.clone()
+    }
+
+    // ---- start -----------------------------------------------------------------
+
+    fn start(&mut self, saga_id: &str, input: &Value) -> Result<(), TransitionError> {
+        if saga_id.is_empty()
+            || saga_id.len() > SAGA_ID_LEN_MAX
+            || !saga_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(TransitionError::InvalidSagaId { saga_id: saga_id.to_owned() });
+        }
+        let def = self.state.definition.clone();
+        def.input_schema.check(input).map_err(|errors| TransitionError::InvalidInput {
+            saga_type: def.name.clone(),
+            errors,
+        })?;
+        self.emit(SagaEvent::SagaStarted {
+            saga_id: saga_id.to_owned(),
+            saga_type: def.name.clone(),
+            definition_hash: def.hash.clone(),
+            input: input.clone(),
+            deadline_at: def.deadline.map(|d| self.now.plus_ms(d.as_millis())),
+            at: self.now,
+        });
+        self.advance();
+        Ok(())
+    }
+
+    // ---- driving ---------------------------------------------------------------
+
+    /// Take the next step the state calls for: send the next command, or end.
+    fn advance(&mut self) {
+        match self.state.status {
+            SagaStatus::Running => match self.state.current_forward() {
+                Some(i) if self.state.steps[i].do_progress.wait == Wait::Idle => {
+                    self.send(i, Kind::Do)
+                }
+                Some(_) => {}
+                None => self.emit(SagaEvent::SagaCompleted { at: self.now }),
+            },
+            SagaStatus::Compensating => {
+                if self.state.undo_in_flight().is_some() {
+                    return;
+                }
+                match self.state.next_undo() {
+                    Some(i) => self.send(i, Kind::Undo),
+                    None => self.emit(SagaEvent::SagaCompensated { at: self.now }),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Send the next attempt of one kind of one step.
+    fn send(&mut self, index: usize, kind: Kind) {
+        let def = self.state.step_def(index).clone();
+        let payload = match kind {
+            Kind::Do => {
+                let outputs: Vec<Option<Value>> =
+                    self.state.steps.iter().map(|s| s.output.clone()).collect();
+                let ctx = RenderContext {
+                    input: &self.state.input,
+                    saga_id: &self.state.saga_id,
+                    saga_type: &self.state.definition.name,
+                    outputs: &outputs,
+                };
+                match def.input.render(&ctx) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let (code, message) = ("input_unrenderable".to_owned(), e.to_string());
+                        self.emit(SagaEvent::StepFailed {
+                            step: def.name.clone(),
+                            attempt: self.state.steps[index].do_progress.attempts,
+                            code: code.clone(),
+                            message: message.clone(),
+                            at: self.now,
+                        });
+                        self.setback(index, Setback::Failed { code, message });
+                        return;
+                    }
+                }
+            }
+            Kind::Undo => self.state.steps[index].payload.clone().unwrap_or(Value::Null),
+        };
+        let action = match kind {
+            Kind::Do => def.action.clone(),
+            // `next_undo` only picks steps that have a compensation.
+            Kind::Undo => def.compensation.clone().unwrap_or_default(),
+        };
+        let attempt = self.state.steps[index].progress(kind).attempts + 1;
+        let command_id = protocol::command_id(&self.state.saga_id, &def.name, kind);
+        let timeout_at = self.now.plus_ms(def.timeout.as_millis());
+        self.commands.push(OutgoingCommand {
+            command_id: command_id.clone(),
+            step: def.name.clone(),
+            kind,
+            participant: def.participant.clone(),
+            action,
+            attempt,
+            payload: payload.clone(),
+            deadline: timeout_at,
+        });
+        self.emit(SagaEvent::CommandSent {
+            step: def.name,
+            kind,
+            attempt,
+            command_id,
+            payload,
+            timeout_at,
+            at: self.now,
+        });
+    }
+
+    /// A step's action did not succeed: turn back, or park if it cannot be undone.
+    fn setback(&mut self, index: usize, setback: Setback) {
+        let def = self.state.step_def(index);
+        let name = def.name.clone();
+        let after_pivot = !self.state.definition.is_before_or_at_pivot(index);
+        match setback {
+            Setback::Failed { code, message } if after_pivot => self.park(
+                index,
+                Kind::Do,
+                ParkReason::ForwardStuck,
+                format!("step `{name}` follows the pivot and failed ({code}: {message})"),
+            ),
+            Setback::Failed { code, message } => {
+                self.turn_back(CompensationCause::StepFailed { step: name, code, message });
+            }
+            Setback::Unknown if def.compensation.is_none() => self.park(
+                index,
+                Kind::Do,
+                ParkReason::ForwardStuck,
+                format!("step `{name}` cannot be compensated and its outcome is unknown"),
+            ),
+            Setback::Unknown => self.turn_back(CompensationCause::StepUnknown { step: name }),
+        }
+    }
+
+    /// Start compensating; if nothing may have taken effect, the saga simply failed.
+    fn turn_back(&mut self, cause: CompensationCause) {
+        if self.state.next_undo().is_some() {
+            self.emit(SagaEvent::CompensationStarted { cause, at: self.now });
+            self.advance();
+        } else {
+            self.emit(SagaEvent::SagaFailed { cause, at: self.now });
+        }
+    }
+
+    fn park(&mut self, index: usize, kind: Kind, reason: ParkReason, message: String) {
+        self.emit(SagaEvent::SagaParked {
+            step: self.name(index),
+            kind,
+            reason,
+            message,
+            at: self.now,
+        });
+    }
+
+    /// One attempt ended without a definite answer: retry later, or give up.
+    fn attempt_failed(
+        &mut self,
+        index: usize,
+        kind: Kind,
+        code: String,
+        message: String,
+        timed_out: bool,
+    ) {
+        let policy = self.state.policy(index, kind);
+        let progress = self.state.steps[index].progress(kind);
+        let attempt = progress.attempts;
+        let retry_at = (progress.attempts_in_budget() < policy.attempts).then(|| {
+            let id =
+                protocol::command_id(&self.state.saga_id, &self.state.step_def(index).name, kind);
+            self.now.plus_ms(backoff::delay_ms(&policy, &id, attempt))
+        });
+        self.emit(SagaEvent::AttemptFailed {
+            step: self.name(index),
+            kind,
+            attempt,
+            code: code.clone(),
+            message: message.clone(),
+            timed_out,
+            retry_at,
+            at: self.now,
+        });
+        if retry_at.is_some() {
+            return;
+        }
+        match kind {
+            Kind::Do => {
+                self.emit(SagaEvent::StepOutcomeUnknown { step: self.name(index), at: self.now });
+                self.setback(index, Setback::Unknown);
+            }
+            Kind::Undo => self.park(
+                index,
+                kind,
+                ParkReason::CompensationStuck,
+                format!(
+                    "compensation of `{}` spent {} attempts; last error {code}: {message}",
+                    self.name(index),
+                    policy.attempts
+                ),
+            ),
+        }
+    }
+
+    // ---- replies ---------------------------------------------------------------
+
+    /// Which step and kind a reply answers, and that its attempt was sent.
+    fn locate(&self, reply: &Reply) -> Result<(usize, Kind), TransitionError> {
+        let unknown = || TransitionError::UnknownCommand { command_id: reply.command_id.clone() };
+        let rest = reply
+            .command_id
+            .strip_prefix(self.state.saga_id.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .ok_or_else(unknown)?;
+        let (step, kind) = if let Some(step) = rest.strip_suffix(".do") {
+            (step, Kind::Do)
+        } else if let Some(step) = rest.strip_suffix(".undo") {
+            (step, Kind::Undo)
+        } else {
+            return Err(unknown());
+        };
+        let index = self.state.definition.step_index(step).ok_or_else(unknown)?;
+        let sent = self.state.steps[index].progress(kind).attempts;
+        if reply.attempt == 0 || reply.attempt > sent {
+            return Err(TransitionError::UnknownAttempt {
+                command_id: reply.command_id.clone(),
+                attempt: reply.attempt,
+                sent,
+            });
+        }
+        Ok((index, kind))
+    }
+
+    fn reply(&mut self, reply: &Reply) -> Result<(), TransitionError> {
+        let (index, kind) = self.locate(reply)?;
+        let step = &self.state.steps[index];
+        let progress = step.progress(kind);
+        let in_flight = progress.wait != Wait::Idle;
+        let is_current_attempt =
+            matches!(progress.wait, Wait::Reply { attempt, .. } if attempt == reply.attempt);
+        let parked_here = self.state.status == SagaStatus::Parked
+            && self.state.park.as_ref().is_some_and(|p| p.step == index && p.kind == kind);
+        let name = self.name(index);
+        let (at, attempt) = (self.now, reply.attempt);
+
+        match (kind, &reply.outcome) {
+            // The awaited answer, or an earlier attempt's definite one (same command id).
+            (Kind::Do, Outcome::Ok { output }) if in_flight || parked_here => {
+                self.emit(SagaEvent::StepSucceeded {
+                    step: name,
+                    attempt,
+                    output: output.clone(),
+                    at,
+                });
+                self.advance();
+            }
+            (Kind::Do, Outcome::Failed { code, message }) if in_flight => {
+                self.emit(SagaEvent::StepFailed {
+                    step: name,
+                    attempt,
+                    code: code.clone(),
+                    message: message.clone(),
+                    at,
+                });
+                self.setback(
+                    index,
+                    Setback::Failed { code: code.clone(), message: message.clone() },
+                );
+            }
+            (Kind::Undo, Outcome::Ok { .. }) if in_flight || parked_here => {
+                self.emit(SagaEvent::StepCompensated { step: name, attempt, at });
+                self.advance();
+            }
+            (Kind::Undo, Outcome::Failed { code, message }) if in_flight => {
+                self.emit(SagaEvent::AttemptFailed {
+                    step: name.clone(),
+                    kind,
+                    attempt,
+                    code: code.clone(),
+                    message: message.clone(),
+                    timed_out: false,
+                    retry_at: None,
+                    at,
+                });
+                self.park(
+                    index,
+                    kind,
+                    ParkReason::CompensationFailed,
+                    format!("compensation of `{name}` was refused ({code}: {message})"),
+                );
+            }
+            (_, Outcome::Retry { code, message }) if is_current_attempt => {
+                self.attempt_failed(index, kind, code.clone(), message.clone(), false);
+            }
+            // A success for a step already given up on: it took effect after all.
+            (Kind::Do, Outcome::Ok { output })
+                if matches!(
+                    step.forward,
+                    Forward::Unknown | Forward::Failed { .. } | Forward::Abandoned
+                ) =>
+            {
+                self.emit(SagaEvent::LateSuccessRecorded {
+                    step: name,
+                    attempt,
+                    output: output.clone(),
+                    at,
+                });
+                if self.state.status == SagaStatus::Compensating {
+                    self.advance();
+                }
+            }
+            (Kind::Do, Outcome::Ok { .. }) if matches!(step.forward, Forward::Succeeded { .. }) => {
+                self.absorbed = Some(Absorbed::Duplicate);
+            }
+            (Kind::Undo, Outcome::Ok { .. }) if step.backward == Backward::Done => {
+                self.absorbed = Some(Absorbed::Duplicate);
+            }
+            _ => self.absorbed = Some(Absorbed::Stale),
+        }
+        Ok(())
+    }
+
+    // ---- timers ----------------------------------------------------------------
+
+    fn timeout(&mut self) -> Result<(), TransitionError> {
+        let now = self.now;
+        if self.state.abortable() && self.state.deadline_at.is_some_and(|d| d <= now) {
+            self.abort(CompensationCause::DeadlineExceeded);
+            return Ok(());
+        }
+        let not_due = TransitionError::NotDue { next: self.state.next_deadline() };
+        let Some((index, kind)) = self.state.current() else { return Err(not_due) };
+        match self.state.steps[index].progress(kind).wait {
+            Wait::Reply { attempt, timeout_at } if timeout_at <= now => {
+                let message = format!("no reply to attempt {attempt} within the step timeout");
+                self.attempt_failed(index, kind, "timeout".into(), message, true);
+            }
+            Wait::Backoff { retry_at } if retry_at <= now => self.send(index, kind),
+            _ => return Err(not_due),
+        }
+        Ok(())
+    }
+
+    /// Stop the current step and compensate (the caller checked `abortable`).
+    fn abort(&mut self, cause: CompensationCause) {
+        if let Some(index) = self.state.current_forward() {
+            // Any attempt sent may yet take effect (a redelivered command, a lost
+            // reply), so it is compensated; the participant's tombstone then refuses
+            // a late `do`. Only a step never sent is simply abandoned.
+            let sent = self.state.steps[index].do_progress.attempts > 0;
+            let step = self.name(index);
+            let event = if sent {
+                SagaEvent::StepOutcomeUnknown { step, at: self.now }
+            } else {
+                SagaEvent::StepAbandoned { step, at: self.now }
+            };
+            self.emit(event);
+        }
+        self.turn_back(cause);
+    }
+
+    // ---- operators -------------------------------------------------------------
+
+    fn operator(&mut self, op: &OperatorInput) -> Result<(), TransitionError> {
+        use OperatorAction as A;
+        use SagaStatus as S;
+        check_text("by", &op.by)?;
+        check_text("reason", &op.reason)?;
+        if op.by.trim().is_empty() {
+            return Err(TransitionError::OperatorMissing);
+        }
+        let needs_reason = matches!(op.action, A::Skip | A::Abort | A::Resolve(_));
+        if needs_reason && op.reason.trim().is_empty() {
+            return Err(TransitionError::ReasonRequired { action: op.action.as_str() });
+        }
+        let (by, reason, at) = (op.by.clone(), op.reason.clone(), self.now);
+        let status = self.state.status;
+        let not_now = |hint| TransitionError::NotNow { action: op.action.as_str(), status, hint };
+        match (status, op.action) {
+            (S::Running | S::Compensating, A::RetryNow) => {
+                let (index, kind) = self
+                    .state
+                    .current()
+                    .filter(|(i, k)| self.state.steps[*i].progress(*k).wait != Wait::Idle)
+                    .ok_or_else(|| not_now("nothing is waiting to be retried"))?;
+                let progress = self.state.steps[index].progress(kind);
+                let policy = self.state.policy(index, kind);
+                if progress.attempts_in_budget() >= policy.attempts {
+                    return Err(TransitionError::RetryBudgetSpent {
+                        step: self.name(index),
+                        kind,
+                        attempts: policy.attempts,
+                    });
+                }
+                self.emit(SagaEvent::OperatorRetried {
+                    step: self.name(index),
+                    kind,
+                    by,
+                    reason,
+                    at,
+                });
+                self.send(index, kind);
+            }
+            (S::Parked, A::RetryNow) => return Err(not_now("use resume to retry a parked saga")),
+            (S::Running | S::Compensating | S::Parked, A::Skip) => {
+                let (index, kind) =
+                    self.state.current().ok_or_else(|| not_now("there is no current step"))?;
+                self.emit(SagaEvent::StepSkipped { step: self.name(index), kind, by, reason, at });
+                self.advance();
+            }
+            (S::Running, A::Abort) if self.state.abortable() => {
+                self.abort(CompensationCause::Aborted { by, reason });
+            }
+            (S::Running | S::Parked, A::Abort) => {
+                let pivot = self.state.definition.pivot.map(|p| self.name(p)).unwrap_or_default();
+                return Err(TransitionError::PastPivot { pivot });
+            }
+            (S::Compensating, A::Abort) => return Err(not_now("the saga is already compensating")),
+            (S::Parked, A::Resume) => {
+                let (index, kind) =
+                    self.state.current().ok_or_else(|| not_now("the park names no step"))?;
+                self.emit(SagaEvent::SagaResumed { step: self.name(index), kind, by, reason, at });
+                self.advance();
+            }
+            (_, A::Resume) => return Err(not_now("only a parked saga can be resumed")),
+            (_, A::Resolve(outcome)) => {
+                self.emit(SagaEvent::SagaResolved { outcome, by, evidence: reason, at });
+            }
+            (S::NotStarted | S::Completed | S::Compensated | S::Failed, _) => {
+                return Err(TransitionError::Ended { status });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), TransitionError> {
+    if text.len() > OPERATOR_TEXT_LEN_MAX {
+        return Err(TransitionError::TooLong {
+            field,
+            len: text.len(),
+            max: OPERATOR_TEXT_LEN_MAX,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The saga state machine: pure functions from (state, input, now) to decisions.
+//!
+//! - [`decide`] looks at a state and one [`Input`] and returns a [`Decision`]:
+//!   the events to append, the commands to publish and the next deadline. It may
+//!   refuse an input that is illegal in this state ([`TransitionError`]).
+//! - [`evolve`] folds one event into a state; it cannot fail.
+//! - [`replay`] folds a whole history; recovery is replay.
+//!
+//! The shell (the orchestrator) persists the events, publishes the commands
+//! through its outbox, and calls `decide` again with `Input::Timeout` once the
+//! next deadline has passed.
+
+mod decide;
+pub mod event;
+pub mod state;
+
+pub use decide::decide;
+pub use event::{CompensationCause, DecodeError, EVENT_VERSION, ParkReason, ResolvedAs, SagaEvent};
+pub use state::{Backward, Forward, Park, Progress, SagaState, SagaStatus, StepState, Wait};
+
+use crate::UnixMillis;
+use crate::definition::Definition;
+use crate::protocol::{self, Kind, Reply};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Longest saga id accepted (it is part of every command id and message id).
+pub const SAGA_ID_LEN_MAX: usize = 128;
+/// Longest operator name, reason or evidence accepted.
+pub const OPERATOR_TEXT_LEN_MAX: usize = 4_096;
+
+/// Something that happens to a saga.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Begin a new saga with this id and input.
+    Start { saga_id: String, input: Value },
+    /// A participant answered a command attempt.
+    Reply(Reply),
+    /// The next deadline the state reported has passed.
+    Timeout,
+    /// An operator acted.
+    Operator(OperatorInput),
+}
+
+/// An operator's action, who took it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorInput {
+    pub action: OperatorAction,
+    pub by: String,
+    /// Why (required for skip, abort and resolve, where it is the evidence).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Send the current command again now instead of waiting.
+    RetryNow,
+    /// Skip the current step (treated as done) or compensation (treated as undone).
+    Skip,
+    /// Stop going forward and compensate now (only before the pivot is sent).
+    Abort,
+    /// Retry the command a parked saga is stuck on, with a fresh retry budget.
+    Resume,
+    /// End the saga by hand in the given state.
+    Resolve(ResolvedAs),
+}
+
+impl OperatorAction {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RetryNow => "retry",
+            Self::Skip => "skip",
+            Self::Abort => "abort",
+            Self::Resume => "resume",
+            Self::Resolve(_) => "resolve",
+        }
+    }
+}
+
+/// A command the shell must publish: the wire [`protocol::Command`] minus the
+/// reply subject, which depends on the saga's partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingCommand {
+    pub command_id: String,
+    pub step: String,
+    pub kind: Kind,
+    pub participant: String,
+    pub action: String,
+    pub attempt: u32,
+    pub payload: Value,
+    pub deadline: UnixMillis,
+}
+
+impl OutgoingCommand {
+    /// The NATS subject this command is published on.
+    #[must_use]
+    pub fn subject(&self, ns: &protocol::Namespace) -> String {
+        ns.command_subject(&self.participant, &self.action)
+    }
+
+    /// The JetStream dedupe id of this attempt.
+    #[must_use]
+    pub fn msg_id(&self) -> String {
+        protocol::msg_id(&self.command_id, self.attempt)
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_wire(
+        &self,
+        saga_id: &str,
+        saga_type: &str,
+        reply_subject: &str,
+    ) -> protocol::Command {
+        protocol::Command {
+            command_id: self.command_id.clone(),
+            saga_id: saga_id.to_owned(),
+            saga_type: saga_type.to_owned(),
+            step: self.step.clone(),
+            kind: self.kind,
+            action: self.action.clone(),
+            attempt: self.attempt,
+            payload: self.payload.clone(),
+            deadline_unix_ms: self.deadline,
+            reply_subject: reply_subject.to_owned(),
+        }
+    }
+}
+
+/// Why an input was accepted but changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absorbed {
+    /// The same answer was already recorded.
+    Duplicate,
+    /// An answer to an attempt that was already given up on.
+    Stale,
+    /// The saga has ended; late input is ignored by design.
+    Ended,
+}
+
+/// What the shell must do: append `events`, publish `commands`, and come back
+/// with `Input::Timeout` at `next_deadline`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub events: Vec<SagaEvent>,
+    pub commands: Vec<OutgoingCommand>,
+    pub next_deadline: Option<UnixMillis>,
+    /// Set when the input was legal but changed nothing.
+    pub absorbed: Option<Absorbed>,
+}
+
+/// An input that is not legal in the saga's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("the saga has not started")]
+    NotStarted,
+    #[error("the saga has already started")]
+    AlreadyStarted,
+    #[error("saga id `{saga_id}` must be 1-{SAGA_ID_LEN_MAX} ASCII letters, digits, `_` or `-`")]
+    InvalidSagaId { saga_id: String },
+    #[error("the input does not match the schema of `{saga_type}`: {}", errors.join("; "))]
+    InvalidInput { saga_type: String, errors: Vec<String> },
+    #[error("command `{command_id}` does not belong to this saga")]
+    UnknownCommand { command_id: String },
+    #[error("attempt {attempt} of command `{command_id}` was never sent (latest: {sent})")]
+    UnknownAttempt { command_id: String, attempt: u32, sent: u32 },
+    #[error("nothing is due yet (next deadline: {next:?})")]
+    NotDue { next: Option<UnixMillis> },
+    #[error("the saga has ended ({status}); nothing can change it")]
+    Ended { status: SagaStatus },
+    #[error("`{action}` is not possible while the saga is {status}: {hint}")]
+    NotNow { action: &'static str, status: SagaStatus, hint: &'static str },
+    #[error(
+        "step `{step}` ({kind}) has used all {attempts} attempts of its retry budget; wait for it to park, then resume"
+    )]
+    RetryBudgetSpent { step: String, kind: Kind, attempts: u32 },
+    #[error(
+        "the saga can no longer be aborted: its pivot step `{pivot}` has been sent and cannot be undone"
+    )]
+    PastPivot { pivot: String },
+    #[error("`{action}` needs a reason")]
+    ReasonRequired { action: &'static str },
+    #[error("the operator's name is missing")]
+    OperatorMissing,
+    #[error("`{field}` is {len} characters, over the limit of {max}")]
+    TooLong { field: &'static str, len: usize, max: usize },
+}
+
+/// Fold one event into a state. Never fails.
+#[must_use]
+pub fn evolve(mut state: SagaState, event: &SagaEvent) -> SagaState {
+    state.apply(event);
+    state
+}
+
+/// Rebuild a saga from its history.
+#[must_use]
+pub fn replay<'a>(
+    definition: Arc<Definition>,
+    events: impl IntoIterator<Item = &'a SagaEvent>,
+) -> SagaState {
+    events.into_iter().fold(SagaState::new(definition), evolve)
+}
+
+#[cfg(test)]
+mod tests;

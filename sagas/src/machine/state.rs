@@ -1,0 +1,470 @@
+//! What a saga's history adds up to, and the one function that folds it: `apply`.
+//!
+//! `apply` never fails and never looks at anything but the event: that makes
+//! replay after a crash, takeover by another orchestrator, and the live path the
+//! same code. Everything `decide` needs to know is derivable from this state.
+
+use super::event::{CompensationCause, ParkReason, ResolvedAs, SagaEvent};
+use crate::UnixMillis;
+use crate::definition::{Definition, RetryPolicy, StepDef};
+use crate::protocol::Kind;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Where a saga is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// No event yet.
+    NotStarted,
+    /// Steps run forward.
+    Running,
+    /// Compensations run, newest step first.
+    Compensating,
+    /// Stopped until an operator acts (the reason is in [`SagaState::park`]).
+    Parked,
+    /// Every step took effect.
+    Completed,
+    /// Every step that may have taken effect was undone.
+    Compensated,
+    /// Nothing took effect, so nothing needed undoing.
+    Failed,
+}
+
+impl SagaStatus {
+    /// Completed, compensated or failed: nothing may follow.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+
+    /// A state in which the saga waits for nothing but an operator: terminal or parked.
+    #[must_use]
+    pub fn is_end(self) -> bool {
+        self.is_terminal() || self == Self::Parked
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotStarted => "not_started",
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Parked => "parked",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one kind (`do` or `undo`) of one step is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "wait", rename_all = "snake_case")]
+pub enum Wait {
+    /// Nothing in flight.
+    Idle,
+    /// An attempt was sent; it times out at `timeout_at`.
+    Reply { attempt: u32, timeout_at: UnixMillis },
+    /// The next attempt goes out at `retry_at`.
+    Backoff { retry_at: UnixMillis },
+}
+
+/// The attempts of one kind of one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// The highest attempt number sent (0: never sent).
+    pub attempts: u32,
+    /// Attempts sent before the current retry budget began (an operator resume starts a new one).
+    pub budget_base: u32,
+    pub wait: Wait,
+    /// The most recent `retry` answer or timeout: (code, message).
+    pub last_error: Option<(String, String)>,
+    /// Some attempt timed out, so it may have taken effect unseen.
+    pub timed_out: bool,
+}
+
+impl Progress {
+    const NEW: Self =
+        Self { attempts: 0, budget_base: 0, wait: Wait::Idle, last_error: None, timed_out: false };
+
+    /// Attempts sent within the current budget.
+    #[must_use]
+    pub fn attempts_in_budget(&self) -> u32 {
+        self.attempts - self.budget_base
+    }
+
+    /// When this kind next needs attention, if it waits for anything.
+    #[must_use]
+    pub fn due_at(&self) -> Option<UnixMillis> {
+        match self.wait {
+            Wait::Idle => None,
+            Wait::Reply { timeout_at, .. } => Some(timeout_at),
+            Wait::Backoff { retry_at } => Some(retry_at),
+        }
+    }
+}
+
+/// What is known about a step's action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Forward {
+    /// Not finished (maybe not yet sent).
+    Pending,
+    Succeeded {
+        late: bool,
+    },
+    /// Refused for good: no effect.
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// May have taken effect: it is compensated like a success.
+    Unknown,
+    /// Stopped before any attempt could have taken effect.
+    Abandoned,
+    /// An operator skipped it: treated as done, never compensated.
+    Skipped,
+}
+
+/// What is known about a step's compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backward {
+    Open,
+    Done,
+    /// An operator skipped it: treated as undone.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepState {
+    pub forward: Forward,
+    pub backward: Backward,
+    pub output: Option<Value>,
+    /// The rendered input, sent with `do` and again with `undo`.
+    pub payload: Option<Value>,
+    pub do_progress: Progress,
+    pub undo_progress: Progress,
+}
+
+impl StepState {
+    const NEW: Self = Self {
+        forward: Forward::Pending,
+        backward: Backward::Open,
+        output: None,
+        payload: None,
+        do_progress: Progress::NEW,
+        undo_progress: Progress::NEW,
+    };
+
+    #[must_use]
+    pub fn progress(&self, kind: Kind) -> &Progress {
+        match kind {
+            Kind::Do => &self.do_progress,
+            Kind::Undo => &self.undo_progress,
+        }
+    }
+
+    fn progress_mut(&mut self, kind: Kind) -> &mut Progress {
+        match kind {
+            Kind::Do => &mut self.do_progress,
+            Kind::Undo => &mut self.undo_progress,
+        }
+    }
+
+    /// The action may have taken effect and its undo has not been settled.
+    #[must_use]
+    pub fn needs_undo(&self) -> bool {
+        matches!(self.forward, Forward::Succeeded { .. } | Forward::Unknown)
+            && self.backward == Backward::Open
+    }
+}
+
+/// Why and where a saga is parked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Park {
+    pub step: usize,
+    pub kind: Kind,
+    pub reason: ParkReason,
+    pub message: String,
+}
+
+/// A saga as its history describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SagaState {
+    #[serde(skip)]
+    pub definition: Arc<Definition>,
+    pub saga_id: String,
+    pub input: Value,
+    pub status: SagaStatus,
+    pub started_at: Option<UnixMillis>,
+    pub deadline_at: Option<UnixMillis>,
+    pub ended_at: Option<UnixMillis>,
+    pub steps: Vec<StepState>,
+    /// Why the saga turned back (set when compensation starts or the saga fails).
+    pub cause: Option<CompensationCause>,
+    pub park: Option<Park>,
+    /// Set when an operator resolved the saga by hand: (outcome, by, evidence).
+    pub resolved: Option<(ResolvedAs, String, String)>,
+    /// Number of events applied: the seq of the last one.
+    pub seq: u64,
+}
+
+impl SagaState {
+    /// The state before any event.
+    #[must_use]
+    pub fn new(definition: Arc<Definition>) -> Self {
+        let steps = vec![StepState::NEW; definition.steps.len()];
+        Self {
+            definition,
+            saga_id: String::new(),
+            input: Value::Null,
+            status: SagaStatus::NotStarted,
+            started_at: None,
+            deadline_at: None,
+            ended_at: None,
+            steps,
+            cause: None,
+            park: None,
+            resolved: None,
+            seq: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn step_def(&self, index: usize) -> &StepDef {
+        &self.definition.steps[index]
+    }
+
+    /// The retry policy for one kind of one step.
+    #[must_use]
+    pub fn policy(&self, index: usize, kind: Kind) -> RetryPolicy {
+        let def = self.step_def(index);
+        match kind {
+            Kind::Do => def.retry,
+            Kind::Undo => def.compensation_retry,
+        }
+    }
+
+    /// The step running forward now: the first whose result is pending.
+    #[must_use]
+    pub fn current_forward(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.forward == Forward::Pending)
+    }
+
+    /// The compensation in flight or waiting to retry, if any.
+    #[must_use]
+    pub fn undo_in_flight(&self) -> Option<usize> {
+        self.steps.iter().rposition(|s| s.undo_progress.wait != Wait::Idle)
+    }
+
+    /// The next step to compensate: the newest that may have taken effect.
+    #[must_use]
+    pub fn next_undo(&self) -> Option<usize> {
+        self.steps
+            .iter()
+            .zip(&self.definition.steps)
+            .rposition(|(s, def)| s.needs_undo() && def.compensation.is_some())
+    }
+
+    /// The (step, kind) the saga is busy with now, if any.
+    #[must_use]
+    pub fn current(&self) -> Option<(usize, Kind)> {
+        match self.status {
+            SagaStatus::Running => self.current_forward().map(|i| (i, Kind::Do)),
+            SagaStatus::Compensating => {
+                self.undo_in_flight().or_else(|| self.next_undo()).map(|i| (i, Kind::Undo))
+            }
+            SagaStatus::Parked => self.park.as_ref().map(|p| (p.step, p.kind)),
+            _ => None,
+        }
+    }
+
+    /// True while the saga may still be aborted: running, and the pivot never sent.
+    #[must_use]
+    pub fn abortable(&self) -> bool {
+        self.status == SagaStatus::Running
+            && self.definition.pivot.is_none_or(|p| self.steps[p].do_progress.attempts == 0)
+    }
+
+    /// When the saga next needs a `Timeout` input, if ever.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
+        let work = match self.current() {
+            Some((i, kind)) if !self.status.is_end() => self.steps[i].progress(kind).due_at(),
+            _ => None,
+        };
+        let deadline = self.deadline_at.filter(|_| self.abortable());
+        match (work, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn index(&self, step: &str) -> Option<usize> {
+        self.definition.step_index(step)
+    }
+
+    /// Fold one event into the state. Never fails: an event naming a step this
+    /// definition does not have (impossible for a history written against it)
+    /// changes nothing but the seq.
+    pub fn apply(&mut self, event: &SagaEvent) {
+        self.seq += 1;
+        match event {
+            SagaEvent::SagaStarted { saga_id, input, deadline_at, at, .. } => {
+                self.saga_id.clone_from(saga_id);
+                self.input = input.clone();
+                self.status = SagaStatus::Running;
+                self.started_at = Some(*at);
+                self.deadline_at = *deadline_at;
+            }
+            SagaEvent::CommandSent { step, kind, attempt, payload, timeout_at, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    if *kind == Kind::Do {
+                        s.payload = Some(payload.clone());
+                    }
+                    let p = s.progress_mut(*kind);
+                    p.attempts = *attempt;
+                    p.wait = Wait::Reply { attempt: *attempt, timeout_at: *timeout_at };
+                }
+            }
+            SagaEvent::StepSucceeded { step, output, .. } => {
+                self.unpark(step, Kind::Do);
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::Succeeded { late: false };
+                    s.output = Some(output.clone());
+                    s.do_progress.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::StepFailed { step, code, message, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::Failed { code: code.clone(), message: message.clone() };
+                    s.do_progress.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::AttemptFailed { step, kind, code, message, timed_out, retry_at, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    let p = s.progress_mut(*kind);
+                    p.last_error = Some((code.clone(), message.clone()));
+                    p.timed_out |= *timed_out;
+                    p.wait = retry_at.map_or(Wait::Idle, |retry_at| Wait::Backoff { retry_at });
+                }
+            }
+            SagaEvent::StepOutcomeUnknown { step, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::Unknown;
+                    s.do_progress.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::StepAbandoned { step, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::Abandoned;
+                    s.do_progress.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::CompensationStarted { cause, .. } => {
+                self.status = SagaStatus::Compensating;
+                self.cause = Some(cause.clone());
+            }
+            SagaEvent::StepCompensated { step, .. } => {
+                self.unpark(step, Kind::Undo);
+                if let Some(s) = self.step_mut(step) {
+                    s.backward = Backward::Done;
+                    s.undo_progress.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::LateSuccessRecorded { step, output, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::Succeeded { late: true };
+                    s.output = Some(output.clone());
+                }
+            }
+            SagaEvent::OperatorRetried { .. } => {}
+            SagaEvent::StepSkipped { step, kind, .. } => {
+                self.unpark(step, *kind);
+                if let Some(s) = self.step_mut(step) {
+                    match kind {
+                        Kind::Do => s.forward = Forward::Skipped,
+                        Kind::Undo => s.backward = Backward::Skipped,
+                    }
+                    s.progress_mut(*kind).wait = Wait::Idle;
+                }
+            }
+            SagaEvent::SagaResumed { step, kind, .. } => {
+                self.unpark(step, *kind);
+                if let Some(s) = self.step_mut(step) {
+                    if *kind == Kind::Do {
+                        s.forward = Forward::Pending;
+                    }
+                    let p = s.progress_mut(*kind);
+                    p.budget_base = p.attempts;
+                    p.wait = Wait::Idle;
+                }
+            }
+            SagaEvent::SagaParked { step, kind, reason, message, .. } => {
+                if let Some(index) = self.index(step) {
+                    self.steps[index].progress_mut(*kind).wait = Wait::Idle;
+                    self.status = SagaStatus::Parked;
+                    self.park = Some(Park {
+                        step: index,
+                        kind: *kind,
+                        reason: *reason,
+                        message: message.clone(),
+                    });
+                }
+            }
+            SagaEvent::SagaCompleted { at } => self.end(SagaStatus::Completed, *at),
+            SagaEvent::SagaCompensated { at } => self.end(SagaStatus::Compensated, *at),
+            SagaEvent::SagaFailed { cause, at } => {
+                self.cause = Some(cause.clone());
+                self.end(SagaStatus::Failed, *at);
+            }
+            SagaEvent::SagaResolved { outcome, by, evidence, at } => {
+                self.resolved = Some((*outcome, by.clone(), evidence.clone()));
+                self.park = None;
+                let status = match outcome {
+                    ResolvedAs::Completed => SagaStatus::Completed,
+                    ResolvedAs::Compensated => SagaStatus::Compensated,
+                    ResolvedAs::Failed => SagaStatus::Failed,
+                };
+                self.end(status, *at);
+            }
+        }
+    }
+
+    fn step_mut(&mut self, step: &str) -> Option<&mut StepState> {
+        let index = self.index(step)?;
+        self.steps.get_mut(index)
+    }
+
+    fn end(&mut self, status: SagaStatus, at: UnixMillis) {
+        self.status = status;
+        self.ended_at = Some(at);
+        for s in &mut self.steps {
+            s.do_progress.wait = Wait::Idle;
+            s.undo_progress.wait = Wait::Idle;
+        }
+    }
+
+    /// Leave `Parked` when the parked command itself settles or is resumed or skipped.
+    fn unpark(&mut self, step: &str, kind: Kind) {
+        let Some(index) = self.index(step) else { return };
+        if self.status == SagaStatus::Parked
+            && self.park.as_ref().is_some_and(|p| p.step == index && p.kind == kind)
+        {
+            self.park = None;
+            self.status = match kind {
+                Kind::Do => SagaStatus::Running,
+                Kind::Undo => SagaStatus::Compensating,
+            };
+        }
+    }
+}

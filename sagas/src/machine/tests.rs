@@ -1,0 +1,660 @@
+//! Given / when / then tests for every transition of the machine, legal and illegal.
+
+use super::*;
+use crate::definition;
+use crate::protocol::{Outcome, Reply};
+use serde_json::json;
+
+const T0: UnixMillis = UnixMillis(1_000_000);
+
+fn def(yaml: &str) -> Arc<Definition> {
+    Arc::new(definition::load("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn retry(attempts: u32) -> String {
+    format!("{{attempts: {attempts}, initial_backoff: 100ms, max_backoff: 1s}}")
+}
+
+/// Three compensatable steps a → b → c, 2 attempts each, 1s timeouts, 1m deadline.
+fn abc() -> Arc<Definition> {
+    let step = |n: &str| {
+        format!(
+            "  - {{name: {n}, participant: p, action: {n}_do, compensation: {n}_undo, timeout: 1s, retry: {r}, compensation_retry: {r}, input: {{id: '{{{{saga.id}}}}', x: '{{{{input.x}}}}'}}}}\n",
+            r = retry(2)
+        )
+    };
+    def(&format!(
+        "name: abc\nversion: 1\ndeadline: 1m\ninput_schema: {{type: object, properties: {{x: {{type: integer}}}}, required: [x]}}\nsteps:\n{}{}{}",
+        step("a"),
+        step("b"),
+        step("c")
+    ))
+}
+
+/// a (compensatable) → p (pivot) → r (retriable).
+fn with_pivot() -> Arc<Definition> {
+    def(&format!(
+        "name: piv\nversion: 1\ndeadline: 1m\ninput_schema: {{type: object}}\nsteps:
+  - {{name: a, participant: p, action: a_do, compensation: a_undo, timeout: 1s, retry: {r}}}
+  - {{name: p, participant: p, action: p_do, timeout: 1s, retry: {r}}}
+  - {{name: r, participant: p, action: r_do, timeout: 1s, retriable: true, retry: {r}, input: {{from_a: '{{{{steps.a.output.id}}}}'}}}}
+",
+        r = retry(2)
+    ))
+}
+
+/// A saga with its history, driven input by input.
+struct Saga {
+    state: SagaState,
+    events: Vec<SagaEvent>,
+    now: UnixMillis,
+}
+
+impl Saga {
+    /// Given: a started saga.
+    fn started(def: Arc<Definition>) -> Self {
+        let mut s = Self { state: SagaState::new(def), events: vec![], now: T0 };
+        s.when(Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) }).unwrap();
+        s
+    }
+
+    /// When: an input arrives; the decision's events are applied, and replay must agree.
+    fn when(&mut self, input: Input) -> Result<Decision, TransitionError> {
+        let d = decide(&self.state, &input, self.now)?;
+        for e in &d.events {
+            self.state.apply(e);
+        }
+        self.events.extend(d.events.iter().cloned());
+        assert_eq!(replay(self.state.definition.clone(), &self.events), self.state);
+        assert_eq!(d.next_deadline, self.state.next_deadline());
+        Ok(d)
+    }
+
+    fn reply(&mut self, step: &str, kind: Kind, attempt: u32, outcome: Outcome) -> Decision {
+        let command_id = protocol::command_id("s1", step, kind);
+        self.when(Input::Reply(Reply { command_id, attempt, outcome })).unwrap()
+    }
+
+    fn ok(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
+        self.reply(
+            step,
+            kind,
+            attempt,
+            Outcome::Ok { output: json!({"id": format!("{step}-out")}) },
+        )
+    }
+
+    fn failed(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
+        self.reply(
+            step,
+            kind,
+            attempt,
+            Outcome::Failed { code: "no".into(), message: "refused".into() },
+        )
+    }
+
+    fn retry(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
+        self.reply(
+            step,
+            kind,
+            attempt,
+            Outcome::Retry { code: "busy".into(), message: "later".into() },
+        )
+    }
+
+    /// When: time passes to the next deadline and the timer fires.
+    fn tick(&mut self) -> Decision {
+        self.now = self.state.next_deadline().expect("a deadline to wait for");
+        self.when(Input::Timeout).unwrap()
+    }
+
+    fn operator(
+        &mut self,
+        action: OperatorAction,
+        reason: &str,
+    ) -> Result<Decision, TransitionError> {
+        self.when(Input::Operator(OperatorInput {
+            action,
+            by: "ops@example".into(),
+            reason: reason.into(),
+        }))
+    }
+}
+
+fn names(d: &Decision) -> Vec<&'static str> {
+    d.events.iter().map(SagaEvent::name).collect()
+}
+
+fn sent(d: &Decision) -> Vec<(String, Kind, u32)> {
+    d.commands.iter().map(|c| (c.step.clone(), c.kind, c.attempt)).collect()
+}
+
+// ---- start -----------------------------------------------------------------------
+
+#[test]
+fn start_records_the_input_and_sends_the_first_step() {
+    let s = Saga::started(abc());
+    assert_eq!(
+        names(
+            &decide(
+                &SagaState::new(abc()),
+                &Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) },
+                T0
+            )
+            .unwrap()
+        ),
+        ["saga_started", "command_sent"]
+    );
+    assert_eq!(s.state.status, SagaStatus::Running);
+    assert_eq!(s.state.deadline_at, Some(T0.plus_ms(60_000)));
+    let d = decide(
+        &SagaState::new(abc()),
+        &Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) },
+        T0,
+    )
+    .unwrap();
+    let cmd = &d.commands[0];
+    assert_eq!((cmd.command_id.as_str(), cmd.action.as_str(), cmd.attempt), ("s1.a.do", "a_do", 1));
+    assert_eq!(cmd.payload, json!({"id": "s1", "x": 7}));
+    assert_eq!(cmd.deadline, T0.plus_ms(1_000));
+    assert_eq!(d.next_deadline, Some(T0.plus_ms(1_000)));
+}
+
+#[test]
+fn start_refuses_bad_input_bad_ids_and_a_second_start() {
+    let fresh = SagaState::new(abc());
+    let e =
+        decide(&fresh, &Input::Start { saga_id: "s1".into(), input: json!({"x": "seven"}) }, T0)
+            .unwrap_err();
+    assert!(
+        matches!(&e, TransitionError::InvalidInput { errors, .. } if errors[0].contains("/x")),
+        "{e}"
+    );
+    for bad in ["", "a.b", "a b", &"x".repeat(SAGA_ID_LEN_MAX + 1)] {
+        let e = decide(&fresh, &Input::Start { saga_id: bad.into(), input: json!({"x": 1}) }, T0)
+            .unwrap_err();
+        assert!(matches!(e, TransitionError::InvalidSagaId { .. }), "{bad:?}");
+    }
+    let mut s = Saga::started(abc());
+    assert_eq!(
+        s.when(Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) }),
+        Err(TransitionError::AlreadyStarted)
+    );
+}
+
+#[test]
+fn nothing_but_start_is_legal_before_start() {
+    let fresh = SagaState::new(abc());
+    for input in [
+        Input::Timeout,
+        Input::Reply(Reply {
+            command_id: "s1.a.do".into(),
+            attempt: 1,
+            outcome: Outcome::Ok { output: json!(null) },
+        }),
+    ] {
+        assert_eq!(decide(&fresh, &input, T0), Err(TransitionError::NotStarted));
+    }
+}
+
+// ---- forward -----------------------------------------------------------------------
+
+#[test]
+fn happy_path_runs_steps_in_order_and_completes() {
+    let mut s = Saga::started(with_pivot());
+    assert_eq!(sent(&s.ok("a", Kind::Do, 1)), [("p".into(), Kind::Do, 1)]);
+    let d = s.ok("p", Kind::Do, 1);
+    assert_eq!(d.commands[0].payload, json!({"from_a": "a-out"}), "templates read earlier outputs");
+    let d = s.ok("r", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_succeeded", "saga_completed"]);
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    assert_eq!(d.next_deadline, None);
+}
+
+#[test]
+fn business_failure_compensates_earlier_steps_newest_first() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.ok("b", Kind::Do, 1);
+    let d = s.failed("c", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
+    assert_eq!(sent(&d), [("b".into(), Kind::Undo, 1)]);
+    assert_eq!(d.commands[0].action, "b_undo");
+    assert_eq!(d.commands[0].payload, json!({"id": "s1", "x": 7}), "undo carries the step's input");
+    assert_eq!(sent(&s.ok("b", Kind::Undo, 1)), [("a".into(), Kind::Undo, 1)]);
+    let d = s.ok("a", Kind::Undo, 1);
+    assert_eq!(names(&d), ["step_compensated", "saga_compensated"]);
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+    assert!(
+        matches!(s.state.cause, Some(CompensationCause::StepFailed { ref step, .. }) if step == "c")
+    );
+}
+
+#[test]
+fn failure_of_the_first_step_fails_the_saga_with_nothing_to_undo() {
+    let mut s = Saga::started(abc());
+    let d = s.failed("a", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_failed", "saga_failed"]);
+    assert_eq!(s.state.status, SagaStatus::Failed);
+}
+
+#[test]
+fn retry_answer_backs_off_then_sends_the_next_attempt() {
+    let mut s = Saga::started(abc());
+    let d = s.retry("a", Kind::Do, 1);
+    assert_eq!(names(&d), ["attempt_failed"]);
+    let retry_at = d.next_deadline.unwrap();
+    let delay = retry_at.since(T0);
+    assert!((50..=100).contains(&delay), "first backoff is 50..100ms with jitter, got {delay}");
+    assert_eq!(s.state.steps[0].do_progress.wait, Wait::Backoff { retry_at });
+    let d = s.tick();
+    assert_eq!(sent(&d), [("a".into(), Kind::Do, 2)]);
+    assert_eq!(d.commands[0].command_id, "s1.a.do", "the command id is stable across attempts");
+    assert_eq!(d.commands[0].msg_id(), "s1.a.do/2");
+}
+
+#[test]
+fn no_reply_is_retried_then_unknown_and_compensated_like_a_success() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    let d = s.tick();
+    assert_eq!(names(&d), ["attempt_failed"]);
+    assert!(matches!(
+        d.events[0],
+        SagaEvent::AttemptFailed { timed_out: true, retry_at: Some(_), .. }
+    ));
+    assert_eq!(sent(&s.tick()), [("b".into(), Kind::Do, 2)]);
+    let d = s.tick();
+    assert_eq!(
+        names(&d),
+        ["attempt_failed", "step_outcome_unknown", "compensation_started", "command_sent"]
+    );
+    assert_eq!(sent(&d), [("b".into(), Kind::Undo, 1)], "the unknown step is undone first");
+    s.ok("b", Kind::Undo, 1);
+    s.ok("a", Kind::Undo, 1);
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn a_late_success_of_an_earlier_attempt_is_accepted() {
+    let mut s = Saga::started(abc());
+    s.tick();
+    s.tick(); // attempt 2 sent
+    let d = s.ok("a", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_succeeded", "command_sent"]);
+}
+
+#[test]
+fn stale_retry_and_duplicate_replies_change_nothing() {
+    let mut s = Saga::started(abc());
+    s.tick();
+    s.tick(); // attempt 2 of a in flight
+    let d = s.retry("a", Kind::Do, 1);
+    assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Stale)));
+    s.ok("a", Kind::Do, 2);
+    let d = s.ok("a", Kind::Do, 2);
+    assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Duplicate)));
+    let d = s.ok("a", Kind::Do, 1);
+    assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Duplicate)));
+}
+
+#[test]
+fn replies_for_unknown_commands_or_unsent_attempts_are_illegal() {
+    let mut s = Saga::started(abc());
+    let bad = |id: &str, attempt| {
+        Input::Reply(Reply {
+            command_id: id.into(),
+            attempt,
+            outcome: Outcome::Ok { output: json!(null) },
+        })
+    };
+    for id in ["other.a.do", "s1.zz.do", "s1.a.maybe", "s1a.do", "s1.b.do"] {
+        let e = s.when(bad(id, 1)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TransitionError::UnknownCommand { .. } | TransitionError::UnknownAttempt { .. }
+            ),
+            "{id}: {e}"
+        );
+    }
+    assert!(matches!(
+        s.when(bad("s1.a.do", 2)),
+        Err(TransitionError::UnknownAttempt { sent: 1, .. })
+    ));
+    assert!(matches!(s.when(bad("s1.a.do", 0)), Err(TransitionError::UnknownAttempt { .. })));
+    assert!(matches!(
+        s.when(bad("s1.a.undo", 1)),
+        Err(TransitionError::UnknownAttempt { sent: 0, .. })
+    ));
+}
+
+#[test]
+fn timeout_before_anything_is_due_is_refused() {
+    let mut s = Saga::started(abc());
+    assert!(matches!(s.when(Input::Timeout), Err(TransitionError::NotDue { next: Some(_) })));
+}
+
+// ---- compensation --------------------------------------------------------------------
+
+#[test]
+fn compensation_that_keeps_failing_parks_the_saga_with_the_reason() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    s.retry("a", Kind::Undo, 1);
+    s.tick();
+    let d = s.tick(); // attempt 2 times out: budget of 2 spent
+    assert_eq!(names(&d), ["attempt_failed", "saga_parked"]);
+    assert_eq!(s.state.status, SagaStatus::Parked);
+    let park = s.state.park.clone().unwrap();
+    assert_eq!((park.step, park.kind, park.reason), (0, Kind::Undo, ParkReason::CompensationStuck));
+    assert!(park.message.contains("timeout"), "{}", park.message);
+    assert_eq!(s.state.next_deadline(), None, "a parked saga waits for an operator");
+    assert!(matches!(s.when(Input::Timeout), Err(TransitionError::NotDue { .. })));
+}
+
+#[test]
+fn a_refused_compensation_parks_at_once() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    let d = s.failed("a", Kind::Undo, 1);
+    assert_eq!(names(&d), ["attempt_failed", "saga_parked"]);
+    assert_eq!(s.state.park.as_ref().unwrap().reason, ParkReason::CompensationFailed);
+}
+
+#[test]
+fn a_late_success_of_a_given_up_step_is_recorded_while_compensating() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.tick();
+    s.tick();
+    s.tick(); // b unknown, undo of b sent
+    let d = s.ok("b", Kind::Do, 1);
+    assert_eq!(names(&d), ["late_success_recorded"]);
+    assert_eq!(s.state.steps[1].forward, Forward::Succeeded { late: true });
+    s.ok("b", Kind::Undo, 1);
+    s.ok("a", Kind::Undo, 1);
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn a_success_for_the_command_a_parked_saga_waits_on_unparks_it() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    s.tick();
+    s.tick();
+    s.tick(); // undo of a parked
+    assert_eq!(s.state.status, SagaStatus::Parked);
+    let d = s.ok("a", Kind::Undo, 1);
+    assert_eq!(names(&d), ["step_compensated", "saga_compensated"]);
+}
+
+// ---- deadline and pivot -----------------------------------------------------------------
+
+#[test]
+fn the_saga_deadline_aborts_and_compensates_before_the_pivot() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.retry("b", Kind::Do, 1); // waiting to retry b
+    s.now = s.state.deadline_at.unwrap();
+    let d = s.when(Input::Timeout).unwrap();
+    assert_eq!(names(&d), ["step_outcome_unknown", "compensation_started", "command_sent"]);
+    assert_eq!(s.state.cause, Some(CompensationCause::DeadlineExceeded));
+    assert_eq!(sent(&d), [("b".into(), Kind::Undo, 1)], "a sent step may still land: undo it");
+}
+
+#[test]
+fn after_the_pivot_the_deadline_no_longer_aborts() {
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    s.ok("p", Kind::Do, 1);
+    assert!(!s.state.abortable());
+    assert_eq!(s.state.next_deadline(), Some(s.now.plus_ms(1_000)), "only r's timeout is pending");
+}
+
+#[test]
+fn a_pivot_with_unknown_outcome_parks_forward() {
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    s.tick();
+    s.tick();
+    let d = s.tick();
+    assert_eq!(names(&d), ["attempt_failed", "step_outcome_unknown", "saga_parked"]);
+    assert_eq!(s.state.park.as_ref().unwrap().reason, ParkReason::ForwardStuck);
+}
+
+#[test]
+fn a_failed_pivot_compensates_the_steps_before_it() {
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    let d = s.failed("p", Kind::Do, 1);
+    assert_eq!(sent(&d), [("a".into(), Kind::Undo, 1)]);
+}
+
+#[test]
+fn a_failure_after_the_pivot_parks() {
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    s.ok("p", Kind::Do, 1);
+    let d = s.failed("r", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_failed", "saga_parked"]);
+    assert_eq!(s.state.park.as_ref().unwrap().step, 2);
+}
+
+// ---- operators ---------------------------------------------------------------------------
+
+#[test]
+fn retry_now_sends_the_next_attempt_without_waiting_within_the_budget() {
+    let mut s = Saga::started(abc());
+    s.retry("a", Kind::Do, 1);
+    let d = s.operator(OperatorAction::RetryNow, "").unwrap();
+    assert_eq!(names(&d), ["operator_retried", "command_sent"]);
+    assert_eq!(sent(&d), [("a".into(), Kind::Do, 2)]);
+    assert!(matches!(
+        s.operator(OperatorAction::RetryNow, ""),
+        Err(TransitionError::RetryBudgetSpent { attempts: 2, .. })
+    ));
+}
+
+#[test]
+fn skip_moves_past_a_stuck_step_and_needs_a_reason() {
+    let mut s = Saga::started(abc());
+    assert_eq!(
+        s.operator(OperatorAction::Skip, " "),
+        Err(TransitionError::ReasonRequired { action: "skip" })
+    );
+    let d = s.operator(OperatorAction::Skip, "done by hand, ticket 12").unwrap();
+    assert_eq!(names(&d), ["step_skipped", "command_sent"]);
+    assert_eq!(sent(&d), [("b".into(), Kind::Do, 1)]);
+    s.failed("b", Kind::Do, 1);
+    assert_eq!(s.state.status, SagaStatus::Failed, "a skipped step is not compensated");
+}
+
+#[test]
+fn skip_of_a_parked_compensation_continues_compensating() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.ok("b", Kind::Do, 1);
+    s.failed("c", Kind::Do, 1);
+    s.failed("b", Kind::Undo, 1);
+    assert_eq!(s.state.status, SagaStatus::Parked);
+    let d = s.operator(OperatorAction::Skip, "refunded by hand").unwrap();
+    assert_eq!(sent(&d), [("a".into(), Kind::Undo, 1)]);
+    s.ok("a", Kind::Undo, 1);
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn abort_compensates_before_the_pivot_and_is_refused_after() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    assert_eq!(
+        s.operator(OperatorAction::Abort, ""),
+        Err(TransitionError::ReasonRequired { action: "abort" })
+    );
+    let d = s.operator(OperatorAction::Abort, "customer cancelled").unwrap();
+    assert_eq!(names(&d), ["step_outcome_unknown", "compensation_started", "command_sent"]);
+    assert!(
+        matches!(s.state.cause, Some(CompensationCause::Aborted { ref by, .. }) if by == "ops@example")
+    );
+    assert!(matches!(
+        s.operator(OperatorAction::Abort, "again"),
+        Err(TransitionError::NotNow { .. })
+    ));
+
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    assert!(
+        matches!(s.operator(OperatorAction::Abort, "too late"), Err(TransitionError::PastPivot { ref pivot }) if pivot == "p")
+    );
+}
+
+#[test]
+fn resume_retries_a_parked_command_with_a_fresh_budget() {
+    let mut s = Saga::started(abc());
+    assert!(matches!(s.operator(OperatorAction::Resume, ""), Err(TransitionError::NotNow { .. })));
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    s.tick();
+    s.tick();
+    s.tick(); // undo of a parked after 2 attempts
+    assert!(matches!(
+        s.operator(OperatorAction::RetryNow, ""),
+        Err(TransitionError::NotNow { .. })
+    ));
+    let d = s.operator(OperatorAction::Resume, "participant fixed").unwrap();
+    assert_eq!(names(&d), ["saga_resumed", "command_sent"]);
+    assert_eq!(sent(&d), [("a".into(), Kind::Undo, 3)]);
+    assert_eq!(s.state.status, SagaStatus::Compensating);
+    assert_eq!(s.state.steps[0].undo_progress.attempts_in_budget(), 1);
+}
+
+#[test]
+fn resolve_ends_the_saga_by_hand_with_evidence_and_then_nothing_changes_it() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    s.failed("a", Kind::Undo, 1);
+    assert_eq!(
+        s.operator(OperatorAction::Resolve(ResolvedAs::Compensated), ""),
+        Err(TransitionError::ReasonRequired { action: "resolve" })
+    );
+    let d = s
+        .operator(OperatorAction::Resolve(ResolvedAs::Compensated), "voided in admin tool")
+        .unwrap();
+    assert_eq!(names(&d), ["saga_resolved"]);
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+    assert_eq!(
+        s.operator(OperatorAction::Resume, "x"),
+        Err(TransitionError::Ended { status: SagaStatus::Compensated })
+    );
+}
+
+#[test]
+fn operator_input_is_bounded_and_names_someone() {
+    let mut s = Saga::started(abc());
+    let long = "x".repeat(OPERATOR_TEXT_LEN_MAX + 1);
+    assert!(matches!(
+        s.operator(OperatorAction::Skip, &long),
+        Err(TransitionError::TooLong { field: "reason", .. })
+    ));
+    let e = s.when(Input::Operator(OperatorInput {
+        action: OperatorAction::Skip,
+        by: " ".into(),
+        reason: "r".into(),
+    }));
+    assert_eq!(e, Err(TransitionError::OperatorMissing));
+}
+
+// ---- terminal states -----------------------------------------------------------------------
+
+#[test]
+fn terminal_states_absorb_late_and_duplicate_replies_and_refuse_everything_else() {
+    let mut s = Saga::started(abc());
+    s.tick(); // attempt 1 timed out, backoff
+    s.tick(); // attempt 2 sent
+    s.ok("a", Kind::Do, 2);
+    s.ok("b", Kind::Do, 1);
+    s.ok("c", Kind::Do, 1);
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    let seq = s.state.seq;
+    for (step, attempt) in [("a", 1), ("a", 2), ("c", 1)] {
+        for d in [
+            s.ok(step, Kind::Do, attempt),
+            s.failed(step, Kind::Do, attempt),
+            s.retry(step, Kind::Do, attempt),
+        ] {
+            assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Ended)));
+        }
+    }
+    assert_eq!(s.state.seq, seq);
+    assert!(matches!(s.when(Input::Timeout), Err(TransitionError::NotDue { next: None })));
+    assert!(matches!(s.operator(OperatorAction::Skip, "r"), Err(TransitionError::Ended { .. })));
+    assert!(matches!(
+        s.when(Input::Reply(Reply {
+            command_id: "s1.a.do".into(),
+            attempt: 9,
+            outcome: Outcome::Ok { output: json!(null) }
+        })),
+        Err(TransitionError::UnknownAttempt { .. })
+    ));
+}
+
+// ---- events --------------------------------------------------------------------------------
+
+#[test]
+fn events_round_trip_and_refuse_unknown_versions() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    for e in &s.events {
+        let text = e.encode().unwrap();
+        assert!(text.starts_with("{\"v\":1,\"type\":"), "{text}");
+        assert_eq!(&SagaEvent::decode(&text).unwrap(), e);
+    }
+    assert!(matches!(
+        SagaEvent::decode(r#"{"v":99,"type":"saga_completed","at":1}"#),
+        Err(DecodeError::TooNew { found: 99 })
+    ));
+    assert!(matches!(
+        SagaEvent::decode(r#"{"type":"saga_completed","at":1}"#),
+        Err(DecodeError::Envelope(_))
+    ));
+    assert!(matches!(
+        SagaEvent::decode(r#"{"v":1,"type":"saga_exploded","at":1}"#),
+        Err(DecodeError::Body { .. })
+    ));
+}
+
+#[test]
+fn golden_history_of_a_compensated_saga() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.retry("b", Kind::Do, 1);
+    s.tick();
+    s.ok("b", Kind::Do, 2);
+    s.failed("c", Kind::Do, 1);
+    s.ok("b", Kind::Undo, 1);
+    s.ok("a", Kind::Undo, 1);
+    let stored: Vec<serde_json::Value> =
+        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    insta::assert_json_snapshot!("compensated_history", stored);
+}
+
+#[test]
+fn a_version_1_history_written_earlier_still_replays() {
+    // Stored by an earlier build; must keep replaying to the same state after upgrades.
+    let stored = include_str!("testdata/history_v1.jsonl");
+    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let state = replay(abc(), &events);
+    assert_eq!(state.status, SagaStatus::Compensated);
+    assert_eq!(state.seq, events.len() as u64);
+    assert_eq!(state.steps[1].do_progress.attempts, 2);
+    assert_eq!(
+        state.steps[2].forward,
+        Forward::Failed { code: "no".into(), message: "refused".into() }
+    );
+}

@@ -1,0 +1,319 @@
+//! The wire protocol between the orchestrator and participants.
+//!
+//! Participants in any language code against these shapes, so they are pinned
+//! by golden files (`sagas/src/snapshots/`). All bodies are JSON.
+//!
+//! - A [`Command`] is published to the `<prefix>_COMMANDS` stream on subject
+//!   `<prefix>.cmd.<participant>.<action>` with header `Nats-Msg-Id:
+//!   <command id>/<attempt>`; a re-publish of the same attempt is dropped by
+//!   JetStream's dedupe window, a deliberate retry (next attempt) is not.
+//! - A [`Reply`] is published to the `<prefix>_REPLIES` stream on the command's
+//!   `reply_subject`, `<prefix>.reply.<partition>`.
+//! - A saga is started by a NATS request on `<prefix>.start.<saga type>` with a
+//!   [`StartRequest`]; the answer is a [`StartResponse`].
+//! - Trace context travels in the W3C `traceparent` header.
+//!
+//! Readers ignore fields they do not know in commands and replies, so optional
+//! fields can be added without breaking older participants.
+//!
+//! The prefix is `skald` in production; tests use their own so they never see
+//! each other's messages.
+
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Header carrying JetStream's dedupe id.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Header carrying W3C trace context.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// The subject prefix and stream prefix used outside tests.
+pub const DEFAULT_PREFIX: &str = "skald";
+/// Largest command or reply body accepted, in bytes (NATS' default max payload is 1 MiB).
+pub const BODY_BYTES_MAX: usize = 512 * 1024;
+
+/// Whether a command does a step's action or undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Do,
+    Undo,
+}
+
+impl Kind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Do => "do",
+            Self::Undo => "undo",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The participant's idempotency key for one step and kind of one saga:
+/// `<saga id>.<step>.<kind>`. Stable across attempts.
+#[must_use]
+pub fn command_id(saga_id: &str, step: &str, kind: Kind) -> String {
+    format!("{saga_id}.{step}.{kind}")
+}
+
+/// The JetStream dedupe id of one attempt: `<command id>/<attempt>`.
+#[must_use]
+pub fn msg_id(command_id: &str, attempt: u32) -> String {
+    format!("{command_id}/{attempt}")
+}
+
+/// A command to a participant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Stable across attempts of the same step and kind; the idempotency key.
+    pub command_id: String,
+    pub saga_id: String,
+    pub saga_type: String,
+    pub step: String,
+    pub kind: Kind,
+    /// The participant's action (for `undo`, the compensation's name).
+    pub action: String,
+    /// 1 for the first send, incremented by each retry.
+    pub attempt: u32,
+    /// The step's rendered input; the same for `do` and `undo`.
+    pub payload: Value,
+    /// After this instant the orchestrator no longer waits for this attempt.
+    pub deadline_unix_ms: UnixMillis,
+    /// Where to publish the [`Reply`].
+    pub reply_subject: String,
+}
+
+/// A participant's answer to one command attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub command_id: String,
+    pub attempt: u32,
+    pub outcome: Outcome,
+}
+
+/// What happened when a participant handled a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The effect happened (or had already happened); `output` feeds later steps.
+    Ok {
+        #[serde(default)]
+        output: Value,
+    },
+    /// A business refusal: the effect did not happen and never will. Not retried.
+    Failed { code: String, message: String },
+    /// A transient problem: the effect did not happen; try again later.
+    Retry { code: String, message: String },
+}
+
+/// Body of a start request on `<prefix>.start.<saga type>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The caller's key: the same key and input always name the same saga.
+    pub idempotency_key: String,
+    pub input: Value,
+}
+
+/// Answer to a start request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StartResponse {
+    /// A new saga was started.
+    Started { saga_id: String },
+    /// The key was seen before with the same input: the same saga.
+    Existing { saga_id: String },
+    /// The request was refused; `code` is one of `unknown_type`, `invalid_input`,
+    /// `conflict` (same key, other input), `bad_request`, `unavailable`.
+    Refused { code: String, message: String, errors: Vec<String> },
+}
+
+/// Subject and stream names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    prefix: String,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self { prefix: DEFAULT_PREFIX.to_owned() }
+    }
+}
+
+impl Namespace {
+    /// A namespace; `prefix` must be a safe subject token (letters, digits, `_`, `-`).
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        if prefix.is_empty()
+            || prefix.len() > 32
+            || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "prefix `{prefix}` must be 1-32 ASCII letters, digits, `_` or `-`"
+            ));
+        }
+        Ok(Self { prefix: prefix.to_owned() })
+    }
+
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    #[must_use]
+    pub fn command_subject(&self, participant: &str, action: &str) -> String {
+        format!("{}.cmd.{participant}.{action}", self.prefix)
+    }
+
+    /// All commands for one participant: what its durable consumer filters on.
+    #[must_use]
+    pub fn participant_filter(&self, participant: &str) -> String {
+        format!("{}.cmd.{participant}.>", self.prefix)
+    }
+
+    #[must_use]
+    pub fn reply_subject(&self, partition: u32) -> String {
+        format!("{}.reply.{partition}", self.prefix)
+    }
+
+    #[must_use]
+    pub fn start_subject(&self, saga_type: &str) -> String {
+        format!("{}.start.{saga_type}", self.prefix)
+    }
+
+    #[must_use]
+    pub fn commands_stream(&self) -> String {
+        format!("{}_COMMANDS", self.stream_prefix())
+    }
+
+    #[must_use]
+    pub fn replies_stream(&self) -> String {
+        format!("{}_REPLIES", self.stream_prefix())
+    }
+
+    fn stream_prefix(&self) -> String {
+        self.prefix.to_ascii_uppercase().replace('-', "_")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn command() -> Command {
+        Command {
+            command_id: command_id("0193c3a2-7b1e-7000-8000-000000000001", "charge", Kind::Do),
+            saga_id: "0193c3a2-7b1e-7000-8000-000000000001".into(),
+            saga_type: "topup".into(),
+            step: "charge".into(),
+            kind: Kind::Do,
+            action: "charge".into(),
+            attempt: 2,
+            payload: json!({"amount": 1250, "currency": "EUR", "card_token": "tok_visa"}),
+            deadline_unix_ms: UnixMillis(1_764_201_600_000),
+            reply_subject: Namespace::default().reply_subject(7),
+        }
+    }
+
+    #[test]
+    fn golden_command() {
+        insta::assert_json_snapshot!("command", command());
+    }
+
+    #[test]
+    fn golden_replies() {
+        let id = command().command_id;
+        let replies = vec![
+            Reply {
+                command_id: id.clone(),
+                attempt: 1,
+                outcome: Outcome::Ok { output: json!({"charge_id": "ch_1"}) },
+            },
+            Reply {
+                command_id: id.clone(),
+                attempt: 1,
+                outcome: Outcome::Failed {
+                    code: "card_declined".into(),
+                    message: "insufficient funds".into(),
+                },
+            },
+            Reply {
+                command_id: id,
+                attempt: 2,
+                outcome: Outcome::Retry {
+                    code: "provider_unavailable".into(),
+                    message: "HTTP 503".into(),
+                },
+            },
+        ];
+        insta::assert_json_snapshot!("replies", replies);
+    }
+
+    #[test]
+    fn golden_start() {
+        let req =
+            StartRequest { idempotency_key: "order-42".into(), input: json!({"amount": 100}) };
+        let answers = vec![
+            StartResponse::Started { saga_id: "s-1".into() },
+            StartResponse::Existing { saga_id: "s-1".into() },
+            StartResponse::Refused {
+                code: "invalid_input".into(),
+                message: "input does not match the schema of `topup`".into(),
+                errors: vec!["/amount: -1 is less than the minimum of 1".into()],
+            },
+        ];
+        insta::assert_json_snapshot!("start", (req, answers));
+    }
+
+    #[test]
+    fn golden_subjects() {
+        let ns = Namespace::default();
+        let names = json!({
+            "command_subject": ns.command_subject("ledger", "hold"),
+            "participant_filter": ns.participant_filter("ledger"),
+            "reply_subject": ns.reply_subject(3),
+            "start_subject": ns.start_subject("topup"),
+            "commands_stream": ns.commands_stream(),
+            "replies_stream": ns.replies_stream(),
+            "msg_id": msg_id(&command_id("s-1", "hold", Kind::Undo), 4),
+            "headers": [HEADER_MSG_ID, HEADER_TRACEPARENT],
+        });
+        insta::assert_json_snapshot!("subjects", names);
+    }
+
+    #[test]
+    fn ok_output_defaults_to_null_and_unknown_fields_are_refused() {
+        let r: Reply =
+            serde_json::from_str(r#"{"command_id":"c","attempt":1,"outcome":{"status":"ok"}}"#)
+                .unwrap();
+        assert_eq!(r.outcome, Outcome::Ok { output: Value::Null });
+        assert!(
+            serde_json::from_str::<Reply>(
+                r#"{"command_id":"c","attempt":1,"outcome":{"status":"maybe"}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Reply>(
+                r#"{"command_id":"c","attempt":1,"outcom":{"status":"ok"}}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn namespace_refuses_unsafe_prefixes() {
+        assert!(Namespace::new("t-1_a").is_ok());
+        assert_eq!(Namespace::new("t-1_a").unwrap().commands_stream(), "T_1_A_COMMANDS");
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(33)] {
+            assert!(Namespace::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

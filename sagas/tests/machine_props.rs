@@ -1,0 +1,382 @@
+//! Property test: the saga machine against a model participant under random
+//! schedules of replies (ok, failed, retry), lost and duplicated replies,
+//! redelivered commands, reorderings, timeouts, operator actions and
+//! crash-and-replay. After every input it checks the machine's invariants; at
+//! the end it lets every deadline pass and checks that the saga ended, and that
+//! the model participant's effects agree with how it ended.
+//!
+//! The number of cases comes from `PROPTEST_CASES` (proptest's default: 256).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use proptest::prelude::*;
+use sagas::machine::{
+    Absorbed, OperatorAction, OperatorInput, OutgoingCommand, ResolvedAs, Wait, decide, replay,
+};
+use sagas::protocol::{Kind, Outcome, Reply};
+use sagas::{Decision, Definition, Input, SagaEvent, SagaState, SagaStatus, UnixMillis};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+struct Shape {
+    steps: usize,
+    pivot: Option<usize>,
+    attempts: u32,
+    compensation_attempts: u32,
+    deadline: bool,
+}
+
+impl Shape {
+    fn definition(&self) -> Arc<Definition> {
+        let mut yaml = String::from("name: prop\nversion: 1\ninput_schema: {type: object}\n");
+        if self.deadline {
+            yaml.push_str("deadline: 20s\n");
+        }
+        yaml.push_str("steps:\n");
+        for i in 0..self.steps {
+            let compensated = self.pivot.is_none_or(|p| i < p);
+            let retriable = self.pivot.is_some_and(|p| i > p);
+            yaml.push_str(&format!(
+                "  - {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
+                 retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
+                a = self.attempts
+            ));
+            if compensated {
+                yaml.push_str(&format!(
+                    ", compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
+                    c = self.compensation_attempts
+                ));
+            }
+            yaml.push_str("}\n");
+        }
+        Arc::new(
+            sagas::definition::load("prop.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
+        )
+    }
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (1usize..=4, any::<bool>(), 0usize..4, 1u32..=3, 1u32..=3, any::<bool>()).prop_map(
+        |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline)| Shape {
+            steps,
+            pivot: has_pivot.then_some(pivot % steps),
+            attempts,
+            compensation_attempts,
+            deadline,
+        },
+    )
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// The participant handles one message ever sent (a first delivery or a
+    /// redelivery); its reply reaches the orchestrator unless `lost`.
+    Process {
+        pick: usize,
+        roll: u8,
+        lost: bool,
+    },
+    /// A reply delivered earlier is delivered again.
+    DuplicateReply {
+        pick: usize,
+    },
+    /// Time jumps to the next deadline and the timer fires.
+    Tick,
+    /// Time moves on a little; the timer fires if something is due.
+    Wait {
+        ms: u16,
+    },
+    Operator {
+        which: u8,
+        outcome: u8,
+    },
+    /// The orchestrator restarts: the state is rebuilt from the history.
+    Crash,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (any::<usize>(), any::<u8>(), prop::bool::weighted(0.15))
+            .prop_map(|(pick, roll, lost)| Action::Process { pick, roll, lost }),
+        1 => any::<usize>().prop_map(|pick| Action::DuplicateReply { pick }),
+        3 => Just(Action::Tick),
+        1 => (0u16..3_000).prop_map(|ms| Action::Wait { ms }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(which, outcome)| Action::Operator { which, outcome }),
+        1 => Just(Action::Crash),
+    ]
+}
+
+/// An honest participant: a definite answer (ok or failed) is stored per command
+/// id and repeated; `retry` is not stored; an undo leaves a tombstone that makes
+/// a later `do` of the same step fail.
+#[derive(Default)]
+struct Participant {
+    decided: HashMap<String, Outcome>,
+    applied: HashSet<String>,
+    undone: HashSet<String>,
+    tombstones: HashSet<String>,
+}
+
+impl Participant {
+    fn handle(&mut self, cmd: &OutgoingCommand, roll: u8) -> Reply {
+        let outcome = match self.decided.get(&cmd.command_id) {
+            Some(o) => o.clone(),
+            None => {
+                let roll = roll % 20;
+                let outcome = match cmd.kind {
+                    Kind::Do if self.tombstones.contains(&cmd.step) => Outcome::Failed {
+                        code: "tombstone".into(),
+                        message: "undone before done".into(),
+                    },
+                    Kind::Do if roll < 12 => {
+                        self.applied.insert(cmd.step.clone());
+                        Outcome::Ok { output: json!({"from": cmd.step}) }
+                    }
+                    Kind::Do if roll < 14 => {
+                        Outcome::Failed { code: "no".into(), message: "refused".into() }
+                    }
+                    Kind::Undo if roll < 15 => {
+                        self.tombstones.insert(cmd.step.clone());
+                        if self.applied.contains(&cmd.step) {
+                            self.undone.insert(cmd.step.clone());
+                        }
+                        Outcome::Ok { output: json!(null) }
+                    }
+                    Kind::Undo if roll < 16 => {
+                        Outcome::Failed { code: "no".into(), message: "cannot undo".into() }
+                    }
+                    _ => Outcome::Retry { code: "busy".into(), message: "try later".into() },
+                };
+                if !matches!(outcome, Outcome::Retry { .. }) {
+                    self.decided.insert(cmd.command_id.clone(), outcome.clone());
+                }
+                outcome
+            }
+        };
+        Reply { command_id: cmd.command_id.clone(), attempt: cmd.attempt, outcome }
+    }
+
+    /// The step's effect is in place (done and not undone).
+    fn in_effect(&self, step: &str) -> bool {
+        self.applied.contains(step) && !self.undone.contains(step)
+    }
+}
+
+struct World {
+    state: SagaState,
+    history: Vec<SagaEvent>,
+    now: UnixMillis,
+    sent: Vec<OutgoingCommand>,
+    delivered: Vec<Reply>,
+    participant: Participant,
+    operator_acted: bool,
+}
+
+impl World {
+    fn apply(&mut self, input: &Input) -> Result<Decision, sagas::TransitionError> {
+        let before = self.state.clone();
+        let d = decide(&self.state, input, self.now)?;
+        if before.status.is_terminal() {
+            assert!(d.events.is_empty(), "events after a terminal state: {:?}", d.events);
+        }
+        for e in &d.events {
+            assert!(
+                !self.history.last().is_some_and(SagaEvent::is_terminal),
+                "event after terminal: {e:?}"
+            );
+            self.state.apply(e);
+            self.history.push(e.clone());
+        }
+        self.sent.extend(d.commands.iter().cloned());
+        self.check(&d);
+        Ok(d)
+    }
+
+    fn check(&self, d: &Decision) {
+        let s = &self.state;
+        assert_eq!(
+            replay(s.definition.clone(), &self.history),
+            *s,
+            "replay differs from the live state"
+        );
+        assert_eq!(s.seq, self.history.len() as u64);
+        assert_eq!(d.next_deadline, s.next_deadline());
+        assert_eq!(
+            s.next_deadline().is_none(),
+            s.status.is_end(),
+            "only ended sagas wait for nothing: {:?}",
+            s.status
+        );
+        let mut busy = 0;
+        for (i, step) in s.steps.iter().enumerate() {
+            for kind in [Kind::Do, Kind::Undo] {
+                let p = step.progress(kind);
+                assert!(
+                    p.attempts_in_budget() <= s.policy(i, kind).attempts,
+                    "step {i} {kind}: {} attempts, policy allows {}",
+                    p.attempts_in_budget(),
+                    s.policy(i, kind).attempts
+                );
+                busy += usize::from(p.wait != Wait::Idle);
+            }
+        }
+        assert!(busy <= 1, "more than one command in flight");
+        for c in d.commands.iter().filter(|c| c.kind == Kind::Undo) {
+            let i = s.definition.step_index(&c.step).unwrap();
+            assert!(
+                matches!(
+                    s.steps[i].forward,
+                    sagas::machine::Forward::Succeeded { .. } | sagas::machine::Forward::Unknown
+                ),
+                "compensating step {i} that neither succeeded nor is unknown: {:?}",
+                s.steps[i].forward
+            );
+            for (j, later) in s.steps.iter().enumerate().skip(i + 1) {
+                assert!(
+                    !(later.needs_undo() && s.definition.steps[j].compensation.is_some()),
+                    "undo of step {i} sent before newer step {j} was undone"
+                );
+            }
+        }
+        if s.status == SagaStatus::Parked {
+            assert!(
+                s.park.as_ref().is_some_and(|p| !p.message.is_empty()),
+                "parked without a reason"
+            );
+        }
+    }
+
+    fn timeout_if_due(&mut self) {
+        match self.state.next_deadline() {
+            Some(due) if due <= self.now => {
+                self.apply(&Input::Timeout).unwrap_or_else(|e| panic!("due timeout refused: {e}"));
+            }
+            next => {
+                let e = self.apply(&Input::Timeout).unwrap_err();
+                assert!(matches!(e, sagas::TransitionError::NotDue { .. }), "{e} (next {next:?})");
+            }
+        }
+    }
+
+    fn step(&mut self, action: &Action) {
+        match *action {
+            Action::Process { pick, roll, lost } => {
+                if self.sent.is_empty() {
+                    return;
+                }
+                let cmd = self.sent[pick % self.sent.len()].clone();
+                let reply = self.participant.handle(&cmd, roll);
+                if !lost {
+                    self.apply(&Input::Reply(reply.clone()))
+                        .unwrap_or_else(|e| panic!("reply refused: {e}"));
+                    self.delivered.push(reply);
+                }
+            }
+            Action::DuplicateReply { pick } => {
+                if self.delivered.is_empty() {
+                    return;
+                }
+                let reply = self.delivered[pick % self.delivered.len()].clone();
+                let d = self
+                    .apply(&Input::Reply(reply))
+                    .unwrap_or_else(|e| panic!("duplicate refused: {e}"));
+                if d.absorbed == Some(Absorbed::Duplicate) {
+                    assert!(d.events.is_empty());
+                }
+            }
+            Action::Tick => {
+                if let Some(due) = self.state.next_deadline() {
+                    self.now = self.now.max(due);
+                    self.timeout_if_due();
+                }
+            }
+            Action::Wait { ms } => {
+                self.now = self.now.plus_ms(u64::from(ms));
+                self.timeout_if_due();
+            }
+            Action::Operator { which, outcome } => {
+                let action = match which % 5 {
+                    0 => OperatorAction::RetryNow,
+                    1 => OperatorAction::Skip,
+                    2 => OperatorAction::Abort,
+                    3 => OperatorAction::Resume,
+                    _ => OperatorAction::Resolve(match outcome % 3 {
+                        0 => ResolvedAs::Completed,
+                        1 => ResolvedAs::Compensated,
+                        _ => ResolvedAs::Failed,
+                    }),
+                };
+                let input = Input::Operator(OperatorInput {
+                    action,
+                    by: "prop".into(),
+                    reason: "because".into(),
+                });
+                let before = self.state.clone();
+                match self.apply(&input) {
+                    Ok(d) => self.operator_acted |= !d.events.is_empty(),
+                    Err(_) => assert_eq!(self.state, before, "a refused input changed the state"),
+                }
+            }
+            Action::Crash => {
+                self.state = replay(self.state.definition.clone(), &self.history);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_machine_keeps_its_invariants_under_any_schedule(
+        shape in shape(),
+        actions in prop::collection::vec(action(), 0..80),
+    ) {
+        let definition = shape.definition();
+        let mut w = World {
+            state: SagaState::new(definition.clone()),
+            history: Vec::new(),
+            now: UnixMillis(1_000_000),
+            sent: Vec::new(),
+            delivered: Vec::new(),
+            participant: Participant::default(),
+            operator_acted: false,
+        };
+        w.apply(&Input::Start { saga_id: "p1".into(), input: json!({}) }).unwrap();
+        for a in &actions {
+            w.step(a);
+        }
+        // Inputs stop; every deadline passes.
+        for _ in 0..10_000 {
+            let Some(due) = w.state.next_deadline() else { break };
+            w.now = w.now.max(due);
+            w.apply(&Input::Timeout).unwrap();
+        }
+        prop_assert!(w.state.status.is_end(), "not ended: {:?}", w.state.status);
+
+        // Late redeliveries of every command ever sent, after the saga ended.
+        // (`World::apply` checks that nothing follows a terminal event.)
+        for cmd in w.sent.clone() {
+            let reply = w.participant.handle(&cmd, 0);
+            w.apply(&Input::Reply(reply)).unwrap();
+        }
+
+        if !w.operator_acted {
+            let p = &w.participant;
+            let names: Vec<String> = definition.steps.iter().map(|s| s.name.clone()).collect();
+            match w.state.status {
+                SagaStatus::Completed => {
+                    for n in &names {
+                        prop_assert!(p.in_effect(n), "completed but `{n}` is not in effect");
+                    }
+                }
+                SagaStatus::Compensated | SagaStatus::Failed => {
+                    for n in &names {
+                        prop_assert!(!p.in_effect(n), "{:?} but `{n}` is still in effect", w.state.status);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
