@@ -402,6 +402,23 @@ fn invalid_json_schema_is_reported() {
 }
 
 #[test]
+fn step_after_the_pivot_cannot_have_a_compensation() {
+    let yaml = with_steps(
+        "  - name: charge
+    participant: payment
+    action: charge
+  - name: post
+    participant: ledger
+    action: post
+    compensation: unpost
+    retriable: true
+",
+    );
+    let e = assert_only_error(&yaml, Some("post"), "compensation", "would never run");
+    assert!(e.fix.contains("remove `compensation:`"), "{e}");
+}
+
+#[test]
 fn step_after_the_pivot_must_be_retriable() {
     let yaml = with_steps(
         "  - name: charge

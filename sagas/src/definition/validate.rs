@@ -436,6 +436,21 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
                 ),
             );
         }
+        for (i, s) in
+            raw.steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.compensation.is_some())
+        {
+            let label = step_label(i, &s.name);
+            c.push(
+                Some(&label),
+                "compensation",
+                format!(
+                    "the step follows the pivot `{pivot_label}`, which cannot be undone, so its compensation would never run"
+                ),
+                format!(
+                    "remove `compensation:` from `{label}`, or give `{pivot_label}` a compensation too"
+                ),
+            );
+        }
     }
     if let Some(d) = deadline
         && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()

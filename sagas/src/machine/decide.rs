@@ -150,10 +150,21 @@ impl Draft {
                     saga_type: &self.state.definition.name,
                     outputs: &outputs,
                 };
-                match def.input.render(&ctx) {
+                let rendered = def.input.render(&ctx).map_err(|e| e.to_string()).and_then(|p| {
+                    let size = serde_json::to_vec(&p).map_or(usize::MAX, |b| b.len());
+                    if size > protocol::BODY_BYTES_MAX / 2 {
+                        Err(format!(
+                            "the rendered input is {size} bytes, over the limit of {} bytes",
+                            protocol::BODY_BYTES_MAX / 2
+                        ))
+                    } else {
+                        Ok(p)
+                    }
+                });
+                match rendered {
                     Ok(p) => p,
-                    Err(e) => {
-                        let (code, message) = ("input_unrenderable".to_owned(), e.to_string());
+                    Err(message) => {
+                        let code = "input_unrenderable".to_owned();
                         self.emit(SagaEvent::StepFailed {
                             step: def.name.clone(),
                             attempt: self.state.steps[index].do_progress.attempts,
@@ -212,7 +223,7 @@ impl Draft {
             Setback::Failed { code, message } => {
                 self.turn_back(CompensationCause::StepFailed { step: name, code, message });
             }
-            Setback::Unknown if def.compensation.is_none() => self.park(
+            Setback::Unknown if after_pivot || def.compensation.is_none() => self.park(
                 index,
                 Kind::Do,
                 ParkReason::ForwardStuck,
@@ -342,7 +353,15 @@ impl Draft {
                 });
                 self.advance();
             }
-            (Kind::Do, Outcome::Failed { code, message }) if in_flight => {
+            (Kind::Do, Outcome::Failed { code, message })
+                if in_flight
+                    || (parked_here
+                        && step.forward
+                            != Forward::Failed {
+                                code: code.clone(),
+                                message: message.clone(),
+                            }) =>
+            {
                 self.emit(SagaEvent::StepFailed {
                     step: name,
                     attempt,
@@ -401,6 +420,12 @@ impl Draft {
                 self.absorbed = Some(Absorbed::Duplicate);
             }
             (Kind::Undo, Outcome::Ok { .. }) if step.backward == Backward::Done => {
+                self.absorbed = Some(Absorbed::Duplicate);
+            }
+            (Kind::Do, Outcome::Failed { code, message })
+                if step.forward
+                    == Forward::Failed { code: code.clone(), message: message.clone() } =>
+            {
                 self.absorbed = Some(Absorbed::Duplicate);
             }
             _ => self.absorbed = Some(Absorbed::Stale),
@@ -493,26 +518,52 @@ impl Draft {
             (S::Running | S::Compensating | S::Parked, A::Skip) => {
                 let (index, kind) =
                     self.state.current().ok_or_else(|| not_now("there is no current step"))?;
+                if matches!(self.state.steps[index].progress(kind).wait, Wait::Reply { .. }) {
+                    return Err(not_now(
+                        "an answer is awaited; retry now, or skip once the attempt has timed out",
+                    ));
+                }
                 self.emit(SagaEvent::StepSkipped { step: self.name(index), kind, by, reason, at });
                 self.advance();
             }
             (S::Running, A::Abort) if self.state.abortable() => {
                 self.abort(CompensationCause::Aborted { by, reason });
             }
-            (S::Running | S::Parked, A::Abort) => {
+            (S::Running, A::Abort) => {
                 let pivot = self.state.definition.pivot.map(|p| self.name(p)).unwrap_or_default();
                 return Err(TransitionError::PastPivot { pivot });
+            }
+            (S::Parked, A::Abort) => {
+                return Err(not_now("a parked saga is resumed, skipped past or resolved"));
             }
             (S::Compensating, A::Abort) => return Err(not_now("the saga is already compensating")),
             (S::Parked, A::Resume) => {
                 let (index, kind) =
                     self.state.current().ok_or_else(|| not_now("the park names no step"))?;
+                let refused = match kind {
+                    Kind::Do => matches!(self.state.steps[index].forward, Forward::Failed { .. }),
+                    Kind::Undo => self
+                        .state
+                        .park
+                        .as_ref()
+                        .is_some_and(|p| p.reason == ParkReason::CompensationFailed),
+                };
+                if refused {
+                    return Err(not_now(
+                        "the participant refused this command for good and would refuse it again; skip or resolve",
+                    ));
+                }
                 self.emit(SagaEvent::SagaResumed { step: self.name(index), kind, by, reason, at });
                 self.advance();
             }
             (_, A::Resume) => return Err(not_now("only a parked saga can be resumed")),
-            (_, A::Resolve(outcome)) => {
+            (S::Parked, A::Resolve(outcome)) => {
                 self.emit(SagaEvent::SagaResolved { outcome, by, evidence: reason, at });
+            }
+            (_, A::Resolve(_)) => {
+                return Err(not_now(
+                    "only a parked saga is resolved by hand; a running one may still change (abort or skip it)",
+                ));
             }
             (S::NotStarted | S::Completed | S::Compensated | S::Failed, _) => {
                 return Err(TransitionError::Ended { status });

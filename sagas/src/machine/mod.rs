@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 /// Longest saga id accepted (it is part of every command id and message id).
 pub const SAGA_ID_LEN_MAX: usize = 128;
-/// Longest operator name, reason or evidence accepted.
+/// Longest operator name, reason or evidence accepted, in bytes.
 pub const OPERATOR_TEXT_LEN_MAX: usize = 4_096;
 
 /// Something that happens to a saga.
@@ -183,7 +183,7 @@ pub enum TransitionError {
     ReasonRequired { action: &'static str },
     #[error("the operator's name is missing")]
     OperatorMissing,
-    #[error("`{field}` is {len} characters, over the limit of {max}")]
+    #[error("`{field}` is {len} bytes, over the limit of {max}")]
     TooLong { field: &'static str, len: usize, max: usize },
 }
 

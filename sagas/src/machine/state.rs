@@ -98,7 +98,7 @@ impl Progress {
     /// Attempts sent within the current budget.
     #[must_use]
     pub fn attempts_in_budget(&self) -> u32 {
-        self.attempts - self.budget_base
+        self.attempts.saturating_sub(self.budget_base)
     }
 
     /// When this kind next needs attention, if it waits for anything.
@@ -181,10 +181,17 @@ impl StepState {
     }
 
     /// The action may have taken effect and its undo has not been settled.
+    ///
+    /// A step an operator skipped counts as done, so it is undone too if it was
+    /// ever sent (an attempt may have landed; an undo of nothing is harmless).
     #[must_use]
     pub fn needs_undo(&self) -> bool {
-        matches!(self.forward, Forward::Succeeded { .. } | Forward::Unknown)
-            && self.backward == Backward::Open
+        let maybe_done = match self.forward {
+            Forward::Succeeded { .. } | Forward::Unknown => true,
+            Forward::Skipped => self.do_progress.attempts > 0,
+            Forward::Pending | Forward::Failed { .. } | Forward::Abandoned => false,
+        };
+        maybe_done && self.backward == Backward::Open
     }
 }
 
@@ -345,6 +352,7 @@ impl SagaState {
                 }
             }
             SagaEvent::StepFailed { step, code, message, .. } => {
+                self.unpark(step, Kind::Do);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Failed { code: code.clone(), message: message.clone() };
                     s.do_progress.wait = Wait::Idle;
@@ -371,6 +379,7 @@ impl SagaState {
                 }
             }
             SagaEvent::CompensationStarted { cause, .. } => {
+                self.park = None;
                 self.status = SagaStatus::Compensating;
                 self.cause = Some(cause.clone());
             }

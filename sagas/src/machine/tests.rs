@@ -466,11 +466,30 @@ fn skip_moves_past_a_stuck_step_and_needs_a_reason() {
         s.operator(OperatorAction::Skip, " "),
         Err(TransitionError::ReasonRequired { action: "skip" })
     );
+    assert!(
+        matches!(s.operator(OperatorAction::Skip, "r"), Err(TransitionError::NotNow { .. })),
+        "no skip while an answer is awaited"
+    );
+    s.tick(); // attempt 1 timed out; waiting to retry
     let d = s.operator(OperatorAction::Skip, "done by hand, ticket 12").unwrap();
     assert_eq!(names(&d), ["step_skipped", "command_sent"]);
     assert_eq!(sent(&d), [("b".into(), Kind::Do, 1)]);
+    let d = s.failed("b", Kind::Do, 1);
+    assert_eq!(
+        sent(&d),
+        [("a".into(), Kind::Undo, 1)],
+        "a skipped step counts as done: it is undone if it was ever sent"
+    );
+}
+
+#[test]
+fn a_skipped_step_that_was_never_sent_is_not_compensated() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
     s.failed("b", Kind::Do, 1);
-    assert_eq!(s.state.status, SagaStatus::Failed, "a skipped step is not compensated");
+    s.failed("a", Kind::Undo, 1); // parked on the undo of a
+    s.operator(OperatorAction::Skip, "voided by hand").unwrap();
+    assert_eq!(s.state.status, SagaStatus::Compensated);
 }
 
 #[test]
@@ -530,6 +549,42 @@ fn resume_retries_a_parked_command_with_a_fresh_budget() {
     assert_eq!(sent(&d), [("a".into(), Kind::Undo, 3)]);
     assert_eq!(s.state.status, SagaStatus::Compensating);
     assert_eq!(s.state.steps[0].undo_progress.attempts_in_budget(), 1);
+}
+
+#[test]
+fn resume_refuses_a_command_the_participant_refused_for_good() {
+    let mut s = Saga::started(abc());
+    s.ok("a", Kind::Do, 1);
+    s.failed("b", Kind::Do, 1);
+    s.failed("a", Kind::Undo, 1);
+    assert!(matches!(
+        s.operator(OperatorAction::Resume, "again"),
+        Err(TransitionError::NotNow { .. })
+    ));
+}
+
+#[test]
+fn a_late_refusal_of_a_parked_pivot_compensates_the_steps_before_it() {
+    let mut s = Saga::started(with_pivot());
+    s.ok("a", Kind::Do, 1);
+    s.tick();
+    s.tick();
+    s.tick(); // pivot unknown: parked
+    assert_eq!(s.state.status, SagaStatus::Parked);
+    let d = s.failed("p", Kind::Do, 1);
+    assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
+    assert_eq!(s.state.park, None);
+    let d = s.failed("p", Kind::Do, 1);
+    assert_eq!(d.absorbed, Some(Absorbed::Duplicate));
+}
+
+#[test]
+fn resolve_is_only_for_parked_sagas() {
+    let mut s = Saga::started(abc());
+    assert!(matches!(
+        s.operator(OperatorAction::Resolve(ResolvedAs::Completed), "looks fine"),
+        Err(TransitionError::NotNow { .. })
+    ));
 }
 
 #[test]
