@@ -5,7 +5,7 @@
 //! the end it lets every deadline pass and checks that the saga ended, and that
 //! the model participant's effects agree with how it ended.
 //!
-//! The number of cases comes from `PROPTEST_CASES` (proptest's default: 256).
+//! The number of cases comes from `PROPTEST_CASES` (default 1,024).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -328,7 +328,14 @@ impl World {
     }
 }
 
+/// `PROPTEST_CASES` when set, else 1,024 cases (about half a second).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1_024);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
 proptest! {
+    #![proptest_config(config())]
     #[test]
     fn the_machine_keeps_its_invariants_under_any_schedule(
         shape in shape(),
