@@ -55,16 +55,12 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
         );
         return Err(DefinitionErrors(c.errors));
     }
-    if text.trim().is_empty() {
-        c.push(
-            None,
-            "(file)",
-            "is empty",
-            "write a definition: name, version, input_schema, steps",
-        );
-        return Err(DefinitionErrors(c.errors));
-    }
-    let loose: yaml_serde::Value = match yaml_serde::from_str(text) {
+    let parsed = if text.trim().is_empty() {
+        Ok(yaml_serde::Value::Null)
+    } else {
+        yaml_serde::from_str::<yaml_serde::Value>(text)
+    };
+    let loose = match parsed {
         Ok(v) => v,
         Err(e) => {
             c.push(None, "(yaml)", format!("is not valid YAML: {e}"), "fix the YAML syntax there");
@@ -72,7 +68,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
         }
     };
     if loose.is_null() {
-        // Only comments (or `~`): as empty as a file of nothing.
+        // Nothing, only blanks, or only comments (or `~`).
         c.push(
             None,
             "(file)",
