@@ -1,9 +1,25 @@
 //! Skald's orchestrator: the I/O shell around the pure `sagas` core.
 //!
 //! `sagas` decides what should happen to a saga; this crate makes it happen:
-//! it will own the event store, the outbox relay, the NATS bus, timers,
-//! partition leases and the HTTP operations API (see `DESIGN.md`). For now it
-//! holds the `skald` command line, whose `definitions` commands check saga
-//! definition files before they are deployed.
+//! - [`store`]: saga histories, projection, outbox, definitions (sea-orm);
+//! - [`registry`]: the definitions served, by name and content hash;
+//! - [`driver`]: load → replay → decide → append, the one place logic meets I/O;
+//! - [`bus`]: NATS connection, streams and consumers;
+//! - [`relay`]: outbox → JetStream;
+//! - [`intake`]: replies → driver;
+//! - [`timers`]: timeouts, backoff and deadlines from the store;
+//! - [`starter`]: start requests over NATS;
+//! - [`serve`]: wiring all of it into `skald serve`;
+//! - [`cli`]: the `skald` command line.
 
+pub mod bus;
 pub mod cli;
+pub mod clock;
+pub mod driver;
+pub mod intake;
+pub mod registry;
+pub mod relay;
+pub mod serve;
+pub mod starter;
+pub mod store;
+pub mod timers;

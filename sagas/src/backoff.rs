@@ -23,15 +23,9 @@ pub fn delay_ms(policy: &RetryPolicy, command_id: &str, failed_attempt: u32) -> 
     half + jitter_seed(command_id, failed_attempt) % (spread + 1)
 }
 
-/// FNV-1a over the command id and the attempt: stable across builds and platforms.
+/// A stable hash of the command id and the attempt.
 fn jitter_seed(command_id: &str, attempt: u32) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    command_id
-        .as_bytes()
-        .iter()
-        .chain(attempt.to_le_bytes().iter())
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
+    crate::hash::fnv1a(&[command_id.as_bytes(), &attempt.to_le_bytes()])
 }
 
 #[cfg(test)]

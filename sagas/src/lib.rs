@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod definition;
 pub mod duration;
+pub mod hash;
 pub mod machine;
 pub mod protocol;
 pub mod time;

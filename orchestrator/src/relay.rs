@@ -1,0 +1,97 @@
+//! The outbox relay: publishes committed commands to JetStream, then forgets them.
+//!
+//! Rows are deleted only after JetStream acknowledged them. Each carries
+//! `Nats-Msg-Id: <command id>/<attempt>`, so publishing a row twice (a crash
+//! between the ack and the delete) is dropped by JetStream's dedupe window.
+//! When NATS is down the relay keeps the rows and retries with backoff.
+
+use crate::driver::Driver;
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use sagas::protocol::HEADER_MSG_ID;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait between retries while NATS is unreachable.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the outbox is checked when nothing wakes the relay.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for the outbox to drain.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// Run until `shutdown`, then drain what is left for a short while.
+pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match round(&driver, &js).await {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    // Cancelled: nothing in flight, the outbox keeps the rows.
+                    () = shutdown.cancelled() => break,
+                    () = driver.relay_wake.notified() => {}
+                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+            }
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    let drain = async {
+        while let Ok(n) = round(&driver, &js).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_MAX, drain).await.is_err() {
+        tracing::warn!("outbox not drained at shutdown; the next start publishes the rest");
+    }
+}
+
+/// Publish one batch; returns how many rows were published and deleted.
+async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String> {
+    let rows = driver
+        .store()
+        .outbox_batch(crate::store::OUTBOX_BATCH_MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Pipeline: send every publish first, then collect the acks.
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut first_error = None;
+    for row in &rows {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_MSG_ID, row.msg_id.as_str());
+        match js.publish_with_headers(row.subject.clone(), headers, row.body.clone().into()).await {
+            Ok(ack) => pending.push((row.id, ack)),
+            Err(e) => {
+                first_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let mut done = Vec::with_capacity(pending.len());
+    for (id, ack) in pending {
+        match ack.await {
+            Ok(_) => done.push(id),
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    driver.store().outbox_delete(&done).await.map_err(|e| e.to_string())?;
+    match first_error {
+        Some(e) if done.is_empty() => Err(e),
+        _ => Ok(done.len()),
+    }
+}

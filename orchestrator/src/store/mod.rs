@@ -1,0 +1,390 @@
+//! The store: saga histories, their projection, the outbox and definitions.
+//!
+//! The database is the record. An append writes a saga's new events, its
+//! projection row and the commands to publish in ONE transaction; the primary
+//! key `(saga_id, seq)` and the projection's `seq` guard make a concurrent
+//! writer's append fail with [`StoreError::Conflict`], after which the caller
+//! reloads and decides again. SQLite is the default (WAL, one file);
+//! PostgreSQL is chosen by a `postgres://` URL.
+
+pub mod entities;
+mod migration;
+
+use ::sagas::machine::SagaEvent;
+use entities::{definitions, outbox, saga_events, sagas};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+
+/// The advisory lock key taken around migrations on PostgreSQL ("skald" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x0073_6b61_6c64;
+/// Most rows the relay takes per round.
+pub const OUTBOX_BATCH_MAX: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {url}: {source}. {hint}")]
+    Connect { url: String, source: DbErr, hint: &'static str },
+    #[error("database migration failed: {0}")]
+    Migrate(DbErr),
+    /// Someone else appended to this saga first: reload and decide again.
+    #[error("saga {saga_id} was changed concurrently (expected seq {expected_seq})")]
+    Conflict { saga_id: String, expected_seq: i64 },
+    /// A saga with this type and idempotency key already exists.
+    #[error("a saga of type {saga_type} with this idempotency key already exists")]
+    DuplicateKey { saga_type: String },
+    #[error("stored event {seq} of saga {saga_id} cannot be read: {message}")]
+    Corrupt { saga_id: String, seq: i64, message: String },
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// The projection columns written with an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub saga_type: String,
+    pub definition_hash: String,
+    pub status: String,
+    pub current_step: Option<String>,
+    pub partition: i32,
+    pub idempotency_key: String,
+    pub input_hash: String,
+    pub next_deadline_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A command for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub subject: String,
+    pub msg_id: String,
+    pub body: String,
+}
+
+/// New events for one saga, written atomically.
+#[derive(Debug, Clone)]
+pub struct Append<'a> {
+    pub saga_id: &'a str,
+    /// The seq of the last event the caller saw (0 for a new saga).
+    pub expected_seq: i64,
+    pub events: &'a [SagaEvent],
+    pub projection: &'a Projection,
+    pub outbox: &'a [OutboxRow],
+    pub now_ms: i64,
+}
+
+/// A saga as loaded: its projection row and its full history.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub row: sagas::Model,
+    pub events: Vec<SagaEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Open the database at `url` and run migrations.
+    ///
+    /// `sqlite://path` (created if missing, WAL) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let is_sqlite = url.starts_with("sqlite:");
+        let mut url_full = url.to_owned();
+        if is_sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            url_full.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let mut options = ConnectOptions::new(url_full);
+        options
+            .max_connections(if is_sqlite { 4 } else { 16 })
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let hint = if is_sqlite {
+            "Check that the directory exists and is writable."
+        } else {
+            "Is PostgreSQL running and the URL right? Start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
+        };
+        let db = Database::connect(options).await.map_err(|source| StoreError::Connect {
+            url: redact(url),
+            source,
+            hint,
+        })?;
+        let store = Self { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The underlying connection (for queries elsewhere in the orchestrator).
+    #[must_use]
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend() {
+            DbBackend::Sqlite => {
+                self.db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+                migration::Migrator::up(&self.db, None).await.map_err(StoreError::Migrate)
+            }
+            DbBackend::Postgres => {
+                // One connection holds the session lock for the whole run.
+                let conn = self.db.begin().await?;
+                conn.execute(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [MIGRATION_LOCK_KEY.into()],
+                ))
+                .await?;
+                migration::Migrator::up(&conn, None).await.map_err(StoreError::Migrate)?;
+                conn.commit().await?;
+                Ok(())
+            }
+            DbBackend::MySql => Err(StoreError::Migrate(DbErr::Custom(
+                "MySQL is not supported; use SQLite or PostgreSQL".into(),
+            ))),
+        }
+    }
+
+    /// Append events, update the projection and enqueue commands, atomically.
+    pub async fn append(&self, a: Append<'_>) -> Result<(), StoreError> {
+        if a.events.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        let rows: Vec<saga_events::ActiveModel> = a
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let event = e.encode().map_err(|err| DbErr::Custom(err.to_string()))?;
+                Ok(saga_events::ActiveModel {
+                    saga_id: Set(a.saga_id.to_owned()),
+                    seq: Set(a.expected_seq + 1 + i as i64),
+                    event: Set(event),
+                    recorded_at_ms: Set(a.now_ms),
+                })
+            })
+            .collect::<Result<_, DbErr>>()?;
+        let conflict =
+            || StoreError::Conflict { saga_id: a.saga_id.to_owned(), expected_seq: a.expected_seq };
+        saga_events::Entity::insert_many(rows).exec(&txn).await.map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => conflict(),
+            _ => StoreError::Db(e),
+        })?;
+
+        let seq = a.expected_seq + a.events.len() as i64;
+        let p = a.projection;
+        if a.expected_seq == 0 {
+            let row = sagas::ActiveModel {
+                saga_id: Set(a.saga_id.to_owned()),
+                saga_type: Set(p.saga_type.clone()),
+                definition_hash: Set(p.definition_hash.clone()),
+                status: Set(p.status.clone()),
+                current_step: Set(p.current_step.clone()),
+                partition: Set(p.partition),
+                idempotency_key: Set(p.idempotency_key.clone()),
+                input_hash: Set(p.input_hash.clone()),
+                seq: Set(seq),
+                next_deadline_ms: Set(p.next_deadline_ms),
+                last_error: Set(p.last_error.clone()),
+                created_at_ms: Set(a.now_ms),
+                updated_at_ms: Set(a.now_ms),
+            };
+            sagas::Entity::insert(row).exec(&txn).await.map_err(|e| match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    StoreError::DuplicateKey { saga_type: p.saga_type.clone() }
+                }
+                _ => StoreError::Db(e),
+            })?;
+        } else {
+            let updated = sagas::Entity::update_many()
+                .col_expr(sagas::Column::Status, Expr::value(p.status.clone()))
+                .col_expr(sagas::Column::CurrentStep, Expr::value(p.current_step.clone()))
+                .col_expr(sagas::Column::Seq, Expr::value(seq))
+                .col_expr(sagas::Column::NextDeadlineMs, Expr::value(p.next_deadline_ms))
+                .col_expr(sagas::Column::LastError, Expr::value(p.last_error.clone()))
+                .col_expr(sagas::Column::UpdatedAtMs, Expr::value(a.now_ms))
+                .filter(sagas::Column::SagaId.eq(a.saga_id))
+                .filter(sagas::Column::Seq.eq(a.expected_seq))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(conflict());
+            }
+        }
+
+        if !a.outbox.is_empty() {
+            let rows = a.outbox.iter().map(|o| outbox::ActiveModel {
+                saga_id: Set(a.saga_id.to_owned()),
+                subject: Set(o.subject.clone()),
+                msg_id: Set(o.msg_id.clone()),
+                body: Set(o.body.clone()),
+                created_at_ms: Set(a.now_ms),
+                ..Default::default()
+            });
+            outbox::Entity::insert_many(rows).exec(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Load a saga's projection row and history, oldest event first.
+    pub async fn load(&self, saga_id: &str) -> Result<Option<Loaded>, StoreError> {
+        let Some(row) = sagas::Entity::find_by_id(saga_id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let stored = saga_events::Entity::find()
+            .filter(saga_events::Column::SagaId.eq(saga_id))
+            .order_by_asc(saga_events::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let mut events = Vec::with_capacity(stored.len());
+        for (i, e) in stored.iter().enumerate() {
+            // Assert what must hold: seq runs 1..n without gaps.
+            if e.seq != i as i64 + 1 {
+                return Err(StoreError::Corrupt {
+                    saga_id: saga_id.to_owned(),
+                    seq: e.seq,
+                    message: format!("expected seq {}", i + 1),
+                });
+            }
+            let event = SagaEvent::decode(&e.event).map_err(|err| StoreError::Corrupt {
+                saga_id: saga_id.to_owned(),
+                seq: e.seq,
+                message: err.to_string(),
+            })?;
+            events.push(event);
+        }
+        Ok(Some(Loaded { row, events }))
+    }
+
+    /// The saga started with this type and idempotency key, if any.
+    pub async fn find_by_key(
+        &self,
+        saga_type: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<sagas::Model>, StoreError> {
+        Ok(sagas::Entity::find()
+            .filter(sagas::Column::SagaType.eq(saga_type))
+            .filter(sagas::Column::IdempotencyKey.eq(idempotency_key))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Ids of sagas whose next deadline has passed, earliest first.
+    pub async fn due(&self, now_ms: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+        Ok(sagas::Entity::find()
+            .select_only()
+            .column(sagas::Column::SagaId)
+            .filter(sagas::Column::NextDeadlineMs.lte(now_ms))
+            .order_by_asc(sagas::Column::NextDeadlineMs)
+            .limit(limit)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The earliest pending deadline, if any.
+    pub async fn earliest_deadline(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sagas::Entity::find()
+            .select_only()
+            .column_as(sagas::Column::NextDeadlineMs.min(), "min")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten())
+    }
+
+    /// The oldest commands waiting to be published.
+    pub async fn outbox_batch(&self, limit: u64) -> Result<Vec<outbox::Model>, StoreError> {
+        Ok(outbox::Entity::find()
+            .order_by_asc(outbox::Column::Id)
+            .limit(limit.min(OUTBOX_BATCH_MAX))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Forget commands JetStream has acknowledged.
+    pub async fn outbox_delete(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        outbox::Entity::delete_many()
+            .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a definition version (idempotent by hash).
+    pub async fn save_definition(
+        &self,
+        hash: &str,
+        name: &str,
+        version: u32,
+        body: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let row = definitions::ActiveModel {
+            hash: Set(hash.to_owned()),
+            name: Set(name.to_owned()),
+            version: Set(i32::try_from(version).unwrap_or(i32::MAX)),
+            body: Set(body.to_owned()),
+            created_at_ms: Set(now_ms),
+        };
+        definitions::Entity::insert(row)
+            .on_conflict(OnConflict::column(definitions::Column::Hash).do_nothing().to_owned())
+            .do_nothing()
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Every stored definition version.
+    pub async fn definitions(&self) -> Result<Vec<definitions::Model>, StoreError> {
+        Ok(definitions::Entity::find().all(&self.db).await?)
+    }
+
+    /// Count of sagas per status (for tests, benchmarks and the operator).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sagas::Entity::find()
+            .select_only()
+            .column(sagas::Column::Status)
+            .column_as(sagas::Column::SagaId.count(), "n")
+            .group_by(sagas::Column::Status)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?)
+    }
+}
+
+/// The URL without its password, for messages.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => {
+                    format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,235 @@
+//! The orchestrator over real NATS and real databases (SQLite and PostgreSQL),
+//! with a scripted participant speaking the wire protocol.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sagas::protocol::{Kind, Outcome, StartResponse};
+use serde_json::json;
+use skald_tests::{
+    Backend, RunningOrchestrator, Script, TestDb, definitions_dir, scripted_participant,
+    three_steps, token,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn ok() -> Option<Outcome> {
+    Some(Outcome::Ok { output: json!({"ok": true}) })
+}
+
+async fn setup(backend: Backend, yaml: &str) -> (TestDb, RunningOrchestrator) {
+    let db = TestDb::new(backend).await.unwrap();
+    let dir = definitions_dir(&[("three.yaml", yaml)]).unwrap();
+    let o = RunningOrchestrator::start(&db, &format!("t{}", token()), dir).await.unwrap();
+    (db, o)
+}
+
+async fn start(o: &RunningOrchestrator, n: i64) -> String {
+    match o.start_saga("three", &format!("key-{n}"), json!({"n": n})).await.unwrap() {
+        StartResponse::Started { saga_id } => saga_id,
+        other => panic!("start refused: {other:?}"),
+    }
+}
+
+async fn happy_path(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_steps("2s", 3, 3)).await;
+    let script: Script = Arc::new(|_| ok());
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(start(&o, n).await);
+    }
+    o.wait_ended(&ids, Duration::from_secs(30)).await.unwrap();
+    for id in &ids {
+        let (status, _) = o.history(id).await.unwrap();
+        assert_eq!(status, "completed");
+        assert_eq!(
+            seen.for_saga(id),
+            [
+                ("s1".into(), "do".into(), 1),
+                ("s2".into(), "do".into(), 1),
+                ("s3".into(), "do".into(), 1)
+            ]
+        );
+    }
+    stop.cancel();
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_sqlite() {
+    happy_path(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_postgres() {
+    happy_path(Backend::Postgres).await;
+}
+
+async fn failure_compensates_newest_first(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_steps("2s", 3, 3)).await;
+    let script: Script = Arc::new(|c| {
+        if c.step == "s3" && c.kind == Kind::Do {
+            Some(Outcome::Failed { code: "no".into(), message: "refused".into() })
+        } else {
+            ok()
+        }
+    });
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (status, _) = o.history(&id).await.unwrap();
+    assert_eq!(status, "compensated");
+    let log = seen.for_saga(&id);
+    assert_eq!(
+        log[3..],
+        [("s2".into(), "undo".into(), 1), ("s1".into(), "undo".into(), 1)],
+        "compensations run newest first: {log:?}"
+    );
+    stop.cancel();
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_compensates_newest_first_sqlite() {
+    failure_compensates_newest_first(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_compensates_newest_first_postgres() {
+    failure_compensates_newest_first(Backend::Postgres).await;
+}
+
+async fn silent_step_is_retried_then_compensated_as_unknown(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_steps("200ms", 2, 3)).await;
+    let script: Script =
+        Arc::new(|c| if c.step == "s2" && c.kind == Kind::Do { None } else { ok() });
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (status, events) = o.history(&id).await.unwrap();
+    assert_eq!(status, "compensated");
+    assert!(events.iter().any(|e| e.name() == "step_outcome_unknown"));
+    assert_eq!(
+        seen.for_saga(&id),
+        [
+            ("s1".into(), "do".into(), 1),
+            ("s2".into(), "do".into(), 1),
+            ("s2".into(), "do".into(), 2),
+            ("s2".into(), "undo".into(), 1),
+            ("s1".into(), "undo".into(), 1),
+        ]
+    );
+    stop.cancel();
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_step_is_retried_then_compensated_as_unknown_sqlite() {
+    silent_step_is_retried_then_compensated_as_unknown(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_step_is_retried_then_compensated_as_unknown_postgres() {
+    silent_step_is_retried_then_compensated_as_unknown(Backend::Postgres).await;
+}
+
+async fn failing_compensation_parks_with_the_reason(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_steps("500ms", 2, 2)).await;
+    let script: Script = Arc::new(|c| match (c.step.as_str(), c.kind) {
+        ("s2", Kind::Do) => Some(Outcome::Failed { code: "no".into(), message: "refused".into() }),
+        ("s1", Kind::Undo) => {
+            Some(Outcome::Retry { code: "down".into(), message: "ledger down".into() })
+        }
+        _ => ok(),
+    });
+    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let loaded = o.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.row.status, "parked");
+    let reason = loaded.row.last_error.unwrap_or_default();
+    assert!(reason.contains("compensation_stuck") && reason.contains("ledger down"), "{reason}");
+    stop.cancel();
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_compensation_parks_with_the_reason_sqlite() {
+    failing_compensation_parks_with_the_reason(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_compensation_parks_with_the_reason_postgres() {
+    failing_compensation_parks_with_the_reason(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_are_idempotent_by_key_and_checked_against_the_schema() {
+    let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
+    let first = o.start_saga("three", "k1", json!({"n": 1})).await.unwrap();
+    let StartResponse::Started { saga_id } = first else { panic!("{first:?}") };
+    assert_eq!(
+        o.start_saga("three", "k1", json!({"n": 1})).await.unwrap(),
+        StartResponse::Existing { saga_id: saga_id.clone() }
+    );
+    let conflict = o.start_saga("three", "k1", json!({"n": 2})).await.unwrap();
+    assert!(
+        matches!(&conflict, StartResponse::Refused { code, message, .. } if code == "conflict" && message.contains(&saga_id)),
+        "{conflict:?}"
+    );
+    let bad = o.start_saga("three", "k2", json!({"n": "x"})).await.unwrap();
+    assert!(
+        matches!(&bad, StartResponse::Refused { code, errors, .. } if code == "invalid_input" && errors[0].contains("/n")),
+        "{bad:?}"
+    );
+    let unknown = o.start_saga("nope", "k3", json!({})).await.unwrap();
+    assert!(
+        matches!(&unknown, StartResponse::Refused { code, message, .. } if code == "unknown_type" && message.contains("three")),
+        "{unknown:?}"
+    );
+    let raw = tokio::time::timeout(
+        Duration::from_secs(5),
+        o.client.request(o.ns.start_subject("three"), "not json".into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let malformed: StartResponse = serde_json::from_slice(&raw.payload).unwrap();
+    assert!(
+        matches!(&malformed, StartResponse::Refused { code, .. } if code == "bad_request"),
+        "{malformed:?}"
+    );
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_late_replies_change_nothing() {
+    let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
+    // Every reply is published twice.
+    let script: Script = Arc::new(|_| ok());
+    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (_, before) = o.history(&id).await.unwrap();
+    // Replay the same replies again, under new message ids so JetStream keeps them.
+    let js = async_nats::jetstream::new(o.client.clone());
+    for step in ["s1", "s2", "s3"] {
+        let reply = sagas::protocol::Reply {
+            command_id: sagas::protocol::command_id(&id, step, Kind::Do),
+            attempt: 1,
+            outcome: Outcome::Ok { output: json!({"late": true}) },
+        };
+        let partition = sagas::hash::partition_of(&id, 4);
+        js.publish(o.ns.reply_subject(partition), serde_json::to_vec(&reply).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, after) = o.history(&id).await.unwrap();
+    assert_eq!(status, "completed");
+    assert_eq!(before.len(), after.len(), "late replies appended events");
+    stop.cancel();
+    o.stop().await;
+}
