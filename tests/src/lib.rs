@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod process;
+
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
@@ -154,8 +156,18 @@ pub struct RunningOrchestrator {
 
 impl RunningOrchestrator {
     pub async fn start(db: &TestDb, prefix: &str, definitions: PathBuf) -> Result<Self> {
+        Self::start_on(NATS_URL, db, prefix, definitions).await
+    }
+
+    /// Start against a given NATS server.
+    pub async fn start_on(
+        nats_url: &str,
+        db: &TestDb,
+        prefix: &str,
+        definitions: PathBuf,
+    ) -> Result<Self> {
         let config = ServeConfig {
-            nats_url: NATS_URL.into(),
+            nats_url: nats_url.into(),
             database_url: db.url.clone(),
             prefix: prefix.into(),
             definitions,
@@ -306,27 +318,37 @@ pub async fn scripted_participant(
     let stop = CancellationToken::new();
     let (seen2, stop2) = (seen.clone(), stop.clone());
     tokio::spawn(async move {
-        let mut messages =
-            Box::pin(consumer.messages().await.unwrap().take_until(stop2.cancelled_owned()));
-        while let Some(Ok(msg)) = messages.next().await {
-            let cmd: Command = serde_json::from_slice(&msg.payload).unwrap();
-            seen2.commands.lock().unwrap().push(cmd.clone());
-            if let Some(outcome) = script(&cmd) {
-                let reply =
-                    Reply { command_id: cmd.command_id.clone(), attempt: cmd.attempt, outcome };
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(
-                    HEADER_MSG_ID,
-                    format!("{}/{}/reply", cmd.command_id, cmd.attempt).as_str(),
-                );
-                let body = serde_json::to_vec(&reply).unwrap();
-                js.publish_with_headers(cmd.reply_subject.clone(), headers, body.into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
+        while !stop2.is_cancelled() {
+            let Ok(messages) = consumer.messages().await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let mut messages = Box::pin(messages.take_until(stop2.clone().cancelled_owned()));
+            while let Some(msg) = messages.next().await {
+                // Errors while NATS is away: keep pulling.
+                let Ok(msg) = msg else { continue };
+                let cmd: Command = serde_json::from_slice(&msg.payload).unwrap();
+                seen2.commands.lock().unwrap().push(cmd.clone());
+                if let Some(outcome) = script(&cmd) {
+                    let reply =
+                        Reply { command_id: cmd.command_id.clone(), attempt: cmd.attempt, outcome };
+                    let mut headers = async_nats::HeaderMap::new();
+                    let id = format!("{}/{}/reply", cmd.command_id, cmd.attempt);
+                    headers.insert(HEADER_MSG_ID, id.as_str());
+                    let body = serde_json::to_vec(&reply).unwrap();
+                    let published = async {
+                        js.publish_with_headers(cmd.reply_subject.clone(), headers, body.into())
+                            .await?
+                            .await
+                            .map_err(anyhow::Error::from)
+                    };
+                    if published.await.is_err() {
+                        // NATS is away: leave the command unacked; it comes back.
+                        continue;
+                    }
+                }
+                let _ = msg.ack().await;
             }
-            msg.ack().await.unwrap();
         }
     });
     Ok((seen, stop))
