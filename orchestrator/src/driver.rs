@@ -15,7 +15,7 @@ use sagas::protocol::Namespace;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// How often one input is re-decided after concurrent appends before giving up.
 pub const CONFLICT_RETRIES_MAX: u32 = 16;
@@ -93,6 +93,8 @@ pub struct Driver {
     pub relay_wake: Arc<Notify>,
     /// Woken after every append that set a deadline.
     pub timer_wake: Arc<Notify>,
+    /// Told the id of every saga that reaches an end state (benchmarks, tests).
+    ended: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl Driver {
@@ -105,7 +107,16 @@ impl Driver {
             partitions: partitions.max(1),
             relay_wake: Arc::new(Notify::new()),
             timer_wake: Arc::new(Notify::new()),
+            ended: None,
         }
+    }
+
+    /// Report every saga that reaches an end state (completed, compensated,
+    /// failed or parked) on `tx`.
+    #[must_use]
+    pub fn with_end_listener(mut self, tx: mpsc::UnboundedSender<String>) -> Self {
+        self.ended = Some(tx);
+        self
     }
 
     #[must_use]
@@ -258,6 +269,11 @@ impl Driver {
         }
         if decision.next_deadline.is_some() {
             self.timer_wake.notify_one();
+        }
+        if let Some(tx) = &self.ended
+            && after.status.is_end()
+        {
+            let _ = tx.send(saga_id.to_owned());
         }
         Ok(())
     }

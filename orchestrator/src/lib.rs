@@ -10,8 +10,10 @@
 //! - [`timers`]: timeouts, backoff and deadlines from the store;
 //! - [`starter`]: start requests over NATS;
 //! - [`serve`]: wiring all of it into `skald serve`;
+//! - [`bench`]: `skald bench`, the end-to-end benchmark;
 //! - [`cli`]: the `skald` command line.
 
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod clock;

@@ -69,9 +69,20 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Connect to the database and NATS, load definitions, create streams.
     pub async fn connect(config: &ServeConfig) -> Result<Self, ServeError> {
+        Self::connect_with(config, None).await
+    }
+
+    /// As [`Orchestrator::connect`], serving `definitions` instead of the directory.
+    pub async fn connect_with(
+        config: &ServeConfig,
+        definitions: Option<Vec<sagas::Definition>>,
+    ) -> Result<Self, ServeError> {
         let ns = Namespace::new(&config.prefix).map_err(ServeError::Prefix)?;
         let store = Store::connect(&config.database_url).await?;
-        let registry = Arc::new(Registry::load(&store, &config.definitions).await?);
+        let registry = Arc::new(match definitions {
+            Some(defs) => Registry::with_store(&store, defs).await?,
+            None => Registry::load(&store, &config.definitions).await?,
+        });
         let client = bus::connect(&config.nats_url, "skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
         let (_commands, replies) = bus::ensure_streams(&js, &ns).await?;

@@ -184,12 +184,13 @@ impl RunningOrchestrator {
         Ok(Self { ns: Namespace::new(prefix).unwrap(), store, client, shutdown, task: Some(task) })
     }
 
-    /// Stop it the way SIGTERM does and wait until it has.
+    /// Stop it the way SIGTERM does, wait until it has, and delete the test's streams.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+        delete_streams(&self.client, &self.ns).await;
     }
 
     /// Start a saga over NATS, as a client would.
@@ -252,6 +253,14 @@ impl RunningOrchestrator {
 impl Drop for RunningOrchestrator {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Delete a test namespace's streams (and so their consumers) from NATS.
+pub async fn delete_streams(client: &async_nats::Client, ns: &Namespace) {
+    let js = jetstream::new(client.clone());
+    for stream in [ns.commands_stream(), ns.replies_stream()] {
+        let _ = js.delete_stream(stream).await;
     }
 }
 

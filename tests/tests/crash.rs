@@ -115,6 +115,7 @@ async fn orchestrator_killed_mid_run(backend: Backend) {
     let status = second.terminate(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "skald exited with {status} on SIGTERM");
     stop.cancel();
+    skald_tests::delete_streams(&client, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,20 @@ enum Command {
             skald serve --database-url postgres://postgres@127.0.0.1/skald --partitions 32"
     )]
     Serve(crate::serve::ServeConfig),
+    /// Benchmark the `bench` saga end to end over real NATS and a database.
+    #[command(
+        long_about = "Run the shipped `bench` saga (three steps on the bench participant) end to \
+            end: an orchestrator in this process, the `bench-participant` process, real NATS, and \
+            a fresh SQLite file (or --database-url). Keeps --concurrency sagas in flight until \
+            --sagas have ended, then prints completed / compensated / parked / failed counts, \
+            sagas per second, p50 / p99 / max latency from start to end state, and peak memory. \
+            A benchmark, not a test: it asserts nothing.",
+        after_help = "Examples:\n  \
+            skald bench --sagas 2000 --concurrency 64\n  \
+            skald bench --sagas 2000 --concurrency 64 --fail-step 3 --json\n  \
+            skald bench --database-url postgres://postgres@127.0.0.1/skald_bench"
+    )]
+    Bench(crate::bench::BenchConfig),
 }
 
 /// Parse the arguments and run the command: the whole `skald` binary.
@@ -67,7 +81,28 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(definitions::run(command, &mut out, &mut err)?.into())
         }
         Command::Serve(config) => serve(config),
+        Command::Bench(config) => bench(config),
     }
+}
+
+fn bench(config: &crate::bench::BenchConfig) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match runtime.block_on(crate::bench::run(config)) {
+        Ok(report) if config.json => println!("{}", report.to_json()),
+        Ok(report) => print!("{}", report.to_table()),
+        Err(e) => {
+            eprintln!("skald bench: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: &crate::serve::ServeConfig) -> anyhow::Result<ExitCode> {

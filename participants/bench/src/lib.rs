@@ -1,0 +1,291 @@
+//! `bench-participant`: a no-op Skald participant for benchmarks and fault
+//! injection. It serves the `bench` saga (`sagas/definitions/bench.yaml`):
+//! actions `step1`..`step3` and compensations `undo1`..`undo3`, as the
+//! participant `bench`, through the participant SDK, so its answers are
+//! deduplicated by the SDK's inbox like any real participant's.
+//!
+//! The binary's `main` only calls [`main`], so end-to-end tests can build the
+//! same program inside their own crate and run it as a process.
+
+pub mod behaviour;
+
+use anyhow::{Context, Result, bail};
+use behaviour::Behaviour;
+use clap::Parser;
+use sagas::protocol::Namespace;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+use skald_participant::{Config, Handler, HandlerError, Participant, handler};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// The participant name the `bench` saga definition uses.
+const PARTICIPANT: &str = "bench";
+/// Number of steps in the `bench` saga.
+const STEPS: u8 = 3;
+
+/// A no-op Skald participant (`bench`) for benchmarks and fault injection.
+///
+/// Answers actions step1..step3 and compensations undo1..undo3 of the `bench`
+/// saga. Faults can be injected per step. SIGTERM or Ctrl-C drains the
+/// commands in flight and exits.
+#[derive(Debug, Parser)]
+#[command(name = "bench-participant", version)]
+struct Args {
+    /// NATS server, with JetStream enabled (`nats-server -js`).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+
+    /// The participant's own database, for the SDK's inbox: `sqlite://FILE?mode=rwc`
+    /// or `postgres://USER:PASSWORD@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bench-participant.db?mode=rwc")]
+    database_url: String,
+
+    /// Subject and stream prefix; must match the orchestrator's.
+    #[arg(long, env = "SKALD_PREFIX", default_value = "skald")]
+    prefix: String,
+
+    /// Action stepK answers `failed` (code `bench_refused`), so the saga compensates.
+    #[arg(long, env = "BENCH_FAIL_STEP", value_name = "K", value_parser = step_number)]
+    fail_step: Option<u8>,
+
+    /// Compensation undoK answers `retry` forever (code `bench_unavailable`), so
+    /// the saga ends parked once its compensation retries are spent.
+    #[arg(long, env = "BENCH_FAIL_UNDO", value_name = "K", value_parser = step_number)]
+    fail_undo: Option<u8>,
+
+    /// Action stepK is never answered nor acknowledged, so the step times out.
+    #[arg(long, env = "BENCH_NEVER_ANSWER_STEP", value_name = "K", value_parser = step_number)]
+    never_answer_step: Option<u8>,
+
+    /// Wait this many milliseconds before every answer.
+    #[arg(long, env = "BENCH_DELAY_MS", value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
+
+    /// Fault injection for crash tests: abort the process right after `stepK`
+    /// has committed its effect, before the reply is sent (as `kill -9` there would).
+    #[arg(long, env = "BENCH_CRASH_AFTER_COMMIT_STEP", value_name = "K", value_parser = step_number)]
+    crash_after_commit_step: Option<u8>,
+
+    /// Most commands handled at once (1..=256).
+    #[arg(long, env = "BENCH_CONCURRENCY", value_name = "N", default_value_t = skald_participant::IN_FLIGHT_MAX_DEFAULT)]
+    concurrency: usize,
+}
+
+fn step_number(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(k) if (1..=STEPS).contains(&k) => Ok(k),
+        _ => Err(format!("`{s}` is not a step of the bench saga: use 1, 2 or 3")),
+    }
+}
+
+/// Parse the arguments and run: the whole `bench-participant` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // What failed, with its hint, and the root cause; not a backtrace.
+            eprintln!("error: {e}");
+            if e.chain().count() > 1 {
+                eprintln!("  cause: {}", e.root_cause());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let namespace = match Namespace::new(&args.prefix) {
+        Ok(ns) => ns,
+        Err(e) => bail!("invalid --prefix: {e}"),
+    };
+
+    let nats = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .name("bench-participant")
+        .connect(&args.nats_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach NATS at {}\n  hint: start it with JetStream enabled \
+                 (`nats-server -js`, or `docker compose up -d nats`), or point --nats-url / \
+                 NATS_URL at it",
+                args.nats_url
+            )
+        })?;
+
+    let mut options = ConnectOptions::new(args.database_url.clone());
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.with_context(|| {
+        format!(
+            "cannot open the database at {}\n  hint: for SQLite use `sqlite://FILE?mode=rwc` \
+             in a writable directory; for PostgreSQL start it (`docker compose up -d \
+             postgres`) and check --database-url / DATABASE_URL",
+            redact(&args.database_url)
+        )
+    })?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // Readers do not block the writer, and replicas sharing the file wait
+        // for each other instead of failing. Persistent: set on the file.
+        db.execute_unprepared("PRAGMA journal_mode=WAL")
+            .await
+            .context("cannot switch the SQLite database to WAL")?;
+    }
+
+    // The bench participant's "effect": one row per handled command, in the
+    // SDK's transaction. No unique key, so a second effect would show.
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS bench_effects (command_id TEXT NOT NULL, action TEXT NOT NULL)",
+    )
+    .await
+    .context("cannot create the bench_effects table")?;
+
+    let behaviour = Arc::new(Behaviour {
+        fail_step: args.fail_step,
+        fail_undo: args.fail_undo,
+        never_answer_step: args.never_answer_step,
+        delay: Duration::from_millis(args.delay_ms),
+    });
+    info!(?behaviour, prefix = %args.prefix, "starting the bench participant");
+    let mut participant = Participant::new(PARTICIPANT);
+    for k in 1..=STEPS {
+        participant = participant
+            .action(format!("step{k}"), step_handler(k, Arc::clone(&behaviour)))
+            .compensation(format!("undo{k}"), undo_handler(k, Arc::clone(&behaviour)));
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let config = Config {
+        in_flight_max: args.concurrency,
+        crash_after_commit: args.crash_after_commit_step.map(|k| format!("step{k}")),
+        ..Config::new(nats, namespace, db)
+    };
+    participant.run(config, shutdown).await.context("the bench participant stopped")?;
+    Ok(())
+}
+
+fn step_handler(k: u8, behaviour: Arc<Behaviour>) -> impl Handler {
+    handler(move |ctx| {
+        let behaviour = Arc::clone(&behaviour);
+        Box::pin(async move {
+            tokio::time::sleep(behaviour.delay).await;
+            let output = behaviour.step(k, ctx.payload())?;
+            record_effect(&ctx).await?;
+            Ok(output)
+        })
+    })
+}
+
+fn undo_handler(k: u8, behaviour: Arc<Behaviour>) -> impl Handler {
+    handler(move |ctx| {
+        let behaviour = Arc::clone(&behaviour);
+        Box::pin(async move {
+            tokio::time::sleep(behaviour.delay).await;
+            let output = behaviour.undo(k)?;
+            record_effect(&ctx).await?;
+            Ok(output)
+        })
+    })
+}
+
+/// Write the command's effect row inside the SDK's transaction.
+async fn record_effect(ctx: &skald_participant::HandlerCtx<'_>) -> Result<(), HandlerError> {
+    let tx = ctx.tx().await?;
+    let command = ctx.command();
+    tx.execute(Statement::from_sql_and_values(
+        tx.get_database_backend(),
+        match tx.get_database_backend() {
+            DbBackend::Postgres => "INSERT INTO bench_effects (command_id, action) VALUES ($1, $2)",
+            _ => "INSERT INTO bench_effects (command_id, action) VALUES (?, ?)",
+        },
+        [command.command_id.clone().into(), command.action.clone().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Cancel `shutdown` on SIGTERM or SIGINT (Ctrl-C).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("signal received: finishing the commands in flight");
+    shutdown.cancel();
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://skald:secret@db/skald"), "postgres://skald:***@db/skald");
+        assert_eq!(redact("postgres://skald@db/skald"), "postgres://skald@db/skald");
+        assert_eq!(redact("sqlite://bench.db?mode=rwc"), "sqlite://bench.db?mode=rwc");
+    }
+
+    #[test]
+    fn steps_are_one_to_three() {
+        assert_eq!(step_number("2"), Ok(2));
+        assert!(step_number("0").is_err());
+        assert!(step_number("4").is_err());
+        assert!(step_number("x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let args = Args::try_parse_from([
+            "bench-participant",
+            "--fail-step",
+            "2",
+            "--never-answer-step",
+            "3",
+            "--delay-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!((args.fail_step, args.never_answer_step, args.delay_ms), (Some(2), Some(3), 5));
+        assert!(Args::try_parse_from(["bench-participant", "--fail-undo", "7"]).is_err());
+    }
+}

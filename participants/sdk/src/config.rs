@@ -1,0 +1,67 @@
+//! How a participant connects and the limits it keeps.
+
+use sagas::protocol::Namespace;
+use sea_orm::DatabaseConnection;
+use std::time::Duration;
+
+/// Default for [`Config::in_flight_max`].
+pub const IN_FLIGHT_MAX_DEFAULT: usize = 64;
+/// Default for [`Config::panic_retries_max`].
+pub const PANIC_RETRIES_MAX_DEFAULT: u32 = 3;
+/// Default for [`Config::redelivery_delay`].
+pub const REDELIVERY_DELAY_DEFAULT: Duration = Duration::from_secs(1);
+/// Default for [`Config::shutdown_grace`].
+pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+/// Largest accepted [`Config::in_flight_max`]: JetStream's own bound for the
+/// consumer (shared by all replicas) is [`crate::streams::MAX_ACK_PENDING`].
+pub const IN_FLIGHT_MAX_LIMIT: usize = 256;
+
+/// Where a participant reads commands, where it keeps its inbox, and its limits.
+///
+/// ```no_run
+/// # async fn f(nats: async_nats::Client, db: sea_orm::DatabaseConnection) {
+/// use skald_participant::Config;
+/// let config = Config { in_flight_max: 8, ..Config::new(nats, Default::default(), db) };
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats: async_nats::Client,
+    /// Subject and stream prefix; `Namespace::default()` (`skald`) outside tests.
+    pub namespace: sagas::protocol::Namespace,
+    /// The participant's own database (SQLite or PostgreSQL). The SDK creates
+    /// its `skald_inbox` table there and runs every handler in a transaction on it.
+    pub db: DatabaseConnection,
+    /// Most commands handled at once by this replica (1..=256).
+    pub in_flight_max: usize,
+    /// How many times a panicking handler is answered `retry` before the
+    /// command is refused for good (`failed`, code `handler_panicked`).
+    pub panic_retries_max: u32,
+    /// How long JetStream waits before redelivering a command the SDK could not
+    /// finish (database error, reply not published).
+    pub redelivery_delay: Duration,
+    /// On shutdown, how long in-flight handlers may run before they are
+    /// abandoned (rolled back, command handed back to JetStream, no reply).
+    pub shutdown_grace: Duration,
+    /// Fault injection for crash tests, off (`None`) by default: abort the
+    /// process right after a handler of this action has committed its effect
+    /// and inbox row, before the reply is published — as a `kill -9` there would.
+    pub crash_after_commit: Option<String>,
+}
+
+impl Config {
+    /// A configuration with the default limits.
+    #[must_use]
+    pub fn new(nats: async_nats::Client, namespace: Namespace, db: DatabaseConnection) -> Self {
+        Self {
+            nats,
+            namespace,
+            db,
+            in_flight_max: IN_FLIGHT_MAX_DEFAULT,
+            panic_retries_max: PANIC_RETRIES_MAX_DEFAULT,
+            redelivery_delay: REDELIVERY_DELAY_DEFAULT,
+            shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
+            crash_after_commit: None,
+        }
+    }
+}

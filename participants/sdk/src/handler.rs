@@ -1,0 +1,191 @@
+//! What a participant writes: handlers, what they see, and how they answer.
+//!
+//! A handler is an `async fn(HandlerCtx<'_>) -> HandlerResult`, or a closure
+//! made with [`handler`]. It gets the command and, through
+//! [`HandlerCtx::tx`], the SDK's transaction on the participant's database:
+//! whatever it writes there commits together with the inbox row that marks the
+//! command as done, or not at all.
+
+use crate::tx::{Db, Tx};
+use futures::future::BoxFuture;
+use sagas::protocol::Command;
+use sea_orm::{DatabaseTransaction, DbErr};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::future::Future;
+use tokio::sync::OnceCell;
+
+/// What a handler returns: the step's output (fed to later steps), or why not.
+pub type HandlerResult = Result<Value, HandlerError>;
+
+/// Why a handler did not produce an output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// A business refusal (insufficient funds, card declined). Final: the
+    /// handler's writes are rolled back, the refusal is stored and repeated to
+    /// every later attempt, and the orchestrator does not retry.
+    #[error("refused ({code}): {message}")]
+    Failed { code: String, message: String },
+    /// A transient problem (a dependency is down). The handler's writes are
+    /// rolled back, nothing is stored, and the orchestrator retries with backoff.
+    #[error("transient failure ({code}): {message}")]
+    Retry { code: String, message: String },
+    /// Send no answer at all: roll back, do not reply and do not acknowledge,
+    /// so JetStream redelivers the command after its ack wait and the
+    /// orchestrator sees the step time out. For fault injection (the bench
+    /// participant's `--never-answer-step`); a real participant answers
+    /// [`HandlerError::Retry`] instead.
+    #[error("no answer")]
+    NoReply,
+}
+
+impl HandlerError {
+    /// A business refusal; see [`HandlerError::Failed`].
+    pub fn failed(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Failed { code: code.into(), message: message.into() }
+    }
+
+    /// A transient failure; see [`HandlerError::Retry`].
+    pub fn retry(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Retry { code: code.into(), message: message.into() }
+    }
+}
+
+/// A database error inside a handler is transient: the transaction rolls back
+/// and the orchestrator retries. Lets handlers use `?` on sea-orm calls.
+impl From<DbErr> for HandlerError {
+    fn from(e: DbErr) -> Self {
+        Self::retry("database_error", e.to_string())
+    }
+}
+
+/// What a handler sees of one command.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerCtx<'a> {
+    command: &'a Command,
+    delivered: u32,
+    db: &'a Db,
+    tx: &'a OnceCell<Tx>,
+}
+
+impl<'a> HandlerCtx<'a> {
+    pub(crate) fn new(
+        command: &'a Command,
+        delivered: u32,
+        db: &'a Db,
+        tx: &'a OnceCell<Tx>,
+    ) -> Self {
+        Self { command, delivered, db, tx }
+    }
+
+    /// The whole command: saga id and type, step, kind, attempt, deadline.
+    #[must_use]
+    pub fn command(&self) -> &'a Command {
+        self.command
+    }
+
+    /// The step's rendered input (the same for `do` and `undo`).
+    #[must_use]
+    pub fn payload(&self) -> &'a Value {
+        &self.command.payload
+    }
+
+    /// The payload as `T`; a payload that does not fit is a refusal
+    /// (`invalid_payload`), since sending it again will not make it fit.
+    ///
+    /// # Errors
+    /// [`HandlerError::Failed`] with code `invalid_payload`.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        T::deserialize(&self.command.payload).map_err(|e| {
+            HandlerError::failed(
+                "invalid_payload",
+                format!("payload of `{}` does not fit: {e}", self.command.action),
+            )
+        })
+    }
+
+    /// The command id: stable across attempts, so use it as the idempotency
+    /// key of any call to a system outside this database.
+    #[must_use]
+    pub fn idempotency_key(&self) -> &'a str {
+        &self.command.command_id
+    }
+
+    /// How many times JetStream has delivered this message (1 the first time).
+    #[must_use]
+    pub fn delivered(&self) -> u32 {
+        self.delivered
+    }
+
+    /// The SDK's transaction on the participant's database, begun on first use.
+    /// Write the effect through it: it commits with the inbox row, or rolls back.
+    /// A handler that never calls this holds no transaction while it works.
+    ///
+    /// # Errors
+    /// When the database cannot begin a transaction (`?` makes it a `retry`).
+    pub async fn tx(&self) -> Result<&'a DatabaseTransaction, DbErr> {
+        let tx: &'a Tx = self.tx.get_or_try_init(|| self.db.begin()).await?;
+        Ok(&tx.tx)
+    }
+}
+
+/// A command handler. Implemented for every `async fn(HandlerCtx<'_>) ->
+/// HandlerResult` and for closures wrapped in [`handler`].
+pub trait Handler: Send + Sync + 'static {
+    fn call<'a>(&'a self, ctx: HandlerCtx<'a>) -> BoxFuture<'a, HandlerResult>;
+}
+
+/// A function from a context to a future borrowing it; lets an `async fn`
+/// that borrows its context be a [`Handler`]. Not meant to be named.
+pub trait HandlerFn<'a>: Send + Sync + 'static {
+    type Future: Future<Output = HandlerResult> + Send + 'a;
+    fn call_fn(&self, ctx: HandlerCtx<'a>) -> Self::Future;
+}
+
+impl<'a, F, Fut> HandlerFn<'a> for F
+where
+    F: Fn(HandlerCtx<'a>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'a,
+{
+    type Future = Fut;
+    fn call_fn(&self, ctx: HandlerCtx<'a>) -> Fut {
+        self(ctx)
+    }
+}
+
+impl<F> Handler for F
+where
+    F: for<'a> HandlerFn<'a>,
+{
+    fn call<'a>(&'a self, ctx: HandlerCtx<'a>) -> BoxFuture<'a, HandlerResult> {
+        Box::pin(self.call_fn(ctx))
+    }
+}
+
+/// Turn a closure that captures state into a [`Handler`]. The closure returns
+/// a boxed future (`Box::pin(async move { .. })`), which is what lets the
+/// future borrow the context:
+///
+/// ```
+/// use skald_participant::{HandlerError, handler};
+/// use std::sync::Arc;
+///
+/// let limit = Arc::new(100_i64);
+/// let hold = handler(move |ctx| {
+///     let limit = Arc::clone(&limit);
+///     Box::pin(async move {
+///         let amount = ctx.payload()["amount"].as_i64().unwrap_or(0);
+///         if amount > *limit {
+///             return Err(HandlerError::failed("over_limit", format!("{amount} > {limit}")));
+///         }
+///         Ok(serde_json::json!({ "held": amount }))
+///     })
+/// });
+/// # let _ = skald_participant::Participant::new("ledger").action("hold", hold);
+/// ```
+pub fn handler<F>(f: F) -> F
+where
+    F: for<'a> Fn(HandlerCtx<'a>) -> BoxFuture<'a, HandlerResult> + Send + Sync + 'static,
+{
+    f
+}

@@ -1,0 +1,98 @@
+//! The inbox: the participant's record of every command it answered for good.
+//!
+//! A row is written in the same transaction as the handler's effect, so the
+//! effect and the proof that it happened commit together. The primary key is
+//! the command id: two replicas (or two attempts) racing on one command both
+//! try to insert it, and the loser's transaction, effect included, fails and
+//! rolls back. Its command is redelivered and answered from the stored row.
+//!
+//! `retry` answers are never stored: the effect did not happen and the next
+//! attempt must run the handler again.
+
+pub mod entity;
+pub mod migration;
+
+pub use entity::{Entity, Model};
+
+use sagas::protocol::{Command, Kind, Outcome, Reply};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The stored rows of a command and of its sibling (the `undo` of a `do`, or
+/// the `do` of an `undo`), read in one query.
+#[derive(Debug, Default)]
+pub(crate) struct Lookup {
+    pub this: Option<Model>,
+    pub sibling: Option<Model>,
+}
+
+/// The command id of the other kind of the same saga step.
+pub(crate) fn sibling_id(command: &Command) -> String {
+    let other = match command.kind {
+        Kind::Do => Kind::Undo,
+        Kind::Undo => Kind::Do,
+    };
+    sagas::protocol::command_id(&command.saga_id, &command.step, other)
+}
+
+pub(crate) async fn lookup<C: ConnectionTrait>(db: &C, command: &Command) -> Result<Lookup, DbErr> {
+    let sibling = sibling_id(command);
+    let rows = Entity::find()
+        .filter(entity::Column::CommandId.is_in([command.command_id.as_str(), sibling.as_str()]))
+        .all(db)
+        .await?;
+    let mut found = Lookup::default();
+    for row in rows {
+        if row.command_id == command.command_id {
+            found.this = Some(row);
+        } else {
+            found.sibling = Some(row);
+        }
+    }
+    Ok(found)
+}
+
+/// Record the final answer to one command (attempt 0: before it arrived).
+pub(crate) async fn insert<C: ConnectionTrait>(
+    db: &C,
+    command_id: &str,
+    command: &Command,
+    kind: Kind,
+    attempt: u32,
+    outcome: &Outcome,
+) -> Result<(), DbErr> {
+    let reply = Reply { command_id: command_id.to_owned(), attempt, outcome: outcome.clone() };
+    let reply_json = serde_json::to_string(&reply)
+        .map_err(|e| DbErr::Custom(format!("cannot encode the reply to store it: {e}")))?;
+    let row = entity::ActiveModel {
+        command_id: Set(command_id.to_owned()),
+        saga_id: Set(command.saga_id.clone()),
+        step: Set(command.step.clone()),
+        kind: Set(kind.as_str().to_owned()),
+        reply_json: Set(reply_json),
+        created_at_ms: Set(now_ms()),
+    };
+    Entity::insert(row).exec_without_returning(db).await?;
+    Ok(())
+}
+
+impl Model {
+    /// The stored outcome.
+    ///
+    /// # Errors
+    /// When the row's `reply_json` is not a reply (edited by hand?).
+    pub fn outcome(&self) -> Result<Outcome, DbErr> {
+        serde_json::from_str::<Reply>(&self.reply_json).map(|r| r.outcome).map_err(|e| {
+            DbErr::Custom(format!(
+                "stored reply of command {} cannot be read: {e}",
+                self.command_id
+            ))
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,277 @@
+//! The participant: its handlers, and the loop that feeds them commands.
+//!
+//! `run` migrates the inbox table, makes sure the streams and the durable
+//! consumer exist, then pulls commands in batches no larger than the free
+//! in-flight slots, handling each in its own task. On shutdown it lets the
+//! pull in progress run out (at most a second), stops pulling, lets in-flight
+//! commands finish (for at most the shutdown grace), and returns.
+
+use crate::config::{Config, IN_FLIGHT_MAX_LIMIT};
+use crate::error::SdkError;
+use crate::execute::{Engine, Handlers};
+use crate::handler::Handler;
+use crate::process::Worker;
+use crate::tx::Db;
+use crate::{inbox, streams};
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures::StreamExt;
+use sagas::definition::limits::NAME_LEN_MAX;
+use sagas::protocol::Kind;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Most commands asked of JetStream in one pull.
+const FETCH_BATCH_MAX: usize = 64;
+/// How long one pull waits for commands before it is renewed. Short, because
+/// on shutdown the last pull is drained until it expires: JetStream would
+/// otherwise keep delivering into a pull nobody reads any more, and those
+/// commands would wait out the ack wait before going to another replica.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+/// Pause after a failed pull, doubled per failure up to [`FETCH_RETRY_MAX`].
+const FETCH_RETRY_MIN: Duration = Duration::from_millis(100);
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A participant service: a name, and a handler per action and compensation.
+///
+/// See the [crate documentation](crate) for an example.
+pub struct Participant {
+    name: String,
+    handlers: Handlers,
+    problems: Vec<String>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> =
+            self.handlers.keys().map(|(kind, name)| format!("{kind}:{name}")).collect();
+        names.sort();
+        f.debug_struct("Participant").field("name", &self.name).field("handlers", &names).finish()
+    }
+}
+
+impl Participant {
+    /// A participant named `name`: the `participant` of the saga steps it
+    /// serves, a NATS subject token (letters, digits, `_`, `-`).
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let mut problems = Vec::new();
+        check_token(&mut problems, "participant name", &name);
+        Self { name, handlers: Handlers::new(), problems }
+    }
+
+    /// Handle the `do` of steps whose `action` is `name`.
+    #[must_use]
+    pub fn action(self, name: impl Into<String>, handler: impl Handler) -> Self {
+        self.register(Kind::Do, name.into(), Arc::new(handler))
+    }
+
+    /// Handle the `undo` of steps whose `compensation` is `name`.
+    #[must_use]
+    pub fn compensation(self, name: impl Into<String>, handler: impl Handler) -> Self {
+        self.register(Kind::Undo, name.into(), Arc::new(handler))
+    }
+
+    fn register(mut self, kind: Kind, name: String, handler: Arc<dyn Handler>) -> Self {
+        let what = match kind {
+            Kind::Do => "action",
+            Kind::Undo => "compensation",
+        };
+        check_token(&mut self.problems, what, &name);
+        if self.handlers.insert((kind, name.clone()), handler).is_some() {
+            self.problems.push(format!("{what} `{name}` is registered twice"));
+        }
+        self
+    }
+
+    /// The participant's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Handle commands until `shutdown` is cancelled, then finish the commands
+    /// in flight and return.
+    ///
+    /// # Errors
+    /// Only at start-up: an invalid participant or config, a database that
+    /// refuses the inbox migration, or JetStream refusing the streams or the
+    /// consumer. Once running, problems with single commands are logged and the
+    /// commands redelivered; they never end the participant.
+    pub async fn run(self, config: Config, shutdown: CancellationToken) -> Result<(), SdkError> {
+        let mut problems = self.problems;
+        if self.handlers.is_empty() {
+            problems.push("no action or compensation is registered".into());
+        }
+        if !(1..=IN_FLIGHT_MAX_LIMIT).contains(&config.in_flight_max) {
+            problems.push(format!(
+                "in_flight_max is {}, it must be 1..={IN_FLIGHT_MAX_LIMIT}",
+                config.in_flight_max
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(SdkError::Invalid { participant: self.name, problems });
+        }
+
+        inbox::migration::migrate(&config.db).await.map_err(SdkError::Migrate)?;
+        let js = jetstream::new(config.nats.clone());
+        let (commands, _replies) = streams::ensure_streams(&js, &config.namespace).await?;
+        let consumer =
+            streams::participant_consumer(&commands, &config.namespace, &self.name).await?;
+        info!(
+            participant = %self.name,
+            stream = %config.namespace.commands_stream(),
+            in_flight_max = config.in_flight_max,
+            "participant running"
+        );
+
+        let worker = Arc::new(Worker {
+            engine: Engine {
+                participant: self.name.clone(),
+                db: Db::new(config.db.clone()),
+                handlers: self.handlers,
+                panic_retries_max: config.panic_retries_max,
+                crash_after_commit: config.crash_after_commit.clone(),
+            },
+            js,
+            namespace: config.namespace.clone(),
+            redelivery_delay: config.redelivery_delay,
+        });
+        let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
+        pull_loop(&consumer, &worker, &tracker, &abandon, config.in_flight_max, &shutdown).await;
+
+        tracker.close();
+        info!(participant = %self.name, in_flight = tracker.len(), "stopping: draining in-flight commands");
+        tokio::select! {
+            // Cancelled when the grace runs out first: the tasks are abandoned below.
+            () = tracker.wait() => {}
+            // Cancelled when every task finished in time.
+            () = tokio::time::sleep(config.shutdown_grace) => {
+                warn!(
+                    in_flight = tracker.len(),
+                    grace_ms = config.shutdown_grace.as_millis(),
+                    "shutdown grace spent: abandoning in-flight commands"
+                );
+                abandon.cancel();
+                tracker.wait().await;
+            }
+        }
+        info!(participant = %self.name, "participant stopped");
+        Ok(())
+    }
+}
+
+/// Pull commands while there are free in-flight slots, until shutdown.
+async fn pull_loop(
+    consumer: &PullConsumer,
+    worker: &Arc<Worker>,
+    tracker: &TaskTracker,
+    abandon: &CancellationToken,
+    in_flight_max: usize,
+    shutdown: &CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight_max));
+    let mut retry_pause = FETCH_RETRY_MIN;
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            biased;
+            // Cancelled on shutdown: waiting for a slot holds nothing.
+            () = shutdown.cancelled() => return,
+            // Cancelled on shutdown: no slot taken.
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let mut held = vec![first];
+        while held.len() < FETCH_BATCH_MAX {
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => held.push(slot),
+                Err(_) => break,
+            }
+        }
+
+        // Not cancelled on shutdown: once the pull is sent, it is drained below.
+        let pull = consumer.batch().max_messages(held.len()).expires(FETCH_EXPIRES).messages();
+        let mut batch = match pull.await {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(error = %e, pause_ms = retry_pause.as_millis(), "pulling commands failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(retry_pause) => {}
+                }
+                retry_pause = (retry_pause * 2).min(FETCH_RETRY_MAX);
+                continue;
+            }
+        };
+        retry_pause = FETCH_RETRY_MIN;
+
+        // Until JetStream ends the pull (all slots used or expired). A command
+        // that arrives after shutdown is handled like any other in flight.
+        while let Some(next) = batch.next().await {
+            let msg = match next {
+                Ok(msg) => msg,
+                Err(e) => {
+                    warn!(error = %e, "pull ended with an error; pulling again");
+                    break;
+                }
+            };
+            // A batch never brings more messages than slots were held for it.
+            let slot = match held.pop() {
+                Some(slot) => slot,
+                None => match Arc::clone(&slots).acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let worker = Arc::clone(worker);
+            let abandon = abandon.clone();
+            tracker.spawn(async move {
+                let _slot = slot;
+                worker.run(msg, abandon).await;
+            });
+        }
+    }
+}
+
+/// A name that becomes a NATS subject token and a consumer name.
+fn check_token(problems: &mut Vec<String>, what: &str, value: &str) {
+    if value.is_empty() || value.len() > NAME_LEN_MAX {
+        problems.push(format!("{what} `{value}` must be 1 to {NAME_LEN_MAX} characters"));
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        problems.push(format!(
+            "{what} `{value}` is not a safe NATS subject token: use only ASCII letters, \
+             digits, `_` and `-`"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HandlerResult;
+    use crate::handler::HandlerCtx;
+
+    async fn noop(_ctx: HandlerCtx<'_>) -> HandlerResult {
+        Ok(serde_json::Value::Null)
+    }
+
+    #[test]
+    fn bad_names_and_duplicates_are_collected() {
+        let p = Participant::new("led.ger")
+            .action("hold", noop)
+            .action("hold", noop)
+            .compensation("", noop)
+            .compensation("hold", noop);
+        assert_eq!(p.problems.len(), 3, "{:?}", p.problems);
+        assert!(p.problems[0].contains("participant name `led.ger`"));
+        assert!(p.problems[1].contains("registered twice"));
+        assert!(p.problems[2].contains("compensation ``"));
+    }
+}

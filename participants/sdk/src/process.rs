@@ -1,0 +1,220 @@
+//! One command message, from JetStream delivery to ack.
+//!
+//! Parse and check the message (a malformed one is terminated: redelivering it
+//! would never help), decide the answer ([`crate::execute`]), publish the
+//! reply, and only then ack. Whatever could not be finished (a database error,
+//! a reply JetStream did not acknowledge) is nak'ed with a delay: the
+//! redelivery finds the stored reply, or runs again a handler whose writes
+//! were rolled back, so it is cheap and has no second effect.
+//!
+//! While the command is being handled the SDK tells JetStream it is still in
+//! progress, so a slow handler's command is not redelivered to another replica.
+
+use crate::execute::{Answer, Engine, execute};
+use crate::reply;
+use crate::streams::ACK_WAIT;
+use async_nats::jetstream::{self, AckKind};
+use sagas::protocol::{BODY_BYTES_MAX, Command, HEADER_TRACEPARENT, Namespace, command_id};
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// How often a command still being handled is reported "in progress".
+const PROGRESS_EVERY: Duration = Duration::from_secs(ACK_WAIT.as_secs() / 3);
+
+/// Handles commands for one participant; shared by all in-flight commands.
+pub(crate) struct Worker {
+    pub engine: Engine,
+    pub js: jetstream::Context,
+    pub namespace: Namespace,
+    pub redelivery_delay: Duration,
+}
+
+impl Worker {
+    /// Handle one message, unless `abandon` fires first (shutdown grace spent):
+    /// then the handler is dropped, its transaction rolls back, and the
+    /// command goes back to JetStream for another replica, without a reply.
+    pub async fn run(&self, msg: jetstream::Message, abandon: CancellationToken) {
+        let abandoned = tokio::select! {
+            // Cancelled when abandoned: the handler future is dropped mid-way;
+            // nothing it did is committed, replied or acked.
+            () = self.handle(&msg) => false,
+            // Cancelled when the message was handled: nothing to undo.
+            () = abandon.cancelled() => true,
+        };
+        if abandoned {
+            warn!(subject = %msg.subject, "shutting down: handler abandoned, command handed back");
+            settle(&msg, AckKind::Nak(None)).await;
+        }
+    }
+
+    async fn handle(&self, msg: &jetstream::Message) {
+        let delivered =
+            msg.info().map_or(1, |info| u32::try_from(info.delivered).unwrap_or(u32::MAX));
+        let command = match parse(&msg.payload, &self.namespace) {
+            Ok(command) => command,
+            Err(why) => {
+                warn!(
+                    participant = %self.engine.participant,
+                    subject = %msg.subject,
+                    delivered,
+                    "malformed command terminated (JetStream will not redeliver it): {why}"
+                );
+                settle(msg, AckKind::Term).await;
+                return;
+            }
+        };
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(HEADER_TRACEPARENT))
+            .map(|value| value.as_str().to_owned());
+        let span = info_span!(
+            "command",
+            participant = %self.engine.participant,
+            command_id = %command.command_id,
+            action = %command.action,
+            attempt = command.attempt,
+            delivered,
+            traceparent = traceparent.as_deref().unwrap_or_default(),
+        );
+        self.answer(msg, &command, delivered, traceparent.as_deref()).instrument(span).await;
+    }
+
+    async fn answer(
+        &self,
+        msg: &jetstream::Message,
+        command: &Command,
+        delivered: u32,
+        traceparent: Option<&str>,
+    ) {
+        let answer = with_progress(msg, execute(&self.engine, command, delivered)).await;
+        let outcome = match answer {
+            Ok(Answer::Reply(outcome)) => outcome,
+            Ok(Answer::Silent) => {
+                debug!("handler chose not to answer: left unacknowledged");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "database error: nothing committed, command handed back");
+                settle(msg, AckKind::Nak(Some(self.redelivery_delay))).await;
+                return;
+            }
+        };
+        debug!(?outcome, "answering");
+        match reply::publish(&self.js, command, outcome, traceparent).await {
+            Ok(()) => settle(msg, AckKind::Ack).await,
+            Err(e) => {
+                warn!(error = %e, "reply not published; the command will be redelivered");
+                settle(msg, AckKind::Nak(Some(self.redelivery_delay))).await;
+            }
+        }
+    }
+}
+
+/// Run `work`, telling JetStream every [`PROGRESS_EVERY`] that the message is
+/// still being worked on.
+async fn with_progress<F: Future>(msg: &jetstream::Message, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            // Never cancelled: the loop only ends when the work is done.
+            out = &mut work => return out,
+            // Cancelled when the work finishes first: no progress is owed.
+            _ = ticks.tick() => settle(msg, AckKind::Progress).await,
+        }
+    }
+}
+
+/// Ack, nak, term or report progress; a failure only means JetStream will
+/// redeliver, which the inbox makes harmless.
+async fn settle(msg: &jetstream::Message, kind: AckKind) {
+    let what = format!("{kind:?}");
+    if let Err(e) = msg.ack_with(kind).await {
+        warn!(error = %e, subject = %msg.subject, "could not send {what} to JetStream");
+    }
+}
+
+/// Read and check a command body.
+///
+/// # Errors
+/// Why the body can never be handled: too large, not a command, an id that is
+/// not `<saga id>.<step>.<kind>`, or a reply subject outside the namespace.
+pub(crate) fn parse(body: &[u8], namespace: &Namespace) -> Result<Command, String> {
+    if body.len() > BODY_BYTES_MAX {
+        return Err(format!("body is {} bytes, over the limit of {BODY_BYTES_MAX}", body.len()));
+    }
+    let command: Command =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a command: {e}"))?;
+    let expected = command_id(&command.saga_id, &command.step, command.kind);
+    if command.command_id != expected {
+        return Err(format!(
+            "command id `{}` is not `<saga id>.<step>.<kind>` (`{expected}`)",
+            command.command_id
+        ));
+    }
+    let prefix = format!("{}.reply.", namespace.prefix());
+    let tail = command.reply_subject.strip_prefix(&prefix).unwrap_or_default();
+    let valid_tail = !tail.is_empty()
+        && tail.split('.').all(|token| {
+            !token.is_empty()
+                && token.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        });
+    if !valid_tail {
+        return Err(format!("reply subject `{}` is not under `{prefix}`", command.reply_subject));
+    }
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sagas::UnixMillis;
+    use sagas::protocol::Kind;
+    use serde_json::json;
+
+    fn command() -> Command {
+        Command {
+            command_id: command_id("s-1", "hold", Kind::Do),
+            saga_id: "s-1".into(),
+            saga_type: "topup".into(),
+            step: "hold".into(),
+            kind: Kind::Do,
+            action: "hold".into(),
+            attempt: 1,
+            payload: json!({}),
+            deadline_unix_ms: UnixMillis(0),
+            reply_subject: "skald.reply.3".into(),
+        }
+    }
+
+    fn body(c: &Command) -> Vec<u8> {
+        serde_json::to_vec(c).unwrap()
+    }
+
+    #[test]
+    fn a_good_command_parses() {
+        let ns = Namespace::default();
+        assert_eq!(parse(&body(&command()), &ns).unwrap(), command());
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        let ns = Namespace::default();
+        assert!(parse(b"{not json", &ns).unwrap_err().contains("not a command"));
+        assert!(
+            parse(&vec![b' '; BODY_BYTES_MAX + 1], &ns).unwrap_err().contains("over the limit")
+        );
+        let mut wrong_id = command();
+        wrong_id.command_id = "s-1.other.do".into();
+        assert!(parse(&body(&wrong_id), &ns).unwrap_err().contains("command id"));
+        for subject in ["other.reply.3", "skald.reply.", "skald.reply.*", "skald.reply.a..b"] {
+            let mut c = command();
+            c.reply_subject = subject.into();
+            assert!(parse(&body(&c), &ns).unwrap_err().contains("reply subject"), "{subject}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Publishing a reply through JetStream.
+//!
+//! The reply goes to the command's `reply_subject` (in the replies stream) with
+//! `Nats-Msg-Id: <command id>/<attempt>/reply`: a redelivered command whose
+//! reply was already published is deduplicated by JetStream instead of
+//! reaching the orchestrator twice. Success means JetStream acknowledged it.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use sagas::protocol::{Command, HEADER_MSG_ID, HEADER_TRACEPARENT, Outcome, Reply, msg_id};
+
+/// Why a reply was not published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error("cannot encode the reply: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot publish the reply: {0}")]
+    Publish(#[from] async_nats::jetstream::context::PublishError),
+}
+
+/// The dedupe id of the reply to one attempt.
+#[must_use]
+pub fn reply_msg_id(command: &Command) -> String {
+    format!("{}/reply", msg_id(&command.command_id, command.attempt))
+}
+
+pub(crate) async fn publish(
+    js: &Context,
+    command: &Command,
+    outcome: Outcome,
+    traceparent: Option<&str>,
+) -> Result<(), PublishError> {
+    let reply = Reply { command_id: command.command_id.clone(), attempt: command.attempt, outcome };
+    let body = serde_json::to_vec(&reply)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_MSG_ID, reply_msg_id(command).as_str());
+    if let Some(traceparent) = traceparent {
+        headers.insert(HEADER_TRACEPARENT, traceparent);
+    }
+    let ack = js.publish_with_headers(command.reply_subject.clone(), headers, body.into()).await?;
+    ack.await?;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! A participant process dies between committing an effect and publishing its
+//! reply. After it restarts, the saga finishes and the effect happened once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sagas::protocol::StartResponse;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use serde_json::json;
+use skald_tests::process::ChildGuard;
+use skald_tests::{Backend, NATS_URL, RunningOrchestrator, TestDb, token};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn participant(prefix: &str, db_url: &str, crash_after_commit_step: Option<u8>) -> ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_participant-e2e"));
+    cmd.args(["--prefix", prefix, "--nats-url", NATS_URL, "--database-url", db_url])
+        .env("RUST_LOG", "error");
+    if let Some(k) = crash_after_commit_step {
+        cmd.args(["--crash-after-commit-step", &k.to_string()]);
+    }
+    ChildGuard::spawn("bench-participant", &mut cmd).unwrap()
+}
+
+fn shipped_definitions() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sagas/definitions")
+}
+
+async fn effects(db_url: &str) -> Vec<(String, i64)> {
+    let db = Database::connect(db_url).await.unwrap();
+    let rows = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT command_id, COUNT(*) FROM bench_effects GROUP BY command_id ORDER BY command_id",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (r.try_get_by_index::<String>(0).unwrap(), r.try_get_by_index::<i64>(1).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_killed_between_commit_and_reply_causes_no_double_effect() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let prefix = format!("t{}", token());
+    let mut o = RunningOrchestrator::start(&db, &prefix, shipped_definitions()).await.unwrap();
+    let participant_db = db.url.replace("skald.db", "participant.db") + "?mode=rwc";
+
+    let mut first = participant(&prefix, &participant_db, Some(2));
+    let StartResponse::Started { saga_id } =
+        o.start_saga("bench", "once", json!({})).await.unwrap()
+    else {
+        panic!("start refused")
+    };
+
+    // The participant aborts right after committing step two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the participant never reached the crash point");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "expected a crash, got {status}");
+    let two = format!("{saga_id}.two.do");
+    assert_eq!(
+        effects(&participant_db).await.iter().find(|(id, _)| *id == two).map(|(_, n)| *n),
+        Some(1),
+        "step two committed its effect before the crash"
+    );
+
+    let mut second = participant(&prefix, &participant_db, None);
+    o.wait_ended(std::slice::from_ref(&saga_id), Duration::from_secs(60)).await.unwrap();
+    let (status, _) = o.history(&saga_id).await.unwrap();
+    assert_eq!(status, "completed");
+    let all = effects(&participant_db).await;
+    assert_eq!(all.len(), 3, "one effect per step: {all:?}");
+    assert!(all.iter().all(|(_, n)| *n == 1), "an effect happened twice: {all:?}");
+    assert!(second.terminate(Duration::from_secs(20)).unwrap().success());
+    o.stop().await;
+}
