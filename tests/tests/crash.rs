@@ -128,10 +128,9 @@ async fn orchestrator_killed_mid_run_postgres() {
     orchestrator_killed_mid_run(Backend::Postgres).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_restarted_mid_run() {
+async fn nats_restarted_mid_run(backend: Backend) {
     let mut nats = NatsServer::start().unwrap();
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = TestDb::new(backend).await.unwrap();
     let dir = definitions_dir(&[("three.yaml", &three_steps("1s", 20, 20))]).unwrap();
     let prefix = format!("t{}", token());
     let mut o = RunningOrchestrator::start_on(&nats.url(), &db, &prefix, dir).await.unwrap();
@@ -147,4 +146,14 @@ async fn nats_restarted_mid_run() {
     ended_exactly_once(&o.store, &ids, Duration::from_secs(90)).await;
     stop.cancel();
     o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_run_sqlite() {
+    nats_restarted_mid_run(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_run_postgres() {
+    nats_restarted_mid_run(Backend::Postgres).await;
 }

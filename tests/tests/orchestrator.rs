@@ -233,3 +233,41 @@ async fn duplicate_and_late_replies_change_nothing() {
     stop.cancel();
     o.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unknown_replies_are_dropped_and_the_orchestrator_carries_on() {
+    let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
+    let js = async_nats::jetstream::new(o.client.clone());
+    let junk: Vec<Vec<u8>> = vec![
+        b"not json".to_vec(),
+        b"{}".to_vec(),
+        br#"{"command_id":"nosuchsaga.s1.do","attempt":1,"outcome":{"status":"ok"}}"#.to_vec(),
+        br#"{"command_id":"x","attempt":1,"outcome":{"status":"maybe"}}"#.to_vec(),
+        vec![0u8; 600 * 1024],
+    ];
+    for (i, body) in junk.into_iter().enumerate() {
+        let subject = o.ns.reply_subject(i as u32 % 4);
+        // The oversized one is refused by the stream itself; the rest reach the intake.
+        if let Ok(ack) = js.publish(subject, body.into()).await {
+            let _ = ack.await;
+        }
+    }
+    let script: Script = Arc::new(|_| ok());
+    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(o.history(&id).await.unwrap().0, "completed");
+    // Every junk reply was settled (terminated), none is left pending redelivery.
+    let mut pending = 0;
+    for p in 0..4u32 {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(format!("replies-{p}"), o.ns.replies_stream())
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        pending += info.num_ack_pending + info.num_pending as usize;
+    }
+    assert_eq!(pending, 0, "replies left unsettled");
+    stop.cancel();
+    o.stop().await;
+}

@@ -40,12 +40,15 @@ async fn effects(db_url: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn participant_killed_between_commit_and_reply_causes_no_double_effect() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+async fn participant_killed_between_commit_and_reply(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let participant_store = TestDb::new(backend).await.unwrap();
     let prefix = format!("t{}", token());
     let mut o = RunningOrchestrator::start(&db, &prefix, shipped_definitions()).await.unwrap();
-    let participant_db = db.url.replace("skald.db", "participant.db") + "?mode=rwc";
+    let participant_db = match backend {
+        Backend::Sqlite => format!("{}?mode=rwc", participant_store.url),
+        Backend::Postgres => participant_store.url.clone(),
+    };
 
     let mut first = participant(&prefix, &participant_db, Some(2));
     let StartResponse::Started { saga_id } =
@@ -80,4 +83,14 @@ async fn participant_killed_between_commit_and_reply_causes_no_double_effect() {
     assert!(all.iter().all(|(_, n)| *n == 1), "an effect happened twice: {all:?}");
     assert!(second.terminate(Duration::from_secs(20)).unwrap().success());
     o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_killed_between_commit_and_reply_sqlite() {
+    participant_killed_between_commit_and_reply(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_killed_between_commit_and_reply_postgres() {
+    participant_killed_between_commit_and_reply(Backend::Postgres).await;
 }
