@@ -313,6 +313,34 @@ fn project(state: &SagaState) -> Projection {
 
 /// Hex SHA-256 of a JSON value's canonical text (object keys sorted).
 fn hash_json(v: &Value) -> String {
-    let text = serde_json::to_string(v).unwrap_or_default();
+    let text = serde_json::to_string(&canonical(v)).unwrap_or_default();
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value with every object's keys in sorted order, whatever map type
+/// serde_json was built with (its `preserve_order` feature keeps insertion order).
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_hash_ignores_key_order_but_not_values() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[{"q":1,"p":2}]}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":[{"p":2,"q":1}],"y":2},"b":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"a":{"x":[{"p":2,"q":1}],"y":3},"b":1}"#).unwrap();
+        assert_eq!(hash_json(&a), hash_json(&b));
+        assert_ne!(hash_json(&a), hash_json(&c));
+    }
 }

@@ -54,6 +54,11 @@ pub async fn run(
         // Cancelled by shutdown: `take_until` stops taking new replies and
         // the ones in flight finish (their acks follow their commits).
         work.await;
+        // The stream ended (NATS trouble): pull again after a pause.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
     }
 }
 
@@ -76,6 +81,15 @@ async fn handle(driver: &Driver, msg: jetstream::Message) {
         Ok(_) => ack(&msg, AckKind::Ack).await,
         Err(e @ (DriveError::Transition(_) | DriveError::UnknownSaga { .. })) => {
             tracing::warn!(%saga_id, error = %e, "terminating reply the saga cannot take");
+            ack(&msg, AckKind::Term).await;
+        }
+        Err(
+            e @ (DriveError::UnknownDefinition { .. }
+            | DriveError::Store(crate::store::StoreError::Corrupt { .. })),
+        ) => {
+            // Retrying cannot help: the saga needs an operator. The step's
+            // timeout brings the answer back as a retry once it is repaired.
+            tracing::error!(%saga_id, error = %e, "terminating reply: the saga cannot be loaded");
             ack(&msg, AckKind::Term).await;
         }
         Err(e) => {

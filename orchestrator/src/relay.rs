@@ -8,6 +8,8 @@
 use crate::driver::Driver;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sagas::protocol::HEADER_MSG_ID;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the outbox is checked when nothing wakes the relay.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait for the acknowledgements of one round of publishes.
+const ROUND_ACKS_MAX: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the outbox to drain.
 const DRAIN_MAX: Duration = Duration::from_secs(5);
 
@@ -23,7 +27,13 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match round(&driver, &js).await {
+        let result = tokio::select! {
+            // Cancelled mid-round: unacknowledged rows stay in the outbox; the
+            // drain below (bounded) or the next start publishes them.
+            () = shutdown.cancelled() => break,
+            r = round(&driver, &js) => r,
+        };
+        match result {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
@@ -80,13 +90,27 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
             }
         }
     }
-    let mut done = Vec::with_capacity(pending.len());
-    for (id, ack) in pending {
-        match ack.await {
-            Ok(_) => done.push(id),
-            Err(e) => {
-                first_error.get_or_insert(e.to_string());
+    // All acks are awaited together under one deadline: acks lost with a
+    // connection cost one deadline per round, not one timeout per row.
+    let mut acks: FuturesUnordered<_> =
+        pending.into_iter().map(|(id, ack)| async move { (id, ack.await) }).collect();
+    let mut done = Vec::with_capacity(acks.len());
+    let deadline = tokio::time::sleep(ROUND_ACKS_MAX);
+    tokio::pin!(deadline);
+    while !acks.is_empty() {
+        tokio::select! {
+            // Cancelled: the rows not yet acknowledged stay and are published
+            // again next round (JetStream drops the duplicates by message id).
+            () = &mut deadline => {
+                first_error.get_or_insert_with(|| "acknowledgements timed out".into());
+                break;
             }
+            Some((id, result)) = acks.next() => match result {
+                Ok(_) => done.push(id),
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            },
         }
     }
     driver.store().outbox_delete(&done).await.map_err(|e| e.to_string())?;

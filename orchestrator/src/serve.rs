@@ -17,6 +17,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a shutdown waits for NATS to take what was sent.
+const SHUTDOWN_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most partitions a cluster may be created with.
 pub const PARTITIONS_MAX: u32 = 1_024;
 
@@ -124,8 +127,13 @@ impl Orchestrator {
         relay_stop.cancel();
         tasks.close();
         tasks.wait().await;
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "cannot flush NATS at shutdown");
+        // Bounded: while NATS is unreachable a flush would wait for it forever.
+        match tokio::time::timeout(SHUTDOWN_FLUSH_MAX, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush NATS at shutdown"),
+            Err(_) => tracing::warn!(
+                "NATS unreachable at shutdown; committed commands stay in the outbox"
+            ),
         }
         Ok(())
     }

@@ -7,8 +7,13 @@
 use crate::driver::{Driver, StartError, Started};
 use futures::StreamExt;
 use sagas::protocol::{BODY_BYTES_MAX, Namespace, StartRequest, StartResponse};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Most start requests handled at once; further requests wait in NATS.
+pub const STARTS_IN_FLIGHT_MAX: usize = 128;
 
 /// The queue group all orchestrators share for start requests.
 pub const QUEUE_GROUP: &str = "skald-start";
@@ -30,6 +35,7 @@ pub async fn run(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let in_flight = Arc::new(Semaphore::new(STARTS_IN_FLIGHT_MAX));
     loop {
         let msg = tokio::select! {
             // Cancelled: stop taking new starts; those in flight finish on the tracker.
@@ -39,7 +45,13 @@ pub async fn run(
         let Some(reply_to) = msg.reply.clone() else { continue };
         let saga_type = msg.subject.rsplit('.').next().unwrap_or_default().to_owned();
         let (driver, client) = (driver.clone(), client.clone());
+        let permit = tokio::select! {
+            // Cancelled: the request is dropped unanswered; the caller's request times out.
+            () = shutdown.cancelled() => break,
+            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
         tasks.spawn(async move {
+            let _permit = permit;
             let response = answer(&driver, &saga_type, &msg.payload).await;
             let body = serde_json::to_vec(&response).unwrap_or_default();
             if let Err(e) = client.publish(reply_to, body.into()).await {
@@ -47,7 +59,7 @@ pub async fn run(
             }
         });
     }
-    let _ = requests.unsubscribe().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
 }
 
 async fn answer(driver: &Driver, saga_type: &str, payload: &[u8]) -> StartResponse {

@@ -3,20 +3,30 @@
 //! Deadlines live in the `sagas.next_deadline_ms` column, so they survive
 //! restarts: this loop asks the store what is due, feeds each saga a
 //! `Timeout`, and sleeps until the earliest deadline (or a wake-up from the
-//! driver, or one second at most).
+//! driver, or one second at most). A saga whose timeout cannot be applied
+//! (a store error, a history that cannot be read) is retried with backoff,
+//! so it neither spins the loop nor floods the log.
 
 use crate::clock;
 use crate::driver::{DriveError, Driver};
 use sagas::machine::{Input, TransitionError};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Most due sagas taken per round.
 pub const DUE_BATCH_MAX: u64 = 512;
 /// Longest sleep between checks.
 const IDLE_MAX: Duration = Duration::from_secs(1);
+/// First and longest pause before a failing saga's timeout is tried again.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Most failing sagas remembered (beyond it they are tried every round).
+const FAILING_TRACKED_MAX: usize = 10_000;
 
 pub async fn run(driver: Driver, shutdown: CancellationToken) {
+    // Saga id → (not before, current pause).
+    let mut failing: HashMap<String, (Instant, Duration)> = HashMap::new();
     while !shutdown.is_cancelled() {
         let now = clock::to_db(clock::now());
         let due = match driver.store().due(now, DUE_BATCH_MAX).await {
@@ -26,25 +36,42 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
                 Vec::new()
             }
         };
+        let mut applied = 0;
         for saga_id in &due {
             if shutdown.is_cancelled() {
                 return;
             }
+            if failing.get(saga_id).is_some_and(|(until, _)| *until > Instant::now()) {
+                continue;
+            }
             match driver.handle(saga_id, &Input::Timeout).await {
-                Ok(_) | Err(DriveError::Transition(TransitionError::NotDue { .. })) => {}
-                Err(e) => tracing::warn!(%saga_id, error = %e, "timer not applied"),
+                Ok(_) | Err(DriveError::Transition(TransitionError::NotDue { .. })) => {
+                    applied += 1;
+                    failing.remove(saga_id);
+                }
+                Err(e) => {
+                    let pause =
+                        failing.get(saga_id).map_or(RETRY_MIN, |(_, p)| (*p * 2).min(RETRY_MAX));
+                    tracing::warn!(%saga_id, error = %e, retry_in_ms = pause.as_millis() as u64, "timer not applied");
+                    if failing.len() < FAILING_TRACKED_MAX || failing.contains_key(saga_id) {
+                        failing.insert(saga_id.clone(), (Instant::now() + pause, pause));
+                    }
+                }
             }
         }
-        if due.len() as u64 == DUE_BATCH_MAX {
+        // A full batch that made progress: more may be due right now.
+        if due.len() as u64 == DUE_BATCH_MAX && applied > 0 {
             continue;
         }
-        let wait = match driver.store().earliest_deadline().await {
+        let until_earliest = match driver.store().earliest_deadline().await {
             Ok(Some(at)) => {
                 Duration::from_millis(u64::try_from(at - clock::to_db(clock::now())).unwrap_or(0))
             }
             _ => IDLE_MAX,
-        }
-        .min(IDLE_MAX);
+        };
+        // With failing sagas due, the earliest deadline is in the past: pause anyway.
+        let floor = if failing.is_empty() { Duration::ZERO } else { RETRY_MIN };
+        let wait = until_earliest.min(IDLE_MAX).max(floor);
         tokio::select! {
             // Cancelled: nothing in flight here.
             () = shutdown.cancelled() => return,

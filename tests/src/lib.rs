@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Partitions of the orchestrators tests start.
+pub const PARTITIONS: u32 = 4;
 /// The NATS server the machine runs (CI starts it when it is down).
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// The PostgreSQL server databases are created on.
@@ -171,7 +173,7 @@ impl RunningOrchestrator {
             database_url: db.url.clone(),
             prefix: prefix.into(),
             definitions,
-            partitions: 4,
+            partitions: PARTITIONS,
         };
         let o = Orchestrator::connect(&config).await?;
         let store = o.driver.store().clone();
@@ -230,6 +232,29 @@ impl RunningOrchestrator {
         }
     }
 
+    /// Wait until every reply consumer has settled every reply (acked or terminated).
+    pub async fn wait_replies_settled(&self, within: Duration) -> Result<()> {
+        let js = jetstream::new(self.client.clone());
+        let deadline = Instant::now() + within;
+        loop {
+            let mut unsettled = 0;
+            for p in 0..PARTITIONS {
+                let mut consumer: jetstream::consumer::PullConsumer = js
+                    .get_consumer_from_stream(format!("replies-{p}"), self.ns.replies_stream())
+                    .await?;
+                let info = consumer.info().await?;
+                unsettled += info.num_ack_pending as u64 + info.num_pending;
+            }
+            if unsettled == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{unsettled} replies still unsettled after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The saga's status and history, after checking DESIGN.md invariant 5:
     /// seq runs 1..n without gaps (the store asserts it) and nothing follows a terminal event.
     pub async fn history(&self, id: &str) -> Result<(String, Vec<SagaEvent>)> {
@@ -253,6 +278,17 @@ impl RunningOrchestrator {
 impl Drop for RunningOrchestrator {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.task.is_some() {
+            // Not stopped (the test failed): still remove its streams, on a
+            // thread of its own since Drop cannot be async.
+            let (client, ns) = (self.client.clone(), self.ns.clone());
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(delete_streams(&client, &ns));
+                }
+            })
+            .join();
+        }
     }
 }
 

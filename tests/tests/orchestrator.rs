@@ -12,6 +12,18 @@ use skald_tests::{
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The (step, kind) sequence of a command log, repeated attempts collapsed:
+/// on a loaded machine a slow answer may cause an extra attempt, which is fine.
+fn steps_in_order(log: &[(String, String, u32)]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for (step, kind, _) in log {
+        if out.last() != Some(&(step.as_str(), kind.as_str())) {
+            out.push((step, kind));
+        }
+    }
+    out
+}
+
 fn ok() -> Option<Outcome> {
     Some(Outcome::Ok { output: json!({"ok": true}) })
 }
@@ -42,14 +54,8 @@ async fn happy_path(backend: Backend) {
     for id in &ids {
         let (status, _) = o.history(id).await.unwrap();
         assert_eq!(status, "completed");
-        assert_eq!(
-            seen.for_saga(id),
-            [
-                ("s1".into(), "do".into(), 1),
-                ("s2".into(), "do".into(), 1),
-                ("s3".into(), "do".into(), 1)
-            ]
-        );
+        let log = seen.for_saga(id);
+        assert_eq!(steps_in_order(&log), [("s1", "do"), ("s2", "do"), ("s3", "do")], "{log:?}");
     }
     stop.cancel();
     o.stop().await;
@@ -81,8 +87,8 @@ async fn failure_compensates_newest_first(backend: Backend) {
     assert_eq!(status, "compensated");
     let log = seen.for_saga(&id);
     assert_eq!(
-        log[3..],
-        [("s2".into(), "undo".into(), 1), ("s1".into(), "undo".into(), 1)],
+        steps_in_order(&log),
+        [("s1", "do"), ("s2", "do"), ("s3", "do"), ("s2", "undo"), ("s1", "undo")],
         "compensations run newest first: {log:?}"
     );
     stop.cancel();
@@ -109,15 +115,16 @@ async fn silent_step_is_retried_then_compensated_as_unknown(backend: Backend) {
     let (status, events) = o.history(&id).await.unwrap();
     assert_eq!(status, "compensated");
     assert!(events.iter().any(|e| e.name() == "step_outcome_unknown"));
+    let log = seen.for_saga(&id);
+    let attempts_of_s2 = log.iter().filter(|(s, k, _)| s == "s2" && k == "do").count();
     assert_eq!(
-        seen.for_saga(&id),
-        [
-            ("s1".into(), "do".into(), 1),
-            ("s2".into(), "do".into(), 1),
-            ("s2".into(), "do".into(), 2),
-            ("s2".into(), "undo".into(), 1),
-            ("s1".into(), "undo".into(), 1),
-        ]
+        attempts_of_s2, 2,
+        "the silent step is tried as often as its policy allows: {log:?}"
+    );
+    assert_eq!(
+        steps_in_order(&log),
+        [("s1", "do"), ("s2", "do"), ("s2", "undo"), ("s1", "undo")],
+        "{log:?}"
     );
     stop.cancel();
     o.stop().await;
@@ -205,7 +212,6 @@ async fn starts_are_idempotent_by_key_and_checked_against_the_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_late_replies_change_nothing() {
     let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
-    // Every reply is published twice.
     let script: Script = Arc::new(|_| ok());
     let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
     let id = start(&o, 1).await;
@@ -226,7 +232,7 @@ async fn duplicate_and_late_replies_change_nothing() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    o.wait_replies_settled(Duration::from_secs(10)).await.unwrap();
     let (status, after) = o.history(&id).await.unwrap();
     assert_eq!(status, "completed");
     assert_eq!(before.len(), after.len(), "late replies appended events");
@@ -258,16 +264,7 @@ async fn malformed_and_unknown_replies_are_dropped_and_the_orchestrator_carries_
     o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
     assert_eq!(o.history(&id).await.unwrap().0, "completed");
     // Every junk reply was settled (terminated), none is left pending redelivery.
-    let mut pending = 0;
-    for p in 0..4u32 {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(format!("replies-{p}"), o.ns.replies_stream())
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
-        pending += info.num_ack_pending + info.num_pending as usize;
-    }
-    assert_eq!(pending, 0, "replies left unsettled");
+    o.wait_replies_settled(Duration::from_secs(10)).await.unwrap();
     stop.cancel();
     o.stop().await;
 }

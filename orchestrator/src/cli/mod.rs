@@ -115,35 +115,28 @@ fn serve(config: &crate::serve::ServeConfig) -> anyhow::Result<ExitCode> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let orchestrator = match crate::serve::Orchestrator::connect(config).await {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("skald: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
-        };
+        // Listen before connecting, so an early SIGTERM is a clean stop too.
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
-        orchestrator.run(shutdown).await?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+            signals.cancel();
+        });
+        let orchestrator = tokio::select! {
+            () = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+            o = crate::serve::Orchestrator::connect(config) => match o {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("skald: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            },
+        };
+        orchestrator.run(shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
