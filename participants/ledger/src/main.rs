@@ -1,0 +1,5 @@
+//! `ledger`: see the library's documentation (`ledger`).
+
+fn main() -> std::process::ExitCode {
+    ledger::main()
+}

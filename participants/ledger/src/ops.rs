@@ -1,0 +1,525 @@
+//! Ledger operations inside a database transaction: open an account, create
+//! a transfer (posted at once, or held), post or void a hold; and reads.
+//!
+//! Each write operation locks what it reads (accounts in id order after the
+//! transfer, see `store`), loads those rows into a [`State`], lets the pure
+//! `decide_*` rule on the request, applies the resulting event with the same
+//! [`State::apply`] that replay uses, and writes the event and the changed
+//! projection rows. Updates are guarded by the values read, so a row changed
+//! behind a lock's back fails the operation ([`OpError::Conflict`]) rather
+//! than being overwritten.
+//!
+//! The functions take any connection or transaction, so saga handlers run
+//! them in the SDK's transaction (`ctx.tx()`); [`Store`] wraps each in a
+//! transaction of its own for the command line and tests.
+
+use crate::events::{self, LedgerEvent};
+use crate::model::{
+    Account, AccountFlags, Balances, Decision, NewAccount, NewTransfer, Refusal, State, Transfer,
+    TransferState, check_account_id, check_transfer_id,
+};
+use crate::store::entities::{accounts, ledger_events, transfers};
+use crate::store::{Store, take_write_lock};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The ledger says no (a business rule or a bad request): nothing written.
+    #[error("refused ({code}): {refusal}", code = .0.code(), refusal = .0)]
+    Refused(#[from] Refusal),
+    /// The database failed; nothing was written, trying again may work.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// A row changed under a lock that should have prevented it; nothing was
+    /// written, trying again may work.
+    #[error("{what} changed concurrently; nothing was written, try again")]
+    Conflict { what: String },
+    /// A stored row cannot be read as what it should be: run `ledger verify`.
+    #[error("the stored ledger is inconsistent: {0}; run `ledger verify`")]
+    Corrupt(String),
+}
+
+/// The answer to a create: explicit, TigerBeetle style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateResult {
+    Created,
+    /// The same id with the same fields was created before: nothing changed.
+    Exists,
+}
+
+impl CreateResult {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Exists => "exists",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostResult {
+    Posted,
+    AlreadyPosted,
+}
+
+impl PostResult {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Posted => "posted",
+            Self::AlreadyPosted => "already_posted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidResult {
+    Voided,
+    AlreadyVoided,
+}
+
+impl VoidResult {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voided => "voided",
+            Self::AlreadyVoided => "already_voided",
+        }
+    }
+}
+
+/// Open an account (zero balances). A repeat with the same currency and
+/// flags is [`CreateResult::Exists`].
+///
+/// # Errors
+/// [`OpError::Refused`] for invalid fields or an account with this id and
+/// other fields; database errors.
+pub async fn create_account(
+    tx: &impl ConnectionTrait,
+    new: &NewAccount,
+    now_ms: i64,
+) -> Result<CreateResult, OpError> {
+    new.validate()?;
+    take_write_lock(tx).await?;
+    let mut state = State::default();
+    if let Some(account) = find_account(tx, &new.id, false).await? {
+        state.insert_account(account);
+    }
+    let event = match state.decide_create_account(new)? {
+        Decision::Unchanged => return Ok(CreateResult::Exists),
+        Decision::Append(event) => event,
+    };
+    state.apply(&event, now_ms);
+    let account = state.accounts.get(&new.id).ok_or_else(|| applied_nothing(&event))?;
+    let inserted = accounts::Entity::insert(account_row(account))
+        .on_conflict(OnConflict::column(accounts::Column::Id).do_nothing().to_owned())
+        .exec_without_returning(tx)
+        .await?;
+    if inserted == 0 {
+        // Created by a concurrent transaction since we looked (PostgreSQL):
+        // the request is a repeat of that one, or conflicts with it.
+        let mut state = State::default();
+        if let Some(account) = find_account(tx, &new.id, false).await? {
+            state.insert_account(account);
+        }
+        return match state.decide_create_account(new)? {
+            Decision::Unchanged => Ok(CreateResult::Exists),
+            Decision::Append(_) => Err(OpError::Conflict { what: format!("account {}", new.id) }),
+        };
+    }
+    append_event(tx, &event, now_ms).await?;
+    Ok(CreateResult::Created)
+}
+
+/// Create a transfer: posted at once, or pending (a hold) when
+/// `new.pending`. A repeat with the same fields is [`CreateResult::Exists`],
+/// whatever became of the transfer since.
+///
+/// # Errors
+/// [`OpError::Refused`]: invalid fields, `exists_with_different_fields`, an
+/// unknown account, `currency_mismatch`, `insufficient_funds`,
+/// `exceeds_debits`, `overflows_balance`. Database errors.
+pub async fn create_transfer(
+    tx: &impl ConnectionTrait,
+    new: &NewTransfer,
+    now_ms: i64,
+) -> Result<CreateResult, OpError> {
+    new.validate()?;
+    take_write_lock(tx).await?;
+    let mut state = State::default();
+    lock_accounts(tx, &mut state, &new.debit_account_id, &new.credit_account_id).await?;
+    if let Some(transfer) = find_transfer(tx, &new.id, false).await? {
+        state.insert_transfer(transfer);
+    }
+    let event = match state.decide_create_transfer(new)? {
+        Decision::Unchanged => return Ok(CreateResult::Exists),
+        Decision::Append(event) => event,
+    };
+    let before = state.clone();
+    state.apply(&event, now_ms);
+    let transfer = state.transfers.get(&new.id).ok_or_else(|| applied_nothing(&event))?;
+    let inserted = transfers::Entity::insert(transfer_row(transfer))
+        .on_conflict(OnConflict::column(transfers::Column::Id).do_nothing().to_owned())
+        .exec_without_returning(tx)
+        .await?;
+    if inserted == 0 {
+        // Another transaction created this id since we looked (PostgreSQL,
+        // with other accounts than ours, else we would have waited for it).
+        let mut state = before;
+        if let Some(transfer) = find_transfer(tx, &new.id, false).await? {
+            state.insert_transfer(transfer);
+        }
+        return match state.decide_create_transfer(new)? {
+            Decision::Unchanged => Ok(CreateResult::Exists),
+            Decision::Append(_) => Err(OpError::Conflict { what: format!("transfer {}", new.id) }),
+        };
+    }
+    update_accounts(tx, &before, &state, [&new.debit_account_id, &new.credit_account_id]).await?;
+    append_event(tx, &event, now_ms).await?;
+    Ok(CreateResult::Created)
+}
+
+/// Post a pending transfer: its amount moves from pending to posted on both
+/// accounts. Posting it again is [`PostResult::AlreadyPosted`].
+///
+/// # Errors
+/// [`OpError::Refused`]: `transfer_not_found`, `transfer_not_pending` (a
+/// single-phase transfer), `transfer_voided`. Database errors.
+pub async fn post_transfer(
+    tx: &impl ConnectionTrait,
+    transfer_id: &str,
+    now_ms: i64,
+) -> Result<PostResult, OpError> {
+    check_transfer_id(transfer_id)?;
+    take_write_lock(tx).await?;
+    let mut state = lock_transfer(tx, transfer_id).await?;
+    let event = match state.decide_post(transfer_id)? {
+        Decision::Unchanged => return Ok(PostResult::AlreadyPosted),
+        Decision::Append(event) => event,
+    };
+    resolve(tx, &mut state, &event, transfer_id, now_ms).await?;
+    Ok(PostResult::Posted)
+}
+
+/// Void a pending transfer: its amount is released on both accounts. Voiding
+/// it again is [`VoidResult::AlreadyVoided`]. With `expected`, the transfer
+/// must have been created by that request (a compensation voids only the
+/// hold it undoes).
+///
+/// # Errors
+/// [`OpError::Refused`]: `transfer_not_found`, `exists_with_different_fields`,
+/// `transfer_not_pending`, `transfer_posted`. Database errors.
+pub async fn void_transfer(
+    tx: &impl ConnectionTrait,
+    transfer_id: &str,
+    expected: Option<&NewTransfer>,
+    now_ms: i64,
+) -> Result<VoidResult, OpError> {
+    check_transfer_id(transfer_id)?;
+    take_write_lock(tx).await?;
+    let mut state = lock_transfer(tx, transfer_id).await?;
+    let event = match state.decide_void(transfer_id, expected)? {
+        Decision::Unchanged => return Ok(VoidResult::AlreadyVoided),
+        Decision::Append(event) => event,
+    };
+    resolve(tx, &mut state, &event, transfer_id, now_ms).await?;
+    Ok(VoidResult::Voided)
+}
+
+/// Apply a post or void to the locked rows and write them with the event.
+async fn resolve(
+    tx: &impl ConnectionTrait,
+    state: &mut State,
+    event: &LedgerEvent,
+    transfer_id: &str,
+    now_ms: i64,
+) -> Result<(), OpError> {
+    let before = state.clone();
+    state.apply(event, now_ms);
+    let t = state.transfers.get(transfer_id).ok_or_else(|| applied_nothing(event))?;
+    let updated = transfers::Entity::update_many()
+        .col_expr(transfers::Column::State, Expr::value(t.state.as_str()))
+        .col_expr(transfers::Column::ResolvedAtMs, Expr::value(t.resolved_at_ms))
+        .filter(transfers::Column::Id.eq(transfer_id))
+        .filter(transfers::Column::State.eq(TransferState::Pending.as_str()))
+        .exec(tx)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(OpError::Conflict { what: format!("transfer {transfer_id}") });
+    }
+    let (debit, credit) = (t.debit_account_id.clone(), t.credit_account_id.clone());
+    update_accounts(tx, &before, state, [&debit, &credit]).await?;
+    append_event(tx, event, now_ms).await
+}
+
+/// One account as its projection row says, if it exists.
+///
+/// # Errors
+/// Database errors.
+pub async fn account(db: &impl ConnectionTrait, id: &str) -> Result<Option<Account>, OpError> {
+    check_account_id(id)?;
+    find_account(db, id, false).await
+}
+
+/// One transfer as its projection row says, if it exists.
+///
+/// # Errors
+/// Database errors, or a row that cannot be read.
+pub async fn transfer(db: &impl ConnectionTrait, id: &str) -> Result<Option<Transfer>, OpError> {
+    check_transfer_id(id)?;
+    find_transfer(db, id, false).await
+}
+
+/// Lock (PostgreSQL: `FOR UPDATE`) and load both accounts, in id order so
+/// that two transactions over the same pair cannot deadlock.
+async fn lock_accounts(
+    tx: &impl ConnectionTrait,
+    state: &mut State,
+    a: &str,
+    b: &str,
+) -> Result<(), OpError> {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    for id in [first, second] {
+        if let Some(account) = find_account(tx, id, true).await? {
+            state.insert_account(account);
+        }
+    }
+    Ok(())
+}
+
+/// Lock and load a transfer, then its two accounts (always in this order:
+/// transfer, then accounts by id).
+async fn lock_transfer(tx: &impl ConnectionTrait, transfer_id: &str) -> Result<State, OpError> {
+    let mut state = State::default();
+    if let Some(t) = find_transfer(tx, transfer_id, true).await? {
+        lock_accounts(tx, &mut state, &t.debit_account_id, &t.credit_account_id).await?;
+        state.insert_transfer(t);
+    }
+    Ok(state)
+}
+
+async fn find_account(
+    db: &impl ConnectionTrait,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Account>, OpError> {
+    let mut query = accounts::Entity::find_by_id(id.to_owned());
+    if lock {
+        query = query.lock_exclusive();
+    }
+    Ok(query.one(db).await?.map(account_from_row))
+}
+
+async fn find_transfer(
+    db: &impl ConnectionTrait,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Transfer>, OpError> {
+    let mut query = transfers::Entity::find_by_id(id.to_owned());
+    if lock {
+        query = query.lock_exclusive();
+    }
+    query.one(db).await?.map(transfer_from_row).transpose()
+}
+
+/// Write the balances of `ids` that changed from `before` to `after`, each
+/// guarded by the values read.
+async fn update_accounts(
+    tx: &impl ConnectionTrait,
+    before: &State,
+    after: &State,
+    ids: [&String; 2],
+) -> Result<(), OpError> {
+    for id in ids {
+        let (Some(old), Some(new)) = (before.accounts.get(id), after.accounts.get(id)) else {
+            return Err(OpError::Corrupt(format!("account {id} vanished during a transfer")));
+        };
+        let (old, new) = (old.balances, new.balances);
+        if old == new {
+            continue;
+        }
+        use accounts::Column as C;
+        let updated = accounts::Entity::update_many()
+            .col_expr(C::DebitsPending, Expr::value(new.debits_pending))
+            .col_expr(C::DebitsPosted, Expr::value(new.debits_posted))
+            .col_expr(C::CreditsPending, Expr::value(new.credits_pending))
+            .col_expr(C::CreditsPosted, Expr::value(new.credits_posted))
+            .filter(C::Id.eq(id.as_str()))
+            .filter(C::DebitsPending.eq(old.debits_pending))
+            .filter(C::DebitsPosted.eq(old.debits_posted))
+            .filter(C::CreditsPending.eq(old.credits_pending))
+            .filter(C::CreditsPosted.eq(old.credits_posted))
+            .exec(tx)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(OpError::Conflict { what: format!("account {id}") });
+        }
+    }
+    Ok(())
+}
+
+async fn append_event(
+    tx: &impl ConnectionTrait,
+    event: &LedgerEvent,
+    now_ms: i64,
+) -> Result<(), OpError> {
+    ledger_events::Entity::insert(ledger_events::ActiveModel {
+        seq: NotSet,
+        account_id: Set(event.account_id().map(str::to_owned)),
+        transfer_id: Set(event.transfer_id().map(str::to_owned)),
+        event: Set(events::encode(event)),
+        at_ms: Set(now_ms),
+    })
+    .exec_without_returning(tx)
+    .await?;
+    Ok(())
+}
+
+fn applied_nothing(event: &LedgerEvent) -> OpError {
+    OpError::Corrupt(format!("applying {event:?} changed nothing"))
+}
+
+pub(crate) fn account_from_row(row: accounts::Model) -> Account {
+    Account {
+        id: row.id,
+        currency: row.currency,
+        flags: AccountFlags {
+            debits_must_not_exceed_credits: row.debits_must_not_exceed_credits,
+            credits_must_not_exceed_debits: row.credits_must_not_exceed_debits,
+        },
+        balances: Balances {
+            debits_pending: row.debits_pending,
+            debits_posted: row.debits_posted,
+            credits_pending: row.credits_pending,
+            credits_posted: row.credits_posted,
+        },
+        created_at_ms: row.created_at_ms,
+    }
+}
+
+pub(crate) fn transfer_from_row(row: transfers::Model) -> Result<Transfer, OpError> {
+    let state = TransferState::parse(&row.state).ok_or_else(|| {
+        OpError::Corrupt(format!("transfer {} has an unknown state `{}`", row.id, row.state))
+    })?;
+    Ok(Transfer {
+        id: row.id,
+        debit_account_id: row.debit_account_id,
+        credit_account_id: row.credit_account_id,
+        amount: row.amount,
+        currency: row.currency,
+        pending: row.pending,
+        state,
+        created_at_ms: row.created_at_ms,
+        resolved_at_ms: row.resolved_at_ms,
+    })
+}
+
+fn account_row(a: &Account) -> accounts::ActiveModel {
+    accounts::ActiveModel {
+        id: Set(a.id.clone()),
+        currency: Set(a.currency.clone()),
+        debits_must_not_exceed_credits: Set(a.flags.debits_must_not_exceed_credits),
+        credits_must_not_exceed_debits: Set(a.flags.credits_must_not_exceed_debits),
+        debits_pending: Set(a.balances.debits_pending),
+        debits_posted: Set(a.balances.debits_posted),
+        credits_pending: Set(a.balances.credits_pending),
+        credits_posted: Set(a.balances.credits_posted),
+        created_at_ms: Set(a.created_at_ms),
+    }
+}
+
+fn transfer_row(t: &Transfer) -> transfers::ActiveModel {
+    transfers::ActiveModel {
+        id: Set(t.id.clone()),
+        debit_account_id: Set(t.debit_account_id.clone()),
+        credit_account_id: Set(t.credit_account_id.clone()),
+        amount: Set(t.amount),
+        currency: Set(t.currency.clone()),
+        pending: Set(t.pending),
+        state: Set(t.state.as_str().to_owned()),
+        created_at_ms: Set(t.created_at_ms),
+        resolved_at_ms: Set(t.resolved_at_ms),
+    }
+}
+
+/// Each operation in a transaction of its own, for the command line and tests.
+impl Store {
+    /// [`create_account`] in its own transaction.
+    ///
+    /// # Errors
+    /// See [`create_account`].
+    pub async fn create_account(
+        &self,
+        new: &NewAccount,
+        now_ms: i64,
+    ) -> Result<CreateResult, OpError> {
+        let tx = self.begin().await?;
+        let result = create_account(tx.tx(), new, now_ms).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// [`create_transfer`] in its own transaction.
+    ///
+    /// # Errors
+    /// See [`create_transfer`].
+    pub async fn create_transfer(
+        &self,
+        new: &NewTransfer,
+        now_ms: i64,
+    ) -> Result<CreateResult, OpError> {
+        let tx = self.begin().await?;
+        let result = create_transfer(tx.tx(), new, now_ms).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// [`post_transfer`] in its own transaction.
+    ///
+    /// # Errors
+    /// See [`post_transfer`].
+    pub async fn post_transfer(&self, id: &str, now_ms: i64) -> Result<PostResult, OpError> {
+        let tx = self.begin().await?;
+        let result = post_transfer(tx.tx(), id, now_ms).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// [`void_transfer`] in its own transaction.
+    ///
+    /// # Errors
+    /// See [`void_transfer`].
+    pub async fn void_transfer(
+        &self,
+        id: &str,
+        expected: Option<&NewTransfer>,
+        now_ms: i64,
+    ) -> Result<VoidResult, OpError> {
+        let tx = self.begin().await?;
+        let result = void_transfer(tx.tx(), id, expected, now_ms).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// See [`account`].
+    ///
+    /// # Errors
+    /// See [`account`].
+    pub async fn account(&self, id: &str) -> Result<Option<Account>, OpError> {
+        account(self.db(), id).await
+    }
+
+    /// See [`transfer`].
+    ///
+    /// # Errors
+    /// See [`transfer`].
+    pub async fn transfer(&self, id: &str) -> Result<Option<Transfer>, OpError> {
+        transfer(self.db(), id).await
+    }
+}

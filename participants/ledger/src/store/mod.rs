@@ -1,0 +1,263 @@
+//! The ledger's database: connection, schema, and transactions.
+//!
+//! SQLite (the default, one file in WAL mode) or PostgreSQL (a `postgres://`
+//! URL). Three tables: `ledger_events` (the record), and the projections
+//! `accounts` and `transfers`, always written in the same transaction as the
+//! events they follow from. How a transaction keeps one account consistent:
+//!
+//! - **PostgreSQL** runs writers concurrently; each operation locks the rows
+//!   it reads (`SELECT ... FOR UPDATE`, accounts in id order) so two holds on
+//!   one account run one after the other.
+//! - **SQLite** has one writer. Every write operation takes the write lock
+//!   with its first statement ([`take_write_lock`]), so it never reads a
+//!   snapshot another writer then changes, and within one process the
+//!   [`Store`] runs its write transactions one at a time (a gate of one
+//!   permit), as the SDK does.
+
+pub mod entities;
+pub mod migration;
+
+use sea_orm::{
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, IsolationLevel, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::warn;
+
+/// PostgreSQL advisory lock key held while migrating ("ledger" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572;
+/// Tries before a migration error is given up on (replicas may race).
+const MIGRATE_ATTEMPTS_MAX: u32 = 5;
+/// Pause before the second try; doubled before each further one.
+const MIGRATE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Connections in the pool.
+const SQLITE_CONNECTIONS_MAX: u32 = 4;
+const POSTGRES_CONNECTIONS_MAX: u32 = 16;
+/// How long to wait for the database to answer a connect, and for a pooled
+/// connection when all are busy.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {url}\n  hint: {hint}")]
+    Connect {
+        url: String,
+        #[source]
+        source: DbErr,
+        hint: &'static str,
+    },
+    #[error("cannot create or upgrade the ledger's tables")]
+    Migrate(#[source] DbErr),
+    #[error("this database is not supported; use SQLite (`sqlite://FILE?mode=rwc`) or PostgreSQL")]
+    Unsupported,
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// The ledger's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// On SQLite: one write transaction at a time from this process.
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Store {
+    /// Open the database at `url` and bring its tables up to date.
+    ///
+    /// `sqlite://FILE` (created if missing unless the URL says another
+    /// `mode=`; WAL) or `postgres://USER:PASSWORD@HOST/DB`.
+    ///
+    /// # Errors
+    /// An unreachable database (the message names the URL without its
+    /// password and says how to fix it), or a failed migration.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let is_sqlite = url.starts_with("sqlite:");
+        let mut url_full = url.to_owned();
+        if is_sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            // Create the file if it is missing, as the orchestrator does.
+            url_full.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let mut options = ConnectOptions::new(url_full);
+        options
+            .max_connections(if is_sqlite {
+                SQLITE_CONNECTIONS_MAX
+            } else {
+                POSTGRES_CONNECTIONS_MAX
+            })
+            .connect_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .sqlx_logging(false);
+        let hint = if is_sqlite {
+            "for SQLite use `sqlite://FILE?mode=rwc` in a writable directory (mode=rwc creates it)"
+        } else {
+            "start PostgreSQL (`docker compose up -d postgres`) and check --database-url / \
+             DATABASE_URL (`postgres://USER:PASSWORD@HOST:5432/DB`)"
+        };
+        let db = Database::connect(options).await.map_err(|source| StoreError::Connect {
+            url: redact(url),
+            source,
+            hint,
+        })?;
+        Self::open(db).await
+    }
+
+    /// Use an open connection: switch SQLite to WAL and migrate.
+    ///
+    /// # Errors
+    /// An unsupported database or a failed migration.
+    pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let gate = match db.get_database_backend() {
+            DbBackend::Sqlite => {
+                // Readers do not block the writer. Persistent: set on the file.
+                db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+                Some(Arc::new(Semaphore::new(1)))
+            }
+            DbBackend::Postgres => None,
+            DbBackend::MySql => return Err(StoreError::Unsupported),
+        };
+        migrate(&db).await.map_err(StoreError::Migrate)?;
+        Ok(Self { db, gate })
+    }
+
+    /// The connection, for the SDK and for reads.
+    #[must_use]
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// A write transaction (after the gate on SQLite).
+    ///
+    /// # Errors
+    /// When the database cannot begin one.
+    pub async fn begin(&self) -> Result<WriteTx, DbErr> {
+        let permit = match &self.gate {
+            Some(gate) => Some(
+                Arc::clone(gate)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| DbErr::Custom("the SQLite write gate is closed".into()))?,
+            ),
+            None => None,
+        };
+        let tx = self.db.begin().await?;
+        Ok(WriteTx { tx, _permit: permit })
+    }
+
+    /// A read-only transaction that sees one consistent snapshot, however
+    /// long it runs: `REPEATABLE READ` on PostgreSQL, a WAL read transaction
+    /// on SQLite (which holds its snapshot from the first read on).
+    ///
+    /// # Errors
+    /// When the database cannot begin one.
+    pub async fn begin_snapshot(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.backend() {
+            DbBackend::Postgres => {
+                self.db
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+            _ => self.db.begin().await,
+        }
+    }
+}
+
+/// An open write transaction; rolled back when dropped without `commit`.
+#[derive(Debug)]
+pub struct WriteTx {
+    // Dropped before the permit: the rollback starts before the gate opens.
+    tx: DatabaseTransaction,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WriteTx {
+    #[must_use]
+    pub fn tx(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+
+    /// # Errors
+    /// When the commit fails (nothing was written).
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.tx.commit().await
+    }
+}
+
+/// On SQLite, take the database's write lock now, as the transaction's first
+/// statement, waiting for another writer if need be (its busy timeout). A
+/// transaction that read first and wrote later could find its snapshot stale
+/// and fail; this one cannot. Does nothing on PostgreSQL, which locks rows.
+///
+/// # Errors
+/// When the lock is not free within the busy timeout.
+pub async fn take_write_lock(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
+    if tx.get_database_backend() == DbBackend::Sqlite {
+        // A write statement that matches no row still takes the write lock.
+        tx.execute_unprepared("UPDATE accounts SET id = id WHERE 1 = 0").await?;
+    }
+    Ok(())
+}
+
+async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let mut pause = MIGRATE_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match migrate_once(db).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < MIGRATE_ATTEMPTS_MAX => {
+                warn!(error = %e, attempt, "ledger migration failed (another replica migrating?); trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Migrate in one transaction, under an advisory lock on PostgreSQL; on
+/// SQLite a replica that loses the race fails, rolls back and tries again.
+async fn migrate_once(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let tx = db.begin().await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+            .await?;
+    }
+    migration::Migrator::up(&tx, None).await?;
+    tx.commit().await
+}
+
+/// The URL without its password, for messages.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://led:s3cret@db/ledger"), "postgres://led:***@db/ledger");
+        assert_eq!(redact("postgres://led@db/ledger"), "postgres://led@db/ledger");
+        assert_eq!(redact("sqlite://ledger.db?mode=rwc"), "sqlite://ledger.db?mode=rwc");
+    }
+}

@@ -1,0 +1,313 @@
+//! The participant's actions: `charge` (compensation `refund`) and `payout`.
+//!
+//! Each handler follows the same three moves, so that one saga step is at most
+//! one effect at the provider:
+//! 1. record the intent (`pending`, committed on its own) under the command id;
+//! 2. call the provider with the command id as `Idempotency-Key`;
+//! 3. record the result: in the SDK's transaction when the answer is `ok` (it
+//!    commits with the inbox row that stores the reply), on its own when the
+//!    provider refused (the SDK rolls its transaction back on `failed`), not at
+//!    all on `retry` (the row stays `pending`; the next attempt repeats the call
+//!    with the same key and the provider answers it from its store).
+//!
+//! A duplicate command is answered by the SDK's inbox without calling these.
+//!
+//! Payloads (from the saga definitions' `input:` mappings; unknown fields are
+//! ignored):
+//! - `charge`: `{amount, currency, card_token, reference}` →
+//!   `{charge_id, status, amount, currency}`
+//! - `refund` (the `charge` payload again): →
+//!   `{refund_id, charge_id, status, amount, currency}`, or
+//!   `{"nothing_to_refund": true}` when the provider has no such charge
+//! - `payout`: `{amount, currency, bank_account, reference}` →
+//!   `{payout_id, status, amount, currency}`
+
+use crate::api::{ChargeRequest, PayoutRequest, RefundRequest};
+use crate::outcome::{self, Action, Verdict};
+use crate::provider::Provider;
+use crate::store::{self, Intent, Kind, Status};
+use sea_orm::DatabaseConnection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant, handler};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// The participant name the saga definitions use.
+pub const PARTICIPANT: &str = "payment";
+/// Largest amount accepted, in minor units (10 billion in major units).
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
+/// Longest card token or bank account token.
+pub const TOKEN_BYTES_MAX: usize = 256;
+/// Longest reference.
+pub const REFERENCE_BYTES_MAX: usize = 128;
+
+/// What every handler shares: the participant's database and the provider.
+#[derive(Debug)]
+pub struct Payments {
+    pub db: DatabaseConnection,
+    pub provider: Provider,
+}
+
+/// The `payment` participant with its handlers, ready to run.
+#[must_use]
+pub fn participant(payments: &Arc<Payments>) -> Participant {
+    let (charging, refunding, paying) =
+        (Arc::clone(payments), Arc::clone(payments), Arc::clone(payments));
+    Participant::new(PARTICIPANT)
+        .action(
+            "charge",
+            handler(move |ctx| {
+                let payments = Arc::clone(&charging);
+                Box::pin(async move { charge(&payments, ctx).await })
+            }),
+        )
+        .compensation(
+            "refund",
+            handler(move |ctx| {
+                let payments = Arc::clone(&refunding);
+                Box::pin(async move { refund(&payments, ctx).await })
+            }),
+        )
+        .action(
+            "payout",
+            handler(move |ctx| {
+                let payments = Arc::clone(&paying);
+                Box::pin(async move { payout(&payments, ctx).await })
+            }),
+        )
+}
+
+/// The `charge` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChargeInput {
+    pub amount: i64,
+    pub currency: String,
+    pub card_token: String,
+    pub reference: String,
+}
+
+/// The `refund` payload: the `charge` step's, so the card token is there too
+/// (and ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefundInput {
+    pub amount: i64,
+    pub currency: String,
+    pub reference: String,
+}
+
+/// The `payout` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutInput {
+    pub amount: i64,
+    pub currency: String,
+    pub bank_account: String,
+    pub reference: String,
+}
+
+async fn charge(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
+    let input: ChargeInput = ctx.input()?;
+    check_money(input.amount, &input.currency)?;
+    check_text("card_token", &input.card_token, TOKEN_BYTES_MAX)?;
+    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
+    let key = ctx.idempotency_key();
+    let intent = Intent {
+        key,
+        kind: Kind::Charge,
+        saga_id: &ctx.command().saga_id,
+        amount: input.amount,
+        currency: &input.currency,
+        reference: &input.reference,
+    };
+    let row = store::record_intent(&payments.db, intent).await?;
+    let request = ChargeRequest {
+        amount: input.amount,
+        currency: input.currency.clone(),
+        card_token: input.card_token,
+        reference: input.reference,
+    };
+    let verdict = outcome::verdict(Action::Charge, payments.provider.charge(key, &request).await);
+    let (amount, currency) = (input.amount, input.currency);
+    settle(payments, &ctx, row.attempts, verdict, |receipt| {
+        json!({
+            "charge_id": receipt.id,
+            "status": receipt.status,
+            "amount": amount,
+            "currency": currency,
+        })
+    })
+    .await
+}
+
+async fn refund(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
+    let input: RefundInput = ctx.input()?;
+    check_money(input.amount, &input.currency)?;
+    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
+    // The SDK runs this only when the charge answered `ok`, which committed
+    // with the charge's row, so the provider's charge id is known. Without it
+    // (another database?), name the charge by its reference.
+    let charge_key = skald_participant::do_command_id(ctx.command());
+    let charge = store::find(&payments.db, &charge_key).await?;
+    let charged = charge.as_ref().and_then(|row| {
+        (row.status == Status::Succeeded.as_str())
+            .then(|| row.provider_id.clone().map(|id| (id, row.amount, row.currency.clone())))
+            .flatten()
+    });
+    let (charge_id, amount, currency) = match charged {
+        Some((id, amount, currency)) => (Some(id), amount, currency),
+        None => {
+            warn!(%charge_key, "no charge id recorded for the charge to refund; refunding by reference");
+            (None, input.amount, input.currency)
+        }
+    };
+    let key = ctx.idempotency_key();
+    let intent = Intent {
+        key,
+        kind: Kind::Refund,
+        saga_id: &ctx.command().saga_id,
+        amount,
+        currency: &currency,
+        reference: &input.reference,
+    };
+    let row = store::record_intent(&payments.db, intent).await?;
+    let request = RefundRequest {
+        reference: charge_id.is_none().then(|| input.reference.clone()),
+        charge_id: charge_id.clone(),
+        amount,
+    };
+    let verdict = outcome::verdict(Action::Refund, payments.provider.refund(key, &request).await);
+    if let Verdict::NothingToRefund { code, message } = &verdict {
+        warn!(
+            %key, charge_id = charge_id.as_deref().unwrap_or("-"), %code, %message,
+            "the provider has no such charge: nothing to refund"
+        );
+    }
+    settle(payments, &ctx, row.attempts, verdict, |receipt| {
+        json!({
+            "refund_id": receipt.id,
+            "charge_id": charge_id,
+            "status": receipt.status,
+            "amount": amount,
+            "currency": currency,
+        })
+    })
+    .await
+}
+
+async fn payout(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
+    let input: PayoutInput = ctx.input()?;
+    check_money(input.amount, &input.currency)?;
+    check_text("bank_account", &input.bank_account, TOKEN_BYTES_MAX)?;
+    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
+    let key = ctx.idempotency_key();
+    let intent = Intent {
+        key,
+        kind: Kind::Payout,
+        saga_id: &ctx.command().saga_id,
+        amount: input.amount,
+        currency: &input.currency,
+        reference: &input.reference,
+    };
+    let row = store::record_intent(&payments.db, intent).await?;
+    let request = PayoutRequest {
+        amount: input.amount,
+        currency: input.currency.clone(),
+        destination: input.bank_account,
+        reference: input.reference,
+    };
+    let verdict = outcome::verdict(Action::Payout, payments.provider.payout(key, &request).await);
+    let (amount, currency) = (input.amount, input.currency);
+    settle(payments, &ctx, row.attempts, verdict, |receipt| {
+        json!({
+            "payout_id": receipt.id,
+            "status": receipt.status,
+            "amount": amount,
+            "currency": currency,
+        })
+    })
+    .await
+}
+
+/// Record what the provider said and turn it into the handler's answer.
+async fn settle(
+    payments: &Payments,
+    ctx: &HandlerCtx<'_>,
+    attempts: i32,
+    verdict: Verdict,
+    output: impl FnOnce(&crate::api::Receipt) -> Value,
+) -> HandlerResult {
+    let key = ctx.idempotency_key();
+    let action = &ctx.command().action;
+    match &verdict {
+        Verdict::Done(receipt) => {
+            // Commits with the inbox row that stores the `ok`.
+            let tx = ctx.tx().await?;
+            store::settle(tx, key, Status::Succeeded, Some(&receipt.id), None).await?;
+            info!(%key, %action, provider_id = %receipt.id, attempts, "done at the provider");
+        }
+        Verdict::NothingToRefund { .. } => {
+            let tx = ctx.tx().await?;
+            store::settle(tx, key, Status::NothingToRefund, None, None).await?;
+        }
+        Verdict::Failed { code, message } => {
+            // The SDK rolls its transaction back on `failed`: record on our own.
+            // If this write fails the answer is `retry`, and the next attempt
+            // gets the same refusal from the provider.
+            store::settle(&payments.db, key, Status::Refused, None, Some(code)).await?;
+            info!(%key, %action, %code, %message, "refused by the provider");
+        }
+        Verdict::Retry { code, message } => {
+            warn!(%key, %action, %code, %message, attempts, "no definite answer from the provider; the retry reuses the key");
+        }
+    }
+    verdict.into_answer(output)
+}
+
+fn check_money(amount: i64, currency: &str) -> Result<(), HandlerError> {
+    if !(1..=AMOUNT_MAX).contains(&amount) {
+        return Err(HandlerError::failed(
+            "invalid_payload",
+            format!("amount {amount} is not between 1 and {AMOUNT_MAX} minor units"),
+        ));
+    }
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(HandlerError::failed(
+            "invalid_payload",
+            format!("currency `{currency}` is not three upper-case letters (ISO 4217, like EUR)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str, bytes_max: usize) -> Result<(), HandlerError> {
+    if value.is_empty() || value.len() > bytes_max || value.chars().any(char::is_control) {
+        // The value may be a card token: do not echo it.
+        return Err(HandlerError::failed(
+            "invalid_payload",
+            format!(
+                "{field} must be 1 to {bytes_max} bytes without control characters \
+                 (got {} bytes)",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_and_text_are_checked() {
+        assert!(check_money(1, "EUR").is_ok());
+        assert!(check_money(0, "EUR").is_err());
+        assert!(check_money(AMOUNT_MAX + 1, "EUR").is_err());
+        assert!(check_money(5, "eur").is_err());
+        assert!(check_money(5, "EURO").is_err());
+        assert!(check_text("reference", "s1", REFERENCE_BYTES_MAX).is_ok());
+        assert!(check_text("reference", "", REFERENCE_BYTES_MAX).is_err());
+        let err = check_text("card_token", &"4".repeat(300), TOKEN_BYTES_MAX).unwrap_err();
+        assert!(!err.to_string().contains("4444"), "{err}");
+    }
+}

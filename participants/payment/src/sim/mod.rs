@@ -1,0 +1,354 @@
+//! `psp-sim`: a small payment provider for the quickstart, compose and tests.
+//!
+//! It speaks the API of [`crate::api`] and keeps everything in memory (a
+//! restart forgets it all). Every `POST` is idempotent by `Idempotency-Key`:
+//! the same key and body get the same answer (declines included), another
+//! body gets `409`. Faults are deterministic for a given `--seed`: whether a
+//! call fails is drawn from a hash of the seed, the key and how many times the
+//! key was used, so a run can be repeated and a retry can succeed.
+//!
+//! | rule | answer |
+//! |---|---|
+//! | card token `tok_decline` | 402 `card_declined` |
+//! | card token `tok_insufficient` | 402 `insufficient_funds` |
+//! | amount over `amount_limit` (charge or payout) | 402 `amount_too_large` |
+//! | destination `ba_closed` | 402 `account_closed` |
+//! | refund of an unknown charge | 404 `unknown_charge` |
+//! | `failure_rate` | 500 before anything happens (not remembered) |
+//! | `drop_after_charge_rate` | the charge is made and remembered, then 504 |
+
+pub mod books;
+
+use crate::api::{
+    CHARGES_PATH, ChargeRequest, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH,
+    PayoutRequest, REFUNDS_PATH, RefundRequest,
+};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use books::{Answer, Books, KeyCheck, Made};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Largest request body.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+/// Most requests handled at once; more are answered 503.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
+/// Longest `--latency-ms`.
+pub const LATENCY_MS_MAX: u64 = 60_000;
+/// Default for [`SimConfig::amount_limit`].
+pub const AMOUNT_LIMIT_DEFAULT: i64 = 1_000_000;
+/// Default page size of the lists.
+const PAGE_DEFAULT: usize = 100;
+
+/// How the simulator behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Added before every answer.
+    pub latency: Duration,
+    /// Share (0..=1) of `POST`s answered 500 before anything happens.
+    pub failure_rate: f64,
+    /// Share (0..=1) of new charges that are made, then answered 504.
+    pub drop_after_charge_rate: f64,
+    /// Seed of the fault draws.
+    pub seed: u64,
+    /// Charges and payouts above this many minor units are declined.
+    pub amount_limit: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            failure_rate: 0.0,
+            drop_after_charge_rate: 0.0,
+            seed: 0,
+            amount_limit: AMOUNT_LIMIT_DEFAULT,
+        }
+    }
+}
+
+/// The simulator's state; cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct Sim {
+    config: Arc<SimConfig>,
+    books: Arc<Mutex<Books>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Sim {
+    #[must_use]
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            books: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        }
+    }
+
+    /// The books; a panic while they were held cannot leave them half-written
+    /// (every change is one push or one field), so a poisoned lock is used as is.
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A draw in `[0, 1)` for `tag`, the same for the same seed, key and call.
+    fn draw(&self, tag: &str, key: Option<&str>, calls: u32) -> f64 {
+        let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, &self.config.seed.to_le_bytes());
+        for part in [tag.as_bytes(), &[0], key.unwrap_or("").as_bytes(), &[0], &calls.to_le_bytes()]
+        {
+            hash = fnv1a(hash, part);
+        }
+        // FNV's high bits mix poorly on short inputs: finish with splitmix64.
+        hash ^= hash >> 30;
+        hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash ^= hash >> 27;
+        hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^= hash >> 31;
+        #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly
+        let unit = (hash >> 11) as f64 / (1_u64 << 53) as f64;
+        unit
+    }
+
+    /// The shared steps of every `POST`: limits, latency, body, key, faults.
+    async fn post<R: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        apply: impl FnOnce(&mut Books, &SimConfig, R) -> Made,
+    ) -> Response {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return answer(
+                Answer::error(503, "simulator_busy", "too many requests in flight"),
+                false,
+            );
+        };
+        tokio::time::sleep(self.config.latency).await;
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) => {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "request_too_large"
+                } else {
+                    "invalid_request"
+                };
+                return answer(
+                    Answer::error(rejection.status().as_u16(), code, rejection.body_text()),
+                    false,
+                );
+            }
+        };
+        let request: Value = match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(e) => {
+                return answer(
+                    Answer::error(400, "invalid_json", format!("the body is not JSON: {e}")),
+                    false,
+                );
+            }
+        };
+        let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(HeaderValue::to_str) {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(_)) => {
+                let refusal =
+                    Answer::error(400, "invalid_idempotency_key", "the key must be visible ASCII");
+                return answer(refusal, false);
+            }
+        };
+
+        // Everything below holds the lock and does not await.
+        let mut books = self.books();
+        let calls = match books.check_key(key, path, &request) {
+            KeyCheck::Fresh { calls } => calls,
+            KeyCheck::Replay(stored) => return answer(stored, true),
+            KeyCheck::Conflict(refusal) | KeyCheck::Refused(refusal) => {
+                return answer(refusal, false);
+            }
+        };
+        if self.draw("fail", key, calls) < self.config.failure_rate {
+            // Before anything happens, and not remembered: the retry may succeed.
+            return answer(Answer::error(500, "internal_error", "injected failure"), false);
+        }
+        let made = match serde_json::from_value::<R>(request.clone()) {
+            Ok(typed) => apply(&mut books, &self.config, typed),
+            Err(e) => Made {
+                answer: Answer::error(
+                    400,
+                    "invalid_request",
+                    format!("the request does not fit: {e}"),
+                ),
+                moved_money: false,
+            },
+        };
+        if made.answer.status != 503 {
+            books.remember(key, path, request, &made.answer);
+        }
+        drop(books);
+        if made.moved_money {
+            info!(path, key = key.unwrap_or("-"), id = %made.answer.body["id"], "money moved");
+            if path == CHARGES_PATH
+                && self.draw("drop", key, calls) < self.config.drop_after_charge_rate
+            {
+                // The charge is made and a repeat of the key gets it; this
+                // caller only learns that the gateway gave up.
+                return answer(
+                    Answer::error(
+                        504,
+                        "gateway_timeout",
+                        "injected: the charge was made, the answer lost",
+                    ),
+                    false,
+                );
+            }
+        }
+        answer(made.answer, false)
+    }
+}
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn answer(answer: Answer, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(answer.body)).into_response();
+    if replayed {
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The simulator's routes.
+pub fn app(sim: Sim) -> Router {
+    Router::new()
+        .route(CHARGES_PATH, post(create_charge).get(list_charges))
+        .route("/v1/charges/{id}", get(get_charge))
+        .route(REFUNDS_PATH, post(create_refund))
+        .route(PAYOUTS_PATH, post(create_payout).get(list_payouts))
+        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .fallback(|| async { answer(Answer::error(404, "not_found", "no such endpoint"), false) })
+        .method_not_allowed_fallback(|| async {
+            answer(
+                Answer::error(405, "method_not_allowed", "this endpoint takes another method"),
+                false,
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(sim)
+}
+
+async fn create_charge(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    sim.post(CHARGES_PATH, &headers, body, |books, config, request: ChargeRequest| {
+        books.charge(config.amount_limit, request)
+    })
+    .await
+}
+
+async fn create_refund(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    sim.post(REFUNDS_PATH, &headers, body, |books, _, request: RefundRequest| books.refund(request))
+        .await
+}
+
+async fn create_payout(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    sim.post(PAYOUTS_PATH, &headers, body, |books, config, request: PayoutRequest| {
+        books.payout(config.amount_limit, request)
+    })
+    .await
+}
+
+async fn get_charge(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    let found = sim.books().get_charge(&id);
+    answer(found, false)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    reference: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_charges(
+    State(sim): State<Sim>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => return answer(Answer::error(400, "invalid_request", e.body_text()), false),
+    };
+    let list =
+        sim.books().list_charges(query.reference.as_deref(), query.limit.unwrap_or(PAGE_DEFAULT));
+    Json(list).into_response()
+}
+
+async fn list_payouts(
+    State(sim): State<Sim>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Ok(Query(query)) => query.limit.unwrap_or(PAGE_DEFAULT),
+        Err(e) => return answer(Answer::error(400, "invalid_request", e.body_text()), false),
+    };
+    let list = sim.books().list_payouts(limit);
+    Json(list).into_response()
+}
+
+/// Serve `sim` on `listener` until `shutdown`; requests in flight finish.
+///
+/// # Errors
+/// When the server cannot accept connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sim: Sim,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(sim)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_reproducible_and_spread() {
+        let sim = Sim::new(SimConfig { seed: 7, ..SimConfig::default() });
+        let again = Sim::new(SimConfig { seed: 7, ..SimConfig::default() });
+        let other = Sim::new(SimConfig { seed: 8, ..SimConfig::default() });
+        assert_eq!(sim.draw("fail", Some("k"), 1), again.draw("fail", Some("k"), 1));
+        assert_ne!(sim.draw("fail", Some("k"), 1), other.draw("fail", Some("k"), 1));
+        assert_ne!(sim.draw("fail", Some("k"), 1), sim.draw("fail", Some("k"), 2));
+        let draws: Vec<f64> =
+            (0..1_000).map(|i| sim.draw("fail", Some(&format!("k{i}")), 1)).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let below_half = draws.iter().filter(|d| **d < 0.5).count();
+        assert!((400..600).contains(&below_half), "{below_half}");
+    }
+}
