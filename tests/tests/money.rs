@@ -1,0 +1,324 @@
+//! Money sagas end to end: `topup` and `payout` across separate processes —
+//! `skald`, `ledger`, `payment` and `psp-sim` — over real NATS, on SQLite and
+//! on PostgreSQL: 1,000 sagas mixing good cards, declines, provider 5xx,
+//! "charged then the answer dropped", and wallets that run out of funds.
+//! Afterwards DESIGN.md's invariants 1-5 are checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use futures::future::join_all;
+use orchestrator::store::Store;
+use payment::api::ChargeList;
+use sagas::protocol::{Namespace, StartRequest, StartResponse};
+use serde_json::{Value, json};
+use skald_tests::process::{ChildGuard, free_port, wait_port};
+use skald_tests::{Backend, NATS_URL, TestDb, delete_streams, token};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SAGAS: usize = 1_000;
+const WALLETS: usize = 20;
+const OPENING_BALANCE: i64 = 10_000;
+
+fn sqlite_rwc(url: &str) -> String {
+    if url.starts_with("sqlite:") { format!("{url}?mode=rwc") } else { url.to_owned() }
+}
+
+/// Run the ledger CLI once; panics with its output unless it succeeds.
+fn ledger(db_url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger-e2e"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ledger {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn(name: &str, bin: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildGuard {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "error");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    ChildGuard::spawn(name, &mut cmd).unwrap()
+}
+
+async fn start(
+    client: &async_nats::Client,
+    ns: &Namespace,
+    saga_type: &str,
+    key: String,
+    input: Value,
+) -> String {
+    let body = serde_json::to_vec(&StartRequest { idempotency_key: key, input }).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request(ns.start_subject(saga_type), body.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = answer {
+            match serde_json::from_slice(&msg.payload).unwrap() {
+                StartResponse::Started { saga_id } | StartResponse::Existing { saga_id } => {
+                    return saga_id;
+                }
+                StartResponse::Refused { code, .. } if code == "unavailable" => {}
+                other => panic!("start refused: {other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "no orchestrator answered start requests");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Saga {
+    id: String,
+    kind: &'static str,
+    amount: i64,
+}
+
+async fn money_sagas(backend: Backend) {
+    let orchestrator_db = TestDb::new(backend).await.unwrap();
+    let ledger_db = TestDb::new(backend).await.unwrap();
+    let payment_db = TestDb::new(backend).await.unwrap();
+    let (ledger_url, payment_url) = (sqlite_rwc(&ledger_db.url), sqlite_rwc(&payment_db.url));
+    let prefix = format!("t{}", token());
+    let ns = Namespace::new(&prefix).unwrap();
+
+    // The provider: 5% of calls fail with 5xx, 5% charge and then drop the answer.
+    let psp_port = free_port().unwrap().to_string();
+    let _psp = spawn(
+        "psp-sim",
+        env!("CARGO_BIN_EXE_psp-sim-e2e"),
+        &[
+            "--port",
+            &psp_port,
+            "--failure-rate",
+            "0.05",
+            "--drop-after-charge-rate",
+            "0.05",
+            "--seed",
+            "7",
+        ],
+        &[],
+    );
+    wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
+    let psp_url = format!("http://127.0.0.1:{psp_port}");
+
+    // The ledger's accounts: a card clearing account, a payout clearing account, funded wallets.
+    ledger(&ledger_url, &["accounts", "create", "psp_clearing", "--currency", "EUR"]);
+    ledger(&ledger_url, &["accounts", "create", "payout_clearing", "--currency", "EUR"]);
+    for w in 0..WALLETS {
+        let wallet = format!("wallet_{w}");
+        ledger(
+            &ledger_url,
+            &[
+                "accounts",
+                "create",
+                &wallet,
+                "--currency",
+                "EUR",
+                "--flags",
+                "debits_must_not_exceed_credits",
+            ],
+        );
+        ledger(
+            &ledger_url,
+            &[
+                "transfer",
+                &format!("opening_{w}"),
+                "--debit",
+                "psp_clearing",
+                "--credit",
+                &wallet,
+                "--amount",
+                &OPENING_BALANCE.to_string(),
+                "--currency",
+                "EUR",
+            ],
+        );
+    }
+
+    let definitions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sagas/definitions");
+    let _skald = spawn(
+        "skald",
+        env!("CARGO_BIN_EXE_skald-e2e"),
+        &[
+            "serve",
+            "--partitions",
+            "4",
+            "--prefix",
+            &prefix,
+            "--database-url",
+            &orchestrator_db.url,
+            "--definitions",
+            definitions.to_str().unwrap(),
+        ],
+        &[("NATS_URL", NATS_URL)],
+    );
+    let _ledger = spawn(
+        "ledger",
+        env!("CARGO_BIN_EXE_ledger-e2e"),
+        &["serve", "--prefix", &prefix, "--nats-url", NATS_URL],
+        &[("DATABASE_URL", &ledger_url)],
+    );
+    let _payment = spawn(
+        "payment",
+        env!("CARGO_BIN_EXE_payment-e2e"),
+        &[
+            "serve",
+            "--prefix",
+            &prefix,
+            "--nats-url",
+            NATS_URL,
+            "--database-url",
+            &payment_url,
+            "--psp-url",
+            &psp_url,
+            "--psp-timeout-ms",
+            "1000",
+            "--reconcile-interval-ms",
+            "500",
+            "--reconcile-grace-ms",
+            "2000",
+        ],
+        &[],
+    );
+
+    // 1,000 sagas: 70% top-ups (10% declined cards, 5% insufficient funds at the
+    // card issuer), 30% payouts, enough that some wallets run dry.
+    let client = async_nats::connect(NATS_URL).await.unwrap();
+    let mut sagas: Vec<Saga> = Vec::with_capacity(SAGAS);
+    for chunk in (0..SAGAS).collect::<Vec<_>>().chunks(50) {
+        let started = join_all(chunk.iter().map(|&i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let wallet = format!("wallet_{}", i % WALLETS);
+                if i % 10 < 7 {
+                    let card = match i % 20 { 3 | 13 => "tok_decline", 5 => "tok_insufficient", _ => "tok_visa" };
+                    let amount = 100 + (i as i64 * 37) % 900;
+                    let input = json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                                       "amount": amount, "currency": "EUR", "card_token": card});
+                    Saga { id: start(&client, &ns, "topup", format!("topup-{i}"), input).await, kind: "topup", amount }
+                } else {
+                    let amount = 500 + (i as i64 * 53) % 3_000;
+                    let input = json!({"wallet_account": wallet, "payout_account": "payout_clearing",
+                                       "amount": amount, "currency": "EUR", "bank_account": format!("DE{i:020}")});
+                    Saga { id: start(&client, &ns, "payout", format!("payout-{i}"), input).await, kind: "payout", amount }
+                }
+            }
+        }))
+        .await;
+        sagas.extend(started);
+    }
+
+    // Invariants 1, 2 and 5: every accepted start exists once and ends; histories are sound.
+    let store = Store::connect(&orchestrator_db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut statuses: HashMap<String, String> = HashMap::new();
+    for s in &sagas {
+        loop {
+            let loaded = store.load(&s.id).await.unwrap().expect("no saga lost");
+            let status = loaded.row.status.clone();
+            if ["completed", "compensated", "failed", "parked"].contains(&status.as_str()) {
+                if status == "parked" {
+                    assert!(
+                        loaded.row.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+                        "parked without a reason"
+                    );
+                }
+                let terminal = loaded.events.iter().filter(|e| e.is_terminal()).count();
+                assert!(
+                    terminal <= 1 && (terminal == 0 || loaded.events.last().unwrap().is_terminal()),
+                    "history of {} is unsound",
+                    s.id
+                );
+                statuses.insert(s.id.clone(), status);
+                break;
+            }
+            assert!(Instant::now() < deadline, "saga {} ({}) still {status}", s.id, s.kind);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut summary: HashMap<(&str, &str), usize> = HashMap::new();
+    for s in &sagas {
+        *summary.entry((s.kind, statuses[&s.id].as_str())).or_default() += 1;
+    }
+    println!("{backend:?}: {summary:?}");
+    for kind in ["topup", "payout"] {
+        assert!(
+            summary.get(&(kind, "completed")).copied().unwrap_or(0) > 0,
+            "no {kind} completed: {summary:?}"
+        );
+    }
+    assert!(
+        summary.get(&("topup", "failed")).copied().unwrap_or(0)
+            + summary.get(&("topup", "compensated")).copied().unwrap_or(0)
+            > 0,
+        "no declined top-up: {summary:?}"
+    );
+    assert!(
+        summary.get(&("payout", "failed")).copied().unwrap_or(0) > 0,
+        "no wallet ran dry: {summary:?}"
+    );
+
+    // Invariant 3: the ledger balances and no hold is left pending.
+    ledger(&ledger_url, &["verify", "--pending-older-than", "0ms"]);
+
+    // Invariant 4: at most one charge per saga; charged minus refunded is what completed top-ups took.
+    let completed_topups: i64 = sagas
+        .iter()
+        .filter(|s| s.kind == "topup" && statuses[&s.id] == "completed")
+        .map(|s| s.amount)
+        .sum();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: ChargeList = http
+            .get(format!("{psp_url}/v1/charges?limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut per_reference: HashMap<&str, usize> = HashMap::new();
+        for c in &list.charges {
+            *per_reference.entry(c.reference.as_str()).or_default() += 1;
+        }
+        assert!(per_reference.values().all(|n| *n == 1), "a saga was charged twice");
+        assert_eq!(list.count, list.charges.len(), "listing truncated");
+        let eur = list.totals.get("EUR").cloned().unwrap_or_default();
+        let net = eur.charged - eur.refunded;
+        if net == completed_topups {
+            break;
+        }
+        // The payment reconciler may still be refunding a charge whose answer was lost.
+        assert!(
+            Instant::now() < deadline,
+            "provider net {net} != completed top-ups {completed_topups}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    delete_streams(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_sagas_sqlite() {
+    money_sagas(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_sagas_postgres() {
+    money_sagas(Backend::Postgres).await;
+}
