@@ -114,14 +114,16 @@ impl Report {
 }
 
 fn participant_bin(config: &BenchConfig) -> PathBuf {
-    if let Some(bin) = &config.participant_bin {
-        return bin.clone();
-    }
+    config.participant_bin.clone().unwrap_or_else(|| sibling_binary("bench-participant"))
+}
+
+/// A program built next to this one (`target/<profile>/`), else found on PATH.
+pub(crate) fn sibling_binary(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("bench-participant")))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("bench-participant"))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Run the benchmark.

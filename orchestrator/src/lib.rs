@@ -11,6 +11,7 @@
 //! - [`starter`]: start requests over NATS;
 //! - [`serve`]: wiring all of it into `skald serve`;
 //! - [`bench`]: `skald bench`, the end-to-end benchmark;
+//! - [`quickstart`]: `skald quickstart`, the whole stack and sample sagas in one command;
 //! - [`cli`]: the `skald` command line.
 
 pub mod bench;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod driver;
 pub mod intake;
+pub mod quickstart;
 pub mod registry;
 pub mod relay;
 pub mod serve;

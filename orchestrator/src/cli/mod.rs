@@ -70,6 +70,18 @@ enum Command {
             skald bench --database-url postgres://postgres@127.0.0.1/skald_bench"
     )]
     Bench(crate::bench::BenchConfig),
+    /// Run the whole stack on SQLite with a batch of sample money sagas.
+    #[command(
+        long_about = "Start psp-sim, the ledger and payment participants (as processes built next \
+            to `skald`) and an orchestrator, all on SQLite files in --data-dir and the local NATS; \
+            open wallets; run a batch of sample topup and payout sagas (good cards, declined cards, \
+            payouts larger than a wallet); print how each ended, the balances and `ledger verify`. \
+            Then stop, or keep running with --keep-running until Ctrl-C. Exit 0 when every saga \
+            ended as expected and the ledger is sound, 1 otherwise.",
+        after_help = "Example:\n  \
+            cargo build --release -p orchestrator -p ledger -p payment && target/release/skald quickstart"
+    )]
+    Quickstart(crate::quickstart::QuickstartConfig),
 }
 
 /// Parse the arguments and run the command: the whole `skald` binary.
@@ -82,6 +94,26 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Serve(config) => serve(config),
         Command::Bench(config) => bench(config),
+        Command::Quickstart(config) => quickstart(config),
+    }
+}
+
+fn quickstart(config: &crate::quickstart::QuickstartConfig) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match runtime.block_on(crate::quickstart::run(config)) {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(e) => {
+            eprintln!("skald quickstart: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
