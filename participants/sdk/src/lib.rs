@@ -74,6 +74,7 @@ mod error;
 mod execute;
 mod handler;
 pub mod inbox;
+pub mod migrate;
 mod participant;
 mod process;
 mod reply;

@@ -21,18 +21,12 @@ use sea_orm::{
     AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
     DbBackend, DbErr, IsolationLevel, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::warn;
 
 /// PostgreSQL advisory lock key held while migrating ("ledger" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572;
-/// Tries before a migration error is given up on (replicas may race).
-const MIGRATE_ATTEMPTS_MAX: u32 = 5;
-/// Pause before the second try; doubled before each further one.
-const MIGRATE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Connections in the pool.
 const SQLITE_CONNECTIONS_MAX: u32 = 4;
 const POSTGRES_CONNECTIONS_MAX: u32 = 16;
@@ -210,33 +204,15 @@ pub async fn take_write_lock(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
     Ok(())
 }
 
-async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let mut pause = MIGRATE_RETRY_PAUSE;
-    let mut attempt = 1;
-    loop {
-        match migrate_once(db).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < MIGRATE_ATTEMPTS_MAX => {
-                warn!(error = %e, attempt, "ledger migration failed (another replica migrating?); trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Migrate in one transaction, under an advisory lock on PostgreSQL; on
 /// SQLite a replica that loses the race fails, rolls back and tries again.
-async fn migrate_once(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let tx = db.begin().await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-            .await?;
-    }
-    migration::Migrator::up(&tx, None).await?;
-    tx.commit().await
+async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    skald_participant::migrate::run_migrations::<migration::Migrator>(
+        db,
+        MIGRATION_LOCK_KEY,
+        "ledger",
+    )
+    .await
 }
 
 /// The URL without its password, for messages.

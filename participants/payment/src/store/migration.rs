@@ -6,47 +6,17 @@
 //! transaction, under an advisory lock on PostgreSQL; on SQLite the loser of
 //! a race fails and tries again, finding the work done.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
-use std::time::Duration;
-use tracing::warn;
 
 /// PostgreSQL advisory lock key held while migrating ("skald_pa" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x736b_616c_645f_7061;
-/// Tries before a migration error stops the participant.
-const MIGRATE_ATTEMPTS_MAX: u32 = 5;
-/// Pause before the second try; doubled before each further one.
-const MIGRATE_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Bring the `payments` table up to date.
+/// Bring the `payments` table up to date (see `skald_participant::migrate`).
 ///
 /// # Errors
 /// When the database still refuses after a few tries.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let mut pause = MIGRATE_RETRY_PAUSE;
-    let mut attempt = 1;
-    loop {
-        match migrate_once(db).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < MIGRATE_ATTEMPTS_MAX => {
-                warn!(error = %e, attempt, "payment migration failed (another replica migrating?); trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn migrate_once(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let tx = db.begin().await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-            .await?;
-    }
-    Migrator::up(&tx, None).await?;
-    tx.commit().await
+    skald_participant::migrate::run_migrations::<Migrator>(db, MIGRATION_LOCK_KEY, "payment").await
 }
 
 /// The payment participant's migrations, in order.

@@ -5,52 +5,20 @@
 //! sea-orm migrations in the same database without either migrator finding
 //! the other's entries and refusing to run.
 //!
-//! Replicas often start together. The migrations run in one transaction, so a
-//! replica that loses a race changes nothing: on PostgreSQL an advisory lock
-//! makes the others wait; on SQLite the loser fails (`SQLITE_BUSY`, or the
-//! migration row already written) and tries again, finding the work done.
+//! Replicas often start together: [`crate::migrate`] runs the migrations so
+//! that a replica losing the race changes nothing.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
-use std::time::Duration;
-use tracing::warn;
 
 /// PostgreSQL advisory lock key held while migrating ("skald_pi" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x736b_616c_645f_7069;
-/// Tries before a migration error stops the participant.
-const MIGRATE_ATTEMPTS_MAX: u32 = 5;
-/// Pause before the second try; doubled before each further one.
-const MIGRATE_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Bring the SDK's tables up to date.
+/// Bring the SDK's tables up to date (see [`crate::migrate`]).
 ///
 /// # Errors
-/// When the database still refuses after [`MIGRATE_ATTEMPTS_MAX`] tries.
+/// When the database still refuses after a few tries.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let mut pause = MIGRATE_RETRY_PAUSE;
-    let mut attempt = 1;
-    loop {
-        match migrate_once(db).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < MIGRATE_ATTEMPTS_MAX => {
-                warn!(error = %e, attempt, "SDK migration failed (another replica migrating?); trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn migrate_once(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let tx = db.begin().await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-            .await?;
-    }
-    Migrator::up(&tx, None).await?;
-    tx.commit().await
+    crate::migrate::run_migrations::<Migrator>(db, MIGRATION_LOCK_KEY, "SDK").await
 }
 
 /// The SDK's migrations, in order.
