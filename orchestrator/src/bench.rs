@@ -144,6 +144,8 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         prefix: prefix.clone(),
         definitions: tmp.clone(),
         partitions: config.partitions,
+        http_addr: "off".to_owned(),
+        ..ServeConfig::defaults()
     };
     let mut orchestrator = Orchestrator::connect_with(&serve, Some(vec![definition])).await?;
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();

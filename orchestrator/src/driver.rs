@@ -7,15 +7,19 @@
 //! again, a bounded number of times.
 
 use crate::clock;
+use crate::metrics::{self, Metrics};
+use crate::partitions::Ownership;
 use crate::registry::Registry;
-use crate::store::{Append, OutboxRow, Projection, Store, StoreError};
+use crate::store::{Append, Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
 use sagas::hash::partition_of;
-use sagas::machine::{Decision, Input, SagaState, TransitionError, decide, replay};
-use sagas::protocol::Namespace;
+use sagas::machine::SagaEvent;
+use sagas::machine::{Decision, Input, OperatorInput, SagaState, TransitionError, decide, replay};
+use sagas::protocol::{Kind, Namespace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 /// How often one input is re-decided after concurrent appends before giving up.
 pub const CONFLICT_RETRIES_MAX: u32 = 16;
@@ -32,8 +36,50 @@ pub enum DriveError {
     Transition(#[from] TransitionError),
     #[error("saga {saga_id} kept changing under {CONFLICT_RETRIES_MAX} attempts to update it")]
     Contended { saga_id: String },
+    #[error("this instance does not own partition {partition}; its owner handles the saga")]
+    NotOwner { partition: i32 },
+    #[error("the request id must be 1-{REQUEST_ID_LEN_MAX} characters")]
+    BadRequestId,
+    #[error(
+        "request id `{request_id}` was already used for `{action}` on saga {saga_id}; use a new request id"
+    )]
+    RequestReused { request_id: String, saga_id: String, action: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Longest repair request id accepted.
+pub const REQUEST_ID_LEN_MAX: usize = 128;
+
+/// What an operator's repair did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RepairOutcome {
+    pub saga_id: String,
+    /// `retry`, `skip`, `abort`, `resume` or `resolve`.
+    pub action: String,
+    /// The saga's status after the repair.
+    pub status: String,
+    /// The events the repair appended (their `type`).
+    pub events: Vec<String>,
+    /// True when this is the recorded answer to an earlier, identical request.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// What an append carries besides the events: the repair it records, the
+/// fence it is written under.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guards<'a> {
+    repair: Option<&'a RepairRecord>,
+    fence: Option<&'a Fence>,
+}
+
+/// Who asked for a repair and under which request id.
+#[derive(Debug, Clone, Copy)]
+struct RepairTicket<'a> {
+    request_id: &'a str,
+    action: &'static str,
+    by: &'a str,
 }
 
 /// Why a start was refused.
@@ -95,6 +141,11 @@ pub struct Driver {
     pub timer_wake: Arc<Notify>,
     /// Told the id of every saga that reaches an end state (benchmarks, tests).
     ended: Option<mpsc::UnboundedSender<String>>,
+    /// This orchestrator's Prometheus metrics.
+    metrics: Metrics,
+    /// The partitions this instance holds; replies and timeouts are only
+    /// applied to sagas of these, under their lease's fence.
+    ownership: Ownership,
 }
 
 impl Driver {
@@ -108,7 +159,27 @@ impl Driver {
             relay_wake: Arc::new(Notify::new()),
             timer_wake: Arc::new(Notify::new()),
             ended: None,
+            metrics: Metrics::new(),
+            ownership: Ownership::all(partitions.max(1)),
         }
+    }
+
+    /// Drive only the partitions `ownership` holds, fencing every write.
+    #[must_use]
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    #[must_use]
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// This orchestrator's metrics (`render()` them for `/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Report every saga that reaches an end state (completed, compensated,
@@ -144,6 +215,11 @@ impl Driver {
         if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
             return Err(StartError::BadKey);
         }
+        if self.registry.newest(saga_type).is_none()
+            && let Err(e) = self.registry.refresh(&self.store).await
+        {
+            tracing::warn!(error = %e, "cannot refresh definitions from the store");
+        }
         let definition =
             self.registry.newest(saga_type).ok_or_else(|| StartError::UnknownType {
                 saga_type: saga_type.to_owned(),
@@ -161,6 +237,13 @@ impl Driver {
             return existing(row);
         }
         let saga_id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!(
+            "start",
+            saga_type,
+            saga_id = %saga_id,
+            trace_id = %crate::trace::trace_id(&saga_id),
+        );
+        crate::trace::link(&span, &saga_id);
         let state = SagaState::new(definition.clone());
         let now = clock::now();
         let input = Input::Start { saga_id: saga_id.clone(), input: input.clone() };
@@ -179,8 +262,15 @@ impl Driver {
             input_hash: input_hash.clone(),
             ..project(&after)
         };
-        match self.persist(&saga_id, 0, &after, &decision, &projection).await {
-            Ok(()) => Ok(Started::New { saga_id }),
+        match self
+            .persist(&saga_id, 0, &after, &decision, &projection, Guards::default())
+            .instrument(span)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.saga_started(saga_type);
+                Ok(Started::New { saga_id })
+            }
             Err(StoreError::DuplicateKey { .. }) => {
                 // Another start with the same key won the race.
                 match self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
@@ -194,6 +284,196 @@ impl Driver {
 
     /// Feed one input to a saga and persist what the machine decides.
     pub async fn handle(&self, saga_id: &str, input: &Input) -> Result<Decision, DriveError> {
+        let span = tracing::info_span!(
+            "handle",
+            saga_id = %saga_id,
+            trace_id = %crate::trace::trace_id(saga_id),
+        );
+        crate::trace::link(&span, saga_id);
+        self.drive(saga_id, input, None).instrument(span).await.map(|(decision, _)| decision)
+    }
+
+    /// Apply an operator's repair, at most once per `request_id`: a repeat of
+    /// the same request gets the first answer back (`replayed`), a request id
+    /// reused for another saga or action is refused.
+    pub async fn repair(
+        &self,
+        saga_id: &str,
+        op: OperatorInput,
+        request_id: &str,
+    ) -> Result<RepairOutcome, DriveError> {
+        if request_id.is_empty() || request_id.len() > REQUEST_ID_LEN_MAX {
+            return Err(DriveError::BadRequestId);
+        }
+        let action = op.action.as_str();
+        if let Some(done) = self.recorded_repair(saga_id, action, request_id).await? {
+            return Ok(done);
+        }
+        let by = op.by.clone();
+        let ticket = RepairTicket { request_id, action, by: &by };
+        match self.drive(saga_id, &Input::Operator(op), Some(ticket)).await {
+            Ok((decision, status)) => Ok(RepairOutcome {
+                saga_id: saga_id.to_owned(),
+                action: action.to_owned(),
+                status,
+                events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
+                replayed: false,
+            }),
+            Err(DriveError::Store(StoreError::DuplicateRequest { .. })) => {
+                // The same request won a race with this one: answer as it was answered.
+                self.recorded_repair(saga_id, action, request_id)
+                    .await?
+                    .ok_or_else(|| DriveError::Contended { saga_id: saga_id.to_owned() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The partitions to look at for timers and the outbox: `None` for all
+    /// (a single instance), else the ones held.
+    #[must_use]
+    pub fn owned_filter(&self) -> Option<Vec<i32>> {
+        self.ownership.is_cluster().then(|| self.ownership.owned())
+    }
+
+    /// After a takeover: put every command the saga still waits on back in
+    /// the outbox, same attempt and message id. JetStream drops it if the
+    /// original is still in its dedupe window; otherwise the participant's
+    /// inbox answers it from its stored reply. Returns how many were queued.
+    pub async fn resend_in_flight(&self, saga_id: &str) -> Result<usize, DriveError> {
+        let (row, state) = self.state(saga_id).await?;
+        if state.status.is_end() {
+            return Ok(0);
+        }
+        let history = self.store.load(saga_id).await?.map(|l| l.events).unwrap_or_default();
+        let partition = u32::try_from(row.partition).unwrap_or(0);
+        let reply_subject = self.ns.reply_subject(partition);
+        let mut rows = Vec::new();
+        for (i, step) in state.steps.iter().enumerate() {
+            for kind in [Kind::Do, Kind::Undo] {
+                let sagas::machine::Wait::Reply { attempt, .. } = step.progress(kind).wait else {
+                    continue;
+                };
+                let def = state.step_def(i);
+                let sent = history.iter().rev().find_map(|e| match e {
+                    SagaEvent::CommandSent {
+                        step,
+                        kind: k,
+                        attempt: a,
+                        command_id,
+                        payload,
+                        timeout_at,
+                        ..
+                    } if *step == def.name && *k == kind && *a == attempt => {
+                        Some((command_id.clone(), payload.clone(), *timeout_at))
+                    }
+                    _ => None,
+                });
+                let Some((command_id, payload, deadline)) = sent else { continue };
+                let action = match kind {
+                    Kind::Do => def.action.clone(),
+                    Kind::Undo => def.compensation.clone().unwrap_or_default(),
+                };
+                let command = sagas::machine::OutgoingCommand {
+                    command_id,
+                    step: def.name.clone(),
+                    kind,
+                    participant: def.participant.clone(),
+                    action,
+                    attempt,
+                    payload,
+                    deadline,
+                };
+                rows.push(OutboxRow {
+                    subject: command.subject(&self.ns),
+                    msg_id: command.msg_id(),
+                    body: serde_json::to_string(&command.to_wire(
+                        saga_id,
+                        &state.definition.name,
+                        &reply_subject,
+                    ))
+                    .unwrap_or_default(),
+                });
+            }
+        }
+        if !rows.is_empty() {
+            let now = clock::to_db(clock::now());
+            self.store.enqueue(saga_id, row.partition, &rows, now).await?;
+            self.relay_wake.notify_one();
+        }
+        Ok(rows.len())
+    }
+
+    /// What `input` would do to the saga now, without recording anything (a
+    /// bulk repair's dry run).
+    pub async fn preview(&self, saga_id: &str, input: &Input) -> Result<Decision, DriveError> {
+        let state = self.state(saga_id).await?.1;
+        Ok(decide(&state, input, clock::now())?)
+    }
+
+    /// A saga's projection row and its state replayed from the history.
+    pub async fn state(
+        &self,
+        saga_id: &str,
+    ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
+        let loaded = self
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
+        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
+            DriveError::UnknownDefinition {
+                saga_id: saga_id.to_owned(),
+                hash: loaded.row.definition_hash.clone(),
+            }
+        })?;
+        Ok((loaded.row, replay(definition, &loaded.events)))
+    }
+
+    async fn recorded_repair(
+        &self,
+        saga_id: &str,
+        action: &str,
+        request_id: &str,
+    ) -> Result<Option<RepairOutcome>, DriveError> {
+        let Some(row) = self.store.repair(request_id).await? else {
+            return Ok(None);
+        };
+        if row.saga_id != saga_id || row.action != action {
+            return Err(DriveError::RequestReused {
+                request_id: request_id.to_owned(),
+                saga_id: row.saga_id,
+                action: row.action,
+            });
+        }
+        let mut done: RepairOutcome =
+            serde_json::from_str(&row.response).map_err(|e| StoreError::Corrupt {
+                saga_id: saga_id.to_owned(),
+                seq: 0,
+                message: format!("repair {request_id}: {e}"),
+            })?;
+        done.replayed = true;
+        Ok(Some(done))
+    }
+
+    /// The definition with this hash, looking in the store when another
+    /// instance (or the API) registered it after this one started.
+    async fn definition(&self, hash: &str) -> Option<Arc<sagas::Definition>> {
+        if let Some(d) = self.registry.by_hash(hash) {
+            return Some(d);
+        }
+        if let Err(e) = self.registry.refresh(&self.store).await {
+            tracing::warn!(error = %e, "cannot refresh definitions from the store");
+        }
+        self.registry.by_hash(hash)
+    }
+
+    async fn drive(
+        &self,
+        saga_id: &str,
+        input: &Input,
+        ticket: Option<RepairTicket<'_>>,
+    ) -> Result<(Decision, String), DriveError> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let loaded = self
                 .store
@@ -201,18 +481,30 @@ impl Driver {
                 .await?
                 .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
             let definition =
-                self.registry.by_hash(&loaded.row.definition_hash).ok_or_else(|| {
+                self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
                     DriveError::UnknownDefinition {
                         saga_id: saga_id.to_owned(),
                         hash: loaded.row.definition_hash.clone(),
                     }
                 })?;
             let state = replay(definition, &loaded.events);
+            // Replies and timeouts are the owner's work: written under its
+            // fence. Starts and operators' repairs may come through any
+            // instance; the seq guard orders them with the owner's writes.
+            let fence = match input {
+                Input::Reply(_) | Input::Timeout => self
+                    .ownership
+                    .fence(loaded.row.partition)
+                    .map_err(|e| DriveError::NotOwner { partition: e.partition })?,
+                Input::Start { .. } | Input::Operator(_) => None,
+            };
             let decision = decide(&state, input, clock::now())?;
             if decision.events.is_empty() {
-                return Ok(decision);
+                return Ok((decision, state.status.as_str().to_owned()));
             }
+            let observed = metrics::step_observations(&state, &loaded.events, input, &decision);
             let after = fold(state, &decision);
+            let status = after.status.as_str().to_owned();
             let projection = Projection {
                 saga_type: loaded.row.saga_type.clone(),
                 definition_hash: loaded.row.definition_hash.clone(),
@@ -221,9 +513,37 @@ impl Driver {
                 input_hash: loaded.row.input_hash.clone(),
                 ..project(&after)
             };
-            match self.persist(saga_id, loaded.row.seq, &after, &decision, &projection).await {
-                Ok(()) => return Ok(decision),
+            let record = ticket.as_ref().map(|t| RepairRecord {
+                request_id: t.request_id.to_owned(),
+                action: t.action.to_owned(),
+                requested_by: t.by.to_owned(),
+                response: serde_json::to_string(&RepairOutcome {
+                    saga_id: saga_id.to_owned(),
+                    action: t.action.to_owned(),
+                    status: status.clone(),
+                    events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
+                    replayed: false,
+                })
+                .unwrap_or_default(),
+            });
+            let guards = Guards { repair: record.as_ref(), fence: fence.as_ref() };
+            match self
+                .persist(saga_id, loaded.row.seq, &after, &decision, &projection, guards)
+                .await
+            {
+                Ok(()) => {
+                    self.metrics.steps_observed(&observed);
+                    return Ok((decision, status));
+                }
                 Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Fenced { partition, epoch }) => {
+                    // Deposed: stop driving the partition; the new owner has it.
+                    self.metrics.stale_write_rejected();
+                    if self.ownership.lose(partition, epoch) {
+                        tracing::warn!(partition, epoch, "write rejected: partition taken over");
+                    }
+                    return Err(DriveError::Store(StoreError::Fenced { partition, epoch }));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -237,6 +557,7 @@ impl Driver {
         after: &SagaState,
         decision: &Decision,
         projection: &Projection,
+        guards: Guards<'_>,
     ) -> Result<(), StoreError> {
         let partition = u32::try_from(projection.partition).unwrap_or(0);
         let reply_subject = self.ns.reply_subject(partition);
@@ -262,8 +583,11 @@ impl Driver {
                 projection,
                 outbox: &outbox,
                 now_ms: clock::to_db(clock::now()),
+                repair: guards.repair,
+                fence: guards.fence,
             })
             .await?;
+        self.metrics.decision_persisted(&projection.saga_type, decision);
         if !outbox.is_empty() {
             self.relay_wake.notify_one();
         }
@@ -308,6 +632,12 @@ fn project(state: &SagaState) -> Projection {
         input_hash: String::new(),
         next_deadline_ms: state.next_deadline().map(clock::to_db),
         last_error,
+        current_kind: current.map(|(_, kind)| kind.as_str().to_owned()),
+        attempt: current.map_or(0, |(i, kind)| {
+            i32::try_from(state.steps[i].progress(kind).attempts_in_budget()).unwrap_or(i32::MAX)
+        }),
+        deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
+        park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
     }
 }
 

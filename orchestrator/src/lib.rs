@@ -8,22 +8,30 @@
 //! - [`relay`]: outbox → JetStream;
 //! - [`intake`]: replies → driver;
 //! - [`timers`]: timeouts, backoff and deadlines from the store;
+//! - [`metrics`]: Prometheus metrics, one registry per orchestrator;
+//! - [`trace`]: one trace per saga (`traceparent`), log set-up, optional OTLP export;
 //! - [`starter`]: start requests over NATS;
 //! - [`serve`]: wiring all of it into `skald serve`;
+//! - [`api`]: the operator's HTTP API, docs, health and metrics;
+//! - [`partitions`]: which partitions this instance owns;
 //! - [`bench`]: `skald bench`, the end-to-end benchmark;
-//! - [`quickstart`]: `skald quickstart`, the whole stack and sample sagas in one command;
+//! - [`up`]: `skald up`, the whole stack, sample sagas and the console in one command;
 //! - [`cli`]: the `skald` command line.
 
+pub mod api;
 pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod driver;
 pub mod intake;
-pub mod quickstart;
+pub mod metrics;
+pub mod partitions;
 pub mod registry;
 pub mod relay;
 pub mod serve;
 pub mod starter;
 pub mod store;
 pub mod timers;
+pub mod trace;
+pub mod up;

@@ -4,15 +4,20 @@
 //! `Nats-Msg-Id: <command id>/<attempt>`, so publishing a row twice (a crash
 //! between the ack and the delete) is dropped by JetStream's dedupe window.
 //! When NATS is down the relay keeps the rows and retries with backoff.
+//!
+//! Each command also carries a W3C `traceparent` header derived from the row's
+//! saga id and message id ([`crate::trace::traceparent`]): the saga's trace,
+//! a span per attempt. Nothing about it is stored.
 
 use crate::driver::Driver;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use sagas::protocol::HEADER_MSG_ID;
+use sagas::protocol::{HEADER_MSG_ID, HEADER_TRACEPARENT};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Longest wait between retries while NATS is unreachable.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -70,7 +75,7 @@ pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationT
 async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String> {
     let rows = driver
         .store()
-        .outbox_batch(crate::store::OUTBOX_BATCH_MAX)
+        .outbox_batch(crate::store::OUTBOX_BATCH_MAX, driver.owned_filter().as_deref())
         .await
         .map_err(|e| e.to_string())?;
     if rows.is_empty() {
@@ -82,7 +87,18 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
     for row in &rows {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_MSG_ID, row.msg_id.as_str());
-        match js.publish_with_headers(row.subject.clone(), headers, row.body.clone().into()).await {
+        let traceparent = crate::trace::traceparent(&row.saga_id, &row.msg_id);
+        headers.insert(HEADER_TRACEPARENT, traceparent.as_str());
+        let span = tracing::info_span!(
+            "publish",
+            saga_id = %row.saga_id,
+            trace_id = %crate::trace::trace_id(&row.saga_id),
+            msg_id = %row.msg_id,
+        );
+        crate::trace::link(&span, &row.saga_id);
+        let publish =
+            js.publish_with_headers(row.subject.clone(), headers, row.body.clone().into());
+        match publish.instrument(span).await {
             Ok(ack) => pending.push((row.id, ack)),
             Err(e) => {
                 first_error = Some(e.to_string());

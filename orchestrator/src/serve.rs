@@ -5,11 +5,13 @@
 //! shutdown token fires (SIGTERM or Ctrl-C in the binary): intake stops,
 //! in-flight writes finish, the relay drains, and `run` returns.
 
+use crate::api::{ApiState, Tokens};
 use crate::bus::{self, BusError};
 use crate::driver::Driver;
+use crate::partitions::Ownership;
 use crate::registry::{Registry, RegistryError};
 use crate::store::{Store, StoreError};
-use crate::{intake, relay, starter, timers};
+use crate::{intake, metrics, relay, starter, timers};
 use async_nats::jetstream;
 use sagas::protocol::Namespace;
 use std::path::PathBuf;
@@ -42,6 +44,56 @@ pub struct ServeConfig {
     #[arg(long, env = "SKALD_PARTITIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(PARTITIONS_MAX)))]
     pub partitions: u32,
+    /// Address of the HTTP API, console and metrics; `off` for none. Binds
+    /// 127.0.0.1 by default: expose it on purpose (`0.0.0.0:8080`), behind TLS.
+    #[arg(long, env = "SKALD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// YAML file of API tokens (name, role, sha256 of the token, optional
+    /// expires_at). Without it every authenticated route answers 401.
+    /// `skald token new` makes a token and its line.
+    #[arg(long, env = "SKALD_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// This instance's name, shown as the owner of its partitions
+    /// (default: host name and process id).
+    #[arg(long, env = "SKALD_INSTANCE")]
+    pub instance: Option<String>,
+    /// How long a partition lease lasts unless renewed; an instance that dies
+    /// loses its partitions to the others after about this long.
+    #[arg(long, env = "SKALD_LEASE_TTL_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(500..=60_000))]
+    pub lease_ttl_ms: u64,
+}
+
+impl ServeConfig {
+    /// The configuration `skald serve` would have with no flags and no environment.
+    #[must_use]
+    pub fn defaults() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            database_url: "sqlite://skald.db".to_owned(),
+            prefix: "skald".to_owned(),
+            definitions: PathBuf::from("sagas/definitions"),
+            partitions: 16,
+            http_addr: "127.0.0.1:8080".to_owned(),
+            api_tokens_file: None,
+            instance: None,
+            lease_ttl_ms: 5_000,
+        }
+    }
+
+    /// The instance name: configured, or host name and process id.
+    #[must_use]
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "skald".to_owned());
+            let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+            format!("{host}-{}-{tag}", std::process::id())
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +106,12 @@ pub enum ServeError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Http(#[from] crate::api::HttpError),
+    #[error(transparent)]
+    Tokens(#[from] crate::api::auth::TokensError),
+    #[error("{0}")]
+    SecondOnSqlite(String),
     #[error("cannot subscribe to start requests: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -67,6 +125,12 @@ pub struct Orchestrator {
     replies: jetstream::stream::Stream,
     starts: async_nats::Subscriber,
     partitions: u32,
+    /// The HTTP API's state and bound listener, unless `--http-addr off`.
+    http: Option<(ApiState, tokio::net::TcpListener)>,
+    pub ownership: Ownership,
+    instance: String,
+    lease_ttl: std::time::Duration,
+    http_addr_text: Option<String>,
 }
 
 impl Orchestrator {
@@ -89,25 +153,97 @@ impl Orchestrator {
         let client = bus::connect(&config.nats_url, "skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
         let (_commands, replies) = bus::ensure_streams(&js, &ns).await?;
-        let driver = Driver::new(store, registry, ns.clone(), config.partitions);
+        let instance = config.instance_name();
+        let lease_ttl = std::time::Duration::from_millis(config.lease_ttl_ms);
+        store.ensure_cluster(config.partitions).await?;
+        if store.backend() == sea_orm::DbBackend::Sqlite {
+            crate::partitions::single_on_sqlite(&store, &instance, lease_ttl)
+                .await
+                .map_err(ServeError::SecondOnSqlite)?;
+        }
+        let ownership = Ownership::cluster(&instance);
+        let driver = Driver::new(store, registry, ns.clone(), config.partitions)
+            .with_ownership(ownership.clone());
         // Subscribed before `connect` returns: a start sent after it is answered.
         let starts = starter::subscribe(&client, &ns).await?;
         client.flush().await.map_err(|e| BusError::Flush(e.to_string()))?;
-        Ok(Self { driver, client, ns, replies, starts, partitions: config.partitions })
+        let http = if config.http_addr == "off" {
+            None
+        } else {
+            let tokens = match &config.api_tokens_file {
+                Some(path) => Tokens::load(path)?,
+                None => Tokens::none(),
+            };
+            if tokens.is_empty() {
+                tracing::warn!(
+                    "no API tokens configured (--api-tokens-file): every API route but \
+                     /healthz and /readyz answers 401"
+                );
+            }
+            let state = ApiState::new(driver.clone(), tokens, ownership.clone(), instance.clone())
+                .with_nats(client.clone());
+            Some((state, crate::api::bind(&config.http_addr).await?))
+        };
+        Ok(Self {
+            driver,
+            client,
+            ns,
+            replies,
+            starts,
+            partitions: config.partitions,
+            ownership,
+            http_addr_text: http
+                .as_ref()
+                .and_then(|(_, l)| l.local_addr().ok())
+                .map(|a| a.to_string()),
+            http,
+            instance,
+            lease_ttl,
+        })
+    }
+
+    /// The address the HTTP API listens on, if it is on.
+    #[must_use]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(|(_, l)| l.local_addr().ok())
+    }
+
+    /// Replace the API's tokens (the quickstart's generated admin token).
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        if let Some((state, _)) = &mut self.http {
+            state.tokens = Arc::new(tokens);
+        }
+    }
+
+    /// This instance's name in the cluster.
+    #[must_use]
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Run every task until `shutdown`, then wait for them to finish.
+    ///
+    /// The membership loop decides which partitions this instance drives; for
+    /// each one it takes, that partition's reply intake starts and the
+    /// commands its open sagas wait on are queued again; for each one it
+    /// loses or hands over, the intake stops. At shutdown intake stops first,
+    /// then the leases are released (another instance takes over at once),
+    /// then the relay drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let tasks = TaskTracker::new();
         let js = jetstream::new(self.client.clone());
         // The relay outlives intake so the last decisions still get published.
         let relay_stop = CancellationToken::new();
         tasks.spawn(relay::run(self.driver.clone(), js, relay_stop.clone()));
-        let intake_tasks = TaskTracker::new();
+        let mut consumers = std::collections::HashMap::new();
+        let mut sampled = Vec::with_capacity(self.partitions as usize);
         for p in 0..self.partitions {
             let consumer = bus::reply_consumer(&self.replies, &self.ns, p).await?;
-            intake_tasks.spawn(intake::run(self.driver.clone(), consumer, shutdown.clone()));
+            sampled.push((p, consumer.clone()));
+            consumers.insert(i32::try_from(p).unwrap_or(0), consumer);
         }
+        tasks.spawn(metrics::run_sampler(self.driver.clone(), sampled, shutdown.clone()));
+        let intake_tasks = TaskTracker::new();
         intake_tasks.spawn(timers::run(self.driver.clone(), shutdown.clone()));
         let starter = tokio::spawn(starter::run(
             self.driver.clone(),
@@ -116,15 +252,68 @@ impl Orchestrator {
             shutdown.clone(),
             intake_tasks.clone(),
         ));
-        tracing::info!(partitions = self.partitions, "orchestrator running");
-        shutdown.cancelled().await;
+        let http_stop = CancellationToken::new();
+        if let Some((state, listener)) = self.http {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "HTTP API listening");
+            }
+            tasks.spawn(crate::api::serve(listener, crate::api::app(state), http_stop.clone()));
+        }
+        let member_stop = CancellationToken::new();
+        let (changes_tx, mut changes) = tokio::sync::mpsc::channel(1_024);
+        let membership = crate::partitions::Membership {
+            store: self.driver.store().clone(),
+            instance: self.instance.clone(),
+            partitions: self.partitions,
+            ownership: self.ownership.clone(),
+            lease_ttl: self.lease_ttl,
+            http_addr: self.http_addr_text.clone(),
+            metrics: self.driver.metrics().clone(),
+        };
+        let members =
+            tokio::spawn(crate::partitions::run(membership, changes_tx, member_stop.clone()));
+        tracing::info!(instance = %self.instance, partitions = self.partitions, "orchestrator running");
+        let mut intakes: std::collections::HashMap<i32, CancellationToken> = Default::default();
+        loop {
+            let change = tokio::select! {
+                // Cancelled: intakes are stopped below, leases released after.
+                () = shutdown.cancelled() => break,
+                c = changes.recv() => c,
+            };
+            match change {
+                Some(crate::partitions::Change::Acquired { partition, epoch }) => {
+                    let Some(consumer) = consumers.get(&partition).cloned() else { continue };
+                    let stop = shutdown.child_token();
+                    if let Some(old) = intakes.insert(partition, stop.clone()) {
+                        old.cancel();
+                    }
+                    intake_tasks.spawn(intake::run(self.driver.clone(), consumer, stop.clone()));
+                    intake_tasks.spawn(take_over(self.driver.clone(), partition, epoch, stop));
+                }
+                Some(crate::partitions::Change::Lost { partition }) => {
+                    if let Some(stop) = intakes.remove(&partition) {
+                        stop.cancel();
+                    }
+                }
+                None => break,
+            }
+        }
         tracing::info!("shutting down: finishing in-flight work");
         if let Err(e) = starter.await {
             tracing::warn!(error = %e, "start handler ended abnormally");
         }
         intake_tasks.close();
         intake_tasks.wait().await;
+        // Hand the partitions over only after the last writes under their leases.
+        member_stop.cancel();
+        // Drain the channel so the loop's last `Lost` messages never block it.
+        let drain = tokio::spawn(async move { while changes.recv().await.is_some() {} });
+        if let Err(e) = members.await {
+            tracing::warn!(error = %e, "membership loop ended abnormally");
+        }
+        drain.abort();
         relay_stop.cancel();
+        http_stop.cancel();
         tasks.close();
         tasks.wait().await;
         // Bounded: while NATS is unreachable a flush would wait for it forever.
@@ -137,4 +326,39 @@ impl Orchestrator {
         }
         Ok(())
     }
+}
+
+/// Most open sagas a takeover re-sends commands for per partition.
+const TAKEOVER_SAGAS_MAX: u64 = 100_000;
+
+/// After taking a partition: re-send the commands its open sagas wait on.
+/// Their timers and replies need nothing more: timers come from the store,
+/// replies from the partition's durable consumer.
+async fn take_over(driver: Driver, partition: i32, epoch: i64, stop: CancellationToken) {
+    let started = std::time::Instant::now();
+    let open = match driver.store().open_in_partition(partition, TAKEOVER_SAGAS_MAX).await {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "cannot list the partition's open sagas");
+            return;
+        }
+    };
+    let mut resent = 0;
+    for saga_id in &open {
+        if stop.is_cancelled() {
+            return;
+        }
+        match driver.resend_in_flight(saga_id).await {
+            Ok(n) => resent += n,
+            Err(e) => tracing::warn!(%saga_id, error = %e, "cannot re-send in-flight commands"),
+        }
+    }
+    tracing::info!(
+        partition,
+        epoch,
+        open_sagas = open.len(),
+        commands_resent = resent,
+        took_ms = started.elapsed().as_millis() as u64,
+        "partition taken over"
+    );
 }

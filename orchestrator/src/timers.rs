@@ -29,7 +29,8 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
     let mut failing: HashMap<String, (Instant, Duration)> = HashMap::new();
     while !shutdown.is_cancelled() {
         let now = clock::to_db(clock::now());
-        let due = match driver.store().due(now, DUE_BATCH_MAX).await {
+        let owned = driver.owned_filter();
+        let due = match driver.store().due(now, DUE_BATCH_MAX, owned.as_deref()).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due timers");
@@ -63,7 +64,7 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
         if due.len() as u64 == DUE_BATCH_MAX && applied > 0 {
             continue;
         }
-        let until_earliest = match driver.store().earliest_deadline().await {
+        let until_earliest = match driver.store().earliest_deadline(owned.as_deref()).await {
             Ok(Some(at)) => {
                 Duration::from_millis(u64::try_from(at - clock::to_db(clock::now())).unwrap_or(0))
             }

@@ -152,6 +152,8 @@ pub struct RunningOrchestrator {
     pub ns: Namespace,
     pub store: Store,
     pub client: async_nats::Client,
+    /// Where the HTTP API and console listen, when started with them.
+    pub http_addr: Option<std::net::SocketAddr>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -168,14 +170,41 @@ impl RunningOrchestrator {
         prefix: &str,
         definitions: PathBuf,
     ) -> Result<Self> {
+        Self::start_with(nats_url, db, prefix, definitions, None).await
+    }
+
+    /// Start with the HTTP API and console on a free port of 127.0.0.1
+    /// (`http_addr`), accepting these tokens.
+    pub async fn start_with_http(
+        db: &TestDb,
+        prefix: &str,
+        definitions: PathBuf,
+        tokens: orchestrator::api::Tokens,
+    ) -> Result<Self> {
+        Self::start_with(NATS_URL, db, prefix, definitions, Some(tokens)).await
+    }
+
+    async fn start_with(
+        nats_url: &str,
+        db: &TestDb,
+        prefix: &str,
+        definitions: PathBuf,
+        http_tokens: Option<orchestrator::api::Tokens>,
+    ) -> Result<Self> {
         let config = ServeConfig {
             nats_url: nats_url.into(),
             database_url: db.url.clone(),
             prefix: prefix.into(),
             definitions,
             partitions: PARTITIONS,
+            http_addr: if http_tokens.is_some() { "127.0.0.1:0" } else { "off" }.into(),
+            ..ServeConfig::defaults()
         };
-        let o = Orchestrator::connect(&config).await?;
+        let mut o = Orchestrator::connect(&config).await?;
+        if let Some(tokens) = http_tokens {
+            o.set_tokens(tokens);
+        }
+        let http_addr = o.http_addr();
         let store = o.driver.store().clone();
         let client = o.client.clone();
         let shutdown = CancellationToken::new();
@@ -183,7 +212,14 @@ impl RunningOrchestrator {
         let task = tokio::spawn(async move {
             o.run(stop).await.unwrap();
         });
-        Ok(Self { ns: Namespace::new(prefix).unwrap(), store, client, shutdown, task: Some(task) })
+        Ok(Self {
+            ns: Namespace::new(prefix).unwrap(),
+            store,
+            client,
+            http_addr,
+            shutdown,
+            task: Some(task),
+        })
     }
 
     /// Stop it the way SIGTERM does, wait until it has, and delete the test's streams.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 fn skald(db: &TestDb, prefix: &str, definitions: &Path) -> ChildGuard {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skald-e2e"));
     cmd.args(["serve", "--partitions", "4", "--prefix", prefix, "--database-url", &db.url])
+        .args(["--http-addr", "off"])
         .arg("--definitions")
         .arg(definitions)
         .env("NATS_URL", NATS_URL)

@@ -163,6 +163,8 @@ async fn money_sagas(backend: Backend) {
             &orchestrator_db.url,
             "--definitions",
             definitions.to_str().unwrap(),
+            "--http-addr",
+            "off",
         ],
         &[("NATS_URL", NATS_URL)],
     );

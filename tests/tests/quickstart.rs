@@ -1,18 +1,23 @@
-//! The README's first command: `skald quickstart` runs the whole stack with a
-//! batch of sample sagas and says whether everything ended as expected.
+//! The README's first command: `skald up` runs the whole stack with a batch of
+//! sample sagas (declines, provider faults) and the console; `--exit` says
+//! whether everything ended as expected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 
 #[test]
-fn quickstart_runs_the_sample_sagas_and_the_ledger_stays_sound() {
-    let dir = std::env::temp_dir().join(format!("skald-qs-{}", skald_tests::token()));
+fn up_runs_the_sample_sagas_serves_the_console_and_the_ledger_stays_sound() {
+    let dir = std::env::temp_dir().join(format!("skald-up-{}", skald_tests::token()));
     let out = Command::new(env!("CARGO_BIN_EXE_skald-e2e"))
         .args([
-            "quickstart",
+            "up",
+            "--exit",
+            "--json",
             "--sagas",
-            "12",
+            "60",
+            "--http-addr",
+            "127.0.0.1:0",
             "--prefix",
             &format!("t{}", skald_tests::token()),
             "--data-dir",
@@ -25,15 +30,19 @@ fn quickstart_runs_the_sample_sagas_and_the_ledger_stays_sound() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "quickstart failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("ledger verify: sound"), "{stdout}");
-    assert!(
-        stdout.contains("compensated") && stdout.contains("completed") && stdout.contains("failed"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "skald up failed: {stdout}{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["sagas"], 60);
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["ledger_sound"], true);
+    for status in ["completed", "compensated", "failed"] {
+        assert!(summary["by_status"][status].as_u64().unwrap_or(0) > 0, "{summary}");
+    }
+    assert!(summary["unexpected"].as_array().unwrap().is_empty(), "{summary}");
+    assert!(summary["console_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(token.trim().starts_with("skald_"), "an admin token was made: {token:?}");
+    assert!(stderr.contains("console"), "set-up lines go to stderr with --json: {stderr}");
 }

@@ -3,12 +3,23 @@
 //! Each module holds its clap arguments and the code that runs them, writing to
 //! the streams it is given so that tests can read what a user would see.
 //! [`main`] parses arguments and dispatches; the `skald` binary only calls it.
+//! The operator commands (`sagas`, `definitions list|show|apply`) talk to a
+//! running `skald serve` through [`client`]; their errors are one line on
+//! stderr and an exit status: 1 the API refused or failed, 2 usage, 3 the API
+//! cannot be reached.
 
+pub mod client;
 pub mod definitions;
+pub mod sagas;
+pub mod token;
 
 use clap::Parser;
+use client::{CliError, Outcome};
 use definitions::DefinitionsCommand;
+use sagas::SagasCommand;
+use std::io::Write;
 use std::process::ExitCode;
+use token::TokenCommand;
 
 /// Skald runs sagas: business transactions across services, with compensation.
 #[derive(Debug, Parser)]
@@ -17,12 +28,21 @@ use std::process::ExitCode;
     version,
     long_about = "Skald runs sagas: business transactions that span services, each step a \
         command to a participant over NATS, with compensations when a step fails.\n\n\
-        `skald serve` runs the orchestrator; `skald definitions` checks saga definitions.",
+        `skald serve` runs the orchestrator and its HTTP API; `skald sagas` lists, starts \
+        and repairs sagas through that API; `skald definitions` checks saga definition files \
+        and manages the definitions a server runs; `skald token new` makes API tokens.\n\n\
+        The API commands find the server at --api-url (SKALD_API_URL, default \
+        http://127.0.0.1:8080) and send --token (SKALD_TOKEN). They print tables, or the \
+        API's JSON with --json. Exit status: 0 ok, 1 the API refused or failed, 2 usage, \
+        3 the API cannot be reached.",
     after_help = "Examples:\n  \
         skald serve\n  \
         DATABASE_URL=postgres://postgres@127.0.0.1/skald skald serve\n  \
         skald definitions validate sagas/definitions/*.yaml\n  \
-        skald definitions show sagas/definitions/topup.yaml"
+        skald definitions show sagas/definitions/topup.yaml\n  \
+        export SKALD_TOKEN=skald_...   # from `skald token new`\n  \
+        skald sagas list --stuck any\n  \
+        skald sagas show 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,17 +51,48 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Check and inspect saga definition files (YAML).
+    /// Check saga definition files (YAML); list, show and register a server's definitions.
     #[command(
         subcommand,
         long_about = "Check and inspect saga definition files (YAML): the steps of a saga, \
             the participant and action of each, its compensation, input mapping, timeout \
-            and retry policy.",
+            and retry policy. `validate` and `show FILE` work on files, with no server; \
+            `list`, `show TYPE` and `apply` use the API of a running `skald serve`.",
         after_help = "Examples:\n  \
             skald definitions validate sagas/definitions/*.yaml\n  \
-            skald definitions show sagas/definitions/topup.yaml"
+            skald definitions show sagas/definitions/topup.yaml\n  \
+            skald definitions list\n  \
+            skald definitions show topup --version 1\n  \
+            skald definitions apply sagas/definitions/topup.yaml"
     )]
     Definitions(DefinitionsCommand),
+    /// List, show, start and repair sagas on a running `skald serve`.
+    #[command(
+        subcommand,
+        long_about = "List, show, start and repair sagas through the operator API of a running \
+            `skald serve`: one saga (retry, skip, abort, resume, resolve) or every saga a \
+            filter matches (bulk, with --dry-run first). Reading needs a viewer token, \
+            starting and repairing an operator token.\n\n\
+            --api-url (SKALD_API_URL, default http://127.0.0.1:8080) says where the API is, \
+            --token (SKALD_TOKEN) who asks; --json prints the API's JSON instead of a table.",
+        after_help = "Examples:\n  \
+            skald sagas list --status parked\n  \
+            skald sagas show 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11\n  \
+            skald sagas start topup --key order-1042 --input @order-1042.json\n  \
+            skald sagas abort 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --reason 'customer cancelled'\n  \
+            skald sagas bulk resume --filter stuck=parked --reason 'ledger fixed' --dry-run\n\n\
+            Exit status: 0 ok, 1 the API refused or a repair failed, 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Sagas(SagasCommand),
+    /// Make API tokens.
+    #[command(
+        subcommand,
+        long_about = "Make API tokens for `skald serve`: the token for its user and the line \
+            with its SHA-256 for the server's --api-tokens-file.",
+        after_help = "Example:\n  skald token new --name ann --role operator"
+    )]
+    Token(TokenCommand),
     /// Run the orchestrator until SIGTERM or Ctrl-C.
     #[command(
         long_about = "Run the orchestrator: it records every saga as events in the database, \
@@ -70,18 +121,23 @@ enum Command {
             skald bench --database-url postgres://postgres@127.0.0.1/skald_bench"
     )]
     Bench(crate::bench::BenchConfig),
-    /// Run the whole stack on SQLite with a batch of sample money sagas.
+    /// Run the whole stack on SQLite with sample money sagas and the console.
     #[command(
-        long_about = "Start psp-sim, the ledger and payment participants (as processes built next \
-            to `skald`) and an orchestrator, all on SQLite files in --data-dir and the local NATS; \
-            open wallets; run a batch of sample topup and payout sagas (good cards, declined cards, \
-            payouts larger than a wallet); print how each ended, the balances and `ledger verify`. \
-            Then stop, or keep running with --keep-running until Ctrl-C. Exit 0 when every saga \
-            ended as expected and the ledger is sound, 1 otherwise.",
-        after_help = "Example:\n  \
-            cargo build --release -p orchestrator -p ledger -p payment && target/release/skald quickstart"
+        visible_alias = "quickstart",
+        long_about = "Start NATS (when none answers and `nats-server` is installed), psp-sim with \
+            some provider faults, the ledger and payment participants (as processes built next to \
+            `skald`) and an orchestrator with its API and console, all on SQLite files in \
+            --data-dir; open wallets; run a batch of sample topup and payout sagas (good cards, \
+            declined cards, payouts larger than a wallet) with a progress bar; print how they \
+            ended, the balances and `ledger verify`. Then serve the console at --http-addr until \
+            Ctrl-C (the admin token is printed and kept in <data-dir>/admin.token), or exit with \
+            --exit: 0 when every saga ended as expected and the ledger verifies, 1 otherwise.",
+        after_help = "Examples:\n  \
+            cargo build --release -p orchestrator -p ledger -p payment && target/release/skald up\n  \
+            skald up --sagas 500 --exit\n  \
+            skald up --sagas 100 --exit --json"
     )]
-    Quickstart(crate::quickstart::QuickstartConfig),
+    Up(crate::up::UpConfig),
 }
 
 /// Parse the arguments and run the command: the whole `skald` binary.
@@ -90,41 +146,57 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Definitions(command) => {
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-            Ok(definitions::run(command, &mut out, &mut err)?.into())
+            let result = runtime()?.block_on(definitions::run(command, &mut out, &mut err));
+            Ok(finish(result, &mut out, &mut err))
+        }
+        Command::Sagas(command) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let result = runtime()?.block_on(sagas::run(command, &mut out, &mut err));
+            Ok(finish(result, &mut out, &mut err))
+        }
+        Command::Token(command) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let result = token::run(command, &mut out, &mut err);
+            Ok(finish(result, &mut out, &mut err))
         }
         Command::Serve(config) => serve(config),
         Command::Bench(config) => bench(config),
-        Command::Quickstart(config) => quickstart(config),
+        Command::Up(config) => up(config),
     }
 }
 
-fn quickstart(config: &crate::quickstart::QuickstartConfig) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn up(config: &crate::up::UpConfig) -> anyhow::Result<ExitCode> {
+    let _logging = crate::trace::init_logging("error");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match runtime.block_on(crate::quickstart::run(config)) {
-        Ok(true) => Ok(ExitCode::SUCCESS),
-        Ok(false) => Ok(ExitCode::FAILURE),
+    match runtime.block_on(crate::up::run(config)) {
+        Ok(summary) if summary.ok => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::FAILURE),
         Err(e) => {
-            eprintln!("skald quickstart: {e}");
+            eprintln!("skald up: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
+/// A runtime for one command's requests (they run one after another).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// The exit status of a command; its error, if any, as one line on stderr.
+fn finish(result: Result<Outcome, CliError>, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let _ = out.flush();
+    match result {
+        Ok(outcome) => outcome.into(),
+        Err(e) => {
+            let _ = writeln!(err, "skald: {}", client::one_line(&e.to_string()));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 fn bench(config: &crate::bench::BenchConfig) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _logging = crate::trace::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match runtime.block_on(crate::bench::run(config)) {
         Ok(report) if config.json => println!("{}", report.to_json()),
@@ -138,13 +210,7 @@ fn bench(config: &crate::bench::BenchConfig) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(config: &crate::serve::ServeConfig) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _logging = crate::trace::init_logging("info");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Listen before connecting, so an early SIGTERM is a clean stop too.

@@ -48,6 +48,14 @@ pub mod sagas {
         pub last_error: Option<String>,
         pub created_at_ms: i64,
         pub updated_at_ms: i64,
+        /// `do` or `undo`: which kind of the current step is in progress.
+        pub current_kind: Option<String>,
+        /// Attempts of the current command within its retry budget (0: not sent).
+        pub attempt: i32,
+        /// When the saga's forward deadline passes, if it has one.
+        pub deadline_at_ms: Option<i64>,
+        /// Why the saga is parked, when it is.
+        pub park_reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -71,6 +79,8 @@ pub mod outbox {
         #[sea_orm(column_type = "Text")]
         pub body: String,
         pub created_at_ms: i64,
+        /// The saga's partition: only its owner's relay publishes the row.
+        pub partition: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -93,6 +103,89 @@ pub mod definitions {
         #[sea_orm(column_type = "Text")]
         pub body: String,
         pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod repairs {
+    use sea_orm::entity::prelude::*;
+
+    /// An operator's repair, by request id: a repeat of the request gets the
+    /// recorded response instead of acting twice.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "repairs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub saga_id: String,
+        pub action: String,
+        pub requested_by: String,
+        #[sea_orm(column_type = "Text")]
+        pub response: String,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cluster_config {
+    use sea_orm::entity::prelude::*;
+
+    /// Settings fixed when the cluster was created (the partition count).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cluster_config")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod members {
+    use sea_orm::entity::prelude::*;
+
+    /// A live orchestrator instance and its last heartbeat.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub instance: String,
+        pub heartbeat_at_ms: i64,
+        pub started_at_ms: i64,
+        pub http_addr: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod leases {
+    use sea_orm::entity::prelude::*;
+
+    /// Who drives a partition, at which epoch, until when.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "leases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub partition: i32,
+        /// Empty when nobody holds it.
+        pub owner: String,
+        pub epoch: i64,
+        pub expires_at_ms: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,7 +11,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(Operations), Box::new(Cluster)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -53,11 +53,16 @@ enum Sagas {
     LastError,
     CreatedAtMs,
     UpdatedAtMs,
+    CurrentKind,
+    Attempt,
+    DeadlineAtMs,
+    ParkReason,
 }
 
 #[derive(DeriveIden)]
 enum Outbox {
     Table,
+    Partition,
     Id,
     SagaId,
     Subject,
@@ -169,6 +174,178 @@ impl MigrationTrait for Initial {
                 .col(ColumnDef::new(Definitions::Version).integer().not_null())
                 .col(ColumnDef::new(Definitions::Body).text().not_null())
                 .col(ColumnDef::new(Definitions::CreatedAtMs).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Projection columns the operator's queries filter on (stuck classes), and the
+/// record of repairs for their idempotency.
+#[derive(Debug)]
+struct Operations;
+
+impl MigrationName for Operations {
+    fn name(&self) -> &str {
+        "m0002_operations"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Repairs {
+    Table,
+    RequestId,
+    SagaId,
+    Action,
+    RequestedBy,
+    Response,
+    CreatedAtMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Operations {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        let columns = [
+            ColumnDef::new(Sagas::CurrentKind).string_len(8).null().to_owned(),
+            ColumnDef::new(Sagas::Attempt).integer().not_null().default(0).to_owned(),
+            ColumnDef::new(Sagas::DeadlineAtMs).big_integer().null().to_owned(),
+            ColumnDef::new(Sagas::ParkReason).string_len(32).null().to_owned(),
+        ];
+        for mut column in columns {
+            m.alter_table(Table::alter().table(Sagas::Table).add_column(&mut column).to_owned())
+                .await?;
+        }
+        m.create_index(
+            Index::create()
+                .name("sagas_type_status")
+                .table(Sagas::Table)
+                .col(Sagas::SagaType)
+                .col(Sagas::Status)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Repairs::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(Repairs::RequestId).string_len(128).not_null().primary_key())
+                .col(ColumnDef::new(Repairs::SagaId).string_len(128).not_null())
+                .col(ColumnDef::new(Repairs::Action).string_len(16).not_null())
+                .col(ColumnDef::new(Repairs::RequestedBy).string_len(128).not_null())
+                .col(ColumnDef::new(Repairs::Response).text().not_null())
+                .col(ColumnDef::new(Repairs::CreatedAtMs).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Membership, partition leases, the cluster's fixed settings, and the
+/// partition of each outbox row (its owner publishes it).
+#[derive(Debug)]
+struct Cluster;
+
+impl MigrationName for Cluster {
+    fn name(&self) -> &str {
+        "m0003_cluster"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ClusterConfig {
+    Table,
+    Key,
+    Value,
+}
+
+#[derive(DeriveIden)]
+enum Members {
+    Table,
+    Instance,
+    HeartbeatAtMs,
+    StartedAtMs,
+    HttpAddr,
+}
+
+#[derive(DeriveIden)]
+enum Leases {
+    Table,
+    Partition,
+    Owner,
+    Epoch,
+    ExpiresAtMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Cluster {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ClusterConfig::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(ClusterConfig::Key).string_len(64).not_null().primary_key())
+                .col(ColumnDef::new(ClusterConfig::Value).string_len(256).not_null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Members::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(Members::Instance).string_len(128).not_null().primary_key())
+                .col(ColumnDef::new(Members::HeartbeatAtMs).big_integer().not_null())
+                .col(ColumnDef::new(Members::StartedAtMs).big_integer().not_null())
+                .col(ColumnDef::new(Members::HttpAddr).string_len(256).null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Leases::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(Leases::Partition).integer().not_null().primary_key())
+                .col(ColumnDef::new(Leases::Owner).string_len(128).not_null())
+                .col(ColumnDef::new(Leases::Epoch).big_integer().not_null())
+                .col(ColumnDef::new(Leases::ExpiresAtMs).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(Outbox::Table)
+                .add_column(ColumnDef::new(Outbox::Partition).integer().not_null().default(0))
+                .to_owned(),
+        )
+        .await?;
+        // Rows written before this migration belong to their saga's partition.
+        m.get_connection()
+            .execute_unprepared(
+                "UPDATE outbox SET partition = \
+                 (SELECT sagas.partition FROM sagas WHERE sagas.saga_id = outbox.saga_id) \
+                 WHERE EXISTS (SELECT 1 FROM sagas WHERE sagas.saga_id = outbox.saga_id)",
+            )
+            .await?;
+        m.create_index(
+            Index::create()
+                .name("outbox_partition_id")
+                .table(Outbox::Table)
+                .col(Outbox::Partition)
+                .col(Outbox::Id)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("sagas_partition_deadline")
+                .table(Sagas::Table)
+                .col(Sagas::Partition)
+                .col(Sagas::NextDeadlineMs)
+                .if_not_exists()
                 .to_owned(),
         )
         .await?;

@@ -8,21 +8,29 @@
 //! PostgreSQL is chosen by a `postgres://` URL.
 
 pub mod entities;
+mod leases;
 mod migration;
+mod queries;
+
+pub use leases::Fence;
+
+pub use queries::{ListFilter, ListPage, OVERDUE_GRACE_MS, PAGE_SIZE_MAX, StuckClass};
 
 use ::sagas::machine::SagaEvent;
-use entities::{definitions, outbox, saga_events, sagas};
+use entities::{definitions, outbox, repairs, saga_events, sagas};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
-    TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
+    Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
 /// The advisory lock key taken around migrations on PostgreSQL ("skald" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x0073_6b61_6c64;
+/// How long PostgreSQL lets a session sit idle inside a transaction.
+const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 /// Most rows the relay takes per round.
 pub const OUTBOX_BATCH_MAX: u64 = 256;
 
@@ -35,6 +43,16 @@ pub enum StoreError {
     /// Someone else appended to this saga first: reload and decide again.
     #[error("saga {saga_id} was changed concurrently (expected seq {expected_seq})")]
     Conflict { saga_id: String, expected_seq: i64 },
+    /// This instance no longer holds the partition at the epoch it wrote under.
+    #[error("partition {partition} is no longer held at epoch {epoch}: the write was rejected")]
+    Fenced { partition: i32, epoch: i64 },
+    #[error(
+        "this cluster was created with {stored} partitions; --partitions {asked} differs (the count cannot change)"
+    )]
+    PartitionCount { stored: String, asked: u32 },
+    /// A repair with this request id was already recorded.
+    #[error("repair request {request_id} was already recorded")]
+    DuplicateRequest { request_id: String },
     /// A saga with this type and idempotency key already exists.
     #[error("a saga of type {saga_type} with this idempotency key already exists")]
     DuplicateKey { saga_type: String },
@@ -56,6 +74,10 @@ pub struct Projection {
     pub input_hash: String,
     pub next_deadline_ms: Option<i64>,
     pub last_error: Option<String>,
+    pub current_kind: Option<String>,
+    pub attempt: i32,
+    pub deadline_at_ms: Option<i64>,
+    pub park_reason: Option<String>,
 }
 
 /// A command for the outbox.
@@ -76,6 +98,22 @@ pub struct Append<'a> {
     pub projection: &'a Projection,
     pub outbox: &'a [OutboxRow],
     pub now_ms: i64,
+    /// The operator's repair that caused these events, recorded with them so
+    /// that a repeat of the same request is answered, not applied twice.
+    pub repair: Option<&'a RepairRecord>,
+    /// Proof that the writer owns the saga's partition, checked in the same
+    /// transaction (`None`: a start, an operator's repair, or no cluster).
+    pub fence: Option<&'a Fence>,
+}
+
+/// A repair as recorded in the `repairs` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairRecord {
+    pub request_id: String,
+    pub action: String,
+    pub requested_by: String,
+    /// The JSON answer given the first time.
+    pub response: String,
 }
 
 /// A saga as loaded: its projection row and its full history.
@@ -99,6 +137,15 @@ impl Store {
         let mut url_full = url.to_owned();
         if is_sqlite && !url.contains("mode=") && !url.contains(":memory:") {
             url_full.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        if !is_sqlite && !url.contains("options=") {
+            // A session left idle inside a transaction (a frozen or partitioned
+            // process) would hold its row locks, lease rows included, forever:
+            // the server ends such sessions, so a takeover cannot be blocked.
+            url_full.push_str(if url.contains('?') { "&" } else { "?" });
+            url_full.push_str(&format!(
+                "options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_MS}"
+            ));
         }
         let mut options = ConnectOptions::new(url_full);
         options
@@ -165,6 +212,9 @@ impl Store {
             return Ok(());
         }
         let txn = self.db.begin().await?;
+        if let Some(fence) = a.fence {
+            Self::check_fence(&txn, fence).await?;
+        }
         let rows: Vec<saga_events::ActiveModel> = a
             .events
             .iter()
@@ -203,6 +253,10 @@ impl Store {
                 last_error: Set(p.last_error.clone()),
                 created_at_ms: Set(a.now_ms),
                 updated_at_ms: Set(a.now_ms),
+                current_kind: Set(p.current_kind.clone()),
+                attempt: Set(p.attempt),
+                deadline_at_ms: Set(p.deadline_at_ms),
+                park_reason: Set(p.park_reason.clone()),
             };
             sagas::Entity::insert(row).exec(&txn).await.map_err(|e| match e.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => {
@@ -218,6 +272,10 @@ impl Store {
                 .col_expr(sagas::Column::NextDeadlineMs, Expr::value(p.next_deadline_ms))
                 .col_expr(sagas::Column::LastError, Expr::value(p.last_error.clone()))
                 .col_expr(sagas::Column::UpdatedAtMs, Expr::value(a.now_ms))
+                .col_expr(sagas::Column::CurrentKind, Expr::value(p.current_kind.clone()))
+                .col_expr(sagas::Column::Attempt, Expr::value(p.attempt))
+                .col_expr(sagas::Column::DeadlineAtMs, Expr::value(p.deadline_at_ms))
+                .col_expr(sagas::Column::ParkReason, Expr::value(p.park_reason.clone()))
                 .filter(sagas::Column::SagaId.eq(a.saga_id))
                 .filter(sagas::Column::Seq.eq(a.expected_seq))
                 .exec(&txn)
@@ -234,9 +292,26 @@ impl Store {
                 msg_id: Set(o.msg_id.clone()),
                 body: Set(o.body.clone()),
                 created_at_ms: Set(a.now_ms),
+                partition: Set(p.partition),
                 ..Default::default()
             });
             outbox::Entity::insert_many(rows).exec(&txn).await?;
+        }
+        if let Some(r) = a.repair {
+            let row = repairs::ActiveModel {
+                request_id: Set(r.request_id.clone()),
+                saga_id: Set(a.saga_id.to_owned()),
+                action: Set(r.action.clone()),
+                requested_by: Set(r.requested_by.clone()),
+                response: Set(r.response.clone()),
+                created_at_ms: Set(a.now_ms),
+            };
+            repairs::Entity::insert(row).exec(&txn).await.map_err(|e| match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    StoreError::DuplicateRequest { request_id: r.request_id.clone() }
+                }
+                _ => StoreError::Db(e),
+            })?;
         }
         txn.commit().await?;
         Ok(())
@@ -286,11 +361,21 @@ impl Store {
     }
 
     /// Ids of sagas whose next deadline has passed, earliest first.
-    pub async fn due(&self, now_ms: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+    ///
+    /// Only sagas of `partitions` when given (the ones this instance owns).
+    pub async fn due(
+        &self,
+        now_ms: i64,
+        limit: u64,
+        partitions: Option<&[i32]>,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(sagas::Entity::find()
             .select_only()
             .column(sagas::Column::SagaId)
             .filter(sagas::Column::NextDeadlineMs.lte(now_ms))
+            .apply_if(partitions, |q, ps| {
+                q.filter(sagas::Column::Partition.is_in(ps.iter().copied()))
+            })
             .order_by_asc(sagas::Column::NextDeadlineMs)
             .limit(limit)
             .into_tuple::<String>()
@@ -299,10 +384,16 @@ impl Store {
     }
 
     /// The earliest pending deadline, if any.
-    pub async fn earliest_deadline(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn earliest_deadline(
+        &self,
+        partitions: Option<&[i32]>,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(sagas::Entity::find()
             .select_only()
             .column_as(sagas::Column::NextDeadlineMs.min(), "min")
+            .apply_if(partitions, |q, ps| {
+                q.filter(sagas::Column::Partition.is_in(ps.iter().copied()))
+            })
             .into_tuple::<Option<i64>>()
             .one(&self.db)
             .await?
@@ -310,10 +401,61 @@ impl Store {
     }
 
     /// The oldest commands waiting to be published.
-    pub async fn outbox_batch(&self, limit: u64) -> Result<Vec<outbox::Model>, StoreError> {
+    ///
+    /// Only rows of `partitions` when given (the ones this instance owns).
+    pub async fn outbox_batch(
+        &self,
+        limit: u64,
+        partitions: Option<&[i32]>,
+    ) -> Result<Vec<outbox::Model>, StoreError> {
         Ok(outbox::Entity::find()
+            .apply_if(partitions, |q, ps| {
+                q.filter(outbox::Column::Partition.is_in(ps.iter().copied()))
+            })
             .order_by_asc(outbox::Column::Id)
             .limit(limit.min(OUTBOX_BATCH_MAX))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Queue commands to publish again, outside any append (a takeover's
+    /// re-send of what a saga still waits on).
+    pub async fn enqueue(
+        &self,
+        saga_id: &str,
+        partition: i32,
+        rows: &[OutboxRow],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows.iter().map(|o| outbox::ActiveModel {
+            saga_id: Set(saga_id.to_owned()),
+            subject: Set(o.subject.clone()),
+            msg_id: Set(o.msg_id.clone()),
+            body: Set(o.body.clone()),
+            created_at_ms: Set(now_ms),
+            partition: Set(partition),
+            ..Default::default()
+        });
+        outbox::Entity::insert_many(rows).exec(&self.db).await?;
+        Ok(())
+    }
+
+    /// Ids of the sagas of `partition` that have not ended (a takeover's work list).
+    pub async fn open_in_partition(
+        &self,
+        partition: i32,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sagas::Entity::find()
+            .select_only()
+            .column(sagas::Column::SagaId)
+            .filter(sagas::Column::Partition.eq(partition))
+            .filter(sagas::Column::Status.is_in(["running", "compensating"]))
+            .limit(limit)
+            .into_tuple::<String>()
             .all(&self.db)
             .await?)
     }
@@ -369,6 +511,19 @@ impl Store {
             .into_tuple::<(String, i64)>()
             .all(&self.db)
             .await?)
+    }
+
+    /// How many commands wait in the outbox, and when the oldest was written
+    /// (Unix ms; none when the outbox is empty). For the metrics sampler.
+    pub async fn outbox_stats(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let row = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::Id.count(), "n")
+            .column_as(outbox::Column::CreatedAtMs.min(), "oldest")
+            .into_tuple::<(i64, Option<i64>)>()
+            .one(&self.db)
+            .await?;
+        Ok(row.map_or((0, None), |(n, oldest)| (u64::try_from(n).unwrap_or(0), oldest)))
     }
 }
 

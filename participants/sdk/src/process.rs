@@ -9,6 +9,11 @@
 //!
 //! While the command is being handled the SDK tells JetStream it is still in
 //! progress, so a slow handler's command is not redelivered to another replica.
+//!
+//! Each command is handled in a `command` span carrying `saga_id`,
+//! `command_id` and the `trace_id` of its `traceparent` header (the saga's
+//! trace: the orchestrator derives it from the saga id), so a participant's
+//! logs join the orchestrator's. The header is passed on to the reply.
 
 use crate::execute::{Answer, Engine, execute};
 use crate::reply;
@@ -70,9 +75,12 @@ impl Worker {
             .as_ref()
             .and_then(|headers| headers.get(HEADER_TRACEPARENT))
             .map(|value| value.as_str().to_owned());
+        let trace_id = traceparent.as_deref().and_then(trace_id_of).unwrap_or_default();
         let span = info_span!(
             "command",
             participant = %self.engine.participant,
+            saga_id = %command.saga_id,
+            trace_id,
             command_id = %command.command_id,
             action = %command.action,
             attempt = command.attempt,
@@ -138,6 +146,30 @@ async fn settle(msg: &jetstream::Message, kind: AckKind) {
     }
 }
 
+/// The trace id of a W3C `traceparent` header
+/// (`<version>-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), if the
+/// header is well formed; an invalid one is ignored, as W3C asks.
+fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let not_zero = |s: &str| s.bytes().any(|b| b != b'0');
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    // Version 00 has exactly four parts; later versions may append more.
+    let known_shape = version != "00" || parts.next().is_none();
+    let valid = lower_hex(version, 2)
+        && version != "ff"
+        && known_shape
+        && lower_hex(trace_id, 32)
+        && not_zero(trace_id)
+        && lower_hex(parent_id, 16)
+        && not_zero(parent_id)
+        && lower_hex(flags, 2);
+    valid.then_some(trace_id)
+}
+
 /// Read and check a command body.
 ///
 /// # Errors
@@ -193,6 +225,26 @@ mod tests {
 
     fn body(c: &Command) -> Vec<u8> {
         serde_json::to_vec(c).unwrap()
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_a_valid_traceparent_only() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(trace_id_of(good), Some("0af7651916cd43dd8448eb211c80319c"));
+        let future = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra";
+        assert_eq!(trace_id_of(future), Some("0af7651916cd43dd8448eb211c80319c"));
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

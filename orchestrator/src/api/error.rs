@@ -1,0 +1,156 @@
+//! One error shape for every API answer that is not a success:
+//! `{"error": {"code": "...", "message": "...", "details": [...]}}`.
+//!
+//! The caller's mistake (4xx) is said plainly; an infrastructure fault (5xx)
+//! is logged with its cause and answered without internals.
+
+use super::auth::Role;
+use crate::driver::{DriveError, StartError};
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sagas::machine::TransitionError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("this needs the {} role; your token has {}", needed.as_str(), have.as_str())]
+    Forbidden { needed: Role, have: Role },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The request is well-formed but conflicts with the current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The request is malformed or breaks a rule; `details` lists each problem.
+    #[error("{message}")]
+    Invalid { message: String, details: Vec<String> },
+    #[error("the request body is larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: usize },
+    /// Something this server depends on failed; the cause is logged, not sent.
+    #[error("the service is unavailable; try again shortly")]
+    Unavailable { cause: String },
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `not_now`, `invalid`, `too_large`, `unavailable`, ...
+    pub code: String,
+    /// For people: what is wrong and what to do.
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid { message: message.into(), details: Vec::new() }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Unavailable { cause } = &self {
+            tracing::error!(%cause, "API request failed");
+        }
+        let details = match &self {
+            Self::Invalid { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail { code: code.to_owned(), message: self.to_string(), details },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable { cause: e.to_string() }
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::ReasonRequired { .. }
+            | TransitionError::OperatorMissing
+            | TransitionError::TooLong { .. }
+            | TransitionError::InvalidSagaId { .. } => Self::invalid(e.to_string()),
+            TransitionError::InvalidInput { ref errors, .. } => {
+                Self::Invalid { message: e.to_string(), details: errors.clone() }
+            }
+            other => Self::Conflict { code: "not_now", message: other.to_string() },
+        }
+    }
+}
+
+impl From<DriveError> for ApiError {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::UnknownSaga { saga_id } => Self::not_found(format!("saga {saga_id}")),
+            DriveError::Transition(t) => t.into(),
+            DriveError::BadRequestId => Self::invalid(e.to_string()),
+            DriveError::RequestReused { .. } => {
+                Self::Conflict { code: "request_reused", message: e.to_string() }
+            }
+            DriveError::Contended { .. } => {
+                Self::Conflict { code: "contended", message: format!("{e}; try again") }
+            }
+            DriveError::UnknownDefinition { .. }
+            | DriveError::Store(_)
+            | DriveError::NotOwner { .. } => Self::Unavailable { cause: e.to_string() },
+        }
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::UnknownType { .. } => {
+                Self::Invalid { message: e.to_string(), details: Vec::new() }
+            }
+            StartError::BadKey => Self::invalid(e.to_string()),
+            StartError::InvalidInput { errors, saga_type } => Self::Invalid {
+                message: format!("the input does not match the schema of `{saga_type}`"),
+                details: errors,
+            },
+            StartError::Conflict { .. } => {
+                Self::Conflict { code: "idempotency_conflict", message: e.to_string() }
+            }
+            StartError::Drive(d) => d.into(),
+        }
+    }
+}

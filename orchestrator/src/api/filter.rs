@@ -1,0 +1,125 @@
+//! The saga filter as operators write it (query string or bulk body), checked
+//! and turned into the store's [`ListFilter`].
+
+use super::error::ApiError;
+use crate::store::{ListFilter, StuckClass};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Statuses a filter may name.
+pub const STATUSES: [&str; 6] =
+    ["running", "compensating", "parked", "completed", "compensated", "failed"];
+/// Longest age a filter accepts (ten years).
+const AGE_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Longest text a filter field accepts.
+const FIELD_LEN_MAX: usize = 256;
+
+/// Which sagas: every field narrows; all are optional.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FilterSpec {
+    /// Saga type.
+    #[serde(rename = "type")]
+    pub saga_type: Option<String>,
+    /// Comma-separated statuses: running, compensating, parked, completed, compensated, failed.
+    pub status: Option<String>,
+    /// The step the saga is at.
+    pub step: Option<String>,
+    /// Started longer ago than this (`30s`, `10m`, `2h`, `3d`).
+    pub older_than: Option<String>,
+    /// Started more recently than this.
+    pub newer_than: Option<String>,
+    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner) or `any`.
+    pub stuck: Option<String>,
+    /// Text the idempotency key contains.
+    pub key: Option<String>,
+}
+
+fn text(field: &str, v: Option<&String>) -> Result<Option<String>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.len() > FIELD_LEN_MAX => {
+            Err(ApiError::invalid(format!("`{field}` is longer than {FIELD_LEN_MAX} bytes")))
+        }
+        Some(s) => Ok(Some(s.clone())),
+    }
+}
+
+fn age(field: &str, v: Option<&String>) -> Result<Option<i64>, ApiError> {
+    let Some(s) = text(field, v)? else { return Ok(None) };
+    let d = humantime::parse_duration(&s).map_err(|e| {
+        ApiError::invalid(format!("`{field}` = `{s}` is not a duration like 30s, 10m, 2h: {e}"))
+    })?;
+    if d > AGE_MAX {
+        return Err(ApiError::invalid(format!("`{field}` is longer than ten years")));
+    }
+    Ok(Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+}
+
+impl FilterSpec {
+    /// Check every field; the error lists what to fix.
+    pub fn to_filter(&self) -> Result<ListFilter, ApiError> {
+        let mut f = ListFilter {
+            saga_type: text("type", self.saga_type.as_ref())?,
+            step: text("step", self.step.as_ref())?,
+            key_contains: text("key", self.key.as_ref())?,
+            older_than_ms: age("older_than", self.older_than.as_ref())?,
+            newer_than_ms: age("newer_than", self.newer_than.as_ref())?,
+            ..ListFilter::default()
+        };
+        if let Some(list) = text("status", self.status.as_ref())? {
+            for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !STATUSES.contains(&s) {
+                    return Err(ApiError::invalid(format!(
+                        "unknown status `{s}`; use one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+                f.status.push(s.to_owned());
+            }
+        }
+        match text("stuck", self.stuck.as_ref())?.as_deref() {
+            None => {}
+            Some("any") => f.stuck_any = true,
+            Some(c) => {
+                f.stuck = Some(StuckClass::parse(c).ok_or_else(|| {
+                    let known: Vec<&str> = StuckClass::ALL.iter().map(|c| c.as_str()).collect();
+                    ApiError::invalid(format!(
+                        "unknown stuck class `{c}`; use `any` or one of {}",
+                        known.join(", ")
+                    ))
+                })?);
+            }
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_checked() {
+        let spec = FilterSpec {
+            status: Some("running, parked".into()),
+            older_than: Some("10m".into()),
+            stuck: Some("retrying".into()),
+            ..FilterSpec::default()
+        };
+        let f = spec.to_filter().unwrap();
+        assert_eq!(f.status, vec!["running", "parked"]);
+        assert_eq!(f.older_than_ms, Some(600_000));
+        assert_eq!(f.stuck, Some(StuckClass::Retrying));
+        for bad in [
+            FilterSpec { status: Some("done".into()), ..FilterSpec::default() },
+            FilterSpec { older_than: Some("soon".into()), ..FilterSpec::default() },
+            FilterSpec { stuck: Some("wedged".into()), ..FilterSpec::default() },
+            FilterSpec { key: Some("k".repeat(300)), ..FilterSpec::default() },
+        ] {
+            assert!(matches!(bad.to_filter(), Err(ApiError::Invalid { .. })), "{bad:?}");
+        }
+    }
+}

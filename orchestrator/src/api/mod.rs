@@ -1,0 +1,186 @@
+//! The operator's HTTP API (axum) under `/v1`, its OpenAPI document at
+//! `/openapi.json` with Swagger UI at `/docs` (served from the binary), health
+//! and metrics.
+//!
+//! Every route is mounted under the role it needs: the groups in [`app`] are
+//! the access policy. Errors have one JSON shape ([`error::ApiError`]); bodies
+//! are limited to [`state::BODY_BYTES_MAX`] and pages to
+//! [`crate::store::PAGE_SIZE_MAX`]. `skald serve` binds 127.0.0.1 unless told
+//! otherwise.
+
+pub mod auth;
+pub mod bulk;
+pub mod console;
+pub mod definitions;
+pub mod error;
+pub mod filter;
+pub mod health;
+pub mod sagas;
+pub mod state;
+pub mod views;
+
+pub use auth::{Role, Tokens};
+pub use state::ApiState;
+
+use crate::clock;
+use crate::store::StuckClass;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware;
+use axum::routing::{get, post};
+use error::ApiError;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Skald operations API",
+        description = "Start, inspect and repair sagas; manage saga definitions. \
+            Send `Authorization: Bearer <token>`; roles: viewer < operator < admin."
+    ),
+    paths(
+        sagas::start, sagas::list, sagas::show, sagas::repair,
+        bulk::bulk, bulk::job, bulk::jobs,
+        definitions::list, definitions::show, definitions::validate, definitions::register,
+        overview, health::healthz, health::readyz, health::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "sagas", description = "Start, list and inspect sagas"),
+        (name = "repairs", description = "Operator repairs, one saga or many"),
+        (name = "definitions", description = "Saga definitions"),
+        (name = "health", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Counts for the overview: by type and status, and by stuck class.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    /// type → status → count.
+    pub by_type: BTreeMap<String, BTreeMap<String, i64>>,
+    /// status → count.
+    pub by_status: BTreeMap<String, i64>,
+    /// stuck class → count.
+    pub stuck: BTreeMap<String, u64>,
+    /// Sagas in any stuck class.
+    pub stuck_total: u64,
+    pub partitions_owned: usize,
+}
+
+/// Counts by status, type and stuck class (viewer).
+#[utoipa::path(get, path = "/v1/overview", tag = "sagas",
+    security(("bearer" = [])),
+    responses((status = 200, body = Overview)))]
+pub async fn overview(State(state): State<ApiState>) -> Result<axum::Json<Overview>, ApiError> {
+    Ok(axum::Json(overview_of(&state).await?))
+}
+
+/// The overview's numbers (shared with the console).
+pub async fn overview_of(state: &ApiState) -> Result<Overview, ApiError> {
+    let store = state.driver.store();
+    let mut by_type: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    for (t, s, n) in store.count_by_type_status().await? {
+        *by_status.entry(s.clone()).or_default() += n;
+        by_type.entry(t).or_default().insert(s, n);
+    }
+    let now = clock::to_db(clock::now());
+    let owned = state.live_partitions().await?;
+    let mut stuck = BTreeMap::new();
+    for class in StuckClass::ALL {
+        let f = crate::store::ListFilter { stuck: Some(class), ..Default::default() };
+        stuck.insert(class.as_str().to_owned(), store.count_matching(&f, now, &owned).await?);
+    }
+    let any = crate::store::ListFilter { stuck_any: true, ..Default::default() };
+    let stuck_total = store.count_matching(&any, now, &owned).await?;
+    let partitions_owned = state.ownership.owned().len();
+    Ok(Overview { by_type, by_status, stuck, stuck_total, partitions_owned })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The whole HTTP surface: API, docs, health, metrics.
+pub fn app(state: ApiState) -> Router {
+    let guard = |role: Role| middleware::from_fn_with_state((state.clone(), role), auth::require);
+    let viewer = Router::new()
+        .route("/v1/sagas", get(sagas::list))
+        .route("/v1/sagas/{saga_id}", get(sagas::show))
+        .route("/v1/overview", get(overview))
+        .route("/v1/bulk", get(bulk::jobs))
+        .route("/v1/bulk/{job_id}", get(bulk::job))
+        .route("/v1/definitions", get(definitions::list))
+        .route("/v1/definitions/{name}", get(definitions::show))
+        .route("/v1/definitions/validate", post(definitions::validate))
+        .route("/metrics", get(health::metrics))
+        .route_layer(guard(Role::Viewer));
+    let operator = Router::new()
+        .route("/v1/sagas", post(sagas::start))
+        .route("/v1/sagas/{saga_id}/{action}", post(sagas::repair))
+        .route("/v1/bulk", post(bulk::bulk))
+        .route_layer(guard(Role::Operator));
+    let admin = Router::new()
+        .route("/v1/definitions", post(definitions::register))
+        .route_layer(guard(Role::Admin));
+    let open = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }));
+    let docs: Router<ApiState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/docs/openapi.json", ApiDoc::openapi())
+        .into();
+    Router::new()
+        .merge(viewer)
+        .merge(operator)
+        .merge(admin)
+        .merge(open)
+        .merge(docs)
+        .merge(console::routes(&state))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state::BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "cannot listen for HTTP on {addr}: {source}. Is another process using it? Choose another with --http-addr."
+    )]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Bind the HTTP listener (done early, so a taken port fails start-up).
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, HttpError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr: addr.to_owned(), source })
+}
+
+/// Serve `app` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}

@@ -1,0 +1,240 @@
+//! `/v1/sagas`: start, list, show and repair sagas.
+
+use super::error::{ApiError, ErrorBody};
+use super::filter::FilterSpec;
+use super::state::{ApiState, Json, Path, Query};
+use super::views::{self, SagaDetail, SagaSummary};
+use crate::api::auth::Caller;
+use crate::clock;
+use crate::driver::{RepairOutcome, Started};
+use crate::store::PAGE_SIZE_MAX;
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use sagas::machine::{OperatorAction, OperatorInput, ResolvedAs, SAGA_ID_LEN_MAX};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Page size when none is asked for.
+pub const PAGE_SIZE_DEFAULT: u64 = 50;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// The saga type (a definition name).
+    #[serde(rename = "type")]
+    pub saga_type: String,
+    /// The saga's input; checked against the definition's JSON Schema.
+    pub input: Value,
+    /// Your key for this business transaction: the same key and input start
+    /// one saga however often they are sent.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StartAnswer {
+    pub saga_id: String,
+    /// False when this key had already started the saga.
+    pub created: bool,
+}
+
+/// Start a saga (operator).
+#[utoipa::path(post, path = "/v1/sagas", tag = "sagas", request_body = StartBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Started", body = StartAnswer),
+        (status = 200, description = "Already started with this key and input", body = StartAnswer),
+        (status = 409, description = "The key was used with another input", body = ErrorBody),
+        (status = 422, description = "Unknown type or input not matching the schema", body = ErrorBody),
+    ))]
+pub async fn start(
+    State(state): State<ApiState>,
+    Json(body): Json<StartBody>,
+) -> Result<(StatusCode, axum::Json<StartAnswer>), ApiError> {
+    let started = state.driver.start(&body.saga_type, &body.idempotency_key, &body.input).await?;
+    let (status, created) = match &started {
+        Started::New { .. } => (StatusCode::CREATED, true),
+        Started::Existing { .. } => (StatusCode::OK, false),
+    };
+    Ok((status, axum::Json(StartAnswer { saga_id: started.saga_id().to_owned(), created })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Saga type.
+    #[serde(rename = "type")]
+    pub saga_type: Option<String>,
+    /// Comma-separated statuses.
+    pub status: Option<String>,
+    /// The step the saga is at.
+    pub step: Option<String>,
+    /// Started longer ago than this (`10m`, `2h`).
+    pub older_than: Option<String>,
+    /// Started more recently than this.
+    pub newer_than: Option<String>,
+    /// A stuck class or `any`.
+    pub stuck: Option<String>,
+    /// Text the idempotency key contains.
+    pub key: Option<String>,
+    /// Page size, 1-200 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SagaPage {
+    pub items: Vec<SagaSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List sagas, newest first (viewer).
+#[utoipa::path(get, path = "/v1/sagas", tag = "sagas", params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SagaPage),
+        (status = 422, description = "A filter value is not valid", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<SagaPage>, ApiError> {
+    let limit = q.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    if limit == 0 || limit > PAGE_SIZE_MAX {
+        return Err(ApiError::invalid(format!("`limit` must be 1-{PAGE_SIZE_MAX}")));
+    }
+    if let Some(c) = &q.cursor
+        && !valid_saga_id(c)
+    {
+        return Err(ApiError::invalid("`cursor` is not a cursor this API gave out"));
+    }
+    let spec = FilterSpec {
+        saga_type: q.saga_type,
+        status: q.status,
+        step: q.step,
+        older_than: q.older_than,
+        newer_than: q.newer_than,
+        stuck: q.stuck,
+        key: q.key,
+    };
+    let filter = spec.to_filter()?;
+    Ok(axum::Json(page(&state, &filter, q.cursor.as_deref(), limit).await?))
+}
+
+/// One page of sagas as the API shows them (shared with the console).
+pub async fn page(
+    state: &ApiState,
+    filter: &crate::store::ListFilter,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<SagaPage, ApiError> {
+    let now = clock::to_db(clock::now());
+    let owned = state.live_partitions().await?;
+    let page = state.driver.store().list(filter, cursor, limit, now, &owned).await?;
+    let registry = state.driver.registry();
+    let items = page.rows.iter().map(|r| views::summary(r, registry, now, &owned)).collect();
+    Ok(SagaPage { items, next_cursor: page.next_cursor })
+}
+
+/// Saga ids are UUIDs; anything else cannot name a saga.
+fn valid_saga_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= SAGA_ID_LEN_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// One saga: status, steps, history, commands and replies (viewer).
+#[utoipa::path(get, path = "/v1/sagas/{saga_id}", tag = "sagas",
+    params(("saga_id" = String, Path, description = "Saga id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = SagaDetail), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(saga_id): Path<String>,
+) -> Result<axum::Json<SagaDetail>, ApiError> {
+    Ok(axum::Json(detail(&state, &saga_id).await?))
+}
+
+/// The full picture of one saga (shared with the console).
+pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiError> {
+    if !valid_saga_id(saga_id) {
+        return Err(ApiError::not_found(format!("saga {saga_id}")));
+    }
+    let (row, saga) = state.driver.state(saga_id).await?;
+    let history = state.driver.store().history(saga_id).await?;
+    let now = clock::to_db(clock::now());
+    let owned = state.live_partitions().await?;
+    let owner = state.owner_of(row.partition).await?;
+    let summary = views::summary(&row, state.driver.registry(), now, &owned);
+    Ok(views::detail(summary, owner, &saga, &history))
+}
+
+/// A repair: who asks is the token's name.
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepairBody {
+    /// Why (required for skip, abort and resolve; for resolve it is the evidence).
+    #[serde(default)]
+    pub reason: String,
+    /// For resolve: `completed`, `compensated` or `failed`.
+    pub outcome: Option<String>,
+    /// Makes the repair idempotent: the same id again returns the first answer.
+    pub request_id: Option<String>,
+}
+
+/// The operator input a repair action names.
+pub fn operator_action(action: &str, outcome: Option<&str>) -> Result<OperatorAction, ApiError> {
+    Ok(match action {
+        "retry" => OperatorAction::RetryNow,
+        "skip" => OperatorAction::Skip,
+        "abort" => OperatorAction::Abort,
+        "resume" => OperatorAction::Resume,
+        "resolve" => OperatorAction::Resolve(match outcome {
+            Some("completed") => ResolvedAs::Completed,
+            Some("compensated") => ResolvedAs::Compensated,
+            Some("failed") => ResolvedAs::Failed,
+            _ => {
+                return Err(ApiError::invalid(
+                    "resolve needs `outcome`: completed, compensated or failed",
+                ));
+            }
+        }),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "repair action `{other}` (use retry, skip, abort, resume or resolve)"
+            )));
+        }
+    })
+}
+
+/// Repair a saga: retry, skip, abort, resume or resolve (operator).
+#[utoipa::path(post, path = "/v1/sagas/{saga_id}/{action}", tag = "repairs",
+    params(
+        ("saga_id" = String, Path, description = "Saga id"),
+        ("action" = String, Path, description = "retry | skip | abort | resume | resolve"),
+    ),
+    request_body = RepairBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done (or the recorded answer to the same request id)", body = RepairOutcome),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not possible in the saga's current state", body = ErrorBody),
+        (status = 422, description = "Missing reason or outcome", body = ErrorBody),
+    ))]
+pub async fn repair(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((saga_id, action)): Path<(String, String)>,
+    Json(body): Json<RepairBody>,
+) -> Result<axum::Json<RepairOutcome>, ApiError> {
+    let action = operator_action(&action, body.outcome.as_deref())?;
+    if !valid_saga_id(&saga_id) {
+        return Err(ApiError::not_found(format!("saga {saga_id}")));
+    }
+    let request_id = body.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let op = OperatorInput { action, by: caller.name, reason: body.reason };
+    Ok(axum::Json(state.driver.repair(&saga_id, op, &request_id).await?))
+}

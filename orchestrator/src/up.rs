@@ -1,0 +1,560 @@
+//! `skald up`: Skald's main job on one machine, in one command.
+//!
+//! Starts NATS if none is reachable (and `nats-server` is installed), the
+//! provider simulator (`psp-sim`, with some provider faults switched on), the
+//! `ledger` and `payment` participants as processes, and an orchestrator with
+//! its HTTP API and console in this process, all on SQLite files in one data
+//! directory; opens wallets in the ledger; runs a batch of sample `topup` and
+//! `payout` sagas (good cards, declined cards, payouts larger than a wallet)
+//! with a progress bar; prints how they ended, the balances and `ledger
+//! verify`; then serves the console until Ctrl-C, or exits with `--exit`.
+
+use crate::api::{Role, Tokens, auth};
+use crate::bench::sibling_binary;
+use crate::serve::{Orchestrator, ServeConfig, ServeError};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const DEFINITIONS: [(&str, &str); 3] = [
+    ("topup.yaml", include_str!("../../sagas/definitions/topup.yaml")),
+    ("payout.yaml", include_str!("../../sagas/definitions/payout.yaml")),
+    ("bench.yaml", include_str!("../../sagas/definitions/bench.yaml")),
+];
+const WALLETS: [&str; 3] = ["alice", "bob", "carol"];
+const OPENING_BALANCE: i64 = 5_000;
+pub const SAGAS_MAX: u32 = 10_000;
+/// Share of provider calls psp-sim answers with a 5xx (retried by payment).
+const PROVIDER_FAILURE_RATE: &str = "0.05";
+/// Share of charges psp-sim makes and then drops the answer to (the payment
+/// service's reconciler and the same idempotency key recover them).
+const PROVIDER_DROP_RATE: &str = "0.03";
+/// Longest wait for the batch to end.
+const BATCH_WAIT_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpConfig {
+    /// NATS server URL; when nothing answers there and `nats-server` is
+    /// installed, one is started with JetStream in the data directory.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Directory for the SQLite files, NATS data and the admin token (created
+    /// if missing; reused by later runs).
+    #[arg(long, default_value = "skald-quickstart")]
+    pub data_dir: PathBuf,
+    /// How many sample sagas to run.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=i64::from(SAGAS_MAX)))]
+    pub sagas: u32,
+    /// Subject and stream prefix of this stack.
+    #[arg(long, env = "SKALD_PREFIX", default_value = "quickstart")]
+    pub prefix: String,
+    /// Where the API and console listen.
+    #[arg(long, env = "SKALD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Run the batch, print the summary and exit (0 when every saga ended as
+    /// expected and the ledger verifies) instead of serving the console.
+    #[arg(long)]
+    pub exit: bool,
+    /// Print the summary as JSON on stdout (the set-up lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// The `ledger` program (default: next to `skald`, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub ledger_bin: Option<PathBuf>,
+    /// The `payment` program (default: next to `skald`, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub payment_bin: Option<PathBuf>,
+    /// The `psp-sim` program (default: next to `skald`, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub psp_sim_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(
+        "cannot run `{bin}`: {source}. Build the services first: `cargo build --release -p orchestrator -p ledger -p payment`"
+    )]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("`ledger {args}` failed: {output}")]
+    Ledger { args: String, output: String },
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The children, killed when dropped.
+struct Services(Vec<Child>);
+
+impl Services {
+    fn spawn(&mut self, bin: &Path, args: &[&str], envs: &[(&str, String)]) -> Result<(), UpError> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| UpError::Spawn { bin: bin.display().to_string(), source })?;
+        self.0.push(child);
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.0 {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            }
+        }
+        for child in &mut self.0 {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+async fn ledger(bin: &Path, db: &str, args: &[&str]) -> Result<String, UpError> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .map_err(|source| UpError::Spawn { bin: bin.display().to_string(), source })?;
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(UpError::Ledger { args: args.join(" "), output: text.trim().to_owned() })
+    }
+}
+
+fn free_port() -> Result<u16, UpError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_port(port: u16, what: &str) -> Result<(), UpError> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(UpError::Setup(format!("{what} did not listen on port {port} within 10 s")))
+}
+
+/// The sample batch: (type, key, input, what to expect).
+fn samples(run: &str, n: u32) -> Vec<(&'static str, String, Value, &'static str)> {
+    (0..n)
+        .map(|i| {
+            let wallet = WALLETS[i as usize % WALLETS.len()];
+            match i % 6 {
+                0..=2 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                            "amount": 1_000 + i64::from(i) * 10, "currency": "EUR", "card_token": "tok_visa"}), "completed"),
+                3 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 700, "currency": "EUR", "card_token": "tok_decline"}), "compensated: card declined"),
+                4 => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
+                       "amount": 500, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "completed"),
+                _ => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
+                       "amount": 1_000_000, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "failed: insufficient funds"),
+            }
+        })
+        .enumerate()
+        .map(|(i, (t, input, expect))| (t, format!("{run}-{i}"), input, expect))
+        .collect()
+}
+
+/// How the batch ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub sagas: usize,
+    /// Count per end status (`completed`, `compensated`, `failed`, `parked`, and
+    /// `running`/`compensating` for any that had not ended).
+    pub by_status: BTreeMap<String, usize>,
+    /// Sagas that did not end the way their sample expects.
+    pub unexpected: Vec<String>,
+    pub ledger_sound: bool,
+    pub ledger_verify: String,
+    pub balances: String,
+    pub console_url: Option<String>,
+    pub data_dir: String,
+    pub ok: bool,
+}
+
+/// Say something about the set-up: on stdout, or stderr when stdout is JSON.
+fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Host and port of a `nats://host:port` URL.
+fn nats_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    let rest = rest.rsplit('@').next()?;
+    let (host, port) = rest.split_once(':').unwrap_or((rest, "4222"));
+    Some((host.to_owned(), port.trim_end_matches('/').parse().ok()?))
+}
+
+/// Make sure NATS answers at `url`: start `nats-server` there if it does not.
+async fn ensure_nats(
+    url: &str,
+    dir: &Path,
+    services: &mut Services,
+    json: bool,
+) -> Result<(), UpError> {
+    let Some((host, port)) = nats_host_port(url) else {
+        return Err(UpError::Setup(format!("cannot read host and port from NATS URL `{url}`")));
+    };
+    if tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok() {
+        say(json, &format!("  nats          {url} (already running)"));
+        return Ok(());
+    }
+    let local = host == "127.0.0.1" || host == "localhost";
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let bin = on_path
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/sbin/nats-server"),
+            PathBuf::from("/usr/local/bin/nats-server"),
+        ])
+        .find(|p| p.is_file());
+    let Some(bin) = bin.filter(|_| local) else {
+        return Err(UpError::Setup(format!("nothing answers at {url}; start NATS with JetStream")));
+    };
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store)?;
+    let store = store.display().to_string();
+    let port_text = port.to_string();
+    services
+        .spawn(&bin, &["-a", "127.0.0.1", "-p", &port_text, "-js", "-sd", &store], &[])
+        .map_err(|_| {
+            UpError::Setup(format!(
+                "nothing answers at {url} and `nats-server` cannot be started; install it \
+                 (Debian: apt-get install nats-server) or start NATS with JetStream yourself"
+            ))
+        })?;
+    wait_port(port, "nats-server").await?;
+    say(json, &format!("  nats          {url} (started, JetStream data in {store})"));
+    Ok(())
+}
+
+/// The admin token of this data directory: made once, kept in `admin.token` (mode 0600).
+fn admin_token(dir: &Path) -> Result<String, UpError> {
+    let path = dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let token = auth::new_token();
+    std::fs::write(&path, format!("{token}\n"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(token)
+}
+
+/// Run `skald up`; returns the summary once the batch is done (and, without
+/// `--exit`, after Ctrl-C).
+pub async fn run(config: &UpConfig) -> Result<Summary, UpError> {
+    let json = config.json;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let dir = std::fs::canonicalize(&config.data_dir)?;
+    let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
+    let (ledger_db, payment_db) = (sqlite("ledger.db"), sqlite("payment.db"));
+    let pick =
+        |given: &Option<PathBuf>, name: &str| given.clone().unwrap_or_else(|| sibling_binary(name));
+    let (ledger_bin, payment_bin, psp_bin) = (
+        pick(&config.ledger_bin, "ledger"),
+        pick(&config.payment_bin, "payment"),
+        pick(&config.psp_sim_bin, "psp-sim"),
+    );
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    say(json, &format!("Skald — data in {}", dir.display()));
+    let mut services = Services(Vec::new());
+    ensure_nats(&config.nats_url, &dir, &mut services, json).await?;
+    let psp_port = free_port()?;
+    services.spawn(
+        &psp_bin,
+        &[
+            "--port",
+            &psp_port.to_string(),
+            "--failure-rate",
+            PROVIDER_FAILURE_RATE,
+            "--drop-after-charge-rate",
+            PROVIDER_DROP_RATE,
+            "--seed",
+            "7",
+        ],
+        &[],
+    )?;
+    wait_port(psp_port, "psp-sim").await?;
+    say(
+        json,
+        &format!(
+            "  psp-sim       http://127.0.0.1:{psp_port} (5xx on {PROVIDER_FAILURE_RATE}, answers dropped after charging on {PROVIDER_DROP_RATE} of calls)"
+        ),
+    );
+    ledger(&ledger_bin, &ledger_db, &["accounts", "create", "psp_clearing", "--currency", "EUR"])
+        .await?;
+    ledger(
+        &ledger_bin,
+        &ledger_db,
+        &["accounts", "create", "payout_clearing", "--currency", "EUR"],
+    )
+    .await?;
+    for w in WALLETS {
+        ledger(
+            &ledger_bin,
+            &ledger_db,
+            &[
+                "accounts",
+                "create",
+                w,
+                "--currency",
+                "EUR",
+                "--flags",
+                "debits_must_not_exceed_credits",
+            ],
+        )
+        .await?;
+        ledger(
+            &ledger_bin,
+            &ledger_db,
+            &[
+                "transfer",
+                &format!("opening-{w}"),
+                "--debit",
+                "psp_clearing",
+                "--credit",
+                w,
+                "--amount",
+                &OPENING_BALANCE.to_string(),
+                "--currency",
+                "EUR",
+            ],
+        )
+        .await?;
+    }
+    say(
+        json,
+        &format!(
+            "  ledger        {} (wallets {} opened with {OPENING_BALANCE} each)",
+            dir.join("ledger.db").display(),
+            WALLETS.join(", ")
+        ),
+    );
+    let nats = config.nats_url.clone();
+    services.spawn(
+        &ledger_bin,
+        &["serve", "--prefix", &config.prefix, "--nats-url", &nats],
+        &[("DATABASE_URL", ledger_db.clone())],
+    )?;
+    services.spawn(
+        &payment_bin,
+        &[
+            "serve",
+            "--prefix",
+            &config.prefix,
+            "--nats-url",
+            &nats,
+            "--database-url",
+            &payment_db,
+            "--psp-url",
+            &format!("http://127.0.0.1:{psp_port}"),
+        ],
+        &[],
+    )?;
+    say(json, &format!("  payment       {}", dir.join("payment.db").display()));
+
+    let definitions = DEFINITIONS
+        .iter()
+        .map(|(name, yaml)| {
+            sagas::definition::load(name, yaml).map_err(|e| UpError::Setup(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let serve = ServeConfig {
+        nats_url: nats.clone(),
+        database_url: format!("sqlite://{}", dir.join("skald.db").display()),
+        prefix: config.prefix.clone(),
+        definitions: dir.clone(),
+        partitions: 16,
+        http_addr: config.http_addr.clone(),
+        instance: Some("skald-up".to_owned()),
+        ..ServeConfig::defaults()
+    };
+    let mut orchestrator = Orchestrator::connect_with(&serve, Some(definitions)).await?;
+    let token = admin_token(&dir)?;
+    orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
+    let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+    orchestrator.driver = orchestrator.driver.clone().with_end_listener(ended_tx);
+    let driver = orchestrator.driver.clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(orchestrator.run(shutdown.clone()));
+    say(
+        json,
+        &format!(
+            "  orchestrator  {} (subjects `{}.*`)",
+            dir.join("skald.db").display(),
+            config.prefix
+        ),
+    );
+    if let Some(url) = &console_url {
+        say(
+            json,
+            &format!("  console       {url}  (token in {})", dir.join("admin.token").display()),
+        );
+    }
+    say(json, "");
+
+    let batch = samples(&run_id, config.sagas);
+    let progress = indicatif::ProgressBar::new(batch.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} sagas ended")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.set_message("running");
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for (i, (saga_type, key, input, _)) in batch.iter().enumerate() {
+        let started =
+            driver.start(saga_type, key, input).await.map_err(|e| UpError::Setup(e.to_string()))?;
+        open.insert(started.saga_id().to_owned(), i);
+    }
+    let ids: Vec<(String, usize)> = open.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let wait = async {
+        while !open.is_empty() {
+            match ended_rx.recv().await {
+                Some(id) => {
+                    if open.remove(&id).is_some() {
+                        progress.inc(1);
+                    }
+                }
+                None => break,
+            }
+        }
+    };
+    let timed_out = tokio::time::timeout(BATCH_WAIT_MAX, wait).await.is_err();
+    progress.finish_with_message(if timed_out { "timed out" } else { "done" });
+
+    let mut unexpected = Vec::new();
+    let mut rows: Vec<(usize, String)> = Vec::new();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, i) in &ids {
+        let loaded = driver.store().load(id).await.map_err(|e| UpError::Setup(e.to_string()))?;
+        let (status, error) =
+            loaded.map_or(("missing".into(), None), |l| (l.row.status, l.row.last_error));
+        *by_status.entry(status.clone()).or_default() += 1;
+        let (saga_type, _, input, expect) = &batch[*i];
+        if !expect.starts_with(status.as_str()) {
+            unexpected.push(format!("{id}: {saga_type} ended {status}, expected {expect}"));
+        }
+        let note = error
+            .map(|e| format!(" ({})", e.chars().take(60).collect::<String>()))
+            .unwrap_or_default();
+        rows.push((
+            *i,
+            format!(
+                "{saga_type:<7} {:<7} {:>8}  {status:<12} expected {expect}{note}",
+                input["wallet_account"].as_str().unwrap_or(""),
+                input["amount"].as_i64().unwrap_or(0)
+            ),
+        ));
+    }
+    rows.sort();
+    if !json {
+        println!("saga    wallet    amount  ended as");
+        for (_, row) in &rows {
+            println!("{row}");
+        }
+    }
+    let mut accounts: Vec<&str> = WALLETS.to_vec();
+    accounts.extend(["psp_clearing", "payout_clearing"]);
+    let mut args = vec!["balance"];
+    args.extend(accounts);
+    let balances = ledger(&ledger_bin, &ledger_db, &args).await?;
+    let (ledger_sound, ledger_verify) =
+        match ledger(&ledger_bin, &ledger_db, &["verify", "--pending-older-than", "0ms"]).await {
+            Ok(report) => (true, report.trim().to_owned()),
+            Err(e) => (false, e.to_string()),
+        };
+    let ended = by_status
+        .iter()
+        .filter(|(s, _)| matches!(s.as_str(), "completed" | "compensated" | "failed" | "parked"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    let summary = Summary {
+        sagas: ids.len(),
+        ok: ledger_sound && unexpected.is_empty() && ended == ids.len(),
+        by_status,
+        unexpected,
+        ledger_sound,
+        ledger_verify,
+        balances,
+        console_url: console_url.clone(),
+        data_dir: dir.display().to_string(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    } else {
+        print_summary(&summary);
+    }
+
+    if !config.exit {
+        if let Some(url) = &console_url {
+            say(
+                json,
+                &format!(
+                    "\nConsole: {url}  — sign in with the admin token:\n  {token}\n\
+                     API: {url}docs (Swagger UI); `skald sagas list --api-url {} --token $(cat {})`\n\
+                     Ctrl-C stops everything.",
+                    url.trim_end_matches('/'),
+                    dir.join("admin.token").display()
+                ),
+            );
+        } else {
+            say(json, "\nRunning; Ctrl-C stops everything.");
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    services.stop().await;
+    Ok(summary)
+}
+
+fn print_summary(s: &Summary) {
+    let counts: Vec<String> = s.by_status.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!("\n{} sagas: {}\n", s.sagas, counts.join(", "));
+    print!("{}", s.balances);
+    if s.ledger_sound {
+        println!("\nledger verify: sound\n{}", s.ledger_verify);
+    } else {
+        println!("\nledger verify: NOT sound\n{}", s.ledger_verify);
+    }
+    for u in &s.unexpected {
+        println!("unexpected: {u}");
+    }
+}

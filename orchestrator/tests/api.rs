@@ -1,0 +1,584 @@
+//! The HTTP API through its router (no socket): every route, its role, and its
+//! errors, on SQLite and (for the queries) PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use orchestrator::api::{self, ApiState, Role, Tokens};
+use orchestrator::driver::Driver;
+use orchestrator::partitions::Ownership;
+use orchestrator::registry::Registry;
+use orchestrator::store::Store;
+use sagas::machine::Input;
+use sagas::protocol::{Namespace, Outcome, Reply};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tower::ServiceExt;
+
+const DEFINITION: &str = r#"
+name: transfer
+version: 1
+description: Two steps for API tests.
+input_schema:
+  type: object
+  required: [amount]
+  properties:
+    amount: { type: integer, minimum: 1 }
+steps:
+  - name: reserve
+    participant: bank
+    action: reserve
+    compensation: release
+    timeout: 30s
+    retry: { attempts: 4, initial_backoff: 1s, max_backoff: 5s }
+    input: { amount: "{{input.amount}}" }
+  - name: confirm
+    participant: bank
+    action: confirm
+    compensation: unconfirm
+    timeout: 30s
+    input: { saga: "{{saga.id}}" }
+"#;
+
+const VIEWER: &str = "viewer-token";
+const OPERATOR: &str = "operator-token";
+const ADMIN: &str = "admin-token";
+const EXPIRED: &str = "expired-token";
+
+struct Api {
+    app: Router,
+    driver: Driver,
+    _dir: tempfile_dir::Dir,
+}
+
+/// A temporary directory removed on drop (no extra crate needed).
+mod tempfile_dir {
+    #[derive(Debug)]
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("skald-api-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn postgres_url() -> String {
+    let admin = Database::connect("postgres://postgres@127.0.0.1/test").await.unwrap();
+    let name = format!("api_{}", uuid::Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    format!("postgres://postgres@127.0.0.1/{name}")
+}
+
+async fn api_on(url: Option<String>) -> Api {
+    let dir = tempfile_dir::Dir::new();
+    let url = url.unwrap_or_else(|| format!("sqlite://{}", dir.0.join("api.db").display()));
+    let store = Store::connect(&url).await.unwrap();
+    let def = sagas::definition::load("transfer.yaml", DEFINITION).unwrap();
+    let registry = Registry::with_store(&store, vec![def]).await.unwrap();
+    let driver = Driver::new(store, Arc::new(registry), Namespace::new("t").unwrap(), 4);
+    let mut tokens = Tokens::none();
+    tokens.insert("vera", Role::Viewer, VIEWER, None);
+    tokens.insert("otto", Role::Operator, OPERATOR, None);
+    tokens.insert("ada", Role::Admin, ADMIN, None);
+    tokens.insert("old", Role::Admin, EXPIRED, Some(SystemTime::now() - Duration::from_secs(1)));
+    let state = ApiState::new(driver.clone(), tokens, Ownership::all(4), "test-1".into());
+    Api { app: api::app(state), driver, _dir: dir }
+}
+
+async fn api() -> Api {
+    api_on(None).await
+}
+
+impl Api {
+    async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 16 * 1024 * 1024).await.unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::get(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.call(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.call(req.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    async fn post_text(&self, path: &str, token: &str, text: &str) -> (StatusCode, Value) {
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/yaml")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(text.to_owned()))
+            .unwrap();
+        self.call(req).await
+    }
+
+    async fn start(&self, key: &str, amount: i64) -> String {
+        let (status, v) = self
+            .post(
+                "/v1/sagas",
+                Some(OPERATOR),
+                json!({"type": "transfer", "input": {"amount": amount}, "idempotency_key": key}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["saga_id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+#[tokio::test]
+async fn health_is_open_and_everything_else_needs_a_valid_token() {
+    let api = api().await;
+    assert_eq!(api.get("/healthz", None).await.0, StatusCode::OK);
+    let (status, v) = api.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["partitions_owned"], 4);
+
+    let res = api.app.clone().oneshot(Request::get("/v1/sagas").body(Body::empty()).unwrap());
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    for token in [None, Some("forged"), Some(EXPIRED), Some("")] {
+        for path in ["/v1/sagas", "/v1/overview", "/v1/definitions", "/metrics", "/v1/bulk"] {
+            let (status, v) = api.get(path, token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {token:?}");
+            assert_error(&v, "unauthorized");
+        }
+    }
+    let req = Request::get("/v1/sagas")
+        .header(header::AUTHORIZATION, format!("Basic {VIEWER}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.call(req).await.0, StatusCode::UNAUTHORIZED, "only bearer tokens");
+    assert_eq!(api.get("/v1/sagas", Some(VIEWER)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_write_route_declares_its_role() {
+    let api = api().await;
+    let id = api.start("k-role", 5).await;
+    let start = json!({"type": "transfer", "input": {"amount": 1}, "idempotency_key": "x"});
+    let (status, v) = api.post("/v1/sagas", Some(VIEWER), start.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_error(&v, "forbidden");
+    assert!(v["error"]["message"].as_str().unwrap().contains("operator"), "{v}");
+    let abort = json!({"reason": "test"});
+    let path = format!("/v1/sagas/{id}/abort");
+    assert_eq!(api.post(&path, Some(VIEWER), abort.clone()).await.0, StatusCode::FORBIDDEN);
+    let bulk = json!({"action": "abort", "reason": "r", "dry_run": true});
+    assert_eq!(api.post("/v1/bulk", Some(VIEWER), bulk).await.0, StatusCode::FORBIDDEN);
+    let (status, v) = api.post_text("/v1/definitions", OPERATOR, DEFINITION).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("admin"), "{v}");
+    // The operator may do what the viewer may not.
+    assert_eq!(api.post(&path, Some(OPERATOR), abort).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn starts_are_idempotent_and_bad_input_is_refused_with_details() {
+    let api = api().await;
+    let body = json!({"type": "transfer", "input": {"amount": 7}, "idempotency_key": "order-1"});
+    let (status, first) = api.post("/v1/sagas", Some(OPERATOR), body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["created"], true);
+    let (status, again) = api.post("/v1/sagas", Some(OPERATOR), body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["saga_id"], first["saga_id"]);
+    assert_eq!(again["created"], false);
+
+    let other = json!({"type": "transfer", "input": {"amount": 8}, "idempotency_key": "order-1"});
+    let (status, v) = api.post("/v1/sagas", Some(OPERATOR), other).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error(&v, "idempotency_conflict");
+
+    let unknown = json!({"type": "nope", "input": {}, "idempotency_key": "k"});
+    let (status, v) = api.post("/v1/sagas", Some(OPERATOR), unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["message"].as_str().unwrap().contains("transfer"), "lists known: {v}");
+
+    let bad = json!({"type": "transfer", "input": {"amount": "lots"}, "idempotency_key": "k2"});
+    let (status, v) = api.post("/v1/sagas", Some(OPERATOR), bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!v["error"]["details"].as_array().unwrap().is_empty(), "{v}");
+
+    let empty_key = json!({"type": "transfer", "input": {"amount": 1}, "idempotency_key": ""});
+    assert_eq!(
+        api.post("/v1/sagas", Some(OPERATOR), empty_key).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let extra = json!({"type": "transfer", "input": {"amount": 1}, "idempotency_key": "z", "x": 1});
+    assert_eq!(
+        api.post("/v1/sagas", Some(OPERATOR), extra).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Malformed JSON, the wrong content type, and an oversized body.
+    let req = Request::post("/v1/sagas")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATOR}"))
+        .body(Body::from("{\"type\": "))
+        .unwrap();
+    let (status, v) = api.call(req).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&v, "invalid");
+    let req = Request::post("/v1/sagas")
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATOR}"))
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(api.call(req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let req = Request::post("/v1/sagas")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATOR}"))
+        .body(Body::from(format!("{{\"type\":\"{huge}\"}}")))
+        .unwrap();
+    let (status, v) = api.call(req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_error(&v, "too_large");
+}
+
+#[tokio::test]
+async fn one_saga_shows_its_steps_history_commands_and_replies() {
+    let api = api().await;
+    let id = api.start("show-1", 3).await;
+    api.driver
+        .handle(
+            &id,
+            &Input::Reply(Reply {
+                command_id: format!("{id}.reserve.do"),
+                attempt: 1,
+                outcome: Outcome::Ok { output: json!({"hold": "h1"}) },
+            }),
+        )
+        .await
+        .unwrap();
+    let (status, v) = api.get(&format!("/v1/sagas/{id}"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["saga_id"], id.as_str());
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["current_step"], "confirm");
+    assert_eq!(v["owner"], "test-1");
+    assert_eq!(v["input"]["amount"], 3);
+    assert_eq!(v["steps"][0]["result"], "succeeded");
+    assert_eq!(v["steps"][0]["output"]["hold"], "h1");
+    assert_eq!(v["steps"][1]["do"]["waiting"], "reply");
+    let types: Vec<&str> =
+        v["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["saga_started", "command_sent", "step_succeeded", "command_sent"]);
+    let seqs: Vec<i64> =
+        v["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(v["commands"].as_array().unwrap().len(), 2);
+    assert_eq!(v["replies"][0]["outcome"], "ok");
+
+    let (status, v) = api.get("/v1/sagas/0190aaaa-0000-7000-8000-000000000000", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (status, _) = api.get("/v1/sagas/%27%3B%20DROP%20TABLE%20sagas%3B--", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = api.get("/v1/nothing-here", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+}
+
+async fn list_filters_and_pages(api: Api) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(api.start(&format!("page-{i}"), i + 1).await);
+    }
+    api.start("other-key", 9).await;
+    // Newest first, two per page, stable while a new saga is started.
+    let (status, p1) = api.get("/v1/sagas?key=page-&limit=2", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{p1}");
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    api.start("page-new", 1).await;
+    let (_, p2) =
+        api.get(&format!("/v1/sagas?key=page-&limit=2&cursor={cursor}"), Some(VIEWER)).await;
+    let cursor = p2["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p3) =
+        api.get(&format!("/v1/sagas?key=page-&limit=2&cursor={cursor}"), Some(VIEWER)).await;
+    assert!(p3["next_cursor"].is_null(), "{p3}");
+    let seen: Vec<String> = [&p1, &p2, &p3]
+        .iter()
+        .flat_map(|p| p["items"].as_array().unwrap().iter())
+        .map(|s| s["saga_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "every saga once, newest first, the new one not shifting pages");
+
+    // The key filter treats LIKE wildcards as text.
+    let (_, v) = api.get("/v1/sagas?key=%25", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
+    let (_, v) = api.get("/v1/sagas?type=transfer&status=running&step=reserve", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 7);
+    let (_, v) = api.get("/v1/sagas?status=completed", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+    let (_, v) = api.get("/v1/sagas?older_than=1h", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+    let (_, v) = api.get("/v1/sagas?newer_than=1h", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 7);
+
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "status=done",
+        "stuck=wedged",
+        "older_than=soon",
+        "cursor=%27or%201%3D1",
+        "colour=red",
+    ] {
+        let (status, v) = api.get(&format!("/v1/sagas?{bad}"), Some(VIEWER)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        assert_error(&v, "invalid");
+    }
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_stably_on_sqlite() {
+    list_filters_and_pages(api().await).await;
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_stably_on_postgres() {
+    list_filters_and_pages(api_on(Some(postgres_url().await)).await).await;
+}
+
+async fn stuck_sagas_are_classified(api: Api) {
+    let calm = api.start("calm", 1).await;
+    let shaky = api.start("shaky", 2).await;
+    api.driver
+        .handle(
+            &shaky,
+            &Input::Reply(Reply {
+                command_id: format!("{shaky}.reserve.do"),
+                attempt: 1,
+                outcome: Outcome::Retry { code: "busy".into(), message: "bank busy".into() },
+            }),
+        )
+        .await
+        .unwrap();
+    let (_, v) = api.get("/v1/sagas?stuck=retrying", Some(VIEWER)).await;
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["saga_id"], shaky.as_str());
+    let detail = items[0]["stuck"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("of 4") && detail.contains("bank busy"), "{detail}");
+    let (_, v) = api.get("/v1/sagas?stuck=any", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (_, v) = api.get(&format!("/v1/sagas/{calm}"), Some(VIEWER)).await;
+    assert_eq!(v["stuck"].as_array().unwrap().len(), 0);
+
+    let (status, o) = api.get("/v1/overview", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!(o["by_status"]["running"], 2);
+    assert_eq!(o["by_type"]["transfer"]["running"], 2);
+    assert_eq!(o["stuck"]["retrying"], 1);
+    assert_eq!(o["stuck_total"], 1);
+}
+
+#[tokio::test]
+async fn stuck_sagas_are_classified_on_sqlite() {
+    stuck_sagas_are_classified(api().await).await;
+}
+
+#[tokio::test]
+async fn stuck_sagas_are_classified_on_postgres() {
+    stuck_sagas_are_classified(api_on(Some(postgres_url().await)).await).await;
+}
+
+#[tokio::test]
+async fn repairs_are_recorded_with_who_and_why_and_are_idempotent() {
+    let api = api().await;
+    let id = api.start("repair-1", 4).await;
+    let other = api.start("repair-2", 4).await;
+    let path = format!("/v1/sagas/{id}/abort");
+
+    let (status, v) = api.post(&path, Some(OPERATOR), json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required: {v}");
+    let (status, v) = api.post(&format!("/v1/sagas/{id}/resume"), Some(OPERATOR), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing to resume: {v}");
+    assert_error(&v, "not_now");
+    let (status, _) = api.post(&format!("/v1/sagas/{id}/explode"), Some(OPERATOR), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        api.post(&format!("/v1/sagas/{id}/resolve"), Some(OPERATOR), json!({"reason": "r"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "resolve needs an outcome");
+
+    let body = json!({"reason": "customer cancelled", "request_id": "req-1"});
+    let (status, first) = api.post(&path, Some(OPERATOR), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["status"], "compensating");
+    assert_eq!(first["replayed"], false);
+    let (status, again) = api.post(&path, Some(OPERATOR), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["events"], first["events"]);
+    let (status, v) = api.post(&format!("/v1/sagas/{other}/abort"), Some(OPERATOR), body).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error(&v, "request_reused");
+
+    // Recorded once, with who and why.
+    let (_, v) = api.get(&format!("/v1/sagas/{id}"), Some(VIEWER)).await;
+    let events = v["events"].as_array().unwrap();
+    let aborted: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "compensation_started").collect();
+    assert_eq!(aborted.len(), 1, "{v}");
+    assert_eq!(aborted[0]["event"]["cause"]["by"], "otto");
+    assert_eq!(aborted[0]["event"]["cause"]["reason"], "customer cancelled");
+}
+
+#[tokio::test]
+async fn bulk_repairs_preview_then_run_as_a_job() {
+    let api = api().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(api.start(&format!("bulk-{i}"), 1).await);
+    }
+    let keep = api.start("keep-me", 1).await;
+    let filter = json!({"key": "bulk-"});
+    let (status, preview) = api
+        .post(
+            "/v1/bulk",
+            Some(OPERATOR),
+            json!({"action": "abort", "filter": filter, "reason": "bank outage", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["matched"], 4);
+    assert_eq!(preview["would_change"].as_array().unwrap().len(), 4);
+    // Nothing changed.
+    let (_, v) = api.get("/v1/sagas?status=compensating", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+
+    let body = json!({
+        "action": "abort", "filter": filter, "reason": "bank outage",
+        "rate_per_second": 1000, "request_id": "outage-1",
+    });
+    let (status, job) = api.post("/v1/bulk", Some(OPERATOR), body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["total"], 4);
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        let (_, j) = api.get("/v1/bulk/outage-1", Some(VIEWER)).await;
+        if j["state"] == "done" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["succeeded"], 4, "{done}");
+    assert_eq!(done["failed_count"], 0);
+    let (_, again) = api.post("/v1/bulk", Some(OPERATOR), body).await;
+    assert_eq!(again["job_id"], "outage-1", "the same request id is the same job");
+    for id in &ids {
+        let (_, v) = api.get(&format!("/v1/sagas/{id}"), Some(VIEWER)).await;
+        assert_eq!(v["status"], "compensating");
+    }
+    let (_, v) = api.get(&format!("/v1/sagas/{keep}"), Some(VIEWER)).await;
+    assert_eq!(v["status"], "running");
+
+    // A second abort of the same sagas fails per saga and says why.
+    let (_, job) = api
+        .post(
+            "/v1/bulk",
+            Some(OPERATOR),
+            json!({"action": "abort", "filter": filter, "reason": "again", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(job["would_fail"].as_array().unwrap().len(), 4, "{job}");
+    for bad in [
+        json!({"action": "abort", "reason": "r", "max_sagas": 0}),
+        json!({"action": "abort", "reason": "r", "rate_per_second": 5000}),
+        json!({"action": "melt", "reason": "r"}),
+        json!({"action": "abort", "reason": "r", "filter": {"status": "bogus"}}),
+        json!({"action": "abort", "reason": "r", "request_id": "no spaces"}),
+    ] {
+        let (status, v) = api.post("/v1/bulk", Some(OPERATOR), bad.clone()).await;
+        assert!(status.is_client_error(), "{bad}: {status} {v}");
+    }
+    assert_eq!(api.get("/v1/bulk/nope", Some(VIEWER)).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn definitions_are_listed_validated_and_registered_by_admins() {
+    let api = api().await;
+    let (status, v) = api.get("/v1/definitions", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v[0]["name"], "transfer");
+    assert_eq!(v[0]["newest"], true);
+    let (status, v) = api.get("/v1/definitions/transfer", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["definition"]["steps"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(api.get("/v1/definitions/nope", Some(VIEWER)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get("/v1/definitions/transfer?version=9", Some(VIEWER)).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let broken = DEFINITION.replace("participant: bank\n    action: confirm", "action: confirm");
+    let (status, v) = api.post_text("/v1/definitions/validate", VIEWER, &broken).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(!v["error"]["details"].as_array().unwrap().is_empty());
+    let (status, v) = api.post_text("/v1/definitions/validate", VIEWER, DEFINITION).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    let v2 = DEFINITION.replace("version: 1", "version: 2");
+    let (status, v) = api.post_text("/v1/definitions", ADMIN, &v2).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 2);
+    assert_eq!(api.post_text("/v1/definitions", ADMIN, &v2).await.0, StatusCode::OK);
+    let changed = v2.replace("Two steps", "Changed");
+    let (status, v) = api.post_text("/v1/definitions", ADMIN, &changed).await;
+    assert_eq!(status, StatusCode::CONFLICT, "same version, other content: {v}");
+    let (_, v) = api.get("/v1/definitions/transfer", Some(VIEWER)).await;
+    assert_eq!(v["version"], 2);
+    // New starts use version 2.
+    let id = api.start("after-v2", 1).await;
+    let (_, v) = api.get(&format!("/v1/sagas/{id}"), Some(VIEWER)).await;
+    assert_eq!(v["definition_version"], 2);
+}
+
+#[tokio::test]
+async fn the_openapi_document_docs_and_metrics_are_served() {
+    let api = api().await;
+    let (status, doc) = api.get("/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/v1/sagas", "/v1/sagas/{saga_id}", "/v1/sagas/{saga_id}/{action}", "/v1/bulk"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let (status, page) = api.get("/docs/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("swagger"), "Swagger UI from the binary");
+    api.start("metrics-1", 1).await;
+    let (status, text) = api.get("/metrics", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.as_str().unwrap().contains("skald_sagas_started"), "{text}");
+}

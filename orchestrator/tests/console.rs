@@ -1,0 +1,406 @@
+//! The web console through `api::app` with `oneshot`: no socket, a SQLite
+//! store in a temporary file, sagas started and repaired through the driver.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use orchestrator::api::{self, ApiState, Role, Tokens};
+use orchestrator::driver::Driver;
+use orchestrator::partitions::Ownership;
+use orchestrator::registry::Registry;
+use orchestrator::store::Store;
+use sagas::protocol::Namespace;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const OPERATOR: &str = "skald_operator_token";
+const VIEWER: &str = "skald_viewer_token";
+
+/// Two steps with compensations: a started saga waits for `reserve` and can be aborted.
+const SHOP: &str = r#"
+name: shop
+version: 1
+input_schema:
+  type: object
+  required: [note]
+  properties:
+    note: { type: string }
+steps:
+  - name: reserve
+    participant: stock
+    action: reserve
+    compensation: release
+    timeout: 60s
+    retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
+    compensation_retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
+    input: { note: "{{input.note}}" }
+  - name: charge
+    participant: pay
+    action: charge
+    compensation: refund
+    timeout: 60s
+    retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
+    compensation_retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
+    input: { note: "{{input.note}}" }
+"#;
+
+struct Fixture {
+    app: Router,
+    driver: Driver,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("skald-console-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.join("x.db").display())).await.unwrap();
+    let def = sagas::definition::load("shop.yaml", SHOP).unwrap();
+    let registry = Registry::with_store(&store, vec![def]).await.unwrap();
+    let driver = Driver::new(store, Arc::new(registry), Namespace::new("t").unwrap(), 4);
+    let mut tokens = Tokens::none();
+    tokens.insert("olga", Role::Operator, OPERATOR, None);
+    tokens.insert("vic", Role::Viewer, VIEWER, None);
+    let state = ApiState::new(driver.clone(), tokens, Ownership::all(4), "test".into());
+    Fixture { app: api::app(state), driver, dir }
+}
+
+impl Fixture {
+    async fn start(&self, key: &str, note: &str) -> String {
+        let started = self.driver.start("shop", key, &json!({ "note": note })).await.unwrap();
+        started.saga_id().to_owned()
+    }
+
+    async fn status(&self, saga_id: &str) -> String {
+        self.driver.state(saga_id).await.unwrap().0.status
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// GET `uri` signed in with `token`.
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, HeaderMap, String) {
+        let req = Request::get(uri)
+            .header(header::COOKIE, format!("skald_token={token}"))
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// An htmx repair POST signed in with `token`.
+    async fn repair(&self, saga_id: &str, token: &str, form: &str) -> (StatusCode, String) {
+        let req = Request::post(format!("/console/sagas/{saga_id}/repair"))
+            .header(header::COOKIE, format!("skald_token={token}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("HX-Request", "true")
+            .body(Body::from(form.to_owned()))
+            .unwrap();
+        let (status, _, body) = self.send(req).await;
+        (status, body)
+    }
+}
+
+fn location(headers: &HeaderMap) -> &str {
+    headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The attribute value that follows `before` (which ends with `="`).
+fn attribute<'h>(html: &'h str, before: &str) -> Option<&'h str> {
+    let at = html.find(before)? + before.len();
+    html[at..].split('"').next()
+}
+
+/// The hidden request id a saga page's repair form carries.
+fn request_id(html: &str) -> String {
+    attribute(html, r#"name="request_id" value=""#).expect("a repair form").to_owned()
+}
+
+/// Undo HTML escaping, whichever entities the template engine chose.
+fn html_unescape(s: &str) -> String {
+    [
+        ("&#60;", "<"),
+        ("&lt;", "<"),
+        ("&#62;", ">"),
+        ("&gt;", ">"),
+        ("&#34;", "\""),
+        ("&quot;", "\""),
+        ("&#39;", "'"),
+        ("&#x27;", "'"),
+        ("&#38;", "&"),
+        ("&amp;", "&"),
+    ]
+    .iter()
+    .fold(s.to_owned(), |acc, (entity, c)| acc.replace(entity, c))
+}
+
+#[tokio::test]
+async fn login_sets_an_http_only_same_site_cookie() {
+    let f = fixture().await;
+    let (status, _, body) =
+        f.send(Request::get("/console/login").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#"name="token""#), "{body}");
+
+    let login = |token: &str, origin: Option<&str>| {
+        let mut req = Request::post("/console/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "console.test");
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        req.body(Body::from(format!("token={token}&next=%2Fconsole%2Fsagas%3Fstatus%3Drunning")))
+            .unwrap()
+    };
+    let (status, headers, _) = f.send(login(OPERATOR, Some("http://console.test"))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/sagas?status=running");
+    let cookie = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    assert!(cookie.starts_with(&format!("skald_token={OPERATOR};")), "{cookie}");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie} lacks {part}");
+    }
+
+    let (status, headers, body) = f.send(login("forged", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    assert!(body.contains("not valid"), "{body}");
+
+    // A sign-in form posted from another site is refused.
+    let (status, headers, _) = f.send(login(OPERATOR, Some("https://evil.example"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(header::SET_COOKIE).is_none());
+
+    // The cookie opens the console, and signing out clears it.
+    let (status, _, body) = f.get("/console", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("olga (operator)"), "{body}");
+    let (status, headers, _) =
+        f.send(Request::post("/console/logout").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn pages_without_a_valid_cookie_redirect_to_the_login_page() {
+    let f = fixture().await;
+    let id = f.start("k1", "n").await;
+    for uri in [
+        "/console",
+        "/console/stuck",
+        "/console/sagas?status=running",
+        &format!("/console/sagas/{id}"),
+    ] {
+        let (status, headers, _) = f.send(Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");
+        assert!(
+            location(&headers).starts_with("/console/login?next=%2Fconsole"),
+            "{uri}: {headers:?}"
+        );
+        let (status, headers, _) = f.get(uri, "forged").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");
+        assert!(location(&headers).starts_with("/console/login"));
+    }
+    // htmx is sent to the login page too; the JSON API keeps answering 401.
+    let (status, body) = f.repair(&id, "forged", "action=abort&reason=x&request_id=r1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, _) = f.send(Request::get("/v1/sagas").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The root leads to the console.
+    let (status, headers, _) = f.send(Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console");
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_repair_buttons_and_cannot_repair() {
+    let f = fixture().await;
+    let id = f.start("k1", "n").await;
+    let (status, _, body) = f.get(&format!("/console/sagas/{id}"), VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(&id));
+    assert!(!body.contains("hx-post"), "a viewer got a repair form");
+    assert!(!body.contains(r#"value="abort""#));
+    assert!(body.contains("Repairs need the operator role"), "{body}");
+
+    let (status, body) = f.repair(&id, VIEWER, "action=abort&reason=x&request_id=r1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("operator role"), "{body}");
+    assert!(!body.contains("hx-post"), "a refused viewer got a repair form: {body}");
+    assert_eq!(f.status(&id).await, "running");
+
+    let (_, _, body) = f.get(&format!("/console/sagas/{id}"), OPERATOR).await;
+    assert!(body.contains("hx-post"), "an operator got no repair form");
+    assert!(body.contains(r#"value="abort""#));
+}
+
+#[tokio::test]
+async fn an_operator_repair_through_the_console_changes_the_saga_once() {
+    let f = fixture().await;
+    let id = f.start("k1", "n").await;
+    let (_, _, page) = f.get(&format!("/console/sagas/{id}"), OPERATOR).await;
+    let rid = request_id(&page);
+    assert!(!rid.is_empty());
+
+    // Without HX-Request (a plain cross-site form could send this): refused.
+    let req = Request::post(format!("/console/sagas/{id}/repair"))
+        .header(header::COOKIE, format!("skald_token={OPERATOR}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("action=abort&reason=x&request_id={rid}")))
+        .unwrap();
+    assert_eq!(f.send(req).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(f.status(&id).await, "running");
+
+    // Abort without a reason: the machine's message, and the form again.
+    let (status, body) =
+        f.repair(&id, OPERATOR, &format!("action=abort&reason=&request_id={rid}")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("reason"), "{body}");
+    assert!(body.contains("hx-post") && body.contains(&rid), "{body}");
+    assert_eq!(f.status(&id).await, "running");
+
+    let form = format!("action=abort&reason=customer+cancelled&outcome=&request_id={rid}");
+    let (status, body) = f.repair(&id, OPERATOR, &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("abort done: the saga is now compensating"), "{body}");
+    // htmx swaps the new status into the page heading.
+    assert!(body.contains(r#"id="saga-status" hx-swap-oob="true">compensating<"#), "{body}");
+    assert!(body.starts_with(r#"<section class="repair" id="repair">"#), "{body}");
+    assert_eq!(f.status(&id).await, "compensating");
+    let events = f.driver.store().history(&id).await.unwrap().len();
+
+    // A double click sends the same request id: answered again, done once.
+    let (status, body) = f.repair(&id, OPERATOR, &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("already been carried out"), "{body}");
+    assert_eq!(f.driver.store().history(&id).await.unwrap().len(), events);
+
+    // The saga page shows who did it and why.
+    let (_, _, page) = f.get(&format!("/console/sagas/{id}"), OPERATOR).await;
+    assert!(page.contains("customer cancelled") && page.contains("olga"), "{page}");
+    assert!(page.contains(r#"id="saga-status">compensating<"#), "{page}");
+
+    // A repair the machine refuses says why (resume is for parked sagas).
+    let other = uuid::Uuid::new_v4();
+    let (status, body) =
+        f.repair(&id, OPERATOR, &format!("action=resume&request_id={other}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains(r#"class="notice error""#), "{body}");
+}
+
+#[tokio::test]
+async fn saga_data_is_html_escaped() {
+    let f = fixture().await;
+    let evil = "<script>alert(1)</script>";
+    let id = f.start("<b>key</b>", evil).await;
+    for uri in [format!("/console/sagas/{id}"), "/console/sagas".to_owned()] {
+        let (status, _, body) = f.get(&uri, VIEWER).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.contains("<script>alert"), "{uri} carries the input unescaped");
+        assert!(!body.contains("<b>key"), "{uri} carries the key unescaped");
+        assert!(html_unescape(&body).contains("<b>key</b>"), "{uri} does not show the key: {body}");
+    }
+    let (_, _, body) = f.get(&format!("/console/sagas/{id}"), VIEWER).await;
+    assert!(html_unescape(&body).contains(r#""note": "<script>alert(1)</script>""#), "{body}");
+    // A filter value is shown back escaped too.
+    let (_, _, body) = f.get("/console/sagas?key=%22%3E%3Cscript%3Ex", VIEWER).await;
+    assert!(!body.contains("\"><script>x"), "{body}");
+}
+
+#[tokio::test]
+async fn overview_list_filter_and_stuck_inbox() {
+    let f = fixture().await;
+    let a = f.start("order-a", "n").await;
+    let b = f.start("order-b", "n").await;
+    let (_, _, page) = f.get(&format!("/console/sagas/{b}"), OPERATOR).await;
+    let form = format!("action=abort&reason=test&request_id={}", request_id(&page));
+    assert_eq!(f.repair(&b, OPERATOR, &form).await.0, StatusCode::OK);
+
+    let (status, headers, body) = f.get("/console", VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_some());
+    assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    assert!(body.contains(r#"id="total">2<"#), "{body}");
+    assert!(
+        html_unescape(&body).contains(r#"href="/console/sagas?type=shop&status=compensating">1<"#),
+        "{body}"
+    );
+
+    let (status, _, body) = f.get("/console/sagas?status=compensating&type=&stuck=", VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(&b) && !body.contains(&a), "{body}");
+    assert!(body.contains(r#"<option value="compensating" selected>"#), "{body}");
+    let (_, _, body) = f.get("/console/sagas?key=order-a", VIEWER).await;
+    assert!(body.contains(&a) && !body.contains(&b));
+
+    let (status, _, body) = f.get("/console/sagas?status=done", VIEWER).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("unknown status"), "{body}");
+
+    let (status, _, body) = f.get("/console/stuck", VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("No sagas match"), "nothing is stuck yet: {body}");
+    let (status, _, _) = f.get("/console/stuck?class=wedged", VIEWER).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, _, body) = f.get("/console/sagas/no-such-saga", VIEWER).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("not found"));
+}
+
+#[tokio::test]
+async fn paging_links_carry_the_filter() {
+    let f = fixture().await;
+    for i in 0..52 {
+        f.start(&format!("bulk-{i}"), "n").await;
+    }
+    let (_, _, body) = f.get("/console/sagas?key=bulk", VIEWER).await;
+    let href =
+        html_unescape(attribute(&body, r#"id="next-page" href=""#).expect("a next page link"));
+    assert!(href.starts_with("/console/sagas?key=bulk&cursor="), "{href}");
+    let (status, _, body) = f.get(&href, VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.matches(r#"<a class="mono" href="/console/sagas/"#).count(), 2, "{body}");
+    assert!(!body.contains(r#"id="next-page""#));
+}
+
+#[tokio::test]
+async fn assets_are_served_from_the_binary_and_pages_load_nothing_from_elsewhere() {
+    let f = fixture().await;
+    let (status, headers, body) =
+        f.send(Request::get("/console/assets/htmx.min.js").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.get(header::CACHE_CONTROL).unwrap().to_str().unwrap().contains("max-age=31536000")
+    );
+    assert!(body.starts_with("var htmx="));
+    let (status, _, _) =
+        f.send(Request::get("/console/assets/console.css").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let id = f.start("k", "n").await;
+    for uri in [
+        "/console/login".to_owned(),
+        "/console".to_owned(),
+        "/console/sagas".to_owned(),
+        format!("/console/sagas/{id}"),
+    ] {
+        let (_, _, body) = f.get(&uri, OPERATOR).await;
+        assert!(body.contains(r#"<script src="/console/assets/htmx.min.js?v="#), "{uri}");
+        for outside in [r#"src="http"#, r#"href="http"#, r#"src="//"#, r#"href="//"#] {
+            assert!(!body.contains(outside), "{uri} loads {outside}");
+        }
+    }
+}
