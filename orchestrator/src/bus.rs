@@ -42,6 +42,22 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
         .map_err(|source| BusError::Connect { url: url.to_owned(), source })
 }
 
+/// Stream replicas, from `SKALD_STREAM_REPLICAS` (1 for development, 3 in a
+/// NATS cluster; JetStream allows 1-5). Read by orchestrators and participants
+/// alike, so one setting in a deployment's environment covers both.
+pub fn stream_replicas() -> usize {
+    match std::env::var("SKALD_STREAM_REPLICAS") {
+        Err(_) => 1,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n @ 1..=5) => n,
+            _ => {
+                tracing::warn!(value = %v, "SKALD_STREAM_REPLICAS must be 1-5; using 1");
+                1
+            }
+        },
+    }
+}
+
 fn stream_config(name: String, subject: String) -> stream::Config {
     stream::Config {
         name,
@@ -51,6 +67,7 @@ fn stream_config(name: String, subject: String) -> stream::Config {
         max_age: STREAM_MAX_AGE,
         duplicate_window: DEDUPE_WINDOW,
         max_message_size: i32::try_from(BODY_BYTES_MAX).unwrap_or(i32::MAX),
+        num_replicas: stream_replicas(),
         ..Default::default()
     }
 }

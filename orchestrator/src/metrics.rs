@@ -10,7 +10,8 @@
 //!   persisted ([`Metrics::decision_persisted`], [`step_observations`]);
 //! - the outbox and the reply consumers by a sampler task every
 //!   [`SAMPLE_INTERVAL`] ([`run_sampler`]);
-//! - partitions owned by `serve`.
+//! - partitions owned by the membership loop ([`crate::partitions`]), stale
+//!   writes by the driver when a fenced append is refused.
 //!
 //! Label values are bounded: saga types, participants and actions come from
 //! the loaded definitions (a bounded set of validated names), kinds, statuses
