@@ -562,8 +562,15 @@ async fn sample(driver: &Driver, consumers: &[(u32, Consumer<pull::Config>)]) {
         Ok(Err(e)) => tracing::debug!(error = %e, "cannot sample the outbox"),
         Err(_) => tracing::debug!("sampling the outbox timed out"),
     }
+    // Only the partitions this instance drives: another owner reports the rest.
+    let owned = driver.ownership().owned();
+    let owned = &owned;
     futures::stream::iter(consumers)
         .for_each_concurrent(SAMPLE_CONCURRENCY, |(partition, consumer)| async move {
+            if !owned.contains(&i32::try_from(*partition).unwrap_or(-1)) {
+                metrics.set_reply_consumer_lag(*partition, 0);
+                return;
+            }
             match tokio::time::timeout(SAMPLE_TIMEOUT, consumer.get_info()).await {
                 Ok(Ok(info)) => metrics.set_reply_consumer_lag(*partition, info.num_pending),
                 Ok(Err(e)) => {

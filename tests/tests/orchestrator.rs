@@ -268,3 +268,38 @@ async fn malformed_and_unknown_replies_are_dropped_and_the_orchestrator_carries_
     stop.cancel();
     o.stop().await;
 }
+
+/// One trace per saga: every command carries a W3C `traceparent` whose trace
+/// id is the saga's id, and each attempt its own span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_carries_the_sagas_trace() {
+    use futures::StreamExt;
+    let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
+    // A core subscription sees what JetStream stores on the command subjects.
+    let mut tap = o.client.subscribe(format!("{}.cmd.>", o.ns.prefix())).await.unwrap();
+    o.client.flush().await.unwrap();
+    let script: Script = Arc::new(|_| ok());
+    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let trace_id = id.replace('-', "");
+    // Message id → span; a re-publish of the same attempt (which JetStream
+    // deduplicates, but a core subscriber sees) must carry the same span.
+    let mut spans = std::collections::HashMap::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(1500), tap.next()).await {
+        let headers = msg.headers.as_ref().unwrap();
+        let header = headers.get("traceparent").unwrap().to_string();
+        let msg_id = headers.get("Nats-Msg-Id").unwrap().to_string();
+        let parts: Vec<&str> = header.split('-').collect();
+        assert_eq!(parts.len(), 4, "{header}");
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", trace_id.as_str(), "01"), "{header}");
+        assert_eq!(parts[2].len(), 16);
+        assert_ne!(parts[2], "0000000000000000");
+        let span = spans.entry(msg_id).or_insert_with(|| parts[2].to_owned());
+        assert_eq!(span, parts[2], "the same attempt keeps its span");
+    }
+    let distinct: std::collections::HashSet<&String> = spans.values().collect();
+    assert_eq!((spans.len(), distinct.len()), (3, 3), "one span per command attempt: {spans:?}");
+    stop.cancel();
+    o.stop().await;
+}
