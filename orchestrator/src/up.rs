@@ -28,7 +28,14 @@ const DEFINITIONS: [(&str, &str); 3] = [
     ("bench.yaml", include_str!("../../sagas/definitions/bench.yaml")),
 ];
 const WALLETS: [&str; 3] = ["alice", "bob", "carol"];
-const OPENING_BALANCE: i64 = 5_000;
+/// Each wallet opens with this, plus [`PAYOUT_AMOUNT`] for every payout the
+/// batch may make from it, so the expected outcomes hold in any order the
+/// sagas happen to run.
+const OPENING_BALANCE_BASE: i64 = 5_000;
+/// A payout the wallet covers.
+const PAYOUT_AMOUNT: i64 = 500;
+/// A payout no wallet covers (far over any opening balance).
+const PAYOUT_TOO_LARGE: i64 = 100_000_000;
 pub const SAGAS_MAX: u32 = 10_000;
 /// Share of provider calls psp-sim answers with a 5xx (retried by payment).
 const PROVIDER_FAILURE_RATE: &str = "0.05";
@@ -92,10 +99,15 @@ pub enum UpError {
 }
 
 /// The children, killed when dropped.
-struct Services(Vec<Child>);
+pub(crate) struct Services(pub(crate) Vec<Child>);
 
 impl Services {
-    fn spawn(&mut self, bin: &Path, args: &[&str], envs: &[(&str, String)]) -> Result<(), UpError> {
+    pub(crate) fn spawn(
+        &mut self,
+        bin: &Path,
+        args: &[&str],
+        envs: &[(&str, String)],
+    ) -> Result<(), UpError> {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("RUST_LOG", "error")
@@ -112,7 +124,7 @@ impl Services {
         Ok(())
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for child in &mut self.0 {
             if let Some(pid) = child.id() {
                 let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
@@ -126,7 +138,7 @@ impl Services {
     }
 }
 
-async fn ledger(bin: &Path, db: &str, args: &[&str]) -> Result<String, UpError> {
+pub(crate) async fn ledger(bin: &Path, db: &str, args: &[&str]) -> Result<String, UpError> {
     let out = Command::new(bin)
         .args(args)
         .env("DATABASE_URL", db)
@@ -143,11 +155,11 @@ async fn ledger(bin: &Path, db: &str, args: &[&str]) -> Result<String, UpError> 
     }
 }
 
-fn free_port() -> Result<u16, UpError> {
+pub(crate) fn free_port() -> Result<u16, UpError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_port(port: u16, what: &str) -> Result<(), UpError> {
+pub(crate) async fn wait_port(port: u16, what: &str) -> Result<(), UpError> {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
@@ -168,9 +180,9 @@ fn samples(run: &str, n: u32) -> Vec<(&'static str, String, Value, &'static str)
                 3 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                        "amount": 700, "currency": "EUR", "card_token": "tok_decline"}), "compensated: card declined"),
                 4 => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
-                       "amount": 500, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "completed"),
+                       "amount": PAYOUT_AMOUNT, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "completed"),
                 _ => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
-                       "amount": 1_000_000, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "failed: insufficient funds"),
+                       "amount": PAYOUT_TOO_LARGE, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "failed: insufficient funds"),
             }
         })
         .enumerate()
@@ -245,7 +257,21 @@ async fn ensure_nats(
     let store = store.display().to_string();
     let port_text = port.to_string();
     services
-        .spawn(&bin, &["-a", "127.0.0.1", "-p", &port_text, "-js", "-sd", &store], &[])
+        .spawn(
+            &bin,
+            &[
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port_text,
+                "-js",
+                "-sd",
+                &store,
+                "-l",
+                &format!("{store}/nats-server.log"),
+            ],
+            &[],
+        )
         .map_err(|_| {
             UpError::Setup(format!(
                 "nothing answers at {url} and `nats-server` cannot be started; install it \
@@ -316,6 +342,8 @@ pub async fn run(config: &UpConfig) -> Result<Summary, UpError> {
             "  psp-sim       http://127.0.0.1:{psp_port} (5xx on {PROVIDER_FAILURE_RATE}, answers dropped after charging on {PROVIDER_DROP_RATE} of calls)"
         ),
     );
+    // Enough for every payout of the batch, whatever order they run in.
+    let opening = OPENING_BALANCE_BASE + PAYOUT_AMOUNT * i64::from(config.sagas);
     ledger(&ledger_bin, &ledger_db, &["accounts", "create", "psp_clearing", "--currency", "EUR"])
         .await?;
     ledger(
@@ -344,13 +372,13 @@ pub async fn run(config: &UpConfig) -> Result<Summary, UpError> {
             &ledger_db,
             &[
                 "transfer",
-                &format!("opening-{w}"),
+                &format!("opening-{w}-{run_id}"),
                 "--debit",
                 "psp_clearing",
                 "--credit",
                 w,
                 "--amount",
-                &OPENING_BALANCE.to_string(),
+                &opening.to_string(),
                 "--currency",
                 "EUR",
             ],
@@ -360,7 +388,7 @@ pub async fn run(config: &UpConfig) -> Result<Summary, UpError> {
     say(
         json,
         &format!(
-            "  ledger        {} (wallets {} opened with {OPENING_BALANCE} each)",
+            "  ledger        {} (wallets {} opened with {opening} each)",
             dir.join("ledger.db").display(),
             WALLETS.join(", ")
         ),
