@@ -8,6 +8,8 @@
 //! a benchmark, not a test: it asserts nothing.
 
 use crate::serve::{Orchestrator, ServeConfig, ServeError};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 const BENCH_DEFINITION: &str = include_str!("../../sagas/definitions/bench.yaml");
 pub const SAGAS_MAX: u64 = 10_000_000;
 pub const CONCURRENCY_MAX: u64 = 100_000;
+
+/// Most commands one participant replica handles at once (the SDK's limit;
+/// the orchestrator does not depend on the SDK, so it is repeated here).
+const PARTICIPANT_IN_FLIGHT_MAX: u64 = 256;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
@@ -159,7 +165,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         .args(["--prefix", &prefix, "--nats-url", &config.nats_url])
         .arg("--database-url")
         .arg(format!("sqlite://{}?mode=rwc", tmp.join("participant.db").display()))
-        .args(["--concurrency", &config.concurrency.min(1_024).to_string()])
+        .args(["--concurrency", &config.concurrency.min(PARTICIPANT_IN_FLIGHT_MAX).to_string()])
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -175,24 +181,46 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let server = tokio::spawn(orchestrator.run(shutdown.clone()));
 
     let mut started_at: HashMap<String, Instant> = HashMap::new();
+    // Sagas that ended before their start call returned (rare): end times.
+    let mut ended_early: HashMap<String, Instant> = HashMap::new();
     let mut latencies_ms: Vec<f64> = Vec::with_capacity(config.sagas as usize);
     let began = Instant::now();
     let mut next = 0u64;
     let input = json!({});
+    // Starts run concurrently, as from many clients: a serial loop of starts
+    // would make the load generator, not the orchestrator, the bottleneck.
+    let mut starting = FuturesUnordered::new();
     while (latencies_ms.len() as u64) < config.sagas {
-        while next < config.sagas && (started_at.len() as u64) < config.concurrency {
-            let t = Instant::now();
-            let started = driver
-                .start("bench", &format!("{run_id}-{next}"), &input)
-                .await
-                .map_err(|e| BenchError::Start(e.to_string()))?;
-            started_at.insert(started.saga_id().to_owned(), t);
+        while next < config.sagas
+            && ((started_at.len() + starting.len()) as u64) < config.concurrency
+        {
+            let (driver, input) = (driver.clone(), input.clone());
+            let key = format!("{run_id}-{next}");
+            starting.push(async move {
+                let t = Instant::now();
+                (t, driver.start("bench", &key, &input).await)
+            });
             next += 1;
         }
         tokio::select! {
+            // Each arm's future only polls; dropping it loses nothing (the
+            // starts stay in `starting`, the channel keeps its messages).
+            Some((t, started)) = starting.next(), if !starting.is_empty() => {
+                let id = started.map_err(|e| BenchError::Start(e.to_string()))?.saga_id().to_owned();
+                match ended_early.remove(&id) {
+                    Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
+                    None => {
+                        started_at.insert(id, t);
+                    }
+                }
+            }
             id = ended_rx.recv() => {
-                if let Some(t) = id.and_then(|id| started_at.remove(&id)) {
-                    latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0);
+                match id.map(|id| (started_at.remove(&id), id)) {
+                    Some((Some(t), _)) => latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0),
+                    Some((None, id)) => {
+                        ended_early.insert(id, Instant::now());
+                    }
+                    None => {}
                 }
             }
             status = participant.wait() => {

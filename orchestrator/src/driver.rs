@@ -5,7 +5,14 @@
 //! [`Driver::handle`] or [`Driver::start`]. A concurrent append to the same saga
 //! shows up as [`StoreError::Conflict`]; the driver then reloads and decides
 //! again, a bounded number of times.
+//!
+//! Replies and timeouts, the owner's work, start from the owner's cache of
+//! open sagas ([`crate::cache`]) instead of loading and replaying the history:
+//! a cache entry is only a guess that the append's seq guard checks, and an
+//! input the cached state refuses or absorbs is decided again on the stored
+//! history before it is answered.
 
+use crate::cache::{Cached, SagaCache};
 use crate::clock;
 use crate::metrics::{self, Metrics};
 use crate::partitions::Ownership;
@@ -146,6 +153,8 @@ pub struct Driver {
     /// The partitions this instance holds; replies and timeouts are only
     /// applied to sagas of these, under their lease's fence.
     ownership: Ownership,
+    /// The open sagas of the partitions held, as last written by this instance.
+    cache: SagaCache,
 }
 
 impl Driver {
@@ -161,6 +170,31 @@ impl Driver {
             ended: None,
             metrics: Metrics::new(),
             ownership: Ownership::all(partitions.max(1)),
+            cache: SagaCache::default(),
+        }
+    }
+
+    /// The owner's cache of open sagas (tests, diagnostics).
+    #[must_use]
+    pub fn cache(&self) -> &SagaCache {
+        &self.cache
+    }
+
+    /// Forget the cached sagas of a partition this instance gave up or lost.
+    pub fn forget_partition(&self, partition: i32) {
+        self.cache.forget_partition(partition);
+    }
+
+    /// The epoch `partition` is held at (0 outside a cluster), if held.
+    fn epoch_of(&self, partition: i32) -> Option<i64> {
+        self.ownership.epoch(partition)
+    }
+
+    /// Cache a saga just written or loaded, if this instance still holds its
+    /// partition at the epoch the entry was read under.
+    fn remember(&self, saga_id: &str, cached: Cached) {
+        if self.epoch_of(cached.identity.partition) == Some(cached.epoch) {
+            self.cache.put(saga_id, cached);
         }
     }
 
@@ -269,6 +303,12 @@ impl Driver {
         {
             Ok(()) => {
                 self.metrics.saga_started(saga_type);
+                if let Some(epoch) = self.epoch_of(projection.partition) {
+                    let seq = decision.events.len() as i64;
+                    let history = decision.events;
+                    let identity = projection;
+                    self.remember(&saga_id, Cached { identity, epoch, seq, state: after, history });
+                }
                 Ok(Started::New { saga_id })
             }
             Err(StoreError::DuplicateKey { .. }) => {
@@ -468,51 +508,94 @@ impl Driver {
         self.registry.by_hash(hash)
     }
 
+    /// A saga as stored: its projection's identity, seq, replayed state and history.
+    async fn load_current(&self, saga_id: &str) -> Result<Cached, DriveError> {
+        let loaded = self
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
+        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
+            DriveError::UnknownDefinition {
+                saga_id: saga_id.to_owned(),
+                hash: loaded.row.definition_hash.clone(),
+            }
+        })?;
+        let row = loaded.row;
+        // An epoch no lease ever has: such an entry is never cached.
+        let epoch = self.epoch_of(row.partition).unwrap_or(-1);
+        // The row and the events are two reads: an append may commit between
+        // them. The events (one read, seq 1..n asserted) are the snapshot the
+        // decision is made on, so their count is the seq it is guarded by.
+        let seq = loaded.events.len() as i64;
+        Ok(Cached {
+            identity: Projection {
+                saga_type: row.saga_type,
+                definition_hash: row.definition_hash,
+                partition: row.partition,
+                idempotency_key: row.idempotency_key,
+                input_hash: row.input_hash,
+                ..project(&SagaState::new(definition.clone()))
+            },
+            epoch,
+            seq,
+            state: replay(definition, &loaded.events),
+            history: loaded.events,
+        })
+    }
+
     async fn drive(
         &self,
         saga_id: &str,
         input: &Input,
         ticket: Option<RepairTicket<'_>>,
     ) -> Result<(Decision, String), DriveError> {
+        // Replies and timeouts are the owner's work and may start from its
+        // cache; starts and repairs (any instance) always read the store.
+        let owner_input = matches!(input, Input::Reply(_) | Input::Timeout);
+        let mut cached =
+            if owner_input { self.cache.take(saga_id, |p| self.epoch_of(p)) } else { None };
         for _ in 0..CONFLICT_RETRIES_MAX {
-            let loaded = self
-                .store
-                .load(saga_id)
-                .await?
-                .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
-            let definition =
-                self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
-                    DriveError::UnknownDefinition {
-                        saga_id: saga_id.to_owned(),
-                        hash: loaded.row.definition_hash.clone(),
-                    }
-                })?;
-            let state = replay(definition, &loaded.events);
+            let from_cache = cached.is_some();
+            let current = match cached.take() {
+                Some(c) => c,
+                None => self.load_current(saga_id).await?,
+            };
+            let partition = current.identity.partition;
             // Replies and timeouts are the owner's work: written under its
             // fence. Starts and operators' repairs may come through any
             // instance; the seq guard orders them with the owner's writes.
             let fence = match input {
                 Input::Reply(_) | Input::Timeout => self
                     .ownership
-                    .fence(loaded.row.partition)
+                    .fence(partition)
                     .map_err(|e| DriveError::NotOwner { partition: e.partition })?,
                 Input::Start { .. } | Input::Operator(_) => None,
             };
-            let decision = decide(&state, input, clock::now())?;
+            let decision = match decide(&current.state, input, clock::now()) {
+                Ok(d) => d,
+                // The cached state may be behind the store (another instance
+                // wrote): only the stored history may refuse an input.
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(e.into()),
+            };
             if decision.events.is_empty() {
-                return Ok((decision, state.status.as_str().to_owned()));
+                if from_cache {
+                    // Absorbed by the cache: confirm on the stored history.
+                    continue;
+                }
+                let status = current.state.status.as_str().to_owned();
+                if owner_input {
+                    self.remember(saga_id, current);
+                }
+                return Ok((decision, status));
             }
-            let observed = metrics::step_observations(&state, &loaded.events, input, &decision);
+            let observed =
+                metrics::step_observations(&current.state, &current.history, input, &decision);
+            let Cached { identity, epoch, seq, state, mut history } = current;
             let after = fold(state, &decision);
             let status = after.status.as_str().to_owned();
-            let projection = Projection {
-                saga_type: loaded.row.saga_type.clone(),
-                definition_hash: loaded.row.definition_hash.clone(),
-                partition: loaded.row.partition,
-                idempotency_key: loaded.row.idempotency_key.clone(),
-                input_hash: loaded.row.input_hash.clone(),
-                ..project(&after)
-            };
+            let projection = with_identity(&identity, &after);
             let record = ticket.as_ref().map(|t| RepairRecord {
                 request_id: t.request_id.to_owned(),
                 action: t.action.to_owned(),
@@ -527,12 +610,12 @@ impl Driver {
                 .unwrap_or_default(),
             });
             let guards = Guards { repair: record.as_ref(), fence: fence.as_ref() };
-            match self
-                .persist(saga_id, loaded.row.seq, &after, &decision, &projection, guards)
-                .await
-            {
+            match self.persist(saga_id, seq, &after, &decision, &projection, guards).await {
                 Ok(()) => {
                     self.metrics.steps_observed(&observed);
+                    history.extend(decision.events.iter().cloned());
+                    let seq = seq + decision.events.len() as i64;
+                    self.remember(saga_id, Cached { identity, epoch, seq, state: after, history });
                     return Ok((decision, status));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -542,6 +625,7 @@ impl Driver {
                     if self.ownership.lose(partition, epoch) {
                         tracing::warn!(partition, epoch, "write rejected: partition taken over");
                     }
+                    self.cache.forget_partition(partition);
                     return Err(DriveError::Store(StoreError::Fenced { partition, epoch }));
                 }
                 Err(e) => return Err(e.into()),
@@ -600,6 +684,18 @@ impl Driver {
             let _ = tx.send(saga_id.to_owned());
         }
         Ok(())
+    }
+}
+
+/// The projection of `state` with the identity columns of `identity`.
+fn with_identity(identity: &Projection, state: &SagaState) -> Projection {
+    Projection {
+        saga_type: identity.saga_type.clone(),
+        definition_hash: identity.definition_hash.clone(),
+        partition: identity.partition,
+        idempotency_key: identity.idempotency_key.clone(),
+        input_hash: identity.input_hash.clone(),
+        ..project(state)
     }
 }
 

@@ -77,6 +77,9 @@ async fn handle(driver: &Driver, msg: jetstream::Message) {
         }
     };
     let saga_id = reply.command_id.split('.').next().unwrap_or_default().to_owned();
+    if crate::faults::on_reply(driver, &saga_id, &reply).await.is_lost() {
+        return ack(&msg, AckKind::Ack).await; // fault injection (SKALD_FAULTS): the reply is lost
+    }
     match driver.handle(&saga_id, &Input::Reply(reply)).await {
         Ok(_) => ack(&msg, AckKind::Ack).await,
         Err(e @ (DriveError::Transition(_) | DriveError::UnknownSaga { .. })) => {

@@ -74,7 +74,15 @@ impl Ownership {
         }
     }
 
-    fn insert(&self, partition: i32, epoch: i64) {
+    /// The epoch `partition` is held at (0 outside a cluster), if held.
+    #[must_use]
+    pub fn epoch(&self, partition: i32) -> Option<i64> {
+        self.held.read().unwrap_or_else(PoisonError::into_inner).get(&partition).copied()
+    }
+
+    /// Record that this instance holds `partition` at `epoch` (the membership
+    /// loop does this after taking a lease; tests and tools may too).
+    pub fn insert(&self, partition: i32, epoch: i64) {
         self.held.write().unwrap_or_else(PoisonError::into_inner).insert(partition, epoch);
     }
 
@@ -191,6 +199,18 @@ impl Membership {
             }
         }
         let held: BTreeSet<i32> = self.ownership.owned().into_iter().collect();
+        // Leases under this name that this process does not drive and that now hash to
+        // another member: left by an earlier run under the same name that died before
+        // handing them over. `renew_all` just extended them, so no one else could ever
+        // take them; let them go.
+        for (partition, epoch) in &still {
+            if !mine.contains(partition) && !held.contains(partition) {
+                let fence =
+                    Fence { partition: *partition, owner: self.instance.clone(), epoch: *epoch };
+                self.store.release(&fence).await?;
+                tracing::info!(partition, epoch, "lease left by an earlier run released");
+            }
+        }
         for partition in mine.difference(&held) {
             if let Some(epoch) =
                 self.store.acquire(*partition, &self.instance, now, self.ttl_ms()).await?

@@ -81,6 +81,7 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
     if rows.is_empty() {
         return Ok(0);
     }
+    let rows = crate::faults::reorder(rows); // fault injection: off unless SKALD_FAULTS is set
     // Pipeline: send every publish first, then collect the acks.
     let mut pending = Vec::with_capacity(rows.len());
     let mut first_error = None;
@@ -96,8 +97,8 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
             msg_id = %row.msg_id,
         );
         crate::trace::link(&span, &row.saga_id);
-        let publish =
-            js.publish_with_headers(row.subject.clone(), headers, row.body.clone().into());
+        // `js.publish_with_headers`, unless fault injection (SKALD_FAULTS) drops, dups or holds it.
+        let publish = crate::faults::publish(js, row.subject.clone(), headers, row.body.clone());
         match publish.instrument(span).await {
             Ok(ack) => pending.push((row.id, ack)),
             Err(e) => {

@@ -114,6 +114,8 @@ pub enum ServeError {
     SecondOnSqlite(String),
     #[error("cannot subscribe to start requests: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    Faults(#[from] crate::faults::FaultsError),
 }
 
 /// Set-up done; what `run` needs to start its tasks.
@@ -145,6 +147,7 @@ impl Orchestrator {
         definitions: Option<Vec<sagas::Definition>>,
     ) -> Result<Self, ServeError> {
         let ns = Namespace::new(&config.prefix).map_err(ServeError::Prefix)?;
+        crate::faults::init()?; // SKALD_FAULTS: off unless set; logged loudly when on
         let store = Store::connect(&config.database_url).await?;
         let registry = Arc::new(match definitions {
             Some(defs) => Registry::with_store(&store, defs).await?,
@@ -294,6 +297,7 @@ impl Orchestrator {
                     if let Some(stop) = intakes.remove(&partition) {
                         stop.cancel();
                     }
+                    self.driver.forget_partition(partition);
                 }
                 None => break,
             }

@@ -22,6 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 16;
+
+/// The scenarios run one at a time: each runs several orchestrator processes
+/// with a connection pool apiece, and together they would exceed the shared
+/// PostgreSQL server's connection limit.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LEASE_TTL_MS: &str = "3000";
 const VIEWER_TOKEN: &str = "failover-viewer";
 
@@ -364,6 +369,7 @@ async fn start_one(client: &async_nats::Client, ns: &Namespace, key: &str) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_one_of_three_instances_loses_no_saga() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new(150).await;
     for i in 0..3 {
         cluster.start_node(i);
@@ -397,6 +403,7 @@ async fn killing_one_of_three_instances_loses_no_saga() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_owner_is_fenced_and_rejoins_as_a_follower() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new(20).await;
     cluster.start_node(0);
     cluster.start_node(1);
@@ -429,6 +436,7 @@ async fn a_frozen_owner_is_fenced_and_rejoins_as_a_follower() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_one_to_three_to_one_under_load_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new(20).await;
     cluster.start_node(0);
     cluster.wait_owners(&[0], Duration::from_secs(30)).await;

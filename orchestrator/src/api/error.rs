@@ -29,6 +29,8 @@ pub enum ApiError {
     Invalid { message: String, details: Vec<String> },
     #[error("the request body is larger than {limit_bytes} bytes")]
     TooLarge { limit_bytes: usize },
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     /// Something this server depends on failed; the cause is logged, not sent.
     #[error("the service is unavailable; try again shortly")]
     Unavailable { cause: String },
@@ -68,6 +70,7 @@ impl ApiError {
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

@@ -40,6 +40,10 @@ fn text(field: &str, v: Option<&String>) -> Result<Option<String>, ApiError> {
     match v {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
+        // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+        Some(s) if s.contains('\0') => {
+            Err(ApiError::invalid(format!("`{field}` must not contain NUL characters")))
+        }
         Some(s) if s.len() > FIELD_LEN_MAX => {
             Err(ApiError::invalid(format!("`{field}` is longer than {FIELD_LEN_MAX} bytes")))
         }

@@ -119,6 +119,11 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+/// A known route with another method: 405 in the API's one error shape.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// The whole HTTP surface: API, docs, health, metrics.
 pub fn app(state: ApiState) -> Router {
     let guard = |role: Role| middleware::from_fn_with_state((state.clone(), role), auth::require);
@@ -155,6 +160,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(open)
         .merge(docs)
         .merge(console::routes(&state))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state::BODY_BYTES_MAX))
         .with_state(state)

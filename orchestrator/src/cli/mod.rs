@@ -121,6 +121,79 @@ enum Command {
             skald bench --database-url postgres://postgres@127.0.0.1/skald_bench"
     )]
     Bench(crate::bench::BenchConfig),
+    /// Benchmark the infrastructure alone: JetStream, NATS request/reply, PostgreSQL, SQLite.
+    #[command(
+        long_about = "Measure what the infrastructure alone can do on this machine, in one run: \
+            JetStream publish-with-ack to a temporary file-storage stream (publish, await the \
+            ack, repeat; then 64 acks in flight), NATS core request/reply round trips to an \
+            in-process responder (1 and 64 in flight), PostgreSQL single-row commits (each \
+            INSERT its own transaction, over 1 and 16 connections; `synchronous_commit` as the \
+            server has it, printed) and SQLite single-row commits (one connection, WAL). Prints \
+            operations per second and p50 / p99 / max latency in µs: the floor under \
+            `skald bench`. The stream and the database `skald_floor_<random>` (created on the \
+            server of --database-url, a PostgreSQL admin URL) are removed at the end.",
+        after_help = "Examples:\n  \
+            skald bench-floor\n  \
+            skald bench-floor --messages 10000 --json\n  \
+            skald bench-floor --database-url postgres://postgres@127.0.0.1/postgres\n  \
+            skald bench-floor --database-url off   # NATS and SQLite only"
+    )]
+    BenchFloor(crate::bench_floor::FloorConfig),
+    /// Benchmark how query and start latency grow with the number of stored sagas.
+    #[command(
+        long_about = "Measure how the orchestrator's costs grow with the store: for an empty \
+            store and each size in --sizes, fill a fresh database with that many synthetic \
+            `bench` sagas (projection rows and a `saga_started` event each, inserted in \
+            batches of 1,000; mostly completed, about 1% running, parked, retrying or overdue), \
+            then time the console's stuck inbox query (first page, any stuck class), the \
+            overview's stuck count and `Driver::start` (--runs each, p50 / p99), and read this \
+            process's memory. Each database is temporary: a SQLite file, or \
+            `skald_scale_<random>` on the server of --database-url (a PostgreSQL admin URL; \
+            ANALYZE runs after the fill).",
+        after_help = "Examples:\n  \
+            skald bench-scale --sizes 10000,100000\n  \
+            skald bench-scale --sizes 100000 --database-url postgres://postgres@127.0.0.1/postgres\n  \
+            skald bench-scale --sizes 1000000 --runs 500 --json"
+    )]
+    BenchScale(crate::bench_scale::ScaleConfig),
+    /// Benchmark recovery after `kill -9` with many sagas in flight.
+    #[command(
+        long_about = "Measure recovery after a crash: run `skald serve` (this program) as a \
+            child on a fresh database, start --in-flight `bench` sagas through NATS start \
+            requests while no participant answers, `kill -9` it, then start the \
+            `bench-participant` and a new `skald serve` on the same database and time, from that \
+            restart, the first partition lease, all leases and every saga terminal. Also prints \
+            memory: the first instance idle and with every saga in flight, the restarted one \
+            while it recovers, and KiB per in-flight saga. On SQLite the restarted instance \
+            waits for the killed one's heartbeat and leases to expire (up to --lease-ttl-ms). \
+            The `bench` saga is served with 10-minute step timeouts so that a long queue at the \
+            participant is not mistaken for lost commands. The database (a temporary SQLite \
+            file, or `skald_recovery_<random>` on the server of --database-url, a PostgreSQL \
+            admin URL) and the streams are removed at the end.",
+        after_help = "Examples:\n  \
+            cargo build --release -p orchestrator -p bench-participant\n  \
+            target/release/skald bench-recovery --in-flight 10000\n  \
+            skald bench-recovery --in-flight 10000 --database-url postgres://postgres@127.0.0.1/postgres\n  \
+            skald bench-recovery --in-flight 1000 --lease-ttl-ms 1000 --json"
+    )]
+    BenchRecovery(crate::bench_recovery::RecoveryConfig),
+    /// Benchmark the `topup` saga with the ledger, payment and psp-sim processes.
+    #[command(
+        long_about = "Run the `topup` saga (ledger hold, card charge through the payment \
+            service and psp-sim over HTTP, ledger post) end to end: psp-sim without faults, the \
+            `ledger` and `payment` participants as processes on their own SQLite files, an \
+            orchestrator in this process on a fresh database (a temporary SQLite file, or \
+            `skald_topup_<random>` on the server of --database-url, a PostgreSQL admin URL). \
+            After a few warm-up top-ups, keeps --concurrency top-ups with good cards in flight \
+            until --sagas have ended, then prints counts by end state, sagas per second, \
+            p50 / p99 / max latency from start to end state, peak memory and `ledger verify`.",
+        after_help = "Examples:\n  \
+            cargo build --release -p orchestrator -p ledger -p payment\n  \
+            target/release/skald bench-topup --sagas 1000 --concurrency 16\n  \
+            skald bench-topup --sagas 1000 --concurrency 64 --json\n  \
+            skald bench-topup --database-url postgres://postgres@127.0.0.1/postgres --psp-latency-ms 20"
+    )]
+    BenchTopup(crate::bench_topup::TopupConfig),
     /// Run the whole stack on SQLite with sample money sagas and the console.
     #[command(
         visible_alias = "quickstart",
@@ -161,6 +234,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Serve(config) => serve(config),
         Command::Bench(config) => bench(config),
+        Command::BenchFloor(config) => crate::bench_floor::main(config),
+        Command::BenchScale(config) => crate::bench_scale::main(config),
+        Command::BenchRecovery(config) => crate::bench_recovery::main(config),
+        Command::BenchTopup(config) => crate::bench_topup::main(config),
         Command::Up(config) => up(config),
     }
 }

@@ -4,25 +4,28 @@
 //! projection row and the commands to publish in ONE transaction; the primary
 //! key `(saga_id, seq)` and the projection's `seq` guard make a concurrent
 //! writer's append fail with [`StoreError::Conflict`], after which the caller
-//! reloads and decides again. SQLite is the default (WAL, one file);
+//! reloads and decides again. Appends go through one writer task per store
+//! that commits many sagas' appends in one transaction (group commit,
+//! [`writer`]). SQLite is the default (WAL, one file);
 //! PostgreSQL is chosen by a `postgres://` URL.
 
 pub mod entities;
 mod leases;
 mod migration;
 mod queries;
+mod writer;
 
 pub use leases::Fence;
 
 pub use queries::{ListFilter, ListPage, OVERDUE_GRACE_MS, PAGE_SIZE_MAX, StuckClass};
 
 use ::sagas::machine::SagaEvent;
-use entities::{definitions, outbox, repairs, saga_events, sagas};
-use sea_orm::sea_query::{Expr, OnConflict};
+use entities::{definitions, outbox, saga_events, sagas};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
-    Statement, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -126,6 +129,8 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The task that commits appends, many sagas per transaction.
+    writer: writer::Writer,
 }
 
 impl Store {
@@ -165,7 +170,8 @@ impl Store {
             source,
             hint,
         })?;
-        let store = Self { db };
+        let writer = writer::Writer::spawn(db.clone());
+        let store = Self { db, writer };
         store.migrate().await?;
         Ok(store)
     }
@@ -207,114 +213,31 @@ impl Store {
     }
 
     /// Append events, update the projection and enqueue commands, atomically.
+    ///
+    /// The append goes through the store's writer task, which commits the
+    /// appends of many sagas together ([`writer`]); the result is this
+    /// append's own, as if it had been written alone.
     pub async fn append(&self, a: Append<'_>) -> Result<(), StoreError> {
         if a.events.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
-        if let Some(fence) = a.fence {
-            Self::check_fence(&txn, fence).await?;
-        }
-        let rows: Vec<saga_events::ActiveModel> = a
+        let events = a
             .events
             .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let event = e.encode().map_err(|err| DbErr::Custom(err.to_string()))?;
-                Ok(saga_events::ActiveModel {
-                    saga_id: Set(a.saga_id.to_owned()),
-                    seq: Set(a.expected_seq + 1 + i as i64),
-                    event: Set(event),
-                    recorded_at_ms: Set(a.now_ms),
-                })
+            .map(|e| e.encode().map_err(|err| DbErr::Custom(err.to_string())))
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        self.writer
+            .append(writer::OwnedAppend {
+                saga_id: a.saga_id.to_owned(),
+                expected_seq: a.expected_seq,
+                events,
+                projection: a.projection.clone(),
+                outbox: a.outbox.to_vec(),
+                now_ms: a.now_ms,
+                repair: a.repair.cloned(),
+                fence: a.fence.cloned(),
             })
-            .collect::<Result<_, DbErr>>()?;
-        let conflict =
-            || StoreError::Conflict { saga_id: a.saga_id.to_owned(), expected_seq: a.expected_seq };
-        saga_events::Entity::insert_many(rows).exec(&txn).await.map_err(|e| match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => conflict(),
-            _ => StoreError::Db(e),
-        })?;
-
-        let seq = a.expected_seq + a.events.len() as i64;
-        let p = a.projection;
-        if a.expected_seq == 0 {
-            let row = sagas::ActiveModel {
-                saga_id: Set(a.saga_id.to_owned()),
-                saga_type: Set(p.saga_type.clone()),
-                definition_hash: Set(p.definition_hash.clone()),
-                status: Set(p.status.clone()),
-                current_step: Set(p.current_step.clone()),
-                partition: Set(p.partition),
-                idempotency_key: Set(p.idempotency_key.clone()),
-                input_hash: Set(p.input_hash.clone()),
-                seq: Set(seq),
-                next_deadline_ms: Set(p.next_deadline_ms),
-                last_error: Set(p.last_error.clone()),
-                created_at_ms: Set(a.now_ms),
-                updated_at_ms: Set(a.now_ms),
-                current_kind: Set(p.current_kind.clone()),
-                attempt: Set(p.attempt),
-                deadline_at_ms: Set(p.deadline_at_ms),
-                park_reason: Set(p.park_reason.clone()),
-            };
-            sagas::Entity::insert(row).exec(&txn).await.map_err(|e| match e.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    StoreError::DuplicateKey { saga_type: p.saga_type.clone() }
-                }
-                _ => StoreError::Db(e),
-            })?;
-        } else {
-            let updated = sagas::Entity::update_many()
-                .col_expr(sagas::Column::Status, Expr::value(p.status.clone()))
-                .col_expr(sagas::Column::CurrentStep, Expr::value(p.current_step.clone()))
-                .col_expr(sagas::Column::Seq, Expr::value(seq))
-                .col_expr(sagas::Column::NextDeadlineMs, Expr::value(p.next_deadline_ms))
-                .col_expr(sagas::Column::LastError, Expr::value(p.last_error.clone()))
-                .col_expr(sagas::Column::UpdatedAtMs, Expr::value(a.now_ms))
-                .col_expr(sagas::Column::CurrentKind, Expr::value(p.current_kind.clone()))
-                .col_expr(sagas::Column::Attempt, Expr::value(p.attempt))
-                .col_expr(sagas::Column::DeadlineAtMs, Expr::value(p.deadline_at_ms))
-                .col_expr(sagas::Column::ParkReason, Expr::value(p.park_reason.clone()))
-                .filter(sagas::Column::SagaId.eq(a.saga_id))
-                .filter(sagas::Column::Seq.eq(a.expected_seq))
-                .exec(&txn)
-                .await?;
-            if updated.rows_affected != 1 {
-                return Err(conflict());
-            }
-        }
-
-        if !a.outbox.is_empty() {
-            let rows = a.outbox.iter().map(|o| outbox::ActiveModel {
-                saga_id: Set(a.saga_id.to_owned()),
-                subject: Set(o.subject.clone()),
-                msg_id: Set(o.msg_id.clone()),
-                body: Set(o.body.clone()),
-                created_at_ms: Set(a.now_ms),
-                partition: Set(p.partition),
-                ..Default::default()
-            });
-            outbox::Entity::insert_many(rows).exec(&txn).await?;
-        }
-        if let Some(r) = a.repair {
-            let row = repairs::ActiveModel {
-                request_id: Set(r.request_id.clone()),
-                saga_id: Set(a.saga_id.to_owned()),
-                action: Set(r.action.clone()),
-                requested_by: Set(r.requested_by.clone()),
-                response: Set(r.response.clone()),
-                created_at_ms: Set(a.now_ms),
-            };
-            repairs::Entity::insert(row).exec(&txn).await.map_err(|e| match e.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    StoreError::DuplicateRequest { request_id: r.request_id.clone() }
-                }
-                _ => StoreError::Db(e),
-            })?;
-        }
-        txn.commit().await?;
-        Ok(())
+            .await
     }
 
     /// Load a saga's projection row and history, oldest event first.

@@ -73,6 +73,11 @@ struct Args {
     /// Most commands handled at once (1..=256).
     #[arg(long, env = "BENCH_CONCURRENCY", value_name = "N", default_value_t = skald_participant::IN_FLIGHT_MAX_DEFAULT)]
     concurrency: usize,
+
+    /// On SQLite, most commands that share one commit (the SDK's group
+    /// commit); 1 commits each command on its own (1..=256).
+    #[arg(long, env = "BENCH_COMMIT_GROUP_MAX", value_name = "N", default_value_t = 64)]
+    commit_group_max: usize,
 }
 
 fn step_number(s: &str) -> Result<u8, String> {
@@ -179,6 +184,7 @@ async fn run(args: Args) -> Result<()> {
     let config = Config {
         in_flight_max: args.concurrency,
         crash_after_commit: args.crash_after_commit_step.map(|k| format!("step{k}")),
+        commit_group_max: args.commit_group_max,
         ..Config::new(nats, namespace, db)
     };
     participant.run(config, shutdown).await.context("the bench participant stopped")?;

@@ -15,6 +15,8 @@ pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// Largest accepted [`Config::in_flight_max`]: JetStream's own bound for the
 /// consumer (shared by all replicas) is [`crate::streams::MAX_ACK_PENDING`].
 pub const IN_FLIGHT_MAX_LIMIT: usize = 256;
+/// Largest accepted [`Config::commit_group_max`].
+pub const COMMIT_GROUP_MAX_LIMIT: usize = 256;
 
 /// Where a participant reads commands, where it keeps its inbox, and its limits.
 ///
@@ -47,6 +49,13 @@ pub struct Config {
     /// process right after a handler of this action has committed its effect
     /// and inbox row, before the reply is published — as a `kill -9` there would.
     pub crash_after_commit: Option<String>,
+    /// On SQLite, how many commands may share one commit (group commit, see
+    /// the `tx` module): 1 (the default) commits every command on its own;
+    /// more lets the commands that queue at SQLite's single writer commit
+    /// together, each still only after its own effect and inbox row are
+    /// written and before its reply. Ignored on PostgreSQL, which commits
+    /// concurrent transactions together by itself. 1..=256.
+    pub commit_group_max: usize,
 }
 
 impl Config {
@@ -62,6 +71,7 @@ impl Config {
             redelivery_delay: REDELIVERY_DELAY_DEFAULT,
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             crash_after_commit: None,
+            commit_group_max: 1,
         }
     }
 }

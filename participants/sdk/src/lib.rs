@@ -82,8 +82,8 @@ pub mod streams;
 mod tx;
 
 pub use config::{
-    Config, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT, PANIC_RETRIES_MAX_DEFAULT,
-    REDELIVERY_DELAY_DEFAULT, SHUTDOWN_GRACE_DEFAULT,
+    COMMIT_GROUP_MAX_LIMIT, Config, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT,
+    PANIC_RETRIES_MAX_DEFAULT, REDELIVERY_DELAY_DEFAULT, SHUTDOWN_GRACE_DEFAULT,
 };
 pub use error::SdkError;
 pub use handler::{Handler, HandlerCtx, HandlerError, HandlerFn, HandlerResult, handler};

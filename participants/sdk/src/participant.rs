@@ -6,7 +6,7 @@
 //! pull in progress run out (at most a second), stops pulling, lets in-flight
 //! commands finish (for at most the shutdown grace), and returns.
 
-use crate::config::{Config, IN_FLIGHT_MAX_LIMIT};
+use crate::config::{COMMIT_GROUP_MAX_LIMIT, Config, IN_FLIGHT_MAX_LIMIT};
 use crate::error::SdkError;
 use crate::execute::{Engine, Handlers};
 use crate::handler::Handler;
@@ -113,6 +113,12 @@ impl Participant {
                 config.in_flight_max
             ));
         }
+        if !(1..=COMMIT_GROUP_MAX_LIMIT).contains(&config.commit_group_max) {
+            problems.push(format!(
+                "commit_group_max is {}, it must be 1..={COMMIT_GROUP_MAX_LIMIT}",
+                config.commit_group_max
+            ));
+        }
         if !problems.is_empty() {
             return Err(SdkError::Invalid { participant: self.name, problems });
         }
@@ -132,7 +138,7 @@ impl Participant {
         let worker = Arc::new(Worker {
             engine: Engine {
                 participant: self.name.clone(),
-                db: Db::new(config.db.clone()),
+                db: Db::new(config.db.clone(), config.commit_group_max),
                 handlers: self.handlers,
                 panic_retries_max: config.panic_retries_max,
                 crash_after_commit: config.crash_after_commit.clone(),

@@ -9,12 +9,12 @@ mod common;
 use common::{Backend, Harness, write_effect};
 use sagas::protocol::{Kind, Outcome, Reply};
 use serde_json::json;
-use skald_participant::{HandlerError, Participant, handler};
+use skald_participant::{Config, HandlerError, Participant, handler};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Runs each listed scenario once on SQLite and once on PostgreSQL.
+/// Runs each listed scenario on SQLite, on PostgreSQL, and on SQLite with group commit.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -22,6 +22,9 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+        mod sqlite_group_commit {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::SqliteGrouped).await } )*
         }
     };
 }
@@ -357,7 +360,7 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
     // happens once (checked below). PostgreSQL has no such conflict here.
     match backend {
         Backend::Postgres => assert_eq!(total, COMMANDS),
-        Backend::Sqlite => assert!(total >= COMMANDS),
+        Backend::Sqlite | Backend::SqliteGrouped => assert!(total >= COMMANDS),
     }
 
     // Every command again: answered from the inbox, whichever replica gets it.
@@ -563,5 +566,51 @@ async fn an_output_too_large_to_publish_is_refused() {
     }
     assert_eq!(h.effects(&cmd.command_id).await, 0);
     assert!(h.inbox_row(&cmd.command_id).await.is_some());
+    h.stop().await;
+}
+
+/// Group commit: many commands at once share commits; a command whose handler
+/// refuses rolls back only its own writes; each effect is committed with its
+/// inbox row before its reply, and none twice.
+#[tokio::test]
+async fn group_commit_keeps_each_command_to_its_own_outcome() {
+    const COMMANDS: usize = 60;
+    let mut h = Harness::new(Backend::SqliteGrouped).await;
+    let calls = counter();
+    let c = Arc::clone(&calls);
+    let participant = Participant::new(common::NAME).action(
+        "work",
+        handler(move |ctx| {
+            let c = Arc::clone(&c);
+            Box::pin(async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                write_effect(&ctx, "work").await?;
+                if ctx.command().saga_id.ends_with('7') {
+                    return Err(HandlerError::failed("refused", "sevens are refused"));
+                }
+                Ok(json!({ "done": ctx.command().command_id }))
+            })
+        }),
+    );
+    h.start(participant, Config { in_flight_max: 32, ..h.config() });
+    let commands: Vec<_> =
+        (0..COMMANDS).map(|i| h.command(&format!("s{i}"), "one", Kind::Do, "work", 1)).collect();
+    for cmd in &commands {
+        h.send(cmd).await;
+    }
+    let mut replies = std::collections::HashMap::new();
+    for _ in 0..COMMANDS {
+        let reply = h.reply().await;
+        // Each reply follows its command's commit: its inbox row is there.
+        assert!(h.inbox_row(&reply.command_id).await.is_some(), "{reply:?}");
+        assert!(replies.insert(reply.command_id.clone(), reply.outcome).is_none());
+    }
+    for cmd in &commands {
+        let refused = cmd.saga_id.ends_with('7');
+        let outcome = &replies[&cmd.command_id];
+        assert_eq!(matches!(outcome, Outcome::Failed { .. }), refused, "{outcome:?}");
+        assert_eq!(h.effects(&cmd.command_id).await, i64::from(!refused), "{}", cmd.command_id);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), COMMANDS, "no handler ran twice");
     h.stop().await;
 }

@@ -33,6 +33,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// SQLite with group commit (`Config::commit_group_max` 16).
+    SqliteGrouped,
 }
 
 fn nats_url() -> String {
@@ -94,7 +96,7 @@ impl Harness {
             .unwrap();
 
         let (db_url, database) = match backend {
-            Backend::Sqlite => {
+            Backend::Sqlite | Backend::SqliteGrouped => {
                 let path = std::env::temp_dir().join(format!("skald-sdk-{}.db", random_hex()));
                 (format!("sqlite://{}?mode=rwc", path.display()), TestDb::Sqlite(path))
             }
@@ -126,6 +128,9 @@ impl Harness {
     pub fn config(&self) -> Config {
         let mut config = Config::new(self.nats.clone(), self.ns.clone(), self.db.clone());
         config.redelivery_delay = Duration::from_millis(200);
+        if self.backend == Backend::SqliteGrouped {
+            config.commit_group_max = 16;
+        }
         config
     }
 

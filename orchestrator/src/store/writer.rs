@@ -1,0 +1,655 @@
+//! Group commit: one writer task per store puts the appends of many sagas
+//! into one transaction, so one commit (one fsync) covers all of them.
+//!
+//! Callers queue their append ([`Writer::append`], a bounded queue) and wait
+//! for its own result. The writer takes whatever is queued (at most
+//! [`BATCH_APPENDS_MAX`]) without waiting for more: at low load a batch is one
+//! append and costs nothing extra; under load the appends that queued while
+//! the last commit was flushed go together.
+//!
+//! Every append keeps its own checks, and one failing append never fails the
+//! others:
+//! - fences are checked once per batch in the shared transaction (on
+//!   PostgreSQL `FOR SHARE`, held until the commit); an append whose fence
+//!   fails is answered [`StoreError::Fenced`] and writes nothing;
+//! - an existing saga's projection is updated first, guarded by the seq the
+//!   caller read: zero rows updated is [`StoreError::Conflict`] and nothing of
+//!   that append is written; its events and commands follow in one multi-row
+//!   insert per batch. On PostgreSQL one `UPDATE … FROM (VALUES …) RETURNING`
+//!   updates every saga of the batch and names those whose guard held;
+//! - a new saga or an append that records a repair, whose unique keys may
+//!   refuse it, runs inside its own savepoint, rolled back when refused;
+//! - anything else going wrong (a database error, a failed commit) rolls the
+//!   shared transaction back and every append of the batch is written again
+//!   on its own, so each caller gets the answer it would have had alone.
+//!
+//! Acknowledging a reply or answering a start happens in the caller after
+//! this returns, so only after the commit.
+//!
+//! SQLite has one writer at a time, and a transaction that reads before it
+//! writes cannot wait for the lock (it fails with `SQLITE_BUSY` at once): each
+//! transaction here therefore writes first, to take the lock (waiting
+//! for it if need be), before it checks fences.
+
+use super::entities::{leases, outbox, repairs, saga_events, sagas};
+use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, SqlErr, TransactionTrait,
+};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most appends committed together.
+pub const BATCH_APPENDS_MAX: usize = 128;
+/// Most appends waiting for the writer; callers wait for room beyond it.
+const QUEUE_APPENDS_MAX: usize = 1_024;
+/// Most rows in one multi-row insert (PostgreSQL takes at most 65,535 parameters).
+const INSERT_ROWS_MAX: usize = 1_000;
+/// Most sagas in one guarded multi-row update (12 parameters each).
+const BULK_UPDATE_ROWS_MAX: usize = 1_000;
+
+/// One saga's append, owned, as queued for the writer.
+#[derive(Debug, Clone)]
+pub(super) struct OwnedAppend {
+    pub saga_id: String,
+    pub expected_seq: i64,
+    /// The events, encoded (`SagaEvent::encode`), in order.
+    pub events: Vec<String>,
+    pub projection: Projection,
+    pub outbox: Vec<OutboxRow>,
+    pub now_ms: i64,
+    pub repair: Option<RepairRecord>,
+    pub fence: Option<Fence>,
+}
+
+impl OwnedAppend {
+    /// A new saga or a repair record can be refused by a unique key: such an
+    /// append runs in its own savepoint.
+    fn may_be_refused(&self) -> bool {
+        self.expected_seq == 0 || self.repair.is_some()
+    }
+
+    fn conflict(&self) -> StoreError {
+        StoreError::Conflict { saga_id: self.saga_id.clone(), expected_seq: self.expected_seq }
+    }
+
+    fn event_rows(&self) -> impl Iterator<Item = saga_events::ActiveModel> + '_ {
+        self.events.iter().enumerate().map(|(i, event)| saga_events::ActiveModel {
+            saga_id: Set(self.saga_id.clone()),
+            seq: Set(self.expected_seq + 1 + i as i64),
+            event: Set(event.clone()),
+            recorded_at_ms: Set(self.now_ms),
+        })
+    }
+
+    fn outbox_rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
+        self.outbox.iter().map(|o| outbox::ActiveModel {
+            saga_id: Set(self.saga_id.clone()),
+            subject: Set(o.subject.clone()),
+            msg_id: Set(o.msg_id.clone()),
+            body: Set(o.body.clone()),
+            created_at_ms: Set(self.now_ms),
+            partition: Set(self.projection.partition),
+            ..Default::default()
+        })
+    }
+}
+
+struct Job {
+    append: OwnedAppend,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The handle to a store's writer task; the task ends when every handle is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Db(DbErr::Custom("the store's writer task has stopped".into()))
+}
+
+impl Writer {
+    /// Start the writer task of `db` on the current runtime.
+    pub fn spawn(db: DatabaseConnection) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
+        tokio::spawn(run(db, jobs));
+        Self { queue }
+    }
+
+    /// Queue an append and wait until it is committed or refused.
+    pub async fn append(&self, append: OwnedAppend) -> Result<(), StoreError> {
+        let (done, result) = oneshot::channel();
+        self.queue.send(Job { append, done }).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
+    while let Some(job) = jobs.recv().await {
+        batch.push(job);
+        while batch.len() < BATCH_APPENDS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = Instant::now();
+        let size = batch.len();
+        write_batch(&db, &mut batch).await;
+        tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
+    }
+}
+
+/// Write a batch and answer every job in it.
+async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>) {
+    if batch.len() > 1 {
+        let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
+        match write_together(db, &appends).await {
+            Ok(results) => {
+                for (job, result) in batch.drain(..).zip(results) {
+                    let _ = job.done.send(result);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = batch.len(), "batch rolled back; writing its appends one by one");
+            }
+        }
+    }
+    for job in batch.drain(..) {
+        let result = write_alone(db, &job.append).await;
+        let _ = job.done.send(result);
+    }
+}
+
+/// One append in its own transaction: any error rolls all of it back.
+async fn write_alone(db: &DatabaseConnection, a: &OwnedAppend) -> Result<(), StoreError> {
+    let txn = db.begin().await?;
+    take_write_lock(&txn).await?;
+    if let Some(fence) = &a.fence {
+        Store::check_fence(&txn, fence).await?;
+    }
+    write_one(&txn, a).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The appends of a batch in one transaction. `Err` when the transaction as
+/// a whole failed (nothing of it was committed); else each append's result.
+async fn write_together(
+    db: &DatabaseConnection,
+    appends: &[&OwnedAppend],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let txn = db.begin().await?;
+    take_write_lock(&txn).await?;
+    // Each fence once, in the shared transaction (not in a savepoint, whose
+    // rollback would release the lock a `FOR SHARE` took).
+    let mut fences: BTreeMap<(i32, &str, i64), bool> = BTreeMap::new();
+    for fence in appends.iter().filter_map(|a| a.fence.as_ref()) {
+        fences.insert((fence.partition, fence.owner.as_str(), fence.epoch), false);
+    }
+    for ((partition, owner, epoch), held) in &mut fences {
+        let fence = Fence { partition: *partition, owner: (*owner).to_owned(), epoch: *epoch };
+        *held = match Store::check_fence(&txn, &fence).await {
+            Ok(()) => true,
+            Err(StoreError::Fenced { .. }) => false,
+            Err(e) => return Err(e),
+        };
+    }
+    let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(appends.len());
+    // Appends to existing sagas, without unique keys to refuse them: guarded
+    // by their seq alone (indexes into `appends`).
+    let mut plain = Vec::new();
+    for (i, a) in appends.iter().enumerate() {
+        if let Some(f) = &a.fence
+            && fences.get(&(f.partition, f.owner.as_str(), f.epoch)) != Some(&true)
+        {
+            results.push(Some(Err(StoreError::Fenced { partition: f.partition, epoch: f.epoch })));
+            continue;
+        }
+        if !a.may_be_refused() {
+            results.push(None);
+            plain.push(i);
+            continue;
+        }
+        let savepoint = txn.begin().await?;
+        match write_one(&savepoint, a).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                results.push(Some(Ok(())));
+            }
+            Err(
+                e @ (StoreError::Conflict { .. }
+                | StoreError::DuplicateKey { .. }
+                | StoreError::DuplicateRequest { .. }),
+            ) => {
+                savepoint.rollback().await?;
+                results.push(Some(Err(e)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // The seq guards first: a conflicting append writes nothing. On
+    // PostgreSQL one statement updates every saga of the batch (one round
+    // trip); a saga that appears twice has its later appends guarded one by one.
+    let mut one_by_one = Vec::new();
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let mut seen = std::collections::HashSet::new();
+        let (bulk, rest): (Vec<usize>, Vec<usize>) =
+            plain.iter().partition(|&&i| seen.insert(appends[i].saga_id.as_str()));
+        let mut passed = std::collections::HashSet::new();
+        for chunk in bulk.chunks(BULK_UPDATE_ROWS_MAX) {
+            let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
+            passed.extend(update_projections_postgres(&txn, &chunk).await?);
+        }
+        for i in bulk {
+            results[i] = Some(if passed.contains(&appends[i].saga_id) {
+                Ok(())
+            } else {
+                Err(appends[i].conflict())
+            });
+        }
+        one_by_one = rest;
+    } else {
+        one_by_one.extend(plain);
+    }
+    for i in one_by_one {
+        let passed = update_projection(&txn, appends[i]).await?;
+        results[i] = Some(if passed { Ok(()) } else { Err(appends[i].conflict()) });
+    }
+    let mut events = Vec::new();
+    let mut commands = Vec::new();
+    for (a, result) in appends.iter().zip(&results) {
+        if matches!(result, Some(Ok(()))) && !a.may_be_refused() {
+            events.extend(a.event_rows());
+            commands.extend(a.outbox_rows());
+        }
+    }
+    // Past a passed seq guard no other writer can hold these seqs: a unique
+    // violation here means a corrupt store, and fails the batch.
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(INSERT_ROWS_MAX));
+        saga_events::Entity::insert_many(std::mem::replace(&mut events, rest)).exec(&txn).await?;
+    }
+    while !commands.is_empty() {
+        let rest = commands.split_off(commands.len().min(INSERT_ROWS_MAX));
+        outbox::Entity::insert_many(std::mem::replace(&mut commands, rest)).exec(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(StoreError::Db(DbErr::Custom("append not written".into()))))
+        })
+        .collect())
+}
+
+/// The projections of `appends` (distinct sagas) in one `UPDATE … FROM
+/// (VALUES …)`, each guarded by its expected seq. Returns the sagas updated;
+/// the others conflict.
+async fn update_projections_postgres<C: ConnectionTrait>(
+    conn: &C,
+    appends: &[&OwnedAppend],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    const COLUMNS: [(&str, &str); 12] = [
+        ("saga_id", "text"),
+        ("expected_seq", "int8"),
+        ("seq", "int8"),
+        ("status", "text"),
+        ("current_step", "text"),
+        ("next_deadline_ms", "int8"),
+        ("last_error", "text"),
+        ("updated_at_ms", "int8"),
+        ("current_kind", "text"),
+        ("attempt", "int4"),
+        ("deadline_at_ms", "int8"),
+        ("park_reason", "text"),
+    ];
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(appends.len() * COLUMNS.len());
+    let mut rows = Vec::with_capacity(appends.len());
+    for a in appends {
+        let p = &a.projection;
+        let first = values.len();
+        values.extend([
+            a.saga_id.clone().into(),
+            a.expected_seq.into(),
+            (a.expected_seq + a.events.len() as i64).into(),
+            p.status.clone().into(),
+            p.current_step.clone().into(),
+            p.next_deadline_ms.into(),
+            p.last_error.clone().into(),
+            a.now_ms.into(),
+            p.current_kind.clone().into(),
+            p.attempt.into(),
+            p.deadline_at_ms.into(),
+            p.park_reason.clone().into(),
+        ]);
+        let placeholders: Vec<String> = COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(j, (_, ty))| format!("${}::{ty}", first + j + 1))
+            .collect();
+        rows.push(format!("({})", placeholders.join(", ")));
+    }
+    let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+    let sets: Vec<String> =
+        COLUMNS[2..].iter().map(|(name, _)| format!("\"{name}\" = v.\"{name}\"")).collect();
+    let sql = format!(
+        "UPDATE \"sagas\" AS s SET {} FROM (VALUES {}) AS v({}) \
+         WHERE s.\"saga_id\" = v.\"saga_id\" AND s.\"seq\" = v.\"expected_seq\" \
+         RETURNING s.\"saga_id\"",
+        sets.join(", "),
+        rows.join(", "),
+        names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "),
+    );
+    let updated = conn
+        .query_all(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await?;
+    updated
+        .iter()
+        .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
+        .collect()
+}
+
+/// On SQLite, take the database's write lock now, waiting for it if another
+/// connection holds it: a transaction that read first could not wait later.
+async fn take_write_lock<C: ConnectionTrait>(txn: &C) -> Result<(), StoreError> {
+    if txn.get_database_backend() == DbBackend::Sqlite {
+        leases::Entity::update_many()
+            .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
+            .filter(leases::Column::Partition.lt(0))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Update an existing saga's projection if its seq is still the one the
+/// append was decided on; false when it is not (a conflict).
+async fn update_projection<C: ConnectionTrait>(
+    conn: &C,
+    a: &OwnedAppend,
+) -> Result<bool, StoreError> {
+    let p = &a.projection;
+    let seq = a.expected_seq + a.events.len() as i64;
+    let updated = sagas::Entity::update_many()
+        .col_expr(sagas::Column::Status, Expr::value(p.status.clone()))
+        .col_expr(sagas::Column::CurrentStep, Expr::value(p.current_step.clone()))
+        .col_expr(sagas::Column::Seq, Expr::value(seq))
+        .col_expr(sagas::Column::NextDeadlineMs, Expr::value(p.next_deadline_ms))
+        .col_expr(sagas::Column::LastError, Expr::value(p.last_error.clone()))
+        .col_expr(sagas::Column::UpdatedAtMs, Expr::value(a.now_ms))
+        .col_expr(sagas::Column::CurrentKind, Expr::value(p.current_kind.clone()))
+        .col_expr(sagas::Column::Attempt, Expr::value(p.attempt))
+        .col_expr(sagas::Column::DeadlineAtMs, Expr::value(p.deadline_at_ms))
+        .col_expr(sagas::Column::ParkReason, Expr::value(p.park_reason.clone()))
+        .filter(sagas::Column::SagaId.eq(a.saga_id.as_str()))
+        .filter(sagas::Column::Seq.eq(a.expected_seq))
+        .exec(conn)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Everything of one append but its fence, on `conn` (a transaction or a
+/// savepoint); an error leaves the caller to roll back.
+async fn write_one<C: ConnectionTrait>(conn: &C, a: &OwnedAppend) -> Result<(), StoreError> {
+    let p = &a.projection;
+    if a.expected_seq != 0 && !update_projection(conn, a).await? {
+        return Err(a.conflict());
+    }
+    saga_events::Entity::insert_many(a.event_rows()).exec(conn).await.map_err(|e| {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => a.conflict(),
+            _ => StoreError::Db(e),
+        }
+    })?;
+    if a.expected_seq == 0 {
+        let row = sagas::ActiveModel {
+            saga_id: Set(a.saga_id.clone()),
+            saga_type: Set(p.saga_type.clone()),
+            definition_hash: Set(p.definition_hash.clone()),
+            status: Set(p.status.clone()),
+            current_step: Set(p.current_step.clone()),
+            partition: Set(p.partition),
+            idempotency_key: Set(p.idempotency_key.clone()),
+            input_hash: Set(p.input_hash.clone()),
+            seq: Set(a.events.len() as i64),
+            next_deadline_ms: Set(p.next_deadline_ms),
+            last_error: Set(p.last_error.clone()),
+            created_at_ms: Set(a.now_ms),
+            updated_at_ms: Set(a.now_ms),
+            current_kind: Set(p.current_kind.clone()),
+            attempt: Set(p.attempt),
+            deadline_at_ms: Set(p.deadline_at_ms),
+            park_reason: Set(p.park_reason.clone()),
+        };
+        sagas::Entity::insert(row).exec(conn).await.map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                StoreError::DuplicateKey { saga_type: p.saga_type.clone() }
+            }
+            _ => StoreError::Db(e),
+        })?;
+    }
+    if !a.outbox.is_empty() {
+        outbox::Entity::insert_many(a.outbox_rows()).exec(conn).await?;
+    }
+    if let Some(r) = &a.repair {
+        let row = repairs::ActiveModel {
+            request_id: Set(r.request_id.clone()),
+            saga_id: Set(a.saga_id.clone()),
+            action: Set(r.action.clone()),
+            requested_by: Set(r.requested_by.clone()),
+            response: Set(r.response.clone()),
+            created_at_ms: Set(a.now_ms),
+        };
+        repairs::Entity::insert(row).exec(conn).await.map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                StoreError::DuplicateRequest { request_id: r.request_id.clone() }
+            }
+            _ => StoreError::Db(e),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::entities::{outbox, saga_events, sagas};
+    use sea_orm::{Database, QueryOrder};
+
+    fn projection(key: &str, partition: i32) -> Projection {
+        Projection {
+            saga_type: "bench".into(),
+            definition_hash: "h".into(),
+            status: "running".into(),
+            current_step: Some("one".into()),
+            partition,
+            idempotency_key: key.into(),
+            input_hash: "i".into(),
+            next_deadline_ms: None,
+            last_error: None,
+            current_kind: Some("do".into()),
+            attempt: 1,
+            deadline_at_ms: None,
+            park_reason: None,
+        }
+    }
+
+    fn append(saga_id: &str, expected_seq: i64, events: usize) -> OwnedAppend {
+        OwnedAppend {
+            saga_id: saga_id.into(),
+            expected_seq,
+            events: (0..events)
+                .map(|i| format!("{{\"n\":{}}}", expected_seq + 1 + i as i64))
+                .collect(),
+            projection: projection(saga_id, 0),
+            outbox: vec![OutboxRow {
+                subject: format!("t.cmd.p.a.{saga_id}"),
+                msg_id: format!("{saga_id}/{expected_seq}"),
+                body: "{}".into(),
+            }],
+            now_ms: 1,
+            repair: None,
+            fence: None,
+        }
+    }
+
+    async fn seqs(store: &Store, saga_id: &str) -> Vec<i64> {
+        saga_events::Entity::find()
+            .filter(saga_events::Column::SagaId.eq(saga_id))
+            .order_by_asc(saga_events::Column::Seq)
+            .all(store.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    async fn outbox_of(store: &Store, saga_id: &str) -> usize {
+        outbox::Entity::find()
+            .filter(outbox::Column::SagaId.eq(saga_id))
+            .all(store.db())
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// Several sagas' appends in one transaction: the one that conflicts,
+    /// the start whose key is taken and the one written under a lost lease
+    /// are refused, each with its own error, and nothing of theirs is
+    /// written; the others commit.
+    async fn one_refused_append_does_not_fail_the_others(store: Store) {
+        store.ensure_cluster(2).await.unwrap();
+        let epoch = store.acquire(1, "me", 0, 60_000).await.unwrap().unwrap();
+        for id in ["a", "b", "c", "f"] {
+            store.writer.append(append(id, 0, 2)).await.unwrap();
+        }
+        let held = Fence { partition: 1, owner: "me".into(), epoch };
+        let lost = Fence { partition: 1, owner: "me".into(), epoch: epoch - 1 };
+        let mut fenced_ok = append("c", 2, 1);
+        fenced_ok.fence = Some(held);
+        let mut fenced_stale = append("a", 2, 1);
+        fenced_stale.fence = Some(lost);
+        let mut taken_key = append("d", 0, 1);
+        taken_key.projection.idempotency_key = "a".into();
+        let batch = [
+            append("a", 2, 2), // commits
+            append("b", 1, 1), // stale seq: conflict
+            fenced_ok,         // commits, under a held fence
+            fenced_stale,      // a lost epoch: fenced
+            taken_key,         // the idempotency key of "a": duplicate
+            append("e", 0, 2), // a new saga: commits
+            append("f", 2, 1), // commits
+            append("f", 2, 2), // the same saga at the same seq: conflict
+        ];
+        let refs: Vec<&OwnedAppend> = batch.iter().collect();
+        let results = write_together(store.db(), &refs).await.unwrap();
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(StoreError::Conflict { expected_seq: 1, .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        assert!(
+            matches!(results[3], Err(StoreError::Fenced { partition: 1, .. })),
+            "{:?}",
+            results[3]
+        );
+        assert!(matches!(results[4], Err(StoreError::DuplicateKey { .. })), "{:?}", results[4]);
+        assert!(results[5].is_ok(), "{:?}", results[5]);
+        assert!(results[6].is_ok(), "{:?}", results[6]);
+        assert!(matches!(results[7], Err(StoreError::Conflict { .. })), "{:?}", results[7]);
+        assert_eq!(seqs(&store, "f").await, vec![1, 2, 3]);
+
+        assert_eq!(seqs(&store, "a").await, vec![1, 2, 3, 4]);
+        assert_eq!(seqs(&store, "b").await, vec![1, 2], "the conflicting append wrote nothing");
+        assert_eq!(seqs(&store, "c").await, vec![1, 2, 3]);
+        assert_eq!(seqs(&store, "d").await, Vec::<i64>::new(), "the refused start wrote nothing");
+        assert_eq!(seqs(&store, "e").await, vec![1, 2]);
+        assert_eq!(outbox_of(&store, "a").await, 2);
+        assert_eq!(outbox_of(&store, "b").await, 1);
+        assert_eq!(outbox_of(&store, "d").await, 0);
+        let rows = sagas::Entity::find()
+            .order_by_asc(sagas::Column::SagaId)
+            .all(store.db())
+            .await
+            .unwrap();
+        let by_id: Vec<(String, i64)> = rows.into_iter().map(|r| (r.saga_id, r.seq)).collect();
+        let expected = [("a", 4), ("b", 2), ("c", 3), ("e", 2), ("f", 3)];
+        assert_eq!(by_id, expected.map(|(id, seq)| (id.to_owned(), seq)).to_vec());
+    }
+
+    /// Appends queued at once from many tasks all commit, each told its own result.
+    async fn concurrent_appends_are_committed_together(store: Store) {
+        let ids: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
+        let starts = ids.iter().map(|id| store.writer.append(append(id, 0, 2)));
+        for r in futures::future::join_all(starts).await {
+            r.unwrap();
+        }
+        // Every saga twice in one go: one of each pair conflicts.
+        let next = ids.iter().flat_map(|id| [append(id, 2, 1), append(id, 2, 2)]);
+        let results = futures::future::join_all(next.map(|a| {
+            let store = store.clone();
+            async move { store.writer.append(a).await }
+        }))
+        .await;
+        for pair in results.chunks(2) {
+            let ok = pair.iter().filter(|r| r.is_ok()).count();
+            let conflicts =
+                pair.iter().filter(|r| matches!(r, Err(StoreError::Conflict { .. }))).count();
+            assert_eq!((ok, conflicts), (1, 1), "{pair:?}");
+        }
+        for id in &ids {
+            let n = seqs(&store, id).await.len();
+            assert!(n == 3 || n == 4, "{id}: {n} events");
+        }
+    }
+
+    fn sqlite_url() -> (String, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("skald-writer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (format!("sqlite://{}", dir.join("s.db").display()), dir)
+    }
+
+    async fn postgres_url() -> String {
+        let admin = Database::connect("postgres://postgres@127.0.0.1/test").await.unwrap();
+        let name = format!("writer_{}", uuid::Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        format!("postgres://postgres@127.0.0.1/{name}")
+    }
+
+    #[tokio::test]
+    async fn one_refused_append_does_not_fail_the_others_on_sqlite() {
+        let (url, dir) = sqlite_url();
+        one_refused_append_does_not_fail_the_others(Store::connect(&url).await.unwrap()).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn one_refused_append_does_not_fail_the_others_on_postgres() {
+        let store = Store::connect(&postgres_url().await).await.unwrap();
+        one_refused_append_does_not_fail_the_others(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_committed_together_on_sqlite() {
+        let (url, dir) = sqlite_url();
+        concurrent_appends_are_committed_together(Store::connect(&url).await.unwrap()).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_committed_together_on_postgres() {
+        let store = Store::connect(&postgres_url().await).await.unwrap();
+        concurrent_appends_are_committed_together(store).await;
+    }
+}
