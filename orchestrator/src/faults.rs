@@ -13,10 +13,15 @@
 //!   `delay` holds it back for a seeded part of `delay_ms` (published from a
 //!   background task, so the relay goes on and later commands overtake it; its
 //!   outbox row is deleted at once, so a held command still unsent when the
-//!   process exits is lost); `reorder` shuffles a relay batch.
+//!   process exits is lost); `reorder` swaps each command of a relay batch with
+//!   another.
 //! - **replies** (the intake): `drop` acknowledges a reply without applying it
 //!   (lost); `dup` applies it twice; `delay` holds it for up to `delay_ms`
 //!   before applying it.
+//!
+//! `delay` is the probability of a hold: 1 when only `delay_ms` is given. A
+//! command and its reply are decided apart. Each injected fault is logged at
+//! `info` (`RUST_LOG=warn,orchestrator::faults=info` shows only those).
 //!
 //! Every decision is a hash of the seed and the message (its `Nats-Msg-Id`, or
 //! a reply's command id and attempt), so a seed injects the same faults into

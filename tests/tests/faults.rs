@@ -17,8 +17,9 @@
 //! one recorded success and compensation per step, and at the participant one
 //! effect per command, matching how the saga ended) and 6 (a write under a
 //! stale epoch or by another owner is rejected, probed on every partition);
-//! the money scenario also checks 3 (`ledger verify`) and 4 (the provider's
-//! charges). Each test prints one line
+//! the money scenario also checks 3 (`ledger verify`, and each saga's hold
+//! posted or voided as it ended) and 4 (the provider's charges). A panic in any
+//! process's log fails the scenario too. Each test prints one line
 //! `FAULT-ROW scenario|sagas run|terminal|parked (reasons)|violations|heal ms`
 //! that `tests/fault-suite` turns into a table; "heal" runs from the moment
 //! the fault was removed until every saga had ended.
@@ -26,7 +27,8 @@
 //! Sizes are small by default (CI); `FAULTS_FULL=1` runs the full ones. The
 //! tests take turns (one lock), so `cargo test` may run them on any number of
 //! threads. Child processes write their logs under `$TMPDIR/skald-faults/`,
-//! kept when a test fails.
+//! kept when a test fails; `FAULTS_SKALD_LOG=info` raises the orchestrators'
+//! level (default `warn`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -470,6 +472,22 @@ impl World {
 
     async fn store(&self) -> Store {
         Store::connect(&self.db_url).await.unwrap()
+    }
+}
+
+impl World {
+    /// Fail on any panic a process logged (a debug assertion that did not
+    /// break an invariant still shows a bug), then print the row.
+    fn finish(&self, mut tally: Tally, scenario: &str, heal: Duration) {
+        for entry in std::fs::read_dir(&self.logs).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("panicked at")) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let next = text.lines().skip_while(|l| !l.contains("panicked at")).nth(1);
+                tally.fail(format!("{name}: {line} {}", next.unwrap_or_default()));
+            }
+        }
+        tally.finish(scenario, heal);
     }
 }
 
@@ -1412,7 +1430,7 @@ async fn orchestrator_killed() {
         });
     }
     delete_streams(&client, &w.ns).await;
-    tally.finish("orchestrator_kill9", heal);
+    w.finish(tally, "orchestrator_kill9", heal);
 }
 
 /// An instance dies (`kill -9`) holding every partition, before it could hand
@@ -1458,7 +1476,7 @@ async fn orchestrator_restarted_under_its_name() {
         tally.fail(e);
     }
     delete_streams(&client, &w.ns).await;
-    tally.finish("orchestrator_same_name", heal);
+    w.finish(tally, "orchestrator_same_name", heal);
 }
 
 /// The bench participant dies (`kill -9`) mid-run and comes back.
@@ -1487,7 +1505,7 @@ async fn participant_killed() {
     verify_effects(&w.pdb_url, "bench_effects", &FLOW_STEPS, &statuses, &mut tally).await;
     tally.expect(open > 0, || "the kill hit no saga in flight".into());
     delete_streams(&client, &w.ns).await;
-    tally.finish("participant_kill9", heal);
+    w.finish(tally, "participant_kill9", heal);
 }
 
 /// Run the ledger CLI once.
@@ -1762,7 +1780,7 @@ async fn participants_and_provider_killed() {
     }
     drop((psp, ledger, payment));
     delete_streams(&client, &w.ns).await;
-    tally.finish("money_kill9", heal);
+    w.finish(tally, "money_kill9", heal);
 }
 
 // ---------------------------------------------------------------------------
@@ -1811,7 +1829,7 @@ async fn postgres_stopped_immediately() {
     tally.expect(open > 0, || "the outage hit no saga in flight".into());
     drop((skald, bench));
     delete_streams(&client, &w.ns).await;
-    tally.finish("postgres_stop_immediate", heal);
+    w.finish(tally, "postgres_stop_immediate", heal);
 }
 
 /// nats-server killed (`kill -9`) mid-run and restarted on its store.
@@ -1840,7 +1858,7 @@ async fn nats_killed() {
     let statuses = verify(&store, &begun, &mut tally).await;
     verify_effects(&w.pdb_url, "bench_effects", &FLOW_STEPS, &statuses, &mut tally).await;
     tally.expect(open > 0, || "the kill hit no saga in flight".into());
-    tally.finish("nats_kill9", heal);
+    w.finish(tally, "nats_kill9", heal);
 }
 
 // ---------------------------------------------------------------------------
@@ -1914,7 +1932,7 @@ async fn messages_dropped_duplicated_delayed_reordered() {
     }
     tally.expect(timed_out > 0, || "no step timed out: were the losses recovered?".into());
     delete_streams(&client, &w.ns).await;
-    tally.finish("message_faults", heal);
+    w.finish(tally, "message_faults", heal);
 }
 
 // ---------------------------------------------------------------------------
@@ -1964,7 +1982,7 @@ async fn answers_twice_or_after_the_timeout() {
     }
     stop.cancel();
     o.stop().await;
-    tally.finish("late_and_double_answers", heal);
+    w.finish(tally, "late_and_double_answers", heal);
 }
 
 /// A command whose handler panics every time: the SDK answers `retry`, then
@@ -2031,7 +2049,7 @@ async fn poison_command() {
     stop.cancel();
     let _ = running.await;
     o.stop().await;
-    tally.finish("poison_command", heal);
+    w.finish(tally, "poison_command", heal);
 }
 
 // ---------------------------------------------------------------------------
@@ -2127,7 +2145,7 @@ async fn oversized_payloads() {
     }
     stop.cancel();
     o.stop().await;
-    tally.finish("oversized_payloads", heal);
+    w.finish(tally, "oversized_payloads", heal);
 }
 
 /// Junk on the start, reply and command subjects and on every API route:
@@ -2280,7 +2298,7 @@ async fn malformed_json_everywhere() {
     let statuses = verify(&o.store, &begun, &mut tally).await;
     verify_effects(&w.pdb_url, "bench_effects", &FLOW_STEPS, &statuses, &mut tally).await;
     o.stop().await;
-    tally.finish("malformed_json", heal);
+    w.finish(tally, "malformed_json", heal);
 }
 
 /// SQL, NUL bytes, templates and 64 KiB strings in saga inputs, idempotency
@@ -2445,7 +2463,7 @@ async fn hostile_strings_everywhere() {
     tally.expect(events.as_ref().is_ok_and(|n| *n > 0), || format!("saga_events: {events:?}"));
     stop.cancel();
     o.stop().await;
-    tally.finish("hostile_strings", heal);
+    w.finish(tally, "hostile_strings", heal);
 }
 
 /// No token, an expired one, forged ones: 401 on every route; a viewer's
@@ -2565,5 +2583,5 @@ async fn unauthenticated_and_unauthorised_calls() {
         format!("definitions after refused registrations: {definitions:?}")
     });
     o.stop().await;
-    tally.finish("auth", heal);
+    w.finish(tally, "auth", heal);
 }
