@@ -45,7 +45,7 @@ pub enum DriveError {
     Contended { saga_id: String },
     #[error("this instance does not own partition {partition}; its owner handles the saga")]
     NotOwner { partition: i32 },
-    #[error("the request id must be 1-{REQUEST_ID_LEN_MAX} characters")]
+    #[error("the request id must be 1-{REQUEST_ID_LEN_MAX} characters, without NUL")]
     BadRequestId,
     #[error(
         "request id `{request_id}` was already used for `{action}` on saga {saga_id}; use a new request id"
@@ -94,7 +94,7 @@ struct RepairTicket<'a> {
 pub enum StartError {
     #[error("unknown saga type `{saga_type}`; known types: {known}")]
     UnknownType { saga_type: String, known: String },
-    #[error("the idempotency key must be 1-{IDEMPOTENCY_KEY_LEN_MAX} characters")]
+    #[error("the idempotency key must be 1-{IDEMPOTENCY_KEY_LEN_MAX} characters, without NUL")]
     BadKey,
     #[error("the input does not match the schema of `{saga_type}`")]
     InvalidInput { saga_type: String, errors: Vec<String> },
@@ -246,7 +246,8 @@ impl Driver {
         key: &str,
         input: &Value,
     ) -> Result<Started, StartError> {
-        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+        // PostgreSQL text cannot hold NUL: refuse it as bad input, not a database fault.
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || key.contains('\0') {
             return Err(StartError::BadKey);
         }
         if self.registry.newest(saga_type).is_none()
@@ -342,7 +343,10 @@ impl Driver {
         op: OperatorInput,
         request_id: &str,
     ) -> Result<RepairOutcome, DriveError> {
-        if request_id.is_empty() || request_id.len() > REQUEST_ID_LEN_MAX {
+        if request_id.is_empty()
+            || request_id.len() > REQUEST_ID_LEN_MAX
+            || request_id.contains('\0')
+        {
             return Err(DriveError::BadRequestId);
         }
         let action = op.action.as_str();

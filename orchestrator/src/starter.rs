@@ -82,11 +82,6 @@ async fn answer(driver: &Driver, saga_type: &str, payload: &[u8]) -> StartRespon
             );
         }
     };
-    if request.idempotency_key.contains('\0') {
-        // PostgreSQL text cannot hold NUL: refuse it rather than fail in the database.
-        let message = "the idempotency key must not contain NUL characters".to_owned();
-        return refused("bad_request", message, vec![]);
-    }
     match driver.start(saga_type, &request.idempotency_key, &request.input).await {
         Ok(Started::New { saga_id }) => StartResponse::Started { saga_id },
         Ok(Started::Existing { saga_id }) => StartResponse::Existing { saga_id },

@@ -51,10 +51,6 @@ pub async fn start(
     State(state): State<ApiState>,
     Json(body): Json<StartBody>,
 ) -> Result<(StatusCode, axum::Json<StartAnswer>), ApiError> {
-    if body.idempotency_key.contains('\0') {
-        // PostgreSQL text cannot hold NUL: refuse it rather than fail in the database.
-        return Err(ApiError::invalid("`idempotency_key` must not contain NUL characters"));
-    }
     let started = state.driver.start(&body.saga_type, &body.idempotency_key, &body.input).await?;
     let (status, created) = match &started {
         Started::New { .. } => (StatusCode::CREATED, true),
@@ -237,9 +233,6 @@ pub async fn repair(
     let action = operator_action(&action, body.outcome.as_deref())?;
     if !valid_saga_id(&saga_id) {
         return Err(ApiError::not_found(format!("saga {saga_id}")));
-    }
-    if body.request_id.as_deref().is_some_and(|r| r.contains('\0')) {
-        return Err(ApiError::invalid("`request_id` must not contain NUL characters"));
     }
     let request_id = body.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let op = OperatorInput { action, by: caller.name, reason: body.reason };
