@@ -95,6 +95,11 @@ pub struct RecoveryConfig {
     /// The bench participant binary; default: `bench-participant` next to `skald`, else on PATH.
     #[arg(long)]
     pub participant_bin: Option<PathBuf>,
+    /// Restart under the killed instance's `--instance` name, as a supervisor
+    /// restarting the same service does: it takes its own leases back at once
+    /// (bumping their epochs) instead of waiting for them to expire.
+    #[arg(long)]
+    pub same_instance: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +113,8 @@ pub struct Report {
     pub database: String,
     pub partitions: u32,
     pub lease_ttl_ms: u64,
+    /// The restarted instance took the killed one's `--instance` name.
+    pub same_instance: bool,
     /// Start requests answered while filling (through NATS, by the first instance).
     pub starts: Timing,
     /// From the first start request until every saga was stored and its first command published.
@@ -146,6 +153,7 @@ impl Report {
             "in flight            {} bench sagas, all waiting on step one\n\
              database             {}\n\
              partitions           {} (lease TTL {} ms)\n\
+             restarted as         {}\n\
              fill                 {:.1} s ({:.0} starts/s over NATS, p50 {:.1} ms, p99 {:.1} ms)\n\
              after kill -9 and restart:\n\
              \x20 first lease        {}\n\
@@ -161,6 +169,7 @@ impl Report {
             self.database,
             self.partitions,
             self.lease_ttl_ms,
+            if self.same_instance { "the same instance" } else { "another instance" },
             self.fill_s,
             self.starts.per_sec,
             self.starts.p50_us / 1e3,
@@ -479,9 +488,10 @@ async fn recover(
     let participant =
         children.spawn(&participant_bin, &participant_args, &db.dir.join("participant.log"))?;
     let restart = Instant::now();
+    let restarted_as = if config.same_instance { FIRST } else { RESTARTED };
     let restarted = children.spawn(
         &skald,
-        &serve_args(config, &db.url, prefix, &defs, RESTARTED),
+        &serve_args(config, &db.url, prefix, &defs, restarted_as),
         &db.dir.join("skald-restarted.log"),
     )?;
     let (mut first_lease, mut all_leases, mut recovered) = (None, None, None);
@@ -499,7 +509,7 @@ async fn recover(
         let now_s = restart.elapsed().as_secs_f64();
         rss_peak = rss_peak.max(rss(restarted));
         if all_leases.is_none() {
-            let held = probe.leases_held(RESTARTED).await?;
+            let held = probe.leases_held(restarted_as).await?;
             if held > 0 && first_lease.is_none() {
                 first_lease = Some(now_s);
             }
@@ -535,6 +545,7 @@ async fn recover(
         database: db.kind().to_owned(),
         partitions: config.partitions,
         lease_ttl_ms: config.lease_ttl_ms,
+        same_instance: config.same_instance,
         starts,
         fill_s,
         first_lease_s: first_lease,

@@ -25,6 +25,7 @@ use sagas::protocol::{Kind, Namespace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
@@ -142,10 +143,11 @@ pub struct Driver {
     registry: Arc<Registry>,
     ns: Namespace,
     partitions: u32,
-    /// Woken after every append that enqueued commands.
-    pub relay_wake: Arc<Notify>,
-    /// Woken after every append that set a deadline.
+    /// Woken after an append set a deadline earlier than `timer_next_ms`.
     pub timer_wake: Arc<Notify>,
+    /// When the timer loop looks at deadlines next (`i64::MAX` while it is
+    /// looking): a deadline before it wakes the loop, later ones wait for it.
+    pub timer_next_ms: Arc<AtomicI64>,
     /// Told the id of every saga that reaches an end state (benchmarks, tests).
     ended: Option<mpsc::UnboundedSender<String>>,
     /// This orchestrator's Prometheus metrics.
@@ -165,8 +167,8 @@ impl Driver {
             registry,
             ns,
             partitions: partitions.max(1),
-            relay_wake: Arc::new(Notify::new()),
             timer_wake: Arc::new(Notify::new()),
+            timer_next_ms: Arc::new(AtomicI64::new(i64::MAX)),
             ended: None,
             metrics: Metrics::new(),
             ownership: Ownership::all(partitions.max(1)),
@@ -443,7 +445,6 @@ impl Driver {
         if !rows.is_empty() {
             let now = clock::to_db(clock::now());
             self.store.enqueue(saga_id, row.partition, &rows, now).await?;
-            self.relay_wake.notify_one();
         }
         Ok(rows.len())
     }
@@ -676,10 +677,11 @@ impl Driver {
             })
             .await?;
         self.metrics.decision_persisted(&projection.saga_type, decision);
-        if !outbox.is_empty() {
-            self.relay_wake.notify_one();
-        }
-        if decision.next_deadline.is_some() {
+        // The writer handed the commands to the relay; deadlines wake the
+        // timer loop only when they come before its next look.
+        if let Some(at) = decision.next_deadline
+            && clock::to_db(at) < self.timer_next_ms.load(Ordering::Acquire)
+        {
             self.timer_wake.notify_one();
         }
         if let Some(tx) = &self.ended

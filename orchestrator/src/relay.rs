@@ -1,28 +1,46 @@
 //! The outbox relay: publishes committed commands to JetStream, then forgets them.
 //!
-//! Rows are deleted only after JetStream acknowledged them. Each carries
-//! `Nats-Msg-Id: <command id>/<attempt>`, so publishing a row twice (a crash
-//! between the ack and the delete) is dropped by JetStream's dedupe window.
-//! When NATS is down the relay keeps the rows and retries with backoff.
+//! Commands reach the relay two ways. The store's writer hands over the rows
+//! it has just committed ([`crate::store::Handoff`]), so the usual path never
+//! reads the outbox back. Anything else is found by scanning the table: at
+//! start (rows an earlier run left), when asked (a takeover queued commands
+//! again, a publish failed, the hand-off was full), and once a second for
+//! rows older than [`SCAN_AGE_MS`] (another instance's rows it could not
+//! publish), only for the partitions this instance owns.
+//!
+//! Rows are deleted only after JetStream acknowledged them, a batch at a time
+//! ([`DELETE_EVERY`], [`DELETE_BATCH_MAX`]) so that deletes do not cost a
+//! commit per command. Each carries `Nats-Msg-Id: <command id>/<attempt>`, so
+//! publishing a row twice (a crash between the ack and the delete, a scan that
+//! meets a row also handed over) is dropped by JetStream's dedupe window.
+//! When NATS is down the rows stay and the relay retries with backoff.
 //!
 //! Each command also carries a W3C `traceparent` header derived from the row's
 //! saga id and message id ([`crate::trace::traceparent`]): the saga's trace,
 //! a span per attempt. Nothing about it is stored.
 
 use crate::driver::Driver;
+use crate::store::entities::outbox;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sagas::protocol::{HEADER_MSG_ID, HEADER_TRACEPARENT};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Longest wait between retries while NATS is unreachable.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often the outbox is checked when nothing wakes the relay.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the outbox table is scanned for rows that were not handed over.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// A periodic scan takes only rows at least this old: younger ones are still
+/// on their way through the hand-off.
+pub const SCAN_AGE_MS: i64 = 2_000;
+/// Longest an acknowledged row waits for its delete.
+const DELETE_EVERY: Duration = Duration::from_millis(50);
+/// Acknowledged rows deleted in one statement at most (and at once when reached).
+const DELETE_BATCH_MAX: usize = 1_024;
 /// Longest wait for the acknowledgements of one round of publishes.
 const ROUND_ACKS_MAX: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the outbox to drain.
@@ -30,25 +48,27 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Run until `shutdown`, then drain what is left for a short while.
 pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationToken) {
+    let mut relay = Relay::new(driver, js);
     let mut backoff = Duration::from_millis(100);
-    loop {
+    while !shutdown.is_cancelled() {
         let result = tokio::select! {
             // Cancelled mid-round: unacknowledged rows stay in the outbox; the
             // drain below (bounded) or the next start publishes them.
             () = shutdown.cancelled() => break,
-            r = round(&driver, &js) => r,
+            r = relay.round() => r,
         };
         match result {
-            Ok(0) => {
+            Ok(Some(_)) => backoff = Duration::from_millis(100),
+            Ok(None) => {
                 backoff = Duration::from_millis(100);
+                let idle = relay.idle_for();
                 tokio::select! {
-                    // Cancelled: nothing in flight, the outbox keeps the rows.
+                    // Cancelled: nothing in flight; acknowledged rows are deleted below.
                     () = shutdown.cancelled() => break,
-                    () = driver.relay_wake.notified() => {}
-                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    () = relay.driver.store().handoff().wait() => {}
+                    () = tokio::time::sleep(idle) => {}
                 }
             }
-            Ok(_) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
                 tokio::select! {
@@ -60,32 +80,130 @@ pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationT
         }
     }
     let drain = async {
-        while let Ok(n) = round(&driver, &js).await {
-            if n == 0 {
-                break;
-            }
-        }
+        relay.driver.store().handoff().miss();
+        while let Ok(Some(_)) = relay.round().await {}
+        relay.delete_acked().await
     };
-    if tokio::time::timeout(DRAIN_MAX, drain).await.is_err() {
-        tracing::warn!("outbox not drained at shutdown; the next start publishes the rest");
+    match tokio::time::timeout(DRAIN_MAX, drain).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "published commands not forgotten at shutdown; the next start publishes them again (JetStream drops the duplicates)")
+        }
+        Err(_) => {
+            tracing::warn!("outbox not drained at shutdown; the next start publishes the rest")
+        }
     }
 }
 
-/// Publish one batch; returns how many rows were published and deleted.
-async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String> {
-    let rows = driver
-        .store()
-        .outbox_batch(crate::store::OUTBOX_BATCH_MAX, driver.owned_filter().as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
-    if rows.is_empty() {
-        return Ok(0);
+struct Relay {
+    driver: Driver,
+    js: jetstream::Context,
+    /// Rows JetStream acknowledged, still to be deleted.
+    acked: Vec<i64>,
+    /// When the oldest of `acked` was acknowledged.
+    acked_since: Option<Instant>,
+    last_scan: Instant,
+}
+
+impl Relay {
+    fn new(driver: Driver, js: jetstream::Context) -> Self {
+        Self { driver, js, acked: Vec::new(), acked_since: None, last_scan: Instant::now() }
     }
-    let rows = crate::faults::reorder(rows); // fault injection: off unless SKALD_FAULTS is set
+
+    /// How long the relay may sleep when it has nothing to publish.
+    fn idle_for(&self) -> Duration {
+        let scan = SCAN_EVERY.saturating_sub(self.last_scan.elapsed());
+        match self.acked_since {
+            Some(since) => scan.min(DELETE_EVERY.saturating_sub(since.elapsed())),
+            None => scan,
+        }
+    }
+
+    /// Publish one batch: `Some(n)` rows published, `None` when there was
+    /// nothing to do; acknowledged rows are deleted when their batch is due.
+    async fn round(&mut self) -> Result<Option<usize>, String> {
+        let rows = self.next_rows().await?;
+        let result = if rows.is_empty() {
+            Ok(None)
+        } else {
+            let (acked, error) = publish(&self.js, rows).await;
+            if error.is_some() {
+                // The rows not acknowledged stay in the table: find them again.
+                self.driver.store().handoff().miss();
+            }
+            if !acked.is_empty() {
+                self.acked_since.get_or_insert_with(Instant::now);
+                self.acked.extend(&acked);
+            }
+            match error {
+                Some(e) if acked.is_empty() => Err(e),
+                _ => Ok(Some(acked.len())),
+            }
+        };
+        let due = self.acked.len() >= DELETE_BATCH_MAX
+            || self.acked_since.is_some_and(|since| since.elapsed() >= DELETE_EVERY);
+        if due {
+            self.delete_acked().await?;
+        }
+        result
+    }
+
+    /// Rows to publish: a scan when one is owed, else what was handed over.
+    async fn next_rows(&mut self) -> Result<Vec<outbox::Model>, String> {
+        let driver = self.driver.clone();
+        let handoff = driver.store().handoff();
+        let older_than = if handoff.take_missed() {
+            None
+        } else if self.last_scan.elapsed() >= SCAN_EVERY {
+            Some(crate::clock::to_db(crate::clock::now()) - SCAN_AGE_MS)
+        } else {
+            let rows = handoff.take(crate::store::OUTBOX_BATCH_MAX as usize);
+            return Ok(crate::faults::reorder(rows)); // fault injection: off unless SKALD_FAULTS is set
+        };
+        // A scan must not meet rows already published and not yet deleted.
+        if let Err(e) = self.delete_acked().await {
+            handoff.miss();
+            return Err(e);
+        }
+        self.last_scan = Instant::now();
+        let owned = driver.owned_filter();
+        let rows = match driver
+            .store()
+            .outbox_batch(crate::store::OUTBOX_BATCH_MAX, owned.as_deref(), older_than)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                handoff.miss();
+                return Err(e.to_string());
+            }
+        };
+        if rows.len() as u64 >= crate::store::OUTBOX_BATCH_MAX {
+            handoff.miss(); // more where these came from
+        }
+        Ok(crate::faults::reorder(rows))
+    }
+
+    /// Forget the rows JetStream has acknowledged.
+    async fn delete_acked(&mut self) -> Result<(), String> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        for chunk in self.acked.chunks(DELETE_BATCH_MAX) {
+            self.driver.store().outbox_delete(chunk).await.map_err(|e| e.to_string())?;
+        }
+        self.acked.clear();
+        self.acked_since = None;
+        Ok(())
+    }
+}
+
+/// Publish `rows`; the ids JetStream acknowledged, and the first error.
+async fn publish(js: &jetstream::Context, rows: Vec<outbox::Model>) -> (Vec<i64>, Option<String>) {
     // Pipeline: send every publish first, then collect the acks.
     let mut pending = Vec::with_capacity(rows.len());
     let mut first_error = None;
-    for row in &rows {
+    for row in rows {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_MSG_ID, row.msg_id.as_str());
         let traceparent = crate::trace::traceparent(&row.saga_id, &row.msg_id);
@@ -98,7 +216,7 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
         );
         crate::trace::link(&span, &row.saga_id);
         // `js.publish_with_headers`, unless fault injection (SKALD_FAULTS) drops, dups or holds it.
-        let publish = crate::faults::publish(js, row.subject.clone(), headers, row.body.clone());
+        let publish = crate::faults::publish(js, row.subject, headers, row.body);
         match publish.instrument(span).await {
             Ok(ack) => pending.push((row.id, ack)),
             Err(e) => {
@@ -117,7 +235,7 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
     while !acks.is_empty() {
         tokio::select! {
             // Cancelled: the rows not yet acknowledged stay and are published
-            // again next round (JetStream drops the duplicates by message id).
+            // again after a scan (JetStream drops the duplicates by message id).
             () = &mut deadline => {
                 first_error.get_or_insert_with(|| "acknowledgements timed out".into());
                 break;
@@ -130,9 +248,5 @@ async fn round(driver: &Driver, js: &jetstream::Context) -> Result<usize, String
             },
         }
     }
-    driver.store().outbox_delete(&done).await.map_err(|e| e.to_string())?;
-    match first_error {
-        Some(e) if done.is_empty() => Err(e),
-        _ => Ok(done.len()),
-    }
+    (done, first_error)
 }

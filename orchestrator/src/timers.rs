@@ -11,6 +11,7 @@ use crate::clock;
 use crate::driver::{DriveError, Driver};
 use sagas::machine::{Input, TransitionError};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
     // Saga id → (not before, current pause).
     let mut failing: HashMap<String, (Instant, Duration)> = HashMap::new();
     while !shutdown.is_cancelled() {
+        // Looking now: any deadline set from here on wakes the next pass.
+        driver.timer_next_ms.store(i64::MAX, Ordering::Release);
         let now = clock::to_db(clock::now());
         let owned = driver.owned_filter();
         let due = match driver.store().due(now, DUE_BATCH_MAX, owned.as_deref()).await {
@@ -73,6 +76,9 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
         // With failing sagas due, the earliest deadline is in the past: pause anyway.
         let floor = if failing.is_empty() { Duration::ZERO } else { RETRY_MIN };
         let wait = until_earliest.min(IDLE_MAX).max(floor);
+        let next = clock::to_db(clock::now())
+            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        driver.timer_next_ms.store(next, Ordering::Release);
         tokio::select! {
             // Cancelled: nothing in flight here.
             () = shutdown.cancelled() => return,

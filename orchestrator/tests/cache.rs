@@ -42,7 +42,7 @@ async fn driver(store: &Store, partitions: u32) -> Driver {
 
 /// The commands waiting in the outbox (removed from it), oldest first.
 async fn take_commands(store: &Store) -> Vec<Command> {
-    let rows = store.outbox_batch(256, None).await.unwrap();
+    let rows = store.outbox_batch(256, None, None).await.unwrap();
     store.outbox_delete(&rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
     rows.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect()
 }

@@ -196,10 +196,27 @@ impl Store {
     }
 
     /// The check an append makes inside its transaction.
+    ///
+    /// On SQLite the check is a no-op `UPDATE` of the lease row: it takes the
+    /// database's write lock (waiting for it; a transaction that read first
+    /// could not wait later) and checks the fence in one statement.
     pub(super) async fn check_fence<C: ConnectionTrait>(
         txn: &C,
         fence: &Fence,
     ) -> Result<(), StoreError> {
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            let held = leases::Entity::update_many()
+                .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
+                .filter(leases::Column::Partition.eq(fence.partition))
+                .filter(leases::Column::Owner.eq(fence.owner.as_str()))
+                .filter(leases::Column::Epoch.eq(fence.epoch))
+                .exec(txn)
+                .await?;
+            if held.rows_affected != 1 {
+                return Err(StoreError::Fenced { partition: fence.partition, epoch: fence.epoch });
+            }
+            return Ok(());
+        }
         let mut query = leases::Entity::find()
             .filter(leases::Column::Partition.eq(fence.partition))
             .filter(leases::Column::Owner.eq(fence.owner.as_str()))

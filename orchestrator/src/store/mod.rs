@@ -10,11 +10,13 @@
 //! PostgreSQL is chosen by a `postgres://` URL.
 
 pub mod entities;
+mod handoff;
 mod leases;
 mod migration;
 mod queries;
 mod writer;
 
+pub use handoff::{HANDOFF_ROWS_MAX, Handoff};
 pub use leases::Fence;
 
 pub use queries::{ListFilter, ListPage, OVERDUE_GRACE_MS, PAGE_SIZE_MAX, StuckClass};
@@ -28,6 +30,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The advisory lock key taken around migrations on PostgreSQL ("skald" in ASCII).
@@ -131,6 +134,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The task that commits appends, many sagas per transaction.
     writer: writer::Writer,
+    /// The commands the writer committed, for the relay.
+    handoff: Arc<Handoff>,
 }
 
 impl Store {
@@ -158,6 +163,9 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(3))
             .acquire_timeout(Duration::from_secs(5))
+            // A SQLite connection is a file handle in this process: pinging it
+            // before each use would only add a round trip to every query.
+            .test_before_acquire(!is_sqlite)
             .sqlx_logging(false);
         let hint = if is_sqlite {
             "Check that the directory exists and is writable."
@@ -170,8 +178,9 @@ impl Store {
             source,
             hint,
         })?;
-        let writer = writer::Writer::spawn(db.clone());
-        let store = Self { db, writer };
+        let handoff = Arc::new(Handoff::default());
+        let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff));
+        let store = Self { db, writer, handoff };
         store.migrate().await?;
         Ok(store)
     }
@@ -180,6 +189,12 @@ impl Store {
     #[must_use]
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The commands committed through this store, for the relay to publish.
+    #[must_use]
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
     }
 
     #[must_use]
@@ -325,16 +340,19 @@ impl Store {
 
     /// The oldest commands waiting to be published.
     ///
-    /// Only rows of `partitions` when given (the ones this instance owns).
+    /// Only rows of `partitions` when given (the ones this instance owns), and
+    /// only rows created before `created_before_ms` when given.
     pub async fn outbox_batch(
         &self,
         limit: u64,
         partitions: Option<&[i32]>,
+        created_before_ms: Option<i64>,
     ) -> Result<Vec<outbox::Model>, StoreError> {
         Ok(outbox::Entity::find()
             .apply_if(partitions, |q, ps| {
                 q.filter(outbox::Column::Partition.is_in(ps.iter().copied()))
             })
+            .apply_if(created_before_ms, |q, ms| q.filter(outbox::Column::CreatedAtMs.lt(ms)))
             .order_by_asc(outbox::Column::Id)
             .limit(limit.min(OUTBOX_BATCH_MAX))
             .all(&self.db)
@@ -363,6 +381,7 @@ impl Store {
             ..Default::default()
         });
         outbox::Entity::insert_many(rows).exec(&self.db).await?;
+        self.handoff.miss();
         Ok(())
     }
 

@@ -29,16 +29,19 @@
 //! SQLite has one writer at a time, and a transaction that reads before it
 //! writes cannot wait for the lock (it fails with `SQLITE_BUSY` at once): each
 //! transaction here therefore writes first, to take the lock (waiting
-//! for it if need be), before it checks fences.
+//! for it if need be): its first fence check is a no-op `UPDATE` of the lease
+//! row, or, with no fence to check, a no-op `UPDATE` that matches no row.
 
 use super::entities::{leases, outbox, repairs, saga_events, sagas};
+use super::handoff::Handoff;
 use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, SqlErr, TransactionTrait,
+    EntityTrait, QueryFilter, QueryTrait, SqlErr, TransactionTrait,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -114,10 +117,11 @@ fn stopped() -> StoreError {
 }
 
 impl Writer {
-    /// Start the writer task of `db` on the current runtime.
-    pub fn spawn(db: DatabaseConnection) -> Self {
+    /// Start the writer task of `db` on the current runtime; the commands it
+    /// commits are handed to the relay through `handoff`.
+    pub fn spawn(db: DatabaseConnection, handoff: Arc<Handoff>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
-        tokio::spawn(run(db, jobs));
+        tokio::spawn(run(db, jobs, handoff));
         Self { queue }
     }
 
@@ -129,7 +133,7 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>) {
+async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, handoff: Arc<Handoff>) {
     let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
     while let Some(job) = jobs.recv().await {
         batch.push(job);
@@ -141,17 +145,19 @@ async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>) {
         }
         let began = Instant::now();
         let size = batch.len();
-        write_batch(&db, &mut batch).await;
+        write_batch(&db, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
 }
 
-/// Write a batch and answer every job in it.
-async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>) {
+/// Write a batch, hand its committed commands to the relay, and answer every
+/// job in it.
+async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>, handoff: &Handoff) {
     if batch.len() > 1 {
         let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
         match write_together(db, &appends).await {
-            Ok(results) => {
+            Ok((results, commands)) => {
+                handoff.push(commands);
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.done.send(result);
                 }
@@ -163,31 +169,64 @@ async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>) {
         }
     }
     for job in batch.drain(..) {
-        let result = write_alone(db, &job.append).await;
+        let result = write_alone(db, &job.append).await.map(|commands| handoff.push(commands));
         let _ = job.done.send(result);
     }
 }
 
 /// One append in its own transaction: any error rolls all of it back.
-async fn write_alone(db: &DatabaseConnection, a: &OwnedAppend) -> Result<(), StoreError> {
+/// Returns the commands it queued, as stored.
+async fn write_alone(
+    db: &DatabaseConnection,
+    a: &OwnedAppend,
+) -> Result<Vec<outbox::Model>, StoreError> {
     let txn = db.begin().await?;
-    take_write_lock(&txn).await?;
-    if let Some(fence) = &a.fence {
-        Store::check_fence(&txn, fence).await?;
+    match &a.fence {
+        // On SQLite the fence check takes the write lock.
+        Some(fence) => Store::check_fence(&txn, fence).await?,
+        None => take_write_lock(&txn).await?,
     }
-    write_one(&txn, a).await?;
+    let commands = write_one(&txn, a).await?;
     txn.commit().await?;
-    Ok(())
+    Ok(commands)
 }
 
+/// Insert outbox rows, returning them as stored (with their ids).
+async fn insert_commands<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<outbox::ActiveModel>,
+) -> Result<Vec<outbox::Model>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut insert = outbox::Entity::insert_many(rows);
+    insert.query().returning(Query::returning().columns([
+        outbox::Column::Id,
+        outbox::Column::SagaId,
+        outbox::Column::Subject,
+        outbox::Column::MsgId,
+        outbox::Column::Body,
+        outbox::Column::CreatedAtMs,
+        outbox::Column::Partition,
+    ]));
+    let statement = conn.get_database_backend().build(insert.query());
+    outbox::Entity::find().from_raw_sql(statement).all(conn).await
+}
+
+/// Each append's result, and the commands the batch queued, as stored.
+type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
+
 /// The appends of a batch in one transaction. `Err` when the transaction as
-/// a whole failed (nothing of it was committed); else each append's result.
+/// a whole failed (nothing of it was committed); else each append's result
+/// and the commands committed.
 async fn write_together(
     db: &DatabaseConnection,
     appends: &[&OwnedAppend],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+) -> Result<BatchWritten, StoreError> {
     let txn = db.begin().await?;
-    take_write_lock(&txn).await?;
+    if appends.iter().all(|a| a.fence.is_none()) {
+        take_write_lock(&txn).await?; // else the first fence check takes it
+    }
     // Each fence once, in the shared transaction (not in a savepoint, whose
     // rollback would release the lock a `FOR SHARE` took).
     let mut fences: BTreeMap<(i32, &str, i64), bool> = BTreeMap::new();
@@ -203,6 +242,7 @@ async fn write_together(
         };
     }
     let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(appends.len());
+    let mut committed = Vec::new();
     // Appends to existing sagas, without unique keys to refuse them: guarded
     // by their seq alone (indexes into `appends`).
     let mut plain = Vec::new();
@@ -220,8 +260,9 @@ async fn write_together(
         }
         let savepoint = txn.begin().await?;
         match write_one(&savepoint, a).await {
-            Ok(()) => {
+            Ok(commands) => {
                 savepoint.commit().await?;
+                committed.extend(commands);
                 results.push(Some(Ok(())));
             }
             Err(
@@ -279,15 +320,16 @@ async fn write_together(
     }
     while !commands.is_empty() {
         let rest = commands.split_off(commands.len().min(INSERT_ROWS_MAX));
-        outbox::Entity::insert_many(std::mem::replace(&mut commands, rest)).exec(&txn).await?;
+        committed.extend(insert_commands(&txn, std::mem::replace(&mut commands, rest)).await?);
     }
     txn.commit().await?;
-    Ok(results
+    let results = results
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| Err(StoreError::Db(DbErr::Custom("append not written".into()))))
         })
-        .collect())
+        .collect();
+    Ok((results, committed))
 }
 
 /// The projections of `appends` (distinct sagas) in one `UPDATE … FROM
@@ -397,8 +439,12 @@ async fn update_projection<C: ConnectionTrait>(
 }
 
 /// Everything of one append but its fence, on `conn` (a transaction or a
-/// savepoint); an error leaves the caller to roll back.
-async fn write_one<C: ConnectionTrait>(conn: &C, a: &OwnedAppend) -> Result<(), StoreError> {
+/// savepoint); an error leaves the caller to roll back. Returns the commands
+/// it queued, as stored.
+async fn write_one<C: ConnectionTrait>(
+    conn: &C,
+    a: &OwnedAppend,
+) -> Result<Vec<outbox::Model>, StoreError> {
     let p = &a.projection;
     if a.expected_seq != 0 && !update_projection(conn, a).await? {
         return Err(a.conflict());
@@ -436,9 +482,7 @@ async fn write_one<C: ConnectionTrait>(conn: &C, a: &OwnedAppend) -> Result<(), 
             _ => StoreError::Db(e),
         })?;
     }
-    if !a.outbox.is_empty() {
-        outbox::Entity::insert_many(a.outbox_rows()).exec(conn).await?;
-    }
+    let commands = insert_commands(conn, a.outbox_rows().collect()).await?;
     if let Some(r) = &a.repair {
         let row = repairs::ActiveModel {
             request_id: Set(r.request_id.clone()),
@@ -455,7 +499,7 @@ async fn write_one<C: ConnectionTrait>(conn: &C, a: &OwnedAppend) -> Result<(), 
             _ => StoreError::Db(e),
         })?;
     }
-    Ok(())
+    Ok(commands)
 }
 
 #[cfg(test)]
@@ -551,7 +595,16 @@ mod tests {
             append("f", 2, 2), // the same saga at the same seq: conflict
         ];
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
-        let results = write_together(store.db(), &refs).await.unwrap();
+        let (results, committed) = write_together(store.db(), &refs).await.unwrap();
+        let mut handed: Vec<(&str, &str)> =
+            committed.iter().map(|r| (r.saga_id.as_str(), r.msg_id.as_str())).collect();
+        handed.sort_unstable();
+        assert_eq!(
+            handed,
+            [("a", "a/2"), ("c", "c/2"), ("e", "e/0"), ("f", "f/2")],
+            "exactly the committed appends' commands are handed to the relay"
+        );
+        assert!(committed.iter().all(|r| r.id > 0 && r.body == "{}"));
         assert!(results[0].is_ok(), "{:?}", results[0]);
         assert!(
             matches!(results[1], Err(StoreError::Conflict { expected_seq: 1, .. })),

@@ -191,11 +191,19 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Wait `delay`, if any: even a zero-length tokio sleep waits for the timer's
+/// next tick (about a millisecond), which would dwarf a step's real cost.
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 fn step_handler(k: u8, behaviour: Arc<Behaviour>) -> impl Handler {
     handler(move |ctx| {
         let behaviour = Arc::clone(&behaviour);
         Box::pin(async move {
-            tokio::time::sleep(behaviour.delay).await;
+            pause(behaviour.delay).await;
             let output = behaviour.step(k, ctx.payload())?;
             record_effect(&ctx).await?;
             Ok(output)
@@ -207,7 +215,7 @@ fn undo_handler(k: u8, behaviour: Arc<Behaviour>) -> impl Handler {
     handler(move |ctx| {
         let behaviour = Arc::clone(&behaviour);
         Box::pin(async move {
-            tokio::time::sleep(behaviour.delay).await;
+            pause(behaviour.delay).await;
             let output = behaviour.undo(k)?;
             record_effect(&ctx).await?;
             Ok(output)

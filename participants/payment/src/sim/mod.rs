@@ -134,7 +134,10 @@ impl Sim {
                 false,
             );
         };
-        tokio::time::sleep(self.config.latency).await;
+        // A zero-length sleep would still wait for the timer's next tick.
+        if !self.config.latency.is_zero() {
+            tokio::time::sleep(self.config.latency).await;
+        }
         let body = match body {
             Ok(body) => body,
             Err(rejection) => {
