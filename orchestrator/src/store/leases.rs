@@ -18,7 +18,7 @@ use super::{Store, StoreError};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
+    QuerySelect, QueryTrait, TransactionTrait,
 };
 
 /// Longest an acquire waits for a lease row locked by an append in flight.
@@ -26,7 +26,7 @@ const ACQUIRE_LOCK_WAIT_MS: u64 = 250;
 
 /// The proof of ownership an append carries: this instance holds `partition`
 /// at `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fence {
     pub partition: i32,
     pub owner: String,
@@ -193,6 +193,48 @@ impl Store {
     /// Every partition's lease.
     pub async fn leases(&self) -> Result<Vec<leases::Model>, StoreError> {
         Ok(leases::Entity::find().all(self.db()).await?)
+    }
+
+    /// Which of `fences` hold, in one statement inside the caller's
+    /// transaction. On PostgreSQL the lease rows are read `FOR SHARE`, locked
+    /// until the transaction ends; on SQLite they are read by a no-op `UPDATE
+    /// … RETURNING`, which also takes the database's write lock (waiting for it).
+    pub(super) async fn fences_held<C: ConnectionTrait>(
+        txn: &C,
+        fences: &[Fence],
+    ) -> Result<Vec<bool>, StoreError> {
+        if fences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions: std::collections::BTreeSet<i32> =
+            fences.iter().map(|f| f.partition).collect();
+        let backend = txn.get_database_backend();
+        let rows = if backend == DbBackend::Sqlite {
+            let mut update = leases::Entity::update_many()
+                .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
+                .filter(leases::Column::Partition.is_in(partitions))
+                .into_query();
+            update.returning(sea_orm::sea_query::Query::returning().columns([
+                leases::Column::Partition,
+                leases::Column::Owner,
+                leases::Column::Epoch,
+                leases::Column::ExpiresAtMs,
+            ]));
+            leases::Entity::find().from_raw_sql(backend.build(&update)).all(txn).await?
+        } else {
+            leases::Entity::find()
+                .filter(leases::Column::Partition.is_in(partitions))
+                .lock_shared()
+                .all(txn)
+                .await?
+        };
+        Ok(fences
+            .iter()
+            .map(|f| {
+                rows.iter()
+                    .any(|r| r.partition == f.partition && r.owner == f.owner && r.epoch == f.epoch)
+            })
+            .collect())
     }
 
     /// The check an append makes inside its transaction.

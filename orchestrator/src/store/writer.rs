@@ -9,16 +9,20 @@
 //!
 //! Every append keeps its own checks, and one failing append never fails the
 //! others:
-//! - fences are checked once per batch in the shared transaction (on
+//! - the batch's fences are read in one query in the shared transaction (on
 //!   PostgreSQL `FOR SHARE`, held until the commit); an append whose fence
 //!   fails is answered [`StoreError::Fenced`] and writes nothing;
-//! - an existing saga's projection is updated first, guarded by the seq the
-//!   caller read: zero rows updated is [`StoreError::Conflict`] and nothing of
-//!   that append is written; its events and commands follow in one multi-row
-//!   insert per batch. On PostgreSQL one `UPDATE … FROM (VALUES …) RETURNING`
-//!   updates every saga of the batch and names those whose guard held;
-//! - a new saga or an append that records a repair, whose unique keys may
-//!   refuse it, runs inside its own savepoint, rolled back when refused;
+//! - new sagas go in one `INSERT … ON CONFLICT DO NOTHING RETURNING`: a start
+//!   whose row was not inserted was refused by its type and idempotency key
+//!   ([`StoreError::DuplicateKey`]) and writes nothing;
+//! - existing sagas' projections are updated in one `UPDATE … FROM (VALUES …)
+//!   RETURNING`, each guarded by the seq its caller read: a saga not returned
+//!   is a [`StoreError::Conflict`] and nothing of that append is written (a
+//!   saga twice in a batch has its later appends guarded one by one);
+//! - the events and commands of every append that passed go in one multi-row
+//!   insert each, so a batch costs the same few statements whatever its size;
+//! - an append that records a repair, whose request id may be taken, runs
+//!   inside its own savepoint, rolled back when refused;
 //! - anything else going wrong (a database error, a failed commit) rolls the
 //!   shared transaction back and every append of the batch is written again
 //!   on its own, so each caller gets the answer it would have had alone.
@@ -28,19 +32,20 @@
 //!
 //! SQLite has one writer at a time, and a transaction that reads before it
 //! writes cannot wait for the lock (it fails with `SQLITE_BUSY` at once): each
-//! transaction here therefore writes first, to take the lock (waiting
-//! for it if need be): its first fence check is a no-op `UPDATE` of the lease
-//! row, or, with no fence to check, a no-op `UPDATE` that matches no row.
+//! transaction here therefore writes first, to take the lock (waiting for it
+//! if need be): the fences are read with a no-op `UPDATE … RETURNING` of their
+//! lease rows, and a transaction without fences starts with a no-op `UPDATE`
+//! that matches no row.
 
 use super::entities::{leases, outbox, repairs, saga_events, sagas};
 use super::handoff::Handoff;
 use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryTrait, SqlErr, TransactionTrait,
 };
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -69,12 +74,6 @@ pub(super) struct OwnedAppend {
 }
 
 impl OwnedAppend {
-    /// A new saga or a repair record can be refused by a unique key: such an
-    /// append runs in its own savepoint.
-    fn may_be_refused(&self) -> bool {
-        self.expected_seq == 0 || self.repair.is_some()
-    }
-
     fn conflict(&self) -> StoreError {
         StoreError::Conflict { saga_id: self.saga_id.clone(), expected_seq: self.expected_seq }
     }
@@ -86,6 +85,30 @@ impl OwnedAppend {
             event: Set(event.clone()),
             recorded_at_ms: Set(self.now_ms),
         })
+    }
+
+    /// A new saga's projection row.
+    fn saga_row(&self) -> sagas::ActiveModel {
+        let p = &self.projection;
+        sagas::ActiveModel {
+            saga_id: Set(self.saga_id.clone()),
+            saga_type: Set(p.saga_type.clone()),
+            definition_hash: Set(p.definition_hash.clone()),
+            status: Set(p.status.clone()),
+            current_step: Set(p.current_step.clone()),
+            partition: Set(p.partition),
+            idempotency_key: Set(p.idempotency_key.clone()),
+            input_hash: Set(p.input_hash.clone()),
+            seq: Set(self.events.len() as i64),
+            next_deadline_ms: Set(p.next_deadline_ms),
+            last_error: Set(p.last_error.clone()),
+            created_at_ms: Set(self.now_ms),
+            updated_at_ms: Set(self.now_ms),
+            current_kind: Set(p.current_kind.clone()),
+            attempt: Set(p.attempt),
+            deadline_at_ms: Set(p.deadline_at_ms),
+            park_reason: Set(p.park_reason.clone()),
+        }
     }
 
     fn outbox_rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
@@ -219,45 +242,55 @@ type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
 /// The appends of a batch in one transaction. `Err` when the transaction as
 /// a whole failed (nothing of it was committed); else each append's result
 /// and the commands committed.
+///
+/// A batch costs a fixed number of statements whatever its size: the fences
+/// in one query, the new sagas in one `INSERT … ON CONFLICT DO NOTHING`, the
+/// projections in one guarded `UPDATE … FROM (VALUES …)`, the events and the
+/// commands in one multi-row insert each. Only appends recording a repair
+/// (rare) run in a savepoint of their own.
 async fn write_together(
     db: &DatabaseConnection,
     appends: &[&OwnedAppend],
 ) -> Result<BatchWritten, StoreError> {
     let txn = db.begin().await?;
-    if appends.iter().all(|a| a.fence.is_none()) {
-        take_write_lock(&txn).await?; // else the first fence check takes it
+    // The fences, in the shared transaction (not in a savepoint, whose
+    // rollback would release the locks a `FOR SHARE` took).
+    let fences: Vec<Fence> = appends
+        .iter()
+        .filter_map(|a| a.fence.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if fences.is_empty() {
+        take_write_lock(&txn).await?; // else reading the fences takes it
     }
-    // Each fence once, in the shared transaction (not in a savepoint, whose
-    // rollback would release the lock a `FOR SHARE` took).
-    let mut fences: BTreeMap<(i32, &str, i64), bool> = BTreeMap::new();
-    for fence in appends.iter().filter_map(|a| a.fence.as_ref()) {
-        fences.insert((fence.partition, fence.owner.as_str(), fence.epoch), false);
-    }
-    for ((partition, owner, epoch), held) in &mut fences {
-        let fence = Fence { partition: *partition, owner: (*owner).to_owned(), epoch: *epoch };
-        *held = match Store::check_fence(&txn, &fence).await {
-            Ok(()) => true,
-            Err(StoreError::Fenced { .. }) => false,
-            Err(e) => return Err(e),
-        };
-    }
+    let held: HashSet<&Fence> = fences
+        .iter()
+        .zip(Store::fences_held(&txn, &fences).await?)
+        .filter_map(|(fence, held)| held.then_some(fence))
+        .collect();
     let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(appends.len());
     let mut committed = Vec::new();
-    // Appends to existing sagas, without unique keys to refuse them: guarded
-    // by their seq alone (indexes into `appends`).
-    let mut plain = Vec::new();
+    // Indexes into `appends`: new sagas, and appends to existing sagas
+    // guarded by their seq alone.
+    let (mut starts, mut plain) = (Vec::new(), Vec::new());
     for (i, a) in appends.iter().enumerate() {
         if let Some(f) = &a.fence
-            && fences.get(&(f.partition, f.owner.as_str(), f.epoch)) != Some(&true)
+            && !held.contains(f)
         {
             results.push(Some(Err(StoreError::Fenced { partition: f.partition, epoch: f.epoch })));
             continue;
         }
-        if !a.may_be_refused() {
+        if a.repair.is_none() {
             results.push(None);
-            plain.push(i);
+            if a.expected_seq == 0 {
+                starts.push(i)
+            } else {
+                plain.push(i)
+            }
             continue;
         }
+        // A repair record, whose request id may be taken: a savepoint of its own.
         let savepoint = txn.begin().await?;
         match write_one(&savepoint, a).await {
             Ok(commands) => {
@@ -276,29 +309,38 @@ async fn write_together(
             Err(e) => return Err(e),
         }
     }
-    // The seq guards first: a conflicting append writes nothing. On
-    // PostgreSQL one statement updates every saga of the batch (one round
-    // trip); a saga that appears twice has its later appends guarded one by one.
-    let mut one_by_one = Vec::new();
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let mut seen = std::collections::HashSet::new();
-        let (bulk, rest): (Vec<usize>, Vec<usize>) =
-            plain.iter().partition(|&&i| seen.insert(appends[i].saga_id.as_str()));
-        let mut passed = std::collections::HashSet::new();
-        for chunk in bulk.chunks(BULK_UPDATE_ROWS_MAX) {
-            let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
-            passed.extend(update_projections_postgres(&txn, &chunk).await?);
-        }
-        for i in bulk {
-            results[i] = Some(if passed.contains(&appends[i].saga_id) {
-                Ok(())
-            } else {
-                Err(appends[i].conflict())
-            });
-        }
-        one_by_one = rest;
-    } else {
-        one_by_one.extend(plain);
+    // New sagas: a start whose row was not inserted was refused by a unique
+    // key (its type and idempotency key are taken, maybe by another start of
+    // this batch).
+    let mut inserted = HashSet::new();
+    for chunk in starts.chunks(INSERT_ROWS_MAX) {
+        inserted.extend(insert_sagas(&txn, chunk.iter().map(|&i| appends[i])).await?);
+    }
+    for i in starts {
+        let a = appends[i];
+        results[i] = Some(if inserted.contains(&a.saga_id) {
+            Ok(())
+        } else {
+            Err(StoreError::DuplicateKey { saga_type: a.projection.saga_type.clone() })
+        });
+    }
+    // The seq guards: a conflicting append writes nothing. One statement
+    // updates every saga of the batch; a saga that appears twice has its
+    // later appends guarded one by one.
+    let mut seen = HashSet::new();
+    let (bulk, one_by_one): (Vec<usize>, Vec<usize>) =
+        plain.iter().partition(|&&i| seen.insert(appends[i].saga_id.as_str()));
+    let mut passed = HashSet::new();
+    for chunk in bulk.chunks(BULK_UPDATE_ROWS_MAX) {
+        let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
+        passed.extend(update_projections(&txn, &chunk).await?);
+    }
+    for i in bulk {
+        results[i] = Some(if passed.contains(&appends[i].saga_id) {
+            Ok(())
+        } else {
+            Err(appends[i].conflict())
+        });
     }
     for i in one_by_one {
         let passed = update_projection(&txn, appends[i]).await?;
@@ -307,13 +349,14 @@ async fn write_together(
     let mut events = Vec::new();
     let mut commands = Vec::new();
     for (a, result) in appends.iter().zip(&results) {
-        if matches!(result, Some(Ok(()))) && !a.may_be_refused() {
+        if matches!(result, Some(Ok(()))) && a.repair.is_none() {
             events.extend(a.event_rows());
             commands.extend(a.outbox_rows());
         }
     }
-    // Past a passed seq guard no other writer can hold these seqs: a unique
-    // violation here means a corrupt store, and fails the batch.
+    // Past a passed seq guard (or a new saga's row) no other writer can hold
+    // these seqs: a unique violation here means a corrupt store, and fails
+    // the batch.
     while !events.is_empty() {
         let rest = events.split_off(events.len().min(INSERT_ROWS_MAX));
         saga_events::Entity::insert_many(std::mem::replace(&mut events, rest)).exec(&txn).await?;
@@ -332,13 +375,36 @@ async fn write_together(
     Ok((results, committed))
 }
 
+/// Insert new sagas' projection rows, skipping any a unique key refuses;
+/// returns the ids inserted.
+async fn insert_sagas<'a, C: ConnectionTrait>(
+    conn: &C,
+    appends: impl Iterator<Item = &'a OwnedAppend>,
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<sagas::ActiveModel> = appends.map(OwnedAppend::saga_row).collect();
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut insert = sagas::Entity::insert_many(rows);
+    insert
+        .query()
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .returning(Query::returning().column(sagas::Column::SagaId));
+    let statement = conn.get_database_backend().build(insert.query());
+    let inserted = conn.query_all(statement).await?;
+    inserted
+        .iter()
+        .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
+        .collect()
+}
+
 /// The projections of `appends` (distinct sagas) in one `UPDATE … FROM
 /// (VALUES …)`, each guarded by its expected seq. Returns the sagas updated;
 /// the others conflict.
-async fn update_projections_postgres<C: ConnectionTrait>(
+async fn update_projections<C: ConnectionTrait>(
     conn: &C,
     appends: &[&OwnedAppend],
-) -> Result<std::collections::HashSet<String>, StoreError> {
+) -> Result<HashSet<String>, StoreError> {
     const COLUMNS: [(&str, &str); 12] = [
         ("saga_id", "text"),
         ("expected_seq", "int8"),
@@ -353,6 +419,7 @@ async fn update_projections_postgres<C: ConnectionTrait>(
         ("deadline_at_ms", "int8"),
         ("park_reason", "text"),
     ];
+    let backend = conn.get_database_backend();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(appends.len() * COLUMNS.len());
     let mut rows = Vec::with_capacity(appends.len());
     for a in appends {
@@ -375,24 +442,30 @@ async fn update_projections_postgres<C: ConnectionTrait>(
         let placeholders: Vec<String> = COLUMNS
             .iter()
             .enumerate()
-            .map(|(j, (_, ty))| format!("${}::{ty}", first + j + 1))
+            .map(|(j, (_, ty))| match backend {
+                // PostgreSQL cannot infer the types of parameters in VALUES.
+                DbBackend::Postgres => format!("${}::{ty}", first + j + 1),
+                _ => "?".to_owned(),
+            })
             .collect();
         rows.push(format!("({})", placeholders.join(", ")));
     }
-    let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+    // The VALUES columns are named `v_<column>`, so that no name is shared
+    // with `sagas` (SQLite's RETURNING may only name the updated table's).
+    let names: Vec<String> = COLUMNS.iter().map(|(name, _)| format!("\"v_{name}\"")).collect();
     let sets: Vec<String> =
-        COLUMNS[2..].iter().map(|(name, _)| format!("\"{name}\" = v.\"{name}\"")).collect();
+        COLUMNS[2..].iter().map(|(name, _)| format!("\"{name}\" = v.\"v_{name}\"")).collect();
     let sql = format!(
-        "UPDATE \"sagas\" AS s SET {} FROM (VALUES {}) AS v({}) \
-         WHERE s.\"saga_id\" = v.\"saga_id\" AND s.\"seq\" = v.\"expected_seq\" \
-         RETURNING s.\"saga_id\"",
-        sets.join(", "),
+        "WITH v({}) AS (VALUES {}) \
+         UPDATE \"sagas\" SET {} FROM v \
+         WHERE \"sagas\".\"saga_id\" = v.\"v_saga_id\" AND \"sagas\".\"seq\" = v.\"v_expected_seq\" \
+         RETURNING \"saga_id\"",
+        names.join(", "),
         rows.join(", "),
-        names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "),
+        sets.join(", "),
     );
-    let updated = conn
-        .query_all(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-        .await?;
+    let updated =
+        conn.query_all(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
     updated
         .iter()
         .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
@@ -456,25 +529,7 @@ async fn write_one<C: ConnectionTrait>(
         }
     })?;
     if a.expected_seq == 0 {
-        let row = sagas::ActiveModel {
-            saga_id: Set(a.saga_id.clone()),
-            saga_type: Set(p.saga_type.clone()),
-            definition_hash: Set(p.definition_hash.clone()),
-            status: Set(p.status.clone()),
-            current_step: Set(p.current_step.clone()),
-            partition: Set(p.partition),
-            idempotency_key: Set(p.idempotency_key.clone()),
-            input_hash: Set(p.input_hash.clone()),
-            seq: Set(a.events.len() as i64),
-            next_deadline_ms: Set(p.next_deadline_ms),
-            last_error: Set(p.last_error.clone()),
-            created_at_ms: Set(a.now_ms),
-            updated_at_ms: Set(a.now_ms),
-            current_kind: Set(p.current_kind.clone()),
-            attempt: Set(p.attempt),
-            deadline_at_ms: Set(p.deadline_at_ms),
-            park_reason: Set(p.park_reason.clone()),
-        };
+        let row = a.saga_row();
         sagas::Entity::insert(row).exec(conn).await.map_err(|e| match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
                 StoreError::DuplicateKey { saga_type: p.saga_type.clone() }
@@ -584,6 +639,8 @@ mod tests {
         fenced_stale.fence = Some(lost);
         let mut taken_key = append("d", 0, 1);
         taken_key.projection.idempotency_key = "a".into();
+        let mut same_key_in_batch = append("h", 0, 1);
+        same_key_in_batch.projection.idempotency_key = "g".into();
         let batch = [
             append("a", 2, 2), // commits
             append("b", 1, 1), // stale seq: conflict
@@ -593,6 +650,8 @@ mod tests {
             append("e", 0, 2), // a new saga: commits
             append("f", 2, 1), // commits
             append("f", 2, 2), // the same saga at the same seq: conflict
+            append("g", 0, 1), // a new saga: commits
+            same_key_in_batch, // the key "g" took in this batch: duplicate
         ];
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
         let (results, committed) = write_together(store.db(), &refs).await.unwrap();
@@ -601,7 +660,7 @@ mod tests {
         handed.sort_unstable();
         assert_eq!(
             handed,
-            [("a", "a/2"), ("c", "c/2"), ("e", "e/0"), ("f", "f/2")],
+            [("a", "a/2"), ("c", "c/2"), ("e", "e/0"), ("f", "f/2"), ("g", "g/0")],
             "exactly the committed appends' commands are handed to the relay"
         );
         assert!(committed.iter().all(|r| r.id > 0 && r.body == "{}"));
@@ -621,6 +680,10 @@ mod tests {
         assert!(results[5].is_ok(), "{:?}", results[5]);
         assert!(results[6].is_ok(), "{:?}", results[6]);
         assert!(matches!(results[7], Err(StoreError::Conflict { .. })), "{:?}", results[7]);
+        assert!(results[8].is_ok(), "{:?}", results[8]);
+        assert!(matches!(results[9], Err(StoreError::DuplicateKey { .. })), "{:?}", results[9]);
+        assert_eq!(seqs(&store, "h").await, Vec::<i64>::new(), "the refused start wrote nothing");
+        assert_eq!(outbox_of(&store, "h").await, 0);
         assert_eq!(seqs(&store, "f").await, vec![1, 2, 3]);
 
         assert_eq!(seqs(&store, "a").await, vec![1, 2, 3, 4]);
@@ -637,7 +700,7 @@ mod tests {
             .await
             .unwrap();
         let by_id: Vec<(String, i64)> = rows.into_iter().map(|r| (r.saga_id, r.seq)).collect();
-        let expected = [("a", 4), ("b", 2), ("c", 3), ("e", 2), ("f", 3)];
+        let expected = [("a", 4), ("b", 2), ("c", 3), ("e", 2), ("f", 3), ("g", 1)];
         assert_eq!(by_id, expected.map(|(id, seq)| (id.to_owned(), seq)).to_vec());
     }
 
