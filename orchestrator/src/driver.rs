@@ -17,7 +17,7 @@ use crate::clock;
 use crate::metrics::{self, Metrics};
 use crate::partitions::Ownership;
 use crate::registry::Registry;
-use crate::store::{Append, Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
+use crate::store::{Append, Fence, OutboxRow, Projection, Queued, RepairRecord, Store, StoreError};
 use sagas::hash::partition_of;
 use sagas::machine::SagaEvent;
 use sagas::machine::{Decision, Input, OperatorInput, SagaState, TransitionError, decide, replay};
@@ -382,16 +382,27 @@ impl Driver {
         self.ownership.is_cluster().then(|| self.ownership.owned())
     }
 
-    /// After a takeover: put every command the saga still waits on back in
-    /// the outbox, same attempt and message id. JetStream drops it if the
-    /// original is still in its dedupe window; otherwise the participant's
-    /// inbox answers it from its stored reply. Returns how many were queued.
-    pub async fn resend_in_flight(&self, saga_id: &str) -> Result<usize, DriveError> {
-        let (row, state) = self.state(saga_id).await?;
+    /// After a takeover: every command the saga still waits on, to queue
+    /// again in the outbox with the same attempt and message id. JetStream
+    /// drops it if the original is still in its dedupe window; otherwise the
+    /// participant's inbox answers it from its stored reply.
+    pub async fn in_flight_commands(&self, saga_id: &str) -> Result<Vec<Queued>, DriveError> {
+        let loaded = self
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
+        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
+            DriveError::UnknownDefinition {
+                saga_id: saga_id.to_owned(),
+                hash: loaded.row.definition_hash.clone(),
+            }
+        })?;
+        let (row, history) = (loaded.row, loaded.events);
+        let state = replay(definition, &history);
         if state.status.is_end() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let history = self.store.load(saga_id).await?.map(|l| l.events).unwrap_or_default();
         let partition = u32::try_from(row.partition).unwrap_or(0);
         let reply_subject = self.ns.reply_subject(partition);
         let mut rows = Vec::new();
@@ -430,23 +441,23 @@ impl Driver {
                     payload,
                     deadline,
                 };
-                rows.push(OutboxRow {
-                    subject: command.subject(&self.ns),
-                    msg_id: command.msg_id(),
-                    body: serde_json::to_string(&command.to_wire(
-                        saga_id,
-                        &state.definition.name,
-                        &reply_subject,
-                    ))
-                    .unwrap_or_default(),
+                rows.push(Queued {
+                    saga_id: saga_id.to_owned(),
+                    partition: row.partition,
+                    command: OutboxRow {
+                        subject: command.subject(&self.ns),
+                        msg_id: command.msg_id(),
+                        body: serde_json::to_string(&command.to_wire(
+                            saga_id,
+                            &state.definition.name,
+                            &reply_subject,
+                        ))
+                        .unwrap_or_default(),
+                    },
                 });
             }
         }
-        if !rows.is_empty() {
-            let now = clock::to_db(clock::now());
-            self.store.enqueue(saga_id, row.partition, &rows, now).await?;
-        }
-        Ok(rows.len())
+        Ok(rows)
     }
 
     /// What `input` would do to the saga now, without recording anything (a

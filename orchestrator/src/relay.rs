@@ -3,8 +3,8 @@
 //! Commands reach the relay two ways. The store's writer hands over the rows
 //! it has just committed ([`crate::store::Handoff`]), so the usual path never
 //! reads the outbox back. Anything else is found by scanning the table: at
-//! start (rows an earlier run left), when asked (a takeover queued commands
-//! again, a publish failed, the hand-off was full), and once a second for
+//! start (rows an earlier run left), when asked (a partition was taken over,
+//! a publish failed, the hand-off was full), and once a second for
 //! rows older than [`SCAN_AGE_MS`] (another instance's rows it could not
 //! publish), only for the partitions this instance owns.
 //!
@@ -48,19 +48,22 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Run until `shutdown`, then drain what is left for a short while.
 pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut relay = Relay::new(driver, js);
+    let mut relay = Relay::new(driver);
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let result = tokio::select! {
             // Cancelled mid-round: unacknowledged rows stay in the outbox; the
             // drain below (bounded) or the next start publishes them.
             () = shutdown.cancelled() => break,
-            r = relay.round() => r,
+            r = relay.round(&js) => r,
         };
         match result {
             Ok(Some(_)) => backoff = Duration::from_millis(100),
             Ok(None) => {
                 backoff = Duration::from_millis(100);
+                if !relay.driver.store().handoff().is_empty() {
+                    continue;
+                }
                 let idle = relay.idle_for();
                 tokio::select! {
                     // Cancelled: nothing in flight; acknowledged rows are deleted below.
@@ -81,7 +84,7 @@ pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationT
     }
     let drain = async {
         relay.driver.store().handoff().miss();
-        while let Ok(Some(_)) = relay.round().await {}
+        while let Ok(Some(_)) = relay.round(&js).await {}
         relay.delete_acked().await
     };
     match tokio::time::timeout(DRAIN_MAX, drain).await {
@@ -97,7 +100,6 @@ pub async fn run(driver: Driver, js: jetstream::Context, shutdown: CancellationT
 
 struct Relay {
     driver: Driver,
-    js: jetstream::Context,
     /// Rows JetStream acknowledged, still to be deleted.
     acked: Vec<i64>,
     /// When the oldest of `acked` was acknowledged.
@@ -106,8 +108,8 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(driver: Driver, js: jetstream::Context) -> Self {
-        Self { driver, js, acked: Vec::new(), acked_since: None, last_scan: Instant::now() }
+    fn new(driver: Driver) -> Self {
+        Self { driver, acked: Vec::new(), acked_since: None, last_scan: Instant::now() }
     }
 
     /// How long the relay may sleep when it has nothing to publish.
@@ -121,12 +123,12 @@ impl Relay {
 
     /// Publish one batch: `Some(n)` rows published, `None` when there was
     /// nothing to do; acknowledged rows are deleted when their batch is due.
-    async fn round(&mut self) -> Result<Option<usize>, String> {
+    async fn round(&mut self, js: &jetstream::Context) -> Result<Option<usize>, String> {
         let rows = self.next_rows().await?;
         let result = if rows.is_empty() {
             Ok(None)
         } else {
-            let (acked, error) = publish(&self.js, rows).await;
+            let (acked, error) = publish(js, rows).await;
             if error.is_some() {
                 // The rows not acknowledged stay in the table: find them again.
                 self.driver.store().handoff().miss();
@@ -181,6 +183,12 @@ impl Relay {
         if rows.len() as u64 >= crate::store::OUTBOX_BATCH_MAX {
             handoff.miss(); // more where these came from
         }
+        // What was handed over meanwhile goes too: its wake-up brought this
+        // round, so a later round would not be woken for it.
+        let mut rows = rows;
+        let scanned: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
+        let handed = handoff.take(crate::store::OUTBOX_BATCH_MAX as usize);
+        rows.extend(handed.into_iter().filter(|r| !scanned.contains(&r.id)));
         Ok(crate::faults::reorder(rows))
     }
 
@@ -249,4 +257,43 @@ async fn publish(js: &jetstream::Context, rows: Vec<outbox::Model>) -> (Vec<i64>
         }
     }
     (done, first_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+    use crate::store::Store;
+    use sagas::protocol::Namespace;
+    use std::sync::Arc;
+
+    const BENCH: &str = include_str!("../../sagas/definitions/bench.yaml");
+
+    /// A round that falls due for the periodic scan still takes what was
+    /// handed over: the wake-up that brought it was for those rows, and no
+    /// other would come (a saga waiting on that command would wait for the
+    /// scan's age limit, then its step timeout).
+    #[tokio::test]
+    async fn a_scan_round_takes_the_handed_over_rows_too() {
+        let dir = std::env::temp_dir().join(format!("skald-relay-unit-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store =
+            Store::connect(&format!("sqlite://{}", dir.join("r.db").display())).await.unwrap();
+        let def = sagas::definition::load("bench.yaml", BENCH).unwrap();
+        let registry = Registry::with_store(&store, vec![def]).await.unwrap();
+        let driver = Driver::new(store, Arc::new(registry), Namespace::new("t").unwrap(), 1);
+        let mut relay = Relay::new(driver.clone());
+        assert!(
+            relay.next_rows().await.unwrap().is_empty(),
+            "the first round scans an empty table"
+        );
+
+        driver.start("bench", "k", &serde_json::json!({})).await.unwrap();
+        relay.last_scan = Instant::now().checked_sub(SCAN_EVERY * 2).unwrap();
+        let rows = relay.next_rows().await.unwrap();
+        assert_eq!(rows.len(), 1, "the start's command, handed over during a scan round");
+        assert!(rows[0].msg_id.ends_with(".one.do/1"), "{:?}", rows[0].msg_id);
+        assert!(relay.next_rows().await.unwrap().is_empty(), "taken once");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -94,6 +94,14 @@ pub struct OutboxRow {
     pub body: String,
 }
 
+/// A command queued outside an append (a takeover's re-send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub saga_id: String,
+    pub partition: i32,
+    pub command: OutboxRow,
+}
+
 /// New events for one saga, written atomically.
 #[derive(Debug, Clone)]
 pub struct Append<'a> {
@@ -360,28 +368,25 @@ impl Store {
     }
 
     /// Queue commands to publish again, outside any append (a takeover's
-    /// re-send of what a saga still waits on).
-    pub async fn enqueue(
-        &self,
-        saga_id: &str,
-        partition: i32,
-        rows: &[OutboxRow],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
+    /// re-send of what sagas still wait on), in one insert; the rows go to
+    /// the relay through the hand-off.
+    pub async fn enqueue(&self, queued: &[Queued], now_ms: i64) -> Result<(), StoreError> {
+        for chunk in queued.chunks(writer::INSERT_ROWS_MAX) {
+            let rows = chunk
+                .iter()
+                .map(|q| outbox::ActiveModel {
+                    saga_id: Set(q.saga_id.clone()),
+                    subject: Set(q.command.subject.clone()),
+                    msg_id: Set(q.command.msg_id.clone()),
+                    body: Set(q.command.body.clone()),
+                    created_at_ms: Set(now_ms),
+                    partition: Set(q.partition),
+                    ..Default::default()
+                })
+                .collect();
+            let stored = writer::insert_commands(&self.db, rows).await?;
+            self.handoff.push(stored);
         }
-        let rows = rows.iter().map(|o| outbox::ActiveModel {
-            saga_id: Set(saga_id.to_owned()),
-            subject: Set(o.subject.clone()),
-            msg_id: Set(o.msg_id.clone()),
-            body: Set(o.body.clone()),
-            created_at_ms: Set(now_ms),
-            partition: Set(partition),
-            ..Default::default()
-        });
-        outbox::Entity::insert_many(rows).exec(&self.db).await?;
-        self.handoff.miss();
         Ok(())
     }
 

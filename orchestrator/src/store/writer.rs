@@ -55,7 +55,7 @@ pub const BATCH_APPENDS_MAX: usize = 128;
 /// Most appends waiting for the writer; callers wait for room beyond it.
 const QUEUE_APPENDS_MAX: usize = 1_024;
 /// Most rows in one multi-row insert (PostgreSQL takes at most 65,535 parameters).
-const INSERT_ROWS_MAX: usize = 1_000;
+pub(super) const INSERT_ROWS_MAX: usize = 1_000;
 /// Most sagas in one guarded multi-row update (12 parameters each).
 const BULK_UPDATE_ROWS_MAX: usize = 1_000;
 
@@ -215,7 +215,7 @@ async fn write_alone(
 }
 
 /// Insert outbox rows, returning them as stored (with their ids).
-async fn insert_commands<C: ConnectionTrait>(
+pub(super) async fn insert_commands<C: ConnectionTrait>(
     conn: &C,
     rows: Vec<outbox::ActiveModel>,
 ) -> Result<Vec<outbox::Model>, DbErr> {
