@@ -9,7 +9,7 @@
 use super::entities::{repairs, saga_events, sagas};
 use super::{Store, StoreError};
 use sea_orm::sea_query::{Condition, Expr, LikeExpr};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 /// How long past its next deadline an active saga may wait before it counts
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const OVERDUE_GRACE_MS: i64 = 5_000;
 /// Most sagas one page lists.
 pub const PAGE_SIZE_MAX: u64 = 200;
+/// Every stuck saga has one of these statuses.
+const STUCK_STATUSES: [&str; 3] = ["running", "compensating", "parked"];
 
 /// Why a saga needs an operator's eye.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -125,7 +127,9 @@ pub struct ListPage {
 }
 
 impl ListFilter {
-    fn condition(&self, now_ms: i64, owned: &[i32]) -> Condition {
+    /// The filter as SQL. `by_status` states the status every stuck saga has
+    /// on its own (SQLite: so that its status index narrows the search).
+    fn condition(&self, now_ms: i64, owned: &[i32], by_status: bool) -> Condition {
         let mut c = Condition::all();
         if let Some(t) = &self.saga_type {
             c = c.add(sagas::Column::SagaType.eq(t.as_str()));
@@ -149,6 +153,13 @@ impl ListFilter {
             let mut any = Condition::any();
             for class in StuckClass::ALL {
                 any = any.add(class.condition(now_ms, owned));
+            }
+            // Implied by every class. Stated on its own, SQLite's status
+            // index narrows the search to unfinished sagas (without it SQLite
+            // walks the whole table to test the `OR` row by row); PostgreSQL
+            // plans better without it.
+            if by_status {
+                c = c.add(sagas::Column::Status.is_in(STUCK_STATUSES));
             }
             c = c.add(any);
         }
@@ -176,7 +187,11 @@ impl Store {
         owned: &[i32],
     ) -> Result<ListPage, StoreError> {
         let limit = limit.clamp(1, PAGE_SIZE_MAX);
-        let mut query = sagas::Entity::find().filter(filter.condition(now_ms, owned));
+        let mut query = sagas::Entity::find().filter(filter.condition(
+            now_ms,
+            owned,
+            self.backend() == DbBackend::Sqlite,
+        ));
         if let Some(after) = cursor {
             query = query.filter(sagas::Column::SagaId.lt(after));
         }
@@ -198,7 +213,7 @@ impl Store {
         let n = sagas::Entity::find()
             .select_only()
             .column_as(sagas::Column::SagaId.count(), "n")
-            .filter(filter.condition(now_ms, owned))
+            .filter(filter.condition(now_ms, owned, self.backend() == DbBackend::Sqlite))
             .into_tuple::<i64>()
             .one(self.db())
             .await?
@@ -217,7 +232,7 @@ impl Store {
         Ok(sagas::Entity::find()
             .select_only()
             .column(sagas::Column::SagaId)
-            .filter(filter.condition(now_ms, owned))
+            .filter(filter.condition(now_ms, owned, self.backend() == DbBackend::Sqlite))
             .order_by_desc(sagas::Column::SagaId)
             .limit(limit)
             .into_tuple::<String>()
@@ -256,5 +271,51 @@ impl Store {
     /// The repair recorded under this request id, if any.
     pub async fn repair(&self, request_id: &str) -> Result<Option<repairs::Model>, StoreError> {
         Ok(repairs::Entity::find_by_id(request_id).one(self.db()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status guard added to "any stuck class" never hides a stuck saga.
+    #[test]
+    fn every_stuck_saga_has_a_stuck_status() {
+        let statuses = [
+            "not_started",
+            "running",
+            "compensating",
+            "parked",
+            "completed",
+            "compensated",
+            "failed",
+        ];
+        for status in statuses {
+            // A row that is in every class its status allows.
+            let row = sagas::Model {
+                saga_id: "s".into(),
+                saga_type: "t".into(),
+                definition_hash: "h".into(),
+                status: status.into(),
+                current_step: Some("one".into()),
+                partition: 7,
+                idempotency_key: "k".into(),
+                input_hash: "i".into(),
+                seq: 3,
+                next_deadline_ms: Some(0),
+                last_error: Some("boom".into()),
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                current_kind: Some("do".into()),
+                attempt: 2,
+                deadline_at_ms: Some(0),
+                park_reason: None,
+            };
+            for class in StuckClass::ALL {
+                if class.matches(&row, 1_000_000, &[]) {
+                    assert!(STUCK_STATUSES.contains(&status), "{class:?} matches status {status}");
+                }
+            }
+        }
     }
 }
