@@ -387,19 +387,7 @@ impl Driver {
     /// drops it if the original is still in its dedupe window; otherwise the
     /// participant's inbox answers it from its stored reply.
     pub async fn in_flight_commands(&self, saga_id: &str) -> Result<Vec<Queued>, DriveError> {
-        let loaded = self
-            .store
-            .load(saga_id)
-            .await?
-            .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
-        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
-            DriveError::UnknownDefinition {
-                saga_id: saga_id.to_owned(),
-                hash: loaded.row.definition_hash.clone(),
-            }
-        })?;
-        let (row, history) = (loaded.row, loaded.events);
-        let state = replay(definition, &history);
+        let (row, history, state) = self.replayed(saga_id).await?;
         if state.status.is_end() {
             return Ok(Vec::new());
         }
@@ -472,6 +460,15 @@ impl Driver {
         &self,
         saga_id: &str,
     ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
+        let (row, _, state) = self.replayed(saga_id).await?;
+        Ok((row, state))
+    }
+
+    /// A saga's projection row, its history and the state replayed from it.
+    async fn replayed(
+        &self,
+        saga_id: &str,
+    ) -> Result<(crate::store::entities::sagas::Model, Vec<SagaEvent>, SagaState), DriveError> {
         let loaded = self
             .store
             .load(saga_id)
@@ -483,7 +480,8 @@ impl Driver {
                 hash: loaded.row.definition_hash.clone(),
             }
         })?;
-        Ok((loaded.row, replay(definition, &loaded.events)))
+        let state = replay(definition, &loaded.events);
+        Ok((loaded.row, loaded.events, state))
     }
 
     async fn recorded_repair(
