@@ -10,7 +10,8 @@
 //! of one shared transaction instead of a transaction of its own, and that
 //! transaction is committed (one fsync) when nobody is waiting at the gate,
 //! when it holds `commit_group_max` commands, or when it is
-//! [`GROUP_AGE_MAX`] old. A command's [`Tx::commit`] returns only once the
+//! [`GROUP_AGE_MAX`] old. A command that finds no group open and nobody
+//! waiting behind it runs in a transaction of its own (no savepoint). A command's [`Tx::commit`] returns only once the
 //! shared transaction is committed, so its reply still follows its commit; a
 //! command that rolls back undoes only its savepoint. If the shared commit
 //! fails, every command in it gets the error and is handed back to JetStream.
@@ -64,6 +65,12 @@ impl Db {
         if let (Some(group), Some(gate)) = (&self.group, &self.gate) {
             let shared = match group.take_txn() {
                 Some(txn) => txn,
+                // Alone: no group open and nobody at the gate to join one. A
+                // transaction of its own spares a savepoint and its release.
+                None if group.waiting.load(Ordering::SeqCst) == 0 => {
+                    let tx = self.conn.begin().await?;
+                    return Ok(Tx { tx, _permit: permit, guard: None });
+                }
                 None => match self.conn.begin().await {
                     Ok(txn) => txn,
                     Err(e) => {
