@@ -111,17 +111,7 @@ fn describe(what: &str) -> &'static str {
 
 /// `skald bench-floor`: run, print, exit status.
 pub fn main(config: &FloorConfig) -> anyhow::Result<ExitCode> {
-    let _logging = crate::trace::init_logging("warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match runtime.block_on(run(config)) {
-        Ok(report) if config.json => println!("{}", serde_json::json!(report)),
-        Ok(report) => print!("{}", report.to_table()),
-        Err(e) => {
-            eprintln!("skald bench-floor: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    bench_support::run_main("bench-floor", config.json, run(config), Report::to_table)
 }
 
 /// Run every measurement.

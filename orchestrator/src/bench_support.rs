@@ -15,6 +15,32 @@ use std::time::{Duration, Instant};
 /// The PostgreSQL admin URL the benchmark commands default to.
 pub const POSTGRES_ADMIN_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// A benchmark command's `main`: run `bench` on a new runtime, print its
+/// report as one JSON object (`json`) or as `table` renders it, and say how
+/// it ended (`skald <name>: <error>` and a failure status when it failed).
+pub fn run_main<R, Fut>(
+    name: &str,
+    json: bool,
+    bench: Fut,
+    table: impl FnOnce(&R) -> String,
+) -> anyhow::Result<std::process::ExitCode>
+where
+    R: Serialize,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let _logging = crate::trace::init_logging("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match runtime.block_on(bench) {
+        Ok(report) if json => println!("{}", serde_json::json!(report)),
+        Ok(report) => print!("{}", table(&report)),
+        Err(e) => {
+            eprintln!("skald {name}: {e}");
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// A short random token for names (lowercase hex).
 #[must_use]
 pub fn token() -> String {

@@ -110,17 +110,7 @@ impl Report {
 
 /// `skald bench-topup`: run, print, exit status.
 pub fn main(config: &TopupConfig) -> anyhow::Result<ExitCode> {
-    let _logging = crate::trace::init_logging("warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match runtime.block_on(run(config)) {
-        Ok(report) if config.json => println!("{}", json!(report)),
-        Ok(report) => print!("{}", report.to_table()),
-        Err(e) => {
-            eprintln!("skald bench-topup: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    bench_support::run_main("bench-topup", config.json, run(config), Report::to_table)
 }
 
 /// Run the benchmark on a temporary database, then remove it.
