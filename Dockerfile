@@ -21,7 +21,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p orchestrator -p ledger -p payment \
+    cargo build --release --locked -p skald-cli -p ledger -p payment \
     && mkdir -p /out \
     && cp target/release/skald target/release/ledger target/release/payment \
           target/release/psp-sim /out/

@@ -6,14 +6,18 @@
 //! in-flight writes finish, the relay drains, and `run` returns.
 
 use crate::api::{ApiState, Tokens};
-use crate::bus::{self, BusError};
-use crate::driver::Driver;
-use crate::partitions::Ownership;
-use crate::registry::{Registry, RegistryError};
+use crate::bus::relay::{self, RelayParts};
+use crate::bus::{Wire, intake, starter};
+use crate::cluster::partitions::Ownership;
+use crate::cluster::takeover::take_over;
+use crate::engine::driver::Driver;
+use crate::engine::registry::{Registry, RegistryError};
+use crate::metrics::sampler::{self, SamplerParts};
 use crate::store::{Store, StoreError};
-use crate::{intake, metrics, relay, starter, timers};
+use crate::timers;
 use async_nats::jetstream;
 use sagas::protocol::Namespace;
+use skald_transport::TransportError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +109,7 @@ pub enum ServeError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
-    Bus(#[from] BusError),
+    Bus(#[from] TransportError),
     #[error(transparent)]
     Http(#[from] crate::api::HttpError),
     #[error(transparent)]
@@ -114,8 +118,9 @@ pub enum ServeError {
     SecondOnSqlite(String),
     #[error("cannot subscribe to start requests: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    #[cfg(feature = "faults")]
     #[error(transparent)]
-    Faults(#[from] crate::faults::FaultsError),
+    Faults(#[from] crate::bus::faulty::FaultsError),
 }
 
 /// Set-up done; what `run` needs to start its tasks.
@@ -133,6 +138,8 @@ pub struct Orchestrator {
     instance: String,
     lease_ttl: std::time::Duration,
     http_addr_text: Option<String>,
+    /// Where commands go out and how replies come in (tests may swap it).
+    pub wire: Wire,
 }
 
 impl Orchestrator {
@@ -147,20 +154,25 @@ impl Orchestrator {
         definitions: Option<Vec<sagas::Definition>>,
     ) -> Result<Self, ServeError> {
         let ns = Namespace::new(&config.prefix).map_err(ServeError::Prefix)?;
-        crate::faults::init()?; // SKALD_FAULTS: off unless set; logged loudly when on
+        // Read first: a bad setting stops the start before anything else is touched.
+        #[cfg(feature = "faults")]
+        let faults = crate::bus::faulty::from_env()?;
+        #[cfg(not(feature = "faults"))]
+        let faults = ();
         let store = Store::connect(&config.database_url).await?;
         let registry = Arc::new(match definitions {
             Some(defs) => Registry::with_store(&store, defs).await?,
             None => Registry::load(&store, &config.definitions).await?,
         });
-        let client = bus::connect(&config.nats_url, "skald-orchestrator").await?;
+        let client = skald_transport::connect(&config.nats_url, "skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
-        let (_commands, replies) = bus::ensure_streams(&js, &ns).await?;
+        let wire = wire(js.clone(), faults);
+        let (_commands, replies) = skald_transport::streams::ensure_streams(&js, &ns).await?;
         let instance = config.instance_name();
         let lease_ttl = std::time::Duration::from_millis(config.lease_ttl_ms);
         store.ensure_cluster(config.partitions).await?;
         if store.backend() == sea_orm::DbBackend::Sqlite {
-            crate::partitions::single_on_sqlite(&store, &instance, lease_ttl)
+            crate::cluster::partitions::single_on_sqlite(&store, &instance, lease_ttl)
                 .await
                 .map_err(ServeError::SecondOnSqlite)?;
         }
@@ -169,7 +181,7 @@ impl Orchestrator {
             .with_ownership(ownership.clone());
         // Subscribed before `connect` returns: a start sent after it is answered.
         let starts = starter::subscribe(&client, &ns).await?;
-        client.flush().await.map_err(|e| BusError::Flush(e.to_string()))?;
+        client.flush().await.map_err(|e| TransportError::Flush(e.to_string()))?;
         let http = if config.http_addr == "off" {
             None
         } else {
@@ -190,6 +202,7 @@ impl Orchestrator {
         Ok(Self {
             driver,
             client,
+            wire,
             ns,
             replies,
             starts,
@@ -234,18 +247,30 @@ impl Orchestrator {
     /// then the relay drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let tasks = TaskTracker::new();
-        let js = jetstream::new(self.client.clone());
         // The relay outlives intake so the last decisions still get published.
         let relay_stop = CancellationToken::new();
-        tasks.spawn(relay::run(self.driver.clone(), js, relay_stop.clone()));
+        let relay_parts = RelayParts {
+            store: self.driver.store().clone(),
+            ownership: self.ownership.clone(),
+            publisher: self.wire.publisher.clone(),
+        };
+        tasks.spawn(relay::run(relay_parts, relay_stop.clone()));
         let mut consumers = std::collections::HashMap::new();
         let mut sampled = Vec::with_capacity(self.partitions as usize);
         for p in 0..self.partitions {
-            let consumer = bus::reply_consumer(&self.replies, &self.ns, p).await?;
+            let consumer =
+                skald_transport::consumers::reply_consumer(&self.replies, &self.ns, p).await?;
             sampled.push((p, consumer.clone()));
             consumers.insert(i32::try_from(p).unwrap_or(0), consumer);
         }
-        tasks.spawn(metrics::run_sampler(self.driver.clone(), sampled, shutdown.clone()));
+        let ownership = self.ownership.clone();
+        let sampler_parts = SamplerParts {
+            store: self.driver.store().clone(),
+            metrics: self.driver.metrics().clone(),
+            owned: std::sync::Arc::new(move || ownership.owned()),
+            consumers: sampled,
+        };
+        tasks.spawn(sampler::run(sampler_parts, shutdown.clone()));
         let intake_tasks = TaskTracker::new();
         intake_tasks.spawn(timers::run(self.driver.clone(), shutdown.clone()));
         let starter = tokio::spawn(starter::run(
@@ -264,7 +289,7 @@ impl Orchestrator {
         }
         let member_stop = CancellationToken::new();
         let (changes_tx, mut changes) = tokio::sync::mpsc::channel(1_024);
-        let membership = crate::partitions::Membership {
+        let membership = crate::cluster::partitions::Membership {
             store: self.driver.store().clone(),
             instance: self.instance.clone(),
             partitions: self.partitions,
@@ -273,8 +298,11 @@ impl Orchestrator {
             http_addr: self.http_addr_text.clone(),
             metrics: self.driver.metrics().clone(),
         };
-        let members =
-            tokio::spawn(crate::partitions::run(membership, changes_tx, member_stop.clone()));
+        let members = tokio::spawn(crate::cluster::partitions::run(
+            membership,
+            changes_tx,
+            member_stop.clone(),
+        ));
         tracing::info!(instance = %self.instance, partitions = self.partitions, "orchestrator running");
         let mut intakes: std::collections::HashMap<i32, CancellationToken> = Default::default();
         loop {
@@ -284,16 +312,22 @@ impl Orchestrator {
                 c = changes.recv() => c,
             };
             match change {
-                Some(crate::partitions::Change::Acquired { partition, epoch }) => {
+                Some(crate::cluster::partitions::Change::Acquired { partition, epoch }) => {
                     let Some(consumer) = consumers.get(&partition).cloned() else { continue };
                     let stop = shutdown.child_token();
                     if let Some(old) = intakes.insert(partition, stop.clone()) {
                         old.cancel();
                     }
-                    intake_tasks.spawn(intake::run(self.driver.clone(), consumer, stop.clone()));
+                    let gate = self.wire.replies.clone();
+                    intake_tasks.spawn(intake::run(
+                        self.driver.clone(),
+                        gate,
+                        consumer,
+                        stop.clone(),
+                    ));
                     intake_tasks.spawn(take_over(self.driver.clone(), partition, epoch, stop));
                 }
-                Some(crate::partitions::Change::Lost { partition }) => {
+                Some(crate::cluster::partitions::Change::Lost { partition }) => {
                     if let Some(stop) = intakes.remove(&partition) {
                         stop.cancel();
                     }
@@ -332,52 +366,21 @@ impl Orchestrator {
     }
 }
 
-/// Most open sagas a takeover re-sends commands for per partition.
-const TAKEOVER_SAGAS_MAX: u64 = 100_000;
-/// Commands re-sent after a takeover are queued this many at a time.
-const RESEND_BATCH_MAX: usize = 256;
-
-/// After taking a partition: re-send the commands its open sagas wait on.
-/// Their timers and replies need nothing more: timers come from the store,
-/// replies from the partition's durable consumer.
-async fn take_over(driver: Driver, partition: i32, epoch: i64, stop: CancellationToken) {
-    let started = std::time::Instant::now();
-    // Commands the previous owner committed and never published: scan for them now.
-    driver.store().handoff().miss();
-    let open = match driver.store().open_in_partition(partition, TAKEOVER_SAGAS_MAX).await {
-        Ok(open) => open,
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "cannot list the partition's open sagas");
-            return;
+/// The transport: JetStream, wrapped in fault injection when this is a test
+/// build (`faults` feature) and `SKALD_FAULTS` is set.
+#[cfg(feature = "faults")]
+fn wire(js: jetstream::Context, faults: Option<crate::bus::faulty::Faults>) -> Wire {
+    let wire = Wire::jetstream(js);
+    match faults {
+        Some(faults) => {
+            let (publisher, replies) = faults.wrap(wire.publisher);
+            Wire { publisher, replies: Some(replies) }
         }
-    };
-    let mut resent = 0;
-    let mut queued = Vec::new();
-    for (i, saga_id) in open.iter().enumerate() {
-        if stop.is_cancelled() {
-            return;
-        }
-        match driver.in_flight_commands(saga_id).await {
-            Ok(commands) => queued.extend(commands),
-            Err(e) => tracing::warn!(%saga_id, error = %e, "cannot re-send in-flight commands"),
-        }
-        // One insert (one commit) per batch of sagas, not one per saga.
-        if queued.len() >= RESEND_BATCH_MAX || (i + 1 == open.len() && !queued.is_empty()) {
-            match driver.store().enqueue(&queued, crate::clock::to_db(crate::clock::now())).await {
-                Ok(()) => resent += queued.len(),
-                Err(e) => {
-                    tracing::warn!(partition, error = %e, commands = queued.len(), "cannot re-send in-flight commands; their step timeouts will retry them")
-                }
-            }
-            queued.clear();
-        }
+        None => wire,
     }
-    tracing::info!(
-        partition,
-        epoch,
-        open_sagas = open.len(),
-        commands_resent = resent,
-        took_ms = started.elapsed().as_millis() as u64,
-        "partition taken over"
-    );
+}
+
+#[cfg(not(feature = "faults"))]
+fn wire(js: jetstream::Context, (): ()) -> Wire {
+    Wire::jetstream(js)
 }

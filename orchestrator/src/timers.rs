@@ -7,11 +7,9 @@
 //! (a store error, a history that cannot be read) is retried with backoff,
 //! so it neither spins the loop nor floods the log.
 
-use crate::clock;
-use crate::driver::{DriveError, Driver};
+use crate::engine::driver::{DriveError, Driver};
 use sagas::machine::{Input, TransitionError};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -28,11 +26,12 @@ const FAILING_TRACKED_MAX: usize = 10_000;
 pub async fn run(driver: Driver, shutdown: CancellationToken) {
     // Saga id → (not before, current pause).
     let mut failing: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let clock = driver.store().clock().clone();
     while !shutdown.is_cancelled() {
         // Looking now: any deadline set from here on wakes the next pass.
-        driver.timer_next_ms.store(i64::MAX, Ordering::Release);
-        let now = clock::to_db(clock::now());
-        let owned = driver.owned_filter();
+        driver.bell().looking();
+        let now = clock.now_db();
+        let owned = driver.ownership().filter();
         let due = match driver.store().due(now, DUE_BATCH_MAX, owned.as_deref()).await {
             Ok(due) => due,
             Err(e) => {
@@ -68,21 +67,19 @@ pub async fn run(driver: Driver, shutdown: CancellationToken) {
             continue;
         }
         let until_earliest = match driver.store().earliest_deadline(owned.as_deref()).await {
-            Ok(Some(at)) => {
-                Duration::from_millis(u64::try_from(at - clock::to_db(clock::now())).unwrap_or(0))
-            }
+            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - clock.now_db()).unwrap_or(0)),
             _ => IDLE_MAX,
         };
         // With failing sagas due, the earliest deadline is in the past: pause anyway.
         let floor = if failing.is_empty() { Duration::ZERO } else { RETRY_MIN };
         let wait = until_earliest.min(IDLE_MAX).max(floor);
-        let next = clock::to_db(clock::now())
-            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-        driver.timer_next_ms.store(next, Ordering::Release);
+        let next =
+            clock.now_db().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        driver.bell().sleeping_until(next);
         tokio::select! {
             // Cancelled: nothing in flight here.
             () = shutdown.cancelled() => return,
-            () = driver.timer_wake.notified() => {}
+            () = driver.bell().rung() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }

@@ -2,46 +2,21 @@
 //! errors, on SQLite and (for the queries) PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use orchestrator::api::{self, ApiState, Role, Tokens};
-use orchestrator::driver::Driver;
-use orchestrator::partitions::Ownership;
-use orchestrator::registry::Registry;
-use orchestrator::store::Store;
+use common::Engine;
+use orchestrator::api::{Role, Tokens};
 use sagas::machine::Input;
-use sagas::protocol::{Namespace, Outcome, Reply};
-use sea_orm::{ConnectionTrait, Database};
+use sagas::protocol::{Outcome, Reply};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use skald_testkit::Backend;
 use std::time::{Duration, SystemTime};
-use tower::ServiceExt;
 
-const DEFINITION: &str = r#"
-name: transfer
-version: 1
-description: Two steps for API tests.
-input_schema:
-  type: object
-  required: [amount]
-  properties:
-    amount: { type: integer, minimum: 1 }
-steps:
-  - name: reserve
-    participant: bank
-    action: reserve
-    compensation: release
-    timeout: 30s
-    retry: { attempts: 4, initial_backoff: 1s, max_backoff: 5s }
-    input: { amount: "{{input.amount}}" }
-  - name: confirm
-    participant: bank
-    action: confirm
-    compensation: unconfirm
-    timeout: 30s
-    input: { saga: "{{saga.id}}" }
-"#;
+/// Two steps on participant `bank`; the tests also post it to the API.
+const DEFINITION: &str = include_str!("fixtures/transfer.yaml");
 
 const VIEWER: &str = "viewer-token";
 const OPERATOR: &str = "operator-token";
@@ -50,60 +25,42 @@ const EXPIRED: &str = "expired-token";
 
 struct Api {
     app: Router,
-    driver: Driver,
-    _dir: tempfile_dir::Dir,
+    engine: Engine,
 }
 
-/// A temporary directory removed on drop (no extra crate needed).
-mod tempfile_dir {
-    #[derive(Debug)]
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("skald-api-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn postgres_url() -> String {
-    let admin = Database::connect("postgres://postgres@127.0.0.1/test").await.unwrap();
-    let name = format!("api_{}", uuid::Uuid::new_v4().simple());
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-    format!("postgres://postgres@127.0.0.1/{name}")
-}
-
-async fn api_on(url: Option<String>) -> Api {
-    let dir = tempfile_dir::Dir::new();
-    let url = url.unwrap_or_else(|| format!("sqlite://{}", dir.0.join("api.db").display()));
-    let store = Store::connect(&url).await.unwrap();
-    let def = sagas::definition::load("transfer.yaml", DEFINITION).unwrap();
-    let registry = Registry::with_store(&store, vec![def]).await.unwrap();
-    let driver = Driver::new(store, Arc::new(registry), Namespace::new("t").unwrap(), 4);
+async fn api_on(backend: Backend) -> Api {
+    let engine = Engine::new(backend, &[DEFINITION]).await;
     let mut tokens = Tokens::none();
     tokens.insert("vera", Role::Viewer, VIEWER, None);
     tokens.insert("otto", Role::Operator, OPERATOR, None);
     tokens.insert("ada", Role::Admin, ADMIN, None);
     tokens.insert("old", Role::Admin, EXPIRED, Some(SystemTime::now() - Duration::from_secs(1)));
-    let state = ApiState::new(driver.clone(), tokens, Ownership::all(4), "test-1".into());
-    Api { app: api::app(state), driver, _dir: dir }
+    Api { app: engine.router(tokens, "test-1"), engine }
 }
 
 async fn api() -> Api {
-    api_on(None).await
+    api_on(Backend::Sqlite).await
+}
+
+/// Two tests of one check, named `$sqlite` and `$postgres`: `$check` runs on
+/// an API over each database.
+macro_rules! on_each_backend {
+    ($check:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $check(api_on(Backend::Sqlite).await).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            $check(api_on(Backend::Postgres).await).await;
+        }
+    };
 }
 
 impl Api {
     async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 16 * 1024 * 1024).await.unwrap();
+        let (status, _, bytes) = common::send(&self.app, req).await;
         let v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, v)
@@ -145,6 +102,13 @@ impl Api {
         assert_eq!(status, StatusCode::CREATED, "{v}");
         v["saga_id"].as_str().unwrap().to_owned()
     }
+
+    /// Answer the first attempt of `step`'s command of saga `id`, as its
+    /// participant would.
+    async fn reply(&self, id: &str, step: &str, outcome: Outcome) {
+        let reply = Reply { command_id: format!("{id}.{step}.do"), attempt: 1, outcome };
+        self.engine.driver.handle(id, &Input::Reply(reply)).await.unwrap();
+    }
 }
 
 fn assert_error(v: &Value, code: &str) {
@@ -160,10 +124,10 @@ async fn health_is_open_and_everything_else_needs_a_valid_token() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["partitions_owned"], 4);
 
-    let res = api.app.clone().oneshot(Request::get("/v1/sagas").body(Body::empty()).unwrap());
-    let res = res.await.unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    let req = Request::get("/v1/sagas").body(Body::empty()).unwrap();
+    let (status, headers, _) = common::send(&api.app, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
     for token in [None, Some("forged"), Some(EXPIRED), Some("")] {
         for path in ["/v1/sagas", "/v1/overview", "/v1/definitions", "/metrics", "/v1/bulk"] {
             let (status, v) = api.get(path, token).await;
@@ -267,17 +231,7 @@ async fn starts_are_idempotent_and_bad_input_is_refused_with_details() {
 async fn one_saga_shows_its_steps_history_commands_and_replies() {
     let api = api().await;
     let id = api.start("show-1", 3).await;
-    api.driver
-        .handle(
-            &id,
-            &Input::Reply(Reply {
-                command_id: format!("{id}.reserve.do"),
-                attempt: 1,
-                outcome: Outcome::Ok { output: json!({"hold": "h1"}) },
-            }),
-        )
-        .await
-        .unwrap();
+    api.reply(&id, "reserve", Outcome::Ok { output: json!({"hold": "h1"}) }).await;
     let (status, v) = api.get(&format!("/v1/sagas/{id}"), Some(VIEWER)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["saga_id"], id.as_str());
@@ -360,30 +314,16 @@ async fn list_filters_and_pages(api: Api) {
     }
 }
 
-#[tokio::test]
-async fn lists_filter_and_page_stably_on_sqlite() {
-    list_filters_and_pages(api().await).await;
-}
-
-#[tokio::test]
-async fn lists_filter_and_page_stably_on_postgres() {
-    list_filters_and_pages(api_on(Some(postgres_url().await)).await).await;
-}
+on_each_backend!(
+    list_filters_and_pages: lists_filter_and_page_stably_on_sqlite,
+    lists_filter_and_page_stably_on_postgres
+);
 
 async fn stuck_sagas_are_classified(api: Api) {
     let calm = api.start("calm", 1).await;
     let shaky = api.start("shaky", 2).await;
-    api.driver
-        .handle(
-            &shaky,
-            &Input::Reply(Reply {
-                command_id: format!("{shaky}.reserve.do"),
-                attempt: 1,
-                outcome: Outcome::Retry { code: "busy".into(), message: "bank busy".into() },
-            }),
-        )
-        .await
-        .unwrap();
+    let busy = Outcome::Retry { code: "busy".into(), message: "bank busy".into() };
+    api.reply(&shaky, "reserve", busy).await;
     let (_, v) = api.get("/v1/sagas?stuck=retrying", Some(VIEWER)).await;
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{v}");
@@ -403,15 +343,10 @@ async fn stuck_sagas_are_classified(api: Api) {
     assert_eq!(o["stuck_total"], 1);
 }
 
-#[tokio::test]
-async fn stuck_sagas_are_classified_on_sqlite() {
-    stuck_sagas_are_classified(api().await).await;
-}
-
-#[tokio::test]
-async fn stuck_sagas_are_classified_on_postgres() {
-    stuck_sagas_are_classified(api_on(Some(postgres_url().await)).await).await;
-}
+on_each_backend!(
+    stuck_sagas_are_classified: stuck_sagas_are_classified_on_sqlite,
+    stuck_sagas_are_classified_on_postgres
+);
 
 #[tokio::test]
 async fn repairs_are_recorded_with_who_and_why_and_are_idempotent() {
@@ -463,13 +398,8 @@ async fn bulk_repairs_preview_then_run_as_a_job() {
     }
     let keep = api.start("keep-me", 1).await;
     let filter = json!({"key": "bulk-"});
-    let (status, preview) = api
-        .post(
-            "/v1/bulk",
-            Some(OPERATOR),
-            json!({"action": "abort", "filter": filter, "reason": "bank outage", "dry_run": true}),
-        )
-        .await;
+    let dry_abort = |reason: &str| json!({"action": "abort", "filter": filter, "reason": reason, "dry_run": true});
+    let (status, preview) = api.post("/v1/bulk", Some(OPERATOR), dry_abort("bank outage")).await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["matched"], 4);
     assert_eq!(preview["would_change"].as_array().unwrap().len(), 4);
@@ -505,13 +435,7 @@ async fn bulk_repairs_preview_then_run_as_a_job() {
     assert_eq!(v["status"], "running");
 
     // A second abort of the same sagas fails per saga and says why.
-    let (_, job) = api
-        .post(
-            "/v1/bulk",
-            Some(OPERATOR),
-            json!({"action": "abort", "filter": filter, "reason": "again", "dry_run": true}),
-        )
-        .await;
+    let (_, job) = api.post("/v1/bulk", Some(OPERATOR), dry_abort("again")).await;
     assert_eq!(job["would_fail"].as_array().unwrap().len(), 4, "{job}");
     for bad in [
         json!({"action": "abort", "reason": "r", "max_sagas": 0}),

@@ -1,50 +1,24 @@
-//! The owner's cache of open sagas (`orchestrator::cache`) through the driver,
+//! The owner's cache of open sagas (`orchestrator::engine::cache`) through the driver,
 //! on a real store and no NATS: commands are read from the outbox and answered
 //! by the test. The cached state must always be the replay of the stored
 //! history, and a write by anyone else must be noticed, never overwritten.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orchestrator::driver::{DriveError, Driver};
-use orchestrator::partitions::Ownership;
-use orchestrator::registry::Registry;
+mod common;
+
+use common::{BENCH, Engine, offline, take_commands};
+use orchestrator::cluster::partitions::Ownership;
+use orchestrator::engine::driver::{DriveError, Driver};
 use orchestrator::store::Store;
 use sagas::machine::{Input, SagaEvent};
-use sagas::protocol::{Command, Namespace, Outcome, Reply};
+use sagas::protocol::{Command, Outcome, Reply};
 use serde_json::json;
-use std::sync::Arc;
+use skald_testkit::Backend;
 
-const BENCH: &str = include_str!("../../sagas/definitions/bench.yaml");
-
-struct Db {
-    store: Store,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn db() -> Db {
-    let dir = std::env::temp_dir().join(format!("skald-cache-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.join("c.db").display())).await.unwrap();
-    Db { store, dir }
-}
-
+/// A driver of the `bench` saga over `store`, on `partitions` partitions.
 async fn driver(store: &Store, partitions: u32) -> Driver {
-    let def = sagas::definition::load("bench.yaml", BENCH).unwrap();
-    let registry = Registry::with_store(store, vec![def]).await.unwrap();
-    Driver::new(store.clone(), Arc::new(registry), Namespace::new("t").unwrap(), partitions)
-}
-
-/// The commands waiting in the outbox (removed from it), oldest first.
-async fn take_commands(store: &Store) -> Vec<Command> {
-    let rows = store.outbox_batch(256, None, None).await.unwrap();
-    store.outbox_delete(&rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
-    rows.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect()
+    common::driver(store, &[BENCH], offline(), partitions).await
 }
 
 fn ok(command: &Command) -> Input {
@@ -69,24 +43,24 @@ async fn assert_cache_matches_store(driver: &Driver, saga_id: &str) {
 
 #[tokio::test]
 async fn the_cached_state_is_always_the_replay_of_the_stored_history() {
-    let db = db().await;
-    let d = driver(&db.store, 4).await;
+    let engine = Engine::new(Backend::Sqlite, &[BENCH]).await;
+    let (d, store) = (&engine.driver, &engine.store);
     let mut ids = Vec::new();
     for i in 0..10 {
         let started = d.start("bench", &format!("k{i}"), &json!({})).await.unwrap();
         ids.push(started.saga_id().to_owned());
     }
     for id in &ids {
-        assert_cache_matches_store(&d, id).await;
+        assert_cache_matches_store(d, id).await;
     }
     loop {
-        let commands = take_commands(&db.store).await;
+        let commands = take_commands(store).await;
         if commands.is_empty() {
             break;
         }
         for c in &commands {
             d.handle(&c.saga_id, &ok(c)).await.unwrap();
-            assert_cache_matches_store(&d, &c.saga_id).await;
+            assert_cache_matches_store(d, &c.saga_id).await;
         }
     }
     for id in &ids {
@@ -97,11 +71,11 @@ async fn the_cached_state_is_always_the_replay_of_the_stored_history() {
 
 #[tokio::test]
 async fn a_write_by_another_instance_makes_the_cache_reload_not_overwrite() {
-    let db = db().await;
-    let mine = driver(&db.store, 4).await;
-    let other = driver(&db.store, 4).await;
+    let engine = Engine::new(Backend::Sqlite, &[BENCH]).await;
+    let (mine, store) = (&engine.driver, &engine.store);
+    let other = driver(store, common::PARTITIONS).await;
     let id = mine.start("bench", "k", &json!({})).await.unwrap().saga_id().to_owned();
-    let step_one = take_commands(&db.store).await.remove(0);
+    let step_one = take_commands(store).await.remove(0);
     assert_eq!(mine.cache().peek(&id).unwrap().seq, 2);
 
     // Another instance (an operator's repair, a previous owner) writes first.
@@ -113,17 +87,17 @@ async fn a_write_by_another_instance_makes_the_cache_reload_not_overwrite() {
     // its append conflicts, the saga is reloaded and the reply absorbed.
     let again = mine.handle(&id, &ok(&step_one)).await.unwrap();
     assert!(again.events.is_empty(), "absorbed: {:?}", again.events);
-    let history = db.store.load(&id).await.unwrap().unwrap().events;
+    let history = store.load(&id).await.unwrap().unwrap().events;
     let succeeded = history.iter().filter(|e| matches!(e, SagaEvent::StepSucceeded { .. })).count();
     assert_eq!(succeeded, 1, "the reply was recorded once");
-    assert_cache_matches_store(&mine, &id).await;
+    assert_cache_matches_store(mine, &id).await;
 
     // A reply only the stored history knows about (step two's command, sent
     // by the other instance's write): the cache is refreshed and it applies.
-    let step_two = take_commands(&db.store).await.remove(0);
+    let step_two = take_commands(store).await.remove(0);
     assert_eq!(step_two.step, "two");
     other.handle(&id, &ok(&step_two)).await.unwrap();
-    let step_three = take_commands(&db.store).await.remove(0);
+    let step_three = take_commands(store).await.remove(0);
     let decision = mine.handle(&id, &ok(&step_three)).await.unwrap();
     assert!(decision.events.iter().any(|e| matches!(e, SagaEvent::SagaCompleted { .. })));
     assert_eq!(mine.state(&id).await.unwrap().1.status.as_str(), "completed");
@@ -131,10 +105,10 @@ async fn a_write_by_another_instance_makes_the_cache_reload_not_overwrite() {
 
 #[tokio::test]
 async fn a_lost_partition_drops_its_cache_and_a_new_epoch_reads_the_store() {
-    let db = db().await;
-    let store = &db.store;
+    let (_db, store) = common::store(Backend::Sqlite).await;
+    let store = &store;
     store.ensure_cluster(1).await.unwrap();
-    let now = orchestrator::clock::to_db(orchestrator::clock::now());
+    let now = store.clock().now_db();
     let ttl = 5_000;
     let first = store.acquire(0, "me", now, ttl).await.unwrap().unwrap();
     let me = Ownership::cluster("me");

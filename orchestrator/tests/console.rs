@@ -3,92 +3,54 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use orchestrator::api::{self, ApiState, Role, Tokens};
-use orchestrator::driver::Driver;
-use orchestrator::partitions::Ownership;
-use orchestrator::registry::Registry;
-use orchestrator::store::Store;
-use sagas::protocol::Namespace;
+use common::Engine;
+use orchestrator::api::{Role, Tokens};
 use serde_json::json;
-use std::path::PathBuf;
-use std::sync::Arc;
-use tower::ServiceExt;
+use skald_testkit::Backend;
 
 const OPERATOR: &str = "skald_operator_token";
 const VIEWER: &str = "skald_viewer_token";
 
 /// Two steps with compensations: a started saga waits for `reserve` and can be aborted.
-const SHOP: &str = r#"
-name: shop
-version: 1
-input_schema:
-  type: object
-  required: [note]
-  properties:
-    note: { type: string }
-steps:
-  - name: reserve
-    participant: stock
-    action: reserve
-    compensation: release
-    timeout: 60s
-    retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
-    compensation_retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
-    input: { note: "{{input.note}}" }
-  - name: charge
-    participant: pay
-    action: charge
-    compensation: refund
-    timeout: 60s
-    retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
-    compensation_retry: { attempts: 3, initial_backoff: 1s, max_backoff: 5s }
-    input: { note: "{{input.note}}" }
-"#;
+const SHOP: &str = include_str!("fixtures/shop.yaml");
 
 struct Fixture {
     app: Router,
-    driver: Driver,
-    dir: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    engine: Engine,
 }
 
 async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("skald-console-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.join("x.db").display())).await.unwrap();
-    let def = sagas::definition::load("shop.yaml", SHOP).unwrap();
-    let registry = Registry::with_store(&store, vec![def]).await.unwrap();
-    let driver = Driver::new(store, Arc::new(registry), Namespace::new("t").unwrap(), 4);
+    let engine = Engine::new(Backend::Sqlite, &[SHOP]).await;
     let mut tokens = Tokens::none();
     tokens.insert("olga", Role::Operator, OPERATOR, None);
     tokens.insert("vic", Role::Viewer, VIEWER, None);
-    let state = ApiState::new(driver.clone(), tokens, Ownership::all(4), "test".into());
-    Fixture { app: api::app(state), driver, dir }
+    Fixture { app: engine.router(tokens, "test"), engine }
 }
 
 impl Fixture {
     async fn start(&self, key: &str, note: &str) -> String {
-        let started = self.driver.start("shop", key, &json!({ "note": note })).await.unwrap();
+        let started =
+            self.engine.driver.start("shop", key, &json!({ "note": note })).await.unwrap();
         started.saga_id().to_owned()
     }
 
     async fn status(&self, saga_id: &str) -> String {
-        self.driver.state(saga_id).await.unwrap().0.status
+        self.engine.driver.state(saga_id).await.unwrap().0.status
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
-        let response = self.app.clone().oneshot(req).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+        let (status, headers, bytes) = common::send(&self.app, req).await;
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// GET `uri` without signing in.
+    async fn get_signed_out(&self, uri: &str) -> (StatusCode, HeaderMap, String) {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
     /// GET `uri` signed in with `token`.
@@ -149,8 +111,7 @@ fn html_unescape(s: &str) -> String {
 #[tokio::test]
 async fn login_sets_an_http_only_same_site_cookie() {
     let f = fixture().await;
-    let (status, _, body) =
-        f.send(Request::get("/console/login").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = f.get_signed_out("/console/login").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains(r#"name="token""#), "{body}");
 
@@ -203,7 +164,7 @@ async fn pages_without_a_valid_cookie_redirect_to_the_login_page() {
         "/console/sagas?status=running",
         &format!("/console/sagas/{id}"),
     ] {
-        let (status, headers, _) = f.send(Request::get(uri).body(Body::empty()).unwrap()).await;
+        let (status, headers, _) = f.get_signed_out(uri).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");
         assert!(
             location(&headers).starts_with("/console/login?next=%2Fconsole"),
@@ -216,10 +177,10 @@ async fn pages_without_a_valid_cookie_redirect_to_the_login_page() {
     // htmx is sent to the login page too; the JSON API keeps answering 401.
     let (status, body) = f.repair(&id, "forged", "action=abort&reason=x&request_id=r1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, _, _) = f.send(Request::get("/v1/sagas").body(Body::empty()).unwrap()).await;
+    let (status, _, _) = f.get_signed_out("/v1/sagas").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The root leads to the console.
-    let (status, headers, _) = f.send(Request::get("/").body(Body::empty()).unwrap()).await;
+    let (status, headers, _) = f.get_signed_out("/").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers), "/console");
 }
@@ -279,13 +240,13 @@ async fn an_operator_repair_through_the_console_changes_the_saga_once() {
     assert!(body.contains(r#"id="saga-status" hx-swap-oob="true">compensating<"#), "{body}");
     assert!(body.starts_with(r#"<section class="repair" id="repair">"#), "{body}");
     assert_eq!(f.status(&id).await, "compensating");
-    let events = f.driver.store().history(&id).await.unwrap().len();
+    let events = f.engine.store.history(&id).await.unwrap().len();
 
     // A double click sends the same request id: answered again, done once.
     let (status, body) = f.repair(&id, OPERATOR, &form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("already been carried out"), "{body}");
-    assert_eq!(f.driver.store().history(&id).await.unwrap().len(), events);
+    assert_eq!(f.engine.store.history(&id).await.unwrap().len(), events);
 
     // The saga page shows who did it and why.
     let (_, _, page) = f.get(&format!("/console/sagas/{id}"), OPERATOR).await;
@@ -379,15 +340,13 @@ async fn paging_links_carry_the_filter() {
 #[tokio::test]
 async fn assets_are_served_from_the_binary_and_pages_load_nothing_from_elsewhere() {
     let f = fixture().await;
-    let (status, headers, body) =
-        f.send(Request::get("/console/assets/htmx.min.js").body(Body::empty()).unwrap()).await;
+    let (status, headers, body) = f.get_signed_out("/console/assets/htmx.min.js").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers.get(header::CACHE_CONTROL).unwrap().to_str().unwrap().contains("max-age=31536000")
     );
     assert!(body.starts_with("var htmx="));
-    let (status, _, _) =
-        f.send(Request::get("/console/assets/console.css").body(Body::empty()).unwrap()).await;
+    let (status, _, _) = f.get_signed_out("/console/assets/console.css").await;
     assert_eq!(status, StatusCode::OK);
 
     let id = f.start("k", "n").await;

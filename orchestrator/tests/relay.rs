@@ -1,4 +1,4 @@
-//! The outbox relay (`orchestrator::relay`) against a real store and the
+//! The outbox relay (`orchestrator::bus::relay`) against a real store and the
 //! local NATS server: commands committed through the writer are published
 //! without waiting for a scan of the table (the scan only takes rows older
 //! than two seconds), and their rows are deleted; rows that did not come
@@ -7,20 +7,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::BENCH;
 use futures::StreamExt;
-use orchestrator::driver::Driver;
-use orchestrator::registry::Registry;
+use orchestrator::engine::driver::Driver;
 use orchestrator::store::Store;
 use orchestrator::store::entities::outbox;
 use sagas::protocol::Namespace;
 use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait};
 use serde_json::json;
-use std::sync::Arc;
+use skald_testkit::{Backend, TempDatabase};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const BENCH: &str = include_str!("../../sagas/definitions/bench.yaml");
-const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 struct Setup {
     store: Store,
@@ -28,31 +27,32 @@ struct Setup {
     commands: async_nats::Subscriber,
     stop: CancellationToken,
     relay: tokio::task::JoinHandle<()>,
-    js: async_nats::jetstream::Context,
+    client: async_nats::Client,
     ns: Namespace,
-    dir: std::path::PathBuf,
+    db: TempDatabase,
 }
 
 impl Setup {
     async fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("skald-relay-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store =
-            Store::connect(&format!("sqlite://{}", dir.join("r.db").display())).await.unwrap();
-        let def = sagas::definition::load("bench.yaml", BENCH).unwrap();
-        let registry = Registry::with_store(&store, vec![def]).await.unwrap();
-        let prefix = format!("relay{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let ns = Namespace::new(&prefix).unwrap();
-        let driver = Driver::new(store.clone(), Arc::new(registry), ns.clone(), 4);
-        let client = async_nats::connect(NATS_URL).await.expect("NATS with JetStream at 4222");
+        let (db, store) = common::store(Backend::Sqlite).await;
+        let ns = skald_testkit::namespace();
+        let driver = common::driver(&store, &[BENCH], ns.clone(), common::PARTITIONS).await;
+        let url = skald_testkit::nats_url();
+        let client = async_nats::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("NATS with JetStream must run at {url}: {e}"));
         let js = async_nats::jetstream::new(client.clone());
-        orchestrator::bus::ensure_streams(&js, &ns).await.unwrap();
-        let commands = client.subscribe(format!("{prefix}.cmd.>")).await.unwrap();
+        skald_transport::streams::ensure_streams(&js, &ns).await.unwrap();
+        let commands = client.subscribe(format!("{}.cmd.>", ns.prefix())).await.unwrap();
         client.flush().await.unwrap();
         let stop = CancellationToken::new();
-        let relay =
-            tokio::spawn(orchestrator::relay::run(driver.clone(), js.clone(), stop.clone()));
-        Self { store, driver, commands, stop, relay, js, ns, dir }
+        let parts = orchestrator::bus::relay::RelayParts {
+            store: store.clone(),
+            ownership: driver.ownership().clone(),
+            publisher: orchestrator::bus::Wire::jetstream(js).publisher,
+        };
+        let relay = tokio::spawn(orchestrator::bus::relay::run(parts, stop.clone()));
+        Self { store, driver, commands, stop, relay, client, ns, db }
     }
 
     /// The next command published, within `within`.
@@ -68,9 +68,9 @@ impl Setup {
     async fn finish(self) {
         self.stop.cancel();
         self.relay.await.unwrap();
-        let _ = self.js.delete_stream(self.ns.commands_stream()).await;
-        let _ = self.js.delete_stream(self.ns.replies_stream()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        skald_testkit::delete_streams(&self.client, &self.ns).await;
+        drop((self.store, self.driver));
+        self.db.remove().await;
     }
 }
 

@@ -65,27 +65,55 @@ fn assert_error(errors: &DefinitionErrors, step: Option<&str>, field: &str, frag
     );
 }
 
-/// A valid one-step definition with `steps` appended as YAML list items.
-fn with_steps(steps: &str) -> String {
-    format!(
-        "name: t
-version: 1
-input_schema:
-  type: object
-  properties:
-    amount: {{ type: integer }}
-    account: {{ type: string }}
-    items: {{ type: array }}
-steps:
-{steps}"
-    )
+/// A valid one-step definition: step `hold`, with a compensation.
+const HOLD_YAML: &str = include_str!("fixtures/hold.yaml");
+
+/// The step list of [`HOLD_YAML`]: its step `hold`.
+fn hold() -> &'static str {
+    HOLD_YAML.split_once("steps:\n").map(|(_, steps)| steps).unwrap()
 }
 
-const HOLD: &str = "  - name: hold
-    participant: ledger
-    action: hold
-    compensation: void
-";
+/// [`HOLD_YAML`] with its steps replaced by `steps` (YAML list items).
+fn with_steps(steps: &str) -> String {
+    HOLD_YAML.replace(hold(), steps)
+}
+
+/// [`HOLD_YAML`] with `fields` (YAML, one per line) added to step `hold`.
+fn hold_with(fields: &str) -> String {
+    format!("{HOLD_YAML}{}", indent(fields))
+}
+
+/// [`HOLD_YAML`] with `fields` added at the top level.
+fn top_with(fields: &str) -> String {
+    HOLD_YAML.replace("version: 1\n", &format!("version: 1\n{fields}\n"))
+}
+
+/// [`HOLD_YAML`] followed by a step `post` (with a compensation) with `fields`
+/// (YAML, one per line).
+fn hold_then_post(fields: &str) -> String {
+    let post =
+        "  - name: post\n    participant: ledger\n    action: post\n    compensation: unpost\n";
+    format!("{HOLD_YAML}{post}{}", indent(fields))
+}
+
+/// `fields` (YAML, one per line) indented as the fields of a step.
+fn indent(fields: &str) -> String {
+    fields.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A definition with one mistake, and the error it must give: its step, its
+/// field, a fragment of its message and, when given, a fragment of its fix.
+type Mistake<'a> = (String, Option<&'a str>, &'a str, &'a str, Option<&'a str>);
+
+/// Assert that each definition gives exactly one error, where and as it must.
+fn assert_each_only_error(cases: &[Mistake<'_>]) {
+    for (yaml, step, field, fragment, fix) in cases {
+        let e = assert_only_error(yaml, *step, field, fragment);
+        if let Some(fix) = fix {
+            assert!(e.fix.contains(fix), "fix of `{field}` lacks {fix:?}: {e}");
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Shipped definitions
@@ -158,9 +186,9 @@ fn bench_loads_with_three_compensable_steps() {
 
 #[test]
 fn the_hash_changes_with_the_content_only() {
-    let a = load_ok(&with_steps(HOLD));
-    let b = load_ok(&format!("# a comment\n{}", with_steps(HOLD)));
-    let c = load_ok(&with_steps(&HOLD.replace("void", "release")));
+    let a = load_ok(HOLD_YAML);
+    let b = load_ok(&format!("# a comment\n{HOLD_YAML}"));
+    let c = load_ok(&HOLD_YAML.replace("void", "release"));
     assert_eq!(a.hash, b.hash);
     assert_ne!(a.hash, c.hash);
 }
@@ -169,329 +197,258 @@ fn the_hash_changes_with_the_content_only() {
 // Invalid definitions: one mistake each
 
 #[test]
-fn misspelt_step_field_suggests_the_right_one() {
-    let yaml = with_steps(
-        "  - name: hold
-    participant: ledger
-    action: hold
-    compensaton: void
-",
+fn a_file_of_the_wrong_shape_is_reported_with_what_was_meant() {
+    let misspelt = HOLD_YAML.replace("compensation: void", "compensaton: void");
+    let missing_action = with_steps("  - name: hold\n    participant: ledger\n");
+    assert_each_only_error(&[
+        (
+            misspelt,
+            Some("hold"),
+            "compensaton",
+            "did you mean `compensation`",
+            Some("known fields here"),
+        ),
+        (
+            hold_with("retry: { attemps: 3 }"),
+            Some("hold"),
+            "retry.attemps",
+            "did you mean `attempts`",
+            None,
+        ),
+        (top_with("deadlne: 5m"), None, "deadlne", "did you mean `deadline`", None),
+        (missing_action, Some("hold"), "action", "is required but missing", None),
+        (
+            HOLD_YAML.replace("version: 1", "version: one"),
+            None,
+            "version",
+            "has the wrong shape",
+            None,
+        ),
+        ("name: [unclosed\nsteps: {".into(), None, "(yaml)", "is not valid YAML", None),
+        (String::new(), None, "(file)", "is empty", None),
+        ("  \n# only a comment\n".into(), None, "(file)", "is empty", None),
+        ("- name: t\n- version: 1\n".into(), None, "(file)", "is not a mapping", None),
+    ]);
+}
+
+#[test]
+fn names_steps_and_the_schema_are_checked() {
+    let nameless_second = format!("{}{}", hold(), hold().replace("name: hold", "name: \"\""));
+    let same_as_action = HOLD_YAML.replace("compensation: void", "compensation: hold");
+    let retry_without_compensation = with_steps(
+        "  - name: hold\n    participant: ledger\n    action: hold\n    compensation_retry: { attempts: 3 }\n",
     );
-    let e = assert_only_error(&yaml, Some("hold"), "compensaton", "did you mean `compensation`");
-    assert!(e.fix.contains("known fields here"), "{e}");
+    let bad_schema =
+        HOLD_YAML.replace("input_schema:\n  type: object\n", "input_schema:\n  type: 12\n");
+    assert_each_only_error(&[
+        (with_steps(&hold().repeat(2)), Some("hold"), "name", "is also the name of step #1", None),
+        (with_steps(&nameless_second), Some("#2"), "name", "is empty", None),
+        (
+            with_steps("").replace("steps:\n", "steps: []\n"),
+            None,
+            "steps",
+            "add at least one step",
+            None,
+        ),
+        (
+            HOLD_YAML.replace("version: 1", "version: 0"),
+            None,
+            "version",
+            "versions start at 1",
+            None,
+        ),
+        (
+            HOLD_YAML.replace("participant: ledger", "participant: led.ger"),
+            Some("hold"),
+            "participant",
+            "not a safe NATS subject token",
+            None,
+        ),
+        (
+            HOLD_YAML.replace("name: t\n", "name: top up\n"),
+            None,
+            "name",
+            "not a safe NATS subject token",
+            None,
+        ),
+        (same_as_action, Some("hold"), "compensation", "is the same as the action `hold`", None),
+        (
+            retry_without_compensation,
+            Some("hold"),
+            "compensation_retry",
+            "has no compensation",
+            None,
+        ),
+        (bad_schema, None, "input_schema", "is not a valid JSON Schema", None),
+    ]);
 }
 
 #[test]
-fn misspelt_retry_field_suggests_the_right_one() {
-    let yaml = with_steps(&format!("{HOLD}    retry: {{ attemps: 3 }}\n"));
-    assert_only_error(&yaml, Some("hold"), "retry.attemps", "did you mean `attempts`");
-}
-
-#[test]
-fn misspelt_top_level_field_suggests_the_right_one() {
-    let yaml = with_steps(HOLD).replace("version: 1", "version: 1\ndeadlne: 5m");
-    assert_only_error(&yaml, None, "deadlne", "did you mean `deadline`");
-}
-
-#[test]
-fn missing_action_is_reported() {
-    let yaml = with_steps(
-        "  - name: hold
-    participant: ledger
-",
+fn templates_are_checked_against_the_schema_the_saga_and_earlier_steps() {
+    let reads_post = hold_then_post("").replace(
+        "compensation: void\n",
+        "compensation: void\n    input:\n      id: \"{{steps.post.output.id}}\"\n",
     );
-    assert_only_error(&yaml, Some("hold"), "action", "is required but missing");
+    assert_each_only_error(&[
+        (
+            hold_then_post("input:\n  transfer_id: \"{{steps.hodl.output.id}}\""),
+            Some("post"),
+            "input.transfer_id",
+            "which does not exist",
+            Some("did you mean `hold`"),
+        ),
+        (reads_post, Some("hold"), "input.id", "refers to a later step", None),
+        (
+            hold_with("input:\n  id: \"{{steps.hold.output.id}}\""),
+            Some("hold"),
+            "input.id",
+            "refers to this step itself",
+            None,
+        ),
+        (
+            hold_then_post("input:\n  id: \"{{steps.hold.id}}\""),
+            Some("post"),
+            "input.id",
+            "must continue with `.output`",
+            None,
+        ),
+        (
+            hold_with("input:\n  amount: \"{{inputs.amount}}\""),
+            Some("hold"),
+            "input.amount",
+            "unknown root `inputs`",
+            Some("did you mean `input`"),
+        ),
+        (
+            hold_with("input:\n  id: \"{{saga.nme}}\""),
+            Some("hold"),
+            "input.id",
+            "is not a saga field",
+            None,
+        ),
+        (
+            hold_with("input:\n  amount: \"{{input.amont}}\""),
+            Some("hold"),
+            "input.amount",
+            "not a property of input_schema",
+            Some("did you mean `amount`"),
+        ),
+        (
+            hold_with("input:\n  id: \"{{saga.id\""),
+            Some("hold"),
+            "input.id",
+            "is never closed",
+            None,
+        ),
+        // Closing braces without opening ones, after or before a reference.
+        (
+            hold_with("input:\n  id: \"x-{{saga.id}}-y}}\""),
+            Some("hold"),
+            "input.id",
+            "without an opening",
+            None,
+        ),
+        (
+            hold_with("input:\n  id: \"x}}-{{saga.id}}\""),
+            Some("hold"),
+            "input.id",
+            "without an opening",
+            None,
+        ),
+        // In nested fields the error names the path.
+        (
+            hold_with("input:\n  lines:\n    - { sku: \"{{input.nope}}\" }"),
+            Some("hold"),
+            "input.lines.0.sku",
+            "`nope`",
+            None,
+        ),
+        (hold_with("input: \"{{input.amount}}\""), Some("hold"), "input", "is not a mapping", None),
+    ]);
 }
 
 #[test]
-fn wrongly_typed_field_is_reported() {
-    let yaml = with_steps(HOLD).replace("version: 1", "version: one");
-    assert_only_error(&yaml, None, "version", "has the wrong shape");
+fn durations_retries_and_the_deadline_are_checked() {
+    let backoffs = |initial: &str, max: &str| {
+        hold_with(&format!(
+            "retry: {{ attempts: 3, initial_backoff: {initial}, max_backoff: {max} }}"
+        ))
+    };
+    let deadline_10s = hold_with("timeout: 30s").replace("version: 1", "version: 1\ndeadline: 10s");
+    assert_each_only_error(&[
+        (
+            hold_with("timeout: 5 minutes"),
+            Some("hold"),
+            "timeout",
+            "unknown unit",
+            Some("ms, s, m or h"),
+        ),
+        (hold_with("timeout: 0ms"), Some("hold"), "timeout", "is too short", None),
+        (
+            hold_with("retry: { attempts: 0 }"),
+            Some("hold"),
+            "retry.attempts",
+            "would never be sent",
+            None,
+        ),
+        (
+            hold_with("retry: { attempts: 1000 }"),
+            Some("hold"),
+            "retry.attempts",
+            "over the limit of 100",
+            None,
+        ),
+        (
+            backoffs("10s", "1s"),
+            Some("hold"),
+            "retry.initial_backoff",
+            "longer than max_backoff 1s",
+            None,
+        ),
+        // An unreadable initial_backoff is not also compared with max_backoff.
+        (
+            backoffs("soon", "100ms"),
+            Some("hold"),
+            "retry.initial_backoff",
+            "does not start with a whole number",
+            None,
+        ),
+        (deadline_10s, None, "deadline", "10s is shorter than the longest step timeout 30s", None),
+        (top_with("deadline: 0s"), None, "deadline", "is zero", None),
+        // Not also as "zero": the author wrote something, just not a duration.
+        (top_with("deadline: 5 minutes"), None, "deadline", "unknown unit", None),
+    ]);
 }
 
 #[test]
-fn duplicate_step_names_are_reported() {
-    let yaml = with_steps(&format!("{HOLD}{HOLD}"));
-    assert_only_error(&yaml, Some("hold"), "name", "is also the name of step #1");
-}
-
-#[test]
-fn empty_step_name_is_reported_by_position() {
-    let yaml = with_steps(&format!("{HOLD}{}", HOLD.replace("name: hold", "name: \"\"")));
-    assert_only_error(&yaml, Some("#2"), "name", "is empty");
-}
-
-#[test]
-fn empty_steps_are_reported() {
-    let yaml = with_steps("").replace("steps:\n", "steps: []\n");
-    assert_only_error(&yaml, None, "steps", "add at least one step");
-}
-
-#[test]
-fn zero_version_is_reported() {
-    let yaml = with_steps(HOLD).replace("version: 1", "version: 0");
-    assert_only_error(&yaml, None, "version", "versions start at 1");
-}
-
-#[test]
-fn template_naming_an_unknown_step_is_reported() {
-    let yaml = with_steps(&format!(
-        "{HOLD}  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-    input:
-      transfer_id: \"{{{{steps.hodl.output.id}}}}\"
-"
-    ));
-    let e = assert_only_error(&yaml, Some("post"), "input.transfer_id", "which does not exist");
-    assert!(e.fix.contains("did you mean `hold`"), "{e}");
-}
-
-#[test]
-fn template_naming_a_later_step_is_reported() {
-    let yaml = with_steps(&format!(
-        "{}  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-",
-        HOLD.replace(
-            "compensation: void\n",
-            "compensation: void\n    input:\n      id: \"{{steps.post.output.id}}\"\n"
-        )
-    ));
-    assert_only_error(&yaml, Some("hold"), "input.id", "refers to a later step");
-}
-
-#[test]
-fn template_naming_the_step_itself_is_reported() {
-    let yaml =
-        with_steps(&format!("{HOLD}    input:\n      id: \"{{{{steps.hold.output.id}}}}\"\n"));
-    assert_only_error(&yaml, Some("hold"), "input.id", "refers to this step itself");
-}
-
-#[test]
-fn template_without_output_after_the_step_is_reported() {
-    let yaml = with_steps(&format!(
-        "{HOLD}  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-    input:
-      id: \"{{{{steps.hold.id}}}}\"
-"
-    ));
-    assert_only_error(&yaml, Some("post"), "input.id", "must continue with `.output`");
-}
-
-#[test]
-fn unknown_template_root_suggests_the_right_one() {
-    let yaml = with_steps(&format!("{HOLD}    input:\n      amount: \"{{{{inputs.amount}}}}\"\n"));
-    let e = assert_only_error(&yaml, Some("hold"), "input.amount", "unknown root `inputs`");
-    assert!(e.fix.contains("did you mean `input`"), "{e}");
-}
-
-#[test]
-fn unknown_saga_field_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    input:\n      id: \"{{{{saga.nme}}}}\"\n"));
-    assert_only_error(&yaml, Some("hold"), "input.id", "is not a saga field");
-}
-
-#[test]
-fn input_property_missing_from_the_schema_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    input:\n      amount: \"{{{{input.amont}}}}\"\n"));
-    let e =
-        assert_only_error(&yaml, Some("hold"), "input.amount", "not a property of input_schema");
-    assert!(e.fix.contains("did you mean `amount`"), "{e}");
-}
-
-#[test]
-fn unclosed_template_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    input:\n      id: \"{{{{saga.id\"\n"));
-    assert_only_error(&yaml, Some("hold"), "input.id", "is never closed");
-}
-
-#[test]
-fn closing_braces_without_opening_are_reported_anywhere_in_the_text() {
-    let trailing =
-        with_steps(&format!("{HOLD}    input:\n      id: \"x-{{{{saga.id}}}}-y}}}}\"\n"));
-    assert_only_error(&trailing, Some("hold"), "input.id", "without an opening");
-    let leading = with_steps(&format!("{HOLD}    input:\n      id: \"x}}}}-{{{{saga.id}}}}\"\n"));
-    assert_only_error(&leading, Some("hold"), "input.id", "without an opening");
-}
-
-#[test]
-fn template_errors_in_nested_fields_name_the_path() {
-    let yaml = with_steps(&format!(
-        "{HOLD}    input:\n      lines:\n        - {{ sku: \"{{{{input.nope}}}}\" }}\n"
-    ));
-    assert_only_error(&yaml, Some("hold"), "input.lines.0.sku", "`nope`");
-}
-
-#[test]
-fn input_that_is_not_a_mapping_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    input: \"{{{{input.amount}}}}\"\n"));
-    assert_only_error(&yaml, Some("hold"), "input", "is not a mapping");
-}
-
-#[test]
-fn unreadable_duration_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    timeout: 5 minutes\n"));
-    let e = assert_only_error(&yaml, Some("hold"), "timeout", "unknown unit");
-    assert!(e.fix.contains("ms, s, m or h"), "{e}");
-}
-
-#[test]
-fn zero_timeout_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    timeout: 0ms\n"));
-    assert_only_error(&yaml, Some("hold"), "timeout", "is too short");
-}
-
-#[test]
-fn zero_retry_attempts_are_reported() {
-    let yaml = with_steps(&format!("{HOLD}    retry: {{ attempts: 0 }}\n"));
-    assert_only_error(&yaml, Some("hold"), "retry.attempts", "would never be sent");
-}
-
-#[test]
-fn too_many_retry_attempts_are_reported() {
-    let yaml = with_steps(&format!("{HOLD}    retry: {{ attempts: 1000 }}\n"));
-    assert_only_error(&yaml, Some("hold"), "retry.attempts", "over the limit of 100");
-}
-
-#[test]
-fn initial_backoff_longer_than_max_is_reported() {
-    let yaml = with_steps(&format!(
-        "{HOLD}    retry: {{ attempts: 3, initial_backoff: 10s, max_backoff: 1s }}\n"
-    ));
-    assert_only_error(&yaml, Some("hold"), "retry.initial_backoff", "longer than max_backoff 1s");
-}
-
-#[test]
-fn unreadable_backoff_is_reported_once() {
-    // The unreadable initial_backoff must not also be compared with max_backoff.
-    let yaml = with_steps(&format!(
-        "{HOLD}    retry: {{ attempts: 3, initial_backoff: soon, max_backoff: 100ms }}\n"
-    ));
-    assert_only_error(
-        &yaml,
-        Some("hold"),
-        "retry.initial_backoff",
-        "does not start with a whole number",
-    );
-}
-
-#[test]
-fn compensation_retry_without_compensation_is_reported() {
-    let yaml = with_steps(
-        "  - name: hold
-    participant: ledger
-    action: hold
-    compensation_retry: { attempts: 3 }
-",
-    );
-    assert_only_error(&yaml, Some("hold"), "compensation_retry", "has no compensation");
-}
-
-#[test]
-fn invalid_json_schema_is_reported() {
-    let yaml =
-        with_steps(HOLD).replace("input_schema:\n  type: object\n", "input_schema:\n  type: 12\n");
-    assert_only_error(&yaml, None, "input_schema", "is not a valid JSON Schema");
-}
-
-#[test]
-fn step_after_the_pivot_cannot_have_a_compensation() {
-    let yaml = with_steps(
-        "  - name: charge
-    participant: payment
-    action: charge
-  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-    retriable: true
-",
-    );
-    let e = assert_only_error(&yaml, Some("post"), "compensation", "would never run");
-    assert!(e.fix.contains("remove `compensation:`"), "{e}");
-}
-
-#[test]
-fn step_after_the_pivot_must_be_retriable() {
-    let yaml = with_steps(
-        "  - name: charge
-    participant: payment
-    action: charge
-  - name: post
-    participant: ledger
-    action: post
-",
-    );
-    let e = assert_only_error(&yaml, Some("post"), "retriable", "follows the pivot `charge`");
-    assert!(e.fix.contains("retriable: true"), "{e}");
-    load_ok(&format!("{yaml}    retriable: true\n"));
-}
-
-#[test]
-fn participant_that_is_not_a_subject_token_is_reported() {
-    let yaml = with_steps(&HOLD.replace("participant: ledger", "participant: led.ger"));
-    assert_only_error(&yaml, Some("hold"), "participant", "not a safe NATS subject token");
-}
-
-#[test]
-fn saga_name_that_is_not_a_subject_token_is_reported() {
-    let yaml = with_steps(HOLD).replace("name: t\n", "name: top up\n");
-    assert_only_error(&yaml, None, "name", "not a safe NATS subject token");
-}
-
-#[test]
-fn compensation_equal_to_action_is_reported() {
-    let yaml = with_steps(&HOLD.replace("compensation: void", "compensation: hold"));
-    assert_only_error(&yaml, Some("hold"), "compensation", "is the same as the action `hold`");
-}
-
-#[test]
-fn deadline_shorter_than_a_step_timeout_is_reported() {
-    let yaml = with_steps(&format!("{HOLD}    timeout: 30s\n"))
-        .replace("version: 1", "version: 1\ndeadline: 10s");
-    assert_only_error(&yaml, None, "deadline", "10s is shorter than the longest step timeout 30s");
-}
-
-#[test]
-fn zero_deadline_is_reported() {
-    let yaml = with_steps(HOLD).replace("version: 1", "version: 1\ndeadline: 0s");
-    assert_only_error(&yaml, None, "deadline", "is zero");
-}
-
-#[test]
-fn unreadable_deadline_is_reported_once() {
-    // Not also as "zero": the author wrote something, just not a duration.
-    let yaml = with_steps(HOLD).replace("version: 1", "version: 1\ndeadline: 5 minutes");
-    assert_only_error(&yaml, None, "deadline", "unknown unit");
-}
-
-#[test]
-fn text_that_is_not_yaml_is_reported() {
-    assert_only_error("name: [unclosed\nsteps: {", None, "(yaml)", "is not valid YAML");
-}
-
-#[test]
-fn empty_file_is_reported() {
-    assert_only_error("", None, "(file)", "is empty");
-    assert_only_error("  \n# only a comment\n", None, "(file)", "is empty");
-}
-
-#[test]
-fn top_level_list_is_reported() {
-    assert_only_error("- name: t\n- version: 1\n", None, "(file)", "is not a mapping");
+fn steps_after_the_pivot_are_retriable_and_have_no_compensation() {
+    let charge = "  - name: charge\n    participant: payment\n    action: charge\n";
+    let post_step = "  - name: post\n    participant: ledger\n    action: post\n";
+    let compensated =
+        with_steps(&format!("{charge}{post_step}    compensation: unpost\n    retriable: true\n"));
+    let not_retriable = with_steps(&format!("{charge}{post_step}"));
+    assert_each_only_error(&[
+        (
+            compensated,
+            Some("post"),
+            "compensation",
+            "would never run",
+            Some("remove `compensation:`"),
+        ),
+        (
+            not_retriable.clone(),
+            Some("post"),
+            "retriable",
+            "follows the pivot `charge`",
+            Some("retriable: true"),
+        ),
+    ]);
+    load_ok(&format!("{not_retriable}    retriable: true\n"));
 }
 
 #[test]
 fn error_lines_name_file_step_field_and_fix() {
-    let yaml = with_steps(&format!("{HOLD}    timeout: 0ms\n"));
-    let text = load_err(&yaml).to_string();
+    let text = load_err(&hold_with("timeout: 0ms")).to_string();
     assert!(
         text.starts_with("test.yaml: step `hold`, field `timeout`: 0ms is too short"),
         "{text}"
@@ -559,10 +516,10 @@ fn missing_file_is_reported() {
 // ---------------------------------------------------------------------------
 // Templates
 
-/// Load one step whose `input` mapping is `input` (YAML, indented 6) and return its template.
+/// Load one step whose `input` mapping is `input` (YAML, one field per line) and return its template.
 fn template(input: &str) -> definition::PayloadTemplate {
-    let yaml = with_steps(&format!("{HOLD}    input:\n{input}"));
-    load_ok(&yaml).steps.remove(0).input
+    let fields: String = input.lines().map(|l| format!("\n  {l}")).collect();
+    load_ok(&hold_with(&format!("input:{fields}"))).steps.remove(0).input
 }
 
 fn render(t: &definition::PayloadTemplate, input: &Value, outputs: &[Option<Value>]) -> Value {
@@ -573,12 +530,11 @@ fn render(t: &definition::PayloadTemplate, input: &Value, outputs: &[Option<Valu
 #[test]
 fn a_whole_reference_keeps_its_json_type() {
     let t = template(
-        "      amount: \"{{input.amount}}\"
-      items: \"{{input.items}}\"
-      spaced: \"{{ input.amount }}\"
-      fixed: 3
-      flag: true
-",
+        "amount: \"{{input.amount}}\"
+items: \"{{input.items}}\"
+spaced: \"{{ input.amount }}\"
+fixed: 3
+flag: true",
     );
     let input = json!({ "amount": 1250, "items": [1, 2], "account": "a" });
     assert_eq!(
@@ -590,10 +546,9 @@ fn a_whole_reference_keeps_its_json_type() {
 #[test]
 fn references_inside_text_are_interpolated() {
     let t = template(
-        "      id: \"{{saga.id}}-hold\"
-      memo: \"{{saga.type}}: {{input.amount}} to {{input.account}}\"
-      plain: \"no references\"
-",
+        "id: \"{{saga.id}}-hold\"
+memo: \"{{saga.type}}: {{input.amount}} to {{input.account}}\"
+plain: \"no references\"",
     );
     let input = json!({ "amount": 1250, "account": "wallet-1" });
     assert_eq!(
@@ -604,17 +559,11 @@ fn references_inside_text_are_interpolated() {
 
 #[test]
 fn step_outputs_are_read_by_path_and_array_index() {
-    let yaml = with_steps(&format!(
-        "{HOLD}  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-    input:
-      second: \"{{{{steps.hold.output.lines.1.sku}}}}\"
-      all: [\"{{{{steps.hold.output.transfer_id}}}}\", \"{{{{input.amount}}}}\"]
-"
+    let d = load_ok(&hold_then_post(
+        "input:
+  second: \"{{steps.hold.output.lines.1.sku}}\"
+  all: [\"{{steps.hold.output.transfer_id}}\", \"{{input.amount}}\"]",
     ));
-    let d = load_ok(&yaml);
     let outputs =
         [Some(json!({ "transfer_id": "tr-1", "lines": [{ "sku": "a" }, { "sku": "b" }] })), None];
     assert_eq!(
@@ -625,7 +574,7 @@ fn step_outputs_are_read_by_path_and_array_index() {
 
 #[test]
 fn a_missing_path_is_a_render_error() {
-    let t = template("      amount: \"{{input.amount}}\"\n");
+    let t = template("amount: \"{{input.amount}}\"");
     let input = json!({ "account": "a" });
     let ctx = RenderContext { input: &input, saga_id: "s-7", saga_type: "t", outputs: &[None] };
     let e = t.render(&ctx).unwrap_err();
@@ -635,16 +584,7 @@ fn a_missing_path_is_a_render_error() {
 
 #[test]
 fn a_missing_step_output_is_a_render_error() {
-    let yaml = with_steps(&format!(
-        "{HOLD}  - name: post
-    participant: ledger
-    action: post
-    compensation: unpost
-    input:
-      id: \"{{{{steps.hold.output.transfer_id}}}}\"
-"
-    ));
-    let d = load_ok(&yaml);
+    let d = load_ok(&hold_then_post("input:\n  id: \"{{steps.hold.output.transfer_id}}\""));
     let input = json!({});
     let ctx = RenderContext { input: &input, saga_id: "s", saga_type: "t", outputs: &[None, None] };
     let e = d.steps[1].input.render(&ctx).unwrap_err();

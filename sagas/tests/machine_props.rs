@@ -11,7 +11,8 @@
 
 use proptest::prelude::*;
 use sagas::machine::{
-    Absorbed, OperatorAction, OperatorInput, OutgoingCommand, ResolvedAs, Wait, decide, replay,
+    Absorbed, OperatorAction, OperatorInput, OutgoingCommand, ResolvedAs, Wait, command_sent,
+    decide, replay,
 };
 use sagas::protocol::{Kind, Outcome, Reply};
 use sagas::{Decision, Definition, Input, SagaEvent, SagaState, SagaStatus, UnixMillis};
@@ -210,6 +211,7 @@ impl World {
             s.status
         );
         let mut busy = 0;
+        let mut awaited = Vec::new();
         for (i, step) in s.steps.iter().enumerate() {
             for kind in [Kind::Do, Kind::Undo] {
                 let p = step.progress(kind);
@@ -220,9 +222,27 @@ impl World {
                     s.policy(i, kind).attempts
                 );
                 busy += usize::from(p.wait != Wait::Idle);
+                if let Wait::Reply { attempt, .. } = p.wait
+                    && !s.status.is_end()
+                {
+                    awaited.push(self.as_recorded(i, kind, attempt));
+                }
             }
         }
         assert!(busy <= 1, "more than one command in flight");
+        // What a takeover re-sends is what was sent: the state's commands in
+        // flight are the history's records of the attempts awaited, and each is
+        // a command the machine emitted, unchanged.
+        let in_flight = s.in_flight();
+        assert_eq!(in_flight, awaited, "in flight differs from the history's record");
+        for c in &in_flight {
+            let emitted = self
+                .sent
+                .iter()
+                .rev()
+                .find(|e| e.command_id == c.command_id && e.attempt == c.attempt);
+            assert_eq!(emitted, Some(c), "in flight differs from the command emitted");
+        }
         for c in d.commands.iter().filter(|c| c.kind == Kind::Undo) {
             let i = s.definition.step_index(&c.step).unwrap();
             use sagas::machine::Forward;
@@ -247,6 +267,25 @@ impl World {
                 s.park.as_ref().is_some_and(|p| !p.message.is_empty()),
                 "parked without a reason"
             );
+        }
+    }
+
+    /// Attempt `attempt` of `kind` of step `index` as the history's
+    /// `command_sent` recorded it, with the participant and action of its step.
+    fn as_recorded(&self, index: usize, kind: Kind, attempt: u32) -> OutgoingCommand {
+        let def = &self.state.definition.steps[index];
+        let sent = command_sent(&self.history, &def.name, kind, attempt).unwrap_or_else(|| {
+            panic!("attempt {attempt} of {} {kind} is awaited but was never sent", def.name)
+        });
+        OutgoingCommand {
+            command_id: sent.command_id.to_owned(),
+            step: def.name.clone(),
+            kind,
+            participant: def.participant.clone(),
+            action: def.action_for(kind).unwrap_or_default().to_owned(),
+            attempt,
+            payload: sent.payload.clone(),
+            deadline: sent.timeout_at,
         }
     }
 

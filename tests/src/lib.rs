@@ -1,10 +1,10 @@
 //! Skald's end-to-end tests, over real NATS and real databases.
 //!
-//! This library holds the harness the tests in `tests/tests/` share: a fresh
-//! database per test (a temporary SQLite file, or a new PostgreSQL database
-//! dropped afterwards), a unique subject and stream prefix per test, an
-//! orchestrator running in-process, a scripted participant speaking the wire
-//! protocol, and the invariant checks of `DESIGN.md`.
+//! This library holds what the tests in `tests/tests/` share beyond the test
+//! kit (`skald-testkit`: temporary databases, ports, child guards, a private
+//! nats-server, definition fixtures), re-exported here under the names the
+//! tests use: an orchestrator running in-process, a scripted participant
+//! speaking the wire protocol, and the invariant checks of `DESIGN.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,132 +19,19 @@ use sagas::machine::{SagaEvent, SagaStatus};
 use sagas::protocol::{
     Command, HEADER_MSG_ID, Namespace, Outcome, Reply, StartRequest, StartResponse,
 };
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+pub use skald_testkit::database::POSTGRES_ADMIN_URL;
+pub use skald_testkit::fixtures::{definitions_dir, three_steps};
+pub use skald_testkit::{Backend, NATS_URL, TempDatabase as TestDb, delete_streams, token};
 
 /// Partitions of the orchestrators tests start.
 pub const PARTITIONS: u32 = 4;
-/// The NATS server the machine runs (CI starts it when it is down).
-pub const NATS_URL: &str = "nats://127.0.0.1:4222";
-/// The PostgreSQL server databases are created on.
-pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A short random token for names.
-#[must_use]
-pub fn token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database that exists for one test.
-#[derive(Debug)]
-pub struct TestDb {
-    pub url: String,
-    pg_name: Option<String>,
-    dir: Option<PathBuf>,
-}
-
-impl TestDb {
-    pub async fn new(backend: Backend) -> Result<Self> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("skald-test-{}", token()));
-                std::fs::create_dir_all(&dir)?;
-                let url = format!("sqlite://{}", dir.join("skald.db").display());
-                Ok(Self { url, pg_name: None, dir: Some(dir) })
-            }
-            Backend::Postgres => {
-                let name = format!("skald_t_{}", token());
-                let admin = Database::connect(POSTGRES_ADMIN_URL)
-                    .await
-                    .context("PostgreSQL must be running on 127.0.0.1:5432 (see README)")?;
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
-                admin.close().await?;
-                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-                Ok(Self { url, pg_name: Some(name), dir: None })
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some(name) = self.pg_name.take() {
-            // Best effort, on a thread of its own: Drop cannot be async.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async {
-                        if let Ok(admin) = Database::connect(POSTGRES_ADMIN_URL).await {
-                            let _ = admin
-                                .execute_unprepared(&format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                ))
-                                .await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
-}
-
-/// A directory with the given definitions (file name, YAML).
-pub fn definitions_dir(files: &[(&str, &str)]) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("skald-defs-{}", token()));
-    std::fs::create_dir_all(&dir)?;
-    for (name, yaml) in files {
-        std::fs::write(dir.join(name), yaml)?;
-    }
-    Ok(dir)
-}
-
-/// A three-step saga on participant `p` (actions a1..a3, compensations u1..u3)
-/// with short timeouts, for tests.
-#[must_use]
-pub fn three_steps(timeout: &str, attempts: u32, compensation_attempts: u32) -> String {
-    let step = |i: u32| {
-        format!(
-            "  - name: s{i}
-    participant: p
-    action: a{i}
-    compensation: u{i}
-    timeout: {timeout}
-    retry: {{ attempts: {attempts}, initial_backoff: 20ms, max_backoff: 100ms }}
-    compensation_retry: {{ attempts: {compensation_attempts}, initial_backoff: 20ms, max_backoff: 100ms }}
-    input: {{ n: \"{{{{input.n}}}}\", saga: \"{{{{saga.id}}}}\" }}
-"
-        )
-    };
-    format!(
-        "name: three
-version: 1
-input_schema:
-  type: object
-  required: [n]
-  properties:
-    n: {{ type: integer }}
-steps:
-{}{}{}",
-        step(1),
-        step(2),
-        step(3)
-    )
-}
 
 /// An orchestrator running in this process.
 #[derive(Debug)]
@@ -249,8 +136,7 @@ impl RunningOrchestrator {
 
     /// Wait until every saga listed has ended (terminal or parked).
     pub async fn wait_ended(&self, ids: &[String], within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
+        skald_testkit::wait_until(within, async || {
             let mut open = 0;
             for id in ids {
                 let loaded = self.store.load(id).await?.context("saga missing")?;
@@ -258,21 +144,19 @@ impl RunningOrchestrator {
                     open += 1;
                 }
             }
-            if open == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{open} of {} sagas still open after {within:?}", ids.len());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Ok(if open == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(format!("{open} of {} sagas still open", ids.len()))
+            })
+        })
+        .await
     }
 
     /// Wait until every reply consumer has settled every reply (acked or terminated).
     pub async fn wait_replies_settled(&self, within: Duration) -> Result<()> {
         let js = jetstream::new(self.client.clone());
-        let deadline = Instant::now() + within;
-        loop {
+        skald_testkit::wait_until(within, async || {
             let mut unsettled = 0;
             for p in 0..PARTITIONS {
                 let mut consumer: jetstream::consumer::PullConsumer = js
@@ -281,14 +165,13 @@ impl RunningOrchestrator {
                 let info = consumer.info().await?;
                 unsettled += info.num_ack_pending as u64 + info.num_pending;
             }
-            if unsettled == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{unsettled} replies still unsettled after {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Ok(if unsettled == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(format!("{unsettled} replies still unsettled"))
+            })
+        })
+        .await
     }
 
     /// The saga's status and history, after checking DESIGN.md invariant 5:
@@ -325,14 +208,6 @@ impl Drop for RunningOrchestrator {
             })
             .join();
         }
-    }
-}
-
-/// Delete a test namespace's streams (and so their consumers) from NATS.
-pub async fn delete_streams(client: &async_nats::Client, ns: &Namespace) {
-    let js = jetstream::new(client.clone());
-    for stream in [ns.commands_stream(), ns.replies_stream()] {
-        let _ = js.delete_stream(stream).await;
     }
 }
 
@@ -383,7 +258,7 @@ pub async fn scripted_participant(
     script: Script,
 ) -> Result<(Seen, CancellationToken)> {
     let js = jetstream::new(client);
-    let (commands, _) = orchestrator::bus::ensure_streams(&js, ns).await?;
+    let (commands, _) = skald_transport::streams::ensure_streams(&js, ns).await?;
     let consumer = commands
         .get_or_create_consumer(
             name,

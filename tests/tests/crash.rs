@@ -3,56 +3,37 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::load::Starter;
+use common::processes::skald_serve;
 use futures::future::join_all;
 use orchestrator::store::Store;
-use sagas::protocol::{Namespace, Outcome, StartRequest, StartResponse};
+use sagas::protocol::{Namespace, Outcome};
 use serde_json::json;
 use skald_tests::process::{ChildGuard, NatsServer};
 use skald_tests::{
-    Backend, NATS_URL, RunningOrchestrator, Script, TestDb, definitions_dir, scripted_participant,
-    three_steps, token,
+    Backend, NATS_URL, PARTITIONS, RunningOrchestrator, Script, TestDb, definitions_dir,
+    scripted_participant, three_steps, token,
 };
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn skald(db: &TestDb, prefix: &str, definitions: &Path) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skald-e2e"));
-    cmd.args(["serve", "--partitions", "4", "--prefix", prefix, "--database-url", &db.url])
-        .args(["--http-addr", "off"])
-        .arg("--definitions")
-        .arg(definitions)
-        .env("NATS_URL", NATS_URL)
-        .env("RUST_LOG", "warn");
+    let mut cmd = skald_serve(NATS_URL, prefix, &db.url, PARTITIONS, definitions);
+    cmd.args(["--http-addr", "off"]).env("RUST_LOG", "warn");
     ChildGuard::spawn("skald", &mut cmd).unwrap()
 }
 
-/// Start a saga, retrying while no orchestrator answers yet.
-async fn start(client: &async_nats::Client, ns: &Namespace, n: usize) -> String {
-    let body = serde_json::to_vec(&StartRequest {
-        idempotency_key: format!("k{n}"),
-        input: json!({"n": n}),
-    })
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.request(ns.start_subject("three"), body.clone().into()),
-        )
-        .await;
-        if let Ok(Ok(msg)) = answer {
-            match serde_json::from_slice(&msg.payload).unwrap() {
-                StartResponse::Started { saga_id } | StartResponse::Existing { saga_id } => {
-                    return saga_id;
-                }
-                other => panic!("start refused: {other:?}"),
-            }
-        }
-        assert!(Instant::now() < deadline, "no orchestrator answered start requests");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A client whose start requests wait for an orchestrator up to 30 s.
+fn starter(client: &async_nats::Client, ns: &Namespace) -> Starter {
+    Starter::new(client, ns, Duration::from_secs(30))
+}
+
+/// Start saga `k{n}` of `three`.
+async fn start(starter: &Starter, n: usize) -> String {
+    starter.start("three", &format!("k{n}"), &json!({"n": n})).await
 }
 
 async fn ended_exactly_once(store: &Store, ids: &[String], within: Duration) {
@@ -88,9 +69,10 @@ async fn orchestrator_killed_mid_run(backend: Backend) {
     let client = async_nats::connect(NATS_URL).await.unwrap();
     let script: Script = Arc::new(|_| Some(Outcome::Ok { output: json!({}) }));
     let (_seen, stop) = scripted_participant(client.clone(), &ns, "p", script).await.unwrap();
+    let starter = starter(&client, &ns);
 
     let mut first = skald(&db, &prefix, &dir);
-    let ids: Vec<String> = join_all((0..300).map(|n| start(&client, &ns, n))).await;
+    let ids: Vec<String> = join_all((0..300).map(|n| start(&starter, n))).await;
     let store = Store::connect(&db.url).await.unwrap();
     // Kill once some sagas are done and the rest are somewhere in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -110,7 +92,7 @@ async fn orchestrator_killed_mid_run(backend: Backend) {
     let mut second = skald(&db, &prefix, &dir);
     // Starts accepted before the crash are still there, under the same ids.
     for (n, id) in ids.iter().enumerate().step_by(37) {
-        assert_eq!(&start(&client, &ns, n).await, id, "idempotent start after restart");
+        assert_eq!(&start(&starter, n).await, id, "idempotent start after restart");
     }
     ended_exactly_once(&store, &ids, Duration::from_secs(90)).await;
     let status = second.terminate(Duration::from_secs(20)).unwrap();
@@ -138,7 +120,8 @@ async fn nats_restarted_mid_run(backend: Backend) {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let script: Script = Arc::new(|_| Some(Outcome::Ok { output: json!({}) }));
     let (_seen, stop) = scripted_participant(client.clone(), &o.ns, "p", script).await.unwrap();
-    let ids: Vec<String> = join_all((0..100).map(|n| start(&client, &o.ns, n))).await;
+    let starter = starter(&client, &o.ns);
+    let ids: Vec<String> = join_all((0..100).map(|n| start(&starter, n))).await;
 
     nats.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;

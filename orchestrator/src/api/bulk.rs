@@ -11,14 +11,14 @@
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::filter::FilterSpec;
+use super::model::{BulkJob, BulkPreview, WouldChange, WouldFail};
 use super::sagas::operator_action;
 use super::state::{ApiState, Json, Path};
-use crate::clock;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use sagas::machine::{Input, OperatorInput};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -58,49 +58,6 @@ pub struct BulkBody {
     pub max_sagas: Option<u64>,
     /// The job id: the same id again returns that job instead of starting another.
     pub request_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct WouldFail {
-    pub saga_id: String,
-    pub error: String,
-}
-
-/// What a bulk repair would do.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BulkPreview {
-    pub action: String,
-    pub matched: u64,
-    /// Sagas the action would change, with the events it would append.
-    pub would_change: Vec<WouldChange>,
-    pub would_fail: Vec<WouldFail>,
-    /// More matched than were examined or listed.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct WouldChange {
-    pub saga_id: String,
-    pub events: Vec<String>,
-}
-
-/// A bulk repair's progress and report.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BulkJob {
-    pub job_id: String,
-    pub action: String,
-    pub requested_by: String,
-    /// `running` or `done`.
-    pub state: String,
-    pub total: u64,
-    pub done: u64,
-    pub succeeded: u64,
-    /// Repeats of repairs an earlier run of this job already made.
-    pub replayed: u64,
-    pub failed_count: u64,
-    pub failed: Vec<WouldFail>,
-    pub created_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
 }
 
 /// The jobs this instance ran, newest [`JOBS_KEPT_MAX`].
@@ -194,7 +151,7 @@ pub async fn bulk(
     {
         return Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response());
     }
-    let now = clock::to_db(clock::now());
+    let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;
     let store = state.driver.store();
     let matched = store.count_matching(&filter, now, &owned).await?;
@@ -275,7 +232,7 @@ pub async fn bulk(
         }
         let mut job = lock(&handle);
         job.state = "done".to_owned();
-        job.finished_at_ms = Some(clock::to_db(clock::now()));
+        job.finished_at_ms = Some(state.driver.store().clock().now_db());
     });
     Ok((StatusCode::ACCEPTED, axum::Json(first)).into_response())
 }

@@ -5,7 +5,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::state::{ApiState, BODY_BYTES_MAX, Path, Query};
-use crate::registry::RegistryError;
+use crate::engine::registry::RegistryError;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use sagas::Definition;

@@ -5,7 +5,7 @@
 //! is logged with its cause and answered without internals.
 
 use super::auth::Role;
-use crate::driver::{DriveError, StartError};
+use crate::engine::driver::{DriveError, StartError};
 use crate::store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -15,6 +15,7 @@ pub mod definitions;
 pub mod error;
 pub mod filter;
 pub mod health;
+pub mod model;
 pub mod sagas;
 pub mod state;
 pub mod views;
@@ -22,7 +23,6 @@ pub mod views;
 pub use auth::{Role, Tokens};
 pub use state::ApiState;
 
-use crate::clock;
 use crate::store::StuckClass;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -102,7 +102,7 @@ pub async fn overview_of(state: &ApiState) -> Result<Overview, ApiError> {
         *by_status.entry(s.clone()).or_default() += n;
         by_type.entry(t).or_default().insert(s, n);
     }
-    let now = clock::to_db(clock::now());
+    let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;
     let mut stuck = BTreeMap::new();
     for class in StuckClass::ALL {

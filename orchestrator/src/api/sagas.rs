@@ -2,11 +2,11 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::filter::FilterSpec;
+use super::model::{SagaDetail, SagaSummary, StartAnswer};
 use super::state::{ApiState, Json, Path, Query};
-use super::views::{self, SagaDetail, SagaSummary};
+use super::views;
 use crate::api::auth::Caller;
-use crate::clock;
-use crate::driver::{RepairOutcome, Started};
+use crate::engine::driver::{RepairOutcome, Started};
 use crate::store::PAGE_SIZE_MAX;
 use axum::Extension;
 use axum::extract::State;
@@ -29,13 +29,6 @@ pub struct StartBody {
     /// Your key for this business transaction: the same key and input start
     /// one saga however often they are sent.
     pub idempotency_key: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StartAnswer {
-    pub saga_id: String,
-    /// False when this key had already started the saga.
-    pub created: bool,
 }
 
 /// Start a saga (operator).
@@ -131,7 +124,7 @@ pub async fn page(
     cursor: Option<&str>,
     limit: u64,
 ) -> Result<SagaPage, ApiError> {
-    let now = clock::to_db(clock::now());
+    let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;
     let page = state.driver.store().list(filter, cursor, limit, now, &owned).await?;
     let registry = state.driver.registry();
@@ -165,7 +158,7 @@ pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiEr
     }
     let (row, saga) = state.driver.state(saga_id).await?;
     let history = state.driver.store().history(saga_id).await?;
-    let now = clock::to_db(clock::now());
+    let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;
     let owner = state.owner_of(row.partition).await?;
     let summary = views::summary(&row, state.driver.registry(), now, &owned);

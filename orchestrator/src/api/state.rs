@@ -4,8 +4,8 @@
 use super::auth::Tokens;
 use super::bulk::BulkJobs;
 use super::error::ApiError;
-use crate::driver::Driver;
-use crate::partitions::Ownership;
+use crate::cluster::partitions::Ownership;
+use crate::engine::driver::Driver;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -47,7 +47,7 @@ impl ApiState {
         if !self.ownership.is_cluster() {
             return Ok(self.ownership.owned());
         }
-        let now = crate::clock::to_db(crate::clock::now());
+        let now = self.driver.store().clock().now_db();
         let leases = self.driver.store().leases().await?;
         Ok(leases
             .into_iter()
@@ -61,7 +61,7 @@ impl ApiState {
         if !self.ownership.is_cluster() {
             return Ok(self.ownership.owned().contains(&partition).then(|| self.instance.clone()));
         }
-        let now = crate::clock::to_db(crate::clock::now());
+        let now = self.driver.store().clock().now_db();
         let leases = self.driver.store().leases().await?;
         Ok(leases
             .into_iter()

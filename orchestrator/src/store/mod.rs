@@ -21,6 +21,7 @@ pub use leases::Fence;
 
 pub use queries::{ListFilter, ListPage, OVERDUE_GRACE_MS, PAGE_SIZE_MAX, StuckClass};
 
+use crate::clock::SharedClock;
 use ::sagas::machine::SagaEvent;
 use entities::{definitions, outbox, saga_events, sagas};
 use sea_orm::sea_query::OnConflict;
@@ -144,9 +145,24 @@ pub struct Store {
     writer: writer::Writer,
     /// The commands the writer committed, for the relay.
     handoff: Arc<Handoff>,
+    /// The engine's clock: every part that holds the store reads time here.
+    clock: SharedClock,
 }
 
 impl Store {
+    /// The same store, reading time from `clock` (tests: paused tokio time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The engine's clock.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// Open the database at `url` and run migrations.
     ///
     /// `sqlite://path` (created if missing, WAL) or `postgres://…`.
@@ -188,7 +204,7 @@ impl Store {
         })?;
         let handoff = Arc::new(Handoff::default());
         let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff));
-        let store = Self { db, writer, handoff };
+        let store = Self { db, writer, handoff, clock: crate::clock::system() };
         store.migrate().await?;
         Ok(store)
     }

@@ -561,7 +561,8 @@ async fn write_one<C: ConnectionTrait>(
 mod tests {
     use super::*;
     use crate::store::entities::{outbox, saga_events, sagas};
-    use sea_orm::{Database, QueryOrder};
+    use sea_orm::QueryOrder;
+    use skald_testkit::{Backend, TempDatabase};
 
     fn projection(key: &str, partition: i32) -> Projection {
         Projection {
@@ -730,42 +731,41 @@ mod tests {
         }
     }
 
-    fn sqlite_url() -> (String, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("skald-writer-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        (format!("sqlite://{}", dir.join("s.db").display()), dir)
+    /// A store on a fresh database of `backend`, and the database to remove after.
+    async fn store_on(backend: Backend) -> (TempDatabase, Store) {
+        let db = TempDatabase::new(backend).await.unwrap();
+        let store = Store::connect(&db.url).await.unwrap();
+        (db, store)
     }
 
-    async fn postgres_url() -> String {
-        let admin = Database::connect("postgres://postgres@127.0.0.1/test").await.unwrap();
-        let name = format!("writer_{}", uuid::Uuid::new_v4().simple());
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-        format!("postgres://postgres@127.0.0.1/{name}")
+    /// Two tests of one check, named `$sqlite` and `$postgres`: `$check`
+    /// runs on a store over each database, which is removed afterwards.
+    macro_rules! on_each_backend {
+        ($check:ident: $sqlite:ident, $postgres:ident) => {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $sqlite() {
+                let (db, store) = store_on(Backend::Sqlite).await;
+                $check(store).await;
+                db.remove().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $postgres() {
+                let (db, store) = store_on(Backend::Postgres).await;
+                $check(store).await;
+                db.remove().await;
+            }
+        };
     }
 
-    #[tokio::test]
-    async fn one_refused_append_does_not_fail_the_others_on_sqlite() {
-        let (url, dir) = sqlite_url();
-        one_refused_append_does_not_fail_the_others(Store::connect(&url).await.unwrap()).await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn one_refused_append_does_not_fail_the_others_on_postgres() {
-        let store = Store::connect(&postgres_url().await).await.unwrap();
-        one_refused_append_does_not_fail_the_others(store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_committed_together_on_sqlite() {
-        let (url, dir) = sqlite_url();
-        concurrent_appends_are_committed_together(Store::connect(&url).await.unwrap()).await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_committed_together_on_postgres() {
-        let store = Store::connect(&postgres_url().await).await.unwrap();
-        concurrent_appends_are_committed_together(store).await;
-    }
+    on_each_backend!(
+        one_refused_append_does_not_fail_the_others:
+        one_refused_append_does_not_fail_the_others_on_sqlite,
+        one_refused_append_does_not_fail_the_others_on_postgres
+    );
+    on_each_backend!(
+        concurrent_appends_are_committed_together:
+        concurrent_appends_are_committed_together_on_sqlite,
+        concurrent_appends_are_committed_together_on_postgres
+    );
 }

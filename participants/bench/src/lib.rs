@@ -9,18 +9,15 @@
 
 pub mod behaviour;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use behaviour::Behaviour;
 use clap::Parser;
-use sagas::protocol::Namespace;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
-use skald_participant::{Config, Handler, HandlerError, Participant, handler};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use skald_participant::{Config, Handler, HandlerError, Participant, handler, service};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// The participant name the `bench` saga definition uses.
 const PARTICIPANT: &str = "bench";
@@ -89,73 +86,14 @@ fn step_number(s: &str) -> Result<u8, String> {
 
 /// Parse the arguments and run: the whole `bench-participant` binary.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // What failed, with its hint, and the root cause; not a backtrace.
-            eprintln!("error: {e}");
-            if e.chain().count() > 1 {
-                eprintln!("  cause: {}", e.root_cause());
-            }
-            ExitCode::FAILURE
-        }
-    }
+    service::run_main(ExitCode::FAILURE, run(Args::parse()))
 }
 
 async fn run(args: Args) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let namespace = match Namespace::new(&args.prefix) {
-        Ok(ns) => ns,
-        Err(e) => bail!("invalid --prefix: {e}"),
-    };
-
-    let nats = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .name("bench-participant")
-        .connect(&args.nats_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach NATS at {}\n  hint: start it with JetStream enabled \
-                 (`nats-server -js`, or `docker compose up -d nats`), or point --nats-url / \
-                 NATS_URL at it",
-                args.nats_url
-            )
-        })?;
-
-    let mut options = ConnectOptions::new(args.database_url.clone());
-    options
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.with_context(|| {
-        format!(
-            "cannot open the database at {}\n  hint: for SQLite use `sqlite://FILE?mode=rwc` \
-             in a writable directory; for PostgreSQL start it (`docker compose up -d \
-             postgres`) and check --database-url / DATABASE_URL",
-            redact(&args.database_url)
-        )
-    })?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // Readers do not block the writer, and replicas sharing the file wait
-        // for each other instead of failing. Persistent: set on the file.
-        db.execute_unprepared("PRAGMA journal_mode=WAL")
-            .await
-            .context("cannot switch the SQLite database to WAL")?;
-    }
+    service::init_logging(service::SERVE_LOG_FILTER);
+    let namespace = service::namespace(&args.prefix)?;
+    let nats = service::connect_nats(&args.nats_url, "bench-participant").await?;
+    let db = service::connect_database(&args.database_url).await?;
 
     // The bench participant's "effect": one row per handled command, in the
     // SDK's transaction. No unique key, so a second effect would show.
@@ -179,8 +117,7 @@ async fn run(args: Args) -> Result<()> {
             .compensation(format!("undo{k}"), undo_handler(k, Arc::clone(&behaviour)));
     }
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let shutdown = service::shutdown_on_signal("commands");
     let config = Config {
         in_flight_max: args.concurrency,
         crash_after_commit: args.crash_after_commit_step.map(|k| format!("step{k}")),
@@ -239,45 +176,9 @@ async fn record_effect(ctx: &skald_participant::HandlerCtx<'_>) -> Result<(), Ha
     Ok(())
 }
 
-/// Cancel `shutdown` on SIGTERM or SIGINT (Ctrl-C).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    info!("signal received: finishing the commands in flight");
-    shutdown.cancel();
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://skald:secret@db/skald"), "postgres://skald:***@db/skald");
-        assert_eq!(redact("postgres://skald@db/skald"), "postgres://skald@db/skald");
-        assert_eq!(redact("sqlite://bench.db?mode=rwc"), "sqlite://bench.db?mode=rwc");
-    }
 
     #[test]
     fn steps_are_one_to_three() {

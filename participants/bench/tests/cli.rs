@@ -3,23 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
-use futures::StreamExt;
-use sagas::UnixMillis;
-use sagas::protocol::{
-    Command, HEADER_MSG_ID, Kind, Namespace, Outcome, Reply, command_id, msg_id,
-};
+use sagas::protocol::{Command, Kind, Outcome};
 use serde_json::json;
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use skald_testkit::{ChildGuard, OrchestratorSide, TempDatabase, nats_url};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bench-participant");
-const NATS_URL: &str = "nats://127.0.0.1:4222";
-
-fn random_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
 
 #[test]
 fn unreachable_nats_is_a_clear_error() {
@@ -33,7 +23,12 @@ fn unreachable_nats_is_a_clear_error() {
 #[test]
 fn unreachable_database_is_a_clear_error_without_the_password() {
     let out = Process::new(BIN)
-        .args(["--nats-url", NATS_URL, "--database-url", "postgres://bench:s3cret@127.0.0.1:1/db"])
+        .args([
+            "--nats-url",
+            &nats_url(),
+            "--database-url",
+            "postgres://bench:s3cret@127.0.0.1:1/db",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -45,81 +40,29 @@ fn unreachable_database_is_a_clear_error_without_the_password() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
-/// Kills the child if the test fails before it stops it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn answers_the_bench_saga_with_injected_faults_and_stops_on_sigterm() {
-    let ns = Namespace::new(&format!("t{}", random_hex())).unwrap();
-    let db = std::env::temp_dir().join(format!("bench-{}.db", random_hex()));
-    let nats = async_nats::connect(NATS_URL).await.unwrap();
-    let js = jetstream::new(nats);
-    let (_, replies) = skald_participant::streams::ensure_streams(&js, &ns).await.unwrap();
-    let mut replies = replies
-        .create_consumer(pull::Config {
-            durable_name: Some("test".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
-
-    let mut child = Running(
+    let mut wire =
+        OrchestratorSide::open("bench", skald_participant::streams::ensure_streams).await.unwrap();
+    let db = TempDatabase::new(skald_testkit::Backend::Sqlite).await.unwrap();
+    let mut child = ChildGuard::spawn(
+        "bench-participant",
         Process::new(BIN)
-            .args(["--nats-url", NATS_URL, "--prefix", ns.prefix(), "--fail-step", "2"])
+            .args(["--nats-url", &nats_url(), "--prefix", wire.ns.prefix(), "--fail-step", "2"])
             .args(["--fail-undo", "3", "--concurrency", "4"])
-            .arg("--database-url")
-            .arg(format!("sqlite://{}?mode=rwc", db.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+            .args(["--database-url", &db.connect_url()])
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
 
     let mut ask = async |step: u8, kind: Kind| -> Outcome {
         let action = match kind {
             Kind::Do => format!("step{step}"),
             Kind::Undo => format!("undo{step}"),
         };
-        let name = format!("s{step}");
-        let command = Command {
-            command_id: command_id("saga-1", &name, kind),
-            saga_id: "saga-1".into(),
-            saga_type: "bench".into(),
-            step: name,
-            kind,
-            action: action.clone(),
-            attempt: 1,
-            payload: json!({ "saga": "saga-1" }),
-            deadline_unix_ms: UnixMillis(u64::MAX / 2),
-            reply_subject: ns.reply_subject(0),
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, msg_id(&command.command_id, 1).as_str());
-        let body = serde_json::to_vec(&command).unwrap();
-        js.publish_with_headers(ns.command_subject("bench", &action), headers, body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        let msg = tokio::time::timeout(Duration::from_secs(30), replies.next())
-            .await
-            .expect("the bench participant answers")
-            .unwrap()
-            .unwrap();
-        msg.ack().await.unwrap();
-        let reply: Reply = serde_json::from_slice(&msg.payload).unwrap();
-        assert_eq!(reply.command_id, command.command_id);
-        reply.outcome
+        let command = wire.command("saga-1", &format!("s{step}"), kind, &action, 1);
+        let command = Command { saga_type: "bench".into(), ..command };
+        wire.ask(&command).await.outcome
     };
 
     assert_eq!(
@@ -135,21 +78,6 @@ async fn answers_the_bench_saga_with_injected_faults_and_stops_on_sigterm() {
     );
     assert_eq!(ask(1, Kind::Undo).await, Outcome::Ok { output: json!({"undone": 1}) });
 
-    let pid = child.0.id().to_string();
-    assert!(Process::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = child.terminate(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status}");
-
-    let _ = js.delete_stream(ns.commands_stream()).await;
-    let _ = js.delete_stream(ns.replies_stream()).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
 }

@@ -11,12 +11,10 @@ use crate::ops::OpError;
 use crate::serve::{self, ServeConfig};
 use crate::store::Store;
 use crate::verify::{self, Report, VerifyOptions};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sagas::protocol::Namespace;
+use skald_participant::service;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Most accounts `ledger balance` shows at once.
 const BALANCE_ACCOUNTS_MAX: usize = 100;
@@ -173,51 +171,22 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info,sqlx=warn",
+    service::init_logging(match cli.command {
+        Command::Serve(_) => service::SERVE_LOG_FILTER,
         _ => "warn,sqlx=warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_CANNOT_RUN);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            // What failed, with its hint, and the root cause; not a backtrace.
-            eprintln!("error: {e}");
-            if e.chain().count() > 1 {
-                eprintln!("  cause: {}", e.root_cause());
-            }
-            ExitCode::from(EXIT_CANNOT_RUN)
-        }
-    }
+    });
+    service::run_main(ExitCode::from(EXIT_CANNOT_RUN), run(cli))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Serve(args) = cli.command {
-        let namespace = match Namespace::new(&args.prefix) {
-            Ok(ns) => ns,
-            Err(e) => bail!("invalid --prefix: {e}"),
-        };
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve::cancel_on_signal(shutdown.clone()));
         let config = ServeConfig {
             nats_url: args.nats_url,
             database_url: cli.database_url,
-            namespace,
+            namespace: service::namespace(&args.prefix)?,
             concurrency: args.concurrency,
         };
-        serve::run(config, shutdown).await?;
+        serve::run(config, service::shutdown_on_signal("commands")).await?;
         return Ok(ExitCode::SUCCESS);
     }
 

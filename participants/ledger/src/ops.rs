@@ -23,7 +23,8 @@ use crate::store::{Store, take_write_lock};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, PrimaryKeyTrait,
+    QueryFilter, QuerySelect,
 };
 
 /// Why an operation did not happen.
@@ -309,11 +310,7 @@ async fn find_account(
     id: &str,
     lock: bool,
 ) -> Result<Option<Account>, OpError> {
-    let mut query = accounts::Entity::find_by_id(id.to_owned());
-    if lock {
-        query = query.lock_exclusive();
-    }
-    Ok(query.one(db).await?.map(account_from_row))
+    Ok(find_row::<accounts::Entity>(db, id, lock).await?.map(account_from_row))
 }
 
 async fn find_transfer(
@@ -321,11 +318,25 @@ async fn find_transfer(
     id: &str,
     lock: bool,
 ) -> Result<Option<Transfer>, OpError> {
-    let mut query = transfers::Entity::find_by_id(id.to_owned());
+    find_row::<transfers::Entity>(db, id, lock).await?.map(transfer_from_row).transpose()
+}
+
+/// The row of `E` with this id, if any; with `lock`, locked for the rest of
+/// the transaction (PostgreSQL: `FOR UPDATE`).
+async fn find_row<E>(
+    db: &impl ConnectionTrait,
+    id: &str,
+    lock: bool,
+) -> Result<Option<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+{
+    let mut query = E::find_by_id(id.to_owned());
     if lock {
         query = query.lock_exclusive();
     }
-    query.one(db).await?.map(transfer_from_row).transpose()
+    query.one(db).await
 }
 
 /// Write the balances of `ids` that changed from `before` to `after`, each
@@ -459,10 +470,7 @@ impl Store {
         new: &NewAccount,
         now_ms: i64,
     ) -> Result<CreateResult, OpError> {
-        let tx = self.begin().await?;
-        let result = create_account(tx.tx(), new, now_ms).await?;
-        tx.commit().await?;
-        Ok(result)
+        self.in_own_tx(async |tx| create_account(tx, new, now_ms).await).await
     }
 
     /// [`create_transfer`] in its own transaction.
@@ -474,10 +482,7 @@ impl Store {
         new: &NewTransfer,
         now_ms: i64,
     ) -> Result<CreateResult, OpError> {
-        let tx = self.begin().await?;
-        let result = create_transfer(tx.tx(), new, now_ms).await?;
-        tx.commit().await?;
-        Ok(result)
+        self.in_own_tx(async |tx| create_transfer(tx, new, now_ms).await).await
     }
 
     /// [`post_transfer`] in its own transaction.
@@ -485,10 +490,7 @@ impl Store {
     /// # Errors
     /// See [`post_transfer`].
     pub async fn post_transfer(&self, id: &str, now_ms: i64) -> Result<PostResult, OpError> {
-        let tx = self.begin().await?;
-        let result = post_transfer(tx.tx(), id, now_ms).await?;
-        tx.commit().await?;
-        Ok(result)
+        self.in_own_tx(async |tx| post_transfer(tx, id, now_ms).await).await
     }
 
     /// [`void_transfer`] in its own transaction.
@@ -501,10 +503,7 @@ impl Store {
         expected: Option<&NewTransfer>,
         now_ms: i64,
     ) -> Result<VoidResult, OpError> {
-        let tx = self.begin().await?;
-        let result = void_transfer(tx.tx(), id, expected, now_ms).await?;
-        tx.commit().await?;
-        Ok(result)
+        self.in_own_tx(async |tx| void_transfer(tx, id, expected, now_ms).await).await
     }
 
     /// See [`account`].
@@ -521,5 +520,17 @@ impl Store {
     /// See [`transfer`].
     pub async fn transfer(&self, id: &str) -> Result<Option<Transfer>, OpError> {
         transfer(self.db(), id).await
+    }
+
+    /// Run `op` in a write transaction of its own, committed when it succeeds
+    /// (rolled back, when it fails, as the transaction is dropped).
+    async fn in_own_tx<T>(
+        &self,
+        op: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let tx = self.begin().await?;
+        let result = op(tx.tx()).await?;
+        tx.commit().await?;
+        Ok(result)
     }
 }

@@ -21,9 +21,12 @@ use crate::model::{Account, State, Transfer, TransferState};
 use crate::ops::{account_from_row, transfer_from_row};
 use crate::store::Store;
 use crate::store::entities::{accounts, ledger_events, transfers};
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, ModelTrait, QueryFilter, QueryOrder,
+    QuerySelect, Value,
+};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Rows read per query.
 pub const PAGE_ROWS_MAX: u64 = 1000;
@@ -233,60 +236,31 @@ pub async fn verify(store: &Store, options: VerifyOptions) -> Result<Report, Ver
 
     // 1. Replay.
     let mut state = State::default();
-    let mut events = 0_u64;
-    let mut after_seq = i64::MIN;
-    loop {
-        let page = ledger_events::Entity::find()
-            .filter(ledger_events::Column::Seq.gt(after_seq))
-            .order_by_asc(ledger_events::Column::Seq)
-            .limit(PAGE_ROWS_MAX)
-            .all(&tx)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after_seq = last.seq;
-        for row in page {
-            events += 1;
-            replay_one(&mut state, &row, &mut problems);
-        }
-    }
+    let events = read_all(&tx, ledger_events::Column::Seq, i64::MIN, |row| {
+        replay_one(&mut state, &row, &mut problems);
+    })
+    .await?;
 
     // 2 and 3. Compare the projections; total them.
     let mut seen = HashSet::new();
     let mut totals: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
-    let mut account_rows = 0_u64;
-    let mut after_id = String::new();
-    loop {
-        let page = accounts::Entity::find()
-            .filter(accounts::Column::Id.gt(after_id.as_str()))
-            .order_by_asc(accounts::Column::Id)
-            .limit(PAGE_ROWS_MAX)
-            .all(&tx)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after_id = last.id.clone();
-        for row in page {
-            account_rows += 1;
-            let projected = account_from_row(row);
-            add_totals(&mut totals, &projected);
-            if let Some(flag) = projected.violated_flag() {
-                problems.push(Problem::FlagViolated {
-                    account_id: projected.id.clone(),
-                    flag: flag.to_owned(),
-                });
-            }
-            match state.accounts.get(&projected.id) {
-                Some(replayed) => compare_accounts(&projected, replayed, &mut problems),
-                None => {
-                    problems.push(Problem::AccountNotInLog { account_id: projected.id.clone() })
-                }
-            }
-            seen.insert(projected.id);
+    let account_rows = read_all(&tx, accounts::Column::Id, "", |row| {
+        let projected = account_from_row(row);
+        add_totals(&mut totals, &projected);
+        if let Some(flag) = projected.violated_flag() {
+            problems.push(Problem::FlagViolated {
+                account_id: projected.id.clone(),
+                flag: flag.to_owned(),
+            });
         }
-    }
-    let mut missing: Vec<&String> =
-        state.accounts.keys().filter(|id| !seen.contains(id.as_str())).collect();
-    missing.sort();
-    for id in missing {
+        match state.accounts.get(&projected.id) {
+            Some(replayed) => compare_accounts(&projected, replayed, &mut problems),
+            None => problems.push(Problem::AccountNotInLog { account_id: projected.id.clone() }),
+        }
+        seen.insert(projected.id);
+    })
+    .await?;
+    for id in missing(&state.accounts, &seen) {
         problems.push(Problem::AccountMissing { account_id: id.clone() });
     }
     for t in totals.values() {
@@ -306,41 +280,24 @@ pub async fn verify(store: &Store, options: VerifyOptions) -> Result<Report, Ver
     }
 
     let mut seen = HashSet::new();
-    let mut transfer_rows = 0_u64;
-    let mut after_id = String::new();
-    loop {
-        let page = transfers::Entity::find()
-            .filter(transfers::Column::Id.gt(after_id.as_str()))
-            .order_by_asc(transfers::Column::Id)
-            .limit(PAGE_ROWS_MAX)
-            .all(&tx)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after_id = last.id.clone();
-        for row in page {
-            transfer_rows += 1;
-            let id = row.id.clone();
-            seen.insert(id.clone());
-            let projected = match transfer_from_row(row) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(Problem::UnreadableTransfer {
-                        transfer_id: id,
-                        message: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            match state.transfers.get(&id) {
-                Some(replayed) => compare_transfers(&projected, replayed, &mut problems),
-                None => problems.push(Problem::TransferNotInLog { transfer_id: id }),
+    let transfer_rows = read_all(&tx, transfers::Column::Id, "", |row| {
+        let id = row.id.clone();
+        seen.insert(id.clone());
+        let projected = match transfer_from_row(row) {
+            Ok(t) => t,
+            Err(e) => {
+                problems
+                    .push(Problem::UnreadableTransfer { transfer_id: id, message: e.to_string() });
+                return;
             }
+        };
+        match state.transfers.get(&id) {
+            Some(replayed) => compare_transfers(&projected, replayed, &mut problems),
+            None => problems.push(Problem::TransferNotInLog { transfer_id: id }),
         }
-    }
-    let mut missing: Vec<&String> =
-        state.transfers.keys().filter(|id| !seen.contains(id.as_str())).collect();
-    missing.sort();
-    for id in missing {
+    })
+    .await?;
+    for id in missing(&state.transfers, &seen) {
         problems.push(Problem::TransferMissing { transfer_id: id.clone() });
     }
     drop(tx); // read-only: nothing to commit
@@ -382,6 +339,44 @@ pub async fn verify(store: &Store, options: VerifyOptions) -> Result<Report, Ver
         stale_holds,
         stale_holds_omitted,
     })
+}
+
+/// Read every row of `key`'s table in pages of [`PAGE_ROWS_MAX`], in `key`
+/// order from after `start`, handing each row to `each`; how many rows
+/// there were.
+async fn read_all<C>(
+    tx: &DatabaseTransaction,
+    key: C,
+    start: impl Into<Value>,
+    mut each: impl FnMut(<C::EntityName as EntityTrait>::Model),
+) -> Result<u64, DbErr>
+where
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    let (mut after, mut rows) = (start.into(), 0_u64);
+    loop {
+        let page = C::EntityName::find()
+            .filter(key.gt(after))
+            .order_by_asc(key)
+            .limit(PAGE_ROWS_MAX)
+            .all(tx)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.get(key);
+        for row in page {
+            rows += 1;
+            each(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// The ids the log has and the projection does not (`seen`), in order.
+fn missing<'a, T>(replayed: &'a HashMap<String, T>, seen: &HashSet<String>) -> Vec<&'a String> {
+    let mut missing: Vec<&String> = replayed.keys().filter(|id| !seen.contains(*id)).collect();
+    missing.sort();
+    missing
 }
 
 /// Check one stored event and apply it if the ledger could have written it.
@@ -433,42 +428,39 @@ fn add_totals(totals: &mut BTreeMap<String, CurrencyTotals>, a: &Account) {
     t.credits_pending += i128::from(b.credits_pending);
 }
 
-fn compare_accounts(projected: &Account, replayed: &Account, problems: &mut Problems) {
-    let (p, r) = (&projected.balances, &replayed.balances);
-    let fields: [(&str, String, String); 8] = [
-        ("currency", projected.currency.clone(), replayed.currency.clone()),
+/// Report each field in which the projected account `p` differs from the
+/// replayed `r`.
+fn compare_accounts(p: &Account, r: &Account, problems: &mut Problems) {
+    let (pb, rb) = (&p.balances, &r.balances);
+    let fields = [
+        ("currency", p.currency.clone(), r.currency.clone()),
         (
             "debits_must_not_exceed_credits",
-            projected.flags.debits_must_not_exceed_credits.to_string(),
-            replayed.flags.debits_must_not_exceed_credits.to_string(),
+            p.flags.debits_must_not_exceed_credits.to_string(),
+            r.flags.debits_must_not_exceed_credits.to_string(),
         ),
         (
             "credits_must_not_exceed_debits",
-            projected.flags.credits_must_not_exceed_debits.to_string(),
-            replayed.flags.credits_must_not_exceed_debits.to_string(),
+            p.flags.credits_must_not_exceed_debits.to_string(),
+            r.flags.credits_must_not_exceed_debits.to_string(),
         ),
-        ("debits_pending", p.debits_pending.to_string(), r.debits_pending.to_string()),
-        ("debits_posted", p.debits_posted.to_string(), r.debits_posted.to_string()),
-        ("credits_pending", p.credits_pending.to_string(), r.credits_pending.to_string()),
-        ("credits_posted", p.credits_posted.to_string(), r.credits_posted.to_string()),
-        ("created_at_ms", projected.created_at_ms.to_string(), replayed.created_at_ms.to_string()),
+        ("debits_pending", pb.debits_pending.to_string(), rb.debits_pending.to_string()),
+        ("debits_posted", pb.debits_posted.to_string(), rb.debits_posted.to_string()),
+        ("credits_pending", pb.credits_pending.to_string(), rb.credits_pending.to_string()),
+        ("credits_posted", pb.credits_posted.to_string(), rb.credits_posted.to_string()),
+        ("created_at_ms", p.created_at_ms.to_string(), r.created_at_ms.to_string()),
     ];
-    for (field, projected_value, replayed_value) in fields {
-        if projected_value != replayed_value {
-            problems.push(Problem::AccountMismatch {
-                account_id: projected.id.clone(),
-                field: field.to_owned(),
-                projected: projected_value,
-                replayed: replayed_value,
-            });
-        }
+    for (field, projected, replayed) in mismatches(fields) {
+        let (account_id, field) = (p.id.clone(), field.to_owned());
+        problems.push(Problem::AccountMismatch { account_id, field, projected, replayed });
     }
 }
 
-fn compare_transfers(projected: &Transfer, replayed: &Transfer, problems: &mut Problems) {
+/// Report each field in which the projected transfer `p` differs from the
+/// replayed `r`.
+fn compare_transfers(p: &Transfer, r: &Transfer, problems: &mut Problems) {
     let opt = |v: Option<i64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
-    let (p, r) = (projected, replayed);
-    let fields: [(&str, String, String); 8] = [
+    let fields = [
         ("debit_account_id", p.debit_account_id.clone(), r.debit_account_id.clone()),
         ("credit_account_id", p.credit_account_id.clone(), r.credit_account_id.clone()),
         ("amount", p.amount.to_string(), r.amount.to_string()),
@@ -478,14 +470,15 @@ fn compare_transfers(projected: &Transfer, replayed: &Transfer, problems: &mut P
         ("created_at_ms", p.created_at_ms.to_string(), r.created_at_ms.to_string()),
         ("resolved_at_ms", opt(p.resolved_at_ms), opt(r.resolved_at_ms)),
     ];
-    for (field, projected_value, replayed_value) in fields {
-        if projected_value != replayed_value {
-            problems.push(Problem::TransferMismatch {
-                transfer_id: p.id.clone(),
-                field: field.to_owned(),
-                projected: projected_value,
-                replayed: replayed_value,
-            });
-        }
+    for (field, projected, replayed) in mismatches(fields) {
+        let (transfer_id, field) = (p.id.clone(), field.to_owned());
+        problems.push(Problem::TransferMismatch { transfer_id, field, projected, replayed });
     }
+}
+
+/// The `(field, projected, replayed)` values that differ.
+fn mismatches<const N: usize>(
+    fields: [(&'static str, String, String); N],
+) -> impl Iterator<Item = (&'static str, String, String)> {
+    fields.into_iter().filter(|(_, projected, replayed)| projected != replayed)
 }

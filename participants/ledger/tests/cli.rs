@@ -10,8 +10,9 @@ use common::{Backend, Bus, TestDb};
 use sagas::protocol::{Kind, Outcome};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
+use skald_testkit::ChildGuard;
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger");
 
@@ -24,6 +25,11 @@ async fn ledger(db: &TestDb, args: &[&str]) -> Output {
         .output()
         .await
         .unwrap()
+}
+
+/// The words of a command line (no word holds a space).
+fn args(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
 }
 
 fn stdout(out: &Output) -> String {
@@ -40,7 +46,7 @@ fn code(out: &Output) -> i32 {
 
 #[tokio::test]
 async fn unreachable_nats_is_a_clear_error() {
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let out = ledger(&db, &["serve", "--nats-url", "nats://127.0.0.1:1"]).await;
     assert_eq!(code(&out), 3);
     let err = stderr(&out);
@@ -64,7 +70,7 @@ async fn unreachable_database_is_a_clear_error_without_the_password() {
 
 #[tokio::test]
 async fn usage_errors_exit_2_and_every_command_has_help() {
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
     assert_eq!(code(&ledger(&db, &["transfer", "t1", "--amount", "1.5"]).await), 2);
     for command in [
         vec!["--help"],
@@ -84,20 +90,13 @@ async fn usage_errors_exit_2_and_every_command_has_help() {
 
 #[tokio::test]
 async fn quickstart_then_verify_catches_a_tampered_balance() {
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let run = async |args: &[&str]| ledger(&db, args).await;
 
     let out = run(&["accounts", "create", "bank", "--currency", "EUR"]).await;
     assert_eq!((code(&out), stdout(&out).trim()), (0, "account bank: created"), "{}", stderr(&out));
-    let wallet = [
-        "accounts",
-        "create",
-        "alice",
-        "--currency",
-        "EUR",
-        "--flags",
-        "debits_must_not_exceed_credits",
-    ];
+    let wallet =
+        args("accounts create alice --currency EUR --flags debits_must_not_exceed_credits");
     assert_eq!(code(&run(&wallet).await), 0);
     let out = run(&wallet).await;
     assert_eq!((code(&out), stdout(&out).trim()), (0, "account alice: exists"));
@@ -105,49 +104,17 @@ async fn quickstart_then_verify_catches_a_tampered_balance() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("refused (exists_with_different_fields)"), "{}", stderr(&out));
 
-    let fund = [
-        "transfer",
-        "fund-alice",
-        "--debit",
-        "bank",
-        "--credit",
-        "alice",
-        "--amount",
-        "10000",
-        "--currency",
-        "EUR",
-    ];
+    let fund =
+        args("transfer fund-alice --debit bank --credit alice --amount 10000 --currency EUR");
     let out = run(&fund).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("fund-alice: created"), "{}", stdout(&out));
     assert!(stdout(&run(&fund).await).contains("fund-alice: exists"));
-    let hold = [
-        "transfer",
-        "h1",
-        "--debit",
-        "alice",
-        "--credit",
-        "bank",
-        "--amount",
-        "2500",
-        "--currency",
-        "EUR",
-        "--pending",
-    ];
+    let hold =
+        args("transfer h1 --debit alice --credit bank --amount 2500 --currency EUR --pending");
     assert_eq!(code(&run(&hold).await), 0);
-    let out = run(&[
-        "transfer",
-        "big",
-        "--debit",
-        "alice",
-        "--credit",
-        "bank",
-        "--amount",
-        "7501",
-        "--currency",
-        "EUR",
-    ])
-    .await;
+    let out =
+        run(&args("transfer big --debit alice --credit bank --amount 7501 --currency EUR")).await;
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("refused (insufficient_funds)"), "{}", stderr(&out));
 
@@ -208,31 +175,20 @@ async fn quickstart_then_verify_catches_a_tampered_balance() {
     assert_eq!(report["problems"][0]["kind"], "account_mismatch");
 }
 
-/// Kills the child if the test fails before it stops it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_a_hold_while_the_cli_writes_and_stops_on_sigterm() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let store = db.store().await;
+    let (db, store) = common::ledger_on(Backend::Sqlite).await;
     common::bank_and_wallet(&store, 1000).await;
     let mut bus = Bus::new().await;
-    let mut child = Running(
+    let mut child = ChildGuard::spawn(
+        "ledger serve",
         std::process::Command::new(BIN)
-            .args(["serve", "--prefix", bus.ns.prefix(), "--concurrency", "4"])
+            .args(["serve", "--prefix", bus.wire.ns.prefix(), "--concurrency", "4"])
             .env("DATABASE_URL", &db.url)
-            .env("NATS_URL", common::nats_url())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+            .env("NATS_URL", skald_testkit::nats_url())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
 
     let payload = json!({
         "transfer_id": "s1-payout",
@@ -247,18 +203,7 @@ async fn serve_answers_a_hold_while_the_cli_writes_and_stops_on_sigterm() {
         Outcome::Ok { output: json!({ "transfer_id": "s1-payout", "result": "created" }) }
     );
     // The command line writes to the same SQLite file while `serve` runs.
-    let fund = [
-        "transfer",
-        "more",
-        "--debit",
-        "bank",
-        "--credit",
-        "alice",
-        "--amount",
-        "5",
-        "--currency",
-        "EUR",
-    ];
+    let fund = args("transfer more --debit bank --credit alice --amount 5 --currency EUR");
     let out = ledger(&db, &fund).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let post =
@@ -266,16 +211,7 @@ async fn serve_answers_a_hold_while_the_cli_writes_and_stops_on_sigterm() {
     assert!(matches!(bus.ask(&post).await, Outcome::Ok { .. }));
     assert_eq!(common::balances(&store, "alice").await.available(), 605);
 
-    let pid = child.0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(40), "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = child.terminate(Duration::from_secs(40)).unwrap();
     assert!(status.success(), "{status}");
     let out = ledger(&db, &["verify", "--pending-older-than", "0s"]).await;
     assert_eq!(code(&out), 0, "{}", stdout(&out));

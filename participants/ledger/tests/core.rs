@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Backend, TestDb, WALLET, account, balances, bank_and_wallet, transfer};
+use common::{Backend, WALLET, account, balances, bank_and_wallet, ledger_on, transfer};
 use ledger::model::{AccountFlags, NewTransfer, Refusal, TransferState};
 use ledger::ops::{CreateResult, OpError, PostResult, VoidResult};
 use ledger::store::Store;
@@ -36,9 +36,15 @@ async fn check(store: &Store, now_ms: i64, pending_older_than_ms: u64) -> Report
     verify(store, VerifyOptions { pending_older_than_ms, now_ms }).await.unwrap()
 }
 
+/// Check that `verify` passes at time 100 and counts `events` events.
+async fn assert_sound(store: &Store, events: u64) {
+    let report = check(store, 100, 0).await;
+    assert!(report.passed(), "{report:#?}");
+    assert_eq!(report.events, events);
+}
+
 async fn holds_are_posted_or_voided_exactly_once(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
 
     // Hold 300, post it twice: the second post changes nothing.
@@ -72,14 +78,11 @@ async fn holds_are_posted_or_voided_exactly_once(backend: Backend) {
     assert_eq!(code(store.post_transfer("fund-alice", 30).await), "transfer_not_pending");
 
     // One event per change: 2 accounts, funding, hold+post, hold+void.
-    let report = check(&store, 100, 0).await;
-    assert!(report.passed(), "{report:#?}");
-    assert_eq!(report.events, 7);
+    assert_sound(&store, 7).await;
 }
 
 async fn repeats_answer_exists_or_exists_with_different_fields(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
 
     let hold = transfer("h", "alice", "bank", 100, true);
@@ -114,14 +117,11 @@ async fn repeats_answer_exists_or_exists_with_different_fields(backend: Backend)
         code(store.create_account(&account("alice", "EUR", AccountFlags::default()), 15).await),
         "exists_with_different_fields"
     );
-    let report = check(&store, 100, 0).await;
-    assert!(report.passed(), "{report:#?}");
-    assert_eq!(report.events, 5);
+    assert_sound(&store, 5).await;
 }
 
 async fn currency_mismatch_unknown_accounts_and_bad_fields_are_refused(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
     store.create_account(&account("dollars", "USD", AccountFlags::default()), 1).await.unwrap();
 
@@ -134,42 +134,24 @@ async fn currency_mismatch_unknown_accounts_and_bad_fields_are_refused(backend: 
         }
         other => panic!("expected currency_mismatch, got {other:?}"),
     }
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "alice", "dollars", 1, true), 2).await),
-        "currency_mismatch"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "ghost", "bank", 1, true), 2).await),
-        "debit_account_not_found"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "alice", "ghost", 1, true), 2).await),
-        "credit_account_not_found"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "alice", "bank", 0, true), 2).await),
-        "invalid_amount"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "alice", "bank", -5, true), 2).await),
-        "invalid_amount"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x", "alice", "alice", 1, true), 2).await),
-        "accounts_must_be_different"
-    );
-    assert_eq!(
-        code(store.create_transfer(&transfer("x;drop", "alice", "bank", 1, true), 2).await),
-        "invalid_transfer_id"
-    );
-    assert_eq!(
-        code(store.create_account(&account("a b", "EUR", WALLET), 2).await),
-        "invalid_account_id"
-    );
-    assert_eq!(
-        code(store.create_account(&account("c", "euro", WALLET), 2).await),
-        "invalid_currency"
-    );
+    let refused_transfers = [
+        (transfer("x", "alice", "dollars", 1, true), "currency_mismatch"),
+        (transfer("x", "ghost", "bank", 1, true), "debit_account_not_found"),
+        (transfer("x", "alice", "ghost", 1, true), "credit_account_not_found"),
+        (transfer("x", "alice", "bank", 0, true), "invalid_amount"),
+        (transfer("x", "alice", "bank", -5, true), "invalid_amount"),
+        (transfer("x", "alice", "alice", 1, true), "accounts_must_be_different"),
+        (transfer("x;drop", "alice", "bank", 1, true), "invalid_transfer_id"),
+    ];
+    for (refused, expected) in refused_transfers {
+        assert_eq!(code(store.create_transfer(&refused, 2).await), expected, "{refused:?}");
+    }
+    for (refused, expected) in [
+        (account("a b", "EUR", WALLET), "invalid_account_id"),
+        (account("c", "euro", WALLET), "invalid_currency"),
+    ] {
+        assert_eq!(code(store.create_account(&refused, 2).await), expected, "{refused:?}");
+    }
     // Nothing of that was written.
     assert_eq!(balances(&store, "alice").await.debits_pending, 0);
     assert!(store.transfer("x").await.unwrap().is_none());
@@ -177,8 +159,7 @@ async fn currency_mismatch_unknown_accounts_and_bad_fields_are_refused(backend: 
 }
 
 async fn flags_are_kept(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 100).await;
 
     // debits_must_not_exceed_credits: pending holds count against the funds.
@@ -226,8 +207,8 @@ async fn concurrent_holds_never_overdraw_a_wallet(backend: Backend) {
     const HOLDS: usize = 100;
     const AMOUNT: i64 = 30;
     const FUNDS: i64 = 1000; // covers 33 holds of 30
-    let db = TestDb::new(backend).await;
-    let store = Arc::new(db.store().await);
+    let (_db, store) = ledger_on(backend).await;
+    let store = Arc::new(store);
     bank_and_wallet(&store, FUNDS).await;
 
     let tasks: Vec<_> = (0..HOLDS)
@@ -285,8 +266,7 @@ async fn concurrent_holds_never_overdraw_a_wallet(backend: Backend) {
 }
 
 async fn verify_passes_on_a_sound_ledger_and_lists_old_holds(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
     store.create_account(&account("usd-bank", "USD", AccountFlags::default()), 1).await.unwrap();
     store.create_account(&account("usd-wallet", "USD", WALLET), 1).await.unwrap();
@@ -318,8 +298,7 @@ async fn verify_passes_on_a_sound_ledger_and_lists_old_holds(backend: Backend) {
 }
 
 async fn verify_fails_when_a_projection_is_tampered_with(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
     store.create_transfer(&transfer("h", "alice", "bank", 100, true), 3).await.unwrap();
     assert!(check(&store, 10, 1000).await.passed());
@@ -372,8 +351,7 @@ async fn verify_fails_when_a_projection_is_tampered_with(backend: Backend) {
 }
 
 async fn verify_fails_when_the_log_is_tampered_with(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+    let (_db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
     // An event appended by hand that posts the funding transfer a second time,
     // and one that cannot be read.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Backend, Bus, TestDb, balances, bank_and_wallet};
+use common::{Backend, Bus, TestDb, balances, bank_and_wallet, ledger_on};
 use ledger::store::Store;
 use ledger::verify::{VerifyOptions, verify};
 use sagas::protocol::{Command, Kind, Outcome};
@@ -20,6 +20,15 @@ on_both_databases!(
     refusals_are_failed_replies_with_their_code,
     concurrent_hold_commands_never_overdraw_a_wallet,
 );
+
+/// A ledger where `alice` holds 1000 EUR cents, with its participant running.
+async fn funded_ledger(backend: Backend) -> (TestDb, Store, Bus) {
+    let (db, store) = ledger_on(backend).await;
+    bank_and_wallet(&store, 1000).await;
+    let mut bus = Bus::new().await;
+    bus.start(&store);
+    (db, store, bus)
+}
 
 /// A payout's hold: from alice's wallet to the bank.
 fn hold_payload(transfer_id: &str, amount: i64) -> Value {
@@ -60,11 +69,7 @@ async fn sound_events(store: &Store) -> u64 {
 }
 
 async fn a_hold_is_posted_once_and_duplicates_get_the_same_reply(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
-    bank_and_wallet(&store, 1000).await;
-    let mut bus = Bus::new().await;
-    bus.start(&store);
+    let (_db, store, mut bus) = funded_ledger(backend).await;
 
     let hold = bus.command("s1", "hold", Kind::Do, "hold", 1, hold_payload("s1-payout", 300));
     let held = bus.ask(&hold).await;
@@ -96,11 +101,7 @@ async fn a_hold_is_posted_once_and_duplicates_get_the_same_reply(backend: Backen
 }
 
 async fn a_void_releases_the_hold_once(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
-    bank_and_wallet(&store, 1000).await;
-    let mut bus = Bus::new().await;
-    bus.start(&store);
+    let (_db, store, mut bus) = funded_ledger(backend).await;
 
     let payload = hold_payload("s2-payout", 400);
     let hold = bus.command("s2", "hold", Kind::Do, "hold", 1, payload.clone());
@@ -142,11 +143,7 @@ async fn a_void_releases_the_hold_once(backend: Backend) {
 }
 
 async fn refusals_are_failed_replies_with_their_code(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
-    bank_and_wallet(&store, 1000).await;
-    let mut bus = Bus::new().await;
-    bus.start(&store);
+    let (_db, store, mut bus) = funded_ledger(backend).await;
 
     let mut ask = async |saga: &str, action: &str, payload: Value| {
         let kind = if action == "void" { Kind::Undo } else { Kind::Do };
@@ -202,11 +199,7 @@ async fn refusals_are_failed_replies_with_their_code(backend: Backend) {
 
 async fn concurrent_hold_commands_never_overdraw_a_wallet(backend: Backend) {
     const HOLDS: usize = 50;
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
-    bank_and_wallet(&store, 1000).await; // covers 33 holds of 30
-    let mut bus = Bus::new().await;
-    bus.start(&store);
+    let (_db, store, mut bus) = funded_ledger(backend).await; // 1000 covers 33 holds of 30
 
     let commands: Vec<Command> = (0..HOLDS)
         .map(|i| {
@@ -221,10 +214,10 @@ async fn concurrent_hold_commands_never_overdraw_a_wallet(backend: Backend) {
             )
         })
         .collect();
-    futures::future::join_all(commands.iter().map(|c| bus.send(c))).await;
+    futures::future::join_all(commands.iter().map(|c| bus.wire.send(c))).await;
     let mut answers: HashMap<String, Outcome> = HashMap::new();
     for _ in 0..HOLDS {
-        let reply = bus.reply().await;
+        let reply = bus.wire.reply().await;
         assert!(
             answers.insert(reply.command_id.clone(), reply.outcome).is_none(),
             "one reply each"

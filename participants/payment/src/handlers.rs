@@ -23,13 +23,14 @@
 //!   `{payout_id, status, amount, currency}`
 
 use crate::api::{ChargeRequest, PayoutRequest, RefundRequest};
-use crate::outcome::{self, Action, Verdict};
+use crate::outcome::{self, Action, ProviderOutcome, Verdict};
 use crate::provider::Provider;
 use crate::store::{self, Intent, Kind, Status};
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant, handler};
+use std::future::Future;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -107,42 +108,21 @@ pub struct PayoutInput {
 
 async fn charge(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
     let input: ChargeInput = ctx.input()?;
-    check_money(input.amount, &input.currency)?;
-    check_text("card_token", &input.card_token, TOKEN_BYTES_MAX)?;
-    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
-    let key = ctx.idempotency_key();
-    let intent = Intent {
-        key,
-        kind: Kind::Charge,
-        saga_id: &ctx.command().saga_id,
-        amount: input.amount,
-        currency: &input.currency,
-        reference: &input.reference,
-    };
-    let row = store::record_intent(&payments.db, intent).await?;
     let request = ChargeRequest {
         amount: input.amount,
-        currency: input.currency.clone(),
+        currency: input.currency,
         card_token: input.card_token,
         reference: input.reference,
     };
-    let verdict = outcome::verdict(Action::Charge, payments.provider.charge(key, &request).await);
-    let (amount, currency) = (input.amount, input.currency);
-    settle(payments, &ctx, row.attempts, verdict, |receipt| {
-        json!({
-            "charge_id": receipt.id,
-            "status": receipt.status,
-            "amount": amount,
-            "currency": currency,
-        })
-    })
-    .await
+    let money = Money::of(Kind::Charge, request.amount, &request.currency, &request.reference);
+    money.check(Some(("card_token", &request.card_token)))?;
+    let call = payments.provider.charge(ctx.idempotency_key(), &request);
+    money.move_at_provider(payments, &ctx, call, "charge_id").await
 }
 
 async fn refund(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
     let input: RefundInput = ctx.input()?;
-    check_money(input.amount, &input.currency)?;
-    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
+    Money::of(Kind::Refund, input.amount, &input.currency, &input.reference).check(None)?;
     // The SDK runs this only when the charge answered `ok`, which committed
     // with the charge's row, so the provider's charge id is known. Without it
     // (another database?), name the charge by its reference.
@@ -161,28 +141,21 @@ async fn refund(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
         }
     };
     let key = ctx.idempotency_key();
-    let intent = Intent {
-        key,
-        kind: Kind::Refund,
-        saga_id: &ctx.command().saga_id,
-        amount,
-        currency: &currency,
-        reference: &input.reference,
-    };
-    let row = store::record_intent(&payments.db, intent).await?;
     let request = RefundRequest {
         reference: charge_id.is_none().then(|| input.reference.clone()),
         charge_id: charge_id.clone(),
         amount,
     };
-    let verdict = outcome::verdict(Action::Refund, payments.provider.refund(key, &request).await);
+    let money = Money::of(Kind::Refund, amount, &currency, &input.reference);
+    let (attempts, verdict) =
+        money.call(payments, &ctx, payments.provider.refund(key, &request)).await?;
     if let Verdict::NothingToRefund { code, message } = &verdict {
         warn!(
             %key, charge_id = charge_id.as_deref().unwrap_or("-"), %code, %message,
             "the provider has no such charge: nothing to refund"
         );
     }
-    settle(payments, &ctx, row.attempts, verdict, |receipt| {
+    settle(payments, &ctx, attempts, verdict, |receipt| {
         json!({
             "refund_id": receipt.id,
             "charge_id": charge_id,
@@ -196,36 +169,87 @@ async fn refund(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
 
 async fn payout(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
     let input: PayoutInput = ctx.input()?;
-    check_money(input.amount, &input.currency)?;
-    check_text("bank_account", &input.bank_account, TOKEN_BYTES_MAX)?;
-    check_text("reference", &input.reference, REFERENCE_BYTES_MAX)?;
-    let key = ctx.idempotency_key();
-    let intent = Intent {
-        key,
-        kind: Kind::Payout,
-        saga_id: &ctx.command().saga_id,
-        amount: input.amount,
-        currency: &input.currency,
-        reference: &input.reference,
-    };
-    let row = store::record_intent(&payments.db, intent).await?;
     let request = PayoutRequest {
         amount: input.amount,
-        currency: input.currency.clone(),
+        currency: input.currency,
         destination: input.bank_account,
         reference: input.reference,
     };
-    let verdict = outcome::verdict(Action::Payout, payments.provider.payout(key, &request).await);
-    let (amount, currency) = (input.amount, input.currency);
-    settle(payments, &ctx, row.attempts, verdict, |receipt| {
-        json!({
-            "payout_id": receipt.id,
-            "status": receipt.status,
-            "amount": amount,
-            "currency": currency,
+    let money = Money::of(Kind::Payout, request.amount, &request.currency, &request.reference);
+    money.check(Some(("bank_account", &request.destination)))?;
+    let call = payments.provider.payout(ctx.idempotency_key(), &request);
+    money.move_at_provider(payments, &ctx, call, "payout_id").await
+}
+
+/// The money one call to the provider moves, as its intent row records it.
+struct Money<'a> {
+    kind: Kind,
+    amount: i64,
+    currency: &'a str,
+    reference: &'a str,
+}
+
+impl<'a> Money<'a> {
+    fn of(kind: Kind, amount: i64, currency: &'a str, reference: &'a str) -> Self {
+        Self { kind, amount, currency, reference }
+    }
+
+    /// Check the payload: the amount and currency, the `(field, token)` the
+    /// call carries if any, then the reference.
+    fn check(&self, token: Option<(&str, &str)>) -> Result<(), HandlerError> {
+        check_money(self.amount, self.currency)?;
+        if let Some((field, value)) = token {
+            check_text(field, value, TOKEN_BYTES_MAX)?;
+        }
+        check_text("reference", self.reference, REFERENCE_BYTES_MAX)
+    }
+
+    /// Moves 1 and 2 (see the module doc): record the intent under the
+    /// command id, then make `call` (made with that id as its key). The row's
+    /// attempts so far, and what the provider's answer means.
+    async fn call(
+        &self,
+        payments: &Payments,
+        ctx: &HandlerCtx<'_>,
+        call: impl Future<Output = ProviderOutcome>,
+    ) -> Result<(i32, Verdict), HandlerError> {
+        let intent = Intent {
+            key: ctx.idempotency_key(),
+            kind: self.kind,
+            saga_id: &ctx.command().saga_id,
+            amount: self.amount,
+            currency: self.currency,
+            reference: self.reference,
+        };
+        let row = store::record_intent(&payments.db, intent).await?;
+        let action = match self.kind {
+            Kind::Charge => Action::Charge,
+            Kind::Refund => Action::Refund,
+            Kind::Payout => Action::Payout,
+        };
+        Ok((row.attempts, outcome::verdict(action, call.await)))
+    }
+
+    /// A charge or a payout: all three moves, answered with
+    /// `{<id_field>, status, amount, currency}`.
+    async fn move_at_provider(
+        &self,
+        payments: &Payments,
+        ctx: &HandlerCtx<'_>,
+        call: impl Future<Output = ProviderOutcome>,
+        id_field: &str,
+    ) -> HandlerResult {
+        let (attempts, verdict) = self.call(payments, ctx, call).await?;
+        settle(payments, ctx, attempts, verdict, |receipt| {
+            let mut output = serde_json::Map::new();
+            output.insert(id_field.to_owned(), json!(receipt.id));
+            output.insert("status".to_owned(), json!(receipt.status));
+            output.insert("amount".to_owned(), json!(self.amount));
+            output.insert("currency".to_owned(), json!(self.currency));
+            Value::Object(output)
         })
-    })
-    .await
+        .await
+    }
 }
 
 /// Record what the provider said and turn it into the handler's answer.

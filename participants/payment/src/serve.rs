@@ -8,7 +8,7 @@
 use crate::handlers::{Payments, participant};
 use crate::provider::{Provider, ProviderConfig, ProviderError};
 use crate::reconcile::{self, ReconcileConfig};
-use crate::store;
+use crate::store::migration::PaymentSchema;
 use sagas::protocol::Namespace;
 use sea_orm::{DatabaseConnection, DbErr};
 use skald_participant::{Config, SdkError};
@@ -78,7 +78,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         });
     }
     let provider = Provider::new(&config.provider)?;
-    store::migration::migrate(&config.db).await.map_err(ServeError::Migrate)?;
+    skald_participant::migrate::migrate::<PaymentSchema>(&config.db)
+        .await
+        .map_err(ServeError::Migrate)?;
     // The reconciler reads the SDK's inbox: make sure it exists before the
     // first pass (the SDK migrates it again, harmlessly, when it starts).
     skald_participant::inbox::migration::migrate(&config.db)

@@ -9,63 +9,34 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
-use futures::StreamExt;
 use payment::api::ChargeList;
 use payment::provider::ProviderConfig;
 use payment::reconcile::ReconcileConfig;
 use payment::serve::{ServeConfig, ServeError};
 use payment::sim::{Sim, SimConfig};
 use payment::store;
-use sagas::UnixMillis;
-use sagas::protocol::{
-    Command, HEADER_MSG_ID, Kind, Namespace, Outcome, Reply, command_id, msg_id,
-};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sagas::protocol::{Command, Kind, Outcome, Reply};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::{Value, json};
+use skald_testkit::{Backend, OrchestratorSide, Service, TempDatabase, token};
+use std::ops::ControlFlow;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// How long a test waits for a reply or a reconciliation.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn nats_url() -> String {
-    std::env::var("SKALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("SKALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn random_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-enum TestDb {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
-}
-
 struct Harness {
-    ns: Namespace,
-    js: jetstream::Context,
+    /// The participant, stopped (cancelled) first on drop.
+    participant: Option<Service<ServeError>>,
+    wire: OrchestratorSide,
     db: DatabaseConnection,
+    _database: TempDatabase,
     sim_url: String,
-    replies: pull::Stream,
-    stop: CancellationToken,
-    participant: Option<JoinHandle<Result<(), ServeError>>>,
-    cleanup: Option<TestDb>,
+    /// Stops the in-process `psp-sim`, if this harness started one.
+    _sim: Option<DropGuard>,
 }
 
 impl Harness {
@@ -75,43 +46,16 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(payment::sim::serve(listener, Sim::new(sim), stop.clone()));
-        Self::with_provider(backend, sim_url, stop).await
+        Self { _sim: Some(stop.drop_guard()), ..Self::with_provider(backend, sim_url).await }
     }
 
     /// A participant calling the provider at `sim_url`.
-    async fn with_provider(backend: Backend, sim_url: String, stop: CancellationToken) -> Self {
-        let ns = Namespace::new(&format!("t{}", random_hex())).unwrap();
-        let nats = async_nats::connect(nats_url()).await.expect("NATS must run at 127.0.0.1:4222");
-        let js = jetstream::new(nats.clone());
-        let (_, replies) = skald_participant::streams::ensure_streams(&js, &ns).await.unwrap();
-        let replies = replies
-            .create_consumer(pull::Config {
-                durable_name: Some("test".into()),
-                ack_policy: AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .messages()
+    async fn with_provider(backend: Backend, sim_url: String) -> Self {
+        let wire = OrchestratorSide::open("payment", skald_participant::streams::ensure_streams)
             .await
             .unwrap();
-
-        let (db_url, test_db) = match backend {
-            Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("payment-{}.db", random_hex()));
-                (format!("sqlite://{}?mode=rwc", path.display()), TestDb::Sqlite(path))
-            }
-            Backend::Postgres => {
-                let name = format!("payment_{}", random_hex());
-                let admin = Database::connect(postgres_admin_url()).await.unwrap();
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-                admin.close().await.unwrap();
-                let base = postgres_admin_url();
-                let server = &base[..base.rfind('/').unwrap()];
-                (format!("{server}/{name}"), TestDb::Postgres(name))
-            }
-        };
-        let db = Database::connect(&db_url).await.unwrap();
+        let database = TempDatabase::new(backend).await.unwrap();
+        let db = database.connect().await.unwrap();
         if backend == Backend::Sqlite {
             db.execute_unprepared("PRAGMA journal_mode=WAL").await.unwrap();
         }
@@ -126,46 +70,29 @@ impl Harness {
                 grace: Duration::from_millis(1_200),
                 ..ReconcileConfig::default()
             },
-            ..ServeConfig::new(nats, ns.clone(), db.clone(), provider)
+            ..ServeConfig::new(wire.nats.clone(), wire.ns.clone(), db.clone(), provider)
         };
-        let participant = Some(tokio::spawn(payment::serve::run(config, stop.clone())));
-        Self { ns, js, db, sim_url, replies, stop, participant, cleanup: Some(test_db) }
+        let participant = Some(Service::spawn(|stop| payment::serve::run(config, stop)));
+        Self { participant, wire, db, _database: database, sim_url, _sim: None }
     }
 
     fn command(&self, saga: &str, step: &str, kind: Kind, action: &str, payload: Value) -> Command {
-        Command {
-            command_id: command_id(saga, step, kind),
-            saga_id: saga.into(),
-            saga_type: "topup".into(),
-            step: step.into(),
-            kind,
-            action: action.into(),
-            attempt: 1,
-            payload,
-            deadline_unix_ms: UnixMillis(u64::MAX / 2),
-            reply_subject: self.ns.reply_subject(0),
-        }
+        Command { payload, ..self.wire.command(saga, step, kind, action, 1) }
+    }
+
+    /// The `charge` step's command of `saga` (`charge`, or its undo
+    /// `refund`): a top-up of `amount` EUR cents by `card_token`.
+    fn charge_step(&self, saga: &str, kind: Kind, card_token: &str, amount: i64) -> Command {
+        let action = match kind {
+            Kind::Do => "charge",
+            Kind::Undo => "refund",
+        };
+        self.command(saga, "charge", kind, action, topup(saga, card_token, amount))
     }
 
     /// Publish as the orchestrator does, and wait for the answer.
     async fn ask(&mut self, command: &Command) -> Reply {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, msg_id(&command.command_id, command.attempt).as_str());
-        let subject = self.ns.command_subject("payment", &command.action);
-        let body = serde_json::to_vec(command).unwrap();
-        self.js.publish_with_headers(subject, headers, body.into()).await.unwrap().await.unwrap();
-        let msg = tokio::time::timeout(WAIT, self.replies.next())
-            .await
-            .expect("a reply in time")
-            .unwrap()
-            .unwrap();
-        msg.ack().await.unwrap();
-        let reply: Reply = serde_json::from_slice(&msg.payload).unwrap();
-        assert_eq!(
-            (reply.command_id.as_str(), reply.attempt),
-            (command.command_id.as_str(), command.attempt)
-        );
-        reply
+        self.wire.ask(command).await
     }
 
     async fn charges(&self, reference: &str) -> ChargeList {
@@ -178,46 +105,21 @@ impl Harness {
     }
 
     async fn stop(mut self) {
-        self.stop.cancel();
         let participant = self.participant.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(40), participant)
-            .await
-            .expect("the participant stops")
-            .unwrap()
-            .unwrap();
+        participant.stop(Duration::from_secs(40)).await.expect("the participant stops");
     }
-}
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        let Some(test_db) = self.cleanup.take() else { return };
-        let ns = self.ns.clone();
-        // Async clean-up on a thread of its own: Drop cannot await.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                if let Ok(nats) = async_nats::connect(nats_url()).await {
-                    let js = jetstream::new(nats);
-                    let _ = js.delete_stream(ns.commands_stream()).await;
-                    let _ = js.delete_stream(ns.replies_stream()).await;
-                }
-                match test_db {
-                    TestDb::Sqlite(path) => {
-                        for suffix in ["", "-wal", "-shm", "-journal"] {
-                            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                        }
-                    }
-                    TestDb::Postgres(name) => {
-                        if let Ok(admin) = Database::connect(postgres_admin_url()).await {
-                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                            let _ = admin.execute_unprepared(&sql).await;
-                        }
-                    }
-                }
-            });
+    /// Wait until the reconciler has settled the charge of `command_id`: its new status.
+    async fn settled(&self, command_id: &str) -> String {
+        let settled = skald_testkit::wait_until(WAIT, async || {
+            let status = self.payment_status(command_id).await;
+            Ok(if status == "pending" {
+                ControlFlow::Continue("the reconciler did not settle the charge".to_owned())
+            } else {
+                ControlFlow::Break(status)
+            })
         });
-        let _ = done.join();
+        settled.await.unwrap()
     }
 }
 
@@ -226,7 +128,7 @@ fn topup(saga: &str, token: &str, amount: i64) -> Value {
 }
 
 fn saga_id() -> String {
-    format!("saga-{}", random_hex())
+    format!("saga-{}", token())
 }
 
 async fn charge_duplicate_decline_refund_payout(backend: Backend) {
@@ -234,7 +136,7 @@ async fn charge_duplicate_decline_refund_payout(backend: Backend) {
 
     // charge → ok with the provider's charge id
     let saga = saga_id();
-    let charge = h.command(&saga, "charge", Kind::Do, "charge", topup(&saga, "tok_visa", 1_250));
+    let charge = h.charge_step(&saga, Kind::Do, "tok_visa", 1_250);
     let first = h.ask(&charge).await;
     let Outcome::Ok { output } = &first.outcome else { panic!("{first:?}") };
     assert_eq!(output["status"], "succeeded");
@@ -256,7 +158,7 @@ async fn charge_duplicate_decline_refund_payout(backend: Backend) {
     assert_eq!((row.attempts, row.provider_id.as_deref()), (1, Some(charge_id.as_str())));
 
     // refund (the same payload) → the charge is given back once
-    let refund = h.command(&saga, "charge", Kind::Undo, "refund", topup(&saga, "tok_visa", 1_250));
+    let refund = h.charge_step(&saga, Kind::Undo, "tok_visa", 1_250);
     let refunded = h.ask(&refund).await;
     let Outcome::Ok { output } = &refunded.outcome else { panic!("{refunded:?}") };
     assert_eq!(output["charge_id"], charge_id.as_str());
@@ -270,26 +172,14 @@ async fn charge_duplicate_decline_refund_payout(backend: Backend) {
 
     // decline → failed with the provider's reason, recorded, no charge
     let declined_saga = saga_id();
-    let declined = h.command(
-        &declined_saga,
-        "charge",
-        Kind::Do,
-        "charge",
-        topup(&declined_saga, "tok_decline", 500),
-    );
+    let declined = h.charge_step(&declined_saga, Kind::Do, "tok_decline", 500);
     let reply = h.ask(&declined).await;
     let Outcome::Failed { code, .. } = &reply.outcome else { panic!("{reply:?}") };
     assert_eq!(code, "card_declined");
     assert_eq!(h.payment_status(&declined.command_id).await, "refused");
     assert_eq!(h.charges(&declined_saga).await.count, 0);
     // its refund has nothing to undo (answered by the SDK: the charge was refused)
-    let undo = h.command(
-        &declined_saga,
-        "charge",
-        Kind::Undo,
-        "refund",
-        topup(&declined_saga, "tok_decline", 500),
-    );
+    let undo = h.charge_step(&declined_saga, Kind::Undo, "tok_decline", 500);
     let Outcome::Ok { output } = h.ask(&undo).await.outcome else { panic!() };
     assert_eq!(output, json!({ "nothing_to_undo": true }));
 
@@ -337,26 +227,17 @@ async fn a_charge_given_up_after_a_lost_answer_is_refunded_by_the_reconciler() {
     let sim = SimConfig { drop_after_charge_rate: 1.0, ..SimConfig::default() };
     let mut h = Harness::new(Backend::Sqlite, sim).await;
     let saga = saga_id();
-    let charge = h.command(&saga, "charge", Kind::Do, "charge", topup(&saga, "tok_visa", 700));
+    let charge = h.charge_step(&saga, Kind::Do, "tok_visa", 700);
     let reply = h.ask(&charge).await;
     assert!(matches!(&reply.outcome, Outcome::Retry { .. }), "{reply:?}");
     assert_eq!(h.charges(&saga).await.totals["EUR"].charged, 700, "charged all the same");
     assert_eq!(h.payment_status(&charge.command_id).await, "pending");
 
-    let refund = h.command(&saga, "charge", Kind::Undo, "refund", topup(&saga, "tok_visa", 700));
+    let refund = h.charge_step(&saga, Kind::Undo, "tok_visa", 700);
     let Outcome::Ok { output } = h.ask(&refund).await.outcome else { panic!() };
     assert_eq!(output, json!({ "tombstone": true }));
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = h.payment_status(&charge.command_id).await;
-        if status != "pending" {
-            assert_eq!(status, "refunded");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the reconciler did not settle the charge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(h.settled(&charge.command_id).await, "refunded");
     let list = h.charges(&saga).await;
     assert_eq!((list.count, list.charges[0].amount_refunded), (1, 700));
     assert_eq!(h.payment_status(&refund.command_id).await, "succeeded");
@@ -381,24 +262,18 @@ async fn a_charge_given_up_that_never_happened_is_settled_as_not_charged() {
         ))
         .mount(&provider)
         .await;
-    let mut h =
-        Harness::with_provider(Backend::Sqlite, provider.uri(), CancellationToken::new()).await;
+    let mut h = Harness::with_provider(Backend::Sqlite, provider.uri()).await;
     let saga = saga_id();
-    let charge = h.command(&saga, "charge", Kind::Do, "charge", topup(&saga, "tok_visa", 700));
+    let charge = h.charge_step(&saga, Kind::Do, "tok_visa", 700);
     let reply = h.ask(&charge).await;
     assert!(
         matches!(&reply.outcome, Outcome::Retry { code, .. } if code == "provider_unavailable"),
         "{reply:?}"
     );
-    let refund = h.command(&saga, "charge", Kind::Undo, "refund", topup(&saga, "tok_visa", 700));
+    let refund = h.charge_step(&saga, Kind::Undo, "tok_visa", 700);
     assert!(matches!(h.ask(&refund).await.outcome, Outcome::Ok { .. }));
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while h.payment_status(&charge.command_id).await == "pending" {
-        assert!(tokio::time::Instant::now() < deadline, "the reconciler did not settle the charge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(h.payment_status(&charge.command_id).await, "not_charged");
+    assert_eq!(h.settled(&charge.command_id).await, "not_charged");
     assert_eq!(h.payment_status(&refund.command_id).await, "nothing_to_refund");
     let refunds: Vec<_> = provider
         .received_requests()

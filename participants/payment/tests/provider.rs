@@ -51,6 +51,58 @@ async fn keys_seen(server: &MockServer) -> Vec<String> {
         .collect()
 }
 
+/// A provider that answers every charge with `response`.
+async fn charges_answered(response: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A provider that answers the first charge with `first`, and a repeat with
+/// the same key with the charge (from its idempotency store).
+async fn charged_on_repeat(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .and(header(IDEMPOTENCY_KEY_HEADER, KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(charge_json()))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The verdict on one charge (key [`KEY`]) against `server`.
+async fn charge_verdict(server: &MockServer) -> Verdict {
+    verdict(Action::Charge, client(server).charge(KEY, &charge_request()).await)
+}
+
+/// The verdict on one charge the provider answers with `response`.
+async fn verdict_on(response: ResponseTemplate) -> Verdict {
+    charge_verdict(&charges_answered(response).await).await
+}
+
+/// `retry`, `failed`, ... and the code of a verdict that is not `Done`.
+fn answer_code(verdict: &Verdict) -> (&'static str, &str) {
+    match verdict {
+        Verdict::Done(_) => ("done", ""),
+        Verdict::NothingToRefund { code, .. } => ("nothing_to_refund", code),
+        Verdict::Failed { code, .. } => ("failed", code),
+        Verdict::Retry { code, .. } => ("retry", code),
+    }
+}
+
 #[tokio::test]
 async fn a_charge_sends_its_key_and_body_and_reads_the_receipt() {
     let server = MockServer::start().await;
@@ -71,14 +123,8 @@ async fn a_charge_sends_its_key_and_body_and_reads_the_receipt() {
 
 #[tokio::test]
 async fn a_decline_fails_with_the_providers_reason() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(402).set_body_json(error_json("card_declined")))
-        .mount(&server)
-        .await;
-    let outcome = client(&server).charge(KEY, &charge_request()).await;
-    let answer = verdict(Action::Charge, outcome).into_answer(|_| json!({}));
+    let declined = ResponseTemplate::new(402).set_body_json(error_json("card_declined"));
+    let answer = verdict_on(declined).await.into_answer(|_| json!({}));
     let Err(skald_participant::HandlerError::Failed { code, message }) = answer else {
         panic!("{answer:?}")
     };
@@ -87,27 +133,12 @@ async fn a_decline_fails_with_the_providers_reason() {
 
 #[tokio::test]
 async fn a_500_is_retried_with_the_same_key_and_then_succeeds() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("<html>oops</html>"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(charge_json()))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let server =
+        charged_on_repeat(ResponseTemplate::new(500).set_body_string("<html>oops</html>")).await;
     let provider = client(&server);
 
     let first = verdict(Action::Charge, provider.charge(KEY, &charge_request()).await);
-    assert!(
-        matches!(&first, Verdict::Retry { code, .. } if code == "provider_unavailable"),
-        "{first:?}"
-    );
+    assert_eq!(answer_code(&first), ("retry", "provider_unavailable"), "{first:?}");
     // The orchestrator's retry carries the same command id, so the same key.
     let second = verdict(Action::Charge, provider.charge(KEY, &charge_request()).await);
     assert!(matches!(&second, Verdict::Done(r) if r.id == "ch_1"), "{second:?}");
@@ -116,27 +147,10 @@ async fn a_500_is_retried_with_the_same_key_and_then_succeeds() {
 
 #[tokio::test]
 async fn a_timeout_after_the_provider_charged_is_retried_and_the_retry_gets_the_charge() {
-    let server = MockServer::start().await;
     // The provider charges, but answers after the client gave up.
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(charge_json())
-                .set_delay(Duration::from_secs(2)),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    // The repeat with the same key is answered from its idempotency store.
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .and(header(IDEMPOTENCY_KEY_HEADER, KEY))
-        .respond_with(ResponseTemplate::new(200).set_body_json(charge_json()))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let late =
+        ResponseTemplate::new(200).set_body_json(charge_json()).set_delay(Duration::from_secs(2));
+    let server = charged_on_repeat(late).await;
     let provider = client(&server);
 
     let first = provider.charge(KEY, &charge_request()).await;
@@ -152,13 +166,8 @@ async fn a_timeout_after_the_provider_charged_is_retried_and_the_retry_gets_the_
 
 #[tokio::test]
 async fn a_malformed_body_is_retried_without_repeating_it() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("{\"card\": \"4111111111111111\""))
-        .mount(&server)
-        .await;
-    let out = verdict(Action::Charge, client(&server).charge(KEY, &charge_request()).await);
+    let body = "{\"card\": \"4111111111111111\"";
+    let out = verdict_on(ResponseTemplate::new(200).set_body_string(body)).await;
     let Verdict::Retry { code, message } = out else { panic!("{out:?}") };
     assert_eq!(code, "provider_bad_response");
     assert!(message.contains("27 bytes"), "{message}");
@@ -167,32 +176,16 @@ async fn a_malformed_body_is_retried_without_repeating_it() {
 
 #[tokio::test]
 async fn an_oversized_body_is_retried() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(100 * 1024)))
-        .mount(&server)
-        .await;
-    let out = verdict(Action::Charge, client(&server).charge(KEY, &charge_request()).await);
-    assert!(
-        matches!(&out, Verdict::Retry { code, .. } if code == "provider_bad_response"),
-        "{out:?}"
-    );
+    let body = "x".repeat(100 * 1024);
+    let out = verdict_on(ResponseTemplate::new(200).set_body_string(body)).await;
+    assert_eq!(answer_code(&out), ("retry", "provider_bad_response"), "{out:?}");
 }
 
 #[tokio::test]
 async fn an_idempotency_conflict_fails() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/charges"))
-        .respond_with(ResponseTemplate::new(409).set_body_json(error_json("idempotency_conflict")))
-        .mount(&server)
-        .await;
-    let out = verdict(Action::Charge, client(&server).charge(KEY, &charge_request()).await);
-    assert!(
-        matches!(&out, Verdict::Failed { code, .. } if code == "idempotency_conflict"),
-        "{out:?}"
-    );
+    let conflict = ResponseTemplate::new(409).set_body_json(error_json("idempotency_conflict"));
+    let out = verdict_on(conflict).await;
+    assert_eq!(answer_code(&out), ("failed", "idempotency_conflict"), "{out:?}");
 }
 
 #[tokio::test]
@@ -216,8 +209,8 @@ async fn a_refund_of_an_unknown_charge_has_nothing_to_refund() {
 #[tokio::test]
 async fn a_404_on_a_charge_or_payout_is_a_misconfiguration_and_retried() {
     let server = MockServer::start().await; // no mocks: every path is 404
-    let out = verdict(Action::Charge, client(&server).charge(KEY, &charge_request()).await);
-    assert!(matches!(&out, Verdict::Retry { code, .. } if code == "provider_not_found"), "{out:?}");
+    let out = charge_verdict(&server).await;
+    assert_eq!(answer_code(&out), ("retry", "provider_not_found"), "{out:?}");
     let payout = PayoutRequest {
         amount: 1,
         currency: "EUR".into(),
@@ -234,8 +227,5 @@ async fn an_unreachable_provider_is_retried() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let provider = Provider::new(&ProviderConfig::new(format!("http://127.0.0.1:{port}"))).unwrap();
     let out = verdict(Action::Charge, provider.charge(KEY, &charge_request()).await);
-    assert!(
-        matches!(&out, Verdict::Retry { code, .. } if code == "provider_unreachable"),
-        "{out:?}"
-    );
+    assert_eq!(answer_code(&out), ("retry", "provider_unreachable"), "{out:?}");
 }

@@ -13,7 +13,7 @@ pub const REDELIVERY_DELAY_DEFAULT: Duration = Duration::from_secs(1);
 /// Default for [`Config::shutdown_grace`].
 pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// Largest accepted [`Config::in_flight_max`]: JetStream's own bound for the
-/// consumer (shared by all replicas) is [`crate::streams::MAX_ACK_PENDING`].
+/// consumer (shared by all replicas) is [`skald_transport::consumers::COMMAND_ACK_PENDING_MAX`].
 pub const IN_FLIGHT_MAX_LIMIT: usize = 256;
 /// Largest accepted [`Config::commit_group_max`].
 pub const COMMIT_GROUP_MAX_LIMIT: usize = 256;

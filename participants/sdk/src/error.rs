@@ -4,8 +4,8 @@
 //! terminated and logged, and a database or NATS hiccup hands the command back
 //! to JetStream for redelivery: neither ends [`crate::Participant::run`].
 
-use crate::streams::StreamSetupError;
 use sea_orm::DbErr;
+use skald_transport::TransportError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
@@ -15,5 +15,5 @@ pub enum SdkError {
     #[error("cannot create the SDK's inbox table in the participant database: {0}")]
     Migrate(#[source] DbErr),
     #[error(transparent)]
-    Streams(#[from] StreamSetupError),
+    Streams(#[from] TransportError),
 }

@@ -68,6 +68,11 @@
 //! ```
 //!
 //! A handler that needs state is a closure wrapped in [`handler`].
+//!
+//! Around the participant: [`service`] is the start-up every participant
+//! binary shares (runtime and exit codes, logging, connecting with hints,
+//! signals), and [`migrate`] migrates the participant's own tables, each
+//! declared as a [`migrate::Schema`], the way the SDK migrates its inbox.
 
 mod config;
 mod error;
@@ -78,7 +83,9 @@ pub mod migrate;
 mod participant;
 mod process;
 mod reply;
-pub mod streams;
+pub mod service;
+/// The streams of a namespace (settings shared with the orchestrator).
+pub use skald_transport::streams;
 mod tx;
 
 pub use config::{

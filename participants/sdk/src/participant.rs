@@ -10,13 +10,14 @@ use crate::config::{COMMIT_GROUP_MAX_LIMIT, Config, IN_FLIGHT_MAX_LIMIT};
 use crate::error::SdkError;
 use crate::execute::{Engine, Handlers};
 use crate::handler::Handler;
+use crate::inbox;
 use crate::process::Worker;
 use crate::tx::Db;
-use crate::{inbox, streams};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use sagas::definition::limits::NAME_LEN_MAX;
 use sagas::protocol::Kind;
+use skald_transport::{consumers, streams};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -127,7 +128,7 @@ impl Participant {
         let js = jetstream::new(config.nats.clone());
         let (commands, _replies) = streams::ensure_streams(&js, &config.namespace).await?;
         let consumer =
-            streams::participant_consumer(&commands, &config.namespace, &self.name).await?;
+            consumers::participant_consumer(&commands, &config.namespace, &self.name).await?;
         info!(
             participant = %self.name,
             stream = %config.namespace.commands_stream(),

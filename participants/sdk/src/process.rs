@@ -17,9 +17,9 @@
 
 use crate::execute::{Answer, Engine, execute};
 use crate::reply;
-use crate::streams::ACK_WAIT;
 use async_nats::jetstream::{self, AckKind};
 use sagas::protocol::{BODY_BYTES_MAX, Command, HEADER_TRACEPARENT, Namespace, command_id};
+use skald_transport::consumers::COMMAND_ACK_WAIT as ACK_WAIT;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

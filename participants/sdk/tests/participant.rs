@@ -7,9 +7,12 @@
 mod common;
 
 use common::{Backend, Harness, write_effect};
-use sagas::protocol::{Kind, Outcome, Reply};
+use futures::future::BoxFuture;
+use sagas::protocol::{Command, Kind, Outcome, Reply};
 use serde_json::json;
-use skald_participant::{Config, HandlerError, Participant, handler};
+use skald_participant::{
+    Config, Handler, HandlerCtx, HandlerError, HandlerResult, Participant, handler,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,28 +48,65 @@ fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
 
-/// A participant whose `work` action writes one effect and counts its calls.
-fn counting_participant(calls: &Arc<AtomicUsize>) -> Participant {
-    let calls = Arc::clone(calls);
-    Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let calls = Arc::clone(&calls);
-            Box::pin(async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "work").await?;
-                Ok(json!({ "done": ctx.command().command_id }))
-            })
-        }),
-    )
+/// A handler running `body` with a clone of `state` (counters, a
+/// connection) for each call.
+fn handler_with<S, F>(state: S, body: F) -> impl Handler
+where
+    S: Clone + Send + Sync + 'static,
+    F: for<'a> Fn(HandlerCtx<'a>, S) -> BoxFuture<'a, HandlerResult> + Send + Sync + 'static,
+{
+    handler(move |ctx| body(ctx, state.clone()))
 }
 
-async fn happy_path_commits_the_effect_with_its_inbox_row(backend: Backend) {
+/// A handler that counts its calls, writes one effect noted `note` in the
+/// SDK's transaction, and then answers what `answer` makes of the call's
+/// number (0 for the first) and the command.
+fn counted(
+    calls: &Arc<AtomicUsize>,
+    note: &'static str,
+    answer: impl Fn(usize, &Command) -> HandlerResult + Send + Sync + 'static,
+) -> impl Handler {
+    handler_with((Arc::clone(calls), Arc::new(answer)), move |ctx, (calls, answer)| {
+        Box::pin(async move {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            write_effect(&ctx, note).await?;
+            answer(call, ctx.command())
+        })
+    })
+}
+
+/// A participant whose `work` action is `counted`.
+fn working_participant(
+    calls: &Arc<AtomicUsize>,
+    note: &'static str,
+    answer: impl Fn(usize, &Command) -> HandlerResult + Send + Sync + 'static,
+) -> Participant {
+    working_on(counted(calls, note, answer))
+}
+
+/// A participant with one action, `work`, run by `handler`.
+fn working_on(handler: impl Handler) -> Participant {
+    Participant::new(common::NAME).action("work", handler)
+}
+
+/// A participant whose `work` action writes one effect, counts its calls and
+/// answers with the command id.
+fn counting_participant(calls: &Arc<AtomicUsize>) -> Participant {
+    working_participant(calls, "work", |_, command| Ok(json!({ "done": command.command_id })))
+}
+
+/// A harness running [`counting_participant`], and its call counter.
+async fn counting(backend: Backend) -> (Harness, Arc<AtomicUsize>) {
     let mut h = Harness::new(backend).await;
     let calls = counter();
     h.start(counting_participant(&calls), h.config());
+    (h, calls)
+}
 
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
+async fn happy_path_commits_the_effect_with_its_inbox_row(backend: Backend) {
+    let (mut h, _calls) = counting(backend).await;
+
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
     let (reply, reply_id, traceparent) = h.reply_with_headers().await;
 
@@ -89,17 +129,15 @@ async fn happy_path_commits_the_effect_with_its_inbox_row(backend: Backend) {
 }
 
 async fn a_duplicate_gets_the_stored_reply_and_the_handler_runs_once(backend: Backend) {
-    let mut h = Harness::new(backend).await;
-    let calls = counter();
-    h.start(counting_participant(&calls), h.config());
+    let (mut h, calls) = counting(backend).await;
 
-    let first = h.command("s1", "one", Kind::Do, "work", 1);
+    let first = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&first).await;
-    let original = h.reply().await;
+    let original = h.wire.reply().await;
     for attempt in [2, 3] {
-        let again = h.command("s1", "one", Kind::Do, "work", attempt);
+        let again = h.wire.command("s1", "one", Kind::Do, "work", attempt);
         h.send(&again).await;
-        let reply = h.reply().await;
+        let reply = h.wire.reply().await;
         assert_eq!(reply.attempt, attempt, "a duplicate is answered for its own attempt");
         assert_eq!(reply.outcome, original.outcome);
     }
@@ -111,46 +149,25 @@ async fn a_duplicate_gets_the_stored_reply_and_the_handler_runs_once(backend: Ba
 async fn an_undo_before_its_do_leaves_a_tombstone_that_refuses_the_do(backend: Backend) {
     let mut h = Harness::new(backend).await;
     let (dos, undos) = (counter(), counter());
-    let (d, u) = (Arc::clone(&dos), Arc::clone(&undos));
     let participant = Participant::new(common::NAME)
-        .action(
-            "work",
-            handler(move |ctx| {
-                let d = Arc::clone(&d);
-                Box::pin(async move {
-                    d.fetch_add(1, Ordering::SeqCst);
-                    write_effect(&ctx, "work").await?;
-                    Ok(json!({}))
-                })
-            }),
-        )
-        .compensation(
-            "unwork",
-            handler(move |ctx| {
-                let u = Arc::clone(&u);
-                Box::pin(async move {
-                    u.fetch_add(1, Ordering::SeqCst);
-                    write_effect(&ctx, "unwork").await?;
-                    Ok(json!({}))
-                })
-            }),
-        );
+        .action("work", counted(&dos, "work", |_, _| Ok(json!({}))))
+        .compensation("unwork", counted(&undos, "unwork", |_, _| Ok(json!({}))));
     h.start(participant, h.config());
 
-    let undo = h.command("s1", "one", Kind::Undo, "unwork", 1);
+    let undo = h.wire.command("s1", "one", Kind::Undo, "unwork", 1);
     h.send(&undo).await;
-    assert_eq!(h.reply().await.outcome, Outcome::Ok { output: json!({ "tombstone": true }) });
+    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "tombstone": true }) });
 
-    let late_do = h.command("s1", "one", Kind::Do, "work", 1);
+    let late_do = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&late_do).await;
-    match h.reply().await.outcome {
+    match h.wire.reply().await.outcome {
         Outcome::Failed { code, .. } => assert_eq!(code, "tombstoned"),
         other => panic!("the late do must be refused, got {other:?}"),
     }
 
     // The undo's retry is answered from the inbox, still without a handler call.
-    h.send(&h.command("s1", "one", Kind::Undo, "unwork", 2)).await;
-    assert_eq!(h.reply().await.outcome, Outcome::Ok { output: json!({ "tombstone": true }) });
+    h.send(&h.wire.command("s1", "one", Kind::Undo, "unwork", 2)).await;
+    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "tombstone": true }) });
 
     assert_eq!((dos.load(Ordering::SeqCst), undos.load(Ordering::SeqCst)), (0, 0));
     assert_eq!(h.all_effects().await, 0);
@@ -162,30 +179,21 @@ async fn an_undo_before_its_do_leaves_a_tombstone_that_refuses_the_do(backend: B
 async fn a_refusal_rolls_back_the_effect_and_is_stored_and_repeated(backend: Backend) {
     let mut h = Harness::new(backend).await;
     let calls = counter();
-    let c = Arc::clone(&calls);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let c = Arc::clone(&c);
-            Box::pin(async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "half-done").await?;
-                Err(HandlerError::failed("insufficient_funds", "balance 5 < 10"))
-            })
-        }),
-    );
+    let participant = working_participant(&calls, "half-done", |_, _| {
+        Err(HandlerError::failed("insufficient_funds", "balance 5 < 10"))
+    });
     h.start(participant, h.config());
 
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
     let refused =
         Outcome::Failed { code: "insufficient_funds".into(), message: "balance 5 < 10".into() };
-    assert_eq!(h.reply().await.outcome, refused);
+    assert_eq!(h.wire.reply().await.outcome, refused);
     assert_eq!(h.effects(&cmd.command_id).await, 0, "the refused handler's write rolled back");
     assert_eq!(h.inbox_row(&cmd.command_id).await.unwrap().outcome().unwrap(), refused);
 
-    h.send(&h.command("s1", "one", Kind::Do, "work", 2)).await;
-    assert_eq!(h.reply().await.outcome, refused);
+    h.send(&h.wire.command("s1", "one", Kind::Do, "work", 2)).await;
+    assert_eq!(h.wire.reply().await.outcome, refused);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     h.stop().await;
 }
@@ -193,34 +201,25 @@ async fn a_refusal_rolls_back_the_effect_and_is_stored_and_repeated(backend: Bac
 async fn a_retry_is_not_stored_and_the_next_attempt_runs_again(backend: Backend) {
     let mut h = Harness::new(backend).await;
     let calls = counter();
-    let c = Arc::clone(&calls);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let c = Arc::clone(&c);
-            Box::pin(async move {
-                let call = c.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "work").await?;
-                if call == 0 {
-                    return Err(HandlerError::retry("psp_unavailable", "HTTP 503"));
-                }
-                Ok(json!({ "call": call }))
-            })
-        }),
-    );
+    let participant = working_participant(&calls, "work", |call, _| {
+        if call == 0 {
+            return Err(HandlerError::retry("psp_unavailable", "HTTP 503"));
+        }
+        Ok(json!({ "call": call }))
+    });
     h.start(participant, h.config());
 
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
     assert_eq!(
-        h.reply().await.outcome,
+        h.wire.reply().await.outcome,
         Outcome::Retry { code: "psp_unavailable".into(), message: "HTTP 503".into() }
     );
     assert!(h.inbox_row(&cmd.command_id).await.is_none(), "a retry is not stored");
     assert_eq!(h.effects(&cmd.command_id).await, 0);
 
-    h.send(&h.command("s1", "one", Kind::Do, "work", 2)).await;
-    assert_eq!(h.reply().await.outcome, Outcome::Ok { output: json!({ "call": 1 }) });
+    h.send(&h.wire.command("s1", "one", Kind::Do, "work", 2)).await;
+    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "call": 1 }) });
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(h.effects(&cmd.command_id).await, 1);
     h.stop().await;
@@ -229,25 +228,15 @@ async fn a_retry_is_not_stored_and_the_next_attempt_runs_again(backend: Backend)
 async fn a_panicking_handler_is_retried_then_refused(backend: Backend) {
     let mut h = Harness::new(backend).await;
     let calls = counter();
-    let c = Arc::clone(&calls);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let c = Arc::clone(&c);
-            Box::pin(async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "before the panic").await?;
-                panic!("bug in the handler");
-            })
-        }),
-    );
+    let participant =
+        working_participant(&calls, "before the panic", |_, _| panic!("bug in the handler"));
     let mut config = h.config();
     config.panic_retries_max = 2;
     h.start(participant, config);
 
     for attempt in 1..=2 {
-        h.send(&h.command("s1", "one", Kind::Do, "work", attempt)).await;
-        match h.reply().await.outcome {
+        h.send(&h.wire.command("s1", "one", Kind::Do, "work", attempt)).await;
+        match h.wire.reply().await.outcome {
             Outcome::Retry { code, message } => {
                 assert_eq!(code, "handler_panicked");
                 assert!(message.contains("bug in the handler"), "{message}");
@@ -256,41 +245,39 @@ async fn a_panicking_handler_is_retried_then_refused(backend: Backend) {
         }
     }
     for attempt in 3..=4 {
-        h.send(&h.command("s1", "one", Kind::Do, "work", attempt)).await;
-        match h.reply().await.outcome {
+        h.send(&h.wire.command("s1", "one", Kind::Do, "work", attempt)).await;
+        match h.wire.reply().await.outcome {
             Outcome::Failed { code, .. } => assert_eq!(code, "handler_panicked"),
             other => panic!("attempt {attempt}: expected failed, got {other:?}"),
         }
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3, "the stored refusal answers attempt 4");
-    let id = h.command("s1", "one", Kind::Do, "work", 1).command_id;
+    let id = h.wire.command("s1", "one", Kind::Do, "work", 1).command_id;
     assert_eq!(h.effects(&id).await, 0);
     h.stop().await;
 }
 
 async fn malformed_commands_are_terminated_and_the_participant_keeps_working(backend: Backend) {
-    let mut h = Harness::new(backend).await;
-    let calls = counter();
-    h.start(counting_participant(&calls), h.config());
+    let (mut h, calls) = counting(backend).await;
 
-    h.send_raw("work", b"{ this is not json").await;
-    let mut wrong_id = h.command("s1", "one", Kind::Do, "work", 1);
+    h.wire.send_raw("work", b"{ this is not json").await;
+    let mut wrong_id = h.wire.command("s1", "one", Kind::Do, "work", 1);
     wrong_id.command_id = "s1.other.do".into();
-    h.send_raw("work", &serde_json::to_vec(&wrong_id).unwrap()).await;
-    let good = h.command("s2", "one", Kind::Do, "work", 1);
+    h.wire.send_raw("work", &serde_json::to_vec(&wrong_id).unwrap()).await;
+    let good = h.wire.command("s2", "one", Kind::Do, "work", 1);
     h.send(&good).await;
 
-    let reply = h.reply().await;
+    let reply = h.wire.reply().await;
     assert_eq!(reply.command_id, good.command_id);
     assert!(matches!(reply.outcome, Outcome::Ok { .. }));
     // All three were settled (two terminated, one acked), none is pending.
-    let mut info = h.consumer_info().await;
+    let mut info = h.wire.consumer_info().await;
     for _ in 0..50 {
         if info.num_ack_pending == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        info = h.consumer_info().await;
+        info = h.wire.consumer_info().await;
     }
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0));
     assert_eq!(info.delivered.stream_sequence, 3);
@@ -299,13 +286,11 @@ async fn malformed_commands_are_terminated_and_the_participant_keeps_working(bac
 }
 
 async fn an_unknown_action_is_refused_and_stored(backend: Backend) {
-    let mut h = Harness::new(backend).await;
-    let calls = counter();
-    h.start(counting_participant(&calls), h.config());
+    let (mut h, _calls) = counting(backend).await;
 
-    let cmd = h.command("s1", "one", Kind::Do, "frobnicate", 1);
+    let cmd = h.wire.command("s1", "one", Kind::Do, "frobnicate", 1);
     h.send(&cmd).await;
-    match h.reply().await.outcome {
+    match h.wire.reply().await.outcome {
         Outcome::Failed { code, message } => {
             assert_eq!(code, "unknown_action");
             assert!(message.contains("frobnicate"), "{message}");
@@ -321,20 +306,15 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
     let mut h = Harness::new(backend).await;
     let per_replica = [counter(), counter()];
     for (replica, calls) in per_replica.iter().enumerate() {
-        let calls = Arc::clone(calls);
-        let participant = Participant::new(common::NAME).action(
-            "work",
-            handler(move |ctx| {
-                let calls = Arc::clone(&calls);
-                Box::pin(async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    // Slow enough that one replica cannot take every command.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    write_effect(&ctx, "work").await?;
-                    Ok(json!({ "replica": replica }))
-                })
-            }),
-        );
+        let participant = working_on(handler_with(Arc::clone(calls), move |ctx, calls| {
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // Slow enough that one replica cannot take every command.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                write_effect(&ctx, "work").await?;
+                Ok(json!({ "replica": replica }))
+            })
+        }));
         let mut config = h.config();
         config.db = h.connect_again().await;
         config.in_flight_max = 2;
@@ -343,11 +323,11 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
     h.wait_for_pullers(2).await;
 
     for saga in 0..COMMANDS {
-        h.send(&h.command(&format!("s{saga}"), "one", Kind::Do, "work", 1)).await;
+        h.send(&h.wire.command(&format!("s{saga}"), "one", Kind::Do, "work", 1)).await;
     }
     let mut first = std::collections::HashMap::new();
     for _ in 0..COMMANDS {
-        let reply = h.reply().await;
+        let reply = h.wire.reply().await;
         assert!(matches!(reply.outcome, Outcome::Ok { .. }), "{reply:?}");
         assert!(first.insert(reply.command_id.clone(), reply.outcome).is_none());
     }
@@ -365,10 +345,10 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
 
     // Every command again: answered from the inbox, whichever replica gets it.
     for saga in 0..COMMANDS {
-        h.send(&h.command(&format!("s{saga}"), "one", Kind::Do, "work", 2)).await;
+        h.send(&h.wire.command(&format!("s{saga}"), "one", Kind::Do, "work", 2)).await;
     }
     for _ in 0..COMMANDS {
-        let reply = h.reply().await;
+        let reply = h.wire.reply().await;
         assert_eq!(reply.attempt, 2);
         assert_eq!(Some(&reply.outcome), first.get(&reply.command_id));
     }
@@ -379,7 +359,7 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
     );
     assert_eq!(h.all_effects().await, i64::try_from(COMMANDS).unwrap());
     for saga in 0..COMMANDS {
-        let id = h.command(&format!("s{saga}"), "one", Kind::Do, "work", 1).command_id;
+        let id = h.wire.command(&format!("s{saga}"), "one", Kind::Do, "work", 1).command_id;
         assert_eq!(h.effects(&id).await, 1, "{id}");
     }
     h.stop().await;
@@ -394,41 +374,35 @@ async fn replicas_share_the_consumer_and_no_command_runs_twice(backend: Backend)
 async fn postgres_the_effect_rolls_back_when_its_inbox_row_cannot_be_written() {
     let mut h = Harness::new(Backend::Postgres).await;
     let calls = counter();
-    let c = Arc::clone(&calls);
-    let other_replica = h.connect_again().await;
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let c = Arc::clone(&c);
-            let other_replica = other_replica.clone();
-            Box::pin(async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "mine").await?;
-                let stored = serde_json::to_string(&Reply {
-                    command_id: ctx.command().command_id.clone(),
-                    attempt: 1,
-                    outcome: Outcome::Ok { output: json!({ "by": "the other replica" }) },
-                })
-                .unwrap();
-                use sea_orm::ConnectionTrait;
-                other_replica
-                    .execute(sea_orm::Statement::from_sql_and_values(
-                        sea_orm::DbBackend::Postgres,
-                        "INSERT INTO skald_inbox VALUES ($1, 's1', 'one', 'do', $2, 0)",
-                        [ctx.command().command_id.clone().into(), stored.into()],
-                    ))
-                    .await
-                    .unwrap();
-                Ok(json!({ "by": "me" }))
+    let state = (Arc::clone(&calls), h.connect_again().await);
+    let participant = working_on(handler_with(state, |ctx, (c, other_replica)| {
+        Box::pin(async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            write_effect(&ctx, "mine").await?;
+            let stored = serde_json::to_string(&Reply {
+                command_id: ctx.command().command_id.clone(),
+                attempt: 1,
+                outcome: Outcome::Ok { output: json!({ "by": "the other replica" }) },
             })
-        }),
-    );
+            .unwrap();
+            use sea_orm::ConnectionTrait;
+            other_replica
+                .execute(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "INSERT INTO skald_inbox VALUES ($1, 's1', 'one', 'do', $2, 0)",
+                    [ctx.command().command_id.clone().into(), stored.into()],
+                ))
+                .await
+                .unwrap();
+            Ok(json!({ "by": "me" }))
+        })
+    }));
     h.start(participant, h.config());
 
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
     assert_eq!(
-        h.reply().await.outcome,
+        h.wire.reply().await.outcome,
         Outcome::Ok { output: json!({ "by": "the other replica" }) }
     );
     assert_eq!(h.effects(&cmd.command_id).await, 0, "the losing effect rolled back");
@@ -441,33 +415,41 @@ async fn postgres_the_effect_rolls_back_when_its_inbox_row_cannot_be_written() {
 async fn no_reply_leaves_the_command_unanswered_and_unacked() {
     let mut h = Harness::new(Backend::Sqlite).await;
     let silent = counter();
-    let s = Arc::clone(&silent);
     let participant = Participant::new(common::NAME)
         .action(
             "hang",
-            handler(move |_ctx| {
-                let s = Arc::clone(&s);
+            handler_with(Arc::clone(&silent), |_ctx, s| {
                 Box::pin(async move {
                     s.fetch_add(1, Ordering::SeqCst);
                     Err(HandlerError::NoReply)
                 })
             }),
         )
-        .action("work", |_ctx: skald_participant::HandlerCtx<'_>| async { Ok(json!({})) });
+        .action("work", |_ctx: HandlerCtx<'_>| async { Ok(json!({})) });
     h.start(participant, h.config());
 
-    let hang = h.command("s1", "one", Kind::Do, "hang", 1);
+    let hang = h.wire.command("s1", "one", Kind::Do, "hang", 1);
     h.send(&hang).await;
-    let work = h.command("s2", "one", Kind::Do, "work", 1);
+    let work = h.wire.command("s2", "one", Kind::Do, "work", 1);
     h.send(&work).await;
-    assert_eq!(h.reply().await.command_id, work.command_id);
+    assert_eq!(h.wire.reply().await.command_id, work.command_id);
     while silent.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(h.quiet_for(Duration::from_millis(300)).await, "no reply to the silent command");
-    assert_eq!(h.consumer_info().await.num_ack_pending, 1);
+    assert!(h.wire.quiet_for(Duration::from_millis(300)).await, "no reply to the silent command");
+    assert_eq!(h.wire.consumer_info().await.num_ack_pending, 1);
     assert!(h.inbox_row(&hang.command_id).await.is_none());
     h.stop().await;
+}
+
+/// Send a `work` command, wait until its handler has `started`, and stop the
+/// participant: the command.
+async fn stop_while_working(h: &mut Harness, started: &tokio::sync::Notify) -> Command {
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
+    h.send(&cmd).await;
+    started.notified().await;
+    h.stop().await;
+    cmd
 }
 
 /// On shutdown the participant stops pulling but finishes (and answers) the
@@ -476,28 +458,20 @@ async fn no_reply_leaves_the_command_unanswered_and_unacked() {
 async fn shutdown_finishes_the_command_in_flight() {
     let mut h = Harness::new(Backend::Sqlite).await;
     let started = Arc::new(tokio::sync::Notify::new());
-    let s = Arc::clone(&started);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let s = Arc::clone(&s);
-            Box::pin(async move {
-                s.notify_one();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                write_effect(&ctx, "slow").await?;
-                Ok(json!({ "slow": true }))
-            })
-        }),
-    );
+    let participant = working_on(handler_with(Arc::clone(&started), |ctx, s| {
+        Box::pin(async move {
+            s.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            write_effect(&ctx, "slow").await?;
+            Ok(json!({ "slow": true }))
+        })
+    }));
     h.start(participant, h.config());
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
-    h.send(&cmd).await;
-    started.notified().await;
-    h.stop().await;
+    let cmd = stop_while_working(&mut h, &started).await;
 
-    assert_eq!(h.reply().await.outcome, Outcome::Ok { output: json!({ "slow": true }) });
+    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "slow": true }) });
     assert_eq!(h.effects(&cmd.command_id).await, 1);
-    assert_eq!(h.consumer_info().await.num_ack_pending, 0);
+    assert_eq!(h.wire.consumer_info().await.num_ack_pending, 0);
 }
 
 /// A handler that outlives the shutdown grace is abandoned: rolled back, not
@@ -506,40 +480,32 @@ async fn shutdown_finishes_the_command_in_flight() {
 async fn shutdown_abandons_a_handler_that_outlives_the_grace() {
     let mut h = Harness::new(Backend::Sqlite).await;
     let started = Arc::new(tokio::sync::Notify::new());
-    let s = Arc::clone(&started);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let s = Arc::clone(&s);
-            Box::pin(async move {
-                write_effect(&ctx, "never committed").await?;
-                s.notify_one();
-                std::future::pending::<()>().await;
-                Ok(json!({}))
-            })
-        }),
-    );
+    let participant = working_on(handler_with(Arc::clone(&started), |ctx, s| {
+        Box::pin(async move {
+            write_effect(&ctx, "never committed").await?;
+            s.notify_one();
+            std::future::pending::<()>().await;
+            Ok(json!({}))
+        })
+    }));
     let mut config = h.config();
     config.shutdown_grace = Duration::from_millis(200);
     h.start(participant, config);
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
-    h.send(&cmd).await;
-    started.notified().await;
-    h.stop().await;
+    let cmd = stop_while_working(&mut h, &started).await;
 
-    assert!(h.quiet_for(Duration::from_millis(300)).await);
+    assert!(h.wire.quiet_for(Duration::from_millis(300)).await);
     assert_eq!(h.effects(&cmd.command_id).await, 0);
 
     // Another replica gets it at once: had it not been nak'ed, JetStream would
     // hold it for the 30 s ack wait.
     let calls = counter();
     h.start(counting_participant(&calls), h.config());
-    let reply = tokio::time::timeout(Duration::from_secs(10), h.reply())
+    let reply = tokio::time::timeout(Duration::from_secs(10), h.wire.reply())
         .await
         .expect("redelivered well before the ack wait");
     assert!(matches!(reply.outcome, Outcome::Ok { .. }));
     assert_eq!(h.effects(&cmd.command_id).await, 1);
-    assert_eq!(h.consumer_info().await.num_redelivered, 0, "redelivery acked");
+    assert_eq!(h.wire.consumer_info().await.num_redelivered, 0, "redelivery acked");
     h.stop().await;
 }
 
@@ -548,19 +514,16 @@ async fn shutdown_abandons_a_handler_that_outlives_the_grace() {
 #[tokio::test]
 async fn an_output_too_large_to_publish_is_refused() {
     let mut h = Harness::new(Backend::Sqlite).await;
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(|ctx| {
-            Box::pin(async move {
-                write_effect(&ctx, "work").await?;
-                Ok(json!({ "blob": "x".repeat(sagas::protocol::BODY_BYTES_MAX) }))
-            })
-        }),
-    );
+    let participant = working_on(handler(|ctx| {
+        Box::pin(async move {
+            write_effect(&ctx, "work").await?;
+            Ok(json!({ "blob": "x".repeat(sagas::protocol::BODY_BYTES_MAX) }))
+        })
+    }));
     h.start(participant, h.config());
-    let cmd = h.command("s1", "one", Kind::Do, "work", 1);
+    let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
-    match h.reply().await.outcome {
+    match h.wire.reply().await.outcome {
         Outcome::Failed { code, .. } => assert_eq!(code, "output_too_large"),
         other => panic!("expected failed, got {other:?}"),
     }
@@ -577,30 +540,22 @@ async fn group_commit_keeps_each_command_to_its_own_outcome() {
     const COMMANDS: usize = 60;
     let mut h = Harness::new(Backend::SqliteGrouped).await;
     let calls = counter();
-    let c = Arc::clone(&calls);
-    let participant = Participant::new(common::NAME).action(
-        "work",
-        handler(move |ctx| {
-            let c = Arc::clone(&c);
-            Box::pin(async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                write_effect(&ctx, "work").await?;
-                if ctx.command().saga_id.ends_with('7') {
-                    return Err(HandlerError::failed("refused", "sevens are refused"));
-                }
-                Ok(json!({ "done": ctx.command().command_id }))
-            })
-        }),
-    );
+    let participant = working_participant(&calls, "work", |_, command| {
+        if command.saga_id.ends_with('7') {
+            return Err(HandlerError::failed("refused", "sevens are refused"));
+        }
+        Ok(json!({ "done": command.command_id }))
+    });
     h.start(participant, Config { in_flight_max: 32, ..h.config() });
-    let commands: Vec<_> =
-        (0..COMMANDS).map(|i| h.command(&format!("s{i}"), "one", Kind::Do, "work", 1)).collect();
+    let commands: Vec<_> = (0..COMMANDS)
+        .map(|i| h.wire.command(&format!("s{i}"), "one", Kind::Do, "work", 1))
+        .collect();
     for cmd in &commands {
         h.send(cmd).await;
     }
     let mut replies = std::collections::HashMap::new();
     for _ in 0..COMMANDS {
-        let reply = h.reply().await;
+        let reply = h.wire.reply().await;
         // Each reply follows its command's commit: its inbox row is there.
         assert!(h.inbox_row(&reply.command_id).await.is_some(), "{reply:?}");
         assert!(replies.insert(reply.command_id.clone(), reply.outcome).is_none());

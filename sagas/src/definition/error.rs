@@ -1,4 +1,5 @@
-//! Definition errors that tell the author where and how to fix the file.
+//! Definition errors that tell the author where and how to fix the file, and
+//! the wording they share: how a step is named, what a typo probably meant.
 
 /// One problem in a definition file: where it is, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,4 +70,21 @@ impl Collector {
             fix: fix.into(),
         });
     }
+}
+
+/// `did you mean `x`? ` for the candidate closest to `word`, if one is close
+/// enough to be a likely typo; else nothing.
+pub(super) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!("did you mean `{c}`? "))
+        .unwrap_or_default()
+}
+
+/// How errors name a step: by its name, or by its position (`#2`) when it has none.
+pub(super) fn step_label(index: usize, name: &str) -> String {
+    if name.is_empty() { format!("#{}", index + 1) } else { name.to_owned() }
 }

@@ -9,7 +9,9 @@
 //! the exact version it started with.
 
 mod error;
+mod input_mapping;
 mod raw;
+mod shape;
 pub mod template;
 mod validate;
 
@@ -18,6 +20,7 @@ pub use template::{PayloadTemplate, RenderContext, RenderError};
 pub use validate::limits;
 
 use crate::Duration;
+use crate::protocol::Kind;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -159,6 +162,18 @@ pub fn load_file(path: &std::path::Path) -> Result<Definition, DefinitionErrors>
     }
     let text = std::fs::read_to_string(path).map_err(unreadable)?;
     load(&label, &text)
+}
+
+impl StepDef {
+    /// The participant's action a command of `kind` names: the action for
+    /// `do`, the compensation for `undo` (none when the step has none).
+    #[must_use]
+    pub fn action_for(&self, kind: Kind) -> Option<&str> {
+        match kind {
+            Kind::Do => Some(&self.action),
+            Kind::Undo => self.compensation.as_deref(),
+        }
+    }
 }
 
 impl Definition {

@@ -1,10 +1,19 @@
 //! Turning a definition file into a [`Definition`], or into every reason it is not one.
+//!
+//! [`load`] parses the YAML; a file of the wrong shape is reported by
+//! [`super::shape`]. A file of the right shape is then checked as a whole here
+//! (names, limits, durations, retry policies, the pivot, the deadline), each
+//! step's `input` mapping by [`super::input_mapping`], and every problem found
+//! is reported at once.
 
-use super::error::{Collector, DefinitionErrors};
+use super::error::{Collector, DefinitionErrors, step_label};
+use super::input_mapping::compile;
 use super::raw::{RawDefinition, RawRetry, RawStep};
-use super::template::{self, PayloadTemplate, RawSegment, Reference, Root, Segment};
+use super::shape::shape_error;
+use super::template::PayloadTemplate;
 use super::{DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, StepDef};
 use crate::Duration;
+use crate::protocol::Kind;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -28,21 +37,6 @@ pub mod limits {
     pub const SCHEMA_ERRORS_MAX: usize = 20;
 }
 use limits::*;
-
-const DEFINITION_FIELDS: &[&str] =
-    &["name", "version", "description", "input_schema", "deadline", "steps"];
-const STEP_FIELDS: &[&str] = &[
-    "name",
-    "participant",
-    "action",
-    "compensation",
-    "input",
-    "timeout",
-    "retry",
-    "compensation_retry",
-    "retriable",
-];
-const RETRY_FIELDS: &[&str] = &["attempts", "initial_backoff", "max_backoff"];
 
 pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionErrors> {
     let mut c = Collector::new(file);
@@ -111,96 +105,6 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
     }
 }
 
-/// Report a field of the wrong shape or name, naming the step it is in.
-fn shape_error(
-    c: &mut Collector,
-    loose: &yaml_serde::Value,
-    e: &serde_path_to_error::Error<yaml_serde::Error>,
-) {
-    use serde_path_to_error::Segment as S;
-    let segments: Vec<&S> = e.path().iter().collect();
-    let mut step = None;
-    let mut rest = &segments[..];
-    if let [S::Map { key }, S::Seq { index }, tail @ ..] = &segments[..]
-        && key == "steps"
-    {
-        let name = loose
-            .get("steps")
-            .and_then(|s| s.get(*index))
-            .and_then(|s| s.get("name"))
-            .and_then(|n| n.as_str())
-            .unwrap_or_default();
-        step = Some(step_label(*index, name));
-        rest = tail;
-    }
-    let field: Vec<String> = rest
-        .iter()
-        .filter_map(|s| match s {
-            S::Map { key } => Some(key.clone()),
-            S::Seq { index } => Some(index.to_string()),
-            _ => None,
-        })
-        .collect();
-    let inner = e.inner().to_string();
-    if let Some(unknown) = between(&inner, "unknown field `", "`") {
-        let known = match (step.is_some(), field.first().map(String::as_str)) {
-            (true, Some("retry" | "compensation_retry")) => RETRY_FIELDS,
-            (true, _) => STEP_FIELDS,
-            (false, _) => DEFINITION_FIELDS,
-        };
-        let mut path = field.clone();
-        if path.last().map(String::as_str) != Some(unknown) {
-            path.push(unknown.to_owned());
-        }
-        c.push(
-            step.as_deref(),
-            path.join("."),
-            format!("`{unknown}` is not a known field"),
-            format!("{}known fields here: {}", did_you_mean(unknown, known), known.join(", ")),
-        );
-        return;
-    }
-    if let Some(missing) = between(&inner, "missing field `", "`") {
-        let mut path = field;
-        path.push(missing.to_owned());
-        c.push(
-            step.as_deref(),
-            path.join("."),
-            "is required but missing",
-            format!("add `{missing}:`"),
-        );
-        return;
-    }
-    let field = if field.is_empty() { "(file)".to_owned() } else { field.join(".") };
-    c.push(
-        step.as_deref(),
-        field,
-        format!("has the wrong shape: {inner}"),
-        "see the definition format in README.md",
-    );
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let len = text[start..].find(close)?;
-    Some(&text[start..start + len])
-}
-
-fn did_you_mean(word: &str, candidates: &[&str]) -> String {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min()
-        .map(|(_, c)| format!("did you mean `{c}`? "))
-        .unwrap_or_default()
-}
-
-/// How errors name a step: by its name, or by its position (`#2`) when it has none.
-fn step_label(index: usize, name: &str) -> String {
-    if name.is_empty() { format!("#{}", index + 1) } else { name.to_owned() }
-}
-
 /// A NATS subject token we accept: ASCII letters, digits, `_` and `-`.
 fn check_token(c: &mut Collector, step: Option<&str>, field: &str, value: &str) {
     if value.is_empty() {
@@ -241,14 +145,17 @@ fn parse_duration(
     }
 }
 
-fn check_retry(
-    c: &mut Collector,
-    step: &str,
-    field: &str,
-    raw: Option<&RawRetry>,
-    default: RetryPolicy,
-    attempts_max: u32,
-) -> RetryPolicy {
+/// The retry policy of one kind of command of a step: `retry` for `do`,
+/// `compensation_retry` for `undo`, each with its default and its limit.
+fn check_retry(c: &mut Collector, step: &str, kind: Kind, raw: Option<&RawRetry>) -> RetryPolicy {
+    let (field, default, attempts_max) = match kind {
+        Kind::Do => ("retry", RetryPolicy::DEFAULT_STEP, RETRY_ATTEMPTS_MAX),
+        Kind::Undo => (
+            "compensation_retry",
+            RetryPolicy::DEFAULT_COMPENSATION,
+            COMPENSATION_RETRY_ATTEMPTS_MAX,
+        ),
+    };
     let Some(raw) = raw else { return default };
     if raw.attempts == 0 {
         c.push(
@@ -414,40 +321,7 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
         steps.push(check_step(c, &label, index, s, &names, properties.as_deref()));
     }
 
-    let pivot = raw.steps.iter().position(|s| s.compensation.is_none());
-    if let Some(p) = pivot {
-        let pivot_label = step_label(p, &raw.steps[p].name);
-        for (i, s) in raw.steps.iter().enumerate().skip(p + 1).filter(|(_, s)| !s.retriable) {
-            let label = step_label(i, &s.name);
-            c.push(
-                Some(&label),
-                "retriable",
-                format!(
-                    "the step follows the pivot `{}` (a step without compensation), so it can never be undone and must not fail",
-                    pivot_label
-                ),
-                format!(
-                    "set `retriable: true` on `{}` if it is idempotent and succeeds when retried, or give `{}` a compensation",
-                    label, pivot_label
-                ),
-            );
-        }
-        for (i, s) in
-            raw.steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.compensation.is_some())
-        {
-            let label = step_label(i, &s.name);
-            c.push(
-                Some(&label),
-                "compensation",
-                format!(
-                    "the step follows the pivot `{pivot_label}`, which cannot be undone, so its compensation would never run"
-                ),
-                format!(
-                    "remove `compensation:` from `{label}`, or give `{pivot_label}` a compensation too"
-                ),
-            );
-        }
-    }
+    let pivot = check_pivot(c, &raw.steps);
     if let Some(d) = deadline
         && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()
         && d != Duration::ZERO
@@ -481,6 +355,45 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     })
 }
 
+/// The pivot: the first step without a compensation. Every step after it must
+/// be retriable and cannot have a compensation (it would never run).
+fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
+    let pivot = steps.iter().position(|s| s.compensation.is_none());
+    if let Some(p) = pivot {
+        let pivot_label = step_label(p, &steps[p].name);
+        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| !s.retriable) {
+            let label = step_label(i, &s.name);
+            c.push(
+                Some(&label),
+                "retriable",
+                format!(
+                    "the step follows the pivot `{}` (a step without compensation), so it can never be undone and must not fail",
+                    pivot_label
+                ),
+                format!(
+                    "set `retriable: true` on `{}` if it is idempotent and succeeds when retried, or give `{}` a compensation",
+                    label, pivot_label
+                ),
+            );
+        }
+        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.compensation.is_some())
+        {
+            let label = step_label(i, &s.name);
+            c.push(
+                Some(&label),
+                "compensation",
+                format!(
+                    "the step follows the pivot `{pivot_label}`, which cannot be undone, so its compensation would never run"
+                ),
+                format!(
+                    "remove `compensation:` from `{label}`, or give `{pivot_label}` a compensation too"
+                ),
+            );
+        }
+    }
+    pivot
+}
+
 fn check_step(
     c: &mut Collector,
     label: &str,
@@ -507,22 +420,8 @@ fn check_step(
             "use at most `1h`; long work should report progress in steps",
         );
     }
-    let retry = check_retry(
-        c,
-        label,
-        "retry",
-        s.retry.as_ref(),
-        RetryPolicy::DEFAULT_STEP,
-        RETRY_ATTEMPTS_MAX,
-    );
-    let compensation_retry = check_retry(
-        c,
-        label,
-        "compensation_retry",
-        s.compensation_retry.as_ref(),
-        RetryPolicy::DEFAULT_COMPENSATION,
-        COMPENSATION_RETRY_ATTEMPTS_MAX,
-    );
+    let retry = check_retry(c, label, Kind::Do, s.retry.as_ref());
+    let compensation_retry = check_retry(c, label, Kind::Undo, s.compensation_retry.as_ref());
     let input = match &s.input {
         None => PayloadTemplate::Object(BTreeMap::new()),
         Some(v @ Value::Object(_)) => {
@@ -549,165 +448,5 @@ fn check_step(
         retry,
         compensation_retry,
         retriable: s.retriable,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn compile(
-    c: &mut Collector,
-    label: &str,
-    index: usize,
-    field: &str,
-    v: &Value,
-    names: &[&str],
-    properties: Option<&[String]>,
-    refs: &mut usize,
-) -> PayloadTemplate {
-    match v {
-        Value::String(text) => {
-            let parts = match template::split(text) {
-                Ok(p) => p,
-                Err(problem) => {
-                    c.push(Some(label), field, problem, "write references as `{{input.x}}`, `{{saga.id}}` or `{{steps.<step>.output.y}}`");
-                    return PayloadTemplate::Literal(v.clone());
-                }
-            };
-            let mut segments = Vec::with_capacity(parts.len());
-            for part in parts {
-                match part {
-                    RawSegment::Text(t) => segments.push(Segment::Text(t)),
-                    RawSegment::Ref(r) => {
-                        *refs += 1;
-                        if *refs == REFERENCES_PER_STEP_MAX + 1 {
-                            c.push(
-                                Some(label),
-                                field,
-                                format!("the step has over {REFERENCES_PER_STEP_MAX} references"),
-                                "pass whole objects (`{{input.order}}`) instead of many fields",
-                            );
-                        }
-                        match resolve(r, index, names, properties) {
-                            Ok(r) => segments.push(Segment::Ref(r)),
-                            Err((problem, fix)) => c.push(Some(label), field, problem, fix),
-                        }
-                    }
-                }
-            }
-            match segments.as_slice() {
-                [] => PayloadTemplate::Literal(v.clone()),
-                [Segment::Text(_)] => PayloadTemplate::Literal(v.clone()),
-                [Segment::Ref(r)] => PayloadTemplate::Value(r.clone()),
-                _ => PayloadTemplate::Text(segments),
-            }
-        }
-        Value::Array(items) => PayloadTemplate::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    compile(c, label, index, &format!("{field}.{i}"), item, names, properties, refs)
-                })
-                .collect(),
-        ),
-        Value::Object(map) => PayloadTemplate::Object(
-            map.iter()
-                .map(|(k, item)| {
-                    (
-                        k.clone(),
-                        compile(
-                            c,
-                            label,
-                            index,
-                            &format!("{field}.{k}"),
-                            item,
-                            names,
-                            properties,
-                            refs,
-                        ),
-                    )
-                })
-                .collect(),
-        ),
-        other => PayloadTemplate::Literal(other.clone()),
-    }
-}
-
-/// Resolve a reference's root against the definition; errors are (problem, fix).
-fn resolve(
-    r: template::RawReference,
-    index: usize,
-    names: &[&str],
-    properties: Option<&[String]>,
-) -> Result<Reference, (String, String)> {
-    let text = r.text.clone();
-    let mut segs = r.segments.into_iter();
-    let root = segs.next().unwrap_or_default();
-    let rest: Vec<String> = segs.collect();
-    match root.as_str() {
-        "input" => {
-            if let (Some(first), Some(props)) = (rest.first(), properties)
-                && !props.iter().any(|p| p == first)
-            {
-                let known: Vec<&str> = props.iter().map(String::as_str).collect();
-                return Err((
-                    format!(
-                        "`{{{{{text}}}}}` names `{first}`, which is not a property of input_schema"
-                    ),
-                    format!(
-                        "{}declared properties: {}",
-                        did_you_mean(first, &known),
-                        known.join(", ")
-                    ),
-                ));
-            }
-            Ok(Reference { root: Root::Input, path: rest, text })
-        }
-        "saga" => match rest.as_slice() {
-            [f] if f == "id" => Ok(Reference { root: Root::SagaId, path: vec![], text }),
-            [f] if f == "type" => Ok(Reference { root: Root::SagaType, path: vec![], text }),
-            _ => Err((
-                format!("`{{{{{text}}}}}` is not a saga field"),
-                "use `{{saga.id}}` or `{{saga.type}}`".to_owned(),
-            )),
-        },
-        "steps" => {
-            let Some(step) = rest.first() else {
-                return Err((
-                    format!("`{{{{{text}}}}}` names no step"),
-                    "write `{{steps.<step>.output.<field>}}`".to_owned(),
-                ));
-            };
-            let Some(target) = names.iter().position(|n| n == step) else {
-                return Err((
-                    format!("`{{{{{text}}}}}` names step `{step}`, which does not exist"),
-                    format!("{}steps are: {}", did_you_mean(step, names), names.join(", ")),
-                ));
-            };
-            if target >= index {
-                let which = if target == index { "this step itself" } else { "a later step" };
-                return Err((
-                    format!("`{{{{{text}}}}}` refers to {which}, whose output does not exist yet"),
-                    "refer only to outputs of steps listed before this one".to_owned(),
-                ));
-            }
-            if rest.get(1).map(String::as_str) != Some("output") {
-                return Err((
-                    format!("`{{{{{text}}}}}` must continue with `.output` after the step name"),
-                    format!("write `{{{{steps.{step}.output.<field>}}}}`"),
-                ));
-            }
-            Ok(Reference {
-                root: Root::StepOutput { step: step.clone(), index: target },
-                path: rest[2..].to_vec(),
-                text,
-            })
-        }
-        other => Err((
-            format!("`{{{{{text}}}}}` starts with unknown root `{other}`"),
-            format!(
-                "{}references start with `input.`, `saga.` or `steps.`",
-                did_you_mean(other, &["input", "saga", "steps"])
-            ),
-        )),
     }
 }

@@ -179,33 +179,20 @@ impl Draft {
             }
             Kind::Undo => self.state.steps[index].payload.clone().unwrap_or(Value::Null),
         };
-        let action = match kind {
-            Kind::Do => def.action.clone(),
-            // `next_undo` only picks steps that have a compensation.
-            Kind::Undo => def.compensation.clone().unwrap_or_default(),
-        };
         let attempt = self.state.steps[index].progress(kind).attempts + 1;
-        let command_id = protocol::command_id(&self.state.saga_id, &def.name, kind);
         let timeout_at = self.now.plus_ms(def.timeout.as_millis());
-        self.commands.push(OutgoingCommand {
-            command_id: command_id.clone(),
-            step: def.name.clone(),
-            kind,
-            participant: def.participant.clone(),
-            action,
-            attempt,
-            payload: payload.clone(),
-            deadline: timeout_at,
-        });
+        let command =
+            OutgoingCommand::for_step(&self.state, index, kind, attempt, payload, timeout_at);
         self.emit(SagaEvent::CommandSent {
             step: def.name,
             kind,
             attempt,
-            command_id,
-            payload,
+            command_id: command.command_id.clone(),
+            payload: command.payload.clone(),
             timeout_at,
             at: self.now,
         });
+        self.commands.push(command);
     }
 
     /// A step's action did not succeed: turn back, or park if it cannot be undone.

@@ -5,22 +5,30 @@
 //!   refuse an input that is illegal in this state ([`TransitionError`]).
 //! - [`evolve`] folds one event into a state; it cannot fail.
 //! - [`replay`] folds a whole history; recovery is replay.
+//! - [`SagaState::in_flight`] lists the commands a saga waits on, exactly as
+//!   they were sent: what a new owner re-sends after a takeover.
+//!   [`command_sent`] finds any attempt's record in a history (metrics time
+//!   answers from it). [`OutgoingCommand::encode`] is the outbox row of one.
 //!
 //! The shell (the orchestrator) persists the events, publishes the commands
 //! through its outbox, and calls `decide` again with `Input::Timeout` once the
 //! next deadline has passed.
 
+mod command;
 mod decide;
 pub mod event;
+mod in_flight;
 pub mod state;
 
+pub use command::{EncodedCommand, OutgoingCommand};
 pub use decide::decide;
 pub use event::{CompensationCause, DecodeError, EVENT_VERSION, ParkReason, ResolvedAs, SagaEvent};
+pub use in_flight::{SentAttempt, command_sent};
 pub use state::{Backward, Forward, Park, Progress, SagaState, SagaStatus, StepState, Wait};
 
 use crate::UnixMillis;
 use crate::definition::Definition;
-use crate::protocol::{self, Kind, Reply};
+use crate::protocol::{Kind, Reply};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -74,56 +82,6 @@ impl OperatorAction {
             Self::Abort => "abort",
             Self::Resume => "resume",
             Self::Resolve(_) => "resolve",
-        }
-    }
-}
-
-/// A command the shell must publish: the wire [`protocol::Command`] minus the
-/// reply subject, which depends on the saga's partition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutgoingCommand {
-    pub command_id: String,
-    pub step: String,
-    pub kind: Kind,
-    pub participant: String,
-    pub action: String,
-    pub attempt: u32,
-    pub payload: Value,
-    pub deadline: UnixMillis,
-}
-
-impl OutgoingCommand {
-    /// The NATS subject this command is published on.
-    #[must_use]
-    pub fn subject(&self, ns: &protocol::Namespace) -> String {
-        ns.command_subject(&self.participant, &self.action)
-    }
-
-    /// The JetStream dedupe id of this attempt.
-    #[must_use]
-    pub fn msg_id(&self) -> String {
-        protocol::msg_id(&self.command_id, self.attempt)
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_wire(
-        &self,
-        saga_id: &str,
-        saga_type: &str,
-        reply_subject: &str,
-    ) -> protocol::Command {
-        protocol::Command {
-            command_id: self.command_id.clone(),
-            saga_id: saga_id.to_owned(),
-            saga_type: saga_type.to_owned(),
-            step: self.step.clone(),
-            kind: self.kind,
-            action: self.action.clone(),
-            attempt: self.attempt,
-            payload: self.payload.clone(),
-            deadline_unix_ms: self.deadline,
-            reply_subject: reply_subject.to_owned(),
         }
     }
 }

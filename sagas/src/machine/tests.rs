@@ -1,65 +1,53 @@
 //! Given / when / then tests for every transition of the machine, legal and illegal.
+//!
+//! A test's history is written as a script of inputs ([`Saga::feed`]): `a ok`,
+//! `b failed`, `a.undo retry`, `a/2 ok` (attempt 2), `tick`.
 
 use super::*;
 use crate::definition;
-use crate::protocol::{Outcome, Reply};
+use crate::protocol::{self, Outcome, Reply};
 use serde_json::json;
 
-const T0: UnixMillis = UnixMillis(1_000_000);
+pub(super) const T0: UnixMillis = UnixMillis(1_000_000);
 
-fn def(yaml: &str) -> Arc<Definition> {
-    Arc::new(definition::load("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}")))
-}
-
-fn retry(attempts: u32) -> String {
-    format!("{{attempts: {attempts}, initial_backoff: 100ms, max_backoff: 1s}}")
+fn def(file: &str, yaml: &str) -> Arc<Definition> {
+    Arc::new(definition::load(file, yaml).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Three compensatable steps a → b → c, 2 attempts each, 1s timeouts, 1m deadline.
-fn abc() -> Arc<Definition> {
-    let step = |n: &str| {
-        format!(
-            "  - {{name: {n}, participant: p, action: {n}_do, compensation: {n}_undo, timeout: 1s, retry: {r}, compensation_retry: {r}, input: {{id: '{{{{saga.id}}}}', x: '{{{{input.x}}}}'}}}}\n",
-            r = retry(2)
-        )
-    };
-    def(&format!(
-        "name: abc\nversion: 1\ndeadline: 1m\ninput_schema: {{type: object, properties: {{x: {{type: integer}}}}, required: [x]}}\nsteps:\n{}{}{}",
-        step("a"),
-        step("b"),
-        step("c")
-    ))
+pub(super) fn abc() -> Arc<Definition> {
+    def("abc.yaml", include_str!("../../tests/fixtures/abc.yaml"))
 }
 
 /// a (compensatable) → p (pivot) → r (retriable).
 fn with_pivot() -> Arc<Definition> {
-    def(&format!(
-        "name: piv\nversion: 1\ndeadline: 1m\ninput_schema: {{type: object}}\nsteps:
-  - {{name: a, participant: p, action: a_do, compensation: a_undo, timeout: 1s, retry: {r}}}
-  - {{name: p, participant: p, action: p_do, timeout: 1s, retry: {r}}}
-  - {{name: r, participant: p, action: r_do, timeout: 1s, retriable: true, retry: {r}, input: {{from_a: '{{{{steps.a.output.id}}}}'}}}}
-",
-        r = retry(2)
-    ))
+    def("pivot.yaml", include_str!("../../tests/fixtures/pivot.yaml"))
 }
 
 /// A saga with its history, driven input by input.
-struct Saga {
-    state: SagaState,
-    events: Vec<SagaEvent>,
-    now: UnixMillis,
+pub(super) struct Saga {
+    pub(super) state: SagaState,
+    pub(super) events: Vec<SagaEvent>,
+    pub(super) now: UnixMillis,
 }
 
 impl Saga {
     /// Given: a started saga.
-    fn started(def: Arc<Definition>) -> Self {
+    pub(super) fn started(def: Arc<Definition>) -> Self {
         let mut s = Self { state: SagaState::new(def), events: vec![], now: T0 };
         s.when(Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) }).unwrap();
         s
     }
 
+    /// Given: a started saga that then took the inputs of `script` (see [`Saga::feed`]).
+    pub(super) fn given(def: Arc<Definition>, script: &str) -> Self {
+        let mut s = Self::started(def);
+        s.feed(script);
+        s
+    }
+
     /// When: an input arrives; the decision's events are applied, and replay must agree.
-    fn when(&mut self, input: Input) -> Result<Decision, TransitionError> {
+    pub(super) fn when(&mut self, input: Input) -> Result<Decision, TransitionError> {
         let d = decide(&self.state, &input, self.now)?;
         for e in &d.events {
             self.state.apply(e);
@@ -70,40 +58,40 @@ impl Saga {
         Ok(d)
     }
 
-    fn reply(&mut self, step: &str, kind: Kind, attempt: u32, outcome: Outcome) -> Decision {
+    /// When: the comma-separated inputs of `script` arrive in turn, each of
+    /// them legal; the last one's decision. An input is `tick` (time passes to
+    /// the next deadline and the timer fires) or a participant's answer
+    /// `<step>[.undo][/<attempt>] <ok|failed|retry>` (`do`, attempt 1 unless
+    /// written).
+    pub(super) fn feed(&mut self, script: &str) -> Decision {
+        let mut last = Decision::default();
+        for input in script.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            last = match input.split_once(' ') {
+                None if input == "tick" => self.tick(),
+                Some((command, answer)) => self.answer(command, answer),
+                None => panic!("`{input}` is neither `tick` nor `<step> <answer>`"),
+            };
+        }
+        last
+    }
+
+    fn answer(&mut self, command: &str, answer: &str) -> Decision {
+        let (command, attempt) =
+            command.split_once('/').map_or((command, 1), |(c, n)| (c, n.parse().unwrap()));
+        let (step, kind) =
+            command.strip_suffix(".undo").map_or((command, Kind::Do), |s| (s, Kind::Undo));
+        let outcome = match answer {
+            "ok" => Outcome::Ok { output: json!({"id": format!("{step}-out")}) },
+            "failed" => Outcome::Failed { code: "no".into(), message: "refused".into() },
+            "retry" => Outcome::Retry { code: "busy".into(), message: "later".into() },
+            other => panic!("`{other}` is not an answer: ok, failed or retry"),
+        };
         let command_id = protocol::command_id("s1", step, kind);
         self.when(Input::Reply(Reply { command_id, attempt, outcome })).unwrap()
     }
 
-    fn ok(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
-        self.reply(
-            step,
-            kind,
-            attempt,
-            Outcome::Ok { output: json!({"id": format!("{step}-out")}) },
-        )
-    }
-
-    fn failed(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
-        self.reply(
-            step,
-            kind,
-            attempt,
-            Outcome::Failed { code: "no".into(), message: "refused".into() },
-        )
-    }
-
-    fn retry(&mut self, step: &str, kind: Kind, attempt: u32) -> Decision {
-        self.reply(
-            step,
-            kind,
-            attempt,
-            Outcome::Retry { code: "busy".into(), message: "later".into() },
-        )
-    }
-
     /// When: time passes to the next deadline and the timer fires.
-    fn tick(&mut self) -> Decision {
+    pub(super) fn tick(&mut self) -> Decision {
         self.now = self.state.next_deadline().expect("a deadline to wait for");
         self.when(Input::Timeout).unwrap()
     }
@@ -134,25 +122,11 @@ fn sent(d: &Decision) -> Vec<(String, Kind, u32)> {
 #[test]
 fn start_records_the_input_and_sends_the_first_step() {
     let s = Saga::started(abc());
-    assert_eq!(
-        names(
-            &decide(
-                &SagaState::new(abc()),
-                &Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) },
-                T0
-            )
-            .unwrap()
-        ),
-        ["saga_started", "command_sent"]
-    );
+    let start = Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) };
+    let d = decide(&SagaState::new(abc()), &start, T0).unwrap();
+    assert_eq!(names(&d), ["saga_started", "command_sent"]);
     assert_eq!(s.state.status, SagaStatus::Running);
     assert_eq!(s.state.deadline_at, Some(T0.plus_ms(60_000)));
-    let d = decide(
-        &SagaState::new(abc()),
-        &Input::Start { saga_id: "s1".into(), input: json!({"x": 7}) },
-        T0,
-    )
-    .unwrap();
     let cmd = &d.commands[0];
     assert_eq!((cmd.command_id.as_str(), cmd.action.as_str(), cmd.attempt), ("s1.a.do", "a_do", 1));
     assert_eq!(cmd.payload, json!({"id": "s1", "x": 7}));
@@ -202,10 +176,10 @@ fn nothing_but_start_is_legal_before_start() {
 #[test]
 fn happy_path_runs_steps_in_order_and_completes() {
     let mut s = Saga::started(with_pivot());
-    assert_eq!(sent(&s.ok("a", Kind::Do, 1)), [("p".into(), Kind::Do, 1)]);
-    let d = s.ok("p", Kind::Do, 1);
+    assert_eq!(sent(&s.feed("a ok")), [("p".into(), Kind::Do, 1)]);
+    let d = s.feed("p ok");
     assert_eq!(d.commands[0].payload, json!({"from_a": "a-out"}), "templates read earlier outputs");
-    let d = s.ok("r", Kind::Do, 1);
+    let d = s.feed("r ok");
     assert_eq!(names(&d), ["step_succeeded", "saga_completed"]);
     assert_eq!(s.state.status, SagaStatus::Completed);
     assert_eq!(d.next_deadline, None);
@@ -213,16 +187,14 @@ fn happy_path_runs_steps_in_order_and_completes() {
 
 #[test]
 fn business_failure_compensates_earlier_steps_newest_first() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.ok("b", Kind::Do, 1);
-    let d = s.failed("c", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "a ok, b ok");
+    let d = s.feed("c failed");
     assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
     assert_eq!(sent(&d), [("b".into(), Kind::Undo, 1)]);
     assert_eq!(d.commands[0].action, "b_undo");
     assert_eq!(d.commands[0].payload, json!({"id": "s1", "x": 7}), "undo carries the step's input");
-    assert_eq!(sent(&s.ok("b", Kind::Undo, 1)), [("a".into(), Kind::Undo, 1)]);
-    let d = s.ok("a", Kind::Undo, 1);
+    assert_eq!(sent(&s.feed("b.undo ok")), [("a".into(), Kind::Undo, 1)]);
+    let d = s.feed("a.undo ok");
     assert_eq!(names(&d), ["step_compensated", "saga_compensated"]);
     assert_eq!(s.state.status, SagaStatus::Compensated);
     assert!(
@@ -233,7 +205,7 @@ fn business_failure_compensates_earlier_steps_newest_first() {
 #[test]
 fn failure_of_the_first_step_fails_the_saga_with_nothing_to_undo() {
     let mut s = Saga::started(abc());
-    let d = s.failed("a", Kind::Do, 1);
+    let d = s.feed("a failed");
     assert_eq!(names(&d), ["step_failed", "saga_failed"]);
     assert_eq!(s.state.status, SagaStatus::Failed);
 }
@@ -241,7 +213,7 @@ fn failure_of_the_first_step_fails_the_saga_with_nothing_to_undo() {
 #[test]
 fn retry_answer_backs_off_then_sends_the_next_attempt() {
     let mut s = Saga::started(abc());
-    let d = s.retry("a", Kind::Do, 1);
+    let d = s.feed("a retry");
     assert_eq!(names(&d), ["attempt_failed"]);
     let retry_at = d.next_deadline.unwrap();
     let delay = retry_at.since(T0);
@@ -255,8 +227,7 @@ fn retry_answer_backs_off_then_sends_the_next_attempt() {
 
 #[test]
 fn no_reply_is_retried_then_unknown_and_compensated_like_a_success() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "a ok");
     let d = s.tick();
     assert_eq!(names(&d), ["attempt_failed"]);
     assert!(matches!(
@@ -270,31 +241,25 @@ fn no_reply_is_retried_then_unknown_and_compensated_like_a_success() {
         ["attempt_failed", "step_outcome_unknown", "compensation_started", "command_sent"]
     );
     assert_eq!(sent(&d), [("b".into(), Kind::Undo, 1)], "the unknown step is undone first");
-    s.ok("b", Kind::Undo, 1);
-    s.ok("a", Kind::Undo, 1);
+    s.feed("b.undo ok, a.undo ok");
     assert_eq!(s.state.status, SagaStatus::Compensated);
 }
 
 #[test]
 fn a_late_success_of_an_earlier_attempt_is_accepted() {
-    let mut s = Saga::started(abc());
-    s.tick();
-    s.tick(); // attempt 2 sent
-    let d = s.ok("a", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "tick, tick"); // attempt 2 sent
+    let d = s.feed("a ok");
     assert_eq!(names(&d), ["step_succeeded", "command_sent"]);
 }
 
 #[test]
 fn stale_retry_and_duplicate_replies_change_nothing() {
-    let mut s = Saga::started(abc());
-    s.tick();
-    s.tick(); // attempt 2 of a in flight
-    let d = s.retry("a", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "tick, tick"); // attempt 2 of a in flight
+    let d = s.feed("a retry");
     assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Stale)));
-    s.ok("a", Kind::Do, 2);
-    let d = s.ok("a", Kind::Do, 2);
+    let d = s.feed("a/2 ok, a/2 ok");
     assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Duplicate)));
-    let d = s.ok("a", Kind::Do, 1);
+    let d = s.feed("a ok");
     assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Duplicate)));
 }
 
@@ -339,11 +304,7 @@ fn timeout_before_anything_is_due_is_refused() {
 
 #[test]
 fn compensation_that_keeps_failing_parks_the_saga_with_the_reason() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.retry("a", Kind::Undo, 1);
-    s.tick();
+    let mut s = Saga::given(abc(), "a ok, b failed, a.undo retry, tick");
     let d = s.tick(); // attempt 2 times out: budget of 2 spent
     assert_eq!(names(&d), ["attempt_failed", "saga_parked"]);
     assert_eq!(s.state.status, SagaStatus::Parked);
@@ -356,39 +317,27 @@ fn compensation_that_keeps_failing_parks_the_saga_with_the_reason() {
 
 #[test]
 fn a_refused_compensation_parks_at_once() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    let d = s.failed("a", Kind::Undo, 1);
+    let mut s = Saga::given(abc(), "a ok, b failed");
+    let d = s.feed("a.undo failed");
     assert_eq!(names(&d), ["attempt_failed", "saga_parked"]);
     assert_eq!(s.state.park.as_ref().unwrap().reason, ParkReason::CompensationFailed);
 }
 
 #[test]
 fn a_late_success_of_a_given_up_step_is_recorded_while_compensating() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.tick();
-    s.tick();
-    s.tick(); // b unknown, undo of b sent
-    let d = s.ok("b", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "a ok, tick, tick, tick"); // b unknown, undo of b sent
+    let d = s.feed("b ok");
     assert_eq!(names(&d), ["late_success_recorded"]);
     assert_eq!(s.state.steps[1].forward, Forward::Succeeded { late: true });
-    s.ok("b", Kind::Undo, 1);
-    s.ok("a", Kind::Undo, 1);
+    s.feed("b.undo ok, a.undo ok");
     assert_eq!(s.state.status, SagaStatus::Compensated);
 }
 
 #[test]
 fn a_success_for_the_command_a_parked_saga_waits_on_unparks_it() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.tick();
-    s.tick();
-    s.tick(); // undo of a parked
+    let mut s = Saga::given(abc(), "a ok, b failed, tick, tick, tick"); // undo of a parked
     assert_eq!(s.state.status, SagaStatus::Parked);
-    let d = s.ok("a", Kind::Undo, 1);
+    let d = s.feed("a.undo ok");
     assert_eq!(names(&d), ["step_compensated", "saga_compensated"]);
 }
 
@@ -396,9 +345,7 @@ fn a_success_for_the_command_a_parked_saga_waits_on_unparks_it() {
 
 #[test]
 fn the_saga_deadline_aborts_and_compensates_before_the_pivot() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.retry("b", Kind::Do, 1); // waiting to retry b
+    let mut s = Saga::given(abc(), "a ok, b retry"); // waiting to retry b
     s.now = s.state.deadline_at.unwrap();
     let d = s.when(Input::Timeout).unwrap();
     assert_eq!(names(&d), ["step_outcome_unknown", "compensation_started", "command_sent"]);
@@ -408,19 +355,14 @@ fn the_saga_deadline_aborts_and_compensates_before_the_pivot() {
 
 #[test]
 fn after_the_pivot_the_deadline_no_longer_aborts() {
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
-    s.ok("p", Kind::Do, 1);
+    let s = Saga::given(with_pivot(), "a ok, p ok");
     assert!(!s.state.abortable());
     assert_eq!(s.state.next_deadline(), Some(s.now.plus_ms(1_000)), "only r's timeout is pending");
 }
 
 #[test]
 fn a_pivot_with_unknown_outcome_parks_forward() {
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
-    s.tick();
-    s.tick();
+    let mut s = Saga::given(with_pivot(), "a ok, tick, tick");
     let d = s.tick();
     assert_eq!(names(&d), ["attempt_failed", "step_outcome_unknown", "saga_parked"]);
     assert_eq!(s.state.park.as_ref().unwrap().reason, ParkReason::ForwardStuck);
@@ -428,18 +370,14 @@ fn a_pivot_with_unknown_outcome_parks_forward() {
 
 #[test]
 fn a_failed_pivot_compensates_the_steps_before_it() {
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
-    let d = s.failed("p", Kind::Do, 1);
+    let d = Saga::given(with_pivot(), "a ok").feed("p failed");
     assert_eq!(sent(&d), [("a".into(), Kind::Undo, 1)]);
 }
 
 #[test]
 fn a_failure_after_the_pivot_parks() {
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
-    s.ok("p", Kind::Do, 1);
-    let d = s.failed("r", Kind::Do, 1);
+    let mut s = Saga::given(with_pivot(), "a ok, p ok");
+    let d = s.feed("r failed");
     assert_eq!(names(&d), ["step_failed", "saga_parked"]);
     assert_eq!(s.state.park.as_ref().unwrap().step, 2);
 }
@@ -448,8 +386,7 @@ fn a_failure_after_the_pivot_parks() {
 
 #[test]
 fn retry_now_sends_the_next_attempt_without_waiting_within_the_budget() {
-    let mut s = Saga::started(abc());
-    s.retry("a", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "a retry");
     let d = s.operator(OperatorAction::RetryNow, "").unwrap();
     assert_eq!(names(&d), ["operator_retried", "command_sent"]);
     assert_eq!(sent(&d), [("a".into(), Kind::Do, 2)]);
@@ -474,7 +411,7 @@ fn skip_moves_past_a_stuck_step_and_needs_a_reason() {
     let d = s.operator(OperatorAction::Skip, "done by hand, ticket 12").unwrap();
     assert_eq!(names(&d), ["step_skipped", "command_sent"]);
     assert_eq!(sent(&d), [("b".into(), Kind::Do, 1)]);
-    let d = s.failed("b", Kind::Do, 1);
+    let d = s.feed("b failed");
     assert_eq!(
         sent(&d),
         [("a".into(), Kind::Undo, 1)],
@@ -484,32 +421,24 @@ fn skip_moves_past_a_stuck_step_and_needs_a_reason() {
 
 #[test]
 fn a_skipped_step_that_was_never_sent_is_not_compensated() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.failed("a", Kind::Undo, 1); // parked on the undo of a
+    let mut s = Saga::given(abc(), "a ok, b failed, a.undo failed"); // parked on the undo of a
     s.operator(OperatorAction::Skip, "voided by hand").unwrap();
     assert_eq!(s.state.status, SagaStatus::Compensated);
 }
 
 #[test]
 fn skip_of_a_parked_compensation_continues_compensating() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.ok("b", Kind::Do, 1);
-    s.failed("c", Kind::Do, 1);
-    s.failed("b", Kind::Undo, 1);
+    let mut s = Saga::given(abc(), "a ok, b ok, c failed, b.undo failed");
     assert_eq!(s.state.status, SagaStatus::Parked);
     let d = s.operator(OperatorAction::Skip, "refunded by hand").unwrap();
     assert_eq!(sent(&d), [("a".into(), Kind::Undo, 1)]);
-    s.ok("a", Kind::Undo, 1);
+    s.feed("a.undo ok");
     assert_eq!(s.state.status, SagaStatus::Compensated);
 }
 
 #[test]
 fn abort_compensates_before_the_pivot_and_is_refused_after() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
+    let mut s = Saga::given(abc(), "a ok");
     assert_eq!(
         s.operator(OperatorAction::Abort, ""),
         Err(TransitionError::ReasonRequired { action: "abort" })
@@ -524,8 +453,7 @@ fn abort_compensates_before_the_pivot_and_is_refused_after() {
         Err(TransitionError::NotNow { .. })
     ));
 
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
+    let mut s = Saga::given(with_pivot(), "a ok");
     assert!(
         matches!(s.operator(OperatorAction::Abort, "too late"), Err(TransitionError::PastPivot { ref pivot }) if pivot == "p")
     );
@@ -535,11 +463,7 @@ fn abort_compensates_before_the_pivot_and_is_refused_after() {
 fn resume_retries_a_parked_command_with_a_fresh_budget() {
     let mut s = Saga::started(abc());
     assert!(matches!(s.operator(OperatorAction::Resume, ""), Err(TransitionError::NotNow { .. })));
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.tick();
-    s.tick();
-    s.tick(); // undo of a parked after 2 attempts
+    s.feed("a ok, b failed, tick, tick, tick"); // undo of a parked after 2 attempts
     assert!(matches!(
         s.operator(OperatorAction::RetryNow, ""),
         Err(TransitionError::NotNow { .. })
@@ -553,10 +477,7 @@ fn resume_retries_a_parked_command_with_a_fresh_budget() {
 
 #[test]
 fn resume_refuses_a_command_the_participant_refused_for_good() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.failed("a", Kind::Undo, 1);
+    let mut s = Saga::given(abc(), "a ok, b failed, a.undo failed");
     assert!(matches!(
         s.operator(OperatorAction::Resume, "again"),
         Err(TransitionError::NotNow { .. })
@@ -565,16 +486,12 @@ fn resume_refuses_a_command_the_participant_refused_for_good() {
 
 #[test]
 fn a_late_refusal_of_a_parked_pivot_compensates_the_steps_before_it() {
-    let mut s = Saga::started(with_pivot());
-    s.ok("a", Kind::Do, 1);
-    s.tick();
-    s.tick();
-    s.tick(); // pivot unknown: parked
+    let mut s = Saga::given(with_pivot(), "a ok, tick, tick, tick"); // pivot unknown: parked
     assert_eq!(s.state.status, SagaStatus::Parked);
-    let d = s.failed("p", Kind::Do, 1);
+    let d = s.feed("p failed");
     assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
     assert_eq!(s.state.park, None);
-    let d = s.failed("p", Kind::Do, 1);
+    let d = s.feed("p failed");
     assert_eq!(d.absorbed, Some(Absorbed::Duplicate));
 }
 
@@ -589,10 +506,7 @@ fn resolve_is_only_for_parked_sagas() {
 
 #[test]
 fn resolve_ends_the_saga_by_hand_with_evidence_and_then_nothing_changes_it() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
-    s.failed("a", Kind::Undo, 1);
+    let mut s = Saga::given(abc(), "a ok, b failed, a.undo failed");
     assert_eq!(
         s.operator(OperatorAction::Resolve(ResolvedAs::Compensated), ""),
         Err(TransitionError::ReasonRequired { action: "resolve" })
@@ -628,20 +542,13 @@ fn operator_input_is_bounded_and_names_someone() {
 
 #[test]
 fn terminal_states_absorb_late_and_duplicate_replies_and_refuse_everything_else() {
-    let mut s = Saga::started(abc());
-    s.tick(); // attempt 1 timed out, backoff
-    s.tick(); // attempt 2 sent
-    s.ok("a", Kind::Do, 2);
-    s.ok("b", Kind::Do, 1);
-    s.ok("c", Kind::Do, 1);
+    // Attempt 1 of a timed out, attempt 2 was sent after the backoff and answered.
+    let mut s = Saga::given(abc(), "tick, tick, a/2 ok, b ok, c ok");
     assert_eq!(s.state.status, SagaStatus::Completed);
     let seq = s.state.seq;
-    for (step, attempt) in [("a", 1), ("a", 2), ("c", 1)] {
-        for d in [
-            s.ok(step, Kind::Do, attempt),
-            s.failed(step, Kind::Do, attempt),
-            s.retry(step, Kind::Do, attempt),
-        ] {
+    for command in ["a/1", "a/2", "c/1"] {
+        for answer in ["ok", "failed", "retry"] {
+            let d = s.feed(&format!("{command} {answer}"));
             assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Ended)));
         }
     }
@@ -662,9 +569,7 @@ fn terminal_states_absorb_late_and_duplicate_replies_and_refuse_everything_else(
 
 #[test]
 fn events_round_trip_and_refuse_unknown_versions() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.failed("b", Kind::Do, 1);
+    let s = Saga::given(abc(), "a ok, b failed");
     for e in &s.events {
         let text = e.encode().unwrap();
         assert!(text.starts_with("{\"v\":1,\"type\":"), "{text}");
@@ -686,14 +591,7 @@ fn events_round_trip_and_refuse_unknown_versions() {
 
 #[test]
 fn golden_history_of_a_compensated_saga() {
-    let mut s = Saga::started(abc());
-    s.ok("a", Kind::Do, 1);
-    s.retry("b", Kind::Do, 1);
-    s.tick();
-    s.ok("b", Kind::Do, 2);
-    s.failed("c", Kind::Do, 1);
-    s.ok("b", Kind::Undo, 1);
-    s.ok("a", Kind::Undo, 1);
+    let s = Saga::given(abc(), "a ok, b retry, tick, b/2 ok, c failed, b.undo ok, a.undo ok");
     let stored: Vec<serde_json::Value> =
         s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
     insta::assert_json_snapshot!("compensated_history", stored);

@@ -2,5 +2,5 @@
 //! run it as a real process (`CARGO_BIN_EXE_skald-e2e`) and `kill -9` it.
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    orchestrator::cli::main()
+    skald_cli::main()
 }

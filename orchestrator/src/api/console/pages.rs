@@ -5,8 +5,8 @@
 //! safe, so a saga input holding `<script>` shows as text.
 
 use crate::api::filter::STATUSES;
-use crate::api::views::{ProgressView, SagaDetail, SagaSummary};
-use crate::driver::RepairOutcome;
+use crate::api::model::{ProgressView, SagaDetail, SagaSummary};
+use crate::engine::driver::RepairOutcome;
 use crate::store::StuckClass;
 use askama::Template;
 use serde_json::Value;

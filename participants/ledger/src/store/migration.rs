@@ -1,22 +1,25 @@
 //! The ledger's schema, migrated at start-up.
 //!
-//! The history is kept in `ledger_migrations`, apart from sea-orm's default
-//! table and the SDK's `skald_sdk_migrations`, so the three migrators share a
-//! database without finding each other's entries.
+//! Declared as a [`Schema`], so it is migrated as every participant schema
+//! is (see `skald_participant::migrate`): history in `ledger_migrations`,
+//! apart from sea-orm's default table and the SDK's `skald_sdk_migrations`;
+//! one transaction, under an advisory lock on PostgreSQL, retried on SQLite.
 
 use sea_orm_migration::prelude::*;
+use skald_participant::migrate::{Schema, index_if_missing};
 
-/// The ledger's migrations, in order.
+/// The ledger's schema.
 #[derive(Debug)]
-pub struct Migrator;
+pub struct LedgerSchema;
 
-impl MigratorTrait for Migrator {
+impl Schema for LedgerSchema {
+    const NAME: &'static str = "ledger";
+    const HISTORY_TABLE: &'static str = "ledger_migrations";
+    /// "ledger" in ASCII.
+    const LOCK_KEY: i64 = 0x6c65_6467_6572;
+
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(CreateLedger)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("ledger_migrations").into_iden()
     }
 }
 
@@ -93,16 +96,7 @@ impl MigrationTrait for CreateLedger {
             ("ledger_events_transfer_id", LedgerEvents::TransferId),
             ("ledger_events_account_id", LedgerEvents::AccountId),
         ] {
-            manager
-                .create_index(
-                    Index::create()
-                        .if_not_exists()
-                        .name(name)
-                        .table(LedgerEvents::Table)
-                        .col(column)
-                        .to_owned(),
-                )
-                .await?;
+            manager.create_index(index_if_missing(name, LedgerEvents::Table, [column])).await?;
         }
 
         let balance = |column: Accounts| {
@@ -157,15 +151,11 @@ impl MigrationTrait for CreateLedger {
             .await?;
         // `ledger verify` and operators look for old pending holds.
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("transfers_state_created_at_ms")
-                    .table(Transfers::Table)
-                    .col(Transfers::State)
-                    .col(Transfers::CreatedAtMs)
-                    .to_owned(),
-            )
+            .create_index(index_if_missing(
+                "transfers_state_created_at_ms",
+                Transfers::Table,
+                [Transfers::State, Transfers::CreatedAtMs],
+            ))
             .await
     }
 

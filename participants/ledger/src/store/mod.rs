@@ -17,16 +17,16 @@
 pub mod entities;
 pub mod migration;
 
+use migration::LedgerSchema;
 use sea_orm::{
     AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
     DbBackend, DbErr, IsolationLevel, TransactionTrait,
 };
+use skald_participant::service::{self, redact};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// PostgreSQL advisory lock key held while migrating ("ledger" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572;
 /// Connections in the pool.
 const SQLITE_CONNECTIONS_MAX: u32 = 4;
 const POSTGRES_CONNECTIONS_MAX: u32 = 16;
@@ -107,14 +107,15 @@ impl Store {
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
         let gate = match db.get_database_backend() {
             DbBackend::Sqlite => {
-                // Readers do not block the writer. Persistent: set on the file.
-                db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+                service::use_wal(&db).await?;
                 Some(Arc::new(Semaphore::new(1)))
             }
             DbBackend::Postgres => None,
             DbBackend::MySql => return Err(StoreError::Unsupported),
         };
-        migrate(&db).await.map_err(StoreError::Migrate)?;
+        skald_participant::migrate::migrate::<LedgerSchema>(&db)
+            .await
+            .map_err(StoreError::Migrate)?;
         Ok(Self { db, gate })
     }
 
@@ -202,38 +203,4 @@ pub async fn take_write_lock(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
         tx.execute_unprepared("UPDATE accounts SET id = id WHERE 1 = 0").await?;
     }
     Ok(())
-}
-
-/// Migrate in one transaction, under an advisory lock on PostgreSQL; on
-/// SQLite a replica that loses the race fails, rolls back and tries again.
-async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    skald_participant::migrate::run_migrations::<migration::Migrator>(
-        db,
-        MIGRATION_LOCK_KEY,
-        "ledger",
-    )
-    .await
-}
-
-/// The URL without its password, for messages.
-#[must_use]
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://led:s3cret@db/ledger"), "postgres://led:***@db/ledger");
-        assert_eq!(redact("postgres://led@db/ledger"), "postgres://led@db/ledger");
-        assert_eq!(redact("sqlite://ledger.db?mode=rwc"), "sqlite://ledger.db?mode=rwc");
-    }
 }

@@ -1,16 +1,13 @@
 //! `payment serve`: the payment participant's command line.
 
-use super::{cancel_on_signal, init_logging, redact, run_main};
 use crate::provider::{ProviderConfig, RESPONSE_BYTES_MAX_DEFAULT};
 use crate::reconcile::ReconcileConfig;
 use crate::serve::{ServeConfig, run};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use sagas::protocol::Namespace;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend};
+use skald_participant::service;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The Skald payment participant: charges, refunds and payouts through a
 /// payment provider's HTTP API, each at most once per saga step.
@@ -80,15 +77,12 @@ struct ServeArgs {
 /// Parse the arguments and run: the whole `payment` binary.
 pub fn main() -> ExitCode {
     let Command::Serve(args) = Args::parse().command;
-    run_main(serve(args))
+    service::run_main(ExitCode::FAILURE, serve(args))
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    init_logging();
-    let namespace = match Namespace::new(&args.prefix) {
-        Ok(ns) => ns,
-        Err(e) => bail!("invalid --prefix: {e}"),
-    };
+    service::init_logging(service::SERVE_LOG_FILTER);
+    let namespace = service::namespace(&args.prefix)?;
     if args.reconcile_grace_ms <= args.psp_timeout_ms {
         bail!(
             "--reconcile-grace-ms ({}) must be longer than --psp-timeout-ms ({}), or a charge \
@@ -108,43 +102,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "invalid --psp-url / PSP_URL\n  hint: use http://HOST:PORT, e.g. http://127.0.0.1:7070",
     )?;
 
-    let nats = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .name("payment")
-        .connect(&args.nats_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach NATS at {}\n  hint: start it with JetStream enabled \
-                 (`nats-server -js`, or `docker compose up -d nats`), or point --nats-url / \
-                 NATS_URL at it",
-                args.nats_url
-            )
-        })?;
-
-    let mut options = ConnectOptions::new(args.database_url.clone());
-    options
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.with_context(|| {
-        format!(
-            "cannot open the database at {}\n  hint: for SQLite use `sqlite://FILE?mode=rwc` \
-             in a writable directory; for PostgreSQL start it (`docker compose up -d \
-             postgres`) and check --database-url / DATABASE_URL",
-            redact(&args.database_url)
-        )
-    })?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // Readers do not block the writer; the intent writes and the SDK's
-        // transactions wait for each other instead of failing.
-        db.execute_unprepared("PRAGMA journal_mode=WAL")
-            .await
-            .context("cannot switch the SQLite database to WAL")?;
-    }
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let nats = service::connect_nats(&args.nats_url, "payment").await?;
+    let db = service::connect_database(&args.database_url).await?;
+    let shutdown = service::shutdown_on_signal("work");
     let config = ServeConfig {
         reconcile: ReconcileConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms),

@@ -1,13 +1,13 @@
 //! `psp-sim`: the provider simulator's command line.
 
-use super::{cancel_on_signal, init_logging, rate, run_main};
+use super::rate;
 use crate::sim::{AMOUNT_LIMIT_DEFAULT, LATENCY_MS_MAX, Sim, SimConfig, serve};
 use anyhow::{Context, Result};
 use clap::Parser;
+use skald_participant::service;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// A small payment provider for Skald's quickstart, compose and tests.
@@ -63,11 +63,11 @@ struct Args {
 /// Parse the arguments and run: the whole `psp-sim` binary.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    run_main(run(args))
+    service::run_main(ExitCode::FAILURE, run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
-    init_logging();
+    service::init_logging(service::SERVE_LOG_FILTER);
     let listener =
         tokio::net::TcpListener::bind((args.bind, args.port)).await.with_context(|| {
             format!(
@@ -84,8 +84,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let address = listener.local_addr().context("cannot read the address listened on")?;
     info!(%address, ?config, "psp-sim listening");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let shutdown = service::shutdown_on_signal("work");
     serve(listener, Sim::new(config), shutdown).await.context("psp-sim stopped serving")?;
     Ok(())
 }

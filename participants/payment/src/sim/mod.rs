@@ -28,7 +28,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use books::{Answer, Books, KeyCheck, Made};
 use serde::Deserialize;
@@ -240,10 +240,25 @@ fn answer(answer: Answer, replayed: bool) -> Response {
 /// The simulator's routes.
 pub fn app(sim: Sim) -> Router {
     Router::new()
-        .route(CHARGES_PATH, post(create_charge).get(list_charges))
+        .route(
+            CHARGES_PATH,
+            posting(CHARGES_PATH, |books, config, request: ChargeRequest| {
+                books.charge(config.amount_limit, request)
+            })
+            .get(list_charges),
+        )
         .route("/v1/charges/{id}", get(get_charge))
-        .route(REFUNDS_PATH, post(create_refund))
-        .route(PAYOUTS_PATH, post(create_payout).get(list_payouts))
+        .route(
+            REFUNDS_PATH,
+            posting(REFUNDS_PATH, |books, _, request: RefundRequest| books.refund(request)),
+        )
+        .route(
+            PAYOUTS_PATH,
+            posting(PAYOUTS_PATH, |books, config, request: PayoutRequest| {
+                books.payout(config.amount_limit, request)
+            })
+            .get(list_payouts),
+        )
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|| async { answer(Answer::error(404, "not_found", "no such endpoint"), false) })
         .method_not_allowed_fallback(|| async {
@@ -256,35 +271,16 @@ pub fn app(sim: Sim) -> Router {
         .with_state(sim)
 }
 
-async fn create_charge(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    sim.post(CHARGES_PATH, &headers, body, |books, config, request: ChargeRequest| {
-        books.charge(config.amount_limit, request)
-    })
-    .await
-}
-
-async fn create_refund(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    sim.post(REFUNDS_PATH, &headers, body, |books, _, request: RefundRequest| books.refund(request))
-        .await
-}
-
-async fn create_payout(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    sim.post(PAYOUTS_PATH, &headers, body, |books, config, request: PayoutRequest| {
-        books.payout(config.amount_limit, request)
-    })
-    .await
+/// The `POST` route of `path`: [`Sim::post`], then `apply` to the books.
+fn posting<R>(path: &'static str, apply: fn(&mut Books, &SimConfig, R) -> Made) -> MethodRouter<Sim>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    post(
+        move |State(sim): State<Sim>, headers: HeaderMap, body: Result<Bytes, BytesRejection>| async move {
+            sim.post(path, &headers, body, apply).await
+        },
+    )
 }
 
 async fn get_charge(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
@@ -299,29 +295,38 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+impl ListQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(PAGE_DEFAULT)
+    }
+}
+
+/// The answer to a list query that does not fit.
+fn bad_query(rejection: &QueryRejection) -> Response {
+    answer(Answer::error(400, "invalid_request", rejection.body_text()), false)
+}
+
 async fn list_charges(
     State(sim): State<Sim>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(e) => return answer(Answer::error(400, "invalid_request", e.body_text()), false),
-    };
-    let list =
-        sim.books().list_charges(query.reference.as_deref(), query.limit.unwrap_or(PAGE_DEFAULT));
-    Json(list).into_response()
+    match query {
+        Ok(Query(query)) => {
+            Json(sim.books().list_charges(query.reference.as_deref(), query.limit()))
+                .into_response()
+        }
+        Err(rejection) => bad_query(&rejection),
+    }
 }
 
 async fn list_payouts(
     State(sim): State<Sim>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let limit = match query {
-        Ok(Query(query)) => query.limit.unwrap_or(PAGE_DEFAULT),
-        Err(e) => return answer(Answer::error(400, "invalid_request", e.body_text()), false),
-    };
-    let list = sim.books().list_payouts(limit);
-    Json(list).into_response()
+    match query {
+        Ok(Query(query)) => Json(sim.books().list_payouts(query.limit())).into_response(),
+        Err(rejection) => bad_query(&rejection),
+    }
 }
 
 /// Serve `sim` on `listener` until `shutdown`; requests in flight finish.

@@ -1,35 +1,24 @@
 //! The payment participant's schema, migrated at start-up.
 //!
-//! The history is kept in `payment_migrations` (not sea-orm's default
-//! `seaql_migrations`), so the SDK's migrator and any other service's can share
-//! the database. Replicas starting together: the migrations run in one
-//! transaction, under an advisory lock on PostgreSQL; on SQLite the loser of
-//! a race fails and tries again, finding the work done.
+//! Declared as a [`Schema`], so it is migrated as every participant schema
+//! is (see `skald_participant::migrate`): history in `payment_migrations`,
+//! one transaction, under an advisory lock on PostgreSQL, retried on SQLite.
 
-use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
+use skald_participant::migrate::{Schema, index_if_missing};
 
-/// PostgreSQL advisory lock key held while migrating ("skald_pa" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x736b_616c_645f_7061;
-/// Bring the `payments` table up to date (see `skald_participant::migrate`).
-///
-/// # Errors
-/// When the database still refuses after a few tries.
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    skald_participant::migrate::run_migrations::<Migrator>(db, MIGRATION_LOCK_KEY, "payment").await
-}
-
-/// The payment participant's migrations, in order.
+/// The payment participant's schema.
 #[derive(Debug)]
-pub struct Migrator;
+pub struct PaymentSchema;
 
-impl MigratorTrait for Migrator {
+impl Schema for PaymentSchema {
+    const NAME: &'static str = "payment";
+    const HISTORY_TABLE: &'static str = "payment_migrations";
+    /// "skald_pa" in ASCII.
+    const LOCK_KEY: i64 = 0x736b_616c_645f_7061;
+
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(CreatePayments)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("payment_migrations").into_iden()
     }
 }
 
@@ -83,26 +72,14 @@ impl MigrationTrait for CreatePayments {
             .await?;
         // The reconciler scans pending charges; operators look up one saga.
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("payments_kind_status_updated")
-                    .table(Payments::Table)
-                    .col(Payments::Kind)
-                    .col(Payments::Status)
-                    .col(Payments::UpdatedAtMs)
-                    .to_owned(),
-            )
+            .create_index(index_if_missing(
+                "payments_kind_status_updated",
+                Payments::Table,
+                [Payments::Kind, Payments::Status, Payments::UpdatedAtMs],
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("payments_saga_id")
-                    .table(Payments::Table)
-                    .col(Payments::SagaId)
-                    .to_owned(),
-            )
+            .create_index(index_if_missing("payments_saga_id", Payments::Table, [Payments::SagaId]))
             .await
     }
 

@@ -270,6 +270,7 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use sea_orm::Database;
+    use skald_participant::migrate::migrate;
 
     fn charge<'a>(key: &'a str, amount: i64) -> Intent<'a> {
         Intent { key, kind: Kind::Charge, saga_id: "s1", amount, currency: "EUR", reference: "s1" }
@@ -278,8 +279,8 @@ mod tests {
     #[tokio::test]
     async fn intents_count_attempts_and_refuse_another_call_under_one_key() {
         let db = Database::connect("sqlite::memory:").await.unwrap();
-        migration::migrate(&db).await.unwrap();
-        migration::migrate(&db).await.unwrap(); // idempotent
+        migrate::<migration::PaymentSchema>(&db).await.unwrap();
+        migrate::<migration::PaymentSchema>(&db).await.unwrap(); // idempotent
 
         let first = record_intent(&db, charge("s1.charge.do", 500)).await.unwrap();
         assert_eq!((first.attempts, first.status.as_str()), (1, "pending"));
@@ -302,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn pending_charges_are_due_once_quiet_and_answered() {
         let db = Database::connect("sqlite::memory:").await.unwrap();
-        migration::migrate(&db).await.unwrap();
+        migrate::<migration::PaymentSchema>(&db).await.unwrap();
         inbox::migration::migrate(&db).await.unwrap();
         for key in ["a.charge.do", "b.charge.do", "c.charge.do"] {
             record_intent(&db, charge(key, 1)).await.unwrap();

@@ -8,30 +8,30 @@
 //! Replicas often start together: [`crate::migrate`] runs the migrations so
 //! that a replica losing the race changes nothing.
 
+use crate::migrate::{Schema, index_if_missing};
 use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
 
-/// PostgreSQL advisory lock key held while migrating ("skald_pi" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x736b_616c_645f_7069;
 /// Bring the SDK's tables up to date (see [`crate::migrate`]).
 ///
 /// # Errors
 /// When the database still refuses after a few tries.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    crate::migrate::run_migrations::<Migrator>(db, MIGRATION_LOCK_KEY, "SDK").await
+    crate::migrate::migrate::<Inbox>(db).await
 }
 
-/// The SDK's migrations, in order.
+/// The SDK's own schema: the inbox.
 #[derive(Debug)]
-pub struct Migrator;
+pub struct Inbox;
 
-impl MigratorTrait for Migrator {
+impl Schema for Inbox {
+    const NAME: &'static str = "SDK";
+    const HISTORY_TABLE: &'static str = "skald_sdk_migrations";
+    /// "skald_pi" in ASCII.
+    const LOCK_KEY: i64 = 0x736b_616c_645f_7069;
+
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(CreateInbox)]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("skald_sdk_migrations").into_iden()
     }
 }
 
@@ -73,14 +73,11 @@ impl MigrationTrait for CreateInbox {
             .await?;
         // Operators look up what a participant did for one saga.
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("skald_inbox_saga_id")
-                    .table(SkaldInbox::Table)
-                    .col(SkaldInbox::SagaId)
-                    .to_owned(),
-            )
+            .create_index(index_if_missing(
+                "skald_inbox_saga_id",
+                SkaldInbox::Table,
+                [SkaldInbox::SagaId],
+            ))
             .await
     }
 

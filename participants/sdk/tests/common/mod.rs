@@ -1,7 +1,7 @@
-//! Test harness: a private namespace on the real NATS server, a private
-//! database (a temp SQLite file, or a fresh PostgreSQL database), participants
-//! run in-process, and a consumer on the replies stream playing orchestrator.
-//! Everything is removed when the harness is dropped.
+//! Test harness: a private namespace on the test NATS server with the
+//! orchestrator's side of the wire, and a private database (both from the
+//! test kit), participants run in-process. Everything is removed when the
+//! harness is dropped.
 //!
 //! NATS: `SKALD_TEST_NATS_URL` (default `nats://127.0.0.1:4222`, JetStream on).
 //! PostgreSQL: `SKALD_TEST_POSTGRES_URL` (default
@@ -10,24 +10,16 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
-use futures::StreamExt;
-use sagas::UnixMillis;
-use sagas::protocol::{
-    Command, HEADER_MSG_ID, HEADER_TRACEPARENT, Kind, Namespace, Reply, command_id, msg_id,
-};
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, EntityTrait, FromQueryResult, Statement,
-};
+use sagas::protocol::{Command, HEADER_MSG_ID, HEADER_TRACEPARENT, Reply};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, Statement};
 use skald_participant::{Config, Participant, SdkError, inbox, streams};
+use skald_testkit::{OrchestratorSide, Service, TempDatabase};
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// The participant name every test uses (each test has its own namespace).
 pub const NAME: &str = "p";
-/// How long a test waits for a reply before it fails.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a participant may take to stop: its shutdown grace and a margin.
+const STOP_WITHIN: Duration = Duration::from_secs(40);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -37,96 +29,44 @@ pub enum Backend {
     SqliteGrouped,
 }
 
-fn nats_url() -> String {
-    std::env::var("SKALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("SKALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn random_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
-
-/// What to remove at the end.
-struct Cleanup {
-    namespace: Namespace,
-    database: TestDb,
-}
-
-enum TestDb {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
+impl Backend {
+    fn database(self) -> skald_testkit::Backend {
+        match self {
+            Self::Sqlite | Self::SqliteGrouped => skald_testkit::Backend::Sqlite,
+            Self::Postgres => skald_testkit::Backend::Postgres,
+        }
+    }
 }
 
 pub struct Harness {
     pub backend: Backend,
-    pub ns: Namespace,
-    pub nats: async_nats::Client,
-    pub js: jetstream::Context,
+    /// Participants running, stopped (cancelled) first on drop.
+    running: Vec<Service<SdkError>>,
+    pub wire: OrchestratorSide,
     pub db: DatabaseConnection,
-    db_url: String,
-    replies: pull::Stream,
-    running: Vec<(CancellationToken, JoinHandle<Result<(), SdkError>>)>,
-    cleanup: Option<Cleanup>,
+    database: TempDatabase,
 }
 
 impl Harness {
     pub async fn new(backend: Backend) -> Self {
-        let ns = Namespace::new(&format!("t{}", random_hex())).unwrap();
-        let nats = async_nats::connect(nats_url()).await.expect("NATS must run at 127.0.0.1:4222");
-        let js = jetstream::new(nats.clone());
-        let (_, replies_stream) = streams::ensure_streams(&js, &ns).await.unwrap();
-        let replies = replies_stream
-            .get_or_create_consumer(
-                "test",
-                pull::Config {
-                    durable_name: Some("test".into()),
-                    filter_subject: format!("{}.reply.>", ns.prefix()),
-                    ack_policy: AckPolicy::Explicit,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .messages()
-            .await
-            .unwrap();
-
-        let (db_url, database) = match backend {
-            Backend::Sqlite | Backend::SqliteGrouped => {
-                let path = std::env::temp_dir().join(format!("skald-sdk-{}.db", random_hex()));
-                (format!("sqlite://{}?mode=rwc", path.display()), TestDb::Sqlite(path))
-            }
-            Backend::Postgres => {
-                let name = format!("sdk_{}", random_hex());
-                let admin = Database::connect(postgres_admin_url()).await.unwrap();
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-                admin.close().await.unwrap();
-                let base = postgres_admin_url();
-                let server = &base[..base.rfind('/').unwrap()];
-                (format!("{server}/{name}"), TestDb::Postgres(name))
-            }
-        };
-        let cleanup = Some(Cleanup { namespace: ns.clone(), database });
-        let db = Database::connect(&db_url).await.unwrap();
+        let wire = OrchestratorSide::open(NAME, streams::ensure_streams).await.unwrap();
+        let database = TempDatabase::new(backend.database()).await.unwrap();
+        let db = database.connect().await.unwrap();
         db.execute_unprepared(
             "CREATE TABLE effects (command_id TEXT NOT NULL, note TEXT NOT NULL)",
         )
         .await
         .unwrap();
-        Self { backend, ns, nats, js, db, db_url, replies, running: Vec::new(), cleanup }
+        Self { backend, running: Vec::new(), wire, db, database }
     }
 
     /// A second, separate connection pool to the same database (another replica).
     pub async fn connect_again(&self) -> DatabaseConnection {
-        Database::connect(&self.db_url).await.unwrap()
+        self.database.connect().await.unwrap()
     }
 
     pub fn config(&self) -> Config {
-        let mut config = Config::new(self.nats.clone(), self.ns.clone(), self.db.clone());
+        let mut config = Config::new(self.wire.nats.clone(), self.wire.ns.clone(), self.db.clone());
         config.redelivery_delay = Duration::from_millis(200);
         if self.backend == Backend::SqliteGrouped {
             config.commit_group_max = 16;
@@ -136,73 +76,32 @@ impl Harness {
 
     /// Run a participant until [`Harness::stop`].
     pub fn start(&mut self, participant: Participant, config: Config) {
-        let token = CancellationToken::new();
-        let handle = tokio::spawn(participant.run(config, token.clone()));
-        self.running.push((token, handle));
+        self.running.push(Service::spawn(|token| participant.run(config, token)));
     }
 
     /// Stop every participant and check that each returned cleanly.
     pub async fn stop(&mut self) {
-        for (token, _) in &self.running {
-            token.cancel();
+        for service in &self.running {
+            service.cancel();
         }
-        for (_, handle) in self.running.drain(..) {
-            tokio::time::timeout(Duration::from_secs(40), handle)
-                .await
-                .expect("participant stops within its shutdown grace")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    pub fn command(
-        &self,
-        saga: &str,
-        step: &str,
-        kind: Kind,
-        action: &str,
-        attempt: u32,
-    ) -> Command {
-        Command {
-            command_id: command_id(saga, step, kind),
-            saga_id: saga.into(),
-            saga_type: "test".into(),
-            step: step.into(),
-            kind,
-            action: action.into(),
-            attempt,
-            payload: serde_json::json!({ "saga": saga }),
-            deadline_unix_ms: UnixMillis(u64::MAX / 2),
-            reply_subject: self.ns.reply_subject(0),
+        for service in self.running.drain(..) {
+            service.stop(STOP_WITHIN).await.expect("the participant stops cleanly");
         }
     }
 
     /// The `traceparent` every command carries (W3C trace context).
     pub const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-    /// Publish a command as the orchestrator does.
+    /// Publish a command as the orchestrator does, with a trace context.
     pub async fn send(&self, command: &Command) {
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, msg_id(&command.command_id, command.attempt).as_str());
         headers.insert(HEADER_TRACEPARENT, Self::TRACEPARENT);
-        let body = serde_json::to_vec(command).unwrap();
-        let subject = self.ns.command_subject(NAME, &command.action);
-        self.js.publish_with_headers(subject, headers, body.into()).await.unwrap().await.unwrap();
-    }
-
-    pub async fn send_raw(&self, action: &str, body: &[u8]) {
-        let subject = self.ns.command_subject(NAME, action);
-        self.js.publish(subject, body.to_vec().into()).await.unwrap().await.unwrap();
+        self.wire.send_with(command, headers).await;
     }
 
     /// The next reply and its `Nats-Msg-Id` and `traceparent` headers.
     pub async fn reply_with_headers(&mut self) -> (Reply, String, String) {
-        let msg = tokio::time::timeout(REPLY_TIMEOUT, self.replies.next())
-            .await
-            .expect("a reply within the timeout")
-            .unwrap()
-            .unwrap();
-        msg.ack().await.unwrap();
+        let msg = self.wire.reply_message().await;
         let header = |name: &str| {
             msg.headers
                 .as_ref()
@@ -212,15 +111,6 @@ impl Harness {
         };
         let (id, traceparent) = (header(HEADER_MSG_ID), header(HEADER_TRACEPARENT));
         (serde_json::from_slice(&msg.payload).unwrap(), id, traceparent)
-    }
-
-    pub async fn reply(&mut self) -> Reply {
-        self.reply_with_headers().await.0
-    }
-
-    /// True when no reply arrives within `wait`.
-    pub async fn quiet_for(&mut self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.replies.next()).await.is_err()
     }
 
     pub async fn inbox_row(&self, command_id: &str) -> Option<inbox::Model> {
@@ -256,7 +146,7 @@ impl Harness {
     /// Wait until `replicas` participants are pulling (each keeps a pull
     /// request waiting on the consumer while idle).
     pub async fn wait_for_pullers(&mut self, replicas: usize) {
-        let stream = self.js.get_stream(self.ns.commands_stream()).await.unwrap();
+        let stream = self.wire.js.get_stream(self.wire.ns.commands_stream()).await.unwrap();
         for _ in 0..200 {
             // The consumer exists once the first participant has started.
             if let Ok(info) = stream.consumer_info(NAME).await
@@ -264,24 +154,13 @@ impl Harness {
             {
                 return;
             }
-            if let Some(i) = self.running.iter().position(|(_, handle)| handle.is_finished()) {
-                let (_, handle) = self.running.remove(i);
-                panic!("a participant stopped at start-up: {:?}", handle.await);
+            if let Some(i) = self.running.iter().position(Service::is_finished) {
+                let service = self.running.remove(i);
+                panic!("a participant stopped at start-up: {:?}", service.join().await);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("{replicas} replicas did not start pulling within 10 s");
-    }
-
-    /// The participant's consumer as JetStream sees it.
-    pub async fn consumer_info(&self) -> jetstream::consumer::Info {
-        self.js
-            .get_stream(self.ns.commands_stream())
-            .await
-            .unwrap()
-            .consumer_info(NAME)
-            .await
-            .unwrap()
     }
 }
 
@@ -303,41 +182,4 @@ pub async fn write_effect(
     ))
     .await?;
     Ok(())
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        for (token, _) in &self.running {
-            token.cancel();
-        }
-        let Some(cleanup) = self.cleanup.take() else { return };
-        // Async clean-up on a thread of its own: Drop cannot await.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                if let Ok(nats) = async_nats::connect(nats_url()).await {
-                    let js = jetstream::new(nats);
-                    let _ = js.delete_stream(cleanup.namespace.commands_stream()).await;
-                    let _ = js.delete_stream(cleanup.namespace.replies_stream()).await;
-                }
-                match cleanup.database {
-                    TestDb::Sqlite(path) => {
-                        for suffix in ["", "-wal", "-shm", "-journal"] {
-                            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                        }
-                    }
-                    TestDb::Postgres(name) => {
-                        if let Ok(admin) = Database::connect(postgres_admin_url()).await {
-                            let _ = admin
-                                .execute_unprepared(&format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                ))
-                                .await;
-                        }
-                    }
-                }
-            });
-        });
-        let _ = done.join();
-    }
 }

@@ -1,0 +1,354 @@
+//! `skald sagas ...`: list, show, start and repair sagas through the operator
+//! API of a running `skald serve`, one saga at a time or in bulk.
+//!
+//! Nothing here decides anything: the API checks every request and the CLI
+//! prints its answer, as a table for people or as the API's JSON (`--json`)
+//! for scripts. Repairs and bulk jobs carry a request id the CLI makes before
+//! sending, so a request whose answer was lost can be repeated safely.
+
+mod bulk;
+mod list;
+mod repair;
+mod show;
+mod start;
+
+use crate::client::{
+    ApiArgs, Body, CliError, Client, Outcome, STEP_HEADER, decode, one_line, print_json,
+    step_cells, time_ms, write_table,
+};
+use bulk::bulk;
+use list::list;
+use orchestrator::api::model::{
+    BulkJob, BulkPreview, ProgressView, RepairOutcome, SagaDetail, SagaSummary, StartAnswer,
+};
+use repair::repair;
+use show::show;
+use start::start;
+
+use serde_json::{Map, Value, json};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// Pages `sagas list --all` follows at most.
+pub const ALL_PAGES_MAX: usize = 100;
+/// The page size `--all` asks for when `--limit` is not given (the API's maximum).
+const ALL_PAGE_SIZE: u64 = orchestrator::store::PAGE_SIZE_MAX;
+/// Largest `--input @file` read.
+const INPUT_BYTES_MAX: u64 = 1024 * 1024;
+/// How often a bulk job's progress is asked for.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a bulk job may make no progress before the CLI stops following it.
+const STALL_MAX: Duration = Duration::from_secs(60);
+/// Characters of an event's detail or a saga's input shown in a table.
+const DETAIL_CHARS_MAX: usize = 120;
+/// Filter keys `sagas bulk --filter` accepts (as the API names them).
+const FILTER_KEYS: [&str; 7] =
+    ["type", "status", "step", "older_than", "newer_than", "stuck", "key"];
+
+/// Sagas on a running `skald serve`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SagasCommand {
+    /// List sagas, newest first, filtered.
+    #[command(
+        long_about = "List sagas, newest first, as a table: id, type, status, current step, \
+            attempt, start time, idempotency key and the stuck classes it is in. Every filter \
+            narrows the list. One page (--limit, default 50) at a time: follow `next_cursor` \
+            with --cursor, or --all to follow up to 100 pages.",
+        after_help = "Examples:\n  \
+            skald sagas list\n  \
+            skald sagas list --type topup --status running,parked\n  \
+            skald sagas list --stuck any --older-than 10m\n  \
+            skald sagas list --status compensating --all --json | jq '.items[].saga_id'\n\n\
+            Exit status: 0 listed, 1 the API refused, 2 usage, 3 the API cannot be reached."
+    )]
+    List(ListArgs),
+    /// Show one saga: summary, stuck classes, steps and its event history.
+    #[command(
+        long_about = "Show one saga in full: its summary (status, step, attempt, key, \
+            times, owner, input, why it turned back), the stuck classes it is in and why, a \
+            table of its steps (result, undo, attempts, what each waits for) and its event \
+            timeline. --json prints everything the API knows, commands and replies included.",
+        after_help = "Examples:\n  \
+            skald sagas show 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11\n  \
+            skald sagas show 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --json | jq .events\n\n\
+            Exit status: 0 shown, 1 unknown saga or refused, 2 usage, 3 the API cannot be reached."
+    )]
+    Show {
+        /// The saga id.
+        #[arg(value_name = "SAGA_ID")]
+        saga_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Start a saga (operator role).
+    #[command(
+        long_about = "Start a saga of TYPE with a JSON input (checked against the definition's \
+            schema) and your idempotency key: the same key and input start one saga however \
+            often they are sent, so repeating a command whose answer was lost is safe. The \
+            same key with another input is refused.",
+        after_help = "Examples:\n  \
+            skald sagas start topup --key order-1042 --input '{\"wallet\":\"w1\",\"amount\":500}'\n  \
+            skald sagas start topup --key order-1042 --input @order-1042.json\n  \
+            echo '{}' | skald sagas start bench --key run-7 --input @-\n\n\
+            Exit status: 0 started (or already started with this key), 1 refused, 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Start {
+        /// The saga type (a definition name; see `skald definitions list`).
+        #[arg(value_name = "TYPE")]
+        saga_type: String,
+        /// The input: JSON text, `@file` to read it from a file, or `@-` from stdin.
+        #[arg(long, value_name = "JSON|@FILE", default_value = "{}")]
+        input: String,
+        /// Your idempotency key for this business transaction.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Send the current command's next attempt now (operator role).
+    #[command(
+        long_about = "Retry now: send the next attempt of the command a saga is waiting on \
+            (running or compensating, with retries left) instead of waiting for its timeout \
+            or backoff.",
+        after_help = "Example:\n  \
+            skald sagas retry 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --reason 'ledger is back'\n\n\
+            Exit status: 0 done, 1 refused (the message says why), 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Retry(RepairArgs),
+    /// Count the current step as done (or undone) and move on (operator role).
+    #[command(
+        long_about = "Skip the current step: a `do` counts as done (and is undone if the saga \
+            later compensates and it was ever sent), an `undo` as undone. Needs --reason. Not \
+            while an answer is awaited: retry now, or wait for the timeout.",
+        after_help = "Example:\n  \
+            skald sagas skip 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --reason 'refunded by hand, ticket 88'\n\n\
+            Exit status: 0 done, 1 refused (the message says why), 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Skip(RepairArgs),
+    /// Stop a running saga and compensate what it did (operator role).
+    #[command(
+        long_about = "Abort a running saga before its pivot was sent: the current step is given \
+            up and every step done so far is undone, newest first. Needs --reason.",
+        after_help = "Example:\n  \
+            skald sagas abort 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --reason 'customer cancelled'\n\n\
+            Exit status: 0 done, 1 refused (the message says why), 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Abort(RepairArgs),
+    /// Resume a parked saga with a fresh retry budget (operator role).
+    #[command(
+        long_about = "Resume a parked saga: its current command gets a fresh retry budget and \
+            is sent again. Not for a command the participant refused for good: skip or resolve \
+            those.",
+        after_help = "Example:\n  \
+            skald sagas resume 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --reason 'payment fixed'\n\n\
+            Exit status: 0 done, 1 refused (the message says why), 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Resume(RepairArgs),
+    /// End a parked saga as completed, compensated or failed (operator role).
+    #[command(
+        long_about = "Resolve a parked saga by hand: it ends as --outcome (completed, \
+            compensated or failed) with --evidence saying how you know. Terminal: nothing more \
+            is sent for it.",
+        after_help = "Example:\n  \
+            skald sagas resolve 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --outcome compensated \\\n    \
+            --evidence 'refund re_123 issued by hand at the provider'\n\n\
+            Exit status: 0 done, 1 refused (the message says why), 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Resolve {
+        /// The saga id.
+        #[arg(value_name = "SAGA_ID")]
+        saga_id: String,
+        /// How the saga ended.
+        #[arg(long, value_enum)]
+        outcome: ResolveAs,
+        /// How you know (recorded with the resolution).
+        #[arg(long, value_name = "TEXT")]
+        evidence: String,
+        /// Makes the repair idempotent: repeat with the same id to apply it at most once.
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Repair every saga a filter matches, or preview it with --dry-run (operator role).
+    #[command(
+        long_about = "Apply ACTION to every saga the filters match (all filters must hold). \
+            --dry-run lists what would change and what would be refused, and changes nothing. \
+            A real run starts a job on the server that repairs at most --rate sagas a second \
+            (at most --max sagas); the CLI prints its progress on stderr until it is done, then \
+            the report. The job's id is its request id: run the same command with \
+            --request-id <job id> to follow a job again without repeating any repair.\n\n\
+            Filters (--filter KEY=VALUE, repeatable, at least one): type=, status= (comma list \
+            or repeated), step=, older_than=10m, newer_than=1h, stuck=any|overdue|retrying|\
+            parked|past_deadline|no_owner, key= (text the idempotency key contains).",
+        after_help = "Examples:\n  \
+            skald sagas bulk abort --filter type=topup --filter status=running \\\n    \
+            --filter older_than=1h --reason 'provider outage' --dry-run\n  \
+            skald sagas bulk resume --filter stuck=parked --filter type=payout \\\n    \
+            --reason 'ledger fixed' --rate 5\n  \
+            skald sagas bulk resolve --filter status=parked --outcome failed \\\n    \
+            --reason 'written off, ticket 91' --max 20\n\n\
+            Exit status: 0 done (or the dry run listed), 1 any saga failed or the API refused, \
+            2 usage, 3 the API cannot be reached."
+    )]
+    Bulk(BulkArgs),
+}
+
+/// The list's filters and paging (the query of `GET /v1/sagas`).
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Saga type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub saga_type: Option<String>,
+    /// Statuses, comma-separated: running, compensating, parked, completed, compensated, failed.
+    #[arg(long, value_name = "STATUS[,STATUS]")]
+    pub status: Option<String>,
+    /// The step the saga is at.
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+    /// StartAnswer longer ago than this (30s, 10m, 2h, 3d).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// StartAnswer more recently than this.
+    #[arg(long, value_name = "AGE")]
+    pub newer_than: Option<String>,
+    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner) or `any`.
+    #[arg(long, value_name = "CLASS")]
+    pub stuck: Option<String>,
+    /// Text the idempotency key contains.
+    #[arg(long, value_name = "TEXT")]
+    pub key: Option<String>,
+    /// Sagas per page, 1-200 (default 50; 200 with --all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Start after this cursor (the `next_cursor` of the previous page).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Follow `next_cursor` up to 100 pages.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// One saga and why.
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// The saga id.
+    #[arg(value_name = "SAGA_ID")]
+    pub saga_id: String,
+    /// Why (recorded in the saga's history; required for skip and abort).
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
+    pub reason: String,
+    /// Makes the repair idempotent: repeat with the same id to apply it at most once.
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// How a resolved saga ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResolveAs {
+    Completed,
+    Compensated,
+    Failed,
+}
+
+impl ResolveAs {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A repair action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    Retry,
+    Skip,
+    Abort,
+    Resume,
+    Resolve,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Skip => "skip",
+            Self::Abort => "abort",
+            Self::Resume => "resume",
+            Self::Resolve => "resolve",
+        }
+    }
+}
+
+/// A bulk repair (the body of `POST /v1/bulk`).
+#[derive(Debug, clap::Args)]
+pub struct BulkArgs {
+    /// What to do to each saga.
+    #[arg(value_enum, value_name = "ACTION")]
+    pub action: Action,
+    /// Which sagas: KEY=VALUE, repeatable (type, status, step, older_than, newer_than, stuck, key).
+    #[arg(long = "filter", value_name = "KEY=VALUE", required = true)]
+    pub filters: Vec<String>,
+    /// Why (recorded in each saga's history; required for skip, abort and resolve).
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
+    pub reason: String,
+    /// For resolve: how the sagas ended.
+    #[arg(long, value_enum, required_if_eq("action", "resolve"))]
+    pub outcome: Option<ResolveAs>,
+    /// List what would change and what would be refused; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repairs per second, 1-1000 (server default 20).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u32>,
+    /// At most this many sagas, 1-10000 (server default 1000).
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// The job id: the same id again follows that job instead of starting another.
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Run a `sagas` command: results to `out`, progress to `err`.
+pub async fn run(
+    command: &SagasCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    match command {
+        SagasCommand::List(args) => list(args, out, err).await,
+        SagasCommand::Show { saga_id, api } => show(saga_id, api, out).await,
+        SagasCommand::Start { saga_type, input, key, api } => {
+            start(saga_type, input, key, api, out).await
+        }
+        SagasCommand::Retry(a) => repair(Action::Retry, a, None, out).await,
+        SagasCommand::Skip(a) => repair(Action::Skip, a, None, out).await,
+        SagasCommand::Abort(a) => repair(Action::Abort, a, None, out).await,
+        SagasCommand::Resume(a) => repair(Action::Resume, a, None, out).await,
+        SagasCommand::Resolve { saga_id, outcome, evidence, request_id, api } => {
+            let args = RepairArgs {
+                saga_id: saga_id.clone(),
+                reason: evidence.clone(),
+                request_id: request_id.clone(),
+                api: api.clone(),
+            };
+            repair(Action::Resolve, &args, Some(*outcome), out).await
+        }
+        SagasCommand::Bulk(args) => bulk(args, out, err).await,
+    }
+}

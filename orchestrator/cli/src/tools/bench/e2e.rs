@@ -1,0 +1,176 @@
+//! `skald bench`: the `bench` saga end to end, with figures.
+//!
+//! Starts what it needs — a fresh database (a temporary SQLite file unless
+//! `--database-url` is given), an orchestrator in this process, and the
+//! `bench-participant` process over real NATS — then keeps `--concurrency`
+//! sagas in flight until `--sagas` have ended, and reports counts by end state,
+//! sagas per second, start-to-end latency percentiles and peak memory. This is
+//! a benchmark, not a test: it asserts nothing.
+
+use crate::tools::bench::support::{self, SagaRun};
+use crate::tools::stack::{self, InProcess};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use orchestrator::serve::{Orchestrator, ServeConfig};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+pub const SAGAS_MAX: u64 = 10_000_000;
+pub const CONCURRENCY_MAX: u64 = 100_000;
+
+/// Most commands one participant replica handles at once (the SDK's limit;
+/// the orchestrator does not depend on the SDK, so it is repeated here).
+const PARTICIPANT_IN_FLIGHT_MAX: u64 = 256;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchConfig {
+    /// How many sagas to run.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=SAGAS_MAX))]
+    pub sagas: u64,
+    /// How many sagas are in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=CONCURRENCY_MAX))]
+    pub concurrency: u64,
+    /// Make step K (1-3) fail, so every saga compensates the steps before it.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub fail_step: Option<u8>,
+    /// Database URL; default: a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Partitions for the orchestrator.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// The bench participant binary; default: `bench-participant` next to `skald`, else on PATH.
+    #[arg(long)]
+    pub participant_bin: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run measured.
+pub type Report = SagaRun;
+
+/// Run the benchmark.
+pub async fn run(config: &BenchConfig) -> Result<Report, String> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench{}", &run_id[..10]);
+    let tmp = std::env::temp_dir().join(format!("skald-bench-{}", &run_id[..10]));
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", tmp.join("skald.db").display()));
+    let definition =
+        stack::definition(stack::BENCH).map_err(|e| format!("cannot start a saga: {e}"))?;
+    let serve = ServeConfig {
+        nats_url: config.nats_url.clone(),
+        database_url: database_url.clone(),
+        prefix: prefix.clone(),
+        definitions: tmp.clone(),
+        partitions: config.partitions,
+        http_addr: "off".to_owned(),
+        ..ServeConfig::defaults()
+    };
+    let orchestrator = Orchestrator::connect_with(&serve, Some(vec![definition]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = orchestrator.client.clone();
+
+    let bin = stack::given_or_sibling(config.participant_bin.as_ref(), "bench-participant");
+    let mut participant = tokio::process::Command::new(&bin);
+    participant
+        .args(["--prefix", &prefix, "--nats-url", &config.nats_url])
+        .arg("--database-url")
+        .arg(stack::sqlite_url(&tmp, "participant.db"))
+        .args(["--concurrency", &config.concurrency.min(PARTICIPANT_IN_FLIGHT_MAX).to_string()])
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(k) = config.fail_step {
+        participant.args(["--fail-step", &k.to_string()]);
+    }
+    let mut participant = participant.spawn().map_err(|e| {
+        format!(
+            "cannot start the bench participant `{}`: {e}. Build it with `cargo build -p bench-participant` or pass --participant-bin",
+            bin.display()
+        )
+    })?;
+
+    let mut running = InProcess::start(orchestrator);
+    let driver = running.driver.clone();
+
+    let mut started_at: HashMap<String, Instant> = HashMap::new();
+    // Sagas that ended before their start call returned (rare): end times.
+    let mut ended_early: HashMap<String, Instant> = HashMap::new();
+    let mut latencies_ms: Vec<f64> = Vec::with_capacity(config.sagas as usize);
+    let began = Instant::now();
+    let mut next = 0u64;
+    let input = json!({});
+    // Starts run concurrently, as from many clients: a serial loop of starts
+    // would make the load generator, not the orchestrator, the bottleneck.
+    let mut starting = FuturesUnordered::new();
+    while (latencies_ms.len() as u64) < config.sagas {
+        while next < config.sagas
+            && ((started_at.len() + starting.len()) as u64) < config.concurrency
+        {
+            let (driver, input) = (driver.clone(), input.clone());
+            let key = format!("{run_id}-{next}");
+            starting.push(async move {
+                let t = Instant::now();
+                (t, driver.start("bench", &key, &input).await)
+            });
+            next += 1;
+        }
+        tokio::select! {
+            // Each arm's future only polls; dropping it loses nothing (the
+            // starts stay in `starting`, the channel keeps its messages).
+            Some((t, started)) = starting.next(), if !starting.is_empty() => {
+                let id = started.map_err(|e| format!("cannot start a saga: {e}"))?.saga_id().to_owned();
+                match ended_early.remove(&id) {
+                    Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
+                    None => {
+                        started_at.insert(id, t);
+                    }
+                }
+            }
+            id = running.ended.recv() => {
+                match id.map(|id| (started_at.remove(&id), id)) {
+                    Some((Some(t), _)) => latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0),
+                    Some((None, id)) => {
+                        ended_early.insert(id, Instant::now());
+                    }
+                    None => {}
+                }
+            }
+            status = participant.wait() => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                return Err(format!("the bench participant exited early ({status})"));
+            }
+        }
+    }
+    let elapsed = began.elapsed();
+
+    let counts =
+        driver.store().count_by_status().await.map_err(|e| format!("cannot start a saga: {e}"))?;
+    let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n as u64);
+    running.stop().await;
+    let _ = participant.kill().await;
+    // The run's streams served their purpose.
+    support::delete_streams(&client, &prefix).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let database = orchestrator::store::redact(&database_url);
+    Ok(SagaRun::new(config.sagas, config.concurrency, latencies_ms, elapsed, count, database))
+}
+
+/// `skald bench`: run, print the report (table or JSON), exit status.
+pub fn main(config: &BenchConfig) -> anyhow::Result<ExitCode> {
+    support::run_main("bench", config.json, run(config), |report| report.table("", ""))
+}

@@ -1,0 +1,236 @@
+//! Pieces the benchmark commands share: their `main` ([`run_main`]), a
+//! temporary database from the test kit (a SQLite file, or a PostgreSQL
+//! database created on an admin URL and dropped afterwards), an operation loop
+//! that keeps a fixed number of operations in flight and times each one
+//! ([`drive`]), percentiles, the figures of a run of whole sagas
+//! ([`SagaRun`], for `skald bench` and `bench-topup`), and memory read from
+//! /proc.
+
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The PostgreSQL admin URL the benchmark commands default to.
+pub const POSTGRES_ADMIN_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A benchmark command's `main`: run `bench` on a new runtime, print its
+/// report as one JSON object (`json`) or as `table` renders it, and say how
+/// it ended (`skald <name>: <error>` and a failure status when it failed).
+pub fn run_main<R, Fut>(
+    name: &str,
+    json: bool,
+    bench: Fut,
+    table: impl FnOnce(&R) -> String,
+) -> anyhow::Result<std::process::ExitCode>
+where
+    R: Serialize,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let _logging = orchestrator::trace::init_logging("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match runtime.block_on(bench) {
+        Ok(report) if json => println!("{}", serde_json::json!(report)),
+        Ok(report) => print!("{}", table(&report)),
+        Err(e) => {
+            eprintln!("skald {name}: {e}");
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub use skald_testkit::{TempDatabase, token};
+
+/// A fresh database for one run: `skald_<label>_<random>` on the PostgreSQL
+/// server of `admin_url`, or a SQLite file in a new temporary directory.
+pub async fn temp_database(admin_url: Option<&str>, label: &str) -> Result<TempDatabase, String> {
+    TempDatabase::create(admin_url, label).await.map_err(|e| e.to_string())
+}
+
+/// Latencies of a run of operations, and how long the run took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub ops: u64,
+    pub concurrency: u64,
+    pub elapsed_s: f64,
+    pub per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+impl Timing {
+    /// From per-operation latencies (µs) and the wall time of the run.
+    #[must_use]
+    pub fn from_latencies(mut latencies_us: Vec<f64>, concurrency: u64, elapsed: Duration) -> Self {
+        latencies_us.sort_by(f64::total_cmp);
+        let ops = latencies_us.len() as u64;
+        Self {
+            ops,
+            concurrency,
+            elapsed_s: elapsed.as_secs_f64(),
+            per_sec: ops as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_us: percentile(&latencies_us, 0.50),
+            p99_us: percentile(&latencies_us, 0.99),
+            max_us: percentile(&latencies_us, 1.0),
+        }
+    }
+}
+
+/// What a run of whole sagas measured (`skald bench`, `bench-topup`): how
+/// they ended, how fast, and this process's peak memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct SagaRun {
+    pub sagas: u64,
+    pub concurrency: u64,
+    pub completed: u64,
+    pub compensated: u64,
+    pub parked: u64,
+    pub failed: u64,
+    pub sagas_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub elapsed_s: f64,
+    /// This process (orchestrator and load generator).
+    pub peak_rss_mb: f64,
+    pub database: String,
+}
+
+impl SagaRun {
+    /// From each saga's start-to-end latency (ms), the run's wall time, the
+    /// number of sagas that ended in each status (`count`) and the database.
+    #[must_use]
+    pub fn new(
+        sagas: u64,
+        concurrency: u64,
+        mut latencies_ms: Vec<f64>,
+        elapsed: Duration,
+        count: impl Fn(&str) -> u64,
+        database: String,
+    ) -> Self {
+        latencies_ms.sort_by(f64::total_cmp);
+        Self {
+            sagas,
+            concurrency,
+            completed: count("completed"),
+            compensated: count("compensated"),
+            parked: count("parked"),
+            failed: count("failed"),
+            sagas_per_sec: sagas as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: percentile(&latencies_ms, 0.50),
+            p99_ms: percentile(&latencies_ms, 0.99),
+            max_ms: percentile(&latencies_ms, 1.0),
+            elapsed_s: elapsed.as_secs_f64(),
+            peak_rss_mb: proc_status_kib(None, "VmHWM").map_or(0.0, mib),
+            database,
+        }
+    }
+
+    /// A human table; `sagas_note` follows the number of sagas and
+    /// `database_note` the database (each with its leading space, or empty).
+    #[must_use]
+    pub fn table(&self, sagas_note: &str, database_note: &str) -> String {
+        format!(
+            "sagas        {}{sagas_note}\nconcurrency  {}\ndatabase     {}{database_note}\ncompleted    {}\ncompensated  {}\nparked       {}\nfailed       {}\nelapsed      {:.2} s\nthroughput   {:.0} sagas/s\nlatency p50  {:.2} ms\nlatency p99  {:.2} ms\nlatency max  {:.2} ms\npeak memory  {:.1} MiB (this process: orchestrator and load generator)\n",
+            self.sagas,
+            self.concurrency,
+            self.database,
+            self.completed,
+            self.compensated,
+            self.parked,
+            self.failed,
+            self.elapsed_s,
+            self.sagas_per_sec,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.peak_rss_mb,
+        )
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank; 0 when empty.
+#[must_use]
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Run `op(0..ops)` with `concurrency` operations in flight (each worker runs
+/// one operation at a time and takes the next number when it is done), timing
+/// each one; what an operation returns is dropped. The first error stops the run.
+pub async fn drive<F, Fut, T>(ops: u64, concurrency: u64, op: F) -> Result<Timing, String>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let began = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.clamp(1, ops.max(1)) {
+        let (next, op) = (Arc::clone(&next), Arc::clone(&op));
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    return Ok::<_, String>(latencies);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(usize::try_from(ops).unwrap_or(0));
+    while let Some(done) = workers.join_next().await {
+        all.extend(done.map_err(|e| format!("a benchmark task failed: {e}"))??);
+    }
+    Ok(Timing::from_latencies(all, concurrency, began.elapsed()))
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`), for this
+/// process when `pid` is `None`; `None` where unavailable.
+#[must_use]
+pub fn proc_status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = pid.map_or_else(|| "/proc/self/status".to_owned(), |p| format!("/proc/{p}/status"));
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+}
+
+/// KiB as MiB.
+#[must_use]
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Delete the JetStream streams of `prefix` (a run's commands and replies).
+pub async fn delete_streams(client: &async_nats::Client, prefix: &str) {
+    if let Ok(ns) = sagas::protocol::Namespace::new(prefix) {
+        skald_testkit::delete_streams(client, &ns).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&v, 0.5) - 50.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 0.99) - 99.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 1.0) - 100.0).abs() < f64::EPSILON);
+        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
+    }
+}

@@ -1,0 +1,429 @@
+//! `skald up`: Skald's main job on one machine, in one command.
+//!
+//! Starts NATS if none is reachable (and `nats-server` is installed), the
+//! provider simulator (`psp-sim`, with some provider faults switched on), the
+//! `ledger` and `payment` participants as processes, and an orchestrator with
+//! its HTTP API and console in this process, all on SQLite files in one data
+//! directory; opens wallets in the ledger; runs a batch of sample `topup` and
+//! `payout` sagas (good cards, declined cards, payouts larger than a wallet)
+//! with a progress bar; prints how they ended, the balances and `ledger
+//! verify`; then serves the console until Ctrl-C, or exits with `--exit`.
+
+use crate::tools::stack::{self, InProcess, MoneyStack, ServiceBins, Services, StackError};
+use orchestrator::api::{Role, Tokens, auth};
+use orchestrator::serve::{Orchestrator, ServeConfig};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEFINITIONS: [(&str, &str); 3] = [stack::TOPUP, stack::PAYOUT, stack::BENCH];
+const WALLETS: [&str; 3] = ["alice", "bob", "carol"];
+/// Each wallet opens with this, plus [`PAYOUT_AMOUNT`] for every payout the
+/// batch may make from it, so the expected outcomes hold in any order the
+/// sagas happen to run.
+const OPENING_BALANCE_BASE: i64 = 5_000;
+/// A payout the wallet covers.
+const PAYOUT_AMOUNT: i64 = 500;
+/// A payout no wallet covers (far over any opening balance).
+const PAYOUT_TOO_LARGE: i64 = 100_000_000;
+pub const SAGAS_MAX: u32 = 10_000;
+/// Share of provider calls psp-sim answers with a 5xx (retried by payment).
+const PROVIDER_FAILURE_RATE: &str = "0.05";
+/// Share of charges psp-sim makes and then drops the answer to (the payment
+/// service's reconciler and the same idempotency key recover them).
+const PROVIDER_DROP_RATE: &str = "0.03";
+/// Longest wait for the batch to end.
+const BATCH_WAIT_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpConfig {
+    /// NATS server URL; when nothing answers there and `nats-server` is
+    /// installed, one is started with JetStream in the data directory.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Directory for the SQLite files, NATS data and the admin token (created
+    /// if missing; reused by later runs).
+    #[arg(long, default_value = "skald-quickstart")]
+    pub data_dir: PathBuf,
+    /// How many sample sagas to run.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=i64::from(SAGAS_MAX)))]
+    pub sagas: u32,
+    /// Subject and stream prefix of this stack.
+    #[arg(long, env = "SKALD_PREFIX", default_value = "quickstart")]
+    pub prefix: String,
+    /// Where the API and console listen.
+    #[arg(long, env = "SKALD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Run the batch, print the summary and exit (0 when every saga ended as
+    /// expected and the ledger verifies) instead of serving the console.
+    #[arg(long)]
+    pub exit: bool,
+    /// Print the summary as JSON on stdout (the set-up lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub bins: ServiceBins,
+}
+
+/// The sample batch: (type, key, input, what to expect).
+fn samples(run: &str, n: u32) -> Vec<(&'static str, String, Value, &'static str)> {
+    (0..n)
+        .map(|i| {
+            let wallet = WALLETS[i as usize % WALLETS.len()];
+            match i % 6 {
+                0..=2 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                            "amount": 1_000 + i64::from(i) * 10, "currency": "EUR", "card_token": "tok_visa"}), "completed"),
+                3 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 700, "currency": "EUR", "card_token": "tok_decline"}), "compensated: card declined"),
+                4 => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
+                       "amount": PAYOUT_AMOUNT, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "completed"),
+                _ => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
+                       "amount": PAYOUT_TOO_LARGE, "currency": "EUR", "bank_account": "DE89370400440532013000"}), "failed: insufficient funds"),
+            }
+        })
+        .enumerate()
+        .map(|(i, (t, input, expect))| (t, format!("{run}-{i}"), input, expect))
+        .collect()
+}
+
+/// How the batch ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub sagas: usize,
+    /// Count per end status (`completed`, `compensated`, `failed`, `parked`, and
+    /// `running`/`compensating` for any that had not ended).
+    pub by_status: BTreeMap<String, usize>,
+    /// Sagas that did not end the way their sample expects.
+    pub unexpected: Vec<String>,
+    pub ledger_sound: bool,
+    pub ledger_verify: String,
+    pub balances: String,
+    pub console_url: Option<String>,
+    pub data_dir: String,
+    pub ok: bool,
+}
+
+/// Say something about the set-up: on stdout, or stderr when stdout is JSON.
+fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Host and port of a `nats://host:port` URL.
+fn nats_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    let rest = rest.rsplit('@').next()?;
+    let (host, port) = rest.split_once(':').unwrap_or((rest, "4222"));
+    Some((host.to_owned(), port.trim_end_matches('/').parse().ok()?))
+}
+
+/// Make sure NATS answers at `url`: start `nats-server` there if it does not.
+async fn ensure_nats(
+    url: &str,
+    dir: &Path,
+    services: &mut Services,
+    json: bool,
+) -> Result<(), StackError> {
+    let Some((host, port)) = nats_host_port(url) else {
+        return Err(StackError::Setup(format!("cannot read host and port from NATS URL `{url}`")));
+    };
+    if tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok() {
+        say(json, &format!("  nats          {url} (already running)"));
+        return Ok(());
+    }
+    let local = host == "127.0.0.1" || host == "localhost";
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let bin = on_path
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/sbin/nats-server"),
+            PathBuf::from("/usr/local/bin/nats-server"),
+        ])
+        .find(|p| p.is_file());
+    let Some(bin) = bin.filter(|_| local) else {
+        return Err(StackError::Setup(format!(
+            "nothing answers at {url}; start NATS with JetStream"
+        )));
+    };
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store)?;
+    let store = store.display().to_string();
+    let port_text = port.to_string();
+    services
+        .spawn(
+            &bin,
+            &[
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port_text,
+                "-js",
+                "-sd",
+                &store,
+                "-l",
+                &format!("{store}/nats-server.log"),
+            ],
+            &[],
+        )
+        .map_err(|_| {
+            StackError::Setup(format!(
+                "nothing answers at {url} and `nats-server` cannot be started; install it \
+                 (Debian: apt-get install nats-server) or start NATS with JetStream yourself"
+            ))
+        })?;
+    stack::wait_port(port, "nats-server").await?;
+    say(json, &format!("  nats          {url} (started, JetStream data in {store})"));
+    Ok(())
+}
+
+/// The admin token of this data directory: made once, kept in `admin.token` (mode 0600).
+fn admin_token(dir: &Path) -> Result<String, StackError> {
+    let path = dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let token = auth::new_token();
+    std::fs::write(&path, format!("{token}\n"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(token)
+}
+
+/// Run `skald up`; returns the summary once the batch is done (and, without
+/// `--exit`, after Ctrl-C).
+pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
+    let json = config.json;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let dir = std::fs::canonicalize(&config.data_dir)?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    say(json, &format!("Skald — data in {}", dir.display()));
+    let mut money = MoneyStack::new(&config.bins, &dir);
+    ensure_nats(&config.nats_url, &dir, &mut money.services, json).await?;
+    let psp_port = money
+        .start_psp_sim(&[
+            "--failure-rate",
+            PROVIDER_FAILURE_RATE,
+            "--drop-after-charge-rate",
+            PROVIDER_DROP_RATE,
+            "--seed",
+            "7",
+        ])
+        .await?;
+    say(
+        json,
+        &format!(
+            "  psp-sim       http://127.0.0.1:{psp_port} (5xx on {PROVIDER_FAILURE_RATE}, answers dropped after charging on {PROVIDER_DROP_RATE} of calls)"
+        ),
+    );
+    // Enough for every payout of the batch, whatever order they run in.
+    let opening = OPENING_BALANCE_BASE + PAYOUT_AMOUNT * i64::from(config.sagas);
+    let ledger = money.ledger.clone();
+    ledger.open_clearing("psp_clearing").await?;
+    ledger.open_clearing("payout_clearing").await?;
+    for w in WALLETS {
+        ledger.open_wallet(w).await?;
+        ledger
+            .run(&[
+                "transfer",
+                &format!("opening-{w}-{run_id}"),
+                "--debit",
+                "psp_clearing",
+                "--credit",
+                w,
+                "--amount",
+                &opening.to_string(),
+                "--currency",
+                "EUR",
+            ])
+            .await?;
+    }
+    say(
+        json,
+        &format!(
+            "  ledger        {} (wallets {} opened with {opening} each)",
+            dir.join("ledger.db").display(),
+            WALLETS.join(", ")
+        ),
+    );
+    let nats = config.nats_url.clone();
+    money.start_participants(&config.prefix, &nats, psp_port, &[])?;
+    say(json, &format!("  payment       {}", dir.join("payment.db").display()));
+
+    let definitions = DEFINITIONS
+        .into_iter()
+        .map(stack::definition)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StackError::Setup)?;
+    let serve = ServeConfig {
+        nats_url: nats.clone(),
+        database_url: format!("sqlite://{}", dir.join("skald.db").display()),
+        prefix: config.prefix.clone(),
+        definitions: dir.clone(),
+        partitions: 16,
+        http_addr: config.http_addr.clone(),
+        instance: Some("skald-up".to_owned()),
+        ..ServeConfig::defaults()
+    };
+    let mut orchestrator = Orchestrator::connect_with(&serve, Some(definitions)).await?;
+    let token = admin_token(&dir)?;
+    orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
+    let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));
+    let mut running = InProcess::start(orchestrator);
+    let driver = running.driver.clone();
+    say(
+        json,
+        &format!(
+            "  orchestrator  {} (subjects `{}.*`)",
+            dir.join("skald.db").display(),
+            config.prefix
+        ),
+    );
+    if let Some(url) = &console_url {
+        say(
+            json,
+            &format!("  console       {url}  (token in {})", dir.join("admin.token").display()),
+        );
+    }
+    say(json, "");
+
+    let batch = samples(&run_id, config.sagas);
+    let progress = indicatif::ProgressBar::new(batch.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} sagas ended")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.set_message("running");
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for (i, (saga_type, key, input, _)) in batch.iter().enumerate() {
+        let started = driver
+            .start(saga_type, key, input)
+            .await
+            .map_err(|e| StackError::Setup(e.to_string()))?;
+        open.insert(started.saga_id().to_owned(), i);
+    }
+    let ids: Vec<(String, usize)> = open.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let wait = async {
+        while !open.is_empty() {
+            match running.ended.recv().await {
+                Some(id) => {
+                    if open.remove(&id).is_some() {
+                        progress.inc(1);
+                    }
+                }
+                None => break,
+            }
+        }
+    };
+    let timed_out = tokio::time::timeout(BATCH_WAIT_MAX, wait).await.is_err();
+    progress.finish_with_message(if timed_out { "timed out" } else { "done" });
+
+    let mut unexpected = Vec::new();
+    let mut rows: Vec<(usize, String)> = Vec::new();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, i) in &ids {
+        let loaded = driver.store().load(id).await.map_err(|e| StackError::Setup(e.to_string()))?;
+        let (status, error) =
+            loaded.map_or(("missing".into(), None), |l| (l.row.status, l.row.last_error));
+        *by_status.entry(status.clone()).or_default() += 1;
+        let (saga_type, _, input, expect) = &batch[*i];
+        if !expect.starts_with(status.as_str()) {
+            unexpected.push(format!("{id}: {saga_type} ended {status}, expected {expect}"));
+        }
+        let note = error
+            .map(|e| format!(" ({})", e.chars().take(60).collect::<String>()))
+            .unwrap_or_default();
+        rows.push((
+            *i,
+            format!(
+                "{saga_type:<7} {:<7} {:>8}  {status:<12} expected {expect}{note}",
+                input["wallet_account"].as_str().unwrap_or(""),
+                input["amount"].as_i64().unwrap_or(0)
+            ),
+        ));
+    }
+    rows.sort();
+    if !json {
+        println!("saga    wallet    amount  ended as");
+        for (_, row) in &rows {
+            println!("{row}");
+        }
+    }
+    let mut accounts: Vec<&str> = WALLETS.to_vec();
+    accounts.extend(["psp_clearing", "payout_clearing"]);
+    let mut args = vec!["balance"];
+    args.extend(accounts);
+    let balances = ledger.run(&args).await?;
+    let (ledger_sound, ledger_verify) = match ledger.verify().await {
+        Ok(report) => (true, report.trim().to_owned()),
+        Err(e) => (false, e.to_string()),
+    };
+    let ended = by_status
+        .iter()
+        .filter(|(s, _)| matches!(s.as_str(), "completed" | "compensated" | "failed" | "parked"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    let summary = Summary {
+        sagas: ids.len(),
+        ok: ledger_sound && unexpected.is_empty() && ended == ids.len(),
+        by_status,
+        unexpected,
+        ledger_sound,
+        ledger_verify,
+        balances,
+        console_url: console_url.clone(),
+        data_dir: dir.display().to_string(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    } else {
+        print_summary(&summary);
+    }
+
+    if !config.exit {
+        if let Some(url) = &console_url {
+            say(
+                json,
+                &format!(
+                    "\nConsole: {url}  — sign in with the admin token:\n  {token}\n\
+                     API: {url}docs (Swagger UI); `skald sagas list --api-url {} --token $(cat {})`\n\
+                     Ctrl-C stops everything.",
+                    url.trim_end_matches('/'),
+                    dir.join("admin.token").display()
+                ),
+            );
+        } else {
+            say(json, "\nRunning; Ctrl-C stops everything.");
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    running.stop().await;
+    money.stop().await;
+    Ok(summary)
+}
+
+fn print_summary(s: &Summary) {
+    let counts: Vec<String> = s.by_status.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!("\n{} sagas: {}\n", s.sagas, counts.join(", "));
+    print!("{}", s.balances);
+    if s.ledger_sound {
+        println!("\nledger verify: sound\n{}", s.ledger_verify);
+    } else {
+        println!("\nledger verify: NOT sound\n{}", s.ledger_verify);
+    }
+    for u in &s.unexpected {
+        println!("unexpected: {u}");
+    }
+}

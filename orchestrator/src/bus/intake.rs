@@ -1,0 +1,141 @@
+//! Reply intake: one durable pull consumer per partition.
+//!
+//! A reply is acknowledged only after its events are committed. Malformed
+//! replies and replies the machine refuses (unknown command, attempt never
+//! sent) are terminated and logged; a store failure naks the reply so it comes
+//! back later.
+//!
+//! Between the stream and the driver sits an optional [`ReplyGate`]: the seam
+//! where the fault suite loses, holds and repeats replies. Without one (the
+//! release build) every reply is applied once.
+
+use crate::engine::driver::{DriveError, Driver};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use sagas::machine::Input;
+use sagas::protocol::{BODY_BYTES_MAX, Reply};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Replies of one partition handled at once.
+pub const CONCURRENCY_PER_PARTITION: usize = 32;
+/// Delay before a reply that hit a store error is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What a [`ReplyGate`] lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Apply the reply, as usual.
+    Once,
+    /// Apply it twice (a duplicate delivery).
+    Twice,
+    /// Acknowledge it without applying it: it is lost.
+    Lost,
+}
+
+/// Decides, before the driver sees a reply, whether it arrives at all.
+pub trait ReplyGate: Send + Sync + std::fmt::Debug {
+    fn admit<'a>(&'a self, reply: &'a Reply) -> BoxFuture<'a, Admit>;
+}
+
+/// Consume one partition's replies until `shutdown`.
+pub async fn run(
+    driver: Driver,
+    gate: Option<Arc<dyn ReplyGate>>,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read replies; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let work = messages.take_until(shutdown.cancelled()).for_each_concurrent(
+            CONCURRENCY_PER_PARTITION,
+            |msg| {
+                let driver = driver.clone();
+                let gate = gate.clone();
+                async move {
+                    match msg {
+                        Ok(msg) => handle(&driver, gate.as_deref(), msg).await,
+                        Err(e) => tracing::warn!(error = %e, "reply stream error"),
+                    }
+                }
+            },
+        );
+        // Cancelled by shutdown: `take_until` stops taking new replies and
+        // the ones in flight finish (their acks follow their commits).
+        work.await;
+        // The stream ended (NATS trouble): pull again after a pause.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+async fn handle(driver: &Driver, gate: Option<&dyn ReplyGate>, msg: jetstream::Message) {
+    let outcome = if msg.payload.len() > BODY_BYTES_MAX {
+        Err(format!("reply of {} bytes is over the limit", msg.payload.len()))
+    } else {
+        serde_json::from_slice::<Reply>(&msg.payload).map_err(|e| format!("malformed reply: {e}"))
+    };
+    let reply = match outcome {
+        Ok(r) => r,
+        Err(problem) => {
+            tracing::warn!(subject = %msg.subject, %problem, "terminating reply");
+            ack(&msg, AckKind::Term).await;
+            return;
+        }
+    };
+    let saga_id = reply.command_id.split('.').next().unwrap_or_default().to_owned();
+    if let Some(gate) = gate {
+        match gate.admit(&reply).await {
+            Admit::Once => {}
+            Admit::Lost => return ack(&msg, AckKind::Ack).await,
+            Admit::Twice => {
+                if let Err(e) = driver.handle(&saga_id, &Input::Reply(reply.clone())).await {
+                    tracing::info!(%saga_id, error = %e, "the first of a repeated reply was refused");
+                }
+            }
+        }
+    }
+    match driver.handle(&saga_id, &Input::Reply(reply)).await {
+        Ok(_) => ack(&msg, AckKind::Ack).await,
+        Err(e @ (DriveError::Transition(_) | DriveError::UnknownSaga { .. })) => {
+            tracing::warn!(%saga_id, error = %e, "terminating reply the saga cannot take");
+            ack(&msg, AckKind::Term).await;
+        }
+        Err(
+            e @ (DriveError::UnknownDefinition { .. }
+            | DriveError::Store(crate::store::StoreError::Corrupt { .. })),
+        ) => {
+            // Retrying cannot help: the saga needs an operator. The step's
+            // timeout brings the answer back as a retry once it is repaired.
+            tracing::error!(%saga_id, error = %e, "terminating reply: the saga cannot be loaded");
+            ack(&msg, AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::warn!(%saga_id, error = %e, "reply not recorded; it will be redelivered");
+            ack(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "cannot acknowledge a reply; it will be redelivered");
+    }
+}

@@ -1,0 +1,332 @@
+//! The outbox relay: publishes committed commands to JetStream, then forgets them.
+//!
+//! Commands reach the relay two ways. The store's writer hands over the rows
+//! it has just committed ([`crate::store::Handoff`]), so the usual path never
+//! reads the outbox back. Anything else is found by scanning the table: at
+//! start (rows an earlier run left), when asked (a partition was taken over,
+//! a publish failed, the hand-off was full), and once a second for
+//! rows older than [`SCAN_AGE_MS`] (another instance's rows it could not
+//! publish), only for the partitions this instance owns.
+//!
+//! Rows are deleted only after JetStream acknowledged them, a batch at a time
+//! ([`DELETE_EVERY`], [`DELETE_BATCH_MAX`]) so that deletes do not cost a
+//! commit per command. Each carries `Nats-Msg-Id: <command id>/<attempt>`, so
+//! publishing a row twice (a crash between the ack and the delete, a scan that
+//! meets a row also handed over) is dropped by JetStream's dedupe window.
+//! When NATS is down the rows stay and the relay retries with backoff.
+//!
+//! Each command also carries a W3C `traceparent` header derived from the row's
+//! saga id and message id ([`crate::trace::traceparent`]): the saga's trace,
+//! a span per attempt. Nothing about it is stored.
+
+use crate::cluster::partitions::Ownership;
+use crate::store::Store;
+use crate::store::entities::outbox;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use sagas::protocol::{HEADER_MSG_ID, HEADER_TRACEPARENT};
+use skald_transport::publish::{Publisher, arranged};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Longest wait between retries while NATS is unreachable.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the outbox table is scanned for rows that were not handed over.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// A periodic scan takes only rows at least this old: younger ones are still
+/// on their way through the hand-off.
+pub const SCAN_AGE_MS: i64 = 2_000;
+/// Longest an acknowledged row waits for its delete.
+const DELETE_EVERY: Duration = Duration::from_millis(50);
+/// Acknowledged rows deleted in one statement at most (and at once when reached).
+const DELETE_BATCH_MAX: usize = 1_024;
+/// Longest wait for the acknowledgements of one round of publishes.
+const ROUND_ACKS_MAX: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the outbox to drain.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// What the relay works with: the store (its outbox and hand-off), which
+/// partitions are this instance's, and where commands are published.
+#[derive(Debug, Clone)]
+pub struct RelayParts {
+    pub store: Store,
+    pub ownership: Ownership,
+    pub publisher: Arc<dyn Publisher>,
+}
+
+/// Run until `shutdown`, then drain what is left for a short while.
+pub async fn run(parts: RelayParts, shutdown: CancellationToken) {
+    let mut relay = Relay::new(parts);
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let result = tokio::select! {
+            // Cancelled mid-round: unacknowledged rows stay in the outbox; the
+            // drain below (bounded) or the next start publishes them.
+            () = shutdown.cancelled() => break,
+            r = relay.round() => r,
+        };
+        match result {
+            Ok(Some(_)) => backoff = Duration::from_millis(100),
+            Ok(None) => {
+                backoff = Duration::from_millis(100);
+                if !relay.parts.store.handoff().is_empty() {
+                    continue;
+                }
+                let idle = relay.idle_for();
+                tokio::select! {
+                    // Cancelled: nothing in flight; acknowledged rows are deleted below.
+                    () = shutdown.cancelled() => break,
+                    () = relay.parts.store.handoff().wait() => {}
+                    () = tokio::time::sleep(idle) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    let drain = async {
+        relay.parts.store.handoff().miss();
+        while let Ok(Some(_)) = relay.round().await {}
+        relay.delete_acked().await
+    };
+    match tokio::time::timeout(DRAIN_MAX, drain).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "published commands not forgotten at shutdown; the next start publishes them again (JetStream drops the duplicates)")
+        }
+        Err(_) => {
+            tracing::warn!("outbox not drained at shutdown; the next start publishes the rest")
+        }
+    }
+}
+
+struct Relay {
+    parts: RelayParts,
+    /// Rows JetStream acknowledged, still to be deleted.
+    acked: Vec<i64>,
+    /// When the oldest of `acked` was acknowledged.
+    acked_since: Option<Instant>,
+    last_scan: Instant,
+}
+
+impl Relay {
+    fn new(parts: RelayParts) -> Self {
+        Self { parts, acked: Vec::new(), acked_since: None, last_scan: Instant::now() }
+    }
+
+    /// How long the relay may sleep when it has nothing to publish.
+    fn idle_for(&self) -> Duration {
+        let scan = SCAN_EVERY.saturating_sub(self.last_scan.elapsed());
+        match self.acked_since {
+            Some(since) => scan.min(DELETE_EVERY.saturating_sub(since.elapsed())),
+            None => scan,
+        }
+    }
+
+    /// Publish one batch: `Some(n)` rows published, `None` when there was
+    /// nothing to do; acknowledged rows are deleted when their batch is due.
+    async fn round(&mut self) -> Result<Option<usize>, String> {
+        let rows = self.next_rows().await?;
+        let result = if rows.is_empty() {
+            Ok(None)
+        } else {
+            let (acked, error) = publish(self.parts.publisher.as_ref(), rows).await;
+            if error.is_some() {
+                // The rows not acknowledged stay in the table: find them again.
+                self.parts.store.handoff().miss();
+            }
+            if !acked.is_empty() {
+                self.acked_since.get_or_insert_with(Instant::now);
+                self.acked.extend(&acked);
+            }
+            match error {
+                Some(e) if acked.is_empty() => Err(e),
+                _ => Ok(Some(acked.len())),
+            }
+        };
+        let due = self.acked.len() >= DELETE_BATCH_MAX
+            || self.acked_since.is_some_and(|since| since.elapsed() >= DELETE_EVERY);
+        if due {
+            self.delete_acked().await?;
+        }
+        result
+    }
+
+    /// Rows to publish: a scan when one is owed, else what was handed over.
+    async fn next_rows(&mut self) -> Result<Vec<outbox::Model>, String> {
+        let store = self.parts.store.clone();
+        let handoff = store.handoff();
+        let older_than = if handoff.take_missed() {
+            None
+        } else if self.last_scan.elapsed() >= SCAN_EVERY {
+            Some(store.clock().now_db() - SCAN_AGE_MS)
+        } else {
+            let rows = handoff.take(crate::store::OUTBOX_BATCH_MAX as usize);
+            return Ok(arranged(self.parts.publisher.as_ref(), rows));
+        };
+        // A scan must not meet rows already published and not yet deleted.
+        if let Err(e) = self.delete_acked().await {
+            handoff.miss();
+            return Err(e);
+        }
+        self.last_scan = Instant::now();
+        let owned = self.parts.ownership.filter();
+        let rows = match store
+            .outbox_batch(crate::store::OUTBOX_BATCH_MAX, owned.as_deref(), older_than)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                handoff.miss();
+                return Err(e.to_string());
+            }
+        };
+        if rows.len() as u64 >= crate::store::OUTBOX_BATCH_MAX {
+            handoff.miss(); // more where these came from
+        }
+        // What was handed over meanwhile goes too: its wake-up brought this
+        // round, so a later round would not be woken for it.
+        let mut rows = rows;
+        let scanned: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
+        let handed = handoff.take(crate::store::OUTBOX_BATCH_MAX as usize);
+        rows.extend(handed.into_iter().filter(|r| !scanned.contains(&r.id)));
+        Ok(arranged(self.parts.publisher.as_ref(), rows))
+    }
+
+    /// Forget the rows JetStream has acknowledged.
+    async fn delete_acked(&mut self) -> Result<(), String> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        for chunk in self.acked.chunks(DELETE_BATCH_MAX) {
+            self.parts.store.outbox_delete(chunk).await.map_err(|e| e.to_string())?;
+        }
+        self.acked.clear();
+        self.acked_since = None;
+        Ok(())
+    }
+}
+
+/// Publish `rows`; the ids JetStream acknowledged, and the first error.
+async fn publish(
+    publisher: &dyn Publisher,
+    rows: Vec<outbox::Model>,
+) -> (Vec<i64>, Option<String>) {
+    // Pipeline: send every publish first, then collect the acks.
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut first_error = None;
+    for row in rows {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_MSG_ID, row.msg_id.as_str());
+        let traceparent = crate::trace::traceparent(&row.saga_id, &row.msg_id);
+        headers.insert(HEADER_TRACEPARENT, traceparent.as_str());
+        let span = tracing::info_span!(
+            "publish",
+            saga_id = %row.saga_id,
+            trace_id = %crate::trace::trace_id(&row.saga_id),
+            msg_id = %row.msg_id,
+        );
+        crate::trace::link(&span, &row.saga_id);
+        let publish = publisher.publish(row.subject, headers, row.body);
+        match publish.instrument(span).await {
+            Ok(ack) => pending.push((row.id, ack)),
+            Err(e) => {
+                first_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    // All acks are awaited together under one deadline: acks lost with a
+    // connection cost one deadline per round, not one timeout per row.
+    let mut acks: FuturesUnordered<_> =
+        pending.into_iter().map(|(id, ack)| async move { (id, ack.await) }).collect();
+    let mut done = Vec::with_capacity(acks.len());
+    let deadline = tokio::time::sleep(ROUND_ACKS_MAX);
+    tokio::pin!(deadline);
+    while !acks.is_empty() {
+        tokio::select! {
+            // Cancelled: the rows not yet acknowledged stay and are published
+            // again after a scan (JetStream drops the duplicates by message id).
+            () = &mut deadline => {
+                first_error.get_or_insert_with(|| "acknowledgements timed out".into());
+                break;
+            }
+            Some((id, result)) = acks.next() => match result {
+                Ok(_) => done.push(id),
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            },
+        }
+    }
+    (done, first_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::driver::Driver;
+    use crate::engine::registry::Registry;
+    use crate::store::Store;
+    use sagas::protocol::Namespace;
+    use skald_testkit::{Backend, TempDatabase};
+    use std::sync::Arc;
+
+    /// Never asked to publish: these tests only take rows.
+    #[derive(Debug)]
+    struct NoPublisher;
+
+    impl Publisher for NoPublisher {
+        fn publish(
+            &self,
+            _: String,
+            _: HeaderMap,
+            _: String,
+        ) -> futures::future::BoxFuture<
+            '_,
+            Result<skald_transport::publish::Ack, async_nats::jetstream::context::PublishError>,
+        > {
+            Box::pin(async { Ok(skald_transport::publish::Ack::ready()) })
+        }
+    }
+
+    const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
+
+    /// A round that falls due for the periodic scan still takes what was
+    /// handed over: the wake-up that brought it was for those rows, and no
+    /// other would come (a saga waiting on that command would wait for the
+    /// scan's age limit, then its step timeout).
+    #[tokio::test]
+    async fn a_scan_round_takes_the_handed_over_rows_too() {
+        let db = TempDatabase::new(Backend::Sqlite).await.unwrap();
+        let store = Store::connect(&db.url).await.unwrap();
+        let def = sagas::definition::load("bench.yaml", BENCH).unwrap();
+        let registry = Registry::with_store(&store, vec![def]).await.unwrap();
+        let driver =
+            Driver::new(store.clone(), Arc::new(registry), Namespace::new("t").unwrap(), 1);
+        let publisher = Arc::new(NoPublisher);
+        let mut relay =
+            Relay::new(RelayParts { store, ownership: driver.ownership().clone(), publisher });
+        assert!(
+            relay.next_rows().await.unwrap().is_empty(),
+            "the first round scans an empty table"
+        );
+
+        driver.start("bench", "k", &serde_json::json!({})).await.unwrap();
+        relay.last_scan = Instant::now().checked_sub(SCAN_EVERY * 2).unwrap();
+        let rows = relay.next_rows().await.unwrap();
+        assert_eq!(rows.len(), 1, "the start's command, handed over during a scan round");
+        assert!(rows[0].msg_id.ends_with(".one.do/1"), "{:?}", rows[0].msg_id);
+        assert!(relay.next_rows().await.unwrap().is_empty(), "taken once");
+        db.remove().await;
+    }
+}

@@ -1,0 +1,553 @@
+//! The driver: load → replay → decide → append. The only place where the pure
+//! machine and I/O meet.
+//!
+//! Every input for a saga (start, reply, timeout, operator action) goes through
+//! [`Driver::handle`] or [`Driver::start`]. A concurrent append to the same saga
+//! shows up as [`StoreError::Conflict`]; the driver then reloads and decides
+//! again, a bounded number of times.
+//!
+//! Replies and timeouts, the owner's work, start from the owner's cache of
+//! open sagas ([`crate::engine::cache`]) instead of loading and replaying the history:
+//! a cache entry is only a guess that the append's seq guard checks, and an
+//! input the cached state refuses or absorbs is decided again on the stored
+//! history before it is answered.
+
+use crate::clock;
+use crate::cluster::partitions::Ownership;
+use crate::engine::bell::DeadlineBell;
+use crate::engine::cache::{Cached, SagaCache};
+use crate::engine::projection::{fold, hash_json, project, with_identity};
+use crate::engine::registry::Registry;
+use crate::metrics::{self, Metrics};
+use crate::store::{
+    Append, Fence, Loaded, OutboxRow, Projection, Queued, RepairRecord, Store, StoreError,
+};
+use sagas::hash::partition_of;
+use sagas::machine::{
+    Decision, Input, OperatorInput, OutgoingCommand, SagaState, TransitionError, decide, replay,
+};
+use sagas::protocol::Namespace;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+pub use super::answers::{
+    CONFLICT_RETRIES_MAX, DriveError, IDEMPOTENCY_KEY_LEN_MAX, REQUEST_ID_LEN_MAX, RepairOutcome,
+    StartError, Started,
+};
+
+/// What an append carries besides the events: the repair it records, the
+/// fence it is written under.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guards<'a> {
+    repair: Option<&'a RepairRecord>,
+    fence: Option<&'a Fence>,
+}
+
+/// Who asked for a repair and under which request id.
+#[derive(Debug, Clone, Copy)]
+struct RepairTicket<'a> {
+    request_id: &'a str,
+    action: &'static str,
+    by: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Driver {
+    store: Store,
+    registry: Arc<Registry>,
+    ns: Namespace,
+    partitions: u32,
+    /// Rung when an append sets a deadline before the timer loop's next look.
+    bell: DeadlineBell,
+    /// Told the id of every saga that reaches an end state (benchmarks, tests).
+    ended: Option<mpsc::UnboundedSender<String>>,
+    /// This orchestrator's Prometheus metrics.
+    metrics: Metrics,
+    /// The partitions this instance holds; replies and timeouts are only
+    /// applied to sagas of these, under their lease's fence.
+    ownership: Ownership,
+    /// The open sagas of the partitions held, as last written by this instance.
+    cache: SagaCache,
+}
+
+impl Driver {
+    #[must_use]
+    pub fn new(store: Store, registry: Arc<Registry>, ns: Namespace, partitions: u32) -> Self {
+        Self {
+            store,
+            registry,
+            ns,
+            partitions: partitions.max(1),
+            bell: DeadlineBell::default(),
+            ended: None,
+            metrics: Metrics::new(),
+            ownership: Ownership::all(partitions.max(1)),
+            cache: SagaCache::default(),
+        }
+    }
+
+    /// The bell the timer loop listens to.
+    #[must_use]
+    pub fn bell(&self) -> &DeadlineBell {
+        &self.bell
+    }
+
+    /// The owner's cache of open sagas (tests, diagnostics).
+    #[must_use]
+    pub fn cache(&self) -> &SagaCache {
+        &self.cache
+    }
+
+    /// Forget the cached sagas of a partition this instance gave up or lost.
+    pub fn forget_partition(&self, partition: i32) {
+        self.cache.forget_partition(partition);
+    }
+
+    /// The epoch `partition` is held at (0 outside a cluster), if held.
+    fn epoch_of(&self, partition: i32) -> Option<i64> {
+        self.ownership.epoch(partition)
+    }
+
+    /// Cache a saga just written or loaded, if this instance still holds its
+    /// partition at the epoch the entry was read under.
+    fn remember(&self, saga_id: &str, cached: Cached) {
+        if self.epoch_of(cached.identity.partition) == Some(cached.epoch) {
+            self.cache.put(saga_id, cached);
+        }
+    }
+
+    /// Drive only the partitions `ownership` holds, fencing every write.
+    #[must_use]
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    #[must_use]
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// This orchestrator's metrics (`render()` them for `/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Report every saga that reaches an end state (completed, compensated,
+    /// failed or parked) on `tx`.
+    #[must_use]
+    pub fn with_end_listener(mut self, tx: mpsc::UnboundedSender<String>) -> Self {
+        self.ended = Some(tx);
+        self
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    #[must_use]
+    pub fn partition_of(&self, saga_id: &str) -> u32 {
+        partition_of(saga_id, self.partitions)
+    }
+
+    /// Start a saga, or find the one this idempotency key started before.
+    pub async fn start(
+        &self,
+        saga_type: &str,
+        key: &str,
+        input: &Value,
+    ) -> Result<Started, StartError> {
+        // PostgreSQL text cannot hold NUL: refuse it as bad input, not a database fault.
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || key.contains('\0') {
+            return Err(StartError::BadKey);
+        }
+        if self.registry.newest(saga_type).is_none()
+            && let Err(e) = self.registry.refresh(&self.store).await
+        {
+            tracing::warn!(error = %e, "cannot refresh definitions from the store");
+        }
+        let definition =
+            self.registry.newest(saga_type).ok_or_else(|| StartError::UnknownType {
+                saga_type: saga_type.to_owned(),
+                known: self.registry.names().join(", "),
+            })?;
+        let input_hash = hash_json(input);
+        let existing = |row: crate::store::entities::sagas::Model| {
+            if row.input_hash == input_hash {
+                Ok(Started::Existing { saga_id: row.saga_id })
+            } else {
+                Err(StartError::Conflict { key: key.to_owned(), saga_id: row.saga_id })
+            }
+        };
+        if let Some(row) = self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
+            return existing(row);
+        }
+        let saga_id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!(
+            "start",
+            saga_type,
+            saga_id = %saga_id,
+            trace_id = %crate::trace::trace_id(&saga_id),
+        );
+        crate::trace::link(&span, &saga_id);
+        let state = SagaState::new(definition.clone());
+        let now = self.store.clock().now();
+        let input = Input::Start { saga_id: saga_id.clone(), input: input.clone() };
+        let decision = decide(&state, &input, now).map_err(|e| match e {
+            TransitionError::InvalidInput { errors, .. } => {
+                StartError::InvalidInput { saga_type: saga_type.to_owned(), errors }
+            }
+            other => StartError::Drive(other.into()),
+        })?;
+        let after = fold(state, &decision);
+        let projection = Projection {
+            saga_type: saga_type.to_owned(),
+            definition_hash: definition.hash.clone(),
+            partition: i32::try_from(self.partition_of(&saga_id)).unwrap_or(0),
+            idempotency_key: key.to_owned(),
+            input_hash: input_hash.clone(),
+            ..project(&after)
+        };
+        match self
+            .persist(&saga_id, 0, &after, &decision, &projection, Guards::default())
+            .instrument(span)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.saga_started(saga_type);
+                if let Some(epoch) = self.epoch_of(projection.partition) {
+                    let seq = decision.events.len() as i64;
+                    let history = decision.events;
+                    let identity = projection;
+                    self.remember(&saga_id, Cached { identity, epoch, seq, state: after, history });
+                }
+                Ok(Started::New { saga_id })
+            }
+            Err(StoreError::DuplicateKey { .. }) => {
+                // Another start with the same key won the race.
+                match self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
+                    Some(row) => existing(row),
+                    None => Err(StartError::Drive(DriveError::Contended { saga_id })),
+                }
+            }
+            Err(e) => Err(StartError::Drive(e.into())),
+        }
+    }
+
+    /// Feed one input to a saga and persist what the machine decides.
+    pub async fn handle(&self, saga_id: &str, input: &Input) -> Result<Decision, DriveError> {
+        let span = tracing::info_span!(
+            "handle",
+            saga_id = %saga_id,
+            trace_id = %crate::trace::trace_id(saga_id),
+        );
+        crate::trace::link(&span, saga_id);
+        self.drive(saga_id, input, None).instrument(span).await.map(|(decision, _)| decision)
+    }
+
+    /// Apply an operator's repair, at most once per `request_id`: a repeat of
+    /// the same request gets the first answer back (`replayed`), a request id
+    /// reused for another saga or action is refused.
+    pub async fn repair(
+        &self,
+        saga_id: &str,
+        op: OperatorInput,
+        request_id: &str,
+    ) -> Result<RepairOutcome, DriveError> {
+        if request_id.is_empty()
+            || request_id.len() > REQUEST_ID_LEN_MAX
+            || request_id.contains('\0')
+        {
+            return Err(DriveError::BadRequestId);
+        }
+        let action = op.action.as_str();
+        if let Some(done) = self.recorded_repair(saga_id, action, request_id).await? {
+            return Ok(done);
+        }
+        let by = op.by.clone();
+        let ticket = RepairTicket { request_id, action, by: &by };
+        match self.drive(saga_id, &Input::Operator(op), Some(ticket)).await {
+            Ok((decision, status)) => Ok(RepairOutcome {
+                saga_id: saga_id.to_owned(),
+                action: action.to_owned(),
+                status,
+                events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
+                replayed: false,
+            }),
+            Err(DriveError::Store(StoreError::DuplicateRequest { .. })) => {
+                // The same request won a race with this one: answer as it was answered.
+                self.recorded_repair(saga_id, action, request_id)
+                    .await?
+                    .ok_or_else(|| DriveError::Contended { saga_id: saga_id.to_owned() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a takeover: every command the saga still waits on, to queue
+    /// again in the outbox with the same attempt and message id. JetStream
+    /// drops it if the original is still in its dedupe window; otherwise the
+    /// participant's inbox answers it from its stored reply.
+    pub async fn in_flight_commands(&self, saga_id: &str) -> Result<Vec<Queued>, DriveError> {
+        let (row, state) = self.state(saga_id).await?;
+        let partition = u32::try_from(row.partition).unwrap_or(0);
+        Ok(state
+            .in_flight()
+            .iter()
+            .map(|command| Queued {
+                saga_id: saga_id.to_owned(),
+                partition: row.partition,
+                command: self.outbox_row(command, saga_id, &state.definition.name, partition),
+            })
+            .collect())
+    }
+
+    /// The outbox row of a command (its one encoding is the machine's).
+    fn outbox_row(
+        &self,
+        command: &OutgoingCommand,
+        saga_id: &str,
+        saga_type: &str,
+        partition: u32,
+    ) -> OutboxRow {
+        let encoded = command.encode(&self.ns, saga_id, saga_type, partition);
+        OutboxRow { subject: encoded.subject, msg_id: encoded.msg_id, body: encoded.body }
+    }
+
+    /// What `input` would do to the saga now, without recording anything (a
+    /// bulk repair's dry run).
+    pub async fn preview(&self, saga_id: &str, input: &Input) -> Result<Decision, DriveError> {
+        let state = self.state(saga_id).await?.1;
+        Ok(decide(&state, input, self.store.clock().now())?)
+    }
+
+    /// A saga's projection row and its state replayed from the history.
+    pub async fn state(
+        &self,
+        saga_id: &str,
+    ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
+        let (loaded, definition) = self.loaded(saga_id).await?;
+        let state = replay(definition, &loaded.events);
+        Ok((loaded.row, state))
+    }
+
+    /// A saga as stored, and the definition it runs.
+    async fn loaded(&self, saga_id: &str) -> Result<(Loaded, Arc<sagas::Definition>), DriveError> {
+        let loaded = self
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
+        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
+            DriveError::UnknownDefinition {
+                saga_id: saga_id.to_owned(),
+                hash: loaded.row.definition_hash.clone(),
+            }
+        })?;
+        Ok((loaded, definition))
+    }
+
+    async fn recorded_repair(
+        &self,
+        saga_id: &str,
+        action: &str,
+        request_id: &str,
+    ) -> Result<Option<RepairOutcome>, DriveError> {
+        let Some(row) = self.store.repair(request_id).await? else {
+            return Ok(None);
+        };
+        if row.saga_id != saga_id || row.action != action {
+            return Err(DriveError::RequestReused {
+                request_id: request_id.to_owned(),
+                saga_id: row.saga_id,
+                action: row.action,
+            });
+        }
+        let mut done: RepairOutcome =
+            serde_json::from_str(&row.response).map_err(|e| StoreError::Corrupt {
+                saga_id: saga_id.to_owned(),
+                seq: 0,
+                message: format!("repair {request_id}: {e}"),
+            })?;
+        done.replayed = true;
+        Ok(Some(done))
+    }
+
+    /// The definition with this hash, looking in the store when another
+    /// instance (or the API) registered it after this one started.
+    async fn definition(&self, hash: &str) -> Option<Arc<sagas::Definition>> {
+        if let Some(d) = self.registry.by_hash(hash) {
+            return Some(d);
+        }
+        if let Err(e) = self.registry.refresh(&self.store).await {
+            tracing::warn!(error = %e, "cannot refresh definitions from the store");
+        }
+        self.registry.by_hash(hash)
+    }
+
+    /// A saga as stored: its projection's identity, seq, replayed state and history.
+    async fn load_current(&self, saga_id: &str) -> Result<Cached, DriveError> {
+        let (loaded, definition) = self.loaded(saga_id).await?;
+        let row = loaded.row;
+        // An epoch no lease ever has: such an entry is never cached.
+        let epoch = self.epoch_of(row.partition).unwrap_or(-1);
+        // The row and the events are two reads: an append may commit between
+        // them. The events (one read, seq 1..n asserted) are the snapshot the
+        // decision is made on, so their count is the seq it is guarded by.
+        let seq = loaded.events.len() as i64;
+        Ok(Cached {
+            identity: Projection {
+                saga_type: row.saga_type,
+                definition_hash: row.definition_hash,
+                partition: row.partition,
+                idempotency_key: row.idempotency_key,
+                input_hash: row.input_hash,
+                ..project(&SagaState::new(definition.clone()))
+            },
+            epoch,
+            seq,
+            state: replay(definition, &loaded.events),
+            history: loaded.events,
+        })
+    }
+
+    async fn drive(
+        &self,
+        saga_id: &str,
+        input: &Input,
+        ticket: Option<RepairTicket<'_>>,
+    ) -> Result<(Decision, String), DriveError> {
+        // Replies and timeouts are the owner's work and may start from its
+        // cache; starts and repairs (any instance) always read the store.
+        let owner_input = matches!(input, Input::Reply(_) | Input::Timeout);
+        let mut cached =
+            if owner_input { self.cache.take(saga_id, |p| self.epoch_of(p)) } else { None };
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let from_cache = cached.is_some();
+            let current = match cached.take() {
+                Some(c) => c,
+                None => self.load_current(saga_id).await?,
+            };
+            let partition = current.identity.partition;
+            // Replies and timeouts are the owner's work: written under its
+            // fence. Starts and operators' repairs may come through any
+            // instance; the seq guard orders them with the owner's writes.
+            let fence = match input {
+                Input::Reply(_) | Input::Timeout => self
+                    .ownership
+                    .fence(partition)
+                    .map_err(|e| DriveError::NotOwner { partition: e.partition })?,
+                Input::Start { .. } | Input::Operator(_) => None,
+            };
+            let decision = match decide(&current.state, input, self.store.clock().now()) {
+                Ok(d) => d,
+                // The cached state may be behind the store (another instance
+                // wrote): only the stored history may refuse an input.
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if decision.events.is_empty() {
+                if from_cache {
+                    // Absorbed by the cache: confirm on the stored history.
+                    continue;
+                }
+                let status = current.state.status.as_str().to_owned();
+                if owner_input {
+                    self.remember(saga_id, current);
+                }
+                return Ok((decision, status));
+            }
+            let observed =
+                metrics::step_observations(&current.state, &current.history, input, &decision);
+            let Cached { identity, epoch, seq, state, mut history } = current;
+            let after = fold(state, &decision);
+            let status = after.status.as_str().to_owned();
+            let projection = with_identity(&identity, &after);
+            let record = ticket.as_ref().map(|t| RepairRecord {
+                request_id: t.request_id.to_owned(),
+                action: t.action.to_owned(),
+                requested_by: t.by.to_owned(),
+                response: serde_json::to_string(&RepairOutcome {
+                    saga_id: saga_id.to_owned(),
+                    action: t.action.to_owned(),
+                    status: status.clone(),
+                    events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
+                    replayed: false,
+                })
+                .unwrap_or_default(),
+            });
+            let guards = Guards { repair: record.as_ref(), fence: fence.as_ref() };
+            match self.persist(saga_id, seq, &after, &decision, &projection, guards).await {
+                Ok(()) => {
+                    self.metrics.steps_observed(&observed);
+                    history.extend(decision.events.iter().cloned());
+                    let seq = seq + decision.events.len() as i64;
+                    self.remember(saga_id, Cached { identity, epoch, seq, state: after, history });
+                    return Ok((decision, status));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Fenced { partition, epoch }) => {
+                    // Deposed: stop driving the partition; the new owner has it.
+                    self.metrics.stale_write_rejected();
+                    if self.ownership.lose(partition, epoch) {
+                        tracing::warn!(partition, epoch, "write rejected: partition taken over");
+                    }
+                    self.cache.forget_partition(partition);
+                    return Err(DriveError::Store(StoreError::Fenced { partition, epoch }));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DriveError::Contended { saga_id: saga_id.to_owned() })
+    }
+
+    async fn persist(
+        &self,
+        saga_id: &str,
+        expected_seq: i64,
+        after: &SagaState,
+        decision: &Decision,
+        projection: &Projection,
+        guards: Guards<'_>,
+    ) -> Result<(), StoreError> {
+        let partition = u32::try_from(projection.partition).unwrap_or(0);
+        let outbox: Vec<OutboxRow> = decision
+            .commands
+            .iter()
+            .map(|c| self.outbox_row(c, saga_id, &after.definition.name, partition))
+            .collect();
+        self.store
+            .append(Append {
+                saga_id,
+                expected_seq,
+                events: &decision.events,
+                projection,
+                outbox: &outbox,
+                now_ms: clock::to_db(self.store.clock().now()),
+                repair: guards.repair,
+                fence: guards.fence,
+            })
+            .await?;
+        self.metrics.decision_persisted(&projection.saga_type, decision);
+        // The writer handed the commands to the relay; deadlines wake the
+        // timer loop only when they come before its next look.
+        if let Some(at) = decision.next_deadline {
+            self.bell.deadline_set(clock::to_db(at));
+        }
+        if let Some(tx) = &self.ended
+            && after.status.is_end()
+        {
+            let _ = tx.send(saga_id.to_owned());
+        }
+        Ok(())
+    }
+}

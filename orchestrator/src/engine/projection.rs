@@ -1,0 +1,92 @@
+//! What the driver writes beside the events: the projection row of a state,
+//! and the hash that tells a repeated start's input from another.
+
+use crate::clock;
+use crate::store::Projection;
+use sagas::machine::{Decision, SagaState};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The projection of `state` with the identity columns of `identity`.
+pub(crate) fn with_identity(identity: &Projection, state: &SagaState) -> Projection {
+    Projection {
+        saga_type: identity.saga_type.clone(),
+        definition_hash: identity.definition_hash.clone(),
+        partition: identity.partition,
+        idempotency_key: identity.idempotency_key.clone(),
+        input_hash: identity.input_hash.clone(),
+        ..project(state)
+    }
+}
+
+pub(crate) fn fold(mut state: SagaState, decision: &Decision) -> SagaState {
+    for e in &decision.events {
+        state.apply(e);
+    }
+    state
+}
+
+/// The projection columns derived from a state (identity columns left empty).
+pub(crate) fn project(state: &SagaState) -> Projection {
+    let current = state.current();
+    let last_error = state
+        .park
+        .as_ref()
+        .map(|p| format!("{}: {}", p.reason.as_str(), p.message))
+        .or_else(|| {
+            current.and_then(|(i, kind)| {
+                state.steps[i].progress(kind).last_error.as_ref().map(|(c, m)| format!("{c}: {m}"))
+            })
+        });
+    Projection {
+        saga_type: String::new(),
+        definition_hash: String::new(),
+        status: state.status.as_str().to_owned(),
+        current_step: current.map(|(i, _)| state.step_def(i).name.clone()),
+        partition: 0,
+        idempotency_key: String::new(),
+        input_hash: String::new(),
+        next_deadline_ms: state.next_deadline().map(clock::to_db),
+        last_error,
+        current_kind: current.map(|(_, kind)| kind.as_str().to_owned()),
+        attempt: current.map_or(0, |(i, kind)| {
+            i32::try_from(state.steps[i].progress(kind).attempts_in_budget()).unwrap_or(i32::MAX)
+        }),
+        deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
+        park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
+    }
+}
+
+/// Hex SHA-256 of a JSON value's canonical text (object keys sorted).
+pub(crate) fn hash_json(v: &Value) -> String {
+    let text = serde_json::to_string(&canonical(v)).unwrap_or_default();
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value with every object's keys in sorted order, whatever map type
+/// serde_json was built with (its `preserve_order` feature keeps insertion order).
+pub(crate) fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_hash_ignores_key_order_but_not_values() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[{"q":1,"p":2}]}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":[{"p":2,"q":1}],"y":2},"b":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"a":{"x":[{"p":2,"q":1}],"y":3},"b":1}"#).unwrap();
+        assert_eq!(hash_json(&a), hash_json(&b));
+        assert_ne!(hash_json(&a), hash_json(&c));
+    }
+}
