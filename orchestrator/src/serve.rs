@@ -323,6 +323,7 @@ impl Orchestrator {
                         self.driver.clone(),
                         gate,
                         consumer,
+                        partition,
                         stop.clone(),
                     ));
                     intake_tasks.spawn(take_over(self.driver.clone(), partition, epoch, stop));

@@ -613,3 +613,74 @@ fn nameless_steps_are_named_by_position_everywhere() {
     let bad_shape = with_steps("  - name: \"\"\n    participant: ledger\n    actoin: post\n");
     assert_only_error(&bad_shape, Some("#1"), "actoin", "did you mean `action`");
 }
+
+/// Hostile definitions under the size limit are answered quickly and briefly:
+/// thousands of steps through YAML aliases, an alias bomb, a flood of mistakes.
+mod bounded {
+    use super::*;
+    use std::time::Instant;
+
+    /// The whole answer to a definition, as a client would see it.
+    fn answer(yaml: &str) -> String {
+        let started = Instant::now();
+        let text = load_err(yaml).to_string();
+        // Generous: a machine under load; unbounded validation took seconds here.
+        assert!(started.elapsed().as_secs() < 5, "validation took {:?}", started.elapsed());
+        text
+    }
+
+    #[test]
+    fn thousands_of_aliased_steps_give_one_short_error() {
+        let mut yaml = String::from(
+            "name: many\nversion: 1\ninput_schema: {type: object}\nsteps:\n  - &s {name: a, participant: p, action: x}\n",
+        );
+        for _ in 0..8_000 {
+            yaml.push_str("  - *s\n");
+        }
+        let text = answer(&yaml);
+        assert!(text.contains("8001 steps, over the limit of 50"), "{text}");
+        assert!(text.len() < 1_000, "{} bytes: {}", text.len(), &text[..500]);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        let mut yaml = String::from(
+            "name: bomb\nversion: 1\ninput_schema: {type: object}\nsteps: []\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n",
+        );
+        for level in 1..9 {
+            let refs = vec![format!("*x{}", level - 1); 10].join(", ");
+            yaml.push_str(&format!("x{level}: &x{level} [{refs}]\n"));
+        }
+        let text = answer(&yaml);
+        assert!(text.contains("expands to over"), "{text}");
+    }
+
+    #[test]
+    fn a_flood_of_mistakes_is_listed_up_to_a_limit_and_counted() {
+        let mut yaml =
+            String::from("name: flood\nversion: 1\ninput_schema: {type: object}\nsteps:\n");
+        for i in 0..50 {
+            yaml.push_str(&format!(
+                "  - {{name: 's{i}!', participant: 'p!', action: 'x!', compensation: 'x!', input: {{a: '{{{{steps.nope{i}.output}}}}'}}}}\n"
+            ));
+        }
+        let errors = load_err(&yaml);
+        assert_eq!(errors.0.len(), 51, "50 listed and one counting the rest");
+        let last = errors.0.last().unwrap();
+        assert!(last.problem.contains("more problem(s), not listed"), "{last}");
+        assert!(errors.to_string().len() < 100_000);
+    }
+
+    #[test]
+    fn long_lists_of_names_are_cut() {
+        let properties: Vec<String> = (0..500).map(|i| format!("\"p{i}\": {{}}")).collect();
+        let yaml = format!(
+            "name: props\nversion: 1\ninput_schema: {{type: object, properties: {{{}}}}}\nsteps:\n  - {{name: a, participant: p, action: x, input: {{v: '{{{{input.zzz}}}}'}}}}\n",
+            properties.join(", ")
+        );
+        let errors = load_err(&yaml);
+        let text = errors.to_string();
+        assert!(text.contains("and 480 more"), "{text}");
+        assert!(text.len() < 2_000, "{text}");
+    }
+}

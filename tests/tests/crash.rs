@@ -6,6 +6,7 @@
 mod common;
 
 use common::load::Starter;
+use common::on_each_backend;
 use common::processes::skald_serve;
 use futures::future::join_all;
 use orchestrator::store::Store;
@@ -101,15 +102,11 @@ async fn orchestrator_killed_mid_run(backend: Backend) {
     skald_tests::delete_streams(&client, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orchestrator_killed_mid_run_sqlite() {
-    orchestrator_killed_mid_run(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orchestrator_killed_mid_run_postgres() {
-    orchestrator_killed_mid_run(Backend::Postgres).await;
-}
+on_each_backend!(
+    orchestrator_killed_mid_run:
+    orchestrator_killed_mid_run_sqlite,
+    orchestrator_killed_mid_run_postgres
+);
 
 async fn nats_restarted_mid_run(backend: Backend) {
     let mut nats = NatsServer::start().unwrap();
@@ -132,12 +129,8 @@ async fn nats_restarted_mid_run(backend: Backend) {
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_restarted_mid_run_sqlite() {
-    nats_restarted_mid_run(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_restarted_mid_run_postgres() {
-    nats_restarted_mid_run(Backend::Postgres).await;
-}
+on_each_backend!(
+    nats_restarted_mid_run:
+    nats_restarted_mid_run_sqlite,
+    nats_restarted_mid_run_postgres
+);

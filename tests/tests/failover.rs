@@ -11,11 +11,12 @@ mod common;
 
 use common::cluster::{live_owners, open_sagas, wait_owners};
 use common::load::{Begun, Load, Starter};
-use common::processes::{bench_is_up, bench_participant, skald_serve, spawn_until_up};
+use common::processes::{
+    bench_effects, bench_is_up, bench_participant, skald_serve, spawn_until_up,
+};
 use orchestrator::store::Store;
 use sagas::machine::SagaEvent;
 use sagas::protocol::Namespace;
-use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::json;
 use skald_tests::process::{ChildGuard, free_port};
 use skald_tests::{Backend, NATS_URL, TestDb, definitions_dir, delete_streams, token};
@@ -213,15 +214,9 @@ impl Cluster {
             }
             *by_status.entry(loaded.row.status).or_default() += 1;
         }
-        let db = Database::connect(&self.participant_db.url).await.unwrap();
-        let twice = db
-            .query_all(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT command_id FROM bench_effects GROUP BY command_id HAVING count(*) > 1",
-            ))
-            .await
-            .unwrap();
-        assert!(twice.is_empty(), "{} commands took effect twice", twice.len());
+        let effects = bench_effects(&self.participant_db.url).await;
+        let twice = effects.iter().filter(|(_, n)| *n > 1).count();
+        assert_eq!(twice, 0, "{twice} commands took effect twice");
         println!("{} sagas ended: {by_status:?}", started.len());
         delete_streams(&self.client, &self.ns).await;
     }

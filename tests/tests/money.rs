@@ -6,13 +6,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::load::Starter;
+use common::on_each_backend;
+use common::processes::skald_serve;
 use futures::future::join_all;
 use orchestrator::store::Store;
 use payment::api::ChargeList;
-use sagas::protocol::{Namespace, StartRequest, StartResponse};
-use serde_json::{Value, json};
+use sagas::protocol::Namespace;
+use serde_json::json;
+use skald_testkit::fixtures::SHIPPED_DIR;
 use skald_tests::process::{ChildGuard, free_port, wait_port};
-use skald_tests::{Backend, NATS_URL, TestDb, delete_streams, token};
+use skald_tests::{Backend, NATS_URL, PARTITIONS, TestDb, delete_streams, token};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -50,35 +56,6 @@ fn spawn(name: &str, bin: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildGu
         cmd.env(k, v);
     }
     ChildGuard::spawn(name, &mut cmd).unwrap()
-}
-
-async fn start(
-    client: &async_nats::Client,
-    ns: &Namespace,
-    saga_type: &str,
-    key: String,
-    input: Value,
-) -> String {
-    let body = serde_json::to_vec(&StartRequest { idempotency_key: key, input }).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.request(ns.start_subject(saga_type), body.clone().into()),
-        )
-        .await;
-        if let Ok(Ok(msg)) = answer {
-            match serde_json::from_slice(&msg.payload).unwrap() {
-                StartResponse::Started { saga_id } | StartResponse::Existing { saga_id } => {
-                    return saga_id;
-                }
-                StartResponse::Refused { code, .. } if code == "unavailable" => {}
-                other => panic!("start refused: {other:?}"),
-            }
-        }
-        assert!(Instant::now() < deadline, "no orchestrator answered start requests");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Saga {
@@ -149,25 +126,10 @@ async fn money_sagas(backend: Backend) {
         );
     }
 
-    let definitions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sagas/definitions");
-    let _skald = spawn(
-        "skald",
-        env!("CARGO_BIN_EXE_skald-e2e"),
-        &[
-            "serve",
-            "--partitions",
-            "4",
-            "--prefix",
-            &prefix,
-            "--database-url",
-            &orchestrator_db.url,
-            "--definitions",
-            definitions.to_str().unwrap(),
-            "--http-addr",
-            "off",
-        ],
-        &[("NATS_URL", NATS_URL)],
-    );
+    let mut skald =
+        skald_serve(NATS_URL, &prefix, &orchestrator_db.url, PARTITIONS, Path::new(SHIPPED_DIR));
+    skald.args(["--http-addr", "off"]).env("RUST_LOG", "error");
+    let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
     let _ledger = spawn(
         "ledger",
         env!("CARGO_BIN_EXE_ledger-e2e"),
@@ -200,10 +162,13 @@ async fn money_sagas(backend: Backend) {
     // 1,000 sagas: 70% top-ups (10% declined cards, 5% insufficient funds at the
     // card issuer), 30% payouts, enough that some wallets run dry.
     let client = async_nats::connect(NATS_URL).await.unwrap();
+    // A start is sent again, for up to 60 s, while no orchestrator answers or
+    // one refuses it as `unavailable`.
+    let starter = Starter::new(&client, &ns, Duration::from_secs(60)).retrying_unavailable();
     let mut sagas: Vec<Saga> = Vec::with_capacity(SAGAS);
     for chunk in (0..SAGAS).collect::<Vec<_>>().chunks(50) {
         let started = join_all(chunk.iter().map(|&i| {
-            let (client, ns) = (client.clone(), ns.clone());
+            let starter = &starter;
             async move {
                 let wallet = format!("wallet_{}", i % WALLETS);
                 if i % 10 < 7 {
@@ -211,12 +176,12 @@ async fn money_sagas(backend: Backend) {
                     let amount = 100 + (i as i64 * 37) % 900;
                     let input = json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                                        "amount": amount, "currency": "EUR", "card_token": card});
-                    Saga { id: start(&client, &ns, "topup", format!("topup-{i}"), input).await, kind: "topup", amount }
+                    Saga { id: starter.start("topup", &format!("topup-{i}"), &input).await, kind: "topup", amount }
                 } else {
                     let amount = 500 + (i as i64 * 53) % 3_000;
                     let input = json!({"wallet_account": wallet, "payout_account": "payout_clearing",
                                        "amount": amount, "currency": "EUR", "bank_account": format!("DE{i:020}")});
-                    Saga { id: start(&client, &ns, "payout", format!("payout-{i}"), input).await, kind: "payout", amount }
+                    Saga { id: starter.start("payout", &format!("payout-{i}"), &input).await, kind: "payout", amount }
                 }
             }
         }))
@@ -315,12 +280,4 @@ async fn money_sagas(backend: Backend) {
     delete_streams(&client, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn money_sagas_sqlite() {
-    money_sagas(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn money_sagas_postgres() {
-    money_sagas(Backend::Postgres).await;
-}
+on_each_backend!(money_sagas: money_sagas_sqlite, money_sagas_postgres);

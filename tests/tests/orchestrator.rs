@@ -3,14 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::on_each_backend;
 use sagas::protocol::{Kind, Outcome, StartResponse};
 use serde_json::json;
 use skald_tests::{
-    Backend, RunningOrchestrator, Script, TestDb, definitions_dir, scripted_participant,
+    Backend, RunningOrchestrator, Script, Seen, TestDb, definitions_dir, scripted_participant,
     three_steps, token,
 };
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The (step, kind) sequence of a command log, repeated attempts collapsed:
 /// on a loaded machine a slow answer may cause an extra attempt, which is fine.
@@ -42,6 +46,15 @@ async fn start(o: &RunningOrchestrator, n: i64) -> String {
     }
 }
 
+/// Participant `p` answering by `script`, and saga `key-1` started and
+/// ended: what the participant saw, how to stop it, and the saga's id.
+async fn run_one(o: &RunningOrchestrator, script: Script) -> (Seen, CancellationToken, String) {
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(o, 1).await;
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    (seen, stop, id)
+}
+
 async fn happy_path(backend: Backend) {
     let (_db, mut o) = setup(backend, &three_steps("2s", 3, 3)).await;
     let script: Script = Arc::new(|_| ok());
@@ -61,15 +74,7 @@ async fn happy_path(backend: Backend) {
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_sqlite() {
-    happy_path(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_postgres() {
-    happy_path(Backend::Postgres).await;
-}
+on_each_backend!(happy_path: happy_path_sqlite, happy_path_postgres);
 
 async fn failure_compensates_newest_first(backend: Backend) {
     let (_db, mut o) = setup(backend, &three_steps("2s", 3, 3)).await;
@@ -80,9 +85,7 @@ async fn failure_compensates_newest_first(backend: Backend) {
             ok()
         }
     });
-    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (seen, stop, id) = run_one(&o, script).await;
     let (status, _) = o.history(&id).await.unwrap();
     assert_eq!(status, "compensated");
     let log = seen.for_saga(&id);
@@ -95,23 +98,17 @@ async fn failure_compensates_newest_first(backend: Backend) {
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_compensates_newest_first_sqlite() {
-    failure_compensates_newest_first(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_compensates_newest_first_postgres() {
-    failure_compensates_newest_first(Backend::Postgres).await;
-}
+on_each_backend!(
+    failure_compensates_newest_first:
+    failure_compensates_newest_first_sqlite,
+    failure_compensates_newest_first_postgres
+);
 
 async fn silent_step_is_retried_then_compensated_as_unknown(backend: Backend) {
     let (_db, mut o) = setup(backend, &three_steps("200ms", 2, 3)).await;
     let script: Script =
         Arc::new(|c| if c.step == "s2" && c.kind == Kind::Do { None } else { ok() });
-    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (seen, stop, id) = run_one(&o, script).await;
     let (status, events) = o.history(&id).await.unwrap();
     assert_eq!(status, "compensated");
     assert!(events.iter().any(|e| e.name() == "step_outcome_unknown"));
@@ -130,15 +127,11 @@ async fn silent_step_is_retried_then_compensated_as_unknown(backend: Backend) {
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_step_is_retried_then_compensated_as_unknown_sqlite() {
-    silent_step_is_retried_then_compensated_as_unknown(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_step_is_retried_then_compensated_as_unknown_postgres() {
-    silent_step_is_retried_then_compensated_as_unknown(Backend::Postgres).await;
-}
+on_each_backend!(
+    silent_step_is_retried_then_compensated_as_unknown:
+    silent_step_is_retried_then_compensated_as_unknown_sqlite,
+    silent_step_is_retried_then_compensated_as_unknown_postgres
+);
 
 async fn failing_compensation_parks_with_the_reason(backend: Backend) {
     let (_db, mut o) = setup(backend, &three_steps("500ms", 2, 2)).await;
@@ -149,9 +142,7 @@ async fn failing_compensation_parks_with_the_reason(backend: Backend) {
         }
         _ => ok(),
     });
-    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (_seen, stop, id) = run_one(&o, script).await;
     let loaded = o.store.load(&id).await.unwrap().unwrap();
     assert_eq!(loaded.row.status, "parked");
     let reason = loaded.row.last_error.unwrap_or_default();
@@ -160,15 +151,42 @@ async fn failing_compensation_parks_with_the_reason(backend: Backend) {
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_compensation_parks_with_the_reason_sqlite() {
-    failing_compensation_parks_with_the_reason(Backend::Sqlite).await;
+on_each_backend!(
+    failing_compensation_parks_with_the_reason:
+    failing_compensation_parks_with_the_reason_sqlite,
+    failing_compensation_parks_with_the_reason_postgres
+);
+
+/// A participant's message with a NUL byte (which PostgreSQL text cannot
+/// hold) is recorded, not lost: exact in the history, readable in the row.
+async fn unstorable_bytes_in_a_reply_are_recorded(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_steps("500ms", 2, 2)).await;
+    let script: Script = Arc::new(|c| match (c.step.as_str(), c.kind) {
+        ("s2", Kind::Do) => {
+            Some(Outcome::Failed { code: "no\0pe".into(), message: "re\0fused".into() })
+        }
+        ("s1", Kind::Undo) => {
+            Some(Outcome::Retry { code: "down".into(), message: "ledger\0down".into() })
+        }
+        _ => ok(),
+    });
+    let (_seen, stop, id) = run_one(&o, script).await;
+    let loaded = o.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.row.status, "parked");
+    let reason = loaded.row.last_error.unwrap_or_default();
+    assert!(reason.contains("ledger\u{FFFD}down"), "{reason}");
+    let (_, events) = o.history(&id).await.unwrap();
+    let recorded = serde_json::to_string(&events).unwrap();
+    assert!(recorded.contains(r"re\u0000fused"), "{recorded}");
+    stop.cancel();
+    o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_compensation_parks_with_the_reason_postgres() {
-    failing_compensation_parks_with_the_reason(Backend::Postgres).await;
-}
+on_each_backend!(
+    unstorable_bytes_in_a_reply_are_recorded:
+    unstorable_bytes_in_a_reply_are_recorded_sqlite,
+    unstorable_bytes_in_a_reply_are_recorded_postgres
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_are_idempotent_by_key_and_checked_against_the_schema() {
@@ -213,9 +231,7 @@ async fn starts_are_idempotent_by_key_and_checked_against_the_schema() {
 async fn duplicate_and_late_replies_change_nothing() {
     let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
     let script: Script = Arc::new(|_| ok());
-    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (_seen, stop, id) = run_one(&o, script).await;
     let (_, before) = o.history(&id).await.unwrap();
     // Replay the same replies again, under new message ids so JetStream keeps them.
     let js = async_nats::jetstream::new(o.client.clone());
@@ -259,9 +275,7 @@ async fn malformed_and_unknown_replies_are_dropped_and_the_orchestrator_carries_
         }
     }
     let script: Script = Arc::new(|_| ok());
-    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (_seen, stop, id) = run_one(&o, script).await;
     assert_eq!(o.history(&id).await.unwrap().0, "completed");
     // Every junk reply was settled (terminated), none is left pending redelivery.
     o.wait_replies_settled(Duration::from_secs(10)).await.unwrap();
@@ -279,9 +293,7 @@ async fn every_command_carries_the_sagas_trace() {
     let mut tap = o.client.subscribe(format!("{}.cmd.>", o.ns.prefix())).await.unwrap();
     o.client.flush().await.unwrap();
     let script: Script = Arc::new(|_| ok());
-    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
-    let id = start(&o, 1).await;
-    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    let (_seen, stop, id) = run_one(&o, script).await;
     let trace_id = id.replace('-', "");
     // Message id → span; a re-publish of the same attempt (which JetStream
     // deduplicates, but a core subscriber sees) must carry the same span.

@@ -3,12 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::on_each_backend;
+use common::processes::bench_effects;
 use sagas::protocol::StartResponse;
-use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::json;
+use skald_testkit::fixtures::SHIPPED_DIR;
 use skald_tests::process::ChildGuard;
 use skald_tests::{Backend, NATS_URL, RunningOrchestrator, TestDb, token};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,29 +26,11 @@ fn participant(prefix: &str, db_url: &str, crash_after_commit_step: Option<u8>) 
     ChildGuard::spawn("bench-participant", &mut cmd).unwrap()
 }
 
-fn shipped_definitions() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sagas/definitions")
-}
-
-async fn effects(db_url: &str) -> Vec<(String, i64)> {
-    let db = Database::connect(db_url).await.unwrap();
-    let rows = db
-        .query_all(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT command_id, COUNT(*) FROM bench_effects GROUP BY command_id ORDER BY command_id",
-        ))
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| (r.try_get_by_index::<String>(0).unwrap(), r.try_get_by_index::<i64>(1).unwrap()))
-        .collect()
-}
-
 async fn participant_killed_between_commit_and_reply(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let participant_store = TestDb::new(backend).await.unwrap();
     let prefix = format!("t{}", token());
-    let mut o = RunningOrchestrator::start(&db, &prefix, shipped_definitions()).await.unwrap();
+    let mut o = RunningOrchestrator::start(&db, &prefix, PathBuf::from(SHIPPED_DIR)).await.unwrap();
     let participant_db = match backend {
         Backend::Sqlite => format!("{}?mode=rwc", participant_store.url),
         Backend::Postgres => participant_store.url.clone(),
@@ -69,7 +55,7 @@ async fn participant_killed_between_commit_and_reply(backend: Backend) {
     assert!(!status.success(), "expected a crash, got {status}");
     let two = format!("{saga_id}.two.do");
     assert_eq!(
-        effects(&participant_db).await.iter().find(|(id, _)| *id == two).map(|(_, n)| *n),
+        bench_effects(&participant_db).await.iter().find(|(id, _)| *id == two).map(|(_, n)| *n),
         Some(1),
         "step two committed its effect before the crash"
     );
@@ -78,19 +64,15 @@ async fn participant_killed_between_commit_and_reply(backend: Backend) {
     o.wait_ended(std::slice::from_ref(&saga_id), Duration::from_secs(60)).await.unwrap();
     let (status, _) = o.history(&saga_id).await.unwrap();
     assert_eq!(status, "completed");
-    let all = effects(&participant_db).await;
+    let all = bench_effects(&participant_db).await;
     assert_eq!(all.len(), 3, "one effect per step: {all:?}");
     assert!(all.iter().all(|(_, n)| *n == 1), "an effect happened twice: {all:?}");
     assert!(second.terminate(Duration::from_secs(20)).unwrap().success());
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn participant_killed_between_commit_and_reply_sqlite() {
-    participant_killed_between_commit_and_reply(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn participant_killed_between_commit_and_reply_postgres() {
-    participant_killed_between_commit_and_reply(Backend::Postgres).await;
-}
+on_each_backend!(
+    participant_killed_between_commit_and_reply:
+    participant_killed_between_commit_and_reply_sqlite,
+    participant_killed_between_commit_and_reply_postgres
+);

@@ -104,8 +104,15 @@ pub async fn show(
     Ok(axum::Json(DefinitionView { summary: summary(&d, is_newest(&state, &d)), definition }))
 }
 
-fn parse(text: &str) -> Result<Definition, ApiError> {
-    sagas::definition::load("request body", text).map_err(|errors| ApiError::Invalid {
+/// Validate on a blocking thread: a large definition takes CPU that the
+/// async workers (health checks, the engine) must not wait for.
+async fn parse(text: String) -> Result<Definition, ApiError> {
+    let loaded = tokio::task::spawn_blocking(move || {
+        sagas::definition::load("request body", &text)
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable { cause: format!("validation did not finish: {e}") })?;
+    loaded.map_err(|errors| ApiError::Invalid {
         message: format!("the definition has {} problem(s)", errors.0.len()),
         details: errors.0.iter().map(ToString::to_string).collect(),
     })
@@ -123,7 +130,7 @@ pub async fn validate(
     State(state): State<ApiState>,
     Text(text): Text,
 ) -> Result<axum::Json<DefinitionSummary>, ApiError> {
-    let d = parse(&text)?;
+    let d = parse(text).await?;
     let newest = is_newest(&state, &d);
     Ok(axum::Json(summary(&d, newest)))
 }
@@ -142,7 +149,7 @@ pub async fn register(
     State(state): State<ApiState>,
     Text(text): Text,
 ) -> Result<(StatusCode, axum::Json<DefinitionSummary>), ApiError> {
-    let d = parse(&text)?;
+    let d = parse(text).await?;
     let registry = state.driver.registry();
     let known = registry.by_hash(&d.hash).is_some();
     let registered = registry.register(state.driver.store(), d).await.map_err(|e| match e {

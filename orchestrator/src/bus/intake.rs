@@ -1,15 +1,18 @@
 //! Reply intake: one durable pull consumer per partition.
 //!
 //! A reply is acknowledged only after its events are committed. Malformed
-//! replies and replies the machine refuses (unknown command, attempt never
-//! sent) are terminated and logged; a store failure naks the reply so it comes
-//! back later.
+//! replies, replies the machine refuses (unknown command, attempt never
+//! sent) and replies published on another partition's subject than their
+//! saga's are terminated, logged and counted (`skald_replies_terminated`); a
+//! store failure, or a partition this instance has just lost, naks the reply
+//! so it comes back later (to the partition's owner).
 //!
 //! Between the stream and the driver sits an optional [`ReplyGate`]: the seam
 //! where the fault suite loses, holds and repeats replies. Without one (the
 //! release build) every reply is applied once.
 
 use crate::engine::driver::{DriveError, Driver};
+use crate::metrics::TerminatedReply;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -40,11 +43,12 @@ pub trait ReplyGate: Send + Sync + std::fmt::Debug {
     fn admit<'a>(&'a self, reply: &'a Reply) -> BoxFuture<'a, Admit>;
 }
 
-/// Consume one partition's replies until `shutdown`.
+/// Consume `partition`'s replies until `shutdown`.
 pub async fn run(
     driver: Driver,
     gate: Option<Arc<dyn ReplyGate>>,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    partition: i32,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
@@ -69,7 +73,7 @@ pub async fn run(
                 let gate = gate.clone();
                 async move {
                     match msg {
-                        Ok(msg) => handle(&driver, gate.as_deref(), msg).await,
+                        Ok(msg) => handle(&driver, gate.as_deref(), partition, msg).await,
                         Err(e) => tracing::warn!(error = %e, "reply stream error"),
                     }
                 }
@@ -86,7 +90,16 @@ pub async fn run(
     }
 }
 
-async fn handle(driver: &Driver, gate: Option<&dyn ReplyGate>, msg: jetstream::Message) {
+async fn handle(
+    driver: &Driver,
+    gate: Option<&dyn ReplyGate>,
+    partition: i32,
+    msg: jetstream::Message,
+) {
+    let terminate = |reason: TerminatedReply| {
+        driver.metrics().reply_terminated(reason);
+        ack(&msg, AckKind::Term)
+    };
     let outcome = if msg.payload.len() > BODY_BYTES_MAX {
         Err(format!("reply of {} bytes is over the limit", msg.payload.len()))
     } else {
@@ -96,8 +109,7 @@ async fn handle(driver: &Driver, gate: Option<&dyn ReplyGate>, msg: jetstream::M
         Ok(r) => r,
         Err(problem) => {
             tracing::warn!(subject = %msg.subject, %problem, "terminating reply");
-            ack(&msg, AckKind::Term).await;
-            return;
+            return terminate(TerminatedReply::Malformed).await;
         }
     };
     let saga_id = reply.command_id.split('.').next().unwrap_or_default().to_owned();
@@ -114,9 +126,24 @@ async fn handle(driver: &Driver, gate: Option<&dyn ReplyGate>, msg: jetstream::M
     }
     match driver.handle(&saga_id, &Input::Reply(reply)).await {
         Ok(_) => ack(&msg, AckKind::Ack).await,
-        Err(e @ (DriveError::Transition(_) | DriveError::UnknownSaga { .. })) => {
+        Err(e @ DriveError::Transition(_)) => {
             tracing::warn!(%saga_id, error = %e, "terminating reply the saga cannot take");
-            ack(&msg, AckKind::Term).await;
+            terminate(TerminatedReply::Refused).await;
+        }
+        Err(e @ DriveError::UnknownSaga { .. }) => {
+            tracing::warn!(%saga_id, error = %e, "terminating reply for no known saga");
+            terminate(TerminatedReply::UnknownSaga).await;
+        }
+        Err(DriveError::NotOwner { partition: sagas_partition })
+            if sagas_partition != partition =>
+        {
+            // Only a misbehaving or hostile publisher puts it here: redelivering
+            // it would keep it pending on this partition's consumer forever.
+            tracing::warn!(
+                %saga_id, subject = %msg.subject, sagas_partition,
+                "terminating reply published on another partition's subject"
+            );
+            terminate(TerminatedReply::WrongPartition).await;
         }
         Err(
             e @ (DriveError::UnknownDefinition { .. }
@@ -125,7 +152,7 @@ async fn handle(driver: &Driver, gate: Option<&dyn ReplyGate>, msg: jetstream::M
             // Retrying cannot help: the saga needs an operator. The step's
             // timeout brings the answer back as a retry once it is repaired.
             tracing::error!(%saga_id, error = %e, "terminating reply: the saga cannot be loaded");
-            ack(&msg, AckKind::Term).await;
+            terminate(TerminatedReply::Unloadable).await;
         }
         Err(e) => {
             tracing::warn!(%saga_id, error = %e, "reply not recorded; it will be redelivered");

@@ -166,18 +166,9 @@ mod tests {
         Cached {
             identity: Projection {
                 saga_type: "bench".into(),
-                definition_hash: String::new(),
-                status: String::new(),
-                current_step: None,
                 partition,
                 idempotency_key: saga_id.into(),
-                input_hash: String::new(),
-                next_deadline_ms: None,
-                last_error: None,
-                current_kind: None,
-                attempt: 0,
-                deadline_at_ms: None,
-                park_reason: None,
+                ..Projection::default()
             },
             epoch,
             seq: decision.events.len() as i64,

@@ -26,6 +26,13 @@ pub(crate) fn fold(mut state: SagaState, decision: &Decision) -> SagaState {
     state
 }
 
+/// `text` as a text column can hold it on every backend: PostgreSQL refuses
+/// NUL, so each becomes U+FFFD here. (The events keep the exact text: JSON
+/// escapes it.)
+fn storable(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+}
+
 /// The projection columns derived from a state (identity columns left empty).
 pub(crate) fn project(state: &SagaState) -> Projection {
     let current = state.current();
@@ -47,7 +54,7 @@ pub(crate) fn project(state: &SagaState) -> Projection {
         idempotency_key: String::new(),
         input_hash: String::new(),
         next_deadline_ms: state.next_deadline().map(clock::to_db),
-        last_error,
+        last_error: last_error.map(storable),
         current_kind: current.map(|(_, kind)| kind.as_str().to_owned()),
         attempt: current.map_or(0, |(i, kind)| {
             i32::try_from(state.steps[i].progress(kind).attempts_in_budget()).unwrap_or(i32::MAX)

@@ -135,6 +135,39 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Why a reply was terminated (acknowledged without being applied, never redelivered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminatedReply {
+    /// Not JSON of a reply, or over the size limit.
+    Malformed,
+    /// The saga does not exist (here).
+    UnknownSaga,
+    /// The machine refused it: unknown command, attempt never sent, saga ended.
+    Refused,
+    /// The saga cannot be loaded (unknown definition, corrupt history).
+    Unloadable,
+    /// Published on another partition's reply subject than its saga's.
+    WrongPartition,
+}
+
+impl TerminatedReply {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownSaga => "unknown_saga",
+            Self::Refused => "refused",
+            Self::Unloadable => "unloadable",
+            Self::WrongPartition => "wrong_partition",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: u32,
 }
@@ -182,6 +215,7 @@ struct Inner {
     step_outcomes: Bounded<OutcomeLabels, Counter>,
     step_retries: Bounded<StepLabels, Counter>,
     stale_writes_rejected: Counter,
+    replies_terminated: Family<ReasonLabels, Counter>,
     outbox_backlog: Gauge,
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     reply_consumer_lag: Bounded<PartitionLabels, Gauge>,
@@ -239,6 +273,13 @@ impl Metrics {
             "Appends refused because this instance no longer held the partition's lease",
             stale_writes_rejected.clone(),
         );
+        let replies_terminated = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "replies_terminated",
+            "Replies acknowledged without being applied, by reason (malformed, unknown_saga, \
+             refused, unloadable, wrong_partition)",
+            replies_terminated.clone(),
+        );
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
@@ -272,6 +313,8 @@ impl Metrics {
                 step_outcomes: Bounded::new(step_outcomes, overflow_outcome),
                 step_retries: Bounded::new(step_retries, overflow_step),
                 stale_writes_rejected,
+                // A handful of fixed reasons: no bound needed.
+                replies_terminated,
                 outbox_backlog,
                 outbox_oldest_age,
                 // Partitions are at most `serve::PARTITIONS_MAX`, under the limit.
@@ -335,6 +378,14 @@ impl Metrics {
     /// An append was refused because another instance holds the partition now.
     pub fn stale_write_rejected(&self) {
         self.inner.stale_writes_rejected.inc();
+    }
+
+    /// A reply was terminated for `reason`.
+    pub fn reply_terminated(&self, reason: TerminatedReply) {
+        self.inner
+            .replies_terminated
+            .get_or_create(&ReasonLabels { reason: reason.as_str() })
+            .inc();
     }
 
     /// The outbox holds `rows` commands, the oldest written `oldest_age` ago.

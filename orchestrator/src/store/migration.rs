@@ -19,6 +19,45 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Create the index `name` on `table` unless it exists.
+async fn index<T, C>(m: &SchemaManager<'_>, name: &str, table: T, columns: C) -> Result<(), DbErr>
+where
+    T: IntoIden + 'static,
+    C: IntoIterator,
+    C::Item: IntoIndexColumn,
+{
+    m.create_index(index_statement(name, table, columns)).await
+}
+
+/// [`index`], refusing two rows with the same values.
+async fn unique_index<T, C>(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: C,
+) -> Result<(), DbErr>
+where
+    T: IntoIden + 'static,
+    C: IntoIterator,
+    C::Item: IntoIndexColumn,
+{
+    m.create_index(index_statement(name, table, columns).unique().to_owned()).await
+}
+
+fn index_statement<T, C>(name: &str, table: T, columns: C) -> IndexCreateStatement
+where
+    T: IntoIden + 'static,
+    C: IntoIterator,
+    C::Item: IntoIndexColumn,
+{
+    let mut statement = Index::create();
+    statement.name(name).table(table).if_not_exists();
+    columns.into_iter().fold(statement, |mut s, c| {
+        s.col(c);
+        s
+    })
+}
+
 #[derive(Debug)]
 struct Initial;
 
@@ -116,36 +155,10 @@ impl MigrationTrait for Initial {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("sagas_type_key")
-                .table(Sagas::Table)
-                .col(Sagas::SagaType)
-                .col(Sagas::IdempotencyKey)
-                .unique()
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("sagas_next_deadline")
-                .table(Sagas::Table)
-                .col(Sagas::NextDeadlineMs)
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("sagas_status")
-                .table(Sagas::Table)
-                .col(Sagas::Status)
-                .col(Sagas::UpdatedAtMs)
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
+        unique_index(m, "sagas_type_key", Sagas::Table, [Sagas::SagaType, Sagas::IdempotencyKey])
+            .await?;
+        index(m, "sagas_next_deadline", Sagas::Table, [Sagas::NextDeadlineMs]).await?;
+        index(m, "sagas_status", Sagas::Table, [Sagas::Status, Sagas::UpdatedAtMs]).await?;
         m.create_table(
             Table::create()
                 .table(Outbox::Table)
@@ -217,16 +230,7 @@ impl MigrationTrait for Operations {
             m.alter_table(Table::alter().table(Sagas::Table).add_column(&mut column).to_owned())
                 .await?;
         }
-        m.create_index(
-            Index::create()
-                .name("sagas_type_status")
-                .table(Sagas::Table)
-                .col(Sagas::SagaType)
-                .col(Sagas::Status)
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
+        index(m, "sagas_type_status", Sagas::Table, [Sagas::SagaType, Sagas::Status]).await?;
         m.create_table(
             Table::create()
                 .table(Repairs::Table)
@@ -329,24 +333,12 @@ impl MigrationTrait for Cluster {
                  WHERE EXISTS (SELECT 1 FROM sagas WHERE sagas.saga_id = outbox.saga_id)",
             )
             .await?;
-        m.create_index(
-            Index::create()
-                .name("outbox_partition_id")
-                .table(Outbox::Table)
-                .col(Outbox::Partition)
-                .col(Outbox::Id)
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("sagas_partition_deadline")
-                .table(Sagas::Table)
-                .col(Sagas::Partition)
-                .col(Sagas::NextDeadlineMs)
-                .if_not_exists()
-                .to_owned(),
+        index(m, "outbox_partition_id", Outbox::Table, [Outbox::Partition, Outbox::Id]).await?;
+        index(
+            m,
+            "sagas_partition_deadline",
+            Sagas::Table,
+            [Sagas::Partition, Sagas::NextDeadlineMs],
         )
         .await?;
         Ok(())

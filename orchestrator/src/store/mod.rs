@@ -70,7 +70,7 @@ pub enum StoreError {
 }
 
 /// The projection columns written with an append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Projection {
     pub saga_type: String,
     pub definition_hash: String,

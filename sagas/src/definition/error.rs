@@ -43,16 +43,30 @@ impl DefinitionErrors {
     }
 }
 
-/// Collects errors for one file while validation walks it.
+/// Most problems listed for one file; the rest are counted in a last line.
+pub const ERRORS_MAX: usize = 50;
+/// Most names listed in one message (known fields, steps, properties).
+pub const NAMES_LISTED_MAX: usize = 20;
+/// Most candidates a typo is compared with.
+const TYPO_CANDIDATES_MAX: usize = 200;
+
+/// Collects errors for one file while validation walks it: at most
+/// [`ERRORS_MAX`], the others only counted.
 #[derive(Debug)]
 pub(crate) struct Collector {
     file: String,
-    pub errors: Vec<DefinitionError>,
+    errors: Vec<DefinitionError>,
+    unlisted: usize,
 }
 
 impl Collector {
     pub fn new(file: &str) -> Self {
-        Self { file: file.to_owned(), errors: Vec::new() }
+        Self { file: file.to_owned(), errors: Vec::new(), unlisted: 0 }
+    }
+
+    /// No problem found so far.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
     }
 
     pub fn push(
@@ -62,6 +76,10 @@ impl Collector {
         problem: impl Into<String>,
         fix: impl Into<String>,
     ) {
+        if self.errors.len() == ERRORS_MAX {
+            self.unlisted += 1;
+            return;
+        }
         self.errors.push(DefinitionError {
             file: self.file.clone(),
             step: step.map(str::to_owned),
@@ -70,6 +88,33 @@ impl Collector {
             fix: fix.into(),
         });
     }
+
+    /// The problems found, with a last one counting those not listed.
+    pub fn finish(mut self) -> DefinitionErrors {
+        if self.unlisted > 0 {
+            self.errors.push(DefinitionError {
+                file: self.file,
+                step: None,
+                field: "(file)".into(),
+                problem: format!(
+                    "has {} more problem(s), not listed after the first {ERRORS_MAX}",
+                    self.unlisted
+                ),
+                fix: "fix the ones above and validate again".into(),
+            });
+        }
+        DefinitionErrors(self.errors)
+    }
+}
+
+/// `names` for a message: at most [`NAMES_LISTED_MAX`] of them, then how
+/// many more there are.
+pub(super) fn listing(names: &[&str]) -> String {
+    let shown = names[..names.len().min(NAMES_LISTED_MAX)].join(", ");
+    match names.len().saturating_sub(NAMES_LISTED_MAX) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 /// `did you mean `x`? ` for the candidate closest to `word`, if one is close
@@ -77,6 +122,7 @@ impl Collector {
 pub(super) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     candidates
         .iter()
+        .take(TYPO_CANDIDATES_MAX)
         .map(|c| (strsim::damerau_levenshtein(word, c), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min()

@@ -2,7 +2,7 @@
 //! reference checked against the definition: the input schema's properties,
 //! the saga's fields, and the outputs of earlier steps only.
 
-use super::error::{Collector, did_you_mean};
+use super::error::{Collector, did_you_mean, listing};
 use super::limits::REFERENCES_PER_STEP_MAX;
 use super::template::{self, PayloadTemplate, RawSegment, Reference, Root, Segment};
 use serde_json::Value;
@@ -111,7 +111,7 @@ fn resolve(
                     format!(
                         "{}declared properties: {}",
                         did_you_mean(first, &known),
-                        known.join(", ")
+                        listing(&known)
                     ),
                 ));
             }
@@ -135,7 +135,7 @@ fn resolve(
             let Some(target) = names.iter().position(|n| n == step) else {
                 return Err((
                     format!("`{{{{{text}}}}}` names step `{step}`, which does not exist"),
-                    format!("{}steps are: {}", did_you_mean(step, names), names.join(", ")),
+                    format!("{}steps are: {}", did_you_mean(step, names), listing(names)),
                 ));
             };
             if target >= index {

@@ -8,6 +8,7 @@
 //! identified by the SHA-256 of its canonical JSON form, so a running saga keeps
 //! the exact version it started with.
 
+mod budget;
 mod error;
 mod input_mapping;
 mod raw;
@@ -138,12 +139,13 @@ pub fn load(file: &str, text: &str) -> Result<Definition, DefinitionErrors> {
 /// Read and validate a definition file from disk.
 pub fn load_file(path: &std::path::Path) -> Result<Definition, DefinitionErrors> {
     let label = path.display().to_string();
-    let too_big = |size: u64| {
+    let too_big = |size: Option<u64>| {
+        let size = size.map(|n| format!(" {n} bytes,")).unwrap_or_default();
         DefinitionErrors(vec![DefinitionError {
             file: label.clone(),
             step: None,
             field: "(file)".into(),
-            problem: format!("is {size} bytes, over the limit of {} bytes", limits::FILE_BYTES_MAX),
+            problem: format!("is{size} over the limit of {} bytes", limits::FILE_BYTES_MAX),
             fix: "split the saga or shrink its schema and input mappings".into(),
         }])
     };
@@ -158,9 +160,25 @@ pub fn load_file(path: &std::path::Path) -> Result<Definition, DefinitionErrors>
     };
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > limits::FILE_BYTES_MAX as u64 {
-        return Err(too_big(size));
+        return Err(too_big(Some(size)));
     }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    // The size a pipe or a special file reports says nothing: read one byte
+    // past the limit at most.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, limits::FILE_BYTES_MAX as u64 + 1),
+                &mut bytes,
+            )
+        })
+        .map_err(unreadable)?;
+    if bytes.len() > limits::FILE_BYTES_MAX {
+        return Err(too_big(None));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+    })?;
     load(&label, &text)
 }
 

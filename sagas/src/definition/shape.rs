@@ -4,7 +4,7 @@
 //! Deserializing stops at the first such field, so this reports one problem;
 //! the checks in [`super::validate`] run only on a file of the right shape.
 
-use super::error::{Collector, did_you_mean, step_label};
+use super::error::{Collector, did_you_mean, listing, step_label};
 
 const DEFINITION_FIELDS: &[&str] =
     &["name", "version", "description", "input_schema", "deadline", "steps"];
@@ -66,7 +66,7 @@ pub(super) fn shape_error(
             step.as_deref(),
             path.join("."),
             format!("`{unknown}` is not a known field"),
-            format!("{}known fields here: {}", did_you_mean(unknown, known), known.join(", ")),
+            format!("{}known fields here: {}", did_you_mean(unknown, known), listing(known)),
         );
         return;
     }

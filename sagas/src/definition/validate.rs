@@ -47,7 +47,11 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
             format!("is {} bytes, over the limit of {FILE_BYTES_MAX} bytes", text.len()),
             "split the saga or shrink its schema and input mappings",
         );
-        return Err(DefinitionErrors(c.errors));
+        return Err(c.finish());
+    }
+    if let Err(problem) = super::budget::within(text) {
+        c.push(None, "(file)", problem, "write the steps out instead of through YAML aliases");
+        return Err(c.finish());
     }
     let parsed = if text.trim().is_empty() {
         Ok(yaml_serde::Value::Null)
@@ -58,7 +62,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
         Ok(v) => v,
         Err(e) => {
             c.push(None, "(yaml)", format!("is not valid YAML: {e}"), "fix the YAML syntax there");
-            return Err(DefinitionErrors(c.errors));
+            return Err(c.finish());
         }
     };
     if loose.is_null() {
@@ -69,7 +73,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
             "is empty",
             "write a definition: name, version, input_schema, steps",
         );
-        return Err(DefinitionErrors(c.errors));
+        return Err(c.finish());
     }
     if !loose.is_mapping() {
         c.push(
@@ -78,20 +82,20 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
             "is not a mapping of fields",
             "start the file with `name:`, `version:`, `input_schema:` and `steps:`",
         );
-        return Err(DefinitionErrors(c.errors));
+        return Err(c.finish());
     }
     let raw: RawDefinition =
         match serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)) {
             Ok(raw) => raw,
             Err(e) => {
                 shape_error(&mut c, &loose, &e);
-                return Err(DefinitionErrors(c.errors));
+                return Err(c.finish());
             }
         };
     match check(&mut c, raw) {
-        Some(definition) if c.errors.is_empty() => Ok(definition),
+        Some(definition) if c.is_empty() => Ok(definition),
         _ => {
-            if c.errors.is_empty() {
+            if c.is_empty() {
                 // `check` gives up only after recording why; never answer "invalid" with no reason.
                 c.push(
                     None,
@@ -100,7 +104,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Definition, DefinitionError
                     "report this as a bug in skald, with the file",
                 );
             }
-            Err(DefinitionErrors(c.errors))
+            Err(c.finish())
         }
     }
 }
@@ -274,6 +278,8 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
             format!("has {} steps, over the limit of {STEPS_MAX}", raw.steps.len()),
             "split the saga into smaller sagas",
         );
+        // Checking each of thousands of steps would only bury this.
+        return None;
     }
 
     let names: Vec<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
@@ -336,7 +342,7 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     }
 
     let schema = schema?;
-    if !c.errors.is_empty() {
+    if !c.is_empty() {
         return None;
     }
     let canonical_json = serde_json::to_string(&raw).ok()?;

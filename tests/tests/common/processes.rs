@@ -1,7 +1,8 @@
 //! The programs the suites run as child processes, so that they can kill
 //! them: `skald serve` (`skald-e2e`) and the bench participant
-//! (`participant-e2e`), with what every suite gives them; and a wait until a
-//! child is up that starts it again when it gave up at start-up.
+//! (`participant-e2e`), with what every suite gives them; a wait until a
+//! child is up that starts it again when it gave up at start-up; and the
+//! effects the bench participant recorded.
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use skald_tests::process::ChildGuard;
@@ -53,6 +54,22 @@ pub fn bench_participant(
 /// its table exists.
 pub async fn bench_is_up(database_url: &str) -> bool {
     table_exists(database_url, "bench_effects").await
+}
+
+/// The effects the bench participant recorded in `database_url` (SQLite or
+/// PostgreSQL): how many times each command took effect, by command id.
+pub async fn bench_effects(database_url: &str) -> Vec<(String, i64)> {
+    let db = Database::connect(database_url).await.unwrap();
+    let rows = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT command_id, COUNT(*) FROM bench_effects GROUP BY command_id ORDER BY command_id",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (r.try_get_by_index::<String>(0).unwrap(), r.try_get_by_index::<i64>(1).unwrap()))
+        .collect()
 }
 
 /// Whether `table` exists in the PostgreSQL database at `url` (false while

@@ -9,7 +9,8 @@
 //! after the step timed out; a poison command whose handler panics every time;
 //! oversized payloads; malformed JSON on every subject and API route; hostile
 //! strings (SQL, NUL, 64 KiB) in every input; calls without a token, with an
-//! expired or forged one, and a viewer's repair.
+//! expired or forged one, and a viewer's repair; a flood of replies published
+//! on another instance's partition.
 //!
 //! After each, [`invariants`] checks invariants 1 (one saga per accepted start
 //! and key, no saga lost or added), 2 (every saga ended; parked only with a

@@ -1,11 +1,13 @@
 //! Hostile input, while sagas run: payloads over the limits ([`oversized`]),
 //! malformed JSON on every subject and route ([`malformed`]), hostile strings
 //! in every input ([`strings`]), and calls without a valid token or beyond
-//! their role ([`auth`]). Each is refused cleanly (never a 5xx, never a
-//! crash), and the sagas under way and those started after it all end.
+//! their role ([`auth`]), well-formed messages on subjects where they do not
+//! belong ([`bus`]). Each is refused cleanly (never a 5xx, never a crash), and
+//! the sagas under way and those started after it all end.
 
 mod api;
 mod auth;
+mod bus;
 mod malformed;
 mod oversized;
 mod strings;

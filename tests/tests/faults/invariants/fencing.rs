@@ -33,18 +33,10 @@ pub async fn probe_fencing(store: &Store, tally: &mut Tally) {
             let events = [SagaEvent::SagaCompleted { at: now }];
             let projection = Projection {
                 saga_type: "fence_probe".into(),
-                definition_hash: String::new(),
                 status: "completed".into(),
-                current_step: None,
                 partition: lease.partition,
                 idempotency_key: saga_id.clone(),
-                input_hash: String::new(),
-                next_deadline_ms: None,
-                last_error: None,
-                current_kind: None,
-                attempt: 0,
-                deadline_at_ms: None,
-                park_reason: None,
+                ..Projection::default()
             };
             let fence = Fence { partition: lease.partition, owner, epoch };
             let written = store
