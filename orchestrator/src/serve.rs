@@ -224,6 +224,15 @@ impl Orchestrator {
         self.http.as_ref().and_then(|(_, l)| l.local_addr().ok())
     }
 
+    /// Serve the API on `listener` instead of the one bound from the config
+    /// (the quickstart binds its usual port itself, falling back to any free
+    /// port). Nothing changes when the API is off.
+    pub fn set_listener(&mut self, listener: tokio::net::TcpListener) {
+        if let Some((_, bound)) = &mut self.http {
+            *bound = listener;
+        }
+    }
+
     /// Replace the API's tokens (the quickstart's generated admin token).
     pub fn set_tokens(&mut self, tokens: Tokens) {
         if let Some((state, _)) = &mut self.http {

@@ -110,6 +110,25 @@ pub async fn wait_port(port: u16, what: &str) -> Result<(), StackError> {
     Err(StackError::Setup(format!("{what} did not listen on port {port} within 10 s")))
 }
 
+/// Where `setpriv` (util-linux) may be installed.
+const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
+
+/// A command for `bin` that dies with this process: through `setpriv
+/// --pdeathsig TERM` when it is installed, the child gets SIGTERM when the
+/// thread that started it ends, even when this process is killed with
+/// SIGKILL. (`setpriv` execs `bin`: the child's pid is `bin`'s.) Without
+/// `setpriv`, [`Services`] still stops its children on every exit it sees.
+pub fn command(bin: &Path) -> Command {
+    match SETPRIV.iter().map(Path::new).find(|p| p.is_file()) {
+        Some(setpriv) => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Child processes, stopped together by [`Services::stop`] and killed when dropped.
 #[derive(Debug, Default)]
 pub struct Services(Vec<Child>);
@@ -131,7 +150,7 @@ impl Services {
         args: &[&str],
         envs: &[(&str, String)],
     ) -> Result<(), StackError> {
-        let mut cmd = Command::new(bin);
+        let mut cmd = command(bin);
         cmd.args(args).env("RUST_LOG", "error");
         for (k, v) in envs {
             cmd.env(k, v);
@@ -176,6 +195,25 @@ impl Services {
                 let _ = child.kill().await;
             }
         }
+    }
+}
+
+/// The first of SIGINT (Ctrl-C), SIGTERM and SIGHUP to arrive: its name.
+/// Each is caught from the call on (none ends the process by itself).
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Cannot happen on Unix; if it did, the default actions stay.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 const DEFINITIONS: [(&str, &str); 3] = [stack::TOPUP, stack::PAYOUT, stack::BENCH];
 const WALLETS: [&str; 3] = ["alice", "bob", "carol"];
@@ -50,12 +51,15 @@ pub struct UpConfig {
     /// How many sample sagas to run.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=i64::from(SAGAS_MAX)))]
     pub sagas: u32,
-    /// Subject and stream prefix of this stack.
-    #[arg(long, env = "SKALD_PREFIX", default_value = "quickstart")]
-    pub prefix: String,
-    /// Where the API and console listen.
-    #[arg(long, env = "SKALD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    pub http_addr: String,
+    /// Subject and stream prefix of this stack; default: `quickstart-` and a
+    /// random word chosen on the first run and kept in the data directory, so
+    /// two data directories never share subjects on one NATS.
+    #[arg(long, env = "SKALD_PREFIX")]
+    pub prefix: Option<String>,
+    /// Where the API and console listen; default: 127.0.0.1:8080, or a free
+    /// port when another program (another `skald up`) holds 8080.
+    #[arg(long, env = "SKALD_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// Run the batch, print the summary and exit (0 when every saga ended as
     /// expected and the ledger verifies) instead of serving the console.
     #[arg(long)]
@@ -183,6 +187,32 @@ async fn ensure_nats(
     Ok(())
 }
 
+/// The console's usual address.
+const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:8080";
+
+/// The prefix of this data directory: made once, kept in `prefix`.
+fn data_dir_prefix(dir: &Path) -> Result<String, StackError> {
+    let path = dir.join("prefix");
+    if let Ok(p) = std::fs::read_to_string(&path)
+        && !p.trim().is_empty()
+    {
+        return Ok(p.trim().to_owned());
+    }
+    let prefix = format!("quickstart-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    std::fs::write(&path, format!("{prefix}\n"))?;
+    Ok(prefix)
+}
+
+/// The usual address, bound, unless `--http-addr` was given or another
+/// program (another `skald up`) holds it; then the API binds what the
+/// config says (`--http-addr`, or a free port).
+async fn usual_listener(given: Option<&str>) -> Option<tokio::net::TcpListener> {
+    match given {
+        Some(_) => None,
+        None => tokio::net::TcpListener::bind(HTTP_ADDR_DEFAULT).await.ok(),
+    }
+}
+
 /// The admin token of this data directory: made once, kept in `admin.token` (mode 0600).
 fn admin_token(dir: &Path) -> Result<String, StackError> {
     let path = dir.join("admin.token");
@@ -201,8 +231,10 @@ fn admin_token(dir: &Path) -> Result<String, StackError> {
 }
 
 /// Run `skald up`; returns the summary once the batch is done (and, without
-/// `--exit`, after Ctrl-C).
-pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
+/// `--exit`, once `stop` is cancelled: Ctrl-C, SIGTERM or SIGHUP). When
+/// `stop` is cancelled during the batch, the batch is cut short (its sagas
+/// carry on at the next `skald up` in the same directory).
+pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, StackError> {
     let json = config.json;
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = std::fs::canonicalize(&config.data_dir)?;
@@ -258,7 +290,11 @@ pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
         ),
     );
     let nats = config.nats_url.clone();
-    money.start_participants(&config.prefix, &nats, psp_port, &[])?;
+    let prefix = match &config.prefix {
+        Some(p) => p.clone(),
+        None => data_dir_prefix(&dir)?,
+    };
+    money.start_participants(&prefix, &nats, psp_port, &[])?;
     say(json, &format!("  payment       {}", dir.join("payment.db").display()));
 
     let definitions = DEFINITIONS
@@ -269,14 +305,18 @@ pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
     let serve = ServeConfig {
         nats_url: nats.clone(),
         database_url: format!("sqlite://{}", dir.join("skald.db").display()),
-        prefix: config.prefix.clone(),
+        prefix: prefix.clone(),
         definitions: dir.clone(),
         partitions: 16,
-        http_addr: config.http_addr.clone(),
+        http_addr: config.http_addr.clone().unwrap_or_else(|| "127.0.0.1:0".to_owned()),
         instance: Some("skald-up".to_owned()),
         ..ServeConfig::defaults()
     };
+    let usual = usual_listener(config.http_addr.as_deref()).await;
     let mut orchestrator = Orchestrator::connect_with(&serve, Some(definitions)).await?;
+    if let Some(listener) = usual {
+        orchestrator.set_listener(listener);
+    }
     let token = admin_token(&dir)?;
     orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
     let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));
@@ -284,11 +324,7 @@ pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
     let driver = running.driver.clone();
     say(
         json,
-        &format!(
-            "  orchestrator  {} (subjects `{}.*`)",
-            dir.join("skald.db").display(),
-            config.prefix
-        ),
+        &format!("  orchestrator  {} (subjects `{}.*`)", dir.join("skald.db").display(), prefix),
     );
     if let Some(url) = &console_url {
         say(
@@ -327,8 +363,13 @@ pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
             }
         }
     };
-    let timed_out = tokio::time::timeout(BATCH_WAIT_MAX, wait).await.is_err();
-    progress.finish_with_message(if timed_out { "timed out" } else { "done" });
+    let ending = tokio::select! {
+        ended = tokio::time::timeout(BATCH_WAIT_MAX, wait) => {
+            if ended.is_err() { "timed out" } else { "done" }
+        }
+        () = stop.cancelled() => "stopped",
+    };
+    progress.finish_with_message(ending);
 
     let mut unexpected = Vec::new();
     let mut rows: Vec<(usize, String)> = Vec::new();
@@ -407,7 +448,7 @@ pub async fn run(config: &UpConfig) -> Result<Summary, StackError> {
         } else {
             say(json, "\nRunning; Ctrl-C stops everything.");
         }
-        let _ = tokio::signal::ctrl_c().await;
+        stop.cancelled().await;
     }
     running.stop().await;
     money.stop().await;

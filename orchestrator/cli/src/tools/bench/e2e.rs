@@ -83,7 +83,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let client = orchestrator.client.clone();
 
     let bin = stack::given_or_sibling(config.participant_bin.as_ref(), "bench-participant");
-    let mut participant = tokio::process::Command::new(&bin);
+    let mut participant = stack::command(&bin);
     participant
         .args(["--prefix", &prefix, "--nats-url", &config.nats_url])
         .arg("--database-url")

@@ -23,7 +23,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
 pub const IN_FLIGHT_MAX: u64 = 1_000_000;
 /// The `bench` saga with timeouts that a long queue at the participant cannot
@@ -220,7 +219,7 @@ fn spawn_logged(
 ) -> Result<u32, String> {
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = stack::command(bin);
     cmd.args(args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stderr(log_file);
