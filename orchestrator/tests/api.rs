@@ -322,7 +322,7 @@ on_each_backend!(
 async fn stuck_sagas_are_classified(api: Api) {
     let calm = api.start("calm", 1).await;
     let shaky = api.start("shaky", 2).await;
-    let busy = Outcome::Retry { code: "busy".into(), message: "bank busy".into() };
+    let busy = Outcome::retry("busy", "bank busy");
     api.reply(&shaky, "reserve", busy).await;
     let (_, v) = api.get("/v1/sagas?stuck=retrying", Some(VIEWER)).await;
     let items = v["items"].as_array().unwrap();

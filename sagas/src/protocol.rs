@@ -109,8 +109,26 @@ pub enum Outcome {
     },
     /// A business refusal: the effect did not happen and never will. Not retried.
     Failed { code: String, message: String },
-    /// A transient problem: the effect did not happen; try again later.
-    Retry { code: String, message: String },
+    /// A transient problem: try again later. The effect did not happen here,
+    /// but what a participant asked of others may have (a call that timed
+    /// out), so once the retries are spent the outcome is unknown.
+    Retry {
+        code: String,
+        message: String,
+        /// The participant knows nothing left it: the request never reached
+        /// what it calls (connection refused, no route, name not found). Such
+        /// attempts do not count against the retry budget (see
+        /// `machine::UNSENT_RETRIES_MAX` for their own bound).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unsent: bool,
+    },
+}
+
+impl Outcome {
+    /// A `retry` answer that counts against the budget.
+    pub fn retry(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Retry { code: code.into(), message: message.into(), unsent: false }
+    }
 }
 
 /// Body of a start request on `<prefix>.start.<saga type>`.
@@ -247,10 +265,7 @@ mod tests {
             Reply {
                 command_id: id,
                 attempt: 2,
-                outcome: Outcome::Retry {
-                    code: "provider_unavailable".into(),
-                    message: "HTTP 503".into(),
-                },
+                outcome: Outcome::retry("provider_unavailable", "HTTP 503"),
             },
         ];
         insta::assert_json_snapshot!("replies", replies);

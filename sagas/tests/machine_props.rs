@@ -148,7 +148,13 @@ impl Participant {
                     Kind::Undo if roll < 16 => {
                         Outcome::Failed { code: "no".into(), message: "cannot undo".into() }
                     }
-                    _ => Outcome::Retry { code: "busy".into(), message: "try later".into() },
+                    // Nothing left the participant: outside the retry budget.
+                    _ if roll < 18 => Outcome::Retry {
+                        code: "down".into(),
+                        message: "connection refused".into(),
+                        unsent: true,
+                    },
+                    _ => Outcome::retry("busy", "try later"),
                 };
                 if !matches!(outcome, Outcome::Retry { .. }) {
                     self.decided.insert(cmd.command_id.clone(), outcome.clone());
@@ -216,7 +222,8 @@ impl World {
             for kind in [Kind::Do, Kind::Undo] {
                 let p = step.progress(kind);
                 assert!(
-                    p.attempts_in_budget() <= s.policy(i, kind).attempts,
+                    p.attempts_in_budget() <= s.policy(i, kind).attempts
+                        && p.unsent <= sagas::machine::UNSENT_RETRIES_MAX,
                     "step {i} {kind}: {} attempts, policy allows {}",
                     p.attempts_in_budget(),
                     s.policy(i, kind).attempts

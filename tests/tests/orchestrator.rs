@@ -137,9 +137,7 @@ async fn failing_compensation_parks_with_the_reason(backend: Backend) {
     let (_db, mut o) = setup(backend, &three_steps("500ms", 2, 2)).await;
     let script: Script = Arc::new(|c| match (c.step.as_str(), c.kind) {
         ("s2", Kind::Do) => Some(Outcome::Failed { code: "no".into(), message: "refused".into() }),
-        ("s1", Kind::Undo) => {
-            Some(Outcome::Retry { code: "down".into(), message: "ledger down".into() })
-        }
+        ("s1", Kind::Undo) => Some(Outcome::retry("down", "ledger down")),
         _ => ok(),
     });
     let (_seen, stop, id) = run_one(&o, script).await;
@@ -165,9 +163,7 @@ async fn unstorable_bytes_in_a_reply_are_recorded(backend: Backend) {
         ("s2", Kind::Do) => {
             Some(Outcome::Failed { code: "no\0pe".into(), message: "re\0fused".into() })
         }
-        ("s1", Kind::Undo) => {
-            Some(Outcome::Retry { code: "down".into(), message: "ledger\0down".into() })
-        }
+        ("s1", Kind::Undo) => Some(Outcome::retry("down", "ledger\0down")),
         _ => ok(),
     });
     let (_seen, stop, id) = run_one(&o, script).await;

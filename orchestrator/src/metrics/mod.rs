@@ -757,7 +757,7 @@ mod tests {
             Input::Reply(Reply { command_id: command_id(&saga_id, step, kind), attempt, outcome })
         };
         driver.handle(&saga_id, &answer("one", Kind::Do, 1, ok())).await.unwrap();
-        let retry = Outcome::Retry { code: "busy".into(), message: "later".into() };
+        let retry = Outcome::retry("busy", "later");
         driver.handle(&saga_id, &answer("two", Kind::Do, 1, retry)).await.unwrap();
         // The retry is due after a backoff of at most 50 ms (bench.yaml: initial 50 ms).
         tokio::time::sleep(Duration::from_millis(150)).await;

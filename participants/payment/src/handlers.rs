@@ -283,6 +283,9 @@ async fn settle(
         Verdict::Retry { code, message } => {
             warn!(%key, %action, %code, %message, attempts, "no definite answer from the provider; the retry reuses the key");
         }
+        Verdict::Unsent { code, message } => {
+            warn!(%key, %action, %code, %message, attempts, "the provider cannot be reached; nothing was sent, the retry reuses the key");
+        }
     }
     verdict.into_answer(output)
 }

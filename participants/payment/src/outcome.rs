@@ -50,6 +50,9 @@ pub enum ProviderOutcome {
     Conflict { code: String, message: String },
     /// No definite answer: try again with the same key.
     Transient { code: String, message: String },
+    /// No connection was made: the request never reached the provider, so
+    /// it cannot have acted. Try again; the attempt is not a spent one.
+    Unreachable { code: String, message: String },
 }
 
 /// Why a call got no HTTP answer at all.
@@ -162,7 +165,10 @@ pub fn transport(failure: TransportFailure) -> ProviderOutcome {
                 .to_owned(),
         ),
         TransportFailure::Connect { message } => {
-            ("provider_unreachable", format!("cannot connect to the provider: {message}"))
+            return ProviderOutcome::Unreachable {
+                code: "provider_unreachable".to_owned(),
+                message: format!("cannot connect to the provider (nothing was sent): {message}"),
+            };
         }
         TransportFailure::TooLarge { http_status, bytes } => {
             warn!(
@@ -201,6 +207,9 @@ pub enum Verdict {
     Failed { code: String, message: String },
     /// No definite answer: `retry`, with the same idempotency key.
     Retry { code: String, message: String },
+    /// The provider could not be reached, so nothing happened there: `retry`,
+    /// marked unsent (outside the step's retry budget).
+    Unsent { code: String, message: String },
 }
 
 /// The answer to give for `outcome` of a call made for `action`.
@@ -226,6 +235,7 @@ pub fn verdict(action: Action, outcome: ProviderOutcome) -> Verdict {
             },
         },
         ProviderOutcome::Transient { code, message } => Verdict::Retry { code, message },
+        ProviderOutcome::Unreachable { code, message } => Verdict::Unsent { code, message },
     }
 }
 
@@ -233,7 +243,8 @@ impl Verdict {
     /// The handler's answer, with `output` made from the receipt when done.
     ///
     /// # Errors
-    /// [`HandlerError::Failed`] or [`HandlerError::Retry`] for those verdicts.
+    /// [`HandlerError::Failed`], [`HandlerError::Retry`] or
+    /// [`HandlerError::Unsent`] for those verdicts.
     pub fn into_answer(
         self,
         output: impl FnOnce(&Receipt) -> Value,
@@ -243,6 +254,7 @@ impl Verdict {
             Self::NothingToRefund { .. } => Ok(json!({ "nothing_to_refund": true })),
             Self::Failed { code, message } => Err(HandlerError::Failed { code, message }),
             Self::Retry { code, message } => Err(HandlerError::Retry { code, message }),
+            Self::Unsent { code, message } => Err(HandlerError::Unsent { code, message }),
         }
     }
 }
@@ -326,9 +338,10 @@ mod tests {
 
     #[test]
     fn transport_failures_are_retried() {
+        let refused = transport(TransportFailure::Connect { message: "refused".into() });
+        assert!(matches!(verdict(Action::Charge, refused), Verdict::Unsent { .. }));
         for failure in [
             TransportFailure::Timeout,
-            TransportFailure::Connect { message: "refused".into() },
             TransportFailure::TooLarge { http_status: 200, bytes: 65_536 },
             TransportFailure::Other { message: "reset".into() },
         ] {

@@ -152,7 +152,7 @@ async fn settle_charge(payments: &Payments, charge: &Model) -> Result<Status, St
             );
             (Status::Refused, Status::Stuck, None, Some(code))
         }
-        Verdict::Retry { code, message } => {
+        Verdict::Retry { code, message } | Verdict::Unsent { code, message } => {
             warn!(key = %charge.command_id, %code, %message, "refund of a given-up charge not settled; trying again next pass");
             return Ok(Status::Pending);
         }

@@ -100,6 +100,7 @@ fn answer_code(verdict: &Verdict) -> (&'static str, &str) {
         Verdict::NothingToRefund { code, .. } => ("nothing_to_refund", code),
         Verdict::Failed { code, .. } => ("failed", code),
         Verdict::Retry { code, .. } => ("retry", code),
+        Verdict::Unsent { code, .. } => ("unsent", code),
     }
 }
 
@@ -222,10 +223,10 @@ async fn a_404_on_a_charge_or_payout_is_a_misconfiguration_and_retried() {
 }
 
 #[tokio::test]
-async fn an_unreachable_provider_is_retried() {
+async fn an_unreachable_provider_is_retried_as_unsent() {
     // A port that was free a moment ago: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let provider = Provider::new(&ProviderConfig::new(format!("http://127.0.0.1:{port}"))).unwrap();
     let out = verdict(Action::Charge, provider.charge(KEY, &charge_request()).await);
-    assert_eq!(answer_code(&out), ("retry", "provider_unreachable"), "{out:?}");
+    assert_eq!(answer_code(&out), ("unsent", "provider_unreachable"), "{out:?}");
 }

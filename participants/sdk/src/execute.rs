@@ -145,7 +145,12 @@ async fn run_handler(
         Ok(Err(HandlerError::Retry { code, message })) => {
             rollback(open).await?;
             let (code, message) = (clip(code, CODE_BYTES_MAX), clip(message, MESSAGE_BYTES_MAX));
-            Ok(Answer::Reply(Outcome::Retry { code, message }))
+            Ok(Answer::Reply(Outcome::Retry { code, message, unsent: false }))
+        }
+        Ok(Err(HandlerError::Unsent { code, message })) => {
+            rollback(open).await?;
+            let (code, message) = (clip(code, CODE_BYTES_MAX), clip(message, MESSAGE_BYTES_MAX));
+            Ok(Answer::Reply(Outcome::Retry { code, message, unsent: true }))
         }
         Ok(Err(HandlerError::NoReply)) => {
             rollback(open).await?;
@@ -163,7 +168,7 @@ async fn run_handler(
             if tries > engine.panic_retries_max {
                 store(engine, command, failed("handler_panicked", message)).await
             } else {
-                Ok(Answer::Reply(Outcome::Retry { code: "handler_panicked".into(), message }))
+                Ok(Answer::Reply(Outcome::retry("handler_panicked", message)))
             }
         }
     }

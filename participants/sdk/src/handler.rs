@@ -30,6 +30,15 @@ pub enum HandlerError {
     /// rolled back, nothing is stored, and the orchestrator retries with backoff.
     #[error("transient failure ({code}): {message}")]
     Retry { code: String, message: String },
+    /// A transient failure in which nothing left this participant: what it
+    /// calls could not be reached (connection refused, no route, name not
+    /// found), so no effect can have happened anywhere. Like
+    /// [`HandlerError::Retry`], but the orchestrator does not count the
+    /// attempt against the step's retry budget (it has a larger bound of its
+    /// own), so an outage of a dependency is waited out instead of becoming
+    /// an unknown outcome. Use it only when nothing was sent.
+    #[error("transient failure, nothing sent ({code}): {message}")]
+    Unsent { code: String, message: String },
     /// Send no answer at all: roll back, do not reply and do not acknowledge,
     /// so JetStream redelivers the command after its ack wait and the
     /// orchestrator sees the step time out. For fault injection (the bench
@@ -48,6 +57,11 @@ impl HandlerError {
     /// A transient failure; see [`HandlerError::Retry`].
     pub fn retry(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Retry { code: code.into(), message: message.into() }
+    }
+
+    /// A transient failure in which nothing was sent; see [`HandlerError::Unsent`].
+    pub fn unsent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Unsent { code: code.into(), message: message.into() }
     }
 }
 

@@ -201,26 +201,32 @@ async fn a_refusal_rolls_back_the_effect_and_is_stored_and_repeated(backend: Bac
 async fn a_retry_is_not_stored_and_the_next_attempt_runs_again(backend: Backend) {
     let mut h = Harness::new(backend).await;
     let calls = counter();
-    let participant = working_participant(&calls, "work", |call, _| {
-        if call == 0 {
-            return Err(HandlerError::retry("psp_unavailable", "HTTP 503"));
-        }
-        Ok(json!({ "call": call }))
+    let participant = working_participant(&calls, "work", |call, _| match call {
+        0 => Err(HandlerError::retry("psp_unavailable", "HTTP 503")),
+        1 => Err(HandlerError::unsent("psp_unreachable", "connection refused")),
+        _ => Ok(json!({ "call": call })),
     });
     h.start(participant, h.config());
 
     let cmd = h.wire.command("s1", "one", Kind::Do, "work", 1);
     h.send(&cmd).await;
-    assert_eq!(
-        h.wire.reply().await.outcome,
-        Outcome::Retry { code: "psp_unavailable".into(), message: "HTTP 503".into() }
-    );
+    assert_eq!(h.wire.reply().await.outcome, Outcome::retry("psp_unavailable", "HTTP 503"));
     assert!(h.inbox_row(&cmd.command_id).await.is_none(), "a retry is not stored");
     assert_eq!(h.effects(&cmd.command_id).await, 0);
 
+    // Nothing sent: a retry marked so, not stored either.
     h.send(&h.wire.command("s1", "one", Kind::Do, "work", 2)).await;
-    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "call": 1 }) });
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let unsent = Outcome::Retry {
+        code: "psp_unreachable".into(),
+        message: "connection refused".into(),
+        unsent: true,
+    };
+    assert_eq!(h.wire.reply().await.outcome, unsent);
+    assert!(h.inbox_row(&cmd.command_id).await.is_none(), "an unsent retry is not stored");
+
+    h.send(&h.wire.command("s1", "one", Kind::Do, "work", 3)).await;
+    assert_eq!(h.wire.reply().await.outcome, Outcome::Ok { output: json!({ "call": 2 }) });
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(h.effects(&cmd.command_id).await, 1);
     h.stop().await;
 }
@@ -237,7 +243,7 @@ async fn a_panicking_handler_is_retried_then_refused(backend: Backend) {
     for attempt in 1..=2 {
         h.send(&h.wire.command("s1", "one", Kind::Do, "work", attempt)).await;
         match h.wire.reply().await.outcome {
-            Outcome::Retry { code, message } => {
+            Outcome::Retry { code, message, .. } => {
                 assert_eq!(code, "handler_panicked");
                 assert!(message.contains("bug in the handler"), "{message}");
             }

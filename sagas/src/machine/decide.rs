@@ -9,13 +9,21 @@ use super::event::{CompensationCause, ParkReason, SagaEvent};
 use super::state::{Backward, Forward, SagaState, SagaStatus, Wait};
 use super::{
     Absorbed, Decision, Input, OPERATOR_TEXT_LEN_MAX, OperatorAction, OperatorInput,
-    OutgoingCommand, SAGA_ID_LEN_MAX, TransitionError,
+    OutgoingCommand, SAGA_ID_LEN_MAX, TransitionError, UNSENT_RETRIES_MAX,
 };
 use crate::UnixMillis;
 use crate::backoff;
 use crate::definition::RenderContext;
 use crate::protocol::{self, Kind, Outcome, Reply};
 use serde_json::Value;
+
+/// An attempt that did not succeed: a `retry` answer or a timeout.
+struct Failure {
+    code: String,
+    message: String,
+    timed_out: bool,
+    unsent: bool,
+}
 
 /// Decide what an input means for a saga at `now`.
 pub fn decide(
@@ -241,18 +249,18 @@ impl Draft {
     }
 
     /// One attempt ended without a definite answer: retry later, or give up.
-    fn attempt_failed(
-        &mut self,
-        index: usize,
-        kind: Kind,
-        code: String,
-        message: String,
-        timed_out: bool,
-    ) {
+    fn attempt_failed(&mut self, index: usize, kind: Kind, failure: Failure) {
+        let Failure { code, message, timed_out, unsent } = failure;
         let policy = self.state.policy(index, kind);
         let progress = self.state.steps[index].progress(kind);
         let attempt = progress.attempts;
-        let retry_at = (progress.attempts_in_budget() < policy.attempts).then(|| {
+        // An unsent attempt is outside the budget, under a bound of its own.
+        let again = if unsent {
+            progress.unsent < UNSENT_RETRIES_MAX
+        } else {
+            progress.attempts_in_budget() < policy.attempts
+        };
+        let retry_at = again.then(|| {
             let id =
                 protocol::command_id(&self.state.saga_id, &self.state.step_def(index).name, kind);
             self.now.plus_ms(backoff::delay_ms(&policy, &id, attempt))
@@ -264,6 +272,7 @@ impl Draft {
             code: code.clone(),
             message: message.clone(),
             timed_out,
+            unsent,
             retry_at,
             at: self.now,
         });
@@ -373,6 +382,7 @@ impl Draft {
                     code: code.clone(),
                     message: message.clone(),
                     timed_out: false,
+                    unsent: false,
                     retry_at: None,
                     at,
                 });
@@ -383,8 +393,14 @@ impl Draft {
                     format!("compensation of `{name}` was refused ({code}: {message})"),
                 );
             }
-            (_, Outcome::Retry { code, message }) if is_current_attempt => {
-                self.attempt_failed(index, kind, code.clone(), message.clone(), false);
+            (_, Outcome::Retry { code, message, unsent }) if is_current_attempt => {
+                let failure = Failure {
+                    code: code.clone(),
+                    message: message.clone(),
+                    timed_out: false,
+                    unsent: *unsent,
+                };
+                self.attempt_failed(index, kind, failure);
             }
             // A success for a step already given up on: it took effect after all.
             (Kind::Do, Outcome::Ok { output })
@@ -433,7 +449,9 @@ impl Draft {
         match self.state.steps[index].progress(kind).wait {
             Wait::Reply { attempt, timeout_at } if timeout_at <= now => {
                 let message = format!("no reply to attempt {attempt} within the step timeout");
-                self.attempt_failed(index, kind, "timeout".into(), message, true);
+                let failure =
+                    Failure { code: "timeout".into(), message, timed_out: true, unsent: false };
+                self.attempt_failed(index, kind, failure);
             }
             Wait::Backoff { retry_at } if retry_at <= now => self.send(index, kind),
             _ => return Err(not_due),

@@ -107,6 +107,10 @@ pub enum SagaEvent {
         code: String,
         message: String,
         timed_out: bool,
+        /// The participant said nothing left it: the attempt is not counted
+        /// against the retry budget. (Absent in histories before it existed.)
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unsent: bool,
         retry_at: Option<UnixMillis>,
         at: UnixMillis,
     },

@@ -36,6 +36,12 @@ use std::sync::Arc;
 pub const SAGA_ID_LEN_MAX: usize = 128;
 /// Longest operator name, reason or evidence accepted, in bytes.
 pub const OPERATOR_TEXT_LEN_MAX: usize = 4_096;
+/// Most `retry` answers marked unsent (nothing left the participant) one
+/// step's `do` or `undo` may get, outside its retry budget: a dependency that
+/// is down is waited for, with the step's backoff (so about this many times
+/// its `max_backoff`), before the attempts count again. The saga's deadline,
+/// when it has one, still ends the wait.
+pub const UNSENT_RETRIES_MAX: u32 = 100;
 
 /// Something that happens to a saga.
 #[derive(Debug, Clone, PartialEq)]

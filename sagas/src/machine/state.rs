@@ -89,11 +89,20 @@ pub struct Progress {
     pub last_error: Option<(String, String)>,
     /// Some attempt timed out, so it may have taken effect unseen.
     pub timed_out: bool,
+    /// Attempts answered `retry` as unsent (nothing left the participant):
+    /// outside the budget, bounded by `UNSENT_RETRIES_MAX` on their own.
+    pub unsent: u32,
 }
 
 impl Progress {
-    const NEW: Self =
-        Self { attempts: 0, budget_base: 0, wait: Wait::Idle, last_error: None, timed_out: false };
+    const NEW: Self = Self {
+        attempts: 0,
+        budget_base: 0,
+        wait: Wait::Idle,
+        last_error: None,
+        timed_out: false,
+        unsent: 0,
+    };
 
     /// Attempts sent within the current budget.
     #[must_use]
@@ -358,11 +367,25 @@ impl SagaState {
                     s.do_progress.wait = Wait::Idle;
                 }
             }
-            SagaEvent::AttemptFailed { step, kind, code, message, timed_out, retry_at, .. } => {
+            SagaEvent::AttemptFailed {
+                step,
+                kind,
+                code,
+                message,
+                timed_out,
+                unsent,
+                retry_at,
+                ..
+            } => {
                 if let Some(s) = self.step_mut(step) {
                     let p = s.progress_mut(*kind);
                     p.last_error = Some((code.clone(), message.clone()));
                     p.timed_out |= *timed_out;
+                    if *unsent {
+                        // Outside the budget: the next attempt is not one more of it.
+                        p.budget_base += 1;
+                        p.unsent += 1;
+                    }
                     p.wait = retry_at.map_or(Wait::Idle, |retry_at| Wait::Backoff { retry_at });
                 }
             }

@@ -61,7 +61,7 @@ impl Saga {
     /// When: the comma-separated inputs of `script` arrive in turn, each of
     /// them legal; the last one's decision. An input is `tick` (time passes to
     /// the next deadline and the timer fires) or a participant's answer
-    /// `<step>[.undo][/<attempt>] <ok|failed|retry>` (`do`, attempt 1 unless
+    /// `<step>[.undo][/<attempt>] <ok|failed|retry|unsent>` (`do`, attempt 1 unless
     /// written).
     pub(super) fn feed(&mut self, script: &str) -> Decision {
         let mut last = Decision::default();
@@ -83,8 +83,13 @@ impl Saga {
         let outcome = match answer {
             "ok" => Outcome::Ok { output: json!({"id": format!("{step}-out")}) },
             "failed" => Outcome::Failed { code: "no".into(), message: "refused".into() },
-            "retry" => Outcome::Retry { code: "busy".into(), message: "later".into() },
-            other => panic!("`{other}` is not an answer: ok, failed or retry"),
+            "retry" => Outcome::retry("busy", "later"),
+            "unsent" => Outcome::Retry {
+                code: "down".into(),
+                message: "connection refused".into(),
+                unsent: true,
+            },
+            other => panic!("`{other}` is not an answer: ok, failed, retry or unsent"),
         };
         let command_id = protocol::command_id("s1", step, kind);
         self.when(Input::Reply(Reply { command_id, attempt, outcome })).unwrap()
@@ -610,4 +615,44 @@ fn a_version_1_history_written_earlier_still_replays() {
         state.steps[2].forward,
         Forward::Failed { code: "no".into(), message: "refused".into() }
     );
+}
+
+// ---- unsent retries ------------------------------------------------------------------
+
+#[test]
+fn unsent_retries_are_outside_the_budget() {
+    // `a` allows 2 attempts; five answers that nothing left the participant
+    // do not spend them: the sixth attempt succeeds and the saga goes on.
+    let mut s = Saga::given(abc(), "a unsent, tick, a/2 unsent, tick, a/3 unsent, tick");
+    let d = s.feed("a/4 unsent, tick, a/5 unsent, tick");
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Do, 6)]);
+    let p = s.state.steps[0].progress(Kind::Do);
+    assert_eq!((p.attempts, p.attempts_in_budget(), p.unsent), (6, 1, 5));
+    let d = s.feed("a/6 ok");
+    assert_eq!(sent(&d), [("b".to_owned(), Kind::Do, 1)]);
+    assert!(matches!(s.state.steps[0].forward, Forward::Succeeded { .. }));
+}
+
+#[test]
+fn sent_retries_still_spend_the_budget_around_unsent_ones() {
+    let mut s = Saga::given(abc(), "a unsent, tick, a/2 retry, tick");
+    let d = s.feed("a/3 retry");
+    assert_eq!(
+        names(&d),
+        ["attempt_failed", "step_outcome_unknown", "compensation_started", "command_sent"]
+    );
+    assert_eq!(s.state.steps[0].forward, Forward::Unknown);
+}
+
+#[test]
+fn unsent_retries_have_a_bound_of_their_own() {
+    // Without a deadline: the test is about the bound.
+    let yaml = include_str!("../../tests/fixtures/abc.yaml").replace("deadline: 1m\n", "");
+    let mut s = Saga::started(def("abc-no-deadline.yaml", &yaml));
+    assert_eq!(s.state.deadline_at, None);
+    for attempt in 1..=UNSENT_RETRIES_MAX {
+        s.feed(&format!("a/{attempt} unsent, tick"));
+    }
+    let d = s.feed(&format!("a/{} unsent", UNSENT_RETRIES_MAX + 1));
+    assert!(names(&d).contains(&"step_outcome_unknown"), "{:?}", names(&d));
 }

@@ -38,7 +38,7 @@ const LEASE_TTL_MS: &str = "2000";
 const STARTS_WITHIN: Duration = Duration::from_secs(180);
 
 /// `FAULTS_FULL=1`: the full sizes.
-fn full() -> bool {
+pub fn full() -> bool {
     std::env::var("FAULTS_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 

@@ -3,15 +3,18 @@
 //! the ledger and payment die (`kill -9`) in turn and come back, under load.
 
 use super::DOWN_FOR;
-use crate::common::load::Make;
+use crate::common::load::{Begun, Load, Make};
 use crate::invariants::money::{charges, ledger_cli, verify_ledger, verify_provider};
 use crate::invariants::verify;
 use crate::load::{LOAD_WITHIN, wait_ended};
 use crate::tally::Tally;
-use crate::world::{TURN, World, sagas};
+use crate::world::{TURN, World, full, sagas};
+use orchestrator::store::Store;
+use payment::api::ChargeList;
 use serde_json::json;
 use skald_tests::process::{ChildGuard, free_port, wait_port};
 use skald_tests::{Backend, NATS_URL, TestDb, delete_streams};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,22 +23,30 @@ use std::time::{Duration, Instant};
 const WALLETS: usize = 10;
 
 /// A program of the scenario, as it is started (and started again).
-struct Program<'a> {
-    name: &'a str,
-    bin: &'a str,
-    args: Vec<&'a str>,
-    envs: &'a [(&'a str, &'a str)],
+struct Program {
+    name: &'static str,
+    bin: &'static str,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
 }
 
-impl<'a> Program<'a> {
+impl Program {
     /// `bin`, run with the `leading` arguments, then each flag and its value.
-    fn new(name: &'a str, bin: &'a str, leading: &[&'a str], flags: &[(&'a str, &'a str)]) -> Self {
+    fn new(
+        name: &'static str,
+        bin: &'static str,
+        leading: &[&str],
+        flags: &[(&str, &str)],
+    ) -> Self {
         let flags = flags.iter().flat_map(|(flag, value)| [*flag, *value]);
-        Self { name, bin, args: leading.iter().copied().chain(flags).collect(), envs: &[] }
+        let args = leading.iter().copied().chain(flags).map(str::to_owned).collect();
+        Self { name, bin, args, envs: vec![] }
     }
 
     fn start(&self, w: &World) -> ChildGuard {
-        w.program(self.name, self.bin, &self.args, self.envs)
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        w.program(self.name, self.bin, &args, &envs)
     }
 
     /// `kill -9` of `child`, and this program started again in its place.
@@ -43,6 +54,147 @@ impl<'a> Program<'a> {
         child.kill9();
         tokio::time::sleep(DOWN_FOR).await;
         *child = self.start(w);
+    }
+}
+
+/// The money programs of a scenario: `skald`, `ledger`, `payment` (on
+/// PostgreSQL) and `psp-sim` (5% of calls failing, 2% of charges made and
+/// their answer dropped), the shipped `topup` and `payout` definitions, and
+/// the ledger's accounts opened.
+struct MoneyStack {
+    w: World,
+    store: Store,
+    _payment_db: TestDb,
+    psp_port: u16,
+    psp_url: String,
+    psp_sim: Program,
+    ledger_program: Program,
+    payment_program: Program,
+    client: async_nats::Client,
+    http: reqwest::Client,
+}
+
+/// The running processes of a [`MoneyStack`].
+struct MoneyProcesses {
+    _skald: ChildGuard,
+    psp: ChildGuard,
+    ledger: ChildGuard,
+    payment: ChildGuard,
+}
+
+impl MoneyStack {
+    async fn new(scenario: &'static str) -> Self {
+        let shipped = Path::new(skald_testkit::fixtures::SHIPPED_DIR);
+        let topup = std::fs::read_to_string(shipped.join("topup.yaml")).unwrap();
+        let payout = std::fs::read_to_string(shipped.join("payout.yaml")).unwrap();
+        let definitions = [("topup.yaml", topup.as_str()), ("payout.yaml", payout.as_str())];
+        let w = World::new(scenario, NATS_URL, &definitions).await;
+        let payment_db = TestDb::new(Backend::Postgres).await.unwrap();
+        let store = w.store().await;
+        let psp_port = free_port().unwrap();
+        let psp_url = format!("http://127.0.0.1:{psp_port}");
+        let port = psp_port.to_string();
+        let psp_flags = [
+            ("--port", port.as_str()),
+            ("--failure-rate", "0.05"),
+            ("--drop-after-charge-rate", "0.02"),
+            ("--seed", "7"),
+        ];
+        let psp_sim = Program::new("psp-sim", env!("CARGO_BIN_EXE_psp-sim-e2e"), &[], &psp_flags);
+        let on_bus = [("--prefix", w.prefix.as_str()), ("--nats-url", NATS_URL)];
+        let ledger_program = Program {
+            envs: vec![("DATABASE_URL", w.pdb_url.clone())],
+            ..Program::new("ledger", env!("CARGO_BIN_EXE_ledger-e2e"), &["serve"], &on_bus)
+        };
+        let payment_flags = [
+            ("--prefix", w.prefix.as_str()),
+            ("--nats-url", NATS_URL),
+            ("--database-url", payment_db.url.as_str()),
+            ("--psp-url", &psp_url),
+            ("--psp-timeout-ms", "1000"),
+            ("--reconcile-interval-ms", "500"),
+            ("--reconcile-grace-ms", "2000"),
+        ];
+        let payment_program =
+            Program::new("payment", env!("CARGO_BIN_EXE_payment-e2e"), &["serve"], &payment_flags);
+        let client = w.client().await;
+        Self {
+            w,
+            store,
+            _payment_db: payment_db,
+            psp_port,
+            psp_url,
+            psp_sim,
+            ledger_program,
+            payment_program,
+            client,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Every program started, the ledger's accounts opened.
+    async fn start(&self) -> MoneyProcesses {
+        let psp = self.psp_sim.start(&self.w);
+        self.psp_listening();
+        open_accounts(&self.w.pdb_url);
+        let skald = self.w.skald_ready(&self.store, "o-0", &[]).await;
+        let ledger = self.ledger_program.start(&self.w);
+        let payment = self.payment_program.start(&self.w);
+        MoneyProcesses { _skald: skald, psp, ledger, payment }
+    }
+
+    fn psp_listening(&self) {
+        wait_port(self.psp_port, Duration::from_secs(20)).unwrap();
+    }
+
+    /// `n` money sagas, started 16 at a time.
+    fn load(&self, n: usize) -> Load {
+        self.w.starter(&self.client).load(n, 16, money_load())
+    }
+
+    /// The provider's books once it has charged a few cards (or after a minute).
+    async fn some_charges(&self) -> ChargeList {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = charges(&self.http, &self.psp_url).await.unwrap();
+            if list.charges.len() >= 5 || Instant::now() > deadline {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every saga ended (heal time from `healed`); invariants 1, 2, 5, 6, 3
+    /// and 4 (on `before`, the first provider's books) into a tally, and each
+    /// saga's status.
+    async fn verify(
+        &self,
+        load: Load,
+        healed: Instant,
+        before: &ChargeList,
+    ) -> (Vec<Begun>, HashMap<String, String>, Tally, Duration) {
+        let begun = load.finish().await;
+        let heal = wait_ended(&self.store, healed).await;
+        let mut tally = Tally::default();
+        let statuses = verify(&self.store, &begun, &mut tally).await;
+        for kind in ["topup", "payout"] {
+            let completed = begun
+                .iter()
+                .filter(|b| {
+                    b.saga_type == kind && statuses.get(&b.id).is_some_and(|s| s == "completed")
+                })
+                .count();
+            tally.expect(completed > 0, || format!("no {kind} completed"));
+        }
+        verify_ledger(&self.w.pdb_url, &begun, &statuses, &mut tally).await;
+        verify_provider(&self.http, &self.psp_url, before, &begun, &statuses, &mut tally).await;
+        (begun, statuses, tally, heal)
+    }
+
+    async fn finish(self, processes: MoneyProcesses, tally: Tally, heal: Duration) {
+        drop(processes);
+        delete_streams(&self.client, &self.w.ns).await;
+        self.w.finish(tally, heal);
     }
 }
 
@@ -113,93 +265,60 @@ fn money_load() -> Make {
 async fn participants_and_provider_killed() {
     let _turn = TURN.lock().await;
     let n = sagas(150, 1_000);
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sagas/definitions");
-    let topup = std::fs::read_to_string(shipped.join("topup.yaml")).unwrap();
-    let payout = std::fs::read_to_string(shipped.join("payout.yaml")).unwrap();
-    let w =
-        World::new("money_kill9", NATS_URL, &[("topup.yaml", &topup), ("payout.yaml", &payout)])
-            .await;
-    let payment_db = TestDb::new(Backend::Postgres).await.unwrap();
-    let ledger_url = w.pdb_url.clone();
-    let store = w.store().await;
-
-    let psp_port = free_port().unwrap().to_string();
-    let psp_flags = [
-        ("--port", psp_port.as_str()),
-        ("--failure-rate", "0.05"),
-        ("--drop-after-charge-rate", "0.02"),
-        ("--seed", "7"),
-    ];
-    let psp_sim = Program::new("psp-sim", env!("CARGO_BIN_EXE_psp-sim-e2e"), &[], &psp_flags);
-    let mut psp = psp_sim.start(&w);
-    wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
-    let psp_url = format!("http://127.0.0.1:{psp_port}");
-
-    open_accounts(&ledger_url);
-
-    let _skald = w.skald_ready(&store, "o-0", &[]).await;
-    let on_bus = [("--prefix", w.prefix.as_str()), ("--nats-url", NATS_URL)];
-    let ledger_program = Program {
-        envs: &[("DATABASE_URL", ledger_url.as_str())],
-        ..Program::new("ledger", env!("CARGO_BIN_EXE_ledger-e2e"), &["serve"], &on_bus)
-    };
-    let mut ledger = ledger_program.start(&w);
-    let payment_flags = [
-        ("--prefix", w.prefix.as_str()),
-        ("--nats-url", NATS_URL),
-        ("--database-url", payment_db.url.as_str()),
-        ("--psp-url", &psp_url),
-        ("--psp-timeout-ms", "1000"),
-        ("--reconcile-interval-ms", "500"),
-        ("--reconcile-grace-ms", "2000"),
-    ];
-    let payment_bin = env!("CARGO_BIN_EXE_payment-e2e");
-    let payment_program = Program::new("payment", payment_bin, &["serve"], &payment_flags);
-    let mut payment = payment_program.start(&w);
-
-    let client = w.client().await;
-    let http = reqwest::Client::new();
-    let load = w.starter(&client).load(n, 16, money_load());
+    let stack = MoneyStack::new("money_kill9").await;
+    let mut p = stack.start().await;
+    let load = stack.load(n);
 
     // Kill the provider once it has charged a few cards.
     load.until(n * 15 / 100, LOAD_WITHIN).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let before = loop {
-        let list = charges(&http, &psp_url).await.unwrap();
-        if list.charges.len() >= 5 || Instant::now() > deadline {
-            break list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    psp_sim.restart(&w, &mut psp).await;
-    wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
+    let before = stack.some_charges().await;
+    stack.psp_sim.restart(&stack.w, &mut p.psp).await;
+    stack.psp_listening();
     println!("psp-sim killed after {} charges and restarted", before.charges.len());
 
     load.until(n * 40 / 100, LOAD_WITHIN).await;
-    ledger_program.restart(&w, &mut ledger).await;
+    stack.ledger_program.restart(&stack.w, &mut p.ledger).await;
     println!("ledger killed and restarted");
 
     load.until(n * 65 / 100, LOAD_WITHIN).await;
-    payment_program.restart(&w, &mut payment).await;
+    stack.payment_program.restart(&stack.w, &mut p.payment).await;
     let healed = Instant::now();
     println!("payment killed and restarted");
 
-    let begun = load.finish().await;
-    let heal = wait_ended(&store, healed).await;
-    let mut tally = Tally::default();
-    let statuses = verify(&store, &begun, &mut tally).await;
-    for kind in ["topup", "payout"] {
-        let completed = begun
-            .iter()
-            .filter(|b| {
-                b.saga_type == kind && statuses.get(&b.id).is_some_and(|s| s == "completed")
-            })
-            .count();
-        tally.expect(completed > 0, || format!("no {kind} completed"));
+    let (_, _, tally, heal) = stack.verify(load, healed, &before).await;
+    stack.finish(p, tally, heal).await;
+}
+
+/// The provider is down (nothing listens on its port) for 20 s (CI) or a
+/// minute, under load. Nothing reached it, so no top-up or payout may end
+/// with an unknown outcome: every one completes or is refused by the
+/// provider or the ledger, and none is parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_outage() {
+    let _turn = TURN.lock().await;
+    let n = sagas(150, 1_000);
+    let outage = Duration::from_secs(if full() { 60 } else { 20 });
+    let stack = MoneyStack::new("provider_outage").await;
+    let mut p = stack.start().await;
+    let load = stack.load(n);
+    load.until(n * 15 / 100, LOAD_WITHIN).await;
+    let before = stack.some_charges().await;
+    p.psp.kill9();
+    tokio::time::sleep(outage).await;
+    p.psp = stack.psp_sim.start(&stack.w);
+    stack.psp_listening();
+    let healed = Instant::now();
+    println!("psp-sim down for {outage:?} after {} charges", before.charges.len());
+
+    let (begun, statuses, mut tally, heal) = stack.verify(load, healed, &before).await;
+    for b in &begun {
+        let status = statuses.get(&b.id).map_or("?", String::as_str);
+        tally.expect(status != "parked", || format!("{} {} parked", b.saga_type, b.id));
+        let events = stack.store.load(&b.id).await.ok().flatten().map(|l| l.events);
+        let unknown = events.iter().flatten().any(|e| e.name() == "step_outcome_unknown");
+        tally.expect(!unknown, || {
+            format!("{} {} ended {status} after an unknown outcome", b.saga_type, b.id)
+        });
     }
-    verify_ledger(&ledger_url, &begun, &statuses, &mut tally).await;
-    verify_provider(&http, &psp_url, &before, &begun, &statuses, &mut tally).await;
-    drop((psp, ledger, payment));
-    delete_streams(&client, &w.ns).await;
-    w.finish(tally, heal);
+    stack.finish(p, tally, heal).await;
 }
