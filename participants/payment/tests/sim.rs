@@ -242,3 +242,40 @@ async fn bad_requests_get_json_errors() {
     );
     assert_eq!(list(&sim, "").await.count, 0);
 }
+
+/// With a journal, a restarted simulator is the same provider: the same
+/// charges, refunds and payouts, and a repeated key gets its first answer.
+#[tokio::test]
+async fn books_kept_in_a_journal_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("psp-books-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("books.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let config = SimConfig::default();
+
+    let sim = Sim::with_journal(config.clone(), &path).unwrap();
+    let first =
+        call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_ok", 500, "s1"))).await;
+    call(&sim, "POST", "/v1/charges", Some("k2"), Some(charge("tok_decline", 300, "s2"))).await;
+    call(&sim, "POST", "/v1/charges", Some("k3"), Some(charge("tok_ok", 700, "s3"))).await;
+    let refund = json!({ "reference": "s3", "amount": 700 });
+    call(&sim, "POST", "/v1/refunds", Some("r3"), Some(refund)).await;
+    let before = list(&sim, "").await;
+    drop(sim);
+
+    let sim = Sim::with_journal(config, &path).unwrap();
+    let after = list(&sim, "").await;
+    assert_eq!(serde_json::to_value(&after).unwrap(), serde_json::to_value(&before).unwrap());
+    let again =
+        call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_ok", 500, "s1"))).await;
+    assert!(again.replayed, "the key's answer is remembered across the restart");
+    assert_eq!(again.body, first.body);
+    let declined =
+        call(&sim, "POST", "/v1/charges", Some("k2"), Some(charge("tok_decline", 300, "s2"))).await;
+    assert_eq!((declined.status, declined.replayed), (StatusCode::PAYMENT_REQUIRED, true));
+    // New objects carry on the numbering.
+    let next =
+        call(&sim, "POST", "/v1/charges", Some("k4"), Some(charge("tok_ok", 100, "s4"))).await;
+    assert_eq!(next.body["id"], "ch_000003");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -284,11 +284,14 @@ pub struct MoneyStack {
     pub payment_db: String,
     payment_bin: PathBuf,
     psp_sim_bin: PathBuf,
+    /// psp-sim's books (`--books`): the provider survives its restarts.
+    psp_books: PathBuf,
     pub services: Services,
 }
 
 impl MoneyStack {
-    /// The programs of `bins`, `ledger.db` and `payment.db` in `dir`; nothing started yet.
+    /// The programs of `bins`, `ledger.db`, `payment.db` and psp-sim's
+    /// `psp-sim.books` in `dir`; nothing started yet.
     #[must_use]
     pub fn new(bins: &ServiceBins, dir: &Path) -> Self {
         Self {
@@ -299,6 +302,7 @@ impl MoneyStack {
             payment_db: sqlite_url(dir, "payment.db"),
             payment_bin: given_or_sibling(bins.payment_bin.as_ref(), "payment"),
             psp_sim_bin: given_or_sibling(bins.psp_sim_bin.as_ref(), "psp-sim"),
+            psp_books: dir.join("psp-sim.books"),
             services: Services::default(),
         }
     }
@@ -307,7 +311,8 @@ impl MoneyStack {
     pub async fn start_psp_sim(&mut self, args: &[&str]) -> Result<u16, StackError> {
         let port = free_port()?;
         let port_text = port.to_string();
-        let mut all = vec!["--port", port_text.as_str()];
+        let books = self.psp_books.display().to_string();
+        let mut all = vec!["--port", port_text.as_str(), "--books", books.as_str()];
         all.extend_from_slice(args);
         self.services.spawn(&self.psp_sim_bin, &all, &[])?;
         wait_port(port, "psp-sim").await?;

@@ -58,6 +58,11 @@ struct Args {
           default_value_t = AMOUNT_LIMIT_DEFAULT,
           value_parser = clap::value_parser!(i64).range(1..))]
     amount_limit: i64,
+    /// Keep the books in this file (a journal of every request that reached
+    /// them, replayed at start), so a restarted psp-sim is the same provider.
+    /// Default: in memory only.
+    #[arg(long, env = "PSP_SIM_BOOKS", value_name = "FILE")]
+    books: Option<std::path::PathBuf>,
 }
 
 /// Parse the arguments and run: the whole `psp-sim` binary.
@@ -85,7 +90,12 @@ async fn run(args: Args) -> Result<()> {
     let address = listener.local_addr().context("cannot read the address listened on")?;
     info!(%address, ?config, "psp-sim listening");
     let shutdown = service::shutdown_on_signal("work");
-    serve(listener, Sim::new(config), shutdown).await.context("psp-sim stopped serving")?;
+    let sim = match &args.books {
+        Some(path) => Sim::with_journal(config, path)
+            .with_context(|| format!("cannot keep the books in {}", path.display()))?,
+        None => Sim::new(config),
+    };
+    serve(listener, sim, shutdown).await.context("psp-sim stopped serving")?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `psp-sim`: a small payment provider for the quickstart, compose and tests.
 //!
-//! It speaks the API of [`crate::api`] and keeps everything in memory (a
-//! restart forgets it all). Every `POST` is idempotent by `Idempotency-Key`:
+//! It speaks the API of [`crate::api`] and keeps everything in memory; with
+//! a journal ([`Sim::with_journal`], `--books FILE`) it keeps its books on disk
+//! too, and a restarted simulator is the same provider. Every `POST` is idempotent by `Idempotency-Key`:
 //! the same key and body get the same answer (declines included), another
 //! body gets `409`. Faults are deterministic for a given `--seed`: whether a
 //! call fails is drawn from a hash of the seed, the key and how many times the
@@ -18,6 +19,7 @@
 //! | `drop_after_charge_rate` | the charge is made and remembered, then 504 |
 
 pub mod books;
+pub mod journal;
 
 use crate::api::{
     CHARGES_PATH, ChargeRequest, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH,
@@ -31,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use books::{Answer, Books, KeyCheck, Made};
+use journal::{Entry, Journal};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -82,8 +85,16 @@ impl Default for SimConfig {
 #[derive(Debug, Clone)]
 pub struct Sim {
     config: Arc<SimConfig>,
-    books: Arc<Mutex<Books>>,
+    books: Arc<Mutex<Kept>>,
     in_flight: Arc<Semaphore>,
+}
+
+/// The books, and the journal that keeps them on disk (if any): one lock, so
+/// the journal's order is the order requests were applied in.
+#[derive(Debug, Default)]
+struct Kept {
+    books: Books,
+    journal: Option<Journal>,
 }
 
 impl Sim {
@@ -96,9 +107,36 @@ impl Sim {
         }
     }
 
+    /// The simulator with its books kept in the journal at `path`: what the
+    /// journal holds is replayed first.
+    ///
+    /// # Errors
+    /// When the journal cannot be opened or read.
+    pub fn with_journal(config: SimConfig, path: &std::path::Path) -> std::io::Result<Self> {
+        let (journal, entries) = Journal::open(path)?;
+        let sim = Self::new(config);
+        {
+            let mut kept = sim.kept();
+            for entry in &entries {
+                let key = entry.key.as_deref();
+                if let KeyCheck::Fresh { .. } =
+                    kept.books.check_key(key, &entry.path, &entry.request)
+                {
+                    let made = apply_to(&mut kept.books, &sim.config, &entry.path, &entry.request);
+                    if made.answer.status != 503 {
+                        kept.books.remember(key, &entry.path, entry.request.clone(), &made.answer);
+                    }
+                }
+            }
+            kept.journal = Some(journal);
+        }
+        info!(path = %path.display(), requests = entries.len(), "books replayed from the journal");
+        Ok(sim)
+    }
+
     /// The books; a panic while they were held cannot leave them half-written
     /// (every change is one push or one field), so a poisoned lock is used as is.
-    fn books(&self) -> MutexGuard<'_, Books> {
+    fn kept(&self) -> MutexGuard<'_, Kept> {
         self.books.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -172,7 +210,8 @@ impl Sim {
         };
 
         // Everything below holds the lock and does not await.
-        let mut books = self.books();
+        let mut kept = self.kept();
+        let Kept { books, journal } = &mut *kept;
         let calls = match books.check_key(key, path, &request) {
             KeyCheck::Fresh { calls } => calls,
             KeyCheck::Replay(stored) => return answer(stored, true),
@@ -184,8 +223,21 @@ impl Sim {
             // Before anything happens, and not remembered: the retry may succeed.
             return answer(Answer::error(500, "internal_error", "injected failure"), false);
         }
+        if let Some(journal) = journal {
+            let entry = Entry {
+                key: key.map(str::to_owned),
+                path: path.to_owned(),
+                request: request.clone(),
+            };
+            if let Err(e) = journal.append(&entry) {
+                // Not applied: the books on disk and in memory stay the same.
+                tracing::error!(error = %e, "cannot write the journal; refusing the request");
+                let refusal = Answer::error(503, "simulator_unavailable", "cannot keep the books");
+                return answer(refusal, false);
+            }
+        }
         let made = match serde_json::from_value::<R>(request.clone()) {
-            Ok(typed) => apply(&mut books, &self.config, typed),
+            Ok(typed) => apply(books, &self.config, typed),
             Err(e) => Made {
                 answer: Answer::error(
                     400,
@@ -198,7 +250,7 @@ impl Sim {
         if made.answer.status != 503 {
             books.remember(key, path, request, &made.answer);
         }
-        drop(books);
+        drop(kept);
         if made.moved_money {
             info!(path, key = key.unwrap_or("-"), id = %made.answer.body["id"], "money moved");
             if path == CHARGES_PATH
@@ -218,6 +270,26 @@ impl Sim {
         }
         answer(made.answer, false)
     }
+}
+
+/// A journaled request applied to `books` again, as its route applied it.
+fn apply_to(books: &mut Books, config: &SimConfig, path: &str, request: &Value) -> Made {
+    fn typed<R: DeserializeOwned>(request: &Value) -> Result<R, Made> {
+        serde_json::from_value(request.clone()).map_err(|e| Made {
+            answer: Answer::error(400, "invalid_request", format!("the request does not fit: {e}")),
+            moved_money: false,
+        })
+    }
+    let made = match path {
+        CHARGES_PATH => typed(request).map(|r| books.charge(config.amount_limit, r)),
+        REFUNDS_PATH => typed(request).map(|r| books.refund(r)),
+        PAYOUTS_PATH => typed(request).map(|r| books.payout(config.amount_limit, r)),
+        other => Err(Made {
+            answer: Answer::error(404, "unknown_path", format!("no such route: {other}")),
+            moved_money: false,
+        }),
+    };
+    made.unwrap_or_else(|refusal| refusal)
 }
 
 fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -284,7 +356,7 @@ where
 }
 
 async fn get_charge(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
-    let found = sim.books().get_charge(&id);
+    let found = sim.kept().books.get_charge(&id);
     answer(found, false)
 }
 
@@ -312,7 +384,7 @@ async fn list_charges(
 ) -> Response {
     match query {
         Ok(Query(query)) => {
-            Json(sim.books().list_charges(query.reference.as_deref(), query.limit()))
+            Json(sim.kept().books.list_charges(query.reference.as_deref(), query.limit()))
                 .into_response()
         }
         Err(rejection) => bad_query(&rejection),
@@ -324,7 +396,7 @@ async fn list_payouts(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     match query {
-        Ok(Query(query)) => Json(sim.books().list_payouts(query.limit())).into_response(),
+        Ok(Query(query)) => Json(sim.kept().books.list_payouts(query.limit())).into_response(),
         Err(rejection) => bad_query(&rejection),
     }
 }

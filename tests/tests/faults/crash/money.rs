@@ -94,8 +94,10 @@ impl MoneyStack {
         let psp_port = free_port().unwrap();
         let psp_url = format!("http://127.0.0.1:{psp_port}");
         let port = psp_port.to_string();
+        let books = w.logs.join("psp-sim.books").display().to_string();
         let psp_flags = [
             ("--port", port.as_str()),
+            ("--books", books.as_str()),
             ("--failure-rate", "0.05"),
             ("--drop-after-charge-rate", "0.02"),
             ("--seed", "7"),
@@ -256,11 +258,10 @@ fn money_load() -> Make {
 /// and come back, under load. Invariants 3 (`ledger verify`) and 4 (the
 /// provider's charges) are checked too.
 ///
-/// psp-sim keeps its books in memory, so a killed one forgets every charge
-/// made before: invariant 4 is checked on the books of the restarted
-/// provider (each reference charged at most once; its charged minus
-/// refunded equals the completed top-ups it charged) and on the last view of
-/// the first one before the kill (each reference charged at most once).
+/// psp-sim keeps its books in a journal (`--books`), so the restarted
+/// provider is the same one: invariant 4 is checked on its books (each
+/// reference charged at most once; charged minus refunded equals the
+/// completed top-ups) and on the last view of it before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn participants_and_provider_killed() {
     let _turn = TURN.lock().await;

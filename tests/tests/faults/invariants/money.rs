@@ -84,9 +84,9 @@ pub async fn verify_ledger(
     }
 }
 
-/// Invariant 4: at most one charge per saga, on `before` (the last listing of a
-/// provider that was killed since, and forgot its books) and on the provider
-/// at `psp_url` now; on the latter, charged minus refunded is what the
+/// Invariant 4: at most one charge per saga, on `before` (the last listing of
+/// the provider before it was killed or stopped) and on the provider at
+/// `psp_url` now (restarted from its journal); on the latter, charged minus refunded is what the
 /// completed top-ups it charged took. The payment reconciler may still be
 /// refunding a charge whose answer was lost: it is given 30 s.
 pub async fn verify_provider(
