@@ -15,6 +15,7 @@ pub mod definitions;
 pub mod error;
 pub mod filter;
 pub mod health;
+pub mod limits;
 pub mod model;
 pub mod sagas;
 pub mod state;
@@ -163,6 +164,8 @@ pub fn app(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state::BODY_BYTES_MAX))
+        .layer(middleware::from_fn(limits::refuse_declared_large_bodies))
+        .layer(middleware::map_response(limits::security_headers))
         .with_state(state)
 }
 
@@ -181,12 +184,43 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr: addr.to_owned(), source })
 }
 
-/// Serve `app` on `listener` until `shutdown`.
+/// Serve `app` on `listener` until `shutdown`, with the default [`limits::Limits`].
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP server stopped");
+    serve_within(listener, app, shutdown, limits::Limits::default()).await;
+}
+
+/// Serve `app` on `listener` until `shutdown`: at most
+/// `limits.connections_max` connections at once; after `shutdown`, requests
+/// under way get `limits.shutdown_grace` to finish (a client that never
+/// finishes its request cannot hold the process), then every connection is closed.
+pub async fn serve_within(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: limits::Limits,
+) {
+    let listener = limits::Bounded::new(listener, limits.connections_max);
+    let stopping = shutdown.clone();
+    let server = async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .await
+    };
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(limits.shutdown_grace).await;
+    };
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }
+        () = grace_over => {
+            tracing::warn!(
+                grace_ms = limits.shutdown_grace.as_millis(),
+                "HTTP connections still open after the shutdown grace; closing them"
+            );
+        }
     }
 }

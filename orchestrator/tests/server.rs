@@ -1,0 +1,121 @@
+//! The HTTP server over a real socket: its own limits, before any route runs
+//! (connections held, bodies refused by declared size, a bounded shutdown,
+//! the headers every answer carries).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::Engine;
+use orchestrator::api::limits::Limits;
+use orchestrator::api::{Tokens, serve_within};
+use skald_testkit::Backend;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    _engine: Engine,
+}
+
+async fn server(limits: Limits) -> Server {
+    let engine = Engine::new(Backend::Sqlite, &[]).await;
+    let app = engine.router(Tokens::none(), "test-1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(serve_within(listener, app, stop.clone(), limits));
+    Server { addr, stop, task, _engine: engine }
+}
+
+/// Send `request` on a new connection and read the answer until `within`
+/// passes or the server closes: what came back.
+async fn exchange(addr: SocketAddr, request: &str, within: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let s = server(Limits::default()).await;
+    for path in ["/v1/sagas", "/healthz", "/openapi.json", "/no/such/route"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = exchange(s.addr, &request, Duration::from_secs(5)).await.to_lowercase();
+        for header in [
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+            "referrer-policy: same-origin",
+        ] {
+            assert!(answer.contains(header), "{path}: no `{header}` in {answer}");
+        }
+        if answer.contains("content-type: application/json") {
+            assert!(answer.contains("content-security-policy: default-src 'none'"), "{answer}");
+        }
+    }
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let s = server(Limits::default()).await;
+    // The headers promise 100 MB and nothing follows: the answer must not wait for it.
+    let request = "POST /v1/definitions/validate HTTP/1.1\r\nHost: x\r\n\
+                   Content-Type: application/yaml\r\nContent-Length: 100000000\r\n\r\n";
+    let started = Instant::now();
+    let answer = exchange(s.addr, request, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "a JSON error body: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered without the body");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    let s = server(Limits { connections_max: 2, ..Limits::default() }).await;
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let idle_a = TcpStream::connect(s.addr).await.unwrap();
+    let idle_b = TcpStream::connect(s.addr).await.unwrap();
+    // Let the server accept both.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = exchange(s.addr, health, Duration::from_millis(500)).await;
+    assert!(waiting.is_empty(), "a third connection was served: {waiting}");
+    drop(idle_a);
+    let answer = exchange(s.addr, health, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle_b);
+    s.stop.cancel();
+}
+
+/// A client that never finishes its request's headers (or body) holds its
+/// connection open; a shutdown waits for it only as long as the grace.
+async fn shutdown_with_a_stalled_client(grace: Duration, stalled: &[u8]) -> Duration {
+    let s = server(Limits { shutdown_grace: grace, ..Limits::default() }).await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(stalled).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = Instant::now();
+    s.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), s.task)
+        .await
+        .expect("the server stopped within the grace")
+        .unwrap();
+    stopping.elapsed()
+}
+
+#[tokio::test]
+async fn a_half_sent_request_cannot_hold_the_shutdown() {
+    let grace = Duration::from_millis(300);
+    let half_headers = b"POST /v1/definitions/validate HTTP/1.1\r\nHost: x\r\nContent-Le";
+    let took = shutdown_with_a_stalled_client(grace, half_headers).await;
+    assert!(took >= grace, "the server waited for the request first ({took:?})");
+    let half_body = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"half";
+    shutdown_with_a_stalled_client(grace, half_body).await;
+}
