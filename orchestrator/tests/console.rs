@@ -363,3 +363,50 @@ async fn assets_are_served_from_the_binary_and_pages_load_nothing_from_elsewhere
         }
     }
 }
+
+/// The console's cookie speaks for the console's own pages only: on `/v1` a
+/// request another site made (another port is the same site) is refused; a
+/// bearer token is not sent by browsers on their own, so it is not checked.
+#[tokio::test]
+async fn the_cookie_is_refused_on_the_api_when_another_site_sends_it() {
+    let f = fixture().await;
+    let definition_post = |auth: (&'static str, String), origin: &str| {
+        Request::post("/v1/definitions/validate")
+            .header(header::HOST, "console.test:8080")
+            .header(header::ORIGIN, origin)
+            .header(header::CONTENT_TYPE, "application/yaml")
+            .header(auth.0, auth.1)
+            .body(Body::from(SHOP))
+            .unwrap()
+    };
+    let cookie = || (header::COOKIE.as_str(), format!("skald_token={OPERATOR}"));
+    let bearer = || (header::AUTHORIZATION.as_str(), format!("Bearer {OPERATOR}"));
+    let (status, _, body) = f.send(definition_post(cookie(), "http://console.test:9999")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("\"cross_site\""), "{body}");
+    let (status, _, body) = f.send(definition_post(cookie(), "http://console.test:8080")).await;
+    assert_eq!(status, StatusCode::OK, "the console's own page: {body}");
+    let (status, _, body) = f.send(definition_post(bearer(), "http://console.test:9999")).await;
+    assert_eq!(status, StatusCode::OK, "a bearer token: {body}");
+}
+
+/// Guessing tokens at the sign-in form is slowed down: after ten failures a
+/// client is refused for the rest of its minute, even with a good token.
+#[tokio::test]
+async fn failed_sign_ins_are_throttled() {
+    let f = fixture().await;
+    let login = |token: &str| {
+        Request::post("/console/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap()
+    };
+    for _ in 0..orchestrator::api::console::throttle::FAILURES_MAX {
+        let (status, _, _) = f.send(login("guess")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, body) = f.send(login(OPERATOR)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    assert!(body.contains("Too many failed sign-ins"), "{body}");
+}

@@ -13,7 +13,7 @@
 use super::error::ApiError;
 use super::state::ApiState;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -203,14 +203,33 @@ pub fn new_token() -> String {
     format!("skald_{a}{b}")
 }
 
-/// The token a request carries: `Authorization: Bearer …`, else the console cookie.
-fn token_of(req: &Request) -> Option<&str> {
+/// True when the browser says the request comes from another site: a
+/// `Sec-Fetch-Site` other than same-origin, or an `Origin` whose host is not
+/// the one addressed. Clients that send neither (curl, tests) pass.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let Some((_, origin_host)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return true; // `Origin: null` and the like
+    };
+    let hosts = [headers.get(header::HOST), headers.get("x-forwarded-host")];
+    !hosts.iter().flatten().any(|h| h.to_str().is_ok_and(|h| h.eq_ignore_ascii_case(origin_host)))
+}
+
+/// The token a request carries: `Authorization: Bearer …`, else the console
+/// cookie (then the second value is true).
+fn token_of(req: &Request) -> Option<(&str, bool)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+        return scheme.eq_ignore_ascii_case("bearer").then_some((token.trim(), false));
     }
-    cookie(req, COOKIE)
+    cookie(req, COOKIE).map(|token| (token, true))
 }
 
 /// The value of a cookie, if the request has it.
@@ -232,9 +251,14 @@ pub async fn require(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = token_of(&req)
-        .and_then(|t| state.tokens.check(t, SystemTime::now()))
-        .ok_or(ApiError::Unauthorized)?;
+    let (token, from_cookie) = token_of(&req).ok_or(ApiError::Unauthorized)?;
+    // A browser sends the console's cookie with requests other sites make
+    // it send (another port is the same site): the cookie speaks for the
+    // console's own pages only.
+    if from_cookie && cross_site(req.headers()) {
+        return Err(ApiError::CrossSite);
+    }
+    let caller = state.tokens.check(token, SystemTime::now()).ok_or(ApiError::Unauthorized)?;
     if caller.role < role {
         return Err(ApiError::Forbidden { needed: role, have: caller.role });
     }

@@ -19,6 +19,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("this needs the {} role; your token has {}", needed.as_str(), have.as_str())]
     Forbidden { needed: Role, have: Role },
+    /// The console's cookie on a request another site made.
+    #[error(
+        "the console's cookie is accepted only from the console's own pages; send a bearer token"
+    )]
+    CrossSite,
     #[error("{what} not found")]
     NotFound { what: String },
     /// The request is well-formed but conflicts with the current state.
@@ -66,6 +71,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::CrossSite => (StatusCode::FORBIDDEN, "cross_site"),
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),

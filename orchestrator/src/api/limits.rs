@@ -68,6 +68,16 @@ impl Listener for Bounded {
     }
 }
 
+/// The client's address, as handlers see it (`ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// A connection holding its place under the limit until it closes.
 #[derive(Debug)]
 pub struct Counted {

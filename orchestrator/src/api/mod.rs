@@ -202,6 +202,8 @@ pub async fn serve_within(
     let listener = limits::Bounded::new(listener, limits.connections_max);
     let stopping = shutdown.clone();
     let server = async move {
+        // The peer's address reaches handlers (the console's sign-in throttle).
+        let app = app.into_make_service_with_connect_info::<limits::Peer>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stopping.cancelled().await })
             .await

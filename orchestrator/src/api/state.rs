@@ -26,6 +26,8 @@ pub struct ApiState {
     /// NATS, for `/readyz`; `None` when the API runs without a bus (tests).
     pub nats: Option<async_nats::Client>,
     pub bulk: Arc<BulkJobs>,
+    /// Failed console sign-ins per client.
+    pub sign_ins: Arc<crate::api::console::throttle::SignInThrottle>,
 }
 
 impl ApiState {
@@ -38,6 +40,7 @@ impl ApiState {
             instance,
             nats: None,
             bulk: Arc::new(BulkJobs::default()),
+            sign_ins: Arc::default(),
         }
     }
 

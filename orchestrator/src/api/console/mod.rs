@@ -24,12 +24,14 @@
 pub mod pages;
 
 mod session;
+pub mod throttle;
 
 use super::auth::{self, Caller, Role};
 use super::error::ApiError;
 use super::filter::FilterSpec;
 use super::state::ApiState;
 use super::{overview_of, sagas};
+use crate::api::auth::cross_site;
 use ::sagas::machine::{OperatorInput, SAGA_ID_LEN_MAX};
 use askama::Template;
 use axum::extract::rejection::FormRejection;
@@ -44,7 +46,7 @@ use pages::{
     RepairFragment, RepairPanel, Row, SagaPage, SagaView, StuckPage, TypeRow,
 };
 use serde::Deserialize;
-use session::{cross_site, login, login_form, logout, require_caller};
+use session::{login, login_form, logout, require_caller};
 use std::sync::LazyLock;
 use std::time::SystemTime;
 

@@ -37,24 +37,6 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// True when the browser says the request comes from another site: a
-/// `Sec-Fetch-Site` other than same-origin, or an `Origin` whose host is not
-/// the one addressed. Clients that send neither (curl, tests) pass.
-pub(super) fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && site != "same-origin"
-        && site != "none"
-    {
-        return true;
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else { return false };
-    let Some((_, origin_host)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
-        return true; // `Origin: null` and the like
-    };
-    let hosts = [headers.get(header::HOST), headers.get("x-forwarded-host")];
-    !hosts.iter().flatten().any(|h| h.to_str().is_ok_and(|h| h.eq_ignore_ascii_case(origin_host)))
-}
-
 /// Where to go after signing in: a console path, never another site.
 pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -104,9 +86,12 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     State(state): State<ApiState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::api::limits::Peer>>>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    let client = peer.map(|axum::Extension(info)| info.0.0.ip());
+    let now = std::time::Instant::now();
     let again = |status: StatusCode, next: String, error: &str| {
         let page = LoginPage { chrome: chrome(None), next, error: Some(error.to_owned()) };
         render(status, &page)
@@ -122,8 +107,17 @@ pub(super) async fn login(
         return again(StatusCode::BAD_REQUEST, "/console".into(), "Send the sign-in form.");
     };
     let next = safe_next(form.next.as_deref());
+    if !state.sign_ins.allows(client, now) {
+        tracing::warn!(?client, "console sign-in refused: too many failures");
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            "Too many failed sign-ins from here; wait a minute and try again.",
+        );
+    }
     let token = form.token.trim();
     let Some(caller) = state.tokens.check(token, SystemTime::now()) else {
+        state.sign_ins.failed(client, now);
         return again(
             StatusCode::UNAUTHORIZED,
             next,
