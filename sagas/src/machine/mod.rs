@@ -39,8 +39,9 @@ pub const OPERATOR_TEXT_LEN_MAX: usize = 4_096;
 /// Most `retry` answers marked unsent (nothing left the participant) one
 /// step's `do` or `undo` may get, outside its retry budget: a dependency that
 /// is down is waited for, with the step's backoff (so about this many times
-/// its `max_backoff`), before the attempts count again. The saga's deadline,
-/// when it has one, still ends the wait.
+/// its `max_backoff`). Past the bound the step is given up as when its budget
+/// is spent (an unknown outcome, or a compensation parked); a resume starts a
+/// fresh bound. The saga's deadline, when it has one, still ends the wait.
 pub const UNSENT_RETRIES_MAX: u32 = 100;
 
 /// Something that happens to a saga.

@@ -438,6 +438,8 @@ impl SagaState {
                     }
                     let p = s.progress_mut(*kind);
                     p.budget_base = p.attempts;
+                    // A fresh budget, and a fresh bound for unsent attempts.
+                    p.unsent = 0;
                     p.wait = Wait::Idle;
                 }
             }

@@ -656,3 +656,18 @@ fn unsent_retries_have_a_bound_of_their_own() {
     let d = s.feed(&format!("a/{} unsent", UNSENT_RETRIES_MAX + 1));
     assert!(names(&d).contains(&"step_outcome_unknown"), "{:?}", names(&d));
 }
+
+#[test]
+fn resume_gives_unsent_retries_a_fresh_bound_too() {
+    let yaml = include_str!("../../tests/fixtures/abc.yaml").replace("deadline: 1m\n", "");
+    let mut s = Saga::given(def("abc-no-deadline.yaml", &yaml), "a ok, b failed");
+    for attempt in 1..=UNSENT_RETRIES_MAX {
+        s.feed(&format!("a.undo/{attempt} unsent, tick"));
+    }
+    s.feed(&format!("a.undo/{} unsent", UNSENT_RETRIES_MAX + 1));
+    assert_eq!(s.state.status, SagaStatus::Parked);
+    s.operator(OperatorAction::Resume, "provider back").unwrap();
+    let d = s.feed(&format!("a.undo/{} unsent", UNSENT_RETRIES_MAX + 2));
+    assert_eq!(names(&d), ["attempt_failed"], "retried again, not parked");
+    assert_eq!(s.state.steps[0].progress(Kind::Undo).unsent, 1);
+}
