@@ -28,27 +28,26 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("skald-up-{}", skald_tests::token()))
 }
 
-/// Processes whose parent is `pid` and that are not yet dead (zombies count as dead).
+/// The parent of process `pid`, while it is alive (a zombie counts as dead).
+fn live_parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (name) state ppid ...`: the name may hold spaces, so read after the last `)`.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    (state != "Z").then(|| fields.next()?.parse().ok()).flatten()
+}
+
+/// Live processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // `pid (name) state ppid ...`: the name may hold spaces, so read after the last `)`.
-            let rest: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().collect())
-                .unwrap_or_default();
-            rest.len() > 1 && rest[0] != "Z" && rest[1] == pid.to_string()
-        })
+        .filter(|p| live_parent(*p) == Some(pid))
         .collect()
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
+    live_parent(pid).is_some()
 }
 
 /// `skald up` serving its console after a small batch, with the children it started.

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod signals;
 pub mod tools;
 
 use clap::Parser;

@@ -8,16 +8,7 @@ pub fn main(config: &orchestrator::serve::ServeConfig) -> anyhow::Result<ExitCod
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Listen before connecting, so an early SIGTERM is a clean stop too.
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            signals.cancel();
-        });
+        let shutdown = crate::signals::stop_token(&crate::signals::INT_TERM, |_| {})?;
         let orchestrator = tokio::select! {
             () = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
             o = orchestrator::serve::Orchestrator::connect(config) => match o {

@@ -198,25 +198,6 @@ impl Services {
     }
 }
 
-/// The first of SIGINT (Ctrl-C), SIGTERM and SIGHUP to arrive: its name.
-/// Each is caught from the call on (none ends the process by itself).
-pub async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        // Cannot happen on Unix; if it did, the default actions stay.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    }
-}
-
 /// Send SIGTERM to a process (through `kill`, as this crate has no libc).
 pub async fn terminate(pid: u32) {
     let _ = Command::new("kill")

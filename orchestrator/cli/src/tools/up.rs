@@ -190,17 +190,34 @@ async fn ensure_nats(
 /// The console's usual address.
 const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:8080";
 
+/// The text kept in `dir/name` (trimmed), or `make`'s, written there (with
+/// `mode`) on the first run.
+fn kept(
+    dir: &Path,
+    name: &str,
+    mode: u32,
+    make: impl FnOnce() -> String,
+) -> Result<String, StackError> {
+    let path = dir.join(name);
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let made = make();
+    std::fs::write(&path, format!("{made}\n"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(made)
+}
+
 /// The prefix of this data directory: made once, kept in `prefix`.
 fn data_dir_prefix(dir: &Path) -> Result<String, StackError> {
-    let path = dir.join("prefix");
-    if let Ok(p) = std::fs::read_to_string(&path)
-        && !p.trim().is_empty()
-    {
-        return Ok(p.trim().to_owned());
-    }
-    let prefix = format!("quickstart-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    std::fs::write(&path, format!("{prefix}\n"))?;
-    Ok(prefix)
+    kept(dir, "prefix", 0o644, || {
+        format!("quickstart-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    })
 }
 
 /// The usual address, bound, unless `--http-addr` was given or another
@@ -215,19 +232,7 @@ async fn usual_listener(given: Option<&str>) -> Option<tokio::net::TcpListener> 
 
 /// The admin token of this data directory: made once, kept in `admin.token` (mode 0600).
 fn admin_token(dir: &Path) -> Result<String, StackError> {
-    let path = dir.join("admin.token");
-    if let Ok(t) = std::fs::read_to_string(&path)
-        && !t.trim().is_empty()
-    {
-        return Ok(t.trim().to_owned());
-    }
-    let token = auth::new_token();
-    std::fs::write(&path, format!("{token}\n"))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(token)
+    kept(dir, "admin.token", 0o600, auth::new_token)
 }
 
 /// Run `skald up`; returns the summary once the batch is done (and, without

@@ -22,8 +22,7 @@ pub mod books;
 pub mod journal;
 
 use crate::api::{
-    CHARGES_PATH, ChargeRequest, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH,
-    PayoutRequest, REFUNDS_PATH, RefundRequest,
+    CHARGES_PATH, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH, REFUNDS_PATH,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -159,12 +158,11 @@ impl Sim {
     }
 
     /// The shared steps of every `POST`: limits, latency, body, key, faults.
-    async fn post<R: DeserializeOwned>(
+    async fn post(
         &self,
         path: &'static str,
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
-        apply: impl FnOnce(&mut Books, &SimConfig, R) -> Made,
     ) -> Response {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return answer(
@@ -236,17 +234,7 @@ impl Sim {
                 return answer(refusal, false);
             }
         }
-        let made = match serde_json::from_value::<R>(request.clone()) {
-            Ok(typed) => apply(books, &self.config, typed),
-            Err(e) => Made {
-                answer: Answer::error(
-                    400,
-                    "invalid_request",
-                    format!("the request does not fit: {e}"),
-                ),
-                moved_money: false,
-            },
-        };
+        let made = apply_to(books, &self.config, path, &request);
         if made.answer.status != 503 {
             books.remember(key, path, request, &made.answer);
         }
@@ -272,7 +260,8 @@ impl Sim {
     }
 }
 
-/// A journaled request applied to `books` again, as its route applied it.
+/// A request for `path` applied to `books`: live, and again when the
+/// journal is replayed.
 fn apply_to(books: &mut Books, config: &SimConfig, path: &str, request: &Value) -> Made {
     fn typed<R: DeserializeOwned>(request: &Value) -> Result<R, Made> {
         serde_json::from_value(request.clone()).map_err(|e| Made {
@@ -312,25 +301,10 @@ fn answer(answer: Answer, replayed: bool) -> Response {
 /// The simulator's routes.
 pub fn app(sim: Sim) -> Router {
     Router::new()
-        .route(
-            CHARGES_PATH,
-            posting(CHARGES_PATH, |books, config, request: ChargeRequest| {
-                books.charge(config.amount_limit, request)
-            })
-            .get(list_charges),
-        )
+        .route(CHARGES_PATH, posting(CHARGES_PATH).get(list_charges))
         .route("/v1/charges/{id}", get(get_charge))
-        .route(
-            REFUNDS_PATH,
-            posting(REFUNDS_PATH, |books, _, request: RefundRequest| books.refund(request)),
-        )
-        .route(
-            PAYOUTS_PATH,
-            posting(PAYOUTS_PATH, |books, config, request: PayoutRequest| {
-                books.payout(config.amount_limit, request)
-            })
-            .get(list_payouts),
-        )
+        .route(REFUNDS_PATH, posting(REFUNDS_PATH))
+        .route(PAYOUTS_PATH, posting(PAYOUTS_PATH).get(list_payouts))
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|| async { answer(Answer::error(404, "not_found", "no such endpoint"), false) })
         .method_not_allowed_fallback(|| async {
@@ -343,14 +317,11 @@ pub fn app(sim: Sim) -> Router {
         .with_state(sim)
 }
 
-/// The `POST` route of `path`: [`Sim::post`], then `apply` to the books.
-fn posting<R>(path: &'static str, apply: fn(&mut Books, &SimConfig, R) -> Made) -> MethodRouter<Sim>
-where
-    R: DeserializeOwned + Send + 'static,
-{
+/// The `POST` route of `path`: [`Sim::post`], which applies it to the books.
+fn posting(path: &'static str) -> MethodRouter<Sim> {
     post(
         move |State(sim): State<Sim>, headers: HeaderMap, body: Result<Bytes, BytesRejection>| async move {
-            sim.post(path, &headers, body, apply).await
+            sim.post(path, &headers, body).await
         },
     )
 }
