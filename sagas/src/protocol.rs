@@ -8,7 +8,10 @@
 //!   <command id>/<attempt>`; a re-publish of the same attempt is dropped by
 //!   JetStream's dedupe window, a deliberate retry (next attempt) is not.
 //! - A [`Reply`] is published to the `<prefix>_REPLIES` stream on the command's
-//!   `reply_subject`, `<prefix>.reply.<partition>`.
+//!   `reply_subject`, `<prefix>.reply.<partition>.<participant>`: the subject
+//!   names who answers, so the bus's permissions can let each participant
+//!   publish only replies that name it, and the orchestrator takes a reply
+//!   only from the participant its command went to.
 //! - A saga is started by a NATS request on `<prefix>.start.<saga type>` with a
 //!   [`StartRequest`]; the answer is a [`StartResponse`].
 //! - Trace context travels in the W3C `traceparent` header.
@@ -195,9 +198,36 @@ impl Namespace {
         format!("{}.cmd.{participant}.>", self.prefix)
     }
 
+    /// Where `participant` answers commands of a saga on `partition`.
     #[must_use]
-    pub fn reply_subject(&self, partition: u32) -> String {
-        format!("{}.reply.{partition}", self.prefix)
+    pub fn reply_subject(&self, partition: u32, participant: &str) -> String {
+        format!("{}.reply.{partition}.{participant}", self.prefix)
+    }
+
+    /// Every reply of one partition, whoever answers: what the partition's
+    /// reply consumer filters on.
+    #[must_use]
+    pub fn partition_replies(&self, partition: u32) -> String {
+        format!("{}.reply.{partition}.*", self.prefix)
+    }
+
+    /// Every reply `participant` may publish: what the bus lets its identity
+    /// publish to.
+    #[must_use]
+    pub fn replies_of(&self, participant: &str) -> String {
+        format!("{}.reply.*.{participant}", self.prefix)
+    }
+
+    /// The participant a reply subject names, when it is one of this
+    /// namespace's reply subjects (`<prefix>.reply.<partition>.<participant>`).
+    #[must_use]
+    pub fn reply_sender<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix(".reply.")?;
+        let (partition, participant) = rest.split_once('.')?;
+        let valid = partition.parse::<u32>().is_ok()
+            && !participant.is_empty()
+            && !participant.contains(['.', '*', '>']);
+        valid.then_some(participant)
     }
 
     #[must_use]
@@ -236,7 +266,7 @@ mod tests {
             attempt: 2,
             payload: json!({"amount": 1250, "currency": "EUR", "card_token": "tok_visa"}),
             deadline_unix_ms: UnixMillis(1_764_201_600_000),
-            reply_subject: Namespace::default().reply_subject(7),
+            reply_subject: Namespace::default().reply_subject(7, "payment"),
         }
     }
 
@@ -293,7 +323,7 @@ mod tests {
         let names = json!({
             "command_subject": ns.command_subject("ledger", "hold"),
             "participant_filter": ns.participant_filter("ledger"),
-            "reply_subject": ns.reply_subject(3),
+            "reply_subject": ns.reply_subject(3, "ledger"),
             "start_subject": ns.start_subject("topup"),
             "commands_stream": ns.commands_stream(),
             "replies_stream": ns.replies_stream(),
@@ -321,6 +351,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_reply_subject_names_its_sender() {
+        let ns = Namespace::new("t1").unwrap();
+        assert_eq!(ns.reply_sender(&ns.reply_subject(3, "ledger")), Some("ledger"));
+        assert_eq!(ns.partition_replies(3), "t1.reply.3.*");
+        assert_eq!(ns.replies_of("ledger"), "t1.reply.*.ledger");
+        for not_one in [
+            "t1.reply.3",
+            "t1.reply.x.ledger",
+            "t1.reply.3.",
+            "t2.reply.3.ledger",
+            "t1.reply.3.a.b",
+        ] {
+            assert_eq!(ns.reply_sender(not_one), None, "{not_one}");
+        }
     }
 
     #[test]

@@ -160,7 +160,10 @@ impl RunningOrchestrator {
             let mut unsettled = 0;
             for p in 0..PARTITIONS {
                 let mut consumer: jetstream::consumer::PullConsumer = js
-                    .get_consumer_from_stream(format!("replies-{p}"), self.ns.replies_stream())
+                    .get_consumer_from_stream(
+                        skald_transport::consumers::reply_consumer_name(p),
+                        self.ns.replies_stream(),
+                    )
                     .await?;
                 let info = consumer.info().await?;
                 unsettled += info.num_ack_pending as u64 + info.num_pending;

@@ -238,7 +238,7 @@ async fn duplicate_and_late_replies_change_nothing() {
             outcome: Outcome::Ok { output: json!({"late": true}) },
         };
         let partition = sagas::hash::partition_of(&id, 4);
-        js.publish(o.ns.reply_subject(partition), serde_json::to_vec(&reply).unwrap().into())
+        js.publish(o.ns.reply_subject(partition, "p"), serde_json::to_vec(&reply).unwrap().into())
             .await
             .unwrap()
             .await
@@ -248,6 +248,53 @@ async fn duplicate_and_late_replies_change_nothing() {
     let (status, after) = o.history(&id).await.unwrap();
     assert_eq!(status, "completed");
     assert_eq!(before.len(), after.len(), "late replies appended events");
+    stop.cancel();
+    o.stop().await;
+}
+
+/// A reply counts only from the participant its command went to: the same
+/// reply on a subject naming another participant is terminated and changes
+/// nothing; from the right one it moves the saga on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_another_participant_is_refused() {
+    let (_db, mut o) = setup(Backend::Sqlite, &three_steps("30s", 3, 3)).await;
+    // `p` never answers s1 by itself: the test answers for it.
+    let script: Script = Arc::new(|c| if c.step == "s1" { None } else { ok() });
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let id = start(&o, 1).await;
+    skald_testkit::wait_until(Duration::from_secs(10), async || {
+        Ok(if seen.for_saga(&id).is_empty() {
+            std::ops::ControlFlow::Continue("no command seen yet".to_owned())
+        } else {
+            std::ops::ControlFlow::Break(())
+        })
+    })
+    .await
+    .unwrap();
+    let (_, before) = o.history(&id).await.unwrap();
+    let js = async_nats::jetstream::new(o.client.clone());
+    let partition = sagas::hash::partition_of(&id, 4);
+    let reply = sagas::protocol::Reply {
+        command_id: sagas::protocol::command_id(&id, "s1", Kind::Do),
+        attempt: 1,
+        outcome: Outcome::Ok { output: json!({"forged": true}) },
+    };
+    let body = serde_json::to_vec(&reply).unwrap();
+    for sender in ["q", "p"] {
+        js.publish(o.ns.reply_subject(partition, sender), body.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        o.wait_replies_settled(Duration::from_secs(10)).await.unwrap();
+        if sender == "q" {
+            let (status, after) = o.history(&id).await.unwrap();
+            assert_eq!(status, "running");
+            assert_eq!(before, after, "a reply from `q` changed the saga");
+        }
+    }
+    o.wait_ended(std::slice::from_ref(&id), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(o.history(&id).await.unwrap().0, "completed");
     stop.cancel();
     o.stop().await;
 }
@@ -264,7 +311,7 @@ async fn malformed_and_unknown_replies_are_dropped_and_the_orchestrator_carries_
         vec![0u8; 600 * 1024],
     ];
     for (i, body) in junk.into_iter().enumerate() {
-        let subject = o.ns.reply_subject(i as u32 % 4);
+        let subject = o.ns.reply_subject(i as u32 % 4, "p");
         // The oversized one is refused by the stream itself; the rest reach the intake.
         if let Ok(ack) = js.publish(subject, body.into()).await {
             let _ = ack.await;

@@ -131,7 +131,9 @@ impl From<DriveError> for ApiError {
         match e {
             DriveError::UnknownSaga { saga_id } => Self::not_found(format!("saga {saga_id}")),
             DriveError::Transition(t) => t.into(),
-            DriveError::BadRequestId => Self::invalid(e.to_string()),
+            DriveError::BadRequestId | DriveError::WrongSender { .. } => {
+                Self::invalid(e.to_string())
+            }
             DriveError::RequestReused { .. } => {
                 Self::Conflict { code: "request_reused", message: e.to_string() }
             }

@@ -2,8 +2,10 @@
 //!
 //! A reply is acknowledged only after its events are committed. Malformed
 //! replies, replies the machine refuses (unknown command, attempt never
-//! sent) and replies published on another partition's subject than their
-//! saga's are terminated, logged and counted (`skald_replies_terminated`); a
+//! sent), replies published on another partition's subject than their
+//! saga's and replies whose subject names another participant than the one
+//! the command went to are terminated, logged and counted
+//! (`skald_replies_terminated`); a
 //! store failure, or a partition this instance has just lost, naks the reply
 //! so it comes back later (to the partition's owner).
 //!
@@ -16,7 +18,6 @@ use crate::metrics::TerminatedReply;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use sagas::machine::Input;
 use sagas::protocol::{BODY_BYTES_MAX, Reply};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,20 +113,30 @@ async fn handle(
             return terminate(TerminatedReply::Malformed).await;
         }
     };
+    // The consumer's filter lets only `<prefix>.reply.<partition>.<sender>` in.
+    let Some(sender) = driver.namespace().reply_sender(&msg.subject).map(str::to_owned) else {
+        tracing::warn!(subject = %msg.subject, "terminating reply on a subject that names no sender");
+        return terminate(TerminatedReply::Malformed).await;
+    };
     let saga_id = reply.command_id.split('.').next().unwrap_or_default().to_owned();
     if let Some(gate) = gate {
         match gate.admit(&reply).await {
             Admit::Once => {}
             Admit::Lost => return ack(&msg, AckKind::Ack).await,
             Admit::Twice => {
-                if let Err(e) = driver.handle(&saga_id, &Input::Reply(reply.clone())).await {
+                if let Err(e) = driver.handle_reply(&saga_id, &reply, &sender).await {
                     tracing::info!(%saga_id, error = %e, "the first of a repeated reply was refused");
                 }
             }
         }
     }
-    match driver.handle(&saga_id, &Input::Reply(reply)).await {
+    match driver.handle_reply(&saga_id, &reply, &sender).await {
         Ok(_) => ack(&msg, AckKind::Ack).await,
+        Err(e @ DriveError::WrongSender { .. }) => {
+            // Only a misbehaving or hostile publisher answers for another.
+            tracing::warn!(%saga_id, subject = %msg.subject, error = %e, "terminating reply");
+            terminate(TerminatedReply::WrongSender).await;
+        }
         Err(e @ DriveError::Transition(_)) => {
             tracing::warn!(%saga_id, error = %e, "terminating reply the saga cannot take");
             terminate(TerminatedReply::Refused).await;

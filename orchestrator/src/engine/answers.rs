@@ -22,6 +22,8 @@ pub enum DriveError {
     Contended { saga_id: String },
     #[error("this instance does not own partition {partition}; its owner handles the saga")]
     NotOwner { partition: i32 },
+    #[error("a reply to {command_id} came from `{sender}`, but that command went to `{addressee}`")]
+    WrongSender { command_id: String, sender: String, addressee: String },
     #[error("the request id must be 1-{REQUEST_ID_LEN_MAX} characters, without NUL")]
     BadRequestId,
     #[error(

@@ -154,6 +154,12 @@ impl Driver {
         &self.registry
     }
 
+    /// The subjects and streams this driver's commands and replies use.
+    #[must_use]
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
     #[must_use]
     pub fn partition_of(&self, saga_id: &str) -> u32 {
         partition_of(saga_id, self.partitions)
@@ -251,7 +257,29 @@ impl Driver {
             trace_id = %crate::trace::trace_id(saga_id),
         );
         crate::trace::link(&span, saga_id);
-        self.drive(saga_id, input, None).instrument(span).await.map(|(decision, _)| decision)
+        self.drive(saga_id, input, None, None).instrument(span).await.map(|(decision, _)| decision)
+    }
+
+    /// Feed a reply that came from `sender` (the participant its subject
+    /// names): refused with [`DriveError::WrongSender`] when the command it
+    /// answers went to another participant.
+    pub async fn handle_reply(
+        &self,
+        saga_id: &str,
+        reply: &sagas::protocol::Reply,
+        sender: &str,
+    ) -> Result<Decision, DriveError> {
+        let span = tracing::info_span!(
+            "handle",
+            saga_id = %saga_id,
+            trace_id = %crate::trace::trace_id(saga_id),
+        );
+        crate::trace::link(&span, saga_id);
+        let input = Input::Reply(reply.clone());
+        self.drive(saga_id, &input, None, Some(sender))
+            .instrument(span)
+            .await
+            .map(|(decision, _)| decision)
     }
 
     /// Apply an operator's repair, at most once per `request_id`: a repeat of
@@ -275,7 +303,7 @@ impl Driver {
         }
         let by = op.by.clone();
         let ticket = RepairTicket { request_id, action, by: &by };
-        match self.drive(saga_id, &Input::Operator(op), Some(ticket)).await {
+        match self.drive(saga_id, &Input::Operator(op), Some(ticket), None).await {
             Ok((decision, status)) => Ok(RepairOutcome {
                 saga_id: saga_id.to_owned(),
                 action: action.to_owned(),
@@ -425,6 +453,7 @@ impl Driver {
         saga_id: &str,
         input: &Input,
         ticket: Option<RepairTicket<'_>>,
+        sender: Option<&str>,
     ) -> Result<(Decision, String), DriveError> {
         // Replies and timeouts are the owner's work and may start from its
         // cache; starts and repairs (any instance) always read the store.
@@ -437,6 +466,20 @@ impl Driver {
                 Some(c) => c,
                 None => self.load_current(saga_id).await?,
             };
+            if let (Input::Reply(reply), Some(sender)) = (input, sender) {
+                // A saga's steps and their participants never change: the
+                // cached state answers as well as the stored one.
+                match current.state.addressee(&reply.command_id) {
+                    Some(addressee) if addressee != sender => {
+                        return Err(DriveError::WrongSender {
+                            command_id: reply.command_id.clone(),
+                            sender: sender.to_owned(),
+                            addressee: addressee.to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
             let partition = current.identity.partition;
             // Replies and timeouts are the owner's work: written under its
             // fence. Starts and operators' repairs may come through any

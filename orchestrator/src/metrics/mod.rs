@@ -152,6 +152,8 @@ pub enum TerminatedReply {
     Unloadable,
     /// Published on another partition's reply subject than its saga's.
     WrongPartition,
+    /// Its subject names another participant than the one the command went to.
+    WrongSender,
 }
 
 impl TerminatedReply {
@@ -163,6 +165,7 @@ impl TerminatedReply {
             Self::Refused => "refused",
             Self::Unloadable => "unloadable",
             Self::WrongPartition => "wrong_partition",
+            Self::WrongSender => "wrong_sender",
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn participant_config(ns: &Namespace, participant: &str) -> pull::Config {
 pub fn reply_config(ns: &Namespace, partition: u32) -> pull::Config {
     pull::Config {
         durable_name: Some(reply_consumer_name(partition)),
-        filter_subject: ns.reply_subject(partition),
+        filter_subject: ns.partition_replies(partition),
         ack_policy: AckPolicy::Explicit,
         ack_wait: REPLY_ACK_WAIT,
         max_ack_pending: REPLY_ACK_PENDING_MAX,
@@ -54,7 +54,10 @@ pub fn reply_config(ns: &Namespace, partition: u32) -> pull::Config {
 /// The name of the durable consumer of `partition`'s replies.
 #[must_use]
 pub fn reply_consumer_name(partition: u32) -> String {
-    format!("replies-{partition}")
+    // `replies-<partition>` filtered on `<prefix>.reply.<partition>` before
+    // reply subjects named their sender; a new name, so an upgraded namespace
+    // does not find the old consumer with the old filter.
+    format!("partition-{partition}-replies")
 }
 
 /// The participant's durable consumer, created if missing.
@@ -106,8 +109,8 @@ mod tests {
         assert_eq!(consumer.filter_subject, "t1.cmd.ledger.>");
         assert_eq!(consumer.max_deliver, -1);
         let replies = reply_config(&ns, 3);
-        assert_eq!(replies.durable_name.as_deref(), Some("replies-3"));
-        assert_eq!(replies.filter_subject, ns.reply_subject(3));
+        assert_eq!(replies.durable_name.as_deref(), Some("partition-3-replies"));
+        assert_eq!(replies.filter_subject, "t1.reply.3.*");
         assert_eq!(replies.max_ack_pending, REPLY_ACK_PENDING_MAX);
     }
 }

@@ -219,7 +219,7 @@ mod tests {
             attempt: 1,
             payload: json!({}),
             deadline_unix_ms: UnixMillis(0),
-            reply_subject: "skald.reply.3".into(),
+            reply_subject: "skald.reply.3.ledger".into(),
         }
     }
 

@@ -97,7 +97,8 @@ impl OutgoingCommand {
     }
 
     /// The outbox row of this command for saga `saga_id` of type `saga_type`,
-    /// whose replies come back on `partition`'s reply subject under `ns`.
+    /// whose replies come back on `partition`'s reply subject under `ns`,
+    /// naming the participant it goes to.
     #[must_use]
     pub fn encode(
         &self,
@@ -106,7 +107,8 @@ impl OutgoingCommand {
         saga_type: &str,
         partition: u32,
     ) -> EncodedCommand {
-        let wire = self.to_wire(saga_id, saga_type, &ns.reply_subject(partition));
+        let wire =
+            self.to_wire(saga_id, saga_type, &ns.reply_subject(partition, &self.participant));
         EncodedCommand {
             subject: self.subject(ns),
             msg_id: self.msg_id(),
@@ -139,12 +141,12 @@ mod tests {
         let ns = Namespace::new("t1").unwrap();
         let row = command.encode(&ns, "s-1", "topup", 3);
         // Then: the row is what the relay publishes, and the body reads back as
-        // the wire command with the partition's reply subject.
+        // the wire command with the reply subject of the partition and the participant.
         assert_eq!(row.subject, "t1.cmd.ledger.void");
         assert_eq!(row.msg_id, "s-1.hold.undo/2");
         let wire: protocol::Command = serde_json::from_str(&row.body).unwrap();
-        assert_eq!(wire, command.to_wire("s-1", "topup", "t1.reply.3"));
-        assert_eq!(wire.reply_subject, "t1.reply.3");
+        assert_eq!(wire, command.to_wire("s-1", "topup", "t1.reply.3.ledger"));
+        assert_eq!(wire.reply_subject, "t1.reply.3.ledger");
         assert_eq!(
             serde_json::from_str::<Value>(&row.body).unwrap(),
             json!({
@@ -157,7 +159,7 @@ mod tests {
                 "attempt": 2,
                 "payload": {"amount": 1250},
                 "deadline_unix_ms": 1_700_000_005_000_u64,
-                "reply_subject": "t1.reply.3",
+                "reply_subject": "t1.reply.3.ledger",
             })
         );
     }

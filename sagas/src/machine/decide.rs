@@ -301,20 +301,9 @@ impl Draft {
 
     /// Which step and kind a reply answers, and that its attempt was sent.
     fn locate(&self, reply: &Reply) -> Result<(usize, Kind), TransitionError> {
-        let unknown = || TransitionError::UnknownCommand { command_id: reply.command_id.clone() };
-        let rest = reply
-            .command_id
-            .strip_prefix(self.state.saga_id.as_str())
-            .and_then(|r| r.strip_prefix('.'))
-            .ok_or_else(unknown)?;
-        let (step, kind) = if let Some(step) = rest.strip_suffix(".do") {
-            (step, Kind::Do)
-        } else if let Some(step) = rest.strip_suffix(".undo") {
-            (step, Kind::Undo)
-        } else {
-            return Err(unknown());
-        };
-        let index = self.state.definition.step_index(step).ok_or_else(unknown)?;
+        let (index, kind) = self.state.command_step(&reply.command_id).ok_or_else(|| {
+            TransitionError::UnknownCommand { command_id: reply.command_id.clone() }
+        })?;
         let sent = self.state.steps[index].progress(kind).attempts;
         if reply.attempt == 0 || reply.attempt > sent {
             return Err(TransitionError::UnknownAttempt {

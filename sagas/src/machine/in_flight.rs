@@ -16,6 +16,26 @@ use crate::protocol::Kind;
 use serde_json::Value;
 
 impl SagaState {
+    /// The step (index) and kind a command id of this saga names, if any.
+    #[must_use]
+    pub fn command_step(&self, command_id: &str) -> Option<(usize, Kind)> {
+        let rest = command_id.strip_prefix(self.saga_id.as_str())?.strip_prefix('.')?;
+        let (step, kind) = if let Some(step) = rest.strip_suffix(".do") {
+            (step, Kind::Do)
+        } else {
+            (rest.strip_suffix(".undo")?, Kind::Undo)
+        };
+        Some((self.definition.step_index(step)?, kind))
+    }
+
+    /// The participant a command id of this saga was sent to: the only one
+    /// whose reply to it is taken.
+    #[must_use]
+    pub fn addressee(&self, command_id: &str) -> Option<&str> {
+        let (index, _) = self.command_step(command_id)?;
+        Some(self.definition.steps.get(index)?.participant.as_str())
+    }
+
     /// Every command attempt the saga waits on an answer to, exactly as it was
     /// sent (same command id, attempt, payload and deadline), in step order,
     /// `do` before `undo`. Empty once the saga has ended or is parked: then it

@@ -128,7 +128,7 @@ impl OrchestratorSide {
             attempt,
             payload: serde_json::json!({ "saga": saga }),
             deadline_unix_ms: UnixMillis(u64::MAX / 2),
-            reply_subject: self.ns.reply_subject(0),
+            reply_subject: self.ns.reply_subject(0, &self.participant),
         }
     }
 

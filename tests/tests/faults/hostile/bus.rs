@@ -49,7 +49,7 @@ async fn cross_partition_reply_flood() {
     // never sent: even an owner applying them would change nothing.
     let flood = 2 * usize::try_from(REPLY_ACK_PENDING_MAX).unwrap();
     let js = jetstream::new(run.client.clone());
-    let subject = run.w.ns.reply_subject(u32::try_from(flooded).unwrap());
+    let subject = run.w.ns.reply_subject(u32::try_from(flooded).unwrap(), "bench");
     let mut tally = Tally::default();
     for i in 0..flood {
         let saga = &victims[i % victims.len()];

@@ -48,7 +48,8 @@ async fn malformed_json_everywhere() {
     for p in 0..PARTITIONS {
         let bodies = junk().into_iter().chain(forged.iter().map(|f| f.to_string().into_bytes()));
         for body in bodies {
-            let published = async { js.publish(w.ns.reply_subject(p), body.into()).await?.await };
+            let published =
+                async { js.publish(w.ns.reply_subject(p, "bench"), body.into()).await?.await };
             if let Err(e) = published.await {
                 tally.fail(format!("cannot publish a junk reply: {e}"));
             }

@@ -68,7 +68,7 @@ async fn oversized_payloads() {
         format!("a 600 KiB input through the API was answered {}", a.brief())
     });
     let js = jetstream::new(o.client.clone());
-    for subject in [w.ns.reply_subject(0), w.ns.command_subject("p", "a1")] {
+    for subject in [w.ns.reply_subject(0, "p"), w.ns.command_subject("p", "a1")] {
         let published = async {
             js.publish(subject.clone(), vec![b'x'; 600 * 1024].into()).await?.await?;
             Ok::<_, anyhow::Error>(())
