@@ -32,9 +32,9 @@ pub const PARTITIONS_MAX: u32 = 1_024;
 /// Everything `skald serve` is configured with.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS.
+    #[command(flatten)]
+    pub bus: skald_transport::BusOptions,
     /// Database URL: `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://skald.db")]
     pub database_url: String,
@@ -73,7 +73,7 @@ impl ServeConfig {
     #[must_use]
     pub fn defaults() -> Self {
         Self {
-            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            bus: skald_transport::BusOptions::plain(skald_transport::connect::DEFAULT_URL),
             database_url: "sqlite://skald.db".to_owned(),
             prefix: "skald".to_owned(),
             definitions: PathBuf::from("sagas/definitions"),
@@ -164,7 +164,7 @@ impl Orchestrator {
             Some(defs) => Registry::with_store(&store, defs).await?,
             None => Registry::load(&store, &config.definitions).await?,
         });
-        let client = skald_transport::connect(&config.nats_url, "skald-orchestrator").await?;
+        let client = config.bus.connect("skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
         let wire = wire(js.clone(), faults);
         let (_commands, replies) = skald_transport::streams::ensure_streams(&js, &ns).await?;

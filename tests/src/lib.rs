@@ -79,7 +79,7 @@ impl RunningOrchestrator {
         http_tokens: Option<orchestrator::api::Tokens>,
     ) -> Result<Self> {
         let config = ServeConfig {
-            nats_url: nats_url.into(),
+            bus: skald_transport::BusOptions::plain(nats_url),
             database_url: db.url.clone(),
             prefix: prefix.into(),
             definitions,

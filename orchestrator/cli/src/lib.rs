@@ -15,6 +15,7 @@ pub mod tools;
 
 use clap::Parser;
 use client::{CliError, Outcome};
+use commands::bus::{self, BusCommand};
 use commands::definitions::{self, DefinitionsCommand};
 use commands::sagas::{self, SagasCommand};
 use commands::token::{self, TokenCommand};
@@ -85,6 +86,18 @@ enum Command {
             3 the API cannot be reached."
     )]
     Sagas(SagasCommand),
+    /// Write a secured NATS bus: a nats-server configuration and an identity per process.
+    #[command(
+        subcommand,
+        long_about = "Secure the bus Skald's processes talk over: `skald bus init` writes a \
+            nats-server configuration in which anonymous clients are refused and each process \
+            (orchestrator, each participant, each starter) has an nkey identity allowed only \
+            the subjects of its part, and a seed and environment file per identity. Every Skald \
+            process takes its credentials and TLS options from --nats-* flags or NATS_* \
+            variables (see `skald serve --help`).",
+        after_help = "Example:\n  skald bus init --dir bus && nats-server -c bus/nats-server.conf"
+    )]
+    Bus(BusCommand),
     /// Make API tokens.
     #[command(
         subcommand,
@@ -225,6 +238,11 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Sagas(command) => {
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
             let result = runtime()?.block_on(sagas::run(command, &mut out, &mut err));
+            Ok(finish(result, &mut out, &mut err))
+        }
+        Command::Bus(command) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let result = bus::run(command, &mut out, &mut err);
             Ok(finish(result, &mut out, &mut err))
         }
         Command::Token(command) => {

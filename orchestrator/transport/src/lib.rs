@@ -3,7 +3,11 @@
 //! The orchestrator and the participant SDK both depend on this crate, so the
 //! streams they create, the consumers they read and the way they connect are
 //! written once:
-//! - [`connect`]: connecting, with an error that says how to start NATS;
+//! - [`connect`]: who a process is on the bus ([`BusOptions`]: credentials and
+//!   TLS, from flags and environment) and connecting, with an error that says
+//!   how to start NATS and never prints a secret;
+//! - [`access`]: who may say what: the nats-server configuration that gives
+//!   each Skald process an identity and only its part's subjects;
 //! - [`streams`]: the commands and replies streams of a namespace;
 //! - [`consumers`]: the participant's durable consumer and the orchestrator's
 //!   per-partition reply consumers;
@@ -14,12 +18,13 @@
 //! JetStream features of nats-server 2.9 are used (DESIGN.md, wire protocol).
 //! This crate may not depend on the orchestrator, the SDK or any database.
 
+pub mod access;
 pub mod connect;
 pub mod consumers;
 pub mod publish;
 pub mod streams;
 
-pub use connect::connect;
+pub use connect::{BusOptions, BusOptionsError, connect};
 
 /// Something NATS or JetStream refused while setting up.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,10 @@ pub enum TransportError {
         #[source]
         source: async_nats::jetstream::stream::ConsumerError,
     },
+    #[error(transparent)]
+    Options(#[from] BusOptionsError),
+    #[error("the NATS URL {url} is not valid: {message}")]
+    BadUrl { url: String, message: String },
     #[error("cannot reach NATS: {0}")]
     Flush(String),
 }

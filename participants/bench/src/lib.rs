@@ -32,9 +32,9 @@ const STEPS: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "bench-participant", version)]
 struct Args {
-    /// NATS server, with JetStream enabled (`nats-server -js`).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS.
+    #[command(flatten)]
+    bus: skald_participant::BusOptions,
 
     /// The participant's own database, for the SDK's inbox: `sqlite://FILE?mode=rwc`
     /// or `postgres://USER:PASSWORD@HOST/DB`.
@@ -92,7 +92,7 @@ pub fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     service::init_logging(service::SERVE_LOG_FILTER);
     let namespace = service::namespace(&args.prefix)?;
-    let nats = service::connect_nats(&args.nats_url, "bench-participant").await?;
+    let nats = service::connect_nats(&args.bus, "bench-participant").await?;
     let db = service::connect_database(&args.database_url).await?;
 
     // The bench participant's "effect": one row per handled command, in the

@@ -103,9 +103,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// NATS server, with JetStream enabled (`nats-server -js`).
-    #[arg(long, env = "NATS_URL", hide_env_values = true, default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS.
+    #[command(flatten)]
+    bus: skald_participant::BusOptions,
 
     /// Subject and stream prefix; must match the orchestrator's.
     #[arg(long, env = "SKALD_PREFIX", default_value = "skald")]
@@ -181,7 +181,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Serve(args) = cli.command {
         let config = ServeConfig {
-            nats_url: args.nats_url,
+            bus: args.bus,
             database_url: cli.database_url,
             namespace: service::namespace(&args.prefix)?,
             concurrency: args.concurrency,

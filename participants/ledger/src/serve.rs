@@ -18,7 +18,7 @@ use tracing::info;
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub nats_url: String,
+    pub bus: skald_participant::BusOptions,
     pub database_url: String,
     pub namespace: Namespace,
     /// Most commands handled at once (1..=256).
@@ -31,7 +31,7 @@ pub struct ServeConfig {
 /// NATS or the database unreachable, a failed migration, or the SDK refusing
 /// to start (for example an out-of-range concurrency).
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<()> {
-    let nats = service::connect_nats(&config.nats_url, "ledger").await?;
+    let nats = service::connect_nats(&config.bus, "ledger").await?;
     let store = Store::connect(&config.database_url).await?;
     info!(
         prefix = config.namespace.prefix(),

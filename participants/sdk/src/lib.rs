@@ -84,6 +84,8 @@ mod participant;
 mod process;
 mod reply;
 pub mod service;
+/// Where the bus is and who a participant is on it (flags, environment, TLS).
+pub use skald_transport::BusOptions;
 /// The streams of a namespace (settings shared with the orchestrator).
 pub use skald_transport::streams;
 mod tx;

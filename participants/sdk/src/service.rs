@@ -110,14 +110,18 @@ pub fn namespace(prefix: &str) -> Result<Namespace, StartError> {
     Namespace::new(prefix).map_err(|reason| StartError::Prefix { reason })
 }
 
-/// Connect to NATS at `url`, as client `name` (see [`skald_transport::connect`]).
+/// Connect to NATS as client `name`, with the credentials and TLS of `bus`
+/// (see [`skald_transport::BusOptions`]).
 ///
 /// # Errors
-/// [`StartError::Nats`] when no server answers in time.
-pub async fn connect_nats(url: &str, name: &str) -> Result<async_nats::Client, StartError> {
-    skald_transport::connect(url, name)
+/// [`StartError::Nats`] when no server answers in time or it refuses us.
+pub async fn connect_nats(
+    bus: &skald_transport::BusOptions,
+    name: &str,
+) -> Result<async_nats::Client, StartError> {
+    bus.connect(name)
         .await
-        .map_err(|source| StartError::Nats { url: url.to_owned(), source: Box::new(source) })
+        .map_err(|source| StartError::Nats { url: bus.redacted_url(), source: Box::new(source) })
 }
 
 /// Open the participant's database (`sqlite://FILE?mode=rwc` or

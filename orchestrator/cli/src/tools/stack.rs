@@ -11,6 +11,7 @@
 use orchestrator::engine::driver::Driver;
 use orchestrator::serve::{Orchestrator, ServeError};
 use sagas::Definition;
+use skald_transport::BusOptions;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -95,7 +96,7 @@ pub fn given_or_sibling(given: Option<&PathBuf>, name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; a child binds it next).
-fn free_port() -> Result<u16, StackError> {
+pub fn free_port() -> Result<u16, StackError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -143,15 +144,20 @@ impl Services {
         Ok(pid)
     }
 
-    /// Start `bin` with `args` and `envs`, logging errors only.
+    /// Start `bin` with `args` and `envs` (and, on a bus, its options by
+    /// environment), logging errors only.
     pub fn spawn(
         &mut self,
         bin: &Path,
         args: &[&str],
         envs: &[(&str, String)],
+        bus: Option<&BusOptions>,
     ) -> Result<(), StackError> {
         let mut cmd = command(bin);
         cmd.args(args).env("RUST_LOG", "error");
+        if let Some(bus) = bus {
+            bus.pass_to(cmd.as_std_mut());
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -295,7 +301,7 @@ impl MoneyStack {
         let books = self.psp_books.display().to_string();
         let mut all = vec!["--port", port_text.as_str(), "--books", books.as_str()];
         all.extend_from_slice(args);
-        self.services.spawn(&self.psp_sim_bin, &all, &[])?;
+        self.services.spawn(&self.psp_sim_bin, &all, &[], None)?;
         wait_port(port, "psp-sim").await?;
         Ok(port)
     }
@@ -305,31 +311,30 @@ impl MoneyStack {
     pub fn start_participants(
         &mut self,
         prefix: &str,
-        nats_url: &str,
+        [ledger_bus, payment_bus]: [&BusOptions; 2],
         psp_port: u16,
         extra: &[&str],
     ) -> Result<(), StackError> {
-        let mut ledger = vec!["serve", "--prefix", prefix, "--nats-url", nats_url];
+        let mut ledger = vec!["serve", "--prefix", prefix];
         ledger.extend_from_slice(extra);
         self.services.spawn(
             &self.ledger.bin,
             &ledger,
             &[("DATABASE_URL", self.ledger.db.clone())],
+            Some(ledger_bus),
         )?;
         let psp_url = format!("http://127.0.0.1:{psp_port}");
         let mut payment = vec![
             "serve",
             "--prefix",
             prefix,
-            "--nats-url",
-            nats_url,
             "--database-url",
             &self.payment_db,
             "--psp-url",
             &psp_url,
         ];
         payment.extend_from_slice(extra);
-        self.services.spawn(&self.payment_bin, &payment, &[])
+        self.services.spawn(&self.payment_bin, &payment, &[], Some(payment_bus))
     }
 
     /// Stop every child ([`Services::stop`]).

@@ -9,11 +9,13 @@
 //! with a progress bar; prints how they ended, the balances and `ledger
 //! verify`; then serves the console until Ctrl-C, or exits with `--exit`.
 
+use crate::commands::bus::{self as bus_files, InitArgs};
 use crate::tools::stack::{self, InProcess, MoneyStack, ServiceBins, Services, StackError};
 use orchestrator::api::{Role, Tokens, auth};
 use orchestrator::serve::{Orchestrator, ServeConfig};
 use serde::Serialize;
 use serde_json::{Value, json};
+use skald_transport::BusOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,10 +42,11 @@ const BATCH_WAIT_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpConfig {
-    /// NATS server URL; when nothing answers there and `nats-server` is
-    /// installed, one is started with JetStream in the data directory.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// A NATS server (with JetStream) for every process of the stack;
+    /// credentials, if any, in the URL. Default: a nats-server of the stack's
+    /// own on a free port, secured as `skald bus init` writes it.
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// Directory for the SQLite files, NATS data and the admin token (created
     /// if missing; reused by later runs).
     #[arg(long, default_value = "skald-quickstart")]
@@ -118,73 +121,99 @@ fn say(json: bool, line: &str) {
     }
 }
 
-/// Host and port of a `nats://host:port` URL.
-fn nats_host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("nats://").unwrap_or(url);
-    let rest = rest.rsplit('@').next()?;
-    let (host, port) = rest.split_once(':').unwrap_or((rest, "4222"));
-    Some((host.to_owned(), port.trim_end_matches('/').parse().ok()?))
+/// The bus every process of the stack connects to.
+#[derive(Debug)]
+struct Bus {
+    orchestrator: BusOptions,
+    ledger: BusOptions,
+    payment: BusOptions,
 }
 
-/// Make sure NATS answers at `url`: start `nats-server` there if it does not.
-async fn ensure_nats(
-    url: &str,
-    dir: &Path,
-    services: &mut Services,
-    json: bool,
-) -> Result<(), StackError> {
-    let Some((host, port)) = nats_host_port(url) else {
-        return Err(StackError::Setup(format!("cannot read host and port from NATS URL `{url}`")));
-    };
-    if tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok() {
-        say(json, &format!("  nats          {url} (already running)"));
-        return Ok(());
-    }
-    let local = host == "127.0.0.1" || host == "localhost";
+/// `nats-server` on PATH or where Debian and the release archives put it.
+fn nats_server_bin() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect::<Vec<_>>())
         .unwrap_or_default();
-    let bin = on_path
+    on_path
         .into_iter()
         .chain([
             PathBuf::from("/usr/sbin/nats-server"),
             PathBuf::from("/usr/local/bin/nats-server"),
         ])
-        .find(|p| p.is_file());
-    let Some(bin) = bin.filter(|_| local) else {
-        return Err(StackError::Setup(format!(
-            "nothing answers at {url}; start NATS with JetStream"
-        )));
+        .find(|p| p.is_file())
+}
+
+/// The stack's bus: the one at `--nats-url` (every process connects to it as
+/// given), or by default a nats-server of its own on a free port, secured as
+/// `skald bus init` writes it (an identity per process, only its part's
+/// subjects), its files in `dir/bus` and JetStream's in `dir/nats`.
+async fn bus(
+    given: Option<&str>,
+    prefix: &str,
+    dir: &Path,
+    services: &mut Services,
+    json: bool,
+) -> Result<Bus, StackError> {
+    if let Some(url) = given {
+        let options = BusOptions::plain(url);
+        say(
+            json,
+            &format!(
+                "  nats          {} (given; every process connects as given)",
+                options.redacted_url()
+            ),
+        );
+        return Ok(Bus {
+            orchestrator: options.clone(),
+            ledger: options.clone(),
+            payment: options,
+        });
+    }
+    let Some(bin) = nats_server_bin() else {
+        return Err(StackError::Setup(
+            "`nats-server` is not installed; install it (Debian: apt-get install nats-server) \
+             or give --nats-url of a NATS server with JetStream"
+                .to_owned(),
+        ));
     };
-    let store = dir.join("nats");
-    std::fs::create_dir_all(&store)?;
-    let store = store.display().to_string();
-    let port_text = port.to_string();
+    let port = stack::free_port()?;
+    let init = InitArgs {
+        dir: dir.join("bus"),
+        prefix: prefix.to_owned(),
+        participants: vec!["ledger".to_owned(), "payment".to_owned()],
+        starters: Vec::new(),
+        host: "127.0.0.1".to_owned(),
+        port,
+        store_dir: Some(dir.join("nats")),
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
+        force: true,
+    };
+    let files = bus_files::write(&init).map_err(|e| StackError::Setup(e.to_string()))?;
+    let config = files.config.display().to_string();
+    let log = dir.join("bus").join("nats-server.log").display().to_string();
     services
-        .spawn(
-            &bin,
-            &[
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port_text,
-                "-js",
-                "-sd",
-                &store,
-                "-l",
-                &format!("{store}/nats-server.log"),
-            ],
-            &[],
-        )
-        .map_err(|_| {
-            StackError::Setup(format!(
-                "nothing answers at {url} and `nats-server` cannot be started; install it \
-                 (Debian: apt-get install nats-server) or start NATS with JetStream yourself"
-            ))
-        })?;
+        .spawn(&bin, &["-c", &config, "-l", &log], &[], None)
+        .map_err(|e| StackError::Setup(format!("cannot start `{}`: {e}", bin.display())))?;
     stack::wait_port(port, "nats-server").await?;
-    say(json, &format!("  nats          {url} (started, JetStream data in {store})"));
-    Ok(())
+    let url = format!("nats://127.0.0.1:{port}");
+    let options = |name: &str| {
+        files.options_for(name, &url).ok_or_else(|| {
+            StackError::Setup(format!("the bus was written without the identity `{name}`"))
+        })
+    };
+    say(
+        json,
+        &format!(
+            "  nats          {url} (its own nats-server; an identity per process, anonymous refused: {config})"
+        ),
+    );
+    Ok(Bus {
+        orchestrator: options(bus_files::ORCHESTRATOR)?,
+        ledger: options("ledger")?,
+        payment: options("payment")?,
+    })
 }
 
 /// The console's usual address.
@@ -247,7 +276,11 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
 
     say(json, &format!("Skald — data in {}", dir.display()));
     let mut money = MoneyStack::new(&config.bins, &dir);
-    ensure_nats(&config.nats_url, &dir, &mut money.services, json).await?;
+    let prefix = match &config.prefix {
+        Some(p) => p.clone(),
+        None => data_dir_prefix(&dir)?,
+    };
+    let bus = bus(config.nats_url.as_deref(), &prefix, &dir, &mut money.services, json).await?;
     let psp_port = money
         .start_psp_sim(&[
             "--failure-rate",
@@ -294,13 +327,6 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
             WALLETS.join(", ")
         ),
     );
-    let nats = config.nats_url.clone();
-    let prefix = match &config.prefix {
-        Some(p) => p.clone(),
-        None => data_dir_prefix(&dir)?,
-    };
-    money.start_participants(&prefix, &nats, psp_port, &[])?;
-    say(json, &format!("  payment       {}", dir.join("payment.db").display()));
 
     let definitions = DEFINITIONS
         .into_iter()
@@ -308,7 +334,7 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         .collect::<Result<Vec<_>, _>>()
         .map_err(StackError::Setup)?;
     let serve = ServeConfig {
-        nats_url: nats.clone(),
+        bus: bus.orchestrator.clone(),
         database_url: format!("sqlite://{}", dir.join("skald.db").display()),
         prefix: prefix.clone(),
         definitions: dir.clone(),
@@ -318,10 +344,13 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         ..ServeConfig::defaults()
     };
     let usual = usual_listener(config.http_addr.as_deref()).await;
+    // The orchestrator creates the streams: on a secured bus no participant may.
     let mut orchestrator = Orchestrator::connect_with(&serve, Some(definitions)).await?;
     if let Some(listener) = usual {
         orchestrator.set_listener(listener);
     }
+    money.start_participants(&prefix, [&bus.ledger, &bus.payment], psp_port, &[])?;
+    say(json, &format!("  payment       {}", dir.join("payment.db").display()));
     let token = admin_token(&dir)?;
     orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
     let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));

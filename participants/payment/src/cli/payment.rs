@@ -28,9 +28,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// NATS server, with JetStream enabled (`nats-server -js`).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS.
+    #[command(flatten)]
+    bus: skald_participant::BusOptions,
 
     /// The participant's own database (SDK inbox and `payments` table):
     /// `sqlite://FILE?mode=rwc` or `postgres://USER:PASSWORD@HOST/DB`.
@@ -102,7 +102,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "invalid --psp-url / PSP_URL\n  hint: use http://HOST:PORT, e.g. http://127.0.0.1:7070",
     )?;
 
-    let nats = service::connect_nats(&args.nats_url, "payment").await?;
+    let nats = service::connect_nats(&args.bus, "payment").await?;
     let db = service::connect_database(&args.database_url).await?;
     let shutdown = service::shutdown_on_signal("work");
     let config = ServeConfig {

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use orchestrator::serve::{Orchestrator, ServeConfig};
 use serde_json::json;
+use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -39,9 +40,10 @@ pub struct BenchConfig {
     /// Database URL; default: a fresh SQLite file in a temporary directory.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS; every process of
+    /// the run connects with these.
+    #[command(flatten)]
+    pub bus: BusOptions,
     /// Partitions for the orchestrator.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
@@ -69,7 +71,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let definition =
         stack::definition(stack::BENCH).map_err(|e| format!("cannot start a saga: {e}"))?;
     let serve = ServeConfig {
-        nats_url: config.nats_url.clone(),
+        bus: config.bus.clone(),
         database_url: database_url.clone(),
         prefix: prefix.clone(),
         definitions: tmp.clone(),
@@ -85,7 +87,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let bin = stack::given_or_sibling(config.participant_bin.as_ref(), "bench-participant");
     let mut participant = stack::command(&bin);
     participant
-        .args(["--prefix", &prefix, "--nats-url", &config.nats_url])
+        .args(["--prefix", &prefix])
         .arg("--database-url")
         .arg(stack::sqlite_url(&tmp, "participant.db"))
         .args(["--concurrency", &config.concurrency.min(PARTICIPANT_IN_FLIGHT_MAX).to_string()])
@@ -93,6 +95,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true);
+    config.bus.pass_to(participant.as_std_mut());
     if let Some(k) = config.fail_step {
         participant.args(["--fail-step", &k.to_string()]);
     }

@@ -16,6 +16,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 use serde::Serialize;
+use skald_transport::BusOptions;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,9 +30,10 @@ const POSTGRES_CONNECTIONS: [u64; 2] = [1, 16];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FloorConfig {
-    /// NATS server URL (with JetStream).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS; every process of
+    /// the run connects with these.
+    #[command(flatten)]
+    pub bus: BusOptions,
     /// PostgreSQL admin URL: a database `skald_floor_<random>` is created on
     /// that server and dropped afterwards; `off` skips PostgreSQL.
     #[arg(long, default_value = POSTGRES_ADMIN_DEFAULT)]
@@ -121,9 +123,7 @@ pub async fn run(config: &FloorConfig) -> Result<Report, String> {
     let mut rows = Vec::new();
     let tag = support::token();
 
-    let client = skald_transport::connect(&config.nats_url, "skald-bench-floor")
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = config.bus.connect("skald-bench-floor").await.map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
     let stream = format!("FLOOR_{}", tag.to_uppercase());
     let subject = format!("floor{tag}.publish");
@@ -150,7 +150,7 @@ pub async fn run(config: &FloorConfig) -> Result<Report, String> {
 
     for concurrency in NATS_CONCURRENCY {
         let load = Load { payload: &payload, n, concurrency };
-        let timing = nats_request(&config.nats_url, &client, &tag, load).await?;
+        let timing = nats_request(&config.bus, &client, &tag, load).await?;
         rows.push(Row { what: "nats_request".into(), timing });
     }
 
@@ -232,15 +232,13 @@ async fn jetstream_publish(
 
 /// Request/reply round trips to a responder on its own connection.
 async fn nats_request(
-    url: &str,
+    bus: &BusOptions,
     client: &async_nats::Client,
     tag: &str,
     load: Load<'_>,
 ) -> Result<Timing, String> {
     let concurrency = load.concurrency;
-    let responder = skald_transport::connect(url, "skald-bench-floor-responder")
-        .await
-        .map_err(|e| e.to_string())?;
+    let responder = bus.connect("skald-bench-floor-responder").await.map_err(|e| e.to_string())?;
     let subject = format!("floor{tag}.echo.{concurrency}");
     let mut requests =
         responder.subscribe(subject.clone()).await.map_err(|e| format!("cannot subscribe: {e}"))?;

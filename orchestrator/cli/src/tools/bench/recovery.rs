@@ -20,6 +20,7 @@ use sagas::protocol::{Namespace, StartRequest, StartResponse};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde::Serialize;
 use serde_json::json;
+use skald_transport::BusOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -60,9 +61,10 @@ pub struct RecoveryConfig {
     /// on that server and dropped afterwards. Default: a temporary SQLite file.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// NATS server URL (with JetStream).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS; every process of
+    /// the run connects with these.
+    #[command(flatten)]
+    pub bus: BusOptions,
     /// Partitions of the orchestrator.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
@@ -189,9 +191,7 @@ pub fn main(config: &RecoveryConfig) -> anyhow::Result<ExitCode> {
 pub async fn run(config: &RecoveryConfig) -> Result<Report, String> {
     let db = support::temp_database(config.database_url.as_deref(), "recovery").await?;
     let prefix = format!("recovery{}", support::token());
-    let client = skald_transport::connect(&config.nats_url, "skald-bench-recovery")
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = config.bus.connect("skald-bench-recovery").await.map_err(|e| e.to_string())?;
     let result = recover(config, &db, &client, &prefix).await;
     support::delete_streams(&client, &prefix).await;
     let kept = result.is_err().then(|| db.dir.clone());
@@ -216,6 +216,7 @@ fn spawn_logged(
     bin: &Path,
     args: &[String],
     log: &Path,
+    bus: &BusOptions,
 ) -> Result<u32, String> {
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -223,6 +224,7 @@ fn spawn_logged(
     cmd.args(args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stderr(log_file);
+    bus.pass_to(cmd.as_std_mut());
     children.start(&mut cmd).map_err(|e| {
         format!(
             "cannot start `{}`: {e}. Build it with `cargo build --release -p skald-cli \
@@ -318,8 +320,6 @@ fn serve_args(
 ) -> Vec<String> {
     [
         "serve",
-        "--nats-url",
-        &config.nats_url,
         "--database-url",
         url,
         "--prefix",
@@ -360,7 +360,7 @@ async fn recover(
     let mut children = Services::default();
     let serve = |children: &mut Services, instance: &str, log: &str| {
         let args = serve_args(config, &db.url, prefix, &defs, instance);
-        spawn_logged(children, &skald, &args, &db.dir.join(log))
+        spawn_logged(children, &skald, &args, &db.dir.join(log), &config.bus)
     };
 
     // The first instance, until it holds every partition.
@@ -415,8 +415,6 @@ async fn recover(
     let participant_args: Vec<String> = [
         "--prefix",
         prefix,
-        "--nats-url",
-        &config.nats_url,
         "--database-url",
         &stack::sqlite_url(&db.dir, "participant.db"),
         "--concurrency",
@@ -430,6 +428,7 @@ async fn recover(
         &participant_bin,
         &participant_args,
         &db.dir.join("participant.log"),
+        &config.bus,
     )?;
     let restart = Instant::now();
     let restarted_as = if config.same_instance { FIRST } else { RESTARTED };

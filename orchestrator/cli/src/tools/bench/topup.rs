@@ -14,6 +14,7 @@ use crate::tools::stack::{self, InProcess, MoneyStack, ServiceBins};
 use orchestrator::serve::{Orchestrator, ServeConfig};
 use serde::Serialize;
 use serde_json::json;
+use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -38,9 +39,10 @@ pub struct TopupConfig {
     /// temporary SQLite file. The ledger and payment use SQLite files either way.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// NATS server URL (with JetStream).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server (with JetStream), credentials and TLS; every process of
+    /// the run connects with these.
+    #[command(flatten)]
+    pub bus: BusOptions,
     /// Latency psp-sim adds to every provider call, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub psp_latency_ms: u64,
@@ -83,7 +85,7 @@ pub async fn run(config: &TopupConfig) -> Result<Report, String> {
     let mut money = MoneyStack::new(&config.bins, &db.dir);
     let result = topups(config, &db, &prefix, &mut money).await;
     money.stop().await;
-    if let Ok(client) = skald_transport::connect(&config.nats_url, "skald-bench-topup").await {
+    if let Ok(client) = config.bus.connect("skald-bench-topup").await {
         support::delete_streams(&client, &prefix).await;
     }
     db.remove().await;
@@ -113,12 +115,17 @@ async fn topups(
     }
     let participants = config.concurrency.clamp(1, 256).to_string();
     money
-        .start_participants(prefix, &config.nats_url, psp_port, &["--concurrency", &participants])
+        .start_participants(
+            prefix,
+            [&config.bus, &config.bus],
+            psp_port,
+            &["--concurrency", &participants],
+        )
         .map_err(e)?;
 
     let definition = stack::definition(stack::TOPUP)?;
     let serve = ServeConfig {
-        nats_url: config.nats_url.clone(),
+        bus: config.bus.clone(),
         database_url: db.url.clone(),
         prefix: prefix.to_owned(),
         definitions: db.dir.clone(),

@@ -1,0 +1,216 @@
+//! `skald bus init`: a secured bus for one prefix, as files.
+//!
+//! Writes a nats-server configuration in which each Skald process has an
+//! nkey identity and only its part's subjects (see
+//! [`skald_transport::access`]), and, per identity, its seed file (mode 0600)
+//! and an environment file that points a process at it. `skald up` runs its
+//! own nats-server on the same files.
+
+use crate::client::{CliError, Outcome};
+use sagas::protocol::Namespace;
+use skald_transport::BusOptions;
+use skald_transport::access::{self, Role, Server, ServerTls};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The orchestrator's identity name.
+pub const ORCHESTRATOR: &str = "orchestrator";
+/// Most identities one bus may be written with.
+const IDENTITIES_MAX: usize = 64;
+
+/// The secured bus.
+#[derive(Debug, clap::Subcommand)]
+pub enum BusCommand {
+    /// Write a nats-server configuration and an nkey identity per Skald process.
+    #[command(
+        long_about = "Write, into --dir, a nats-server configuration (nats-server.conf) for the \
+            subjects of --prefix in which anonymous clients are refused and each Skald process \
+            signs in with its own nkey: the orchestrator alone may publish commands and answer \
+            start requests; each participant may read only its own commands and publish only \
+            replies that name it; each starter may only send start requests. Per identity \
+            NAME it writes NAME.nk (the nkey seed, mode 0600: the secret) and NAME.env \
+            (NATS_NKEY and NATS_INBOX_PREFIX for that process). The configuration holds only \
+            public keys.\n\n\
+            Start the server with `nats-server -c DIR/nats-server.conf`, and each process with \
+            its file's variables (e.g. `set -a; . DIR/ledger.env; set +a; ledger serve`).",
+        after_help = "Examples:\n  \
+            skald bus init --dir bus\n  \
+            skald bus init --dir bus --participant ledger --participant payment --starter api\n  \
+            skald bus init --dir bus --port 4443 --tls-cert server.pem --tls-key server.key --tls-ca ca.pem\n\n\
+            Exit status: 0 written, 1 cannot write, 2 usage."
+    )]
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// Directory to write the files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Subject and stream prefix of the Skald processes on this bus.
+    #[arg(long, env = "SKALD_PREFIX", default_value = "skald")]
+    pub prefix: String,
+    /// A participant service (repeat); default: ledger and payment.
+    #[arg(long = "participant", value_name = "NAME")]
+    pub participants: Vec<String>,
+    /// An identity that may start sagas over NATS (repeat).
+    #[arg(long = "starter", value_name = "NAME")]
+    pub starters: Vec<String>,
+    /// Address the server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port the server listens on.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// Where the server keeps JetStream's files; default: DIR/jetstream.
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// The server's TLS certificate (PEM); with --tls-key, clients must use TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates the server requires (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Replace files a previous run wrote (new keys: every process needs its new file).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The files of a bus, as written.
+#[derive(Debug, Clone)]
+pub struct BusFiles {
+    pub config: PathBuf,
+    /// Name and seed file of each identity.
+    pub identities: Vec<(String, PathBuf)>,
+}
+
+impl BusFiles {
+    /// How the process of identity `name` connects to the server at `url`.
+    #[must_use]
+    pub fn options_for(&self, name: &str, url: &str) -> Option<BusOptions> {
+        let (_, seed) = self.identities.iter().find(|(n, _)| n == name)?;
+        Some(BusOptions {
+            nkey_file: Some(seed.clone()),
+            inbox_prefix: Some(access::inbox_prefix(name)),
+            ..BusOptions::plain(url)
+        })
+    }
+}
+
+fn absolute(path: &Path) -> std::io::Result<String> {
+    Ok(std::path::absolute(path)?.display().to_string())
+}
+
+/// Write the bus of `args` (see [`BusCommand::Init`]); files already there are
+/// replaced only with `args.force`.
+///
+/// # Errors
+/// [`CliError`] for bad names or a file that cannot be written.
+pub fn write(args: &InitArgs) -> Result<BusFiles, CliError> {
+    let ns = Namespace::new(&args.prefix).map_err(CliError::usage)?;
+    let mut names: Vec<(&str, Role)> = vec![(ORCHESTRATOR, Role::Orchestrator)];
+    let participants: Vec<&str> = if args.participants.is_empty() {
+        vec!["ledger", "payment"]
+    } else {
+        args.participants.iter().map(String::as_str).collect()
+    };
+    names.extend(participants.into_iter().map(|p| (p, Role::Participant)));
+    names.extend(args.starters.iter().map(|s| (s.as_str(), Role::Starter)));
+    if names.len() > IDENTITIES_MAX {
+        return Err(CliError::usage(format!("at most {IDENTITIES_MAX} identities on one bus")));
+    }
+    for (i, (name, _)) in names.iter().enumerate() {
+        let token_ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token_ok {
+            return Err(CliError::usage(format!(
+                "identity `{name}` must be 1-64 ASCII letters, digits, `_` or `-`"
+            )));
+        }
+        if names[..i].iter().any(|(other, _)| other == name) {
+            return Err(CliError::usage(format!("identity `{name}` is given twice")));
+        }
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let config = args.dir.join("nats-server.conf");
+    if config.exists() && !args.force {
+        return Err(CliError::usage(format!(
+            "{} exists; pass --force to replace it (and every identity's keys)",
+            config.display()
+        )));
+    }
+    let mut identities = Vec::new();
+    let mut files = Vec::new();
+    for (name, role) in names {
+        let (identity, seed) = access::new_identity(name, role).map_err(CliError::usage)?;
+        let seed_file = args.dir.join(format!("{name}.nk"));
+        write_private(&seed_file, &format!("{seed}\n"))?;
+        let env = format!(
+            "NATS_NKEY={}\nNATS_INBOX_PREFIX={}\n",
+            absolute(&seed_file)?,
+            identity.inbox_prefix()
+        );
+        write_private(&args.dir.join(format!("{name}.env")), &env)?;
+        files.push((name.to_owned(), seed_file));
+        identities.push(identity);
+    }
+    let store = match &args.store_dir {
+        Some(d) => d.clone(),
+        None => args.dir.join("jetstream"),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert_file: absolute(cert)?,
+            key_file: absolute(key)?,
+            ca_file: args.tls_ca.as_deref().map(absolute).transpose()?,
+        }),
+        _ => None,
+    };
+    let server =
+        Server { host: args.host.clone(), port: args.port, store_dir: absolute(&store)?, tls };
+    std::fs::write(&config, access::server_config(&ns, &server, &identities))?;
+    Ok(BusFiles { config, identities: files })
+}
+
+/// Write `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Run a `bus` command: what was written to `out`, how to use it to `err`.
+///
+/// # Errors
+/// See [`write`].
+pub fn run(
+    command: &BusCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    match command {
+        BusCommand::Init(args) => {
+            let files = write(args)?;
+            writeln!(out, "{}", files.config.display())?;
+            for (name, seed) in &files.identities {
+                writeln!(out, "{name}\t{}", seed.display())?;
+            }
+            writeln!(
+                err,
+                "Start the server: nats-server -c {}\n\
+                 Start each process with its identity, e.g.: \
+                 set -a; . {}; set +a; ledger serve --prefix {}",
+                files.config.display(),
+                args.dir.join("ledger.env").display(),
+                args.prefix
+            )?;
+            Ok(Outcome::Success)
+        }
+    }
+}
