@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use skald_testkit::database::POSTGRES_ADMIN_URL;
 pub use skald_testkit::fixtures::{definitions_dir, three_steps};
-pub use skald_testkit::{Backend, NATS_URL, TempDatabase as TestDb, delete_streams, token};
+pub use skald_testkit::{
+    Backend, NATS_URL, SecuredBus, TempDatabase as TestDb, delete_streams, token,
+};
 
 /// Partitions of the orchestrators tests start.
 pub const PARTITIONS: u32 = 4;

@@ -8,6 +8,7 @@
 
 mod common;
 
+use async_nats::jetstream;
 use common::load::Starter;
 use common::on_each_backend;
 use common::processes::skald_serve;
@@ -18,7 +19,8 @@ use sagas::protocol::Namespace;
 use serde_json::json;
 use skald_testkit::fixtures::SHIPPED_DIR;
 use skald_tests::process::{ChildGuard, free_port, wait_port};
-use skald_tests::{Backend, NATS_URL, PARTITIONS, TestDb, delete_streams, token};
+use skald_tests::{Backend, NATS_URL, PARTITIONS, SecuredBus, TestDb, delete_streams, token};
+use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -49,13 +51,39 @@ fn ledger(db_url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn spawn(name: &str, bin: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildGuard {
+fn spawn(
+    name: &str,
+    bin: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    bus: Option<&BusOptions>,
+) -> ChildGuard {
     let mut cmd = Command::new(bin);
     cmd.args(args).env("RUST_LOG", "error");
+    if let Some(bus) = bus {
+        bus.pass_to(&mut cmd);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
     ChildGuard::spawn(name, &mut cmd).unwrap()
+}
+
+/// The bus a run uses: the machine's NATS, open; or a private one with an
+/// identity per process (as `skald bus init` writes it), TLS and client
+/// certificates.
+enum Bus {
+    Open,
+    Secured(SecuredBus),
+}
+
+impl Bus {
+    fn options(&self, identity: &str) -> BusOptions {
+        match self {
+            Self::Open => BusOptions::plain(NATS_URL),
+            Self::Secured(bus) => bus.options(identity),
+        }
+    }
 }
 
 struct Saga {
@@ -65,12 +93,52 @@ struct Saga {
 }
 
 async fn money_sagas(backend: Backend) {
+    money_sagas_on(backend, false).await;
+}
+
+/// A client with the ledger's identity can neither answer the payment
+/// service's commands, nor send it one, nor start a saga.
+async fn the_ledger_speaks_only_for_itself(bus: &Bus, ns: &Namespace) {
+    let ledger = bus.options("ledger").connect("ledger-impostor").await.unwrap();
+    let js = jetstream::new(ledger.clone());
+    let stored = async |subject: String| {
+        let published = async { js.publish(subject, "{}".into()).await?.await };
+        matches!(tokio::time::timeout(Duration::from_secs(2), published).await, Ok(Ok(_)))
+    };
+    assert!(!stored(ns.reply_subject(0, "payment")).await, "the ledger answered for payment");
+    assert!(!stored(ns.command_subject("payment", "charge")).await, "the ledger sent a command");
+    let start = tokio::time::timeout(
+        Duration::from_secs(2),
+        ledger.request(ns.start_subject("payout"), "{}".into()),
+    )
+    .await;
+    assert!(!matches!(start, Ok(Ok(_))), "the ledger's start was answered: {start:?}");
+    // What it may do, it can: answer for itself.
+    assert!(stored(ns.reply_subject(0, "ledger")).await, "the ledger cannot answer for itself");
+}
+
+/// The same run on a secured bus with TLS and client certificates: every
+/// process signs in with its own identity; anonymous clients are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn money_sagas_on_a_secured_bus_with_tls() {
+    money_sagas_on(Backend::Sqlite, true).await;
+}
+
+async fn money_sagas_on(backend: Backend, secured: bool) {
     let orchestrator_db = TestDb::new(backend).await.unwrap();
     let ledger_db = TestDb::new(backend).await.unwrap();
     let payment_db = TestDb::new(backend).await.unwrap();
     let (ledger_url, payment_url) = (sqlite_rwc(&ledger_db.url), sqlite_rwc(&payment_db.url));
     let prefix = format!("t{}", token());
     let ns = Namespace::new(&prefix).unwrap();
+    let bus = if secured {
+        let bus = SecuredBus::start(&ns, &["ledger", "payment"], &["api"], true).unwrap();
+        let anonymous = bus.anonymous().connect("anonymous").await;
+        assert!(anonymous.is_err(), "a client without an identity connected");
+        Bus::Secured(bus)
+    } else {
+        Bus::Open
+    };
 
     // The provider: 5% of calls fail with 5xx, 5% charge and then drop the answer.
     let psp_port = free_port().unwrap().to_string();
@@ -88,6 +156,7 @@ async fn money_sagas(backend: Backend) {
             "7",
         ],
         &[],
+        None,
     );
     wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
     let psp_url = format!("http://127.0.0.1:{psp_port}");
@@ -129,12 +198,14 @@ async fn money_sagas(backend: Backend) {
     let mut skald =
         skald_serve(NATS_URL, &prefix, &orchestrator_db.url, PARTITIONS, Path::new(SHIPPED_DIR));
     skald.args(["--http-addr", "off"]).env("RUST_LOG", "error");
+    bus.options("orchestrator").pass_to(&mut skald);
     let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
     let _ledger = spawn(
         "ledger",
         env!("CARGO_BIN_EXE_ledger-e2e"),
-        &["serve", "--prefix", &prefix, "--nats-url", NATS_URL],
+        &["serve", "--prefix", &prefix],
         &[("DATABASE_URL", &ledger_url)],
+        Some(&bus.options("ledger")),
     );
     let _payment = spawn(
         "payment",
@@ -143,8 +214,6 @@ async fn money_sagas(backend: Backend) {
             "serve",
             "--prefix",
             &prefix,
-            "--nats-url",
-            NATS_URL,
             "--database-url",
             &payment_url,
             "--psp-url",
@@ -157,11 +226,15 @@ async fn money_sagas(backend: Backend) {
             "2000",
         ],
         &[],
+        Some(&bus.options("payment")),
     );
 
     // 1,000 sagas: 70% top-ups (10% declined cards, 5% insufficient funds at the
     // card issuer), 30% payouts, enough that some wallets run dry.
-    let client = async_nats::connect(NATS_URL).await.unwrap();
+    let client = bus.options("api").connect("starter").await.unwrap();
+    if secured {
+        the_ledger_speaks_only_for_itself(&bus, &ns).await;
+    }
     // A start is sent again, for up to 60 s, while no orchestrator answers or
     // one refuses it as `unavailable`.
     let starter = Starter::new(&client, &ns, Duration::from_secs(60)).retrying_unavailable();
@@ -277,7 +350,9 @@ async fn money_sagas(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    delete_streams(&client, &ns).await;
+    if !secured {
+        delete_streams(&client, &ns).await;
+    }
 }
 
 on_each_backend!(money_sagas: money_sagas_sqlite, money_sagas_postgres);

@@ -126,7 +126,9 @@ impl Participant {
 
         inbox::migration::migrate(&config.db).await.map_err(SdkError::Migrate)?;
         let js = jetstream::new(config.nats.clone());
-        let (commands, _replies) = streams::ensure_streams(&js, &config.namespace).await?;
+        let Some(commands) = streams_when_ready(&js, &config.namespace, &shutdown).await? else {
+            return Ok(());
+        };
         let consumer =
             consumers::participant_consumer(&commands, &config.namespace, &self.name).await?;
         info!(
@@ -256,6 +258,42 @@ fn check_token(problems: &mut Vec<String>, what: &str, value: &str) {
             "{what} `{value}` is not a safe NATS subject token: use only ASCII letters, \
              digits, `_` and `-`"
         ));
+    }
+}
+
+/// How long a participant waits for the streams at start-up. On a secured bus
+/// a participant may not create them: the orchestrator does, and may start later.
+const STREAMS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The commands stream, created if this identity may; else waited for (up to
+/// [`STREAMS_WAIT_MAX`]) until the orchestrator has created it. `None` when
+/// `shutdown` came first.
+async fn streams_when_ready(
+    js: &jetstream::Context,
+    ns: &sagas::protocol::Namespace,
+    shutdown: &CancellationToken,
+) -> Result<Option<jetstream::stream::Stream>, SdkError> {
+    let deadline = tokio::time::Instant::now() + STREAMS_WAIT_MAX;
+    let mut said = false;
+    loop {
+        match streams::ensure_streams(js, ns).await {
+            Ok((commands, _replies)) => return Ok(Some(commands)),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::warn!(
+                        error = %e,
+                        "the streams are not there and cannot be created by this identity yet; \
+                         waiting for the orchestrator to create them"
+                    );
+                    said = true;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`database`]: a throwaway database, a SQLite file in a temporary directory
 //!   or a fresh PostgreSQL database dropped afterwards.
+//! - [`bus`]: a private nats-server secured as `skald bus init` secures one
+//!   (an identity per process), optionally with TLS and client certificates.
 //! - [`process`]: free ports, child processes killed on drop, programs built
 //!   next to this one, a private `nats-server` on a random port.
 //! - [`wire`]: the orchestrator's end of the wire, played by a test: a private
@@ -13,8 +15,10 @@
 //!
 //! Where the environment is missing (no PostgreSQL, no NATS) the error says
 //! what to start. The kit depends on no Skald crate but `sagas`, for the wire
-//! protocol, so the orchestrator, the SDK and every participant can use it.
+//! protocol, and `skald-transport`, for the bus's permissions and connect
+//! options, so the orchestrator, the SDK and every participant can use it.
 
+pub mod bus;
 pub mod database;
 pub mod fixtures;
 pub mod process;
@@ -22,6 +26,7 @@ pub mod task;
 pub mod wait;
 pub mod wire;
 
+pub use bus::{SecuredBus, TlsFiles};
 pub use database::{Backend, TempDatabase, TempDatabaseError, postgres_admin_url, with_database};
 pub use process::{ChildGuard, NatsServer, free_port, sibling_binary, wait_port};
 pub use task::Service;

@@ -121,6 +121,8 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 pub struct NatsServer {
     pub port: u16,
     store_dir: PathBuf,
+    /// A configuration file to start with (it names the port and the store).
+    config: Option<PathBuf>,
     process: Option<ChildGuard>,
 }
 
@@ -132,7 +134,24 @@ impl NatsServer {
     pub fn start() -> Result<Self> {
         let store_dir = std::env::temp_dir().join(format!("skald-nats-{}", crate::token()));
         std::fs::create_dir_all(&store_dir)?;
-        let mut server = Self { port: free_port()?, store_dir, process: None };
+        let mut server = Self { port: free_port()?, store_dir, config: None, process: None };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// Start one from `config` (which must say `port` and a JetStream
+    /// `store_dir` inside `owned_dir`) and wait until it listens on `port`.
+    /// `owned_dir` is deleted on drop.
+    ///
+    /// # Errors
+    /// When `nats-server` is not installed or does not listen in time.
+    pub fn with_config(port: u16, config: &Path, owned_dir: &Path) -> Result<Self> {
+        let mut server = Self {
+            port,
+            store_dir: owned_dir.to_owned(),
+            config: Some(config.to_owned()),
+            process: None,
+        };
         server.restart()?;
         Ok(server)
     }
@@ -153,10 +172,13 @@ impl NatsServer {
             .find(|p| Path::new(p).exists())
             .unwrap_or("nats-server");
         let mut cmd = Command::new(binary);
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        match &self.config {
+            Some(config) => cmd.arg("-c").arg(config),
+            None => cmd
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                .arg(&self.store_dir),
+        };
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.process = Some(ChildGuard::spawn("nats-server", &mut cmd)?);
         wait_port(self.port, NATS_START_WITHIN)
     }

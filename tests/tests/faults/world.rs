@@ -12,7 +12,10 @@ use crate::tally::Tally;
 use orchestrator::store::Store;
 use sagas::protocol::Namespace;
 use skald_tests::process::ChildGuard;
-use skald_tests::{Backend, PARTITIONS, TestDb, definitions_dir, delete_streams, token};
+use skald_tests::{
+    Backend, PARTITIONS, SecuredBus, TestDb, definitions_dir, delete_streams, token,
+};
+use skald_transport::BusOptions;
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -57,6 +60,9 @@ pub struct World {
     pub ns: Namespace,
     pub defs: PathBuf,
     nats_url: String,
+    /// A private bus with an identity per process, or none: every process
+    /// connects to `nats_url` anonymously.
+    secured: Option<SecuredBus>,
     /// The orchestrator's database.
     db_url: String,
     /// The (first) participant's database.
@@ -93,12 +99,45 @@ impl World {
             prefix,
             defs: definitions_dir(definitions).unwrap(),
             nats_url: nats_url.to_owned(),
+            secured: None,
             db_url,
             pdb_url,
             dbs,
             logs,
             lease_ttl_ms: LEASE_TTL_MS,
         }
+    }
+
+    /// [`World::new`] on a private secured bus (as `skald bus init` writes
+    /// one): identities `orchestrator`, the bench participant `bench`, each of
+    /// `others` (participants too) and `starter`, the identity scenarios start
+    /// sagas with.
+    pub async fn secured(
+        scenario: &'static str,
+        definitions: &[(&str, &str)],
+        others: &[&str],
+    ) -> Self {
+        let mut w = Self::new(scenario, "", definitions).await;
+        let mut participants = vec!["bench"];
+        participants.extend_from_slice(others);
+        let bus = SecuredBus::start(&w.ns, &participants, &["starter"], false).unwrap();
+        w.nats_url = bus.server.url();
+        w.secured = Some(bus);
+        w
+    }
+
+    /// How `identity` connects: on a secured bus its own identity, else the
+    /// world's NATS anonymously.
+    pub fn bus(&self, identity: &str) -> BusOptions {
+        match &self.secured {
+            Some(bus) => bus.options(identity),
+            None => BusOptions::plain(&self.nats_url),
+        }
+    }
+
+    /// A client connected as `identity` (see [`World::bus`]).
+    pub async fn client_as(&self, identity: &str) -> async_nats::Client {
+        self.bus(identity).connect(identity).await.unwrap()
     }
 
     fn log(&self, name: &str) -> File {
@@ -118,6 +157,7 @@ impl World {
             .env("RUST_LOG", std::env::var("FAULTS_SKALD_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(self.log(instance));
+        self.bus("orchestrator").pass_to(&mut cmd);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -128,6 +168,7 @@ impl World {
     pub fn bench(&self, args: &[&str]) -> ChildGuard {
         let mut cmd = bench_participant(&self.nats_url, &self.prefix, &self.pdb_url, 128);
         cmd.args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(self.log("bench"));
+        self.bus("bench").pass_to(&mut cmd);
         ChildGuard::spawn("bench", &mut cmd).unwrap()
     }
 
@@ -178,8 +219,9 @@ impl World {
         ChildGuard::spawn(name, &mut cmd).unwrap()
     }
 
+    /// A client that starts sagas (identity `starter` on a secured bus).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats_url).await.unwrap()
+        self.client_as("starter").await
     }
 
     pub async fn store(&self) -> Store {
@@ -261,7 +303,11 @@ impl FlowRun {
 
     /// Delete the scenario's streams, then end as every scenario does.
     pub async fn finish(self, tally: Tally, heal: Duration) {
-        delete_streams(&self.client, &self.w.ns).await;
+        // A secured bus is the scenario's own and goes with it; on it the
+        // starter may not delete streams anyway.
+        if self.w.secured.is_none() {
+            delete_streams(&self.client, &self.w.ns).await;
+        }
         self.w.finish(tally, heal);
     }
 }
