@@ -35,7 +35,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 skald \
     && useradd --system --uid 10001 --gid skald --home-dir /var/lib/skald \
-       --create-home --shell /usr/sbin/nologin skald
+       --create-home --shell /usr/sbin/nologin skald \
+    && mkdir -p /var/lib/skald/bus && chown skald:skald /var/lib/skald/bus
 COPY --from=builder /out/ /usr/local/bin/
 COPY sagas/definitions/ /app/definitions/
 ENV SKALD_DEFINITIONS=/app/definitions

@@ -132,12 +132,16 @@ fn topup_loads_with_its_steps_and_pivot() {
     assert_eq!(d.hash.len(), 64);
     let input = json!({
         "wallet_account": "w-1",
-        "funding_account": "clearing-card",
+        "funding_account": "psp_clearing",
         "amount": 1250,
         "currency": "EUR",
         "card_token": "tok_1",
     });
     assert_eq!(d.input_schema.check(&input), Ok(()));
+    // A caller cannot choose the account debited: only the card clearing account.
+    let mut elsewhere = input.clone();
+    elsewhere["funding_account"] = json!("someone-elses-wallet");
+    assert_eq!(d.input_schema.check(&elsewhere).map_err(|e| e.len()), Err(1));
     let mut bad = input.clone();
     bad["currency"] = json!("eur");
     bad["extra"] = json!(1);
@@ -149,7 +153,7 @@ fn topup_loads_with_its_steps_and_pivot() {
         d.steps[0].input.render(&ctx).unwrap(),
         json!({
             "transfer_id": "s-1-topup",
-            "debit_account": "clearing-card",
+            "debit_account": "psp_clearing",
             "credit_account": "w-1",
             "amount": 1250,
             "currency": "EUR",

@@ -210,7 +210,8 @@ enum Command {
     /// Run the whole stack on SQLite with sample money sagas and the console.
     #[command(
         visible_alias = "quickstart",
-        long_about = "Start NATS (when none answers and `nats-server` is installed), psp-sim with \
+        long_about = "Start a nats-server of its own on a free port (secured as `skald bus init` writes \
+            one; or use --nats-url), psp-sim with \
             some provider faults, the ledger and payment participants (as processes built next to \
             `skald`) and an orchestrator with its API and console, all on SQLite files in \
             --data-dir; open wallets; run a batch of sample topup and payout sagas (good cards, \

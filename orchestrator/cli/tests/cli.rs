@@ -141,7 +141,7 @@ fn show_prints_the_step_table() {
     let output = skald(&["definitions", "show", &file]);
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(stdout.starts_with("topup v1 (3 steps, hash "), "{stdout}");
+    assert!(stdout.starts_with("topup v2 (3 steps, hash "), "{stdout}");
     let charge = stdout.lines().find(|l| l.starts_with("2 ")).unwrap_or_default();
     let cells: Vec<&str> = charge.split_whitespace().collect();
     assert_eq!(cells, ["2", "charge", "payment", "charge", "refund", "10s", "3", "no"]);

@@ -75,8 +75,12 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
     /// Replace files a previous run wrote (new keys: every process needs its new file).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_missing")]
     pub force: bool,
+    /// Write nothing, and succeed, when DIR already holds a configuration
+    /// (for an init step that runs at every start, as in compose.yaml).
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 /// The files of a bus, as written.
@@ -196,6 +200,11 @@ pub fn run(
 ) -> Result<Outcome, CliError> {
     match command {
         BusCommand::Init(args) => {
+            let config = args.dir.join("nats-server.conf");
+            if args.if_missing && config.exists() {
+                writeln!(err, "{} exists; nothing written", config.display())?;
+                return Ok(Outcome::Success);
+            }
             let files = write(args)?;
             writeln!(out, "{}", files.config.display())?;
             for (name, seed) in &files.identities {
@@ -204,10 +213,10 @@ pub fn run(
             writeln!(
                 err,
                 "Start the server: nats-server -c {}\n\
-                 Start each process with its identity, e.g.: \
-                 set -a; . {}; set +a; ledger serve --prefix {}",
+                 Start each process with its identity's variables, e.g.: \
+                 set -a; . {}; set +a; skald serve --prefix {}",
                 files.config.display(),
-                args.dir.join("ledger.env").display(),
+                args.dir.join(format!("{ORCHESTRATOR}.env")).display(),
                 args.prefix
             )?;
             Ok(Outcome::Success)

@@ -1,6 +1,7 @@
 //! `skald up`: Skald's main job on one machine, in one command.
 //!
-//! Starts NATS if none is reachable (and `nats-server` is installed), the
+//! Starts a nats-server of its own on a free port, secured as `skald bus
+//! init` writes one (an nkey identity per process; or uses `--nats-url`), the
 //! provider simulator (`psp-sim`, with some provider faults switched on), the
 //! `ledger` and `payment` participants as processes, and an orchestrator with
 //! its HTTP API and console in this process, all on SQLite files in one data
@@ -189,6 +190,7 @@ async fn bus(
         tls_key: None,
         tls_ca: None,
         force: true,
+        if_missing: false,
     };
     let files = bus_files::write(&init).map_err(|e| StackError::Setup(e.to_string()))?;
     let config = files.config.display().to_string();
