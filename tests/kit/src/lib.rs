@@ -6,7 +6,8 @@
 //! - [`bus`]: a private nats-server secured as `skald bus init` secures one
 //!   (an identity per process), optionally with TLS and client certificates.
 //! - [`process`]: free ports, child processes killed on drop, programs built
-//!   next to this one, a private `nats-server` on a random port.
+//!   next to this one, a private `nats-server` on a random port, a private
+//!   three-node NATS cluster.
 //! - [`wire`]: the orchestrator's end of the wire, played by a test: a private
 //!   namespace, commands published as the orchestrator does, replies read back.
 //! - [`task`]: an in-process service run until cancelled and checked on stop.
@@ -28,7 +29,7 @@ pub mod wire;
 
 pub use bus::{SecuredBus, TlsFiles};
 pub use database::{Backend, TempDatabase, TempDatabaseError, postgres_admin_url, with_database};
-pub use process::{ChildGuard, NatsServer, free_port, sibling_binary, wait_port};
+pub use process::{ChildGuard, NatsCluster, NatsServer, free_port, sibling_binary, wait_port};
 pub use task::Service;
 pub use wait::wait_until;
 pub use wire::{NATS_URL, OrchestratorSide, delete_streams, namespace, nats_url};

@@ -123,6 +123,8 @@ pub struct NatsServer {
     store_dir: PathBuf,
     /// A configuration file to start with (it names the port and the store).
     config: Option<PathBuf>,
+    /// More command-line arguments (a cluster node's name and routes).
+    extra_args: Vec<String>,
     process: Option<ChildGuard>,
 }
 
@@ -134,7 +136,13 @@ impl NatsServer {
     pub fn start() -> Result<Self> {
         let store_dir = std::env::temp_dir().join(format!("skald-nats-{}", crate::token()));
         std::fs::create_dir_all(&store_dir)?;
-        let mut server = Self { port: free_port()?, store_dir, config: None, process: None };
+        let mut server = Self {
+            port: free_port()?,
+            store_dir,
+            config: None,
+            extra_args: Vec::new(),
+            process: None,
+        };
         server.restart()?;
         Ok(server)
     }
@@ -150,6 +158,7 @@ impl NatsServer {
             port,
             store_dir: owned_dir.to_owned(),
             config: Some(config.to_owned()),
+            extra_args: Vec::new(),
             process: None,
         };
         server.restart()?;
@@ -178,7 +187,7 @@ impl NatsServer {
                 .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
                 .arg(&self.store_dir),
         };
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(&self.extra_args).stdout(Stdio::null()).stderr(Stdio::null());
         self.process = Some(ChildGuard::spawn("nats-server", &mut cmd)?);
         wait_port(self.port, NATS_START_WITHIN)
     }
@@ -188,6 +197,96 @@ impl NatsServer {
         if let Some(mut process) = self.process.take() {
             process.kill9();
         }
+    }
+}
+
+/// Three (or more) `nats-server`s with JetStream clustered on 127.0.0.1, each
+/// on its own client port, cluster port and store; each node can be killed
+/// and restarted on its store. Streams may have as many replicas as nodes.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Start `size` nodes routed to each other and wait until each listens.
+    ///
+    /// # Errors
+    /// When `nats-server` is not installed or a node does not listen in time.
+    pub fn start(size: usize) -> Result<Self> {
+        let name = format!("skald-{}", crate::token());
+        let cluster_ports = (0..size).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (i, cluster_port) in cluster_ports.iter().enumerate() {
+            let store_dir = std::env::temp_dir().join(format!("{name}-n{i}"));
+            std::fs::create_dir_all(&store_dir)?;
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|p| *p != cluster_port)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            let extra_args = vec![
+                "--name".to_owned(),
+                format!("{name}-n{i}"),
+                "--cluster_name".to_owned(),
+                name.clone(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{cluster_port}"),
+                "--routes".to_owned(),
+                routes.join(","),
+            ];
+            let mut node = NatsServer {
+                port: free_port()?,
+                store_dir,
+                config: None,
+                extra_args,
+                process: None,
+            };
+            node.restart()?;
+            nodes.push(node);
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Every node's URL, comma-separated: what clients connect with.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Wait until the cluster can place a stream with a replica on every
+    /// node (its JetStream meta leader is elected and every node has joined).
+    ///
+    /// # Errors
+    /// When it cannot within `within`.
+    pub async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let probe = format!("PROBE_{}", crate::token().to_ascii_uppercase());
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let attempt = async {
+                let servers: Vec<async_nats::ServerAddr> =
+                    self.nodes.iter().map(|n| n.url().parse()).collect::<Result<_, _>>()?;
+                let client = async_nats::connect(servers).await?;
+                let js = async_nats::jetstream::new(client);
+                js.create_stream(async_nats::jetstream::stream::Config {
+                    name: probe.clone(),
+                    subjects: vec![format!("{}.probe", probe.to_ascii_lowercase())],
+                    num_replicas: self.nodes.len(),
+                    ..Default::default()
+                })
+                .await?;
+                js.delete_stream(&probe).await?;
+                Ok::<_, anyhow::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".to_owned(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        bail!("the NATS cluster cannot place a stream on every node: {last}")
     }
 }
 

@@ -1,11 +1,13 @@
 //! Infrastructure goes away mid-run: PostgreSQL stopped with `-m immediate`
-//! and started again, nats-server killed and restarted on its store. The
-//! programs must ride it out (none exits) and every saga must still end.
+//! and started again, nats-server killed and restarted on its store, nodes of
+//! a three-node NATS cluster killed. The programs must ride it out (none
+//! exits) and every saga must still end.
 
 use crate::postgres::PrivatePostgres;
 use crate::world::{BENCH_DELAYED, FLOW_FILE, FlowRun, TURN, World, sagas};
 use skald_tests::NATS_URL;
-use skald_tests::process::NatsServer;
+use skald_tests::process::{NatsCluster, NatsServer};
+use skald_transport::streams::REPLICAS_ENV;
 use std::time::Duration;
 
 /// PostgreSQL (a private server, both the orchestrator's and the
@@ -55,5 +57,46 @@ async fn nats_killed() {
     let what = format!("nats-server killed with {open} sagas in flight, restarted 1 s later");
     let (mut tally, heal) = run.healed(what, load).await;
     tally.expect(open > 0, || "the kill hit no saga in flight".into());
+    run.finish(tally, heal).await;
+}
+
+/// A three-node NATS cluster, streams at three replicas: one node killed
+/// (`kill -9`) mid-run and restarted on its store, then another killed for
+/// good. Two of three nodes keep JetStream's quorum: every saga ends and
+/// nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_cluster_nodes_killed() {
+    let _turn = TURN.lock().await;
+    let n = sagas(200, 1_500);
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let mut w = World::new("nats_cluster_nodes_killed", &cluster.url(), &[FLOW_FILE]).await;
+    w.env.push((REPLICAS_ENV, "3".to_owned()));
+    let run = FlowRun::new(w).await;
+    let _bench = run.w.bench_ready(BENCH_DELAYED).await;
+    let _skald = run.skald_ready("o-0", &[]).await;
+    let load = run.load(n, n / 4).await;
+    let first = run.in_flight().await;
+    cluster.nodes[0].kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[0].restart().unwrap();
+    // Let the restarted node catch up before its peer goes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = run.in_flight().await;
+    cluster.nodes[1].kill();
+    let what = format!(
+        "NATS node 0 killed with {first} sagas in flight and restarted 2 s later; node 1 killed for \
+         good with {second} in flight"
+    );
+    let (mut tally, heal) = run.healed(what, load).await;
+    tally.expect(first > 0, || "the first kill hit no saga in flight".into());
+    let js = async_nats::jetstream::new(run.client.clone());
+    for stream in [run.w.ns.commands_stream(), run.w.ns.replies_stream()] {
+        let replicas = match js.get_stream(&stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.config.num_replicas).unwrap_or(0),
+            Err(_) => 0,
+        };
+        tally.expect(replicas == 3, || format!("{stream} has {replicas} replicas, not 3"));
+    }
     run.finish(tally, heal).await;
 }

@@ -71,6 +71,8 @@ pub struct World {
     pub logs: PathBuf,
     /// `--lease-ttl-ms` of the `skald` processes.
     pub lease_ttl_ms: &'static str,
+    /// Environment every `skald` and bench process gets (stream replicas).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl World {
@@ -105,6 +107,7 @@ impl World {
             dbs,
             logs,
             lease_ttl_ms: LEASE_TTL_MS,
+            env: Vec::new(),
         }
     }
 
@@ -158,6 +161,7 @@ impl World {
             .stdout(Stdio::null())
             .stderr(self.log(instance));
         self.bus("orchestrator").pass_to(&mut cmd);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -169,6 +173,7 @@ impl World {
         let mut cmd = bench_participant(&self.nats_url, &self.prefix, &self.pdb_url, 128);
         cmd.args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(self.log("bench"));
         self.bus("bench").pass_to(&mut cmd);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         ChildGuard::spawn("bench", &mut cmd).unwrap()
     }
 
