@@ -119,3 +119,26 @@ async fn a_half_sent_request_cannot_hold_the_shutdown() {
     let half_body = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"half";
     shutdown_with_a_stalled_client(grace, half_body).await;
 }
+
+/// A connection on which nothing moves for the idle timeout is closed — an
+/// idle one, and one whose request stopped half-way — and frees its place
+/// under the connection limit; a connection in use is not.
+#[tokio::test]
+async fn idle_and_stalled_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let idle = Duration::from_millis(400);
+    let s = server(Limits { idle_timeout: idle, connections_max: 2, ..Limits::default() }).await;
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let mut stalled = TcpStream::connect(s.addr).await.unwrap();
+    stalled.write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Le").await.unwrap();
+    for stream in [&mut silent, &mut stalled] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection was not closed: {read:?}");
+    }
+    // Their places are free again: a new connection is served.
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = exchange(s.addr, health, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s.stop.cancel();
+}

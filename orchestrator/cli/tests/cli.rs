@@ -61,10 +61,12 @@ fn validating_the_shipped_definitions_succeeds() {
     assert!(stderr.is_empty(), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
-    for (line, (file, name)) in
-        lines.iter().zip([(&files[0], "topup"), (&files[1], "payout"), (&files[2], "bench")])
-    {
-        let prefix = format!("ok  {file}  {name} v1 (3 steps, hash ");
+    for (line, (file, name)) in lines.iter().zip([
+        (&files[0], "topup v2"),
+        (&files[1], "payout v2"),
+        (&files[2], "bench v1"),
+    ]) {
+        let prefix = format!("ok  {file}  {name} (3 steps, hash ");
         assert!(line.starts_with(&prefix), "{line:?} does not start with {prefix:?}");
         let hash = line.trim_start_matches(&prefix).trim_end_matches(')');
         assert_eq!(hash.len(), 12, "{line}");

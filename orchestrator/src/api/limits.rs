@@ -1,6 +1,7 @@
 //! Limits on the HTTP server itself, before any route runs: how many
-//! connections it holds, how long a shutdown waits for them, bodies refused
-//! by their declared size, and the headers every answer carries.
+//! connections it holds, how long one may sit without a byte moving, how long
+//! a shutdown waits for them, bodies refused by their declared size, and the
+//! headers every answer carries.
 
 use super::error::ApiError;
 use super::state::BODY_BYTES_MAX;
@@ -9,6 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::Listener;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,17 +24,26 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// How long a shutdown waits for open connections before closing them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a connection may go without a byte read or written before it is
+/// closed: an idle keep-alive connection, a request sent half-way (headers
+/// or body) and a client that stops reading its answer all free their place.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The server's own limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub connections_max: usize,
     pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { connections_max: CONNECTIONS_MAX, shutdown_grace: SHUTDOWN_GRACE }
+        Self {
+            connections_max: CONNECTIONS_MAX,
+            shutdown_grace: SHUTDOWN_GRACE,
+            idle_timeout: IDLE_TIMEOUT,
+        }
     }
 }
 
@@ -43,12 +54,17 @@ impl Default for Limits {
 pub struct Bounded {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    idle_timeout: Duration,
 }
 
 impl Bounded {
     #[must_use]
-    pub fn new(inner: TcpListener, connections_max: usize) -> Self {
-        Self { inner, permits: Arc::new(Semaphore::new(connections_max.max(1))) }
+    pub fn new(inner: TcpListener, limits: Limits) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(limits.connections_max.max(1))),
+            idle_timeout: limits.idle_timeout,
+        }
     }
 }
 
@@ -60,7 +76,9 @@ impl Listener for Bounded {
         // The semaphore is never closed, so a permit always comes.
         let permit = self.permits.clone().acquire_owned().await;
         let (stream, addr) = Listener::accept(&mut self.inner).await;
-        (Counted { stream, _permit: permit.ok() }, addr)
+        let idle = self.idle_timeout;
+        let timer = Box::pin(tokio::time::sleep(idle));
+        (Counted { stream, idle, timer, _permit: permit.ok() }, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -78,11 +96,33 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
     }
 }
 
-/// A connection holding its place under the limit until it closes.
+/// A connection holding its place under the limit until it closes, closed
+/// (an I/O error to the server) once no byte has moved for its idle timeout.
 #[derive(Debug)]
 pub struct Counted {
     stream: TcpStream,
+    idle: Duration,
+    /// Fires `idle` after the last byte read or written.
+    timer: Pin<Box<tokio::time::Sleep>>,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Counted {
+    fn moved(&mut self) {
+        let idle = self.idle;
+        self.timer.as_mut().reset(tokio::time::Instant::now() + idle);
+    }
+
+    /// While the socket waits: an error once the connection has been idle too long.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was idle too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -91,7 +131,16 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.waiting(cx),
+        }
     }
 }
 
@@ -101,7 +150,16 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -117,7 +175,16 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

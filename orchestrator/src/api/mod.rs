@@ -190,7 +190,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Can
 }
 
 /// Serve `app` on `listener` until `shutdown`: at most
-/// `limits.connections_max` connections at once; after `shutdown`, requests
+/// `limits.connections_max` connections at once, each closed after
+/// `limits.idle_timeout` without a byte moving; after `shutdown`, requests
 /// under way get `limits.shutdown_grace` to finish (a client that never
 /// finishes its request cannot hold the process), then every connection is closed.
 pub async fn serve_within(
@@ -199,7 +200,7 @@ pub async fn serve_within(
     shutdown: CancellationToken,
     limits: limits::Limits,
 ) {
-    let listener = limits::Bounded::new(listener, limits.connections_max);
+    let listener = limits::Bounded::new(listener, limits);
     let stopping = shutdown.clone();
     let server = async move {
         // The peer's address reaches handlers (the console's sign-in throttle).

@@ -407,7 +407,7 @@ mod tests {
         let (verdict, out, err) = run_to_strings(&show_command(shipped("payout.yaml")));
         assert_eq!(verdict, Outcome::Success);
         assert!(err.is_empty(), "{err}");
-        assert!(out.starts_with("payout v1 (3 steps, hash "), "{out}");
+        assert!(out.starts_with("payout v2 (3 steps, hash "), "{out}");
         assert!(out.contains("pivot:    payout\n"), "{out}");
         let table: Vec<Vec<&str>> = out
             .lines()
