@@ -235,9 +235,15 @@ impl Orchestrator {
 
     /// Replace the API's tokens (the quickstart's generated admin token).
     pub fn set_tokens(&mut self, tokens: Tokens) {
-        if let Some((state, _)) = &mut self.http {
-            state.tokens = Arc::new(tokens);
+        if let Some((state, _)) = &self.http {
+            state.tokens.replace(tokens);
         }
+    }
+
+    /// The API's tokens, to load again while it runs (`None` when the API is off).
+    #[must_use]
+    pub fn tokens(&self) -> Option<crate::api::auth::SharedTokens> {
+        self.http.as_ref().map(|(state, _)| state.tokens.clone())
     }
 
     /// This instance's name in the cluster.

@@ -113,8 +113,10 @@ enum Command {
             their replies, fires timeouts and deadlines, and accepts start requests on \
             `<prefix>.start.<saga type>`.\n\n\
             SIGTERM or Ctrl-C stops taking new work, finishes in-flight writes, publishes \
-            what is committed, and exits 0. Unreachable NATS or database: exit 1 with the URL \
-            and how to start it.",
+            what is committed, and exits 0. SIGHUP loads --api-tokens-file again (an invalid \
+            file leaves the tokens in force). Unreachable NATS or database: exit 1 with the URL \
+            and how to start it. NATS credentials and TLS: the --nats-* options (README, \
+            \"Securing the bus\").",
         after_help = "Examples:\n  \
             skald serve\n  \
             skald serve --database-url postgres://postgres@127.0.0.1/skald --partitions 32"

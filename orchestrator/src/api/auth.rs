@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 /// The cookie the console keeps the token in.
@@ -96,6 +97,39 @@ pub enum TokensError {
     Read { path: String, source: std::io::Error },
     #[error("API tokens file {path}: {message}")]
     Invalid { path: String, message: String },
+}
+
+/// The tokens the API checks now: one set shared by every request, replaced
+/// whole when the tokens file is loaded again (`skald serve` on SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct SharedTokens(Arc<RwLock<Arc<Tokens>>>);
+
+impl SharedTokens {
+    #[must_use]
+    pub fn new(tokens: Tokens) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(tokens))))
+    }
+
+    /// The set in force.
+    #[must_use]
+    pub fn current(&self) -> Arc<Tokens> {
+        self.0.read().map_or_else(|poisoned| poisoned.into_inner().clone(), |t| t.clone())
+    }
+
+    /// Who `token` is now, if anyone (see [`Tokens::check`]).
+    #[must_use]
+    pub fn check(&self, token: &str, now: SystemTime) -> Option<Caller> {
+        self.current().check(token, now)
+    }
+
+    /// Put `tokens` in force for every request from now on.
+    pub fn replace(&self, tokens: Tokens) {
+        let tokens = Arc::new(tokens);
+        match self.0.write() {
+            Ok(mut current) => *current = tokens,
+            Err(poisoned) => *poisoned.into_inner() = tokens,
+        }
+    }
 }
 
 impl Tokens {

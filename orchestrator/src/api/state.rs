@@ -1,7 +1,7 @@
 //! What every handler shares, and the extractors that turn a malformed
 //! request into the API's one error shape.
 
-use super::auth::Tokens;
+use super::auth::{SharedTokens, Tokens};
 use super::bulk::BulkJobs;
 use super::error::ApiError;
 use crate::cluster::partitions::Ownership;
@@ -19,7 +19,7 @@ pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub driver: Driver,
-    pub tokens: Arc<Tokens>,
+    pub tokens: SharedTokens,
     pub ownership: Ownership,
     /// This instance's name (the owner shown for the partitions it holds).
     pub instance: String,
@@ -35,7 +35,7 @@ impl ApiState {
     pub fn new(driver: Driver, tokens: Tokens, ownership: Ownership, instance: String) -> Self {
         Self {
             driver,
-            tokens: Arc::new(tokens),
+            tokens: SharedTokens::new(tokens),
             ownership,
             instance,
             nats: None,

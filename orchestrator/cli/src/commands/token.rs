@@ -22,7 +22,7 @@ pub enum TokenCommand {
             Prints two lines on stdout: the token (shown only this once: give it to its user, \
             who sets SKALD_TOKEN or --token), then the line to add under `tokens:` in the file \
             `skald serve --api-tokens-file` reads, which holds only the token's SHA-256. \
-            Restart `skald serve` to load it.",
+            Send `skald serve` SIGHUP (or restart it) to load it.",
         after_help = "Examples:\n  \
             skald token new --name ann --role operator\n  \
             skald token new --name ci --role viewer --expires-at 2027-01-01T00:00:00Z\n  \
@@ -76,7 +76,7 @@ pub fn run(
                 err,
                 "The first line is the token: it is shown only now; give it to {name} \
                  (SKALD_TOKEN or --token). Add the second line under `tokens:` in the \
-                 --api-tokens-file of `skald serve` and restart it."
+                 --api-tokens-file of `skald serve` and send it SIGHUP (or restart it)."
             )?;
             Ok(Outcome::Success)
         }
