@@ -53,19 +53,39 @@ impl Fixture {
         self.send(Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
+    /// Sign in with `token` through the login form: the session cookie
+    /// (`skald_session=<id>`) a browser would send from then on.
+    async fn cookie(&self, token: &str) -> String {
+        let req = Request::post("/console/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap();
+        let (status, headers, body) = self.send(req).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "sign-in refused: {body}");
+        let set = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        set.split(';').next().unwrap().to_owned()
+    }
+
     /// GET `uri` signed in with `token`.
     async fn get(&self, uri: &str, token: &str) -> (StatusCode, HeaderMap, String) {
-        let req = Request::get(uri)
-            .header(header::COOKIE, format!("skald_token={token}"))
-            .body(Body::empty())
-            .unwrap();
+        self.get_as(uri, &self.cookie(token).await).await
+    }
+
+    /// GET `uri` with `cookie` (`name=value`).
+    async fn get_as(&self, uri: &str, cookie: &str) -> (StatusCode, HeaderMap, String) {
+        let req = Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).unwrap();
         self.send(req).await
     }
 
     /// An htmx repair POST signed in with `token`.
     async fn repair(&self, saga_id: &str, token: &str, form: &str) -> (StatusCode, String) {
+        self.repair_as(saga_id, &self.cookie(token).await, form).await
+    }
+
+    /// An htmx repair POST with `cookie` (`name=value`).
+    async fn repair_as(&self, saga_id: &str, cookie: &str, form: &str) -> (StatusCode, String) {
         let req = Request::post(format!("/console/sagas/{saga_id}/repair"))
-            .header(header::COOKIE, format!("skald_token={token}"))
+            .header(header::COOKIE, cookie)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header("HX-Request", "true")
             .body(Body::from(form.to_owned()))
@@ -128,11 +148,13 @@ async fn login_sets_an_http_only_same_site_cookie() {
     let (status, headers, _) = f.send(login(OPERATOR, Some("http://console.test"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers), "/console/sagas?status=running");
-    let cookie = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    assert!(cookie.starts_with(&format!("skald_token={OPERATOR};")), "{cookie}");
+    let cookie = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("skald_session="), "{cookie}");
+    assert!(!cookie.contains(OPERATOR), "the cookie holds the token: {cookie}");
     for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(part), "{cookie} lacks {part}");
     }
+    let session = cookie.split(';').next().unwrap().to_owned();
 
     let (status, headers, body) = f.send(login("forged", None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -144,14 +166,22 @@ async fn login_sets_an_http_only_same_site_cookie() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(headers.get(header::SET_COOKIE).is_none());
 
-    // The cookie opens the console, and signing out clears it.
-    let (status, _, body) = f.get("/console", OPERATOR).await;
+    // The cookie opens the console; signing out clears it and ends the
+    // session on the server: the same cookie, sent again, opens nothing.
+    let with_session = |req: axum::http::request::Builder| {
+        req.header(header::COOKIE, session.as_str()).body(Body::empty()).unwrap()
+    };
+    let (status, _, body) = f.send(with_session(Request::get("/console"))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("olga (operator)"), "{body}");
-    let (status, headers, _) =
-        f.send(Request::post("/console/logout").body(Body::empty()).unwrap()).await;
+    let (status, headers, _) = f.send(with_session(Request::post("/console/logout"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+    let (status, headers, _) = f.send(with_session(Request::get("/console"))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "a closed session still opens the console");
+    assert!(location(&headers).starts_with("/console/login"));
+    let (status, _, _) = f.send(with_session(Request::get("/v1/sagas"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a closed session still opens the API");
 }
 
 #[tokio::test]
@@ -170,12 +200,13 @@ async fn pages_without_a_valid_cookie_redirect_to_the_login_page() {
             location(&headers).starts_with("/console/login?next=%2Fconsole"),
             "{uri}: {headers:?}"
         );
-        let (status, headers, _) = f.get(uri, "forged").await;
+        let (status, headers, _) = f.get_as(uri, "skald_session=forged").await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");
         assert!(location(&headers).starts_with("/console/login"));
     }
     // htmx is sent to the login page too; the JSON API keeps answering 401.
-    let (status, body) = f.repair(&id, "forged", "action=abort&reason=x&request_id=r1").await;
+    let (status, body) =
+        f.repair_as(&id, "skald_session=forged", "action=abort&reason=x&request_id=r1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, _, _) = f.get_signed_out("/v1/sagas").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -217,7 +248,7 @@ async fn an_operator_repair_through_the_console_changes_the_saga_once() {
 
     // Without HX-Request (a plain cross-site form could send this): refused.
     let req = Request::post(format!("/console/sagas/{id}/repair"))
-        .header(header::COOKIE, format!("skald_token={OPERATOR}"))
+        .header(header::COOKIE, f.cookie(OPERATOR).await)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(format!("action=abort&reason=x&request_id={rid}")))
         .unwrap();
@@ -379,7 +410,8 @@ async fn the_cookie_is_refused_on_the_api_when_another_site_sends_it() {
             .body(Body::from(SHOP))
             .unwrap()
     };
-    let cookie = || (header::COOKIE.as_str(), format!("skald_token={OPERATOR}"));
+    let session = f.cookie(OPERATOR).await;
+    let cookie = || (header::COOKIE.as_str(), session.clone());
     let bearer = || (header::AUTHORIZATION.as_str(), format!("Bearer {OPERATOR}"));
     let (status, _, body) = f.send(definition_post(cookie(), "http://console.test:9999")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -7,8 +7,10 @@
 //! mounted under the role it needs (see `api::app`); the middleware here turns
 //! a missing or unknown token into 401 and a too-weak role into 403.
 //!
-//! The console sends the same token as the `skald_token` cookie (HttpOnly,
-//! SameSite=Strict), so a browser never has to hold it in script.
+//! The console signs a browser in to a server-side session (its random id is
+//! the `skald_session` cookie: HttpOnly, SameSite=Strict) that speaks for the
+//! token it was opened with; the browser never holds the token itself, and
+//! signing out ends the session on the server.
 
 use super::error::ApiError;
 use super::state::ApiState;
@@ -23,8 +25,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-/// The cookie the console keeps the token in.
-pub const COOKIE: &str = "skald_token";
+/// The cookie the console keeps its session id in (never the token).
+pub const COOKIE: &str = "skald_session";
 /// Most tokens a file may hold.
 pub const TOKENS_MAX: usize = 1_000;
 /// Longest bearer token accepted, in bytes.
@@ -215,7 +217,14 @@ impl Tokens {
             return None;
         }
         // Looked up by hash: the comparison never touches the secret itself.
-        let entry = self.by_hash.get(&hash_token(token))?;
+        self.check_hash(&hash_token(token), now)
+    }
+
+    /// The caller whose token has this SHA-256 (hex), if it is known and not
+    /// expired: what a console session keeps instead of the token.
+    #[must_use]
+    pub fn check_hash(&self, hash: &str, now: SystemTime) -> Option<Caller> {
+        let entry = self.by_hash.get(hash)?;
         if entry.expires_at.is_some_and(|t| t <= now) {
             return None;
         }
@@ -255,8 +264,26 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
     !hosts.iter().flatten().any(|h| h.to_str().is_ok_and(|h| h.eq_ignore_ascii_case(origin_host)))
 }
 
+/// Who the console session `session` (the cookie's value) speaks for: its
+/// token's caller, as the tokens in force say now. `None` for no such open
+/// session, or when the store cannot answer (the request is refused, never
+/// let through).
+pub async fn session_caller(state: &ApiState, session: &str) -> Option<Caller> {
+    if session.is_empty() || session.len() > TOKEN_LEN_MAX {
+        return None;
+    }
+    match state.driver.store().session_token(&hash_token(session)).await {
+        Ok(Some(token_hash)) => state.tokens.current().check_hash(&token_hash, SystemTime::now()),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a console session; refusing the request");
+            None
+        }
+    }
+}
+
 /// The token a request carries: `Authorization: Bearer …`, else the console
-/// cookie (then the second value is true).
+/// session cookie (then the second value is true).
 fn token_of(req: &Request) -> Option<(&str, bool)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
@@ -292,7 +319,12 @@ pub async fn require(
     if from_cookie && cross_site(req.headers()) {
         return Err(ApiError::CrossSite);
     }
-    let caller = state.tokens.check(token, SystemTime::now()).ok_or(ApiError::Unauthorized)?;
+    let caller = if from_cookie {
+        session_caller(&state, token).await
+    } else {
+        state.tokens.check(token, SystemTime::now())
+    };
+    let caller = caller.ok_or(ApiError::Unauthorized)?;
     if caller.role < role {
         return Err(ApiError::Forbidden { needed: role, have: caller.role });
     }

@@ -11,7 +11,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Operations), Box::new(Cluster)]
+        vec![Box::new(Initial), Box::new(Operations), Box::new(Cluster), Box::new(ConsoleSessions)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -342,5 +342,52 @@ impl MigrationTrait for Cluster {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Console sessions (`store::sessions`): hashes only.
+#[derive(Debug)]
+struct ConsoleSessions;
+
+impl MigrationName for ConsoleSessions {
+    fn name(&self) -> &str {
+        "m0004_console_sessions"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ConsoleSessionsTable {
+    #[sea_orm(iden = "console_sessions")]
+    Table,
+    IdSha256,
+    TokenSha256,
+    ExpiresAtMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ConsoleSessions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ConsoleSessionsTable::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(ConsoleSessionsTable::IdSha256)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(ConsoleSessionsTable::TokenSha256).string_len(64).not_null())
+                .col(ColumnDef::new(ConsoleSessionsTable::ExpiresAtMs).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "console_sessions_expires",
+            ConsoleSessionsTable::Table,
+            [ConsoleSessionsTable::ExpiresAtMs],
+        )
+        .await
     }
 }

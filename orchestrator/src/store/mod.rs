@@ -14,6 +14,7 @@ mod handoff;
 mod leases;
 mod migration;
 mod queries;
+mod sessions;
 mod writer;
 
 pub use handoff::{HANDOFF_ROWS_MAX, Handoff};

@@ -1,18 +1,21 @@
-//! Signing in to the console: the `skald_token` cookie, the login and logout
-//! pages, the middleware that sends a visitor without a valid token to the
-//! login page, and the cross-site checks every POST passes.
+//! Signing in to the console: a server-side session (`store::sessions`)
+//! whose random id is the `skald_session` cookie, never the token; the login
+//! and logout pages (signing out closes the session); the middleware that
+//! sends a visitor without a valid session to the login page; and the
+//! cross-site checks every POST passes.
 
 use super::*;
 
-/// Middleware: a valid `skald_token` cookie (or bearer token) or off to the login page.
+/// Middleware: an open session (or a bearer token) or off to the login page.
 pub(super) async fn require_caller(
     State(state): State<ApiState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let caller = auth::cookie(&req, auth::COOKIE)
-        .or_else(|| bearer(req.headers()))
-        .and_then(|t| state.tokens.check(t, SystemTime::now()));
+    let caller = match auth::cookie(&req, auth::COOKIE) {
+        Some(session) => auth::session_caller(&state, session).await,
+        None => bearer(req.headers()).and_then(|t| state.tokens.check(t, SystemTime::now())),
+    };
     if let Some(caller) = caller {
         req.extensions_mut().insert(caller);
         return next.run(req).await;
@@ -51,18 +54,13 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// Whether a token can be a cookie value as it is (RFC 6265 cookie-octets).
-pub(super) fn cookie_safe(token: &str) -> bool {
-    token.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
-}
-
-pub(super) fn login_cookie(token: &str, headers: &HeaderMap) -> String {
+pub(super) fn login_cookie(session: &str, headers: &HeaderMap) -> String {
     // `Secure` when a TLS proxy in front says so; plain HTTP on localhost has no TLS.
     let secure = headers
         .get("x-forwarded-proto")
         .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
     format!(
-        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={COOKIE_MAX_AGE_S}{}",
+        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={COOKIE_MAX_AGE_S}{}",
         auth::COOKIE,
         if secure { "; Secure" } else { "" }
     )
@@ -124,24 +122,38 @@ pub(super) async fn login(
             "That token is not valid (unknown or expired).",
         );
     };
-    if !cookie_safe(token) {
+    let session = auth::new_token();
+    let store = state.driver.store();
+    let max_age_ms = i64::try_from(COOKIE_MAX_AGE_S * 1_000).unwrap_or(i64::MAX);
+    let expires_at_ms = store.clock().now_db().saturating_add(max_age_ms);
+    let (session_hash, token_hash) = (auth::hash_token(&session), auth::hash_token(token));
+    let opened = store.open_session(&session_hash, &token_hash, expires_at_ms);
+    if let Err(e) = opened.await {
+        tracing::warn!(error = %e, "cannot open a console session");
         return again(
-            StatusCode::BAD_REQUEST,
+            StatusCode::SERVICE_UNAVAILABLE,
             next,
-            "This token has characters a cookie cannot hold; make one with `skald token new`.",
+            "The console cannot sign you in right now (its database did not answer); try again.",
         );
     }
     tracing::info!(name = %caller.name, role = caller.role.as_str(), "console sign-in");
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&login_cookie(token, &headers)) {
+    if let Ok(v) = HeaderValue::from_str(&login_cookie(&session, &headers)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
 }
 
-pub(super) async fn logout(headers: HeaderMap) -> Response {
-    if cross_site(&headers) {
+pub(super) async fn logout(State(state): State<ApiState>, req: Request) -> Response {
+    if cross_site(req.headers()) {
         return (StatusCode::FORBIDDEN, "sign out from the console's own page").into_response();
+    }
+    // The session ends here, whatever the browser does with its cookie.
+    if let Some(session) = auth::cookie(&req, auth::COOKIE)
+        && let Err(e) = state.driver.store().close_session(&auth::hash_token(session)).await
+    {
+        tracing::warn!(error = %e, "cannot close a console session");
+        return (StatusCode::SERVICE_UNAVAILABLE, "cannot sign out now; try again").into_response();
     }
     let clear = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE);
     let mut response = Redirect::to("/console/login").into_response();
