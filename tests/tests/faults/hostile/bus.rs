@@ -3,6 +3,7 @@
 //! answers, starts and commands from an identity that may not send them.
 
 use crate::common::cluster::wait_owners;
+use crate::common::load::Load;
 use crate::invariants::count;
 use crate::tally::Tally;
 use crate::world::{BENCH_DELAYED, FLOW_FILE, FLOW_STEPS, FlowRun, TURN, World, sagas};
@@ -34,17 +35,7 @@ async fn cross_partition_reply_flood() {
         leases.iter().filter(|l| l.owner == "o-1").map(|l| l.partition).collect();
     assert!(!elsewhere.is_empty(), "o-1 owns no partition");
     let list = elsewhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let db = run.store.db();
-    let victims: Vec<String> = db
-        .query_all(Statement::from_string(
-            db.get_database_backend(),
-            format!("SELECT saga_id FROM sagas WHERE partition IN ({list}) LIMIT 20"),
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get::<String>("", "saga_id").unwrap())
-        .collect();
+    let victims = sagas_where(&run, &format!("WHERE partition IN ({list}) ")).await;
     assert!(!victims.is_empty(), "no saga on o-1's partitions yet");
 
     // Twice as many as the consumer may hold unacknowledged. An attempt
@@ -104,14 +95,32 @@ async fn cross_partition_reply_flood() {
     run.finish(tally, heal).await;
 }
 
+/// After the forgeries (`what`): the rest of the load starts, every saga
+/// ends, none parked (nothing a forger sent may hold one up), and the
+/// invariants go into `tally`. The heal time.
+async fn every_saga_ends(run: &FlowRun, what: &str, load: Load, tally: &mut Tally) -> Duration {
+    let healed = Instant::now();
+    println!("{what}");
+    let begun = load.finish().await;
+    let heal = run.ended(&begun, healed, tally).await;
+    let parked = tally.parked.clone();
+    tally.expect(parked.is_empty(), || format!("sagas parked: {parked:?}"));
+    heal
+}
+
 /// Sagas of the scenario's store (at most 20; with `running`, only running
 /// ones): whose steps a forger names.
 async fn some_sagas(run: &FlowRun, running: bool) -> Vec<String> {
+    sagas_where(run, if running { "WHERE status = 'running' " } else { "" }).await
+}
+
+/// At most 20 saga ids of the scenario's store that `filter` (a `WHERE`
+/// clause, or nothing) lets through.
+async fn sagas_where(run: &FlowRun, filter: &str) -> Vec<String> {
     let db = run.store.db();
-    let only = if running { "WHERE status = 'running' " } else { "" };
     db.query_all(Statement::from_string(
         db.get_database_backend(),
-        format!("SELECT saga_id FROM sagas {only}LIMIT 20"),
+        format!("SELECT saga_id FROM sagas {filter}LIMIT 20"),
     ))
     .await
     .unwrap()
@@ -182,12 +191,7 @@ async fn forged_replies() {
         victims.len(),
         run.in_flight().await
     );
-    let healed = Instant::now();
-    println!("{what}");
-    let begun = load.finish().await;
-    let heal = run.ended(&begun, healed, &mut tally).await;
-    let parked = tally.parked.clone();
-    tally.expect(parked.is_empty(), || format!("sagas parked: {parked:?}"));
+    let heal = every_saga_ends(&run, &what, load, &mut tally).await;
     run.finish(tally, heal).await;
 }
 
@@ -261,12 +265,7 @@ async fn forged_starts_and_commands() {
     let what = format!(
         "mallory tried commands, a start and the bench participant's consumer (from {in_flight} in flight)"
     );
-    let healed = Instant::now();
-    println!("{what}");
-    let begun = load.finish().await;
-    let heal = run.ended(&begun, healed, &mut tally).await;
-    let parked = tally.parked.clone();
-    tally.expect(parked.is_empty(), || format!("sagas parked: {parked:?}"));
+    let heal = every_saga_ends(&run, &what, load, &mut tally).await;
     let all = count(run.store.db(), "SELECT count(*) AS n FROM sagas").await;
     tally.expect(all == Ok(i64::try_from(n).unwrap()), || {
         format!("{all:?} sagas exist; the load started {n}")
