@@ -29,10 +29,7 @@ pub use connect::{BusOptions, BusOptionsError, connect};
 /// Something NATS or JetStream refused while setting up.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error(
-        "cannot connect to NATS at {url}: {source}. Is nats-server running with JetStream? Start it with \
-         `nats-server -js` (or `start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server`)"
-    )]
+    #[error("cannot connect to NATS at {url}: {source}; {}", self.hint())]
     Connect {
         url: String,
         #[source]
@@ -60,4 +57,29 @@ pub enum TransportError {
     BadUrl { url: String, message: String },
     #[error("cannot reach NATS: {0}")]
     Flush(String),
+}
+
+impl TransportError {
+    /// What to do about it, in one line.
+    #[must_use]
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Connect { source, .. }
+                if source.kind() == async_nats::ConnectErrorKind::AuthorizationViolation =>
+            {
+                "the server refused this client's credentials: give the identity it expects \
+                 (--nats-nkey, --nats-creds, --nats-user/--nats-password or --nats-token, or \
+                 the NATS_* variables; `skald bus init` writes one per process)"
+            }
+            Self::Connect { source, .. } if source.kind() == async_nats::ConnectErrorKind::Tls => {
+                "TLS failed: check --nats-tls-ca (the CA that signed the server's certificate) \
+                 and, for mutual TLS, --nats-tls-cert and --nats-tls-key"
+            }
+            Self::Options(_) | Self::BadUrl { .. } => "fix the --nats-* options (see --help)",
+            _ => {
+                "is nats-server running with JetStream? Start it with `nats-server -js` (or \
+                 `docker compose up -d nats`), or point --nats-url / NATS_URL at it"
+            }
+        }
+    }
 }

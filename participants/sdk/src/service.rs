@@ -33,10 +33,7 @@ pub const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error("invalid --prefix: {reason}")]
     Prefix { reason: String },
-    #[error(
-        "cannot reach NATS at {url}\n  hint: start it with JetStream enabled (`nats-server -js`, \
-         or `docker compose up -d nats`), or point --nats-url / NATS_URL at it"
-    )]
+    #[error("cannot reach NATS at {url}\n  hint: {}", source.hint())]
     Nats {
         url: String,
         #[source]
