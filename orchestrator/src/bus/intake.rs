@@ -114,7 +114,7 @@ async fn handle(
         }
     };
     // The consumer's filter lets only `<prefix>.reply.<partition>.<sender>` in.
-    let Some(sender) = driver.namespace().reply_sender(&msg.subject).map(str::to_owned) else {
+    let Some(sender) = driver.namespace().reply_sender(&msg.subject) else {
         tracing::warn!(subject = %msg.subject, "terminating reply on a subject that names no sender");
         return terminate(TerminatedReply::Malformed).await;
     };
@@ -124,13 +124,13 @@ async fn handle(
             Admit::Once => {}
             Admit::Lost => return ack(&msg, AckKind::Ack).await,
             Admit::Twice => {
-                if let Err(e) = driver.handle_reply(&saga_id, &reply, &sender).await {
+                if let Err(e) = driver.handle_reply(&saga_id, reply.clone(), sender).await {
                     tracing::info!(%saga_id, error = %e, "the first of a repeated reply was refused");
                 }
             }
         }
     }
-    match driver.handle_reply(&saga_id, &reply, &sender).await {
+    match driver.handle_reply(&saga_id, reply, sender).await {
         Ok(_) => ack(&msg, AckKind::Ack).await,
         Err(e @ DriveError::WrongSender { .. }) => {
             // Only a misbehaving or hostile publisher answers for another.

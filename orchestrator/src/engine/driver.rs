@@ -251,13 +251,7 @@ impl Driver {
 
     /// Feed one input to a saga and persist what the machine decides.
     pub async fn handle(&self, saga_id: &str, input: &Input) -> Result<Decision, DriveError> {
-        let span = tracing::info_span!(
-            "handle",
-            saga_id = %saga_id,
-            trace_id = %crate::trace::trace_id(saga_id),
-        );
-        crate::trace::link(&span, saga_id);
-        self.drive(saga_id, input, None, None).instrument(span).await.map(|(decision, _)| decision)
+        self.handle_from(saga_id, input, None).await
     }
 
     /// Feed a reply that came from `sender` (the participant its subject
@@ -266,8 +260,18 @@ impl Driver {
     pub async fn handle_reply(
         &self,
         saga_id: &str,
-        reply: &sagas::protocol::Reply,
+        reply: sagas::protocol::Reply,
         sender: &str,
+    ) -> Result<Decision, DriveError> {
+        self.handle_from(saga_id, &Input::Reply(reply), Some(sender)).await
+    }
+
+    /// [`Driver::handle`], checking a reply's `sender` when there is one.
+    async fn handle_from(
+        &self,
+        saga_id: &str,
+        input: &Input,
+        sender: Option<&str>,
     ) -> Result<Decision, DriveError> {
         let span = tracing::info_span!(
             "handle",
@@ -275,8 +279,7 @@ impl Driver {
             trace_id = %crate::trace::trace_id(saga_id),
         );
         crate::trace::link(&span, saga_id);
-        let input = Input::Reply(reply.clone());
-        self.drive(saga_id, &input, None, Some(sender))
+        self.drive(saga_id, input, None, sender)
             .instrument(span)
             .await
             .map(|(decision, _)| decision)
