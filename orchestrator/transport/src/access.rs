@@ -16,8 +16,14 @@
 //!
 //! Only features of nats-server 2.9 are used (DESIGN.md, wire protocol).
 
+use crate::BusOptions;
 use sagas::protocol::Namespace;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The orchestrator's identity name.
+pub const ORCHESTRATOR: &str = "orchestrator";
 
 /// What an identity is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +185,78 @@ pub fn server_config(ns: &Namespace, server: &Server, identities: &[Identity]) -
     }
     let _ = writeln!(out, "  ]\n}}");
     out
+}
+
+/// The identities of a bus: the orchestrator first, then each participant,
+/// then each starter.
+#[must_use]
+pub fn identities<'a>(participants: &[&'a str], starters: &[&'a str]) -> Vec<(&'a str, Role)> {
+    let mut names = vec![(ORCHESTRATOR, Role::Orchestrator)];
+    names.extend(participants.iter().map(|p| (*p, Role::Participant)));
+    names.extend(starters.iter().map(|s| (*s, Role::Starter)));
+    names
+}
+
+/// The files of a bus, as [`write_bus`] wrote them.
+#[derive(Debug, Clone)]
+pub struct BusFiles {
+    pub config: PathBuf,
+    /// Name and seed file of each identity.
+    pub identities: Vec<(String, PathBuf)>,
+}
+
+impl BusFiles {
+    /// How the process of identity `name` connects to the server at `url`.
+    #[must_use]
+    pub fn options_for(&self, name: &str, url: &str) -> Option<BusOptions> {
+        let (_, seed) = self.identities.iter().find(|(n, _)| n == name)?;
+        Some(BusOptions {
+            nkey_file: Some(seed.clone()),
+            inbox_prefix: Some(inbox_prefix(name)),
+            ..BusOptions::plain(url)
+        })
+    }
+}
+
+/// Into `dir` (which must exist): a fresh nkey per identity of `names`, its
+/// seed in `NAME.nk` and `NATS_NKEY`/`NATS_INBOX_PREFIX` in `NAME.env` (both
+/// mode 0600, replacing what was there), and `nats-server.conf` for `server`.
+///
+/// # Errors
+/// When a key cannot be made or a file cannot be written.
+pub fn write_bus(
+    dir: &Path,
+    ns: &Namespace,
+    server: &Server,
+    names: &[(&str, Role)],
+) -> std::io::Result<BusFiles> {
+    let mut identities = Vec::new();
+    let mut files = Vec::new();
+    for (name, role) in names {
+        let (identity, seed) = new_identity(name, *role).map_err(std::io::Error::other)?;
+        let seed_file = dir.join(format!("{name}.nk"));
+        write_private(&seed_file, &format!("{seed}\n"))?;
+        let env = format!(
+            "NATS_NKEY={}\nNATS_INBOX_PREFIX={}\n",
+            std::path::absolute(&seed_file)?.display(),
+            identity.inbox_prefix()
+        );
+        write_private(&dir.join(format!("{name}.env")), &env)?;
+        files.push(((*name).to_owned(), seed_file));
+        identities.push(identity);
+    }
+    let config = dir.join("nats-server.conf");
+    std::fs::write(&config, server_config(ns, server, &identities))?;
+    Ok(BusFiles { config, identities: files })
+}
+
+/// Write `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::process::NatsServer;
 use anyhow::{Context, Result};
 use sagas::protocol::Namespace;
 use skald_transport::BusOptions;
-use skald_transport::access::{self, Role, Server, ServerTls};
+use skald_transport::access::{self, BusFiles, Server, ServerTls};
 use std::path::{Path, PathBuf};
 
 /// The certificate files of a throwaway CA: the server's, and one client
@@ -67,6 +67,7 @@ impl TlsFiles {
 pub struct SecuredBus {
     pub server: NatsServer,
     pub tls: Option<TlsFiles>,
+    files: BusFiles,
     dir: PathBuf,
 }
 
@@ -86,15 +87,6 @@ impl SecuredBus {
         let dir = std::env::temp_dir().join(format!("skald-bus-{}", crate::token()));
         std::fs::create_dir_all(&dir)?;
         let tls = if tls { Some(TlsFiles::write(&dir)?) } else { None };
-        let mut names = vec![("orchestrator", Role::Orchestrator)];
-        names.extend(participants.iter().map(|p| (*p, Role::Participant)));
-        names.extend(starters.iter().map(|s| (*s, Role::Starter)));
-        let mut identities = Vec::new();
-        for (name, role) in names {
-            let (identity, seed) = access::new_identity(name, role).map_err(anyhow::Error::msg)?;
-            std::fs::write(dir.join(format!("{name}.nk")), seed)?;
-            identities.push(identity);
-        }
         let port = crate::free_port()?;
         let text = |p: &Path| p.display().to_string();
         let server = Server {
@@ -107,20 +99,25 @@ impl SecuredBus {
                 ca_file: Some(text(&t.ca)),
             }),
         };
-        let config = dir.join("nats-server.conf");
-        std::fs::write(&config, access::server_config(ns, &server, &identities))?;
-        let server = NatsServer::with_config(port, &config, &dir)?;
-        Ok(Self { server, tls, dir })
+        let files =
+            access::write_bus(&dir, ns, &server, &access::identities(participants, starters))?;
+        let server = NatsServer::with_config(port, &files.config, &dir)?;
+        Ok(Self { server, tls, files, dir })
     }
 
     /// How `name` connects: its nkey, its inboxes and, on a TLS bus, the CA
     /// and the client certificate.
     #[must_use]
+    /// An identity the bus was not started with connects anonymously.
     pub fn options(&self, name: &str) -> BusOptions {
-        BusOptions {
-            nkey_file: Some(self.dir.join(format!("{name}.nk"))),
-            inbox_prefix: Some(access::inbox_prefix(name)),
-            ..self.anonymous()
+        let anonymous = self.anonymous();
+        match self.files.options_for(name, &anonymous.url) {
+            Some(identity) => BusOptions {
+                nkey_file: identity.nkey_file,
+                inbox_prefix: identity.inbox_prefix,
+                ..anonymous
+            },
+            None => anonymous,
         }
     }
 

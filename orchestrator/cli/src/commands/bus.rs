@@ -8,13 +8,10 @@
 
 use crate::client::{CliError, Outcome};
 use sagas::protocol::Namespace;
-use skald_transport::BusOptions;
-use skald_transport::access::{self, Role, Server, ServerTls};
+use skald_transport::access::{self, BusFiles, ORCHESTRATOR, Server, ServerTls};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The orchestrator's identity name.
-pub const ORCHESTRATOR: &str = "orchestrator";
 /// Most identities one bus may be written with.
 const IDENTITIES_MAX: usize = 64;
 
@@ -83,27 +80,6 @@ pub struct InitArgs {
     pub if_missing: bool,
 }
 
-/// The files of a bus, as written.
-#[derive(Debug, Clone)]
-pub struct BusFiles {
-    pub config: PathBuf,
-    /// Name and seed file of each identity.
-    pub identities: Vec<(String, PathBuf)>,
-}
-
-impl BusFiles {
-    /// How the process of identity `name` connects to the server at `url`.
-    #[must_use]
-    pub fn options_for(&self, name: &str, url: &str) -> Option<BusOptions> {
-        let (_, seed) = self.identities.iter().find(|(n, _)| n == name)?;
-        Some(BusOptions {
-            nkey_file: Some(seed.clone()),
-            inbox_prefix: Some(access::inbox_prefix(name)),
-            ..BusOptions::plain(url)
-        })
-    }
-}
-
 fn absolute(path: &Path) -> std::io::Result<String> {
     Ok(std::path::absolute(path)?.display().to_string())
 }
@@ -115,22 +91,18 @@ fn absolute(path: &Path) -> std::io::Result<String> {
 /// [`CliError`] for bad names or a file that cannot be written.
 pub fn write(args: &InitArgs) -> Result<BusFiles, CliError> {
     let ns = Namespace::new(&args.prefix).map_err(CliError::usage)?;
-    let mut names: Vec<(&str, Role)> = vec![(ORCHESTRATOR, Role::Orchestrator)];
     let participants: Vec<&str> = if args.participants.is_empty() {
         vec!["ledger", "payment"]
     } else {
         args.participants.iter().map(String::as_str).collect()
     };
-    names.extend(participants.into_iter().map(|p| (p, Role::Participant)));
-    names.extend(args.starters.iter().map(|s| (s.as_str(), Role::Starter)));
+    let starters: Vec<&str> = args.starters.iter().map(String::as_str).collect();
+    let names = access::identities(&participants, &starters);
     if names.len() > IDENTITIES_MAX {
         return Err(CliError::usage(format!("at most {IDENTITIES_MAX} identities on one bus")));
     }
     for (i, (name, _)) in names.iter().enumerate() {
-        let token_ok = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !token_ok {
+        if name.len() > 64 || !sagas::protocol::is_subject_token(name) {
             return Err(CliError::usage(format!(
                 "identity `{name}` must be 1-64 ASCII letters, digits, `_` or `-`"
             )));
@@ -147,21 +119,6 @@ pub fn write(args: &InitArgs) -> Result<BusFiles, CliError> {
             config.display()
         )));
     }
-    let mut identities = Vec::new();
-    let mut files = Vec::new();
-    for (name, role) in names {
-        let (identity, seed) = access::new_identity(name, role).map_err(CliError::usage)?;
-        let seed_file = args.dir.join(format!("{name}.nk"));
-        write_private(&seed_file, &format!("{seed}\n"))?;
-        let env = format!(
-            "NATS_NKEY={}\nNATS_INBOX_PREFIX={}\n",
-            absolute(&seed_file)?,
-            identity.inbox_prefix()
-        );
-        write_private(&args.dir.join(format!("{name}.env")), &env)?;
-        files.push((name.to_owned(), seed_file));
-        identities.push(identity);
-    }
     let store = match &args.store_dir {
         Some(d) => d.clone(),
         None => args.dir.join("jetstream"),
@@ -176,17 +133,7 @@ pub fn write(args: &InitArgs) -> Result<BusFiles, CliError> {
     };
     let server =
         Server { host: args.host.clone(), port: args.port, store_dir: absolute(&store)?, tls };
-    std::fs::write(&config, access::server_config(&ns, &server, &identities))?;
-    Ok(BusFiles { config, identities: files })
-}
-
-/// Write `text` to a new file only its owner can read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())
+    Ok(access::write_bus(&args.dir, &ns, &server, &names)?)
 }
 
 /// Run a `bus` command: what was written to `out`, how to use it to `err`.

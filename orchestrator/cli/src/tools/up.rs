@@ -212,7 +212,7 @@ async fn bus(
         ),
     );
     Ok(Bus {
-        orchestrator: options(bus_files::ORCHESTRATOR)?,
+        orchestrator: options(skald_transport::access::ORCHESTRATOR)?,
         ledger: options("ledger")?,
         payment: options("payment")?,
     })
