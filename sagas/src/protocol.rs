@@ -156,6 +156,14 @@ pub enum StartResponse {
     Refused { code: String, message: String, errors: Vec<String> },
 }
 
+/// Whether `s` is a safe NATS subject token: non-empty ASCII letters, digits,
+/// `_` and `-` (no dots, spaces or wildcards). Prefixes, participant and
+/// action names, identities and inbox prefixes' tokens all are.
+#[must_use]
+pub fn is_subject_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Subject and stream names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
@@ -171,10 +179,7 @@ impl Default for Namespace {
 impl Namespace {
     /// A namespace; `prefix` must be a safe subject token (letters, digits, `_`, `-`).
     pub fn new(prefix: &str) -> Result<Self, String> {
-        if prefix.is_empty()
-            || prefix.len() > 32
-            || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if prefix.len() > 32 || !is_subject_token(prefix) {
             return Err(format!(
                 "prefix `{prefix}` must be 1-32 ASCII letters, digits, `_` or `-`"
             ));

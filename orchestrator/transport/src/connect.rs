@@ -291,11 +291,7 @@ impl BusOptions {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
         if let Some(prefix) = &self.inbox_prefix {
-            let token_ok = |t: &str| {
-                !t.is_empty()
-                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            };
-            if !prefix.split('.').all(token_ok) {
+            if !prefix.split('.').all(sagas::protocol::is_subject_token) {
                 return Err(BusOptionsError::InboxPrefix(prefix.clone()));
             }
             options = options.custom_inbox_prefix(prefix);

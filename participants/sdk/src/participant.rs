@@ -253,7 +253,7 @@ async fn pull_loop(
 fn check_token(problems: &mut Vec<String>, what: &str, value: &str) {
     if value.is_empty() || value.len() > NAME_LEN_MAX {
         problems.push(format!("{what} `{value}` must be 1 to {NAME_LEN_MAX} characters"));
-    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    } else if !sagas::protocol::is_subject_token(value) {
         problems.push(format!(
             "{what} `{value}` is not a safe NATS subject token: use only ASCII letters, \
              digits, `_` and `-`"

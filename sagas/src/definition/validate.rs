@@ -120,7 +120,7 @@ fn check_token(c: &mut Collector, step: Option<&str>, field: &str, value: &str) 
             format!("`{value}` is {} characters, over the limit of {NAME_LEN_MAX}", value.len()),
             "use a shorter name",
         );
-    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    } else if !crate::protocol::is_subject_token(value) {
         c.push(
             step,
             field,
