@@ -1,6 +1,6 @@
 //! The HTTP server over a real socket: its own limits, before any route runs
-//! (connections held, bodies refused by declared size, a bounded shutdown,
-//! the headers every answer carries).
+//! (connections held, heads and bodies refused by size, heads that take too
+//! long, a bounded shutdown, the headers every answer carries).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -140,5 +140,70 @@ async fn idle_and_stalled_connections_are_closed() {
     let health = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let answer = exchange(s.addr, health, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_head_that_trickles_in_is_closed() {
+    // One byte every 100 ms keeps the idle timeout away for ever; the header
+    // timeout bounds the whole head.
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let s = server(limits).await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+        {
+            assert!(matches!(read, Ok(0) | Err(_)), "an answer to half a head: {read:?}");
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a head trickling in for {:?} was not cut off", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(4), "cut off late: {:?}", started.elapsed());
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn heads_over_the_limits_get_json_errors() {
+    use orchestrator::api::limits::{HEADER_BYTES_MAX, HEADERS_MAX, URI_BYTES_MAX};
+    let s = server(Limits::default()).await;
+    let long_target = format!("/v1/sagas?q={}", "a".repeat(URI_BYTES_MAX));
+    let many = (0..=HEADERS_MAX).map(|i| format!("X-H{i}: v\r\n")).collect::<String>();
+    let large = format!("X-Large: {}\r\n", "b".repeat(HEADER_BYTES_MAX));
+    for (request, status, code) in [
+        (
+            format!("GET {long_target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            "414",
+            "uri_too_long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{many}\r\n"),
+            "431",
+            "headers_too_large",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{large}\r\n"),
+            "431",
+            "headers_too_large",
+        ),
+    ] {
+        let answer = exchange(s.addr, &request, Duration::from_secs(5)).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.to_lowercase().contains("content-type: application/json"), "{answer}");
+        assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{answer}");
+    }
     s.stop.cancel();
 }

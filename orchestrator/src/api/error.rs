@@ -34,6 +34,12 @@ pub enum ApiError {
     Invalid { message: String, details: Vec<String> },
     #[error("the request body is larger than {limit_bytes} bytes")]
     TooLarge { limit_bytes: usize },
+    #[error("the request target (path and query) is longer than {limit_bytes} bytes")]
+    UriTooLong { limit_bytes: usize },
+    #[error(
+        "the request has more than {limit_count} headers or more than {limit_bytes} bytes of them"
+    )]
+    HeadersTooLarge { limit_bytes: usize, limit_count: usize },
     #[error("this route does not take this method")]
     MethodNotAllowed,
     /// Something this server depends on failed; the cause is logged, not sent.
@@ -76,6 +82,10 @@ impl ApiError {
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge { .. } => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
+            }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }

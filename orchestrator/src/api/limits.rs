@@ -1,7 +1,8 @@
 //! Limits on the HTTP server itself, before any route runs: how many
 //! connections it holds, how long one may sit without a byte moving, how long
-//! a shutdown waits for them, bodies refused by their declared size, and the
-//! headers every answer carries.
+//! a request's head may take to arrive, how long a shutdown waits for them,
+//! heads and bodies refused by their size, and the headers every answer
+//! carries.
 
 use super::error::ApiError;
 use super::state::BODY_BYTES_MAX;
@@ -27,7 +28,26 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a connection may go without a byte read or written before it is
 /// closed: an idle keep-alive connection, a request sent half-way (headers
 /// or body) and a client that stops reading its answer all free their place.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longer than the longest `?wait=` (60 s), so a caller waiting for a saga's
+/// end is never cut off.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a request's line and headers may take to arrive in full, however
+/// slowly their bytes trickle in: the idle timeout alone would let a client
+/// send one byte a minute for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest request target (path and query) answered; longer gets 414.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// Most header bytes (names and values) in one request; more gets 431.
+pub const HEADER_BYTES_MAX: usize = 32 * 1024;
+/// Most headers in one request; more gets 431.
+pub const HEADERS_MAX: usize = 100;
+/// What the HTTP library itself buffers of a request's head. Above the limits
+/// this module checks (and answers in JSON); a head beyond even this is closed
+/// by the library with a bare 431 before any route runs.
+pub const HEAD_BUFFER_BYTES: usize = 128 * 1024;
+/// Headers the HTTP library parses before refusing with a bare 431: above
+/// [`HEADERS_MAX`], so the JSON answer is the one normally seen.
+pub const HEADERS_BUFFERED_MAX: usize = 4 * HEADERS_MAX;
 
 /// The server's own limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +55,7 @@ pub struct Limits {
     pub connections_max: usize,
     pub shutdown_grace: Duration,
     pub idle_timeout: Duration,
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +64,7 @@ impl Default for Limits {
             connections_max: CONNECTIONS_MAX,
             shutdown_grace: SHUTDOWN_GRACE,
             idle_timeout: IDLE_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -86,15 +108,9 @@ impl Listener for Bounded {
     }
 }
 
-/// The client's address, as handlers see it (`ConnectInfo<Peer>`).
+/// The client's address, as handlers see it (`Extension<ConnectInfo<Peer>>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 /// A connection holding its place under the limit until it closes, closed
 /// (an I/O error to the server) once no byte has moved for its idle timeout.
@@ -205,6 +221,25 @@ pub async fn refuse_declared_large_bodies(request: Request, next: Next) -> Respo
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
         return ApiError::TooLarge { limit_bytes: BODY_BYTES_MAX }.into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuse a request whose target or headers are longer than this server
+/// answers (414 and 431, the API's JSON error), before any route runs.
+pub async fn refuse_large_heads(request: Request, next: Next) -> Response {
+    let target = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > URI_BYTES_MAX {
+        return ApiError::UriTooLong { limit_bytes: URI_BYTES_MAX }.into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > HEADERS_MAX || bytes > HEADER_BYTES_MAX {
+        return ApiError::HeadersTooLarge {
+            limit_bytes: HEADER_BYTES_MAX,
+            limit_count: HEADERS_MAX,
+        }
+        .into_response();
     }
     next.run(request).await
 }

@@ -165,6 +165,7 @@ pub fn app(state: ApiState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state::BODY_BYTES_MAX))
         .layer(middleware::from_fn(limits::refuse_declared_large_bodies))
+        .layer(middleware::from_fn(limits::refuse_large_heads))
         .layer(middleware::map_response(limits::security_headers))
         .with_state(state)
 }
@@ -191,39 +192,59 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Can
 
 /// Serve `app` on `listener` until `shutdown`: at most
 /// `limits.connections_max` connections at once, each closed after
-/// `limits.idle_timeout` without a byte moving; after `shutdown`, requests
-/// under way get `limits.shutdown_grace` to finish (a client that never
-/// finishes its request cannot hold the process), then every connection is closed.
+/// `limits.idle_timeout` without a byte moving and when a request's head
+/// has not arrived within `limits.header_read_timeout`; after `shutdown`,
+/// requests under way get `limits.shutdown_grace` to finish (a client that
+/// never finishes its request cannot hold the process), then every
+/// connection is closed.
 pub async fn serve_within(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
     limits: limits::Limits,
 ) {
-    let listener = limits::Bounded::new(listener, limits);
-    let stopping = shutdown.clone();
-    let server = async move {
-        // The peer's address reaches handlers (the console's sign-in throttle).
-        let app = app.into_make_service_with_connect_info::<limits::Peer>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .await
-    };
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(limits.shutdown_grace).await;
-    };
-    tokio::select! {
-        result = server => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "HTTP server stopped");
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut listener = limits::Bounded::new(listener, limits);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits::HEAD_BUFFER_BYTES)
+        .max_headers(limits::HEADERS_BUFFERED_MAX);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            (io, addr) = axum::serve::Listener::accept(&mut listener) => {
+                let app = app.clone();
+                // The peer's address reaches handlers (the console's sign-in throttle).
+                let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                    request.extensions_mut().insert(ConnectInfo(limits::Peer(addr)));
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                });
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+                connections.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = shutdown.cancelled() => break,
         }
-        () = grace_over => {
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!(
                 grace_ms = limits.shutdown_grace.as_millis(),
+                open = connections.len(),
                 "HTTP connections still open after the shutdown grace; closing them"
             );
         }
     }
+    connections.shutdown().await;
 }
