@@ -168,6 +168,7 @@ impl Orchestrator {
         let js = jetstream::new(client.clone());
         let wire = wire(js.clone(), faults);
         let (_commands, replies) = skald_transport::streams::ensure_streams(&js, &ns).await?;
+        skald_transport::streams::ensure_ended_stream(&js, &ns).await?;
         let instance = config.instance_name();
         let lease_ttl = std::time::Duration::from_millis(config.lease_ttl_ms);
         store.ensure_cluster(config.partitions).await?;
@@ -296,7 +297,9 @@ impl Orchestrator {
             intake_tasks.clone(),
         ));
         let http_stop = CancellationToken::new();
-        if let Some((state, listener)) = self.http {
+        if let Some((mut state, listener)) = self.http {
+            // Requests waiting for a saga's end answer at once on shutdown.
+            state.stopping = http_stop.clone();
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "HTTP API listening");
             }

@@ -506,3 +506,92 @@ async fn the_openapi_document_docs_and_metrics_are_served() {
     assert_eq!(status, StatusCode::OK);
     assert!(text.as_str().unwrap().contains("skald_sagas_started"), "{text}");
 }
+
+async fn outcomes_tags_and_waits(api: Api) {
+    let first = api.start("outcome-1", 3).await;
+    let second = api.start("outcome-2", 4).await;
+
+    // Tags are stored at start, listed and filtered on.
+    let (status, v) = api.get("/v1/sagas?tag.amount=3", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["saga_id"], first.as_str());
+    assert_eq!(items[0]["tags"], json!({"amount": "3"}));
+    let (_, v) = api.get("/v1/sagas?tag.amount=3&tag.other=x&limit=5", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
+    let (status, v) = api.get("/v1/sagas?tag.bad%20name=1", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (status, v) = api.get("/v1/sagas?nonsense=1", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // A wait that runs out answers with the saga as it is.
+    let began = std::time::Instant::now();
+    let (status, v) = api.get(&format!("/v1/sagas/{second}?wait=300ms"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "running");
+    assert!(began.elapsed() >= Duration::from_millis(300), "{:?}", began.elapsed());
+    let (status, v) = api.get(&format!("/v1/sagas/{second}?wait=61s"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // A wait answers as soon as the saga ends, with its output.
+    let driver = api.engine.driver.clone();
+    let id = first.clone();
+    let replies = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (step, output) in [("reserve", json!({"hold": "h1"})), ("confirm", json!({}))] {
+            let reply = Reply {
+                command_id: format!("{id}.{step}.do"),
+                attempt: 1,
+                outcome: Outcome::Ok { output },
+            };
+            driver.handle(&id, &Input::Reply(reply)).await.unwrap();
+        }
+    });
+    let began = std::time::Instant::now();
+    let (status, v) = api.get(&format!("/v1/sagas/{first}?wait=20s"), Some(VIEWER)).await;
+    replies.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"], json!({"hold": "h1", "amount": 3}));
+    assert_eq!(v["tags"], json!({"amount": "3"}));
+    assert!(began.elapsed() < Duration::from_secs(10), "woken late: {:?}", began.elapsed());
+
+    // A start that waits, and one whose wait runs out.
+    let (status, v) = api
+        .post(
+            "/v1/sagas?wait=200ms",
+            Some(OPERATOR),
+            json!({"type": "transfer", "input": {"amount": 9}, "idempotency_key": "outcome-3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["outcome"], json!({"status": "running", "ended": false}));
+    let (status, v) = api
+        .post(
+            "/v1/sagas?wait=1s",
+            Some(OPERATOR),
+            json!({"type": "transfer", "input": {"amount": 3}, "idempotency_key": "outcome-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"]["output"], json!({"hold": "h1", "amount": 3}));
+
+    // The end is queued for `<prefix>.ended.transfer`, once, with the same facts.
+    use orchestrator::store::entities::outbox;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let ended = outbox::Entity::find()
+        .filter(outbox::Column::Subject.ends_with(".ended.transfer"))
+        .all(api.engine.driver.store().db())
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let message: sagas::protocol::SagaEnded = serde_json::from_str(&ended[0].body).unwrap();
+    assert_eq!(message.saga_id, first);
+    assert_eq!(message.outcome.status, "completed");
+    assert_eq!(message.outcome.output, Some(json!({"hold": "h1", "amount": 3})));
+    assert_eq!(message.tags.get("amount").map(String::as_str), Some("3"));
+    assert_eq!(ended[0].msg_id, format!("{first}.ended"));
+}
+
+on_each_backend!(outcomes_tags_and_waits: outcomes_tags_and_waits_sqlite, outcomes_tags_and_waits_postgres);

@@ -141,6 +141,46 @@ pub struct StartRequest {
     /// The caller's key: the same key and input always name the same saga.
     pub idempotency_key: String,
     pub input: Value,
+    /// Answer only once the saga has ended (or this many milliseconds have
+    /// passed, at most [`START_WAIT_MS_MAX`]), with its [`SagaOutcome`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// The longest a start request (over NATS or HTTP) may wait for its saga's end.
+pub const START_WAIT_MS_MAX: u64 = 60_000;
+
+/// Where a saga stands, for a caller that waited for its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaOutcome {
+    /// `completed`, `compensated`, `failed`, `parked` (an operator must act),
+    /// or a state still under way when the wait ran out.
+    pub status: String,
+    /// True once the saga has ended (completed, compensated or failed).
+    pub ended: bool,
+    /// The definition's `output:` of a completed saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why the saga turned back, failed or is parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Value>,
+}
+
+/// What `<prefix>.ended.<saga type>` carries, once per saga that ended
+/// (completed, compensated, failed, or resolved by an operator). Published
+/// through the outbox, so it is never lost and may repeat: dedupe by `saga_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaEnded {
+    pub saga_id: String,
+    pub saga_type: String,
+    pub version: u32,
+    pub definition_hash: String,
+    #[serde(flatten)]
+    pub outcome: SagaOutcome,
+    /// The saga's business tags (the definition's `tags:`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub ended_at_unix_ms: UnixMillis,
 }
 
 /// Answer to a start request.
@@ -148,9 +188,18 @@ pub struct StartRequest {
 #[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StartResponse {
     /// A new saga was started.
-    Started { saga_id: String },
+    Started {
+        saga_id: String,
+        /// Present when the request asked to wait.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<SagaOutcome>,
+    },
     /// The key was seen before with the same input: the same saga.
-    Existing { saga_id: String },
+    Existing {
+        saga_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<SagaOutcome>,
+    },
     /// The request was refused; `code` is one of `unknown_type`, `invalid_input`,
     /// `conflict` (same key, other input), `bad_request`, `unavailable`.
     Refused { code: String, message: String, errors: Vec<String> },
@@ -240,6 +289,17 @@ impl Namespace {
         format!("{}.start.{saga_type}", self.prefix)
     }
 
+    /// Where a saga's end is announced: `<prefix>.ended.<saga type>`.
+    #[must_use]
+    pub fn ended_subject(&self, saga_type: &str) -> String {
+        format!("{}.ended.{saga_type}", self.prefix)
+    }
+
+    #[must_use]
+    pub fn ended_stream(&self) -> String {
+        format!("{}_ENDED", self.stream_prefix())
+    }
+
     #[must_use]
     pub fn commands_stream(&self) -> String {
         format!("{}_COMMANDS", self.stream_prefix())
@@ -308,11 +368,14 @@ mod tests {
 
     #[test]
     fn golden_start() {
-        let req =
-            StartRequest { idempotency_key: "order-42".into(), input: json!({"amount": 100}) };
+        let req = StartRequest {
+            idempotency_key: "order-42".into(),
+            input: json!({"amount": 100}),
+            wait_ms: None,
+        };
         let answers = vec![
-            StartResponse::Started { saga_id: "s-1".into() },
-            StartResponse::Existing { saga_id: "s-1".into() },
+            StartResponse::Started { saga_id: "s-1".into(), outcome: None },
+            StartResponse::Existing { saga_id: "s-1".into(), outcome: None },
             StartResponse::Refused {
                 code: "invalid_input".into(),
                 message: "input does not match the schema of `topup`".into(),

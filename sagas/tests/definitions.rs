@@ -688,3 +688,73 @@ mod bounded {
         assert!(text.len() < 2_000, "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Outputs and tags
+
+#[test]
+fn output_and_tags_render_from_the_input_and_the_steps() {
+    let d = load_ok(&top_with(
+        "tags:\n  wallet: \"{{input.account}}\"\n  kind: \"top-{{saga.type}}\"\n\
+         output:\n  transfer: \"{{steps.hold.output.transfer_id}}\"\n  wallet: \"{{input.account}}\"",
+    ));
+    let input = json!({"account": "alice", "amount": 5});
+    assert_eq!(
+        d.render_tags("s1", &input),
+        [("kind".to_owned(), format!("top-{}", d.name)), ("wallet".into(), "alice".into())]
+    );
+    let outputs = [Some(json!({"transfer_id": "t-1"}))];
+    let ctx = RenderContext { input: &input, saga_id: "s1", saga_type: &d.name, outputs: &outputs };
+    let output = d.output.as_ref().expect("an output template").render(&ctx).unwrap();
+    assert_eq!(output, json!({"transfer": "t-1", "wallet": "alice"}));
+    // A tag whose field is absent is left out; a long value is cut.
+    assert_eq!(d.render_tags("s1", &json!({})).len(), 1);
+    let long = "é".repeat(200);
+    let tags = d.render_tags("s1", &json!({ "account": long }));
+    assert!(tags[1].1.len() <= definition::limits::TAG_VALUE_LEN_MAX, "{tags:?}");
+}
+
+#[test]
+fn a_definition_without_output_or_tags_keeps_its_canonical_form() {
+    let d = load_ok(HOLD_YAML);
+    assert!(d.output.is_none() && d.tags.is_empty());
+    assert!(!d.canonical_json.contains("\"output\"") && !d.canonical_json.contains("\"tags\""));
+}
+
+#[test]
+fn bad_outputs_and_tags_are_located() {
+    assert_each_only_error(&[
+        (
+            top_with("output:\n  x: \"{{steps.nope.output.y}}\""),
+            None,
+            "output.x",
+            "names step `nope`, which does not exist",
+            None,
+        ),
+        (
+            top_with("tags:\n  t: \"{{steps.hold.output.y}}\""),
+            None,
+            "tags.t",
+            "output does not exist yet",
+            None,
+        ),
+        (
+            top_with("tags:\n  \"a b\": \"{{input.x}}\""),
+            None,
+            "tags.a b",
+            "is not a tag name",
+            None,
+        ),
+        (top_with("tags:\n  t: fixed"), None, "tags.t", "refers to nothing", Some("{{input.")),
+        (
+            top_with(&format!(
+                "tags:\n{}",
+                (0..9).map(|i| format!("  t{i}: \"{{{{input.account}}}}\"\n")).collect::<String>()
+            )),
+            None,
+            "tags",
+            "over the limit of 8",
+            None,
+        ),
+    ]);
+}

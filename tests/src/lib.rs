@@ -127,9 +127,23 @@ impl RunningOrchestrator {
         key: &str,
         input: Value,
     ) -> Result<StartResponse> {
-        let body = serde_json::to_vec(&StartRequest { idempotency_key: key.into(), input })?;
+        self.start_saga_waiting(saga_type, key, input, None).await
+    }
+
+    /// Start a saga over NATS; with `wait`, the answer comes once it has
+    /// ended (or the wait ran out), with its outcome.
+    pub async fn start_saga_waiting(
+        &self,
+        saga_type: &str,
+        key: &str,
+        input: Value,
+        wait: Option<Duration>,
+    ) -> Result<StartResponse> {
+        let wait_ms = wait.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+        let body =
+            serde_json::to_vec(&StartRequest { idempotency_key: key.into(), input, wait_ms })?;
         let msg = tokio::time::timeout(
-            Duration::from_secs(10),
+            Duration::from_secs(10) + wait.unwrap_or_default(),
             self.client.request(self.ns.start_subject(saga_type), body.into()),
         )
         .await??;

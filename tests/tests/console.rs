@@ -108,7 +108,7 @@ async fn the_console_works_in_headless_chromium() {
     for n in [1, 2, 5, 3] {
         let input = json!({ "n": n, "note": "<script>window.pwned = 1</script>" });
         match o.start_saga("three", &format!("console-{n}"), input).await.unwrap() {
-            StartResponse::Started { saga_id } => ids.push(saga_id),
+            StartResponse::Started { saga_id, .. } => ids.push(saga_id),
             other => panic!("start refused: {other:?}"),
         }
     }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::on_each_backend;
-use sagas::protocol::{Kind, Outcome, StartResponse};
+use sagas::protocol::{Kind, Outcome, SagaEnded, StartResponse};
 use serde_json::json;
 use skald_tests::{
     Backend, RunningOrchestrator, Script, Seen, TestDb, definitions_dir, scripted_participant,
@@ -41,7 +41,7 @@ async fn setup(backend: Backend, yaml: &str) -> (TestDb, RunningOrchestrator) {
 
 async fn start(o: &RunningOrchestrator, n: i64) -> String {
     match o.start_saga("three", &format!("key-{n}"), json!({"n": n})).await.unwrap() {
-        StartResponse::Started { saga_id } => saga_id,
+        StartResponse::Started { saga_id, .. } => saga_id,
         other => panic!("start refused: {other:?}"),
     }
 }
@@ -188,10 +188,10 @@ on_each_backend!(
 async fn starts_are_idempotent_by_key_and_checked_against_the_schema() {
     let (_db, mut o) = setup(Backend::Sqlite, &three_steps("2s", 3, 3)).await;
     let first = o.start_saga("three", "k1", json!({"n": 1})).await.unwrap();
-    let StartResponse::Started { saga_id } = first else { panic!("{first:?}") };
+    let StartResponse::Started { saga_id, .. } = first else { panic!("{first:?}") };
     assert_eq!(
         o.start_saga("three", "k1", json!({"n": 1})).await.unwrap(),
-        StartResponse::Existing { saga_id: saga_id.clone() }
+        StartResponse::Existing { saga_id: saga_id.clone(), outcome: None }
     );
     let conflict = o.start_saga("three", "k1", json!({"n": 2})).await.unwrap();
     assert!(
@@ -358,3 +358,87 @@ async fn every_command_carries_the_sagas_trace() {
     stop.cancel();
     o.stop().await;
 }
+
+/// `three` with a tag and an output over its steps' outputs.
+fn three_with_outcome() -> String {
+    three_steps("2s", 3, 3).replace(
+        "steps:\n",
+        "tags:\n  n: \"{{input.n}}\"\noutput:\n  n: \"{{input.n}}\"\n  last: \"{{steps.s3.output.ok}}\"\nsteps:\n",
+    )
+}
+
+/// The ends announced on `<prefix>.ended.three`, read from the start of the stream.
+async fn ended_messages(o: &RunningOrchestrator, want: usize) -> Vec<SagaEnded> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(o.client.clone());
+    let stream = js.get_stream(o.ns.ended_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: o.ns.ended_subject("three"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while out.len() < want {
+        let next = tokio::time::timeout(Duration::from_secs(20), messages.next()).await;
+        let message = next.expect("an end announced in time").unwrap().unwrap();
+        out.push(serde_json::from_slice(&message.payload).unwrap());
+    }
+    out
+}
+
+async fn a_waiting_start_gets_the_outcome_and_every_end_is_announced(backend: Backend) {
+    let (_db, mut o) = setup(backend, &three_with_outcome()).await;
+    let script: Script = Arc::new(|c| {
+        let n = c.payload["n"].as_i64().unwrap_or_default();
+        if c.step == "s2" && c.kind == Kind::Do && n == 2 {
+            Some(Outcome::Failed { code: "no".into(), message: "refused".into() })
+        } else {
+            Some(Outcome::Ok { output: json!({"ok": format!("s-{n}")}) })
+        }
+    });
+    let (_seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let wait = Some(Duration::from_secs(30));
+    let completed = o.start_saga_waiting("three", "k-1", json!({"n": 1}), wait).await.unwrap();
+    let StartResponse::Started { saga_id: first, outcome: Some(outcome) } = completed else {
+        panic!("{completed:?}")
+    };
+    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.output, Some(json!({"n": 1, "last": "s-1"})));
+    let compensated = o.start_saga_waiting("three", "k-2", json!({"n": 2}), wait).await.unwrap();
+    let StartResponse::Started { saga_id: second, outcome: Some(outcome) } = compensated else {
+        panic!("{compensated:?}")
+    };
+    assert_eq!(outcome.status, "compensated");
+    assert!(outcome.ended && outcome.output.is_none());
+    assert_eq!(outcome.cause.as_ref().unwrap()["step"], "s2");
+    // The same key again: the same saga, already ended, answered at once.
+    let again = o.start_saga_waiting("three", "k-1", json!({"n": 1}), wait).await.unwrap();
+    assert!(
+        matches!(&again, StartResponse::Existing { saga_id, outcome: Some(o) } if *saga_id == first && o.status == "completed"),
+        "{again:?}"
+    );
+
+    let ended = ended_messages(&o, 2).await;
+    let by_id =
+        |id: &str| ended.iter().find(|e| e.saga_id == id).unwrap_or_else(|| panic!("{ended:?}"));
+    let done = by_id(&first);
+    assert_eq!(done.outcome.status, "completed");
+    assert_eq!(done.outcome.output, Some(json!({"n": 1, "last": "s-1"})));
+    assert_eq!(done.tags.get("n").map(String::as_str), Some("1"));
+    assert_eq!((done.saga_type.as_str(), done.version), ("three", 1));
+    let undone = by_id(&second);
+    assert_eq!(undone.outcome.status, "compensated");
+    assert_eq!(undone.outcome.cause.as_ref().unwrap()["cause"], "step_failed");
+    stop.cancel();
+    o.stop().await;
+}
+
+on_each_backend!(
+    a_waiting_start_gets_the_outcome_and_every_end_is_announced:
+    a_waiting_start_gets_the_outcome_sqlite,
+    a_waiting_start_gets_the_outcome_postgres
+);

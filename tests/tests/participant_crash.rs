@@ -37,7 +37,7 @@ async fn participant_killed_between_commit_and_reply(backend: Backend) {
     };
 
     let mut first = participant(&prefix, &participant_db, Some(2));
-    let StartResponse::Started { saga_id } =
+    let StartResponse::Started { saga_id, .. } =
         o.start_saga("bench", "once", json!({})).await.unwrap()
     else {
         panic!("start refused")

@@ -186,16 +186,38 @@ impl Client {
         if !pairs.is_empty() {
             url.query_pairs_mut().extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
         }
-        self.send(Method::GET, url, Body::None).await
+        self.send(Method::GET, url, Body::None, None).await
     }
 
     /// `POST` a body to the path `segments`.
     pub async fn post(&self, segments: &[&str], body: Body<'_>) -> Result<Answer, CliError> {
-        self.send(Method::POST, self.url(segments), body).await
+        self.send(Method::POST, self.url(segments), body, None).await
     }
 
-    async fn send(&self, method: Method, url: Url, body: Body<'_>) -> Result<Answer, CliError> {
+    /// `POST` with `?wait=`: the server may hold the answer for `wait`, so
+    /// the request's time is that much longer.
+    pub async fn post_waiting(
+        &self,
+        segments: &[&str],
+        body: Body<'_>,
+        wait: Duration,
+    ) -> Result<Answer, CliError> {
+        let mut url = self.url(segments);
+        url.query_pairs_mut().append_pair("wait", &format!("{}ms", wait.as_millis()));
+        self.send(Method::POST, url, body, Some(REQUEST_TIMEOUT + wait)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, CliError> {
         let mut request = self.http.request(method, url).header("accept", "application/json");
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -62,8 +62,8 @@ fn validating_the_shipped_definitions_succeeds() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     for (line, (file, name)) in lines.iter().zip([
-        (&files[0], "topup v2"),
-        (&files[1], "payout v2"),
+        (&files[0], "topup v3"),
+        (&files[1], "payout v3"),
         (&files[2], "bench v1"),
     ]) {
         let prefix = format!("ok  {file}  {name} (3 steps, hash ");
@@ -143,7 +143,7 @@ fn show_prints_the_step_table() {
     let output = skald(&["definitions", "show", &file]);
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(stdout.starts_with("topup v2 (3 steps, hash "), "{stdout}");
+    assert!(stdout.starts_with("topup v3 (3 steps, hash "), "{stdout}");
     let charge = stdout.lines().find(|l| l.starts_with("2 ")).unwrap_or_default();
     let cells: Vec<&str> = charge.split_whitespace().collect();
     assert_eq!(cells, ["2", "charge", "payment", "charge", "refund", "10s", "3", "no"]);

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use crate::store::{ListFilter, StuckClass};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Statuses a filter may name.
@@ -34,6 +35,67 @@ pub struct FilterSpec {
     pub stuck: Option<String>,
     /// Text the idempotency key contains.
     pub key: Option<String>,
+    /// Business tags the saga has, all of them (`{"customer": "42"}`; in a
+    /// query string, `tag.customer=42`).
+    #[serde(default)]
+    #[param(ignore)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Most tags one filter names.
+pub const TAG_FILTERS_MAX: usize = sagas::definition::limits::TAGS_MAX;
+
+impl FilterSpec {
+    /// The filter a query string gives: the named fields, and each
+    /// `tag.<name>=<value>` as a tag to match; the parameters named in
+    /// `others` (paging) are handed back apart.
+    pub fn from_query(
+        raw: Option<&str>,
+        others: &[&str],
+    ) -> Result<(Self, BTreeMap<String, String>), ApiError> {
+        let pairs: Vec<(String, String)> = parse_query(raw.unwrap_or_default())?;
+        let mut fields = Vec::new();
+        let mut tags = BTreeMap::new();
+        let mut rest = BTreeMap::new();
+        for (key, value) in pairs {
+            if let Some(name) = key.strip_prefix("tag.") {
+                tags.insert(name.to_owned(), value);
+            } else if others.contains(&key.as_str()) {
+                rest.insert(key, value);
+            } else {
+                fields.push((key, value));
+            }
+        }
+        let mut spec: Self = parse_query(&query_string(&fields))?;
+        spec.tags = tags;
+        Ok((spec, rest))
+    }
+}
+
+/// Decode a query string into `T`, answering a bad one with [`ApiError`].
+pub fn parse_query<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
+    let uri: axum::http::Uri = format!("/?{raw}")
+        .parse()
+        .map_err(|_| ApiError::invalid("the query string is not valid"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::invalid(format!("the query string is not valid: {}", e.body_text())))
+}
+
+/// `pairs` as a query string again (percent-encoded).
+fn query_string(pairs: &[(String, String)]) -> String {
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 fn text(field: &str, v: Option<&String>) -> Result<Option<String>, ApiError> {
@@ -83,6 +145,22 @@ impl FilterSpec {
                 }
                 f.status.push(s.to_owned());
             }
+        }
+        if self.tags.len() > TAG_FILTERS_MAX {
+            return Err(ApiError::invalid(format!(
+                "a filter names at most {TAG_FILTERS_MAX} tags"
+            )));
+        }
+        for (name, value) in &self.tags {
+            if name.len() > sagas::definition::limits::TAG_NAME_LEN_MAX
+                || !sagas::protocol::is_subject_token(name)
+            {
+                return Err(ApiError::invalid(format!(
+                    "`tag.{name}` does not name a tag (letters, digits, `_` and `-`)"
+                )));
+            }
+            let Some(value) = text(&format!("tag.{name}"), Some(value))? else { continue };
+            f.tags.insert(name.clone(), value);
         }
         match text("stuck", self.stuck.as_ref())?.as_deref() {
             None => {}

@@ -37,6 +37,9 @@ pub struct SagaSummary {
     pub last_error: Option<String>,
     pub park_reason: Option<String>,
     pub stuck: Vec<StuckView>,
+    /// Business tags (the definition's `tags:`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Progress of one kind (`do` or `undo`) of one step.
@@ -117,6 +120,12 @@ pub struct SagaDetail {
     pub input: Value,
     /// Why the saga turned back, when it did.
     pub cause: Option<Value>,
+    /// What the completed saga answers (the definition's `output:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why `output:` could not be rendered, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<String>,
     pub steps: Vec<StepView>,
     pub events: Vec<EventView>,
     pub commands: Vec<CommandView>,
@@ -171,4 +180,29 @@ pub struct StartAnswer {
     pub saga_id: String,
     /// False when this key had already started the saga.
     pub created: bool,
+    /// With `?wait=`: where the saga stands when it ended or the wait ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeView>,
+}
+
+/// Where a saga stands, for a caller that waited for its end.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutcomeView {
+    /// `completed`, `compensated`, `failed`, `parked` (an operator must act),
+    /// or `running` / `compensating` when the wait ran out first.
+    pub status: String,
+    /// True once the saga has ended (completed, compensated or failed).
+    pub ended: bool,
+    /// The definition's `output:` of a completed saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why the saga turned back, failed, was resolved by hand or is parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Value>,
+}
+
+impl From<sagas::protocol::SagaOutcome> for OutcomeView {
+    fn from(o: sagas::protocol::SagaOutcome) -> Self {
+        Self { status: o.status, ended: o.ended, output: o.output, cause: o.cause }
+    }
 }

@@ -31,8 +31,34 @@ pub struct StartBody {
     pub idempotency_key: String,
 }
 
-/// Start a saga (operator).
+/// How long a request waits for its saga's end (`?wait=30s`).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer once the saga has ended (completed, compensated, failed) or
+    /// parked, or after this long (`30s`, `1500ms`; at most 60s), whichever
+    /// comes first.
+    pub wait: Option<String>,
+}
+
+impl WaitQuery {
+    fn duration(&self) -> Result<Option<std::time::Duration>, ApiError> {
+        let Some(text) = self.wait.as_deref() else { return Ok(None) };
+        let most = std::time::Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
+        let d = humantime::parse_duration(text).map_err(|e| {
+            ApiError::invalid(format!("`wait` = `{text}` is not a duration like 30s: {e}"))
+        })?;
+        if d > most {
+            return Err(ApiError::invalid(format!("`wait` is at most {}s", most.as_secs())));
+        }
+        Ok(Some(d))
+    }
+}
+
+/// Start a saga (operator). With `?wait=`, answer when it has ended.
 #[utoipa::path(post, path = "/v1/sagas", tag = "sagas", request_body = StartBody,
+    params(WaitQuery),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Started", body = StartAnswer),
@@ -42,14 +68,24 @@ pub struct StartBody {
     ))]
 pub async fn start(
     State(state): State<ApiState>,
+    Query(wait): Query<WaitQuery>,
     Json(body): Json<StartBody>,
 ) -> Result<(StatusCode, axum::Json<StartAnswer>), ApiError> {
+    let wait = wait.duration()?;
     let started = state.driver.start(&body.saga_type, &body.idempotency_key, &body.input).await?;
     let (status, created) = match &started {
         Started::New { .. } => (StatusCode::CREATED, true),
         Started::Existing { .. } => (StatusCode::OK, false),
     };
-    Ok((status, axum::Json(StartAnswer { saga_id: started.saga_id().to_owned(), created })))
+    let saga_id = started.saga_id().to_owned();
+    let outcome = match wait {
+        None => None,
+        Some(wait) => {
+            let (_, saga) = state.driver.wait_for_end(&saga_id, wait, &state.stopping).await?;
+            Some(saga.outcome().into())
+        }
+    };
+    Ok((status, axum::Json(StartAnswer { saga_id, created, outcome })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,6 +111,10 @@ pub struct ListQuery {
     pub limit: Option<u64>,
     /// `next_cursor` from the previous page.
     pub cursor: Option<String>,
+    /// A business tag the saga has: `tag.customer=42` (repeat for several,
+    /// all must match; at most 8).
+    #[serde(rename = "tag.<name>")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,28 +133,24 @@ pub struct SagaPage {
     ))]
 pub async fn list(
     State(state): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
-    let limit = q.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    let (spec, paging) = FilterSpec::from_query(raw.as_deref(), &["limit", "cursor"])?;
+    let limit = match paging.get("limit") {
+        None => PAGE_SIZE_DEFAULT,
+        Some(text) => text.parse::<u64>().unwrap_or(0),
+    };
     if limit == 0 || limit > PAGE_SIZE_MAX {
         return Err(ApiError::invalid(format!("`limit` must be 1-{PAGE_SIZE_MAX}")));
     }
-    if let Some(c) = &q.cursor
+    let cursor = paging.get("cursor");
+    if let Some(c) = cursor
         && !valid_saga_id(c)
     {
         return Err(ApiError::invalid("`cursor` is not a cursor this API gave out"));
     }
-    let spec = FilterSpec {
-        saga_type: q.saga_type,
-        status: q.status,
-        step: q.step,
-        older_than: q.older_than,
-        newer_than: q.newer_than,
-        stuck: q.stuck,
-        key: q.key,
-    };
     let filter = spec.to_filter()?;
-    Ok(axum::Json(page(&state, &filter, q.cursor.as_deref(), limit).await?))
+    Ok(axum::Json(page(&state, &filter, cursor.map(String::as_str), limit).await?))
 }
 
 /// One page of sagas as the API shows them (shared with the console).
@@ -128,7 +164,17 @@ pub async fn page(
     let owned = state.live_partitions().await?;
     let page = state.driver.store().list(filter, cursor, limit, now, &owned).await?;
     let registry = state.driver.registry();
-    let items = page.rows.iter().map(|r| views::summary(r, registry, now, &owned)).collect();
+    let ids: Vec<&str> = page.rows.iter().map(|r| r.saga_id.as_str()).collect();
+    let mut tags = state.driver.store().tags_of(&ids).await?;
+    let items = page
+        .rows
+        .iter()
+        .map(|r| {
+            let mut summary = views::summary(r, registry, now, &owned);
+            summary.tags = tags.remove(&r.saga_id).unwrap_or_default();
+            summary
+        })
+        .collect();
     Ok(SagaPage { items, next_cursor: page.next_cursor })
 }
 
@@ -139,15 +185,22 @@ fn valid_saga_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// One saga: status, steps, history, commands and replies (viewer).
+/// One saga: status, steps, history, commands and replies (viewer). With
+/// `?wait=`, answer when it has ended.
 #[utoipa::path(get, path = "/v1/sagas/{saga_id}", tag = "sagas",
-    params(("saga_id" = String, Path, description = "Saga id")),
+    params(("saga_id" = String, Path, description = "Saga id"), WaitQuery),
     security(("bearer" = [])),
     responses((status = 200, body = SagaDetail), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<ApiState>,
     Path(saga_id): Path<String>,
+    Query(wait): Query<WaitQuery>,
 ) -> Result<axum::Json<SagaDetail>, ApiError> {
+    if let Some(wait) = wait.duration()?
+        && valid_saga_id(&saga_id)
+    {
+        state.driver.wait_for_end(&saga_id, wait, &state.stopping).await?;
+    }
     Ok(axum::Json(detail(&state, &saga_id).await?))
 }
 
@@ -161,7 +214,9 @@ pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiEr
     let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;
     let owner = state.owner_of(row.partition).await?;
-    let summary = views::summary(&row, state.driver.registry(), now, &owned);
+    let mut summary = views::summary(&row, state.driver.registry(), now, &owned);
+    summary.tags =
+        state.driver.store().tags_of(&[saga_id]).await?.remove(saga_id).unwrap_or_default();
     Ok(views::detail(summary, owner, &saga, &history))
 }
 

@@ -28,6 +28,9 @@ pub struct ApiState {
     pub bulk: Arc<BulkJobs>,
     /// Failed console sign-ins per client.
     pub sign_ins: Arc<crate::api::console::throttle::SignInThrottle>,
+    /// Cancelled when the server stops: requests waiting for a saga's end
+    /// answer with where it stands.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -41,6 +44,7 @@ impl ApiState {
             nats: None,
             bulk: Arc::new(BulkJobs::default()),
             sign_ins: Arc::default(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -52,6 +52,7 @@ pub fn summary(
         last_error: row.last_error.clone(),
         park_reason: row.park_reason.clone(),
         stuck,
+        tags: std::collections::BTreeMap::new(),
     }
 }
 
@@ -180,6 +181,8 @@ pub fn detail(
         definition_hash: def.hash.clone(),
         input: state.input.clone(),
         cause: state.cause.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+        output: state.output.clone(),
+        output_error: state.output_error.clone(),
         steps,
         events,
         commands,

@@ -2,11 +2,12 @@
 //!
 //! Every instance subscribes in one queue group, so any of them accepts a
 //! start. The answer is a [`StartResponse`]; the same idempotency key and input
-//! always name the same saga.
+//! always name the same saga. A request with `wait_ms` is answered once its
+//! saga has ended (or parked, or the wait ran out), with its outcome.
 
 use crate::engine::driver::{Driver, StartError, Started};
 use futures::StreamExt;
-use sagas::protocol::{BODY_BYTES_MAX, Namespace, StartRequest, StartResponse};
+use sagas::protocol::{BODY_BYTES_MAX, Namespace, START_WAIT_MS_MAX, StartRequest, StartResponse};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -50,9 +51,15 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
         };
+        let stop = shutdown.clone();
         tasks.spawn(async move {
-            let _permit = permit;
-            let response = answer(&driver, &saga_type, &msg.payload).await;
+            let (mut response, wait) = answer(&driver, &saga_type, &msg.payload).await;
+            // A wait holds no place among the starts in flight: it only
+            // watches (bounded by `endings::WAITERS_MAX`).
+            drop(permit);
+            if let Some(wait) = wait {
+                with_outcome(&driver, &mut response, wait, &stop).await;
+            }
             let body = serde_json::to_vec(&response).unwrap_or_default();
             if let Err(e) = client.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %e, "cannot answer a start request");
@@ -62,29 +69,31 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
 }
 
-async fn answer(driver: &Driver, saga_type: &str, payload: &[u8]) -> StartResponse {
+/// The answer to a start request, and how long it asked to wait for the
+/// saga's end (capped at [`START_WAIT_MS_MAX`]).
+async fn answer(
+    driver: &Driver,
+    saga_type: &str,
+    payload: &[u8],
+) -> (StartResponse, Option<std::time::Duration>) {
     if payload.len() > BODY_BYTES_MAX {
-        return refused(
-            "bad_request",
-            format!("the request is over {BODY_BYTES_MAX} bytes"),
-            vec![],
-        );
+        let message = format!("the request is over {BODY_BYTES_MAX} bytes");
+        return (refused("bad_request", message, vec![]), None);
     }
     let request: StartRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
-            return refused(
-                "bad_request",
-                format!(
-                    "the request is not a start request: {e}; send {{\"idempotency_key\":…,\"input\":…}}"
-                ),
-                vec![],
+            let message = format!(
+                "the request is not a start request: {e}; send {{\"idempotency_key\":…,\"input\":…}}"
             );
+            return (refused("bad_request", message, vec![]), None);
         }
     };
-    match driver.start(saga_type, &request.idempotency_key, &request.input).await {
-        Ok(Started::New { saga_id }) => StartResponse::Started { saga_id },
-        Ok(Started::Existing { saga_id }) => StartResponse::Existing { saga_id },
+    let wait =
+        request.wait_ms.map(|ms| std::time::Duration::from_millis(ms.min(START_WAIT_MS_MAX)));
+    let response = match driver.start(saga_type, &request.idempotency_key, &request.input).await {
+        Ok(Started::New { saga_id }) => StartResponse::Started { saga_id, outcome: None },
+        Ok(Started::Existing { saga_id }) => StartResponse::Existing { saga_id, outcome: None },
         Err(e) => {
             let errors = match &e {
                 StartError::InvalidInput { errors, .. } => errors.clone(),
@@ -92,13 +101,32 @@ async fn answer(driver: &Driver, saga_type: &str, payload: &[u8]) -> StartRespon
             };
             if matches!(e, StartError::Drive(_)) {
                 tracing::error!(error = %e, "start failed");
-                return refused(
-                    "unavailable",
-                    "the orchestrator could not record the start; try again".into(),
-                    errors,
-                );
+                let message = "the orchestrator could not record the start; try again".into();
+                return (refused("unavailable", message, errors), None);
             }
             refused(e.code(), e.to_string(), errors)
+        }
+    };
+    (response, wait)
+}
+
+/// Wait for the started saga's end (or `wait`, or shutdown) and put where it
+/// stands into the answer.
+async fn with_outcome(
+    driver: &Driver,
+    response: &mut StartResponse,
+    wait: std::time::Duration,
+    stop: &CancellationToken,
+) {
+    let (StartResponse::Started { saga_id, outcome }
+    | StartResponse::Existing { saga_id, outcome }) = response
+    else {
+        return;
+    };
+    match driver.wait_for_end(saga_id, wait, stop).await {
+        Ok((_, state)) => *outcome = Some(state.outcome()),
+        Err(e) => {
+            tracing::warn!(error = %e, saga_id = %saga_id, "cannot tell a waiting start its outcome")
         }
     }
 }

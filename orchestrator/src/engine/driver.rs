@@ -12,6 +12,7 @@
 //! input the cached state refuses or absorbs is decided again on the stored
 //! history before it is answered.
 
+use super::endings::{self, Endings};
 use crate::clock;
 use crate::cluster::partitions::Ownership;
 use crate::engine::bell::DeadlineBell;
@@ -63,6 +64,8 @@ pub struct Driver {
     bell: DeadlineBell,
     /// Told the id of every saga that reaches an end state (benchmarks, tests).
     ended: Option<mpsc::UnboundedSender<String>>,
+    /// Callers waiting for sagas to end.
+    endings: Endings,
     /// This orchestrator's Prometheus metrics.
     metrics: Metrics,
     /// The partitions this instance holds; replies and timeouts are only
@@ -82,6 +85,7 @@ impl Driver {
             partitions: partitions.max(1),
             bell: DeadlineBell::default(),
             ended: None,
+            endings: Endings::default(),
             metrics: Metrics::new(),
             ownership: Ownership::all(partitions.max(1)),
             cache: SagaCache::default(),
@@ -147,6 +151,44 @@ impl Driver {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Callers waiting here for sagas to end.
+    #[must_use]
+    pub fn endings(&self) -> &Endings {
+        &self.endings
+    }
+
+    /// Wait until `saga_id` ends (completed, compensated, failed) or parks,
+    /// `within` passes, or `stop` is cancelled; then where it stands. An end
+    /// this instance writes wakes the wait at once; one written by another
+    /// instance is seen within [`endings::LOOK_EVERY`].
+    pub async fn wait_for_end(
+        &self,
+        saga_id: &str,
+        within: std::time::Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the look, so an end between the two still wakes it.
+            let watch = self.endings.watch(saga_id);
+            let row = self
+                .store
+                .row(saga_id)
+                .await?
+                .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
+            let ended = sagas::machine::SagaStatus::parse(&row.status).is_some_and(|s| s.is_end());
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let Some(watch) = watch.filter(|_| !ended && !left.is_zero() && !stop.is_cancelled())
+            else {
+                return self.state(saga_id).await;
+            };
+            tokio::select! {
+                () = watch.ended_or(left.min(endings::LOOK_EVERY)) => {}
+                () = stop.cancelled() => {}
+            }
+        }
     }
 
     #[must_use]
@@ -221,6 +263,7 @@ impl Driver {
             partition: i32::try_from(self.partition_of(&saga_id)).unwrap_or(0),
             idempotency_key: key.to_owned(),
             input_hash: input_hash.clone(),
+            tags: definition.render_tags(&saga_id, &after.input),
             ..project(&after)
         };
         match self
@@ -352,6 +395,27 @@ impl Driver {
     ) -> OutboxRow {
         let encoded = command.encode(&self.ns, saga_id, saga_type, partition);
         OutboxRow { subject: encoded.subject, msg_id: encoded.msg_id, body: encoded.body }
+    }
+
+    /// The announcement of a saga's end on `<prefix>.ended.<type>`, queued
+    /// with the event that ends it (so it is never lost; it may repeat, and
+    /// JetStream drops a repeat within its window by the message id).
+    fn ended_row(&self, saga_id: &str, after: &SagaState) -> OutboxRow {
+        let definition = &after.definition;
+        let ended = sagas::protocol::SagaEnded {
+            saga_id: saga_id.to_owned(),
+            saga_type: definition.name.clone(),
+            version: definition.version,
+            definition_hash: definition.hash.clone(),
+            outcome: after.outcome(),
+            tags: definition.render_tags(saga_id, &after.input).into_iter().collect(),
+            ended_at_unix_ms: after.ended_at.unwrap_or_else(|| self.store.clock().now()),
+        };
+        OutboxRow {
+            subject: self.ns.ended_subject(&definition.name),
+            msg_id: format!("{saga_id}.ended"),
+            body: serde_json::to_string(&ended).unwrap_or_default(),
+        }
     }
 
     /// What `input` would do to the saga now, without recording anything (a
@@ -566,11 +630,14 @@ impl Driver {
         guards: Guards<'_>,
     ) -> Result<(), StoreError> {
         let partition = u32::try_from(projection.partition).unwrap_or(0);
-        let outbox: Vec<OutboxRow> = decision
+        let mut outbox: Vec<OutboxRow> = decision
             .commands
             .iter()
             .map(|c| self.outbox_row(c, saga_id, &after.definition.name, partition))
             .collect();
+        if decision.events.iter().any(sagas::machine::SagaEvent::is_terminal) {
+            outbox.push(self.ended_row(saga_id, after));
+        }
         self.store
             .append(Append {
                 saga_id,
@@ -589,10 +656,11 @@ impl Driver {
         if let Some(at) = decision.next_deadline {
             self.bell.deadline_set(clock::to_db(at));
         }
-        if let Some(tx) = &self.ended
-            && after.status.is_end()
-        {
-            let _ = tx.send(saga_id.to_owned());
+        if after.status.is_end() {
+            self.endings.ended(saga_id);
+            if let Some(tx) = &self.ended {
+                let _ = tx.send(saga_id.to_owned());
+            }
         }
         Ok(())
     }

@@ -632,7 +632,10 @@ mod tests {
             evidence: "checked".into(),
             at,
         };
-        assert_eq!(EndStatus::of(&SagaEvent::SagaCompleted { at }), Some(EndStatus::Completed));
+        assert_eq!(
+            EndStatus::of(&SagaEvent::SagaCompleted { at, output: None, output_error: None }),
+            Some(EndStatus::Completed)
+        );
         assert_eq!(EndStatus::of(&SagaEvent::SagaCompensated { at }), Some(EndStatus::Compensated));
         assert_eq!(EndStatus::of(&resolved(ResolvedAs::Failed)), Some(EndStatus::Failed));
         assert_eq!(EndStatus::of(&resolved(ResolvedAs::Completed)), Some(EndStatus::Completed));

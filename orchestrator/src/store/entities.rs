@@ -193,3 +193,23 @@ pub mod leases {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod saga_tags {
+    use sea_orm::entity::prelude::*;
+
+    /// One business tag of one saga (its definition's `tags:`, rendered at start).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "saga_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub saga_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub value: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -11,7 +11,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Operations), Box::new(Cluster), Box::new(ConsoleSessions)]
+        vec![
+            Box::new(Initial),
+            Box::new(Operations),
+            Box::new(Cluster),
+            Box::new(ConsoleSessions),
+            Box::new(SagaTags),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -387,6 +393,50 @@ impl MigrationTrait for ConsoleSessions {
             "console_sessions_expires",
             ConsoleSessionsTable::Table,
             [ConsoleSessionsTable::ExpiresAtMs],
+        )
+        .await
+    }
+}
+
+/// Business tags (a definition's `tags:`), one row per saga and tag,
+/// searchable by name and value.
+#[derive(Debug)]
+struct SagaTags;
+
+impl MigrationName for SagaTags {
+    fn name(&self) -> &str {
+        "m0005_saga_tags"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SagaTagsTable {
+    #[sea_orm(iden = "saga_tags")]
+    Table,
+    SagaId,
+    Name,
+    Value,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SagaTags {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(SagaTagsTable::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(SagaTagsTable::SagaId).string().not_null())
+                .col(ColumnDef::new(SagaTagsTable::Name).string_len(32).not_null())
+                .col(ColumnDef::new(SagaTagsTable::Value).string_len(128).not_null())
+                .primary_key(Index::create().col(SagaTagsTable::SagaId).col(SagaTagsTable::Name))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "saga_tags_by_value",
+            SagaTagsTable::Table,
+            [SagaTagsTable::Name, SagaTagsTable::Value, SagaTagsTable::SagaId],
         )
         .await
     }

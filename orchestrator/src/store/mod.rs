@@ -86,6 +86,9 @@ pub struct Projection {
     pub attempt: i32,
     pub deadline_at_ms: Option<i64>,
     pub park_reason: Option<String>,
+    /// A new saga's business tags (name, value), written with its row; later
+    /// appends leave them as they are.
+    pub tags: Vec<(String, String)>,
 }
 
 /// A command for the outbox.

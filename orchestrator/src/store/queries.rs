@@ -6,11 +6,12 @@
 //! stuck sagas is one indexed query however many sagas are stored; the saga
 //! page computes the same classes from the same row.
 
-use super::entities::{repairs, saga_events, sagas};
+use super::entities::{repairs, saga_events, saga_tags, sagas};
 use super::{Store, StoreError};
-use sea_orm::sea_query::{Condition, Expr, LikeExpr};
+use sea_orm::sea_query::{Condition, Expr, LikeExpr, Query};
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 
 /// How long past its next deadline an active saga may wait before it counts
 /// as overdue: timers normally act within milliseconds, so this means nobody
@@ -116,6 +117,9 @@ pub struct ListFilter {
     pub stuck_any: bool,
     /// Text the idempotency key contains.
     pub key_contains: Option<String>,
+    /// Business tags the saga has (every one of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One page of a list, newest saga first.
@@ -162,6 +166,18 @@ impl ListFilter {
                 c = c.add(sagas::Column::Status.is_in(STUCK_STATUSES));
             }
             c = c.add(any);
+        }
+        for (name, value) in &self.tags {
+            c = c.add(
+                sagas::Column::SagaId.in_subquery(
+                    Query::select()
+                        .column(saga_tags::Column::SagaId)
+                        .from(saga_tags::Entity)
+                        .and_where(saga_tags::Column::Name.eq(name.as_str()))
+                        .and_where(saga_tags::Column::Value.eq(value.as_str()))
+                        .to_owned(),
+                ),
+            );
         }
         if let Some(text) = &self.key_contains {
             let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -238,6 +254,25 @@ impl Store {
             .into_tuple::<String>()
             .all(self.db())
             .await?)
+    }
+
+    /// The tags of these sagas, by saga id.
+    pub async fn tags_of(
+        &self,
+        saga_ids: &[&str],
+    ) -> Result<HashMap<String, BTreeMap<String, String>>, StoreError> {
+        let mut tags: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        if saga_ids.is_empty() {
+            return Ok(tags);
+        }
+        for row in saga_tags::Entity::find()
+            .filter(saga_tags::Column::SagaId.is_in(saga_ids.iter().copied()))
+            .all(self.db())
+            .await?
+        {
+            tags.entry(row.saga_id).or_default().insert(row.name, row.value);
+        }
+        Ok(tags)
     }
 
     /// Count of sagas per (type, status).

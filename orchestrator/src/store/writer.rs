@@ -37,7 +37,7 @@
 //! lease rows, and a transaction without fences starts with a no-op `UPDATE`
 //! that matches no row.
 
-use super::entities::{leases, outbox, repairs, saga_events, sagas};
+use super::entities::{leases, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
 use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
@@ -109,6 +109,15 @@ impl OwnedAppend {
             deadline_at_ms: Set(p.deadline_at_ms),
             park_reason: Set(p.park_reason.clone()),
         }
+    }
+
+    /// A new saga's tag rows.
+    fn tag_rows(&self) -> impl Iterator<Item = saga_tags::ActiveModel> + '_ {
+        self.projection.tags.iter().map(|(name, value)| saga_tags::ActiveModel {
+            saga_id: Set(self.saga_id.clone()),
+            name: Set(name.clone()),
+            value: Set(value.clone()),
+        })
     }
 
     fn outbox_rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
@@ -348,11 +357,19 @@ async fn write_together(
     }
     let mut events = Vec::new();
     let mut commands = Vec::new();
+    let mut tags = Vec::new();
     for (a, result) in appends.iter().zip(&results) {
         if matches!(result, Some(Ok(()))) && a.repair.is_none() {
             events.extend(a.event_rows());
             commands.extend(a.outbox_rows());
+            if a.expected_seq == 0 {
+                tags.extend(a.tag_rows());
+            }
         }
+    }
+    while !tags.is_empty() {
+        let rest = tags.split_off(tags.len().min(INSERT_ROWS_MAX));
+        saga_tags::Entity::insert_many(std::mem::replace(&mut tags, rest)).exec(&txn).await?;
     }
     // Past a passed seq guard (or a new saga's row) no other writer can hold
     // these seqs: a unique violation here means a corrupt store, and fails
@@ -536,6 +553,9 @@ async fn write_one<C: ConnectionTrait>(
             }
             _ => StoreError::Db(e),
         })?;
+        if !a.projection.tags.is_empty() {
+            saga_tags::Entity::insert_many(a.tag_rows()).exec(conn).await?;
+        }
     }
     let commands = insert_commands(conn, a.outbox_rows().collect()).await?;
     if let Some(r) = &a.repair {
@@ -579,6 +599,7 @@ mod tests {
             attempt: 1,
             deadline_at_ms: None,
             park_reason: None,
+            tags: Vec::new(),
         }
     }
 

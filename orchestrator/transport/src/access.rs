@@ -101,15 +101,18 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
     let p = ns.prefix();
     let commands = ns.commands_stream();
     let replies = ns.replies_stream();
+    let ended = ns.ended_stream();
     let inbox = format!("{}.>", identity.inbox_prefix());
     let name = &identity.name;
     match identity.role {
         Role::Orchestrator => Permissions {
             publish: vec![
                 format!("{p}.cmd.>"),
+                format!("{p}.ended.>"),
                 "$JS.API.INFO".to_owned(),
                 format!("$JS.API.STREAM.*.{commands}"),
                 format!("$JS.API.STREAM.*.{replies}"),
+                format!("$JS.API.STREAM.*.{ended}"),
                 format!("$JS.API.CONSUMER.*.{replies}"),
                 format!("$JS.API.CONSUMER.*.{replies}.>"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{replies}.*"),
@@ -137,8 +140,20 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
             subscribe: vec![inbox],
             answer_requests: false,
         },
+        // Starts sagas, and may follow their ends with consumers of its own
+        // on the ended stream (create, read, acknowledge; never delete).
         Role::Starter => Permissions {
-            publish: vec![format!("{p}.start.>")],
+            publish: vec![
+                format!("{p}.start.>"),
+                "$JS.API.INFO".to_owned(),
+                format!("$JS.API.STREAM.INFO.{ended}"),
+                format!("$JS.API.CONSUMER.CREATE.{ended}"),
+                format!("$JS.API.CONSUMER.CREATE.{ended}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{ended}.>"),
+                format!("$JS.API.CONSUMER.INFO.{ended}.>"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{ended}.>"),
+                format!("$JS.ACK.{ended}.>"),
+            ],
             subscribe: vec![inbox],
             answer_requests: false,
         },
@@ -289,7 +304,10 @@ mod tests {
         assert!(o.publish.contains(&"t1.cmd.>".to_owned()));
         assert!(o.answer_requests);
         let s = permissions(&ns, &id("api", Role::Starter));
-        assert_eq!(s.publish, ["t1.start.>"]);
+        assert!(s.publish.contains(&"t1.start.>".to_owned()));
+        assert!(!s.publish.iter().any(|p| p.starts_with("t1.cmd") || p.starts_with("t1.ended")));
+        assert!(s.publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.T1_ENDED.>".to_owned()));
+        assert!(!s.publish.iter().any(|p| p.contains("DELETE") || p.contains("T1_COMMANDS")));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The two JetStream streams of a namespace: commands and replies.
+//! The JetStream streams of a namespace: commands, replies, and the
+//! announcements of sagas' ends.
 //!
 //! Both the orchestrator and the participants call [`ensure_streams`], so
 //! whichever starts first creates them, with these settings, and the other
-//! finds them. File-backed limits streams with a dedupe window: only
+//! finds them; the orchestrator alone publishes ends and creates their stream
+//! ([`ensure_ended_stream`]). File-backed limits streams with a dedupe window: only
 //! features of nats-server 2.9.
 
 use crate::TransportError;
@@ -28,6 +30,12 @@ pub fn commands_stream_config(ns: &Namespace) -> stream::Config {
 #[must_use]
 pub fn replies_stream_config(ns: &Namespace) -> stream::Config {
     stream_config(ns.replies_stream(), format!("{}.reply.>", ns.prefix()))
+}
+
+/// The stream every saga's end is announced on (`<prefix>.ended.<type>`).
+#[must_use]
+pub fn ended_stream_config(ns: &Namespace) -> stream::Config {
+    stream_config(ns.ended_stream(), format!("{}.ended.>", ns.prefix()))
 }
 
 /// Stream replicas, from `SKALD_STREAM_REPLICAS` (1 for development, 3 in a
@@ -76,6 +84,17 @@ pub async fn ensure_streams(
     ))
 }
 
+/// Create the stream of sagas' ends if it does not exist yet.
+///
+/// # Errors
+/// As [`ensure_streams`].
+pub async fn ensure_ended_stream(
+    js: &Context,
+    ns: &Namespace,
+) -> Result<jetstream::stream::Stream, TransportError> {
+    ensure_stream(js, ended_stream_config(ns)).await
+}
+
 async fn ensure_stream(
     js: &Context,
     config: stream::Config,
@@ -102,5 +121,8 @@ mod tests {
         let replies = replies_stream_config(&ns);
         assert_eq!(replies.name, "T1_REPLIES");
         assert_eq!(replies.subjects, vec!["t1.reply.>".to_owned()]);
+        let ended = ended_stream_config(&ns);
+        assert_eq!(ended.name, "T1_ENDED");
+        assert_eq!(ended.subjects, vec!["t1.ended.>".to_owned()]);
     }
 }

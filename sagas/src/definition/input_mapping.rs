@@ -10,7 +10,7 @@ use serde_json::Value;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile(
     c: &mut Collector,
-    label: &str,
+    label: Option<&str>,
     index: usize,
     field: &str,
     v: &Value,
@@ -23,7 +23,7 @@ pub(super) fn compile(
             let parts = match template::split(text) {
                 Ok(p) => p,
                 Err(problem) => {
-                    c.push(Some(label), field, problem, "write references as `{{input.x}}`, `{{saga.id}}` or `{{steps.<step>.output.y}}`");
+                    c.push(label, field, problem, "write references as `{{input.x}}`, `{{saga.id}}` or `{{steps.<step>.output.y}}`");
                     return PayloadTemplate::Literal(v.clone());
                 }
             };
@@ -35,7 +35,7 @@ pub(super) fn compile(
                         *refs += 1;
                         if *refs == REFERENCES_PER_STEP_MAX + 1 {
                             c.push(
-                                Some(label),
+                                label,
                                 field,
                                 format!("the step has over {REFERENCES_PER_STEP_MAX} references"),
                                 "pass whole objects (`{{input.order}}`) instead of many fields",
@@ -43,7 +43,7 @@ pub(super) fn compile(
                         }
                         match resolve(r, index, names, properties) {
                             Ok(r) => segments.push(Segment::Ref(r)),
-                            Err((problem, fix)) => c.push(Some(label), field, problem, fix),
+                            Err((problem, fix)) => c.push(label, field, problem, fix),
                         }
                     }
                 }

@@ -36,6 +36,12 @@ pub struct Definition {
     /// How long the saga may run forward before it is aborted and compensated.
     pub deadline: Option<Duration>,
     pub steps: Vec<StepDef>,
+    /// What a completed saga answers its caller (`output:`), rendered once
+    /// when it completes; `None` when the definition declares none.
+    pub output: Option<PayloadTemplate>,
+    /// Business tags (`tags:`), by name, each rendered from the input when
+    /// the saga starts.
+    pub tags: Vec<(String, PayloadTemplate)>,
     /// Index of the pivot: the first step without a compensation. Steps after it
     /// are retriable; once it has been sent the saga can no longer be aborted.
     pub pivot: Option<usize>,
@@ -195,6 +201,26 @@ impl StepDef {
 }
 
 impl Definition {
+    /// A saga's tags, rendered from its input: (name, value) with each value
+    /// as text (a JSON string as itself, anything else as JSON), cut to
+    /// [`limits::TAG_VALUE_LEN_MAX`] bytes. A tag whose reference is absent
+    /// from the input (an optional field) is left out.
+    #[must_use]
+    pub fn render_tags(&self, saga_id: &str, input: &Value) -> Vec<(String, String)> {
+        let ctx = RenderContext { input, saga_id, saga_type: &self.name, outputs: &[] };
+        self.tags
+            .iter()
+            .filter_map(|(name, template)| {
+                let value = match template.render(&ctx).ok()? {
+                    Value::String(s) => s,
+                    Value::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((name.clone(), truncated(value, limits::TAG_VALUE_LEN_MAX)))
+            })
+            .collect()
+    }
+
     /// The index of the step called `name`.
     #[must_use]
     pub fn step_index(&self, name: &str) -> Option<usize> {
@@ -207,4 +233,16 @@ impl Definition {
     pub fn is_before_or_at_pivot(&self, index: usize) -> bool {
         self.pivot.is_none_or(|p| index <= p)
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }

@@ -18,6 +18,14 @@ pub(crate) struct RawDefinition {
     #[serde(default)]
     pub deadline: Option<String>,
     pub steps: Vec<RawStep>,
+    /// What a completed saga answers its caller: a template over the input
+    /// and the steps' outputs. Absent fields stay out of the canonical form,
+    /// so definitions written before they existed keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Named business tags, each a template over the input.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

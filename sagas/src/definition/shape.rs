@@ -7,7 +7,7 @@
 use super::error::{Collector, did_you_mean, listing, step_label};
 
 const DEFINITION_FIELDS: &[&str] =
-    &["name", "version", "description", "input_schema", "deadline", "steps"];
+    &["name", "version", "description", "input_schema", "deadline", "steps", "output", "tags"];
 const STEP_FIELDS: &[&str] = &[
     "name",
     "participant",

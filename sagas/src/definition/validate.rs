@@ -35,6 +35,12 @@ pub mod limits {
     pub const REFERENCES_PER_STEP_MAX: usize = 200;
     /// Most schema violations reported for one input.
     pub const SCHEMA_ERRORS_MAX: usize = 20;
+    /// Most tags a definition declares.
+    pub const TAGS_MAX: usize = 8;
+    /// Longest tag name (letters, digits, `_`, `-`).
+    pub const TAG_NAME_LEN_MAX: usize = 32;
+    /// Longest tag value kept; longer values are cut.
+    pub const TAG_VALUE_LEN_MAX: usize = 128;
 }
 use limits::*;
 
@@ -341,6 +347,12 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
         );
     }
 
+    let output = raw.output.as_ref().map(|v| {
+        let mut refs = 0;
+        compile(c, None, raw.steps.len(), "output", v, &names, properties.as_deref(), &mut refs)
+    });
+    let tags = check_tags(c, &raw.tags, &names, properties.as_deref());
+
     let schema = schema?;
     if !c.is_empty() {
         return None;
@@ -355,10 +367,59 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
         input_schema: schema,
         deadline,
         steps,
+        output,
+        tags,
         pivot,
         hash,
         canonical_json,
     })
+}
+
+/// `tags:`: at most [`TAGS_MAX`], each named like a subject token and
+/// written as one template over the input (or the saga's id and type): tags
+/// are rendered when the saga starts, before any step has an output.
+fn check_tags(
+    c: &mut Collector,
+    raw: &BTreeMap<String, String>,
+    names: &[&str],
+    properties: Option<&[String]>,
+) -> Vec<(String, PayloadTemplate)> {
+    if raw.len() > TAGS_MAX {
+        c.push(
+            None,
+            "tags",
+            format!("declares {} tags, over the limit of {TAGS_MAX}", raw.len()),
+            "keep the few a caller or an operator searches by",
+        );
+        return Vec::new();
+    }
+    let mut tags = Vec::with_capacity(raw.len());
+    for (name, text) in raw {
+        let field = format!("tags.{name}");
+        if name.len() > TAG_NAME_LEN_MAX || !crate::protocol::is_subject_token(name) {
+            c.push(
+                None,
+                &field,
+                format!("`{name}` is not a tag name"),
+                format!("use up to {TAG_NAME_LEN_MAX} ASCII letters, digits, `_` or `-`"),
+            );
+            continue;
+        }
+        let mut refs = 0;
+        // Index 0: no step comes before the start, so a step output is refused.
+        let template =
+            compile(c, None, 0, &field, &Value::String(text.clone()), names, properties, &mut refs);
+        if refs == 0 {
+            c.push(
+                None,
+                &field,
+                format!("`{text}` refers to nothing, so every saga would have the same tag"),
+                "write a reference such as `{{input.customer_id}}`",
+            );
+        }
+        tags.push((name.clone(), template));
+    }
+    tags
 }
 
 /// The pivot: the first step without a compensation. Every step after it must
@@ -432,7 +493,7 @@ fn check_step(
         None => PayloadTemplate::Object(BTreeMap::new()),
         Some(v @ Value::Object(_)) => {
             let mut refs = 0;
-            compile(c, label, index, "input", v, names, properties, &mut refs)
+            compile(c, Some(label), index, "input", v, names, properties, &mut refs)
         }
         Some(_) => {
             c.push(

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::UnixMillis;
 use crate::backoff;
-use crate::definition::RenderContext;
+use crate::definition::{PayloadTemplate, RenderContext};
 use crate::protocol::{self, Kind, Outcome, Reply};
 use serde_json::Value;
 
@@ -130,7 +130,15 @@ impl Draft {
                     self.send(i, Kind::Do)
                 }
                 Some(_) => {}
-                None => self.emit(SagaEvent::SagaCompleted { at: self.now }),
+                None => {
+                    let (output, output_error) =
+                        match self.render(self.state.definition.output.as_ref()) {
+                            None => (None, None),
+                            Some(Ok(v)) => (Some(v), None),
+                            Some(Err(e)) => (None, Some(e)),
+                        };
+                    self.emit(SagaEvent::SagaCompleted { at: self.now, output, output_error });
+                }
             },
             SagaStatus::Compensating => {
                 if self.state.undo_in_flight().is_some() {
@@ -145,46 +153,51 @@ impl Draft {
         }
     }
 
+    /// Render a template (a step's input, the saga's output) against the
+    /// input and the outputs so far, within half a message; `None` for no
+    /// template, the error as text when it cannot be rendered.
+    fn render(&self, template: Option<&PayloadTemplate>) -> Option<Result<Value, String>> {
+        let template = template?;
+        let outputs: Vec<Option<Value>> =
+            self.state.steps.iter().map(|s| s.output.clone()).collect();
+        let ctx = RenderContext {
+            input: &self.state.input,
+            saga_id: &self.state.saga_id,
+            saga_type: &self.state.definition.name,
+            outputs: &outputs,
+        };
+        Some(template.render(&ctx).map_err(|e| e.to_string()).and_then(|p| {
+            let size = serde_json::to_vec(&p).map_or(usize::MAX, |b| b.len());
+            if size > protocol::BODY_BYTES_MAX / 2 {
+                Err(format!(
+                    "the rendered value is {size} bytes, over the limit of {} bytes",
+                    protocol::BODY_BYTES_MAX / 2
+                ))
+            } else {
+                Ok(p)
+            }
+        }))
+    }
+
     /// Send the next attempt of one kind of one step.
     fn send(&mut self, index: usize, kind: Kind) {
         let def = self.state.step_def(index).clone();
         let payload = match kind {
-            Kind::Do => {
-                let outputs: Vec<Option<Value>> =
-                    self.state.steps.iter().map(|s| s.output.clone()).collect();
-                let ctx = RenderContext {
-                    input: &self.state.input,
-                    saga_id: &self.state.saga_id,
-                    saga_type: &self.state.definition.name,
-                    outputs: &outputs,
-                };
-                let rendered = def.input.render(&ctx).map_err(|e| e.to_string()).and_then(|p| {
-                    let size = serde_json::to_vec(&p).map_or(usize::MAX, |b| b.len());
-                    if size > protocol::BODY_BYTES_MAX / 2 {
-                        Err(format!(
-                            "the rendered input is {size} bytes, over the limit of {} bytes",
-                            protocol::BODY_BYTES_MAX / 2
-                        ))
-                    } else {
-                        Ok(p)
-                    }
-                });
-                match rendered {
-                    Ok(p) => p,
-                    Err(message) => {
-                        let code = "input_unrenderable".to_owned();
-                        self.emit(SagaEvent::StepFailed {
-                            step: def.name.clone(),
-                            attempt: self.state.steps[index].do_progress.attempts,
-                            code: code.clone(),
-                            message: message.clone(),
-                            at: self.now,
-                        });
-                        self.setback(index, Setback::Failed { code, message });
-                        return;
-                    }
+            Kind::Do => match self.render(Some(&def.input)).unwrap_or(Ok(Value::Null)) {
+                Ok(p) => p,
+                Err(message) => {
+                    let code = "input_unrenderable".to_owned();
+                    self.emit(SagaEvent::StepFailed {
+                        step: def.name.clone(),
+                        attempt: self.state.steps[index].do_progress.attempts,
+                        code: code.clone(),
+                        message: message.clone(),
+                        at: self.now,
+                    });
+                    self.setback(index, Setback::Failed { code, message });
+                    return;
                 }
-            }
+            },
             Kind::Undo => self.state.steps[index].payload.clone().unwrap_or(Value::Null),
         };
         let attempt = self.state.steps[index].progress(kind).attempts + 1;

@@ -175,6 +175,14 @@ pub enum SagaEvent {
     },
     SagaCompleted {
         at: UnixMillis,
+        /// The definition's `output:`, rendered when the saga completed.
+        /// (Absent when it declares none, and in histories before it existed.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// Why `output:` could not be rendered (a path absent at run time);
+        /// the saga completed all the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_error: Option<String>,
     },
     SagaCompensated {
         at: UnixMillis,
@@ -256,7 +264,7 @@ impl SagaEvent {
             | Self::StepSkipped { at, .. }
             | Self::SagaResumed { at, .. }
             | Self::SagaParked { at, .. }
-            | Self::SagaCompleted { at }
+            | Self::SagaCompleted { at, .. }
             | Self::SagaCompensated { at }
             | Self::SagaFailed { at, .. }
             | Self::SagaResolved { at, .. } => *at,

@@ -7,7 +7,7 @@
 use super::event::{CompensationCause, ParkReason, ResolvedAs, SagaEvent};
 use crate::UnixMillis;
 use crate::definition::{Definition, RetryPolicy, StepDef};
-use crate::protocol::Kind;
+use crate::protocol::{Kind, SagaOutcome};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -43,6 +43,22 @@ impl SagaStatus {
     #[must_use]
     pub fn is_end(self) -> bool {
         self.is_terminal() || self == Self::Parked
+    }
+
+    /// The status `as_str` names.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::NotStarted,
+            Self::Running,
+            Self::Compensating,
+            Self::Parked,
+            Self::Completed,
+            Self::Compensated,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
     }
 
     #[must_use]
@@ -230,11 +246,50 @@ pub struct SagaState {
     pub park: Option<Park>,
     /// Set when an operator resolved the saga by hand: (outcome, by, evidence).
     pub resolved: Option<(ResolvedAs, String, String)>,
+    /// What the completed saga answers its caller (the definition's `output:`).
+    pub output: Option<Value>,
+    /// Why the output could not be rendered, when it could not.
+    pub output_error: Option<String>,
     /// Number of events applied: the seq of the last one.
     pub seq: u64,
 }
 
 impl SagaState {
+    /// Where the saga stands, as a caller waiting for its end sees it: its
+    /// status, its `output:` once completed, and why it turned back, failed,
+    /// was resolved by hand or is parked.
+    #[must_use]
+    pub fn outcome(&self) -> SagaOutcome {
+        let cause =
+            if let Some(park) = self.park.as_ref().filter(|_| self.status == SagaStatus::Parked) {
+                Some(serde_json::json!({
+                    "cause": "parked",
+                    "reason": park.reason.as_str(),
+                    "step": self.definition.steps.get(park.step).map(|s| s.name.as_str()),
+                    "message": park.message,
+                }))
+            } else if let Some((resolved_as, by, evidence)) = &self.resolved {
+                Some(serde_json::json!({
+                    "cause": "resolved",
+                    "resolved_as": resolved_as,
+                    "by": by,
+                    "evidence": evidence,
+                }))
+            } else if let Some(error) = &self.output_error {
+                Some(serde_json::json!({ "cause": "output_unrenderable", "message": error }))
+            } else if self.status == SagaStatus::Completed {
+                None
+            } else {
+                self.cause.as_ref().and_then(|c| serde_json::to_value(c).ok())
+            };
+        SagaOutcome {
+            status: self.status.as_str().to_owned(),
+            ended: self.status.is_terminal(),
+            output: self.output.clone(),
+            cause,
+        }
+    }
+
     /// The state before any event.
     #[must_use]
     pub fn new(definition: Arc<Definition>) -> Self {
@@ -251,6 +306,8 @@ impl SagaState {
             cause: None,
             park: None,
             resolved: None,
+            output: None,
+            output_error: None,
             seq: 0,
         }
     }
@@ -455,7 +512,11 @@ impl SagaState {
                     });
                 }
             }
-            SagaEvent::SagaCompleted { at } => self.end(SagaStatus::Completed, *at),
+            SagaEvent::SagaCompleted { at, output, output_error } => {
+                self.output.clone_from(output);
+                self.output_error.clone_from(output_error);
+                self.end(SagaStatus::Completed, *at);
+            }
             SagaEvent::SagaCompensated { at } => self.end(SagaStatus::Compensated, *at),
             SagaEvent::SagaFailed { cause, at } => {
                 self.cause = Some(cause.clone());

@@ -671,3 +671,45 @@ fn resume_gives_unsent_retries_a_fresh_bound_too() {
     assert_eq!(names(&d), ["attempt_failed"], "retried again, not parked");
     assert_eq!(s.state.steps[0].progress(Kind::Undo).unsent, 1);
 }
+
+#[test]
+fn completion_records_the_rendered_output_once() {
+    let yaml = format!(
+        "{}\noutput:\n  from_c: \"{{{{steps.c.output.id}}}}\"\n  missing_is_error: false\n",
+        include_str!("../../tests/fixtures/abc.yaml")
+    );
+    let mut s = Saga::started(def("abc-out.yaml", &yaml));
+    let d = s.feed("a ok, b ok, c ok");
+    assert_eq!(names(&d), ["step_succeeded", "saga_completed"]);
+    assert_eq!(s.state.output, Some(json!({"from_c": "c-out", "missing_is_error": false})));
+    let outcome = s.state.outcome();
+    assert!(outcome.ended && outcome.status == "completed" && outcome.cause.is_none());
+    // Replay reads the output from the event; it is not rendered again.
+    let replayed = replay(s.state.definition.clone(), &s.events);
+    assert_eq!(replayed.output, s.state.output);
+}
+
+#[test]
+fn an_output_that_cannot_render_still_completes_the_saga() {
+    let yaml = format!(
+        "{}\noutput:\n  x: \"{{{{steps.c.output.absent}}}}\"\n",
+        include_str!("../../tests/fixtures/abc.yaml")
+    );
+    let mut s = Saga::started(def("abc-bad-out.yaml", &yaml));
+    s.feed("a ok, b ok, c ok");
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    assert_eq!(s.state.output, None);
+    assert!(s.state.output_error.as_deref().is_some_and(|e| e.contains("absent")));
+    let cause = s.state.outcome().cause.expect("a cause");
+    assert_eq!(cause["cause"], "output_unrenderable");
+}
+
+#[test]
+fn a_compensated_saga_tells_why_in_its_outcome() {
+    let mut s = Saga::given(abc(), "a ok");
+    s.feed("b failed, a.undo ok");
+    let outcome = s.state.outcome();
+    assert_eq!(outcome.status, "compensated");
+    assert!(outcome.ended && outcome.output.is_none());
+    assert_eq!(outcome.cause.expect("a cause")["cause"], "step_failed");
+}

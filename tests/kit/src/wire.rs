@@ -45,7 +45,7 @@ pub fn namespace() -> Namespace {
 /// Delete a namespace's streams (and so their consumers) from NATS.
 pub async fn delete_streams(client: &async_nats::Client, ns: &Namespace) {
     let js = jetstream::new(client.clone());
-    for stream in [ns.commands_stream(), ns.replies_stream()] {
+    for stream in [ns.commands_stream(), ns.replies_stream(), ns.ended_stream()] {
         let _ = js.delete_stream(stream).await;
     }
 }

@@ -69,12 +69,16 @@ impl Starter {
 
     /// Start a saga: the id it was given.
     pub async fn start(&self, saga_type: &str, key: &str, input: &Value) -> String {
-        let request = StartRequest { idempotency_key: key.to_owned(), input: input.clone() };
+        let request =
+            StartRequest { idempotency_key: key.to_owned(), input: input.clone(), wait_ms: None };
         let body = serde_json::to_vec(&request).unwrap();
         let deadline = Instant::now() + self.within;
         loop {
             match self.request(saga_type, body.clone()).await {
-                Some(StartResponse::Started { saga_id } | StartResponse::Existing { saga_id }) => {
+                Some(
+                    StartResponse::Started { saga_id, .. }
+                    | StartResponse::Existing { saga_id, .. },
+                ) => {
                     return saga_id;
                 }
                 Some(StartResponse::Refused { code, .. })

@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(verdict, Outcome::Failure);
         assert_eq!(out.lines().count(), 1, "{out}");
         assert!(out.starts_with("ok  "), "{out}");
-        assert!(out.contains("topup.yaml  topup v2 (3 steps, hash "), "{out}");
+        assert!(out.contains("topup.yaml  topup v3 (3 steps, hash "), "{out}");
         assert!(err.contains("missing.yaml: field `(file)`: cannot be read"), "{err}");
         assert!(err.ends_with("1 of 2 definition files are invalid\n"), "{err}");
     }
@@ -407,7 +407,7 @@ mod tests {
         let (verdict, out, err) = run_to_strings(&show_command(shipped("payout.yaml")));
         assert_eq!(verdict, Outcome::Success);
         assert!(err.is_empty(), "{err}");
-        assert!(out.starts_with("payout v2 (3 steps, hash "), "{out}");
+        assert!(out.starts_with("payout v3 (3 steps, hash "), "{out}");
         assert!(out.contains("pivot:    payout\n"), "{out}");
         let table: Vec<Vec<&str>> = out
             .lines()

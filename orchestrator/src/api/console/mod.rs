@@ -265,6 +265,8 @@ struct ListParams {
     key: Option<String>,
     older_than: Option<String>,
     newer_than: Option<String>,
+    /// One tag to match, written `name=value`.
+    tag: Option<String>,
     cursor: Option<String>,
 }
 
@@ -286,8 +288,18 @@ async fn list(
         key: text(&q.key),
         older_than: text(&q.older_than),
         newer_than: text(&q.newer_than),
+        tag: text(&q.tag),
     };
+    let tags = match form.tag.split_once('=') {
+        Some((name, value)) => [(name.trim().to_owned(), value.trim().to_owned())].into(),
+        None => std::collections::BTreeMap::new(),
+    };
+    let bad_query = bad_query.or_else(|| {
+        (!form.tag.is_empty() && tags.is_empty())
+            .then(|| format!("`{}` is not a tag filter; write name=value", form.tag))
+    });
     let spec = FilterSpec {
+        tags,
         saga_type: Some(form.saga_type.clone()),
         status: Some(form.status.clone()),
         step: Some(form.step.clone()),

@@ -153,6 +153,8 @@ pub struct FilterForm {
     pub key: String,
     pub older_than: String,
     pub newer_than: String,
+    /// One tag, `name=value`.
+    pub tag: String,
 }
 
 impl FilterForm {
@@ -167,6 +169,7 @@ impl FilterForm {
             ("key", self.key.as_str()),
             ("older_than", self.older_than.as_str()),
             ("newer_than", self.newer_than.as_str()),
+            ("tag", self.tag.as_str()),
         ]
     }
 }
@@ -188,6 +191,8 @@ pub struct Row {
     pub step: String,
     pub attempts: String,
     pub key: String,
+    /// Business tags, `name=value` each.
+    pub tags: Vec<String>,
     pub created: String,
     pub updated: String,
     pub last_error: String,
@@ -214,6 +219,7 @@ impl Row {
             },
             step,
             key: s.idempotency_key.clone(),
+            tags: s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             created: utc(s.created_at_ms),
             updated: utc(s.updated_at_ms),
             last_error: s.last_error.clone().unwrap_or_default(),
@@ -349,6 +355,9 @@ pub struct SagaView {
     pub deadline: String,
     pub park_reason: String,
     pub cause: Option<String>,
+    /// The completed saga's output (the definition's `output:`), or why
+    /// it could not be rendered.
+    pub output: Option<String>,
     pub input: String,
     pub steps: Vec<StepRow>,
     pub events: Vec<EventRow>,
@@ -375,6 +384,11 @@ impl SagaView {
             deadline: s.deadline_at_ms.map(utc).unwrap_or_default(),
             park_reason: s.park_reason.clone().unwrap_or_default(),
             cause: d.cause.as_ref().map(pretty),
+            output: d
+                .output
+                .as_ref()
+                .map(pretty)
+                .or_else(|| d.output_error.as_ref().map(|e| format!("not rendered: {e}"))),
             input: pretty(&d.input),
             steps: d
                 .steps

@@ -39,8 +39,12 @@ async fn hostile_strings_everywhere() {
     let mut extra: Vec<Begun> = Vec::new();
     let hostile = hostile();
     let start_body = |key: &str, input: &Value| {
-        serde_json::to_vec(&StartRequest { idempotency_key: key.to_owned(), input: input.clone() })
-            .unwrap()
+        serde_json::to_vec(&StartRequest {
+            idempotency_key: key.to_owned(),
+            input: input.clone(),
+            wait_ms: None,
+        })
+        .unwrap()
     };
 
     // Saga inputs, over NATS: stored as sent, and sent on as sent (no template re-rendering).
@@ -49,7 +53,7 @@ async fn hostile_strings_everywhere() {
         let key = format!("input-{label}");
         let input = json!({ "note": h });
         match starter.request("flow", start_body(&key, &input)).await {
-            Some(StartResponse::Started { saga_id }) => {
+            Some(StartResponse::Started { saga_id, .. }) => {
                 inputs.push((label, h.clone(), saga_id.clone()));
                 extra.push(Begun { saga_type: "flow".into(), key, id: saga_id, input });
             }
@@ -61,10 +65,9 @@ async fn hostile_strings_everywhere() {
     for (label, h) in &hostile {
         let input = json!({ "note": format!("key {label}") });
         match starter.request("flow", start_body(h, &input)).await {
-            Some(StartResponse::Started { saga_id }) => {
+            Some(StartResponse::Started { saga_id, .. }) => {
                 let again = starter.request("flow", start_body(h, &input)).await;
-                let same =
-                    matches!(&again, Some(StartResponse::Existing { saga_id: s }) if *s == saga_id);
+                let same = matches!(&again, Some(StartResponse::Existing { saga_id: s, .. }) if *s == saga_id);
                 tally.expect(same, || format!("the {label} key again answered {again:?}"));
                 extra.push(Begun { saga_type: "flow".into(), key: h.clone(), id: saga_id, input });
             }

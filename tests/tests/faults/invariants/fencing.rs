@@ -30,7 +30,7 @@ pub async fn probe_fencing(store: &Store, tally: &mut Tally) {
         ];
         for (owner, epoch, what) in probes {
             let saga_id = format!("fence-probe-{}", token());
-            let events = [SagaEvent::SagaCompleted { at: now }];
+            let events = [SagaEvent::SagaCompleted { at: now, output: None, output_error: None }];
             let projection = Projection {
                 saga_type: "fence_probe".into(),
                 status: "completed".into(),

@@ -11,10 +11,17 @@ pub(super) fn bulk_filter(filters: &[String]) -> Result<Map<String, Value>, CliE
                 "--filter `{f}` is not KEY=VALUE; use e.g. --filter status=parked"
             )));
         };
+        if let Some(name) = key.trim().strip_prefix("tag.") {
+            let tags = map.entry("tags").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(tags) = tags {
+                tags.insert(name.to_owned(), Value::String(value.trim().to_owned()));
+            }
+            continue;
+        }
         let key = key.trim().replace('-', "_");
         if !FILTER_KEYS.contains(&key.as_str()) {
             return Err(CliError::usage(format!(
-                "--filter `{f}`: unknown key `{key}`; use one of {}",
+                "--filter `{f}`: unknown key `{key}`; use one of {} or tag.<name>",
                 FILTER_KEYS.join(", ")
             )));
         }

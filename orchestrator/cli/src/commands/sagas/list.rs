@@ -9,9 +9,19 @@ pub(super) async fn list(
 ) -> Result<Outcome, CliError> {
     let client = Client::new(&args.api)?;
     let limit = args.limit.or(args.all.then_some(ALL_PAGE_SIZE));
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| match t.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((format!("tag.{}", name.trim()), value.to_owned()))
+            }
+            _ => Err(CliError::usage(format!("--tag `{t}` is not NAME=VALUE, e.g. customer=42"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let query = |cursor: Option<&String>| {
         let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
-        vec![
+        let mut pairs: Vec<(&str, String)> = vec![
             ("type", opt(args.saga_type.as_ref())),
             ("status", opt(args.status.as_ref())),
             ("step", opt(args.step.as_ref())),
@@ -21,7 +31,9 @@ pub(super) async fn list(
             ("key", opt(args.key.as_ref())),
             ("limit", limit.map(|l| l.to_string()).unwrap_or_default()),
             ("cursor", opt(cursor)),
-        ]
+        ];
+        pairs.extend(tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        pairs
     };
     let first = client.get(&["v1", "sagas"], &query(args.cursor.as_ref())).await?.body;
     let mut items: Vec<Value> = Vec::new();

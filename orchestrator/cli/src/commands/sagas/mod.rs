@@ -19,7 +19,8 @@ use crate::client::{
 use bulk::bulk;
 use list::list;
 use orchestrator::api::model::{
-    BulkJob, BulkPreview, ProgressView, RepairOutcome, SagaDetail, SagaSummary, StartAnswer,
+    BulkJob, BulkPreview, OutcomeView, ProgressView, RepairOutcome, SagaDetail, SagaSummary,
+    StartAnswer,
 };
 use repair::repair;
 use show::show;
@@ -58,6 +59,7 @@ pub enum SagasCommand {
             skald sagas list\n  \
             skald sagas list --type topup --status running,parked\n  \
             skald sagas list --stuck any --older-than 10m\n  \
+            skald sagas list --type topup --tag customer=42\n  \
             skald sagas list --status compensating --all --json | jq '.items[].saga_id'\n\n\
             Exit status: 0 listed, 1 the API refused, 2 usage, 3 the API cannot be reached."
     )]
@@ -89,8 +91,13 @@ pub enum SagasCommand {
         after_help = "Examples:\n  \
             skald sagas start topup --key order-1042 --input '{\"wallet\":\"w1\",\"amount\":500}'\n  \
             skald sagas start topup --key order-1042 --input @order-1042.json\n  \
-            echo '{}' | skald sagas start bench --key run-7 --input @-\n\n\
-            Exit status: 0 started (or already started with this key), 1 refused, 2 usage, \
+            echo '{}' | skald sagas start bench --key run-7 --input @-\n  \
+            skald sagas start topup --key order-1043 --input @order-1043.json --wait 30s\n\n\
+            With --wait, the command answers when the saga has ended (or parked, or the wait \
+            ran out) and prints its outcome: the definition's output when it completed, why \
+            otherwise.\n\n\
+            Exit status: 0 started (or already started with this key; with --wait: completed), \
+            1 refused (with --wait: compensated, failed, parked or still running), 2 usage, \
             3 the API cannot be reached."
     )]
     Start {
@@ -103,6 +110,9 @@ pub enum SagasCommand {
         /// Your idempotency key for this business transaction.
         #[arg(long, value_name = "KEY")]
         key: String,
+        /// Wait for the saga's end, at most this long (default 60s, the most).
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "60s")]
+        wait: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -186,7 +196,8 @@ pub enum SagasCommand {
             --request-id <job id> to follow a job again without repeating any repair.\n\n\
             Filters (--filter KEY=VALUE, repeatable, at least one): type=, status= (comma list \
             or repeated), step=, older_than=10m, newer_than=1h, stuck=any|overdue|retrying|\
-            parked|past_deadline|no_owner, key= (text the idempotency key contains).",
+            parked|past_deadline|no_owner, key= (text the idempotency key contains), \
+            tag.<name>= (a business tag, e.g. tag.customer=42).",
         after_help = "Examples:\n  \
             skald sagas bulk abort --filter type=topup --filter status=running \\\n    \
             --filter older_than=1h --reason 'provider outage' --dry-run\n  \
@@ -224,6 +235,9 @@ pub struct ListArgs {
     /// Text the idempotency key contains.
     #[arg(long, value_name = "TEXT")]
     pub key: Option<String>,
+    /// A business tag the saga has, NAME=VALUE (repeatable; all must match).
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
     /// Sagas per page, 1-200 (default 50; 200 with --all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -299,7 +313,8 @@ pub struct BulkArgs {
     /// What to do to each saga.
     #[arg(value_enum, value_name = "ACTION")]
     pub action: Action,
-    /// Which sagas: KEY=VALUE, repeatable (type, status, step, older_than, newer_than, stuck, key).
+    /// Which sagas: KEY=VALUE, repeatable (type, status, step, older_than, newer_than, stuck,
+    /// key, tag.<name>).
     #[arg(long = "filter", value_name = "KEY=VALUE", required = true)]
     pub filters: Vec<String>,
     /// Why (recorded in each saga's history; required for skip, abort and resolve).
@@ -333,8 +348,8 @@ pub async fn run(
     match command {
         SagasCommand::List(args) => list(args, out, err).await,
         SagasCommand::Show { saga_id, api } => show(saga_id, api, out).await,
-        SagasCommand::Start { saga_type, input, key, api } => {
-            start(saga_type, input, key, api, out).await
+        SagasCommand::Start { saga_type, input, key, wait, api } => {
+            start(saga_type, input, key, wait.as_deref(), api, out).await
         }
         SagasCommand::Retry(a) => repair(Action::Retry, a, None, out).await,
         SagasCommand::Skip(a) => repair(Action::Skip, a, None, out).await,

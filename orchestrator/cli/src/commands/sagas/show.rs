@@ -36,12 +36,22 @@ pub(super) fn write_detail(d: &SagaDetail, out: &mut dyn Write) -> std::io::Resu
         fields.push(("step", format!("{step} ({kind}), attempt {}{of}", s.attempt)));
     }
     fields.push(("key", s.idempotency_key.clone()));
+    if !s.tags.is_empty() {
+        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.push(("tags", one_line(&tags.join(" "))));
+    }
     fields.push(("started", time_ms(s.created_at_ms)));
     fields.push(("updated", time_ms(s.updated_at_ms)));
     fields.push(("deadline", s.deadline_at_ms.map_or_else(|| "none".to_owned(), time_ms)));
     let owner = d.owner.as_deref().unwrap_or("no live owner");
     fields.push(("owner", format!("{owner} (partition {})", s.partition)));
     fields.push(("input", truncated(&d.input.to_string())));
+    if let Some(output) = &d.output {
+        fields.push(("output", truncated(&compact(output))));
+    }
+    if let Some(e) = &d.output_error {
+        fields.push(("output", format!("not rendered: {}", one_line(e))));
+    }
     if let Some(cause) = &d.cause {
         fields.push(("cause", truncated(&compact(cause))));
     }

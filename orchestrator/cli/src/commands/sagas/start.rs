@@ -6,30 +6,71 @@ pub(super) async fn start(
     saga_type: &str,
     input: &str,
     key: &str,
+    wait: Option<&str>,
     api: &ApiArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let input = read_input(input)?;
+    let wait = wait.map(parse_wait).transpose()?;
     let client = Client::new(api)?;
     let body = json!({ "type": saga_type, "input": input, "idempotency_key": key });
-    let answer = client.post(&["v1", "sagas"], Body::Json(&body)).await.map_err(|e| {
+    let answer = match wait {
+        None => client.post(&["v1", "sagas"], Body::Json(&body)).await,
+        Some(wait) => client.post_waiting(&["v1", "sagas"], Body::Json(&body), wait).await,
+    }
+    .map_err(|e| {
         e.with_timeout_hint("repeat the same command (same --key): it starts the saga at most once")
     })?;
+    let started: StartAnswer = decode(&answer.body, "start answer")?;
+    let ended_well = started.outcome.as_ref().is_none_or(|o| o.status == "completed");
     if api.json {
         print_json(&answer.body, out)?;
-        return Ok(Outcome::Success);
+    } else {
+        if started.created {
+            writeln!(out, "started {saga_type} saga {} (key {key})", started.saga_id)?;
+        } else {
+            writeln!(
+                out,
+                "{saga_type} saga {} was already started with key {key}; nothing new started",
+                started.saga_id
+            )?;
+        }
+        if let Some(outcome) = &started.outcome {
+            write_outcome(outcome, out)?;
+        }
     }
-    let started: StartAnswer = decode(&answer.body, "start answer")?;
-    if started.created {
-        writeln!(out, "started {saga_type} saga {} (key {key})", started.saga_id)?;
+    Ok(if ended_well { Outcome::Success } else { Outcome::Failure })
+}
+
+/// `--wait`: a duration up to the server's most.
+fn parse_wait(text: &str) -> Result<Duration, CliError> {
+    let most = Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= most => Ok(d),
+        Ok(_) => Err(CliError::usage(format!("--wait is at most {}s", most.as_secs()))),
+        Err(e) => Err(CliError::usage(format!("--wait `{text}` is not a duration like 30s: {e}"))),
+    }
+}
+
+/// Where a waited-for saga stands, for people.
+fn write_outcome(outcome: &OutcomeView, out: &mut dyn Write) -> Result<(), CliError> {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    if outcome.ended || outcome.status == "parked" {
+        writeln!(out, "ended: {}", outcome.status)?;
     } else {
         writeln!(
             out,
-            "{saga_type} saga {} was already started with key {key}; nothing new started",
-            started.saga_id
+            "still {} when the wait ran out; follow it with `skald sagas show`",
+            outcome.status
         )?;
     }
-    Ok(Outcome::Success)
+    if let Some(output) = &outcome.output {
+        writeln!(out, "output: {}", pretty(output))?;
+    }
+    if let Some(cause) = &outcome.cause {
+        writeln!(out, "cause: {}", pretty(cause))?;
+    }
+    Ok(())
 }
 
 /// `--input`: JSON text, `@file`, or `@-` for stdin.

@@ -510,6 +510,7 @@ async fn start_one(client: &async_nats::Client, subject: String, i: u64) -> Resu
     let body = serde_json::to_vec(&StartRequest {
         idempotency_key: format!("recovery-{i}"),
         input: json!({}),
+        wait_ms: None,
     })
     .map_err(|e| e.to_string())?;
     let mut last = String::new();

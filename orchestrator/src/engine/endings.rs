@@ -1,0 +1,133 @@
+//! Callers waiting for a saga to end (`?wait=` on the API, `wait_ms` in a
+//! NATS start request).
+//!
+//! The driver tells [`Endings`] of every end it writes; a waiter registered
+//! for that saga wakes at once. A saga's end may be written by another
+//! instance (the owner of its partition), so a waiter also looks at the store
+//! every [`LOOK_EVERY`]: a notification is the fast path, never the only one.
+//! With nobody waiting, an end costs one atomic load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How often a waiter looks at the store between notifications.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Most callers waiting at once on one instance; a wait beyond it is
+/// answered at once with where the saga stands.
+pub const WAITERS_MAX: usize = 10_000;
+
+/// The waiters of one orchestrator instance, by saga id.
+#[derive(Debug, Clone, Default)]
+pub struct Endings {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    waiting: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    /// Live [`Watch`]es: lets [`Endings::ended`] skip the lock when zero.
+    count: AtomicUsize,
+}
+
+impl Endings {
+    /// Wait for `saga_id`'s end from now on; `None` when [`WAITERS_MAX`]
+    /// callers already wait.
+    #[must_use]
+    pub fn watch(&self, saga_id: &str) -> Option<Watch> {
+        if self.inner.count.fetch_add(1, Ordering::AcqRel) >= WAITERS_MAX {
+            self.inner.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let notify = Arc::new(Notify::new());
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(saga_id.to_owned())
+            .or_default()
+            .push(notify.clone());
+        Some(Watch { inner: self.inner.clone(), saga_id: saga_id.to_owned(), notify })
+    }
+
+    /// `saga_id` ended (or parked): wake its waiters.
+    pub fn ended(&self, saga_id: &str) {
+        if self.inner.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let woken =
+            self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(saga_id);
+        for notify in woken.into_iter().flatten() {
+            // Stored as a permit when the waiter is between looks.
+            notify.notify_one();
+        }
+    }
+
+    /// Callers waiting now (tests, diagnostics).
+    #[must_use]
+    pub fn waiting(&self) -> usize {
+        self.inner.count.load(Ordering::Acquire)
+    }
+}
+
+/// One caller's wait for one saga; leaves the registry when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    inner: Arc<Inner>,
+    saga_id: String,
+    notify: Arc<Notify>,
+}
+
+impl Watch {
+    /// Until the saga's end is reported here, or `at_most` passes.
+    pub async fn ended_or(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.notify.notified()).await;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = waiting.get_mut(&self.saga_id) {
+            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if list.is_empty() {
+                waiting.remove(&self.saga_id);
+            }
+        }
+        drop(waiting);
+        self.inner.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_end_wakes_only_its_waiters_and_dropped_waits_leave() {
+        let endings = Endings::default();
+        let a = endings.watch("a").expect("room");
+        let b = endings.watch("b").expect("room");
+        endings.ended("a");
+        let started = tokio::time::Instant::now();
+        a.ended_or(Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "woken at once");
+        b.ended_or(Duration::from_secs(10)).await;
+        assert!(started.elapsed() >= Duration::from_secs(10), "b was not woken by a's end");
+        drop((a, b));
+        assert_eq!(endings.waiting(), 0);
+        assert!(endings.inner.waiting.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn waiters_are_bounded() {
+        let endings = Endings::default();
+        let held: Vec<Watch> = (0..WAITERS_MAX).filter_map(|_| endings.watch("x")).collect();
+        assert_eq!(held.len(), WAITERS_MAX);
+        assert!(endings.watch("y").is_none());
+        drop(held);
+        assert!(endings.watch("y").is_some());
+    }
+}
