@@ -595,3 +595,99 @@ async fn outcomes_tags_and_waits(api: Api) {
 }
 
 on_each_backend!(outcomes_tags_and_waits: outcomes_tags_and_waits_sqlite, outcomes_tags_and_waits_postgres);
+
+/// The bulk job `id`, once done.
+async fn finished_job(api: &Api, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, j) = api.get(&format!("/v1/bulk/{id}"), Some(VIEWER)).await;
+        if j["state"] == "done" {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("bulk job {id} did not finish");
+}
+
+async fn running_sagas_move_to_a_compatible_version(api: Api) {
+    let at_confirm = api.start("evolve-1", 3).await;
+    api.reply(&at_confirm, "reserve", Outcome::Ok { output: json!({"hold": "h1"}) }).await;
+    let at_reserve = api.start("evolve-2", 4).await;
+    // v2 adds a step after the two; v3 changes the compensation of `reserve`,
+    // which both sagas have reached.
+    let notify =
+        "  - name: notify\n    participant: bank\n    action: notify\n    compensation: unnotify\n";
+    let v2 = format!("{}{notify}", DEFINITION.replace("version: 1", "version: 2"));
+    let v3 = DEFINITION
+        .replace("version: 1", "version: 3")
+        .replace("compensation: release", "compensation: release_all");
+
+    let (status, v) = api.post_text("/v1/definitions/check", VIEWER, &v3).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let c = &v["compatibility"];
+    assert_eq!((c["running"].as_u64(), c["compatible"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(c["incompatible"]["step_changed"], 2, "{v}");
+    assert_eq!(c["examples"].as_array().unwrap().len(), 2, "{v}");
+    let (status, v) = api.post_text("/v1/definitions", ADMIN, &v2).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["compatibility"]["compatible"], 2, "registering tells what could move: {v}");
+
+    // Registering changed nothing for them: they run v1 until moved.
+    let (_, v) = api.get(&format!("/v1/sagas/{at_confirm}"), Some(VIEWER)).await;
+    assert_eq!(v["definition_version"], 1);
+    let migrate = |to: u32, dry_run: bool, request: &str| json!({"to_version": to, "reason": "notify the customer", "dry_run": dry_run, "request_id": request});
+    let path = format!("/v1/sagas/{at_confirm}/migrate");
+    let (status, v) = api.post(&path, Some(OPERATOR), migrate(2, true, "m-0")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, v) = api.get(&format!("/v1/sagas/{at_confirm}"), Some(VIEWER)).await;
+    assert_eq!(v["definition_version"], 1, "a dry run moves nothing");
+    let (status, v) = api.post(&path, Some(OPERATOR), migrate(9, false, "m-1")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, v) = api.post(&path, Some(VIEWER), migrate(2, false, "m-2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, v) = api.post(&path, Some(OPERATOR), migrate(2, false, "m-3")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["events"], json!(["definition_changed"]));
+
+    // v3 is registered too; moving to it is refused: its history is not v3's.
+    assert_eq!(api.post_text("/v1/definitions", ADMIN, &v3).await.0, StatusCode::CREATED);
+    let other = format!("/v1/sagas/{at_reserve}/migrate");
+    let (status, v) = api.post(&other, Some(OPERATOR), migrate(3, false, "m-4")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_error(&v, "incompatible");
+
+    // The rest by a bulk move: the moved one fails (already on v2), the other moves.
+    let bulk = |dry_run: bool| {
+        json!({"action": "migrate", "to_version": 2, "filter": {"key": "evolve-"},
+               "reason": "notify the customer", "dry_run": dry_run, "rate_per_second": 1000,
+               "request_id": "evolve-job"})
+    };
+    let (status, preview) = api.post("/v1/bulk", Some(OPERATOR), bulk(true)).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["would_change"].as_array().unwrap().len(), 1, "{preview}");
+    assert_eq!(preview["would_fail"].as_array().unwrap().len(), 1, "{preview}");
+    let (status, job) = api.post("/v1/bulk", Some(OPERATOR), bulk(false)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let done = finished_job(&api, "evolve-job").await;
+    assert_eq!(
+        (done["succeeded"].as_u64(), done["failed_count"].as_u64()),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+
+    // Moved, each runs v2's remaining steps: after `confirm` comes `notify`.
+    api.reply(&at_confirm, "confirm", Outcome::Ok { output: json!({}) }).await;
+    let (_, v) = api.get(&format!("/v1/sagas/{at_confirm}"), Some(VIEWER)).await;
+    assert_eq!(v["definition_version"], 2, "{v}");
+    assert_eq!(v["current_step"], "notify", "{v}");
+    let types: Vec<&str> =
+        v["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"definition_changed"), "{types:?}");
+    let (_, v) = api.get(&format!("/v1/sagas/{at_reserve}"), Some(VIEWER)).await;
+    assert_eq!(v["definition_version"], 2, "{v}");
+}
+
+on_each_backend!(
+    running_sagas_move_to_a_compatible_version:
+    running_sagas_move_to_a_compatible_version_sqlite,
+    running_sagas_move_to_a_compatible_version_postgres
+);

@@ -758,3 +758,20 @@ fn bad_outputs_and_tags_are_located() {
         ),
     ]);
 }
+
+#[test]
+fn a_diff_lists_what_changed_step_by_step() {
+    let old = load_ok(HOLD_YAML);
+    assert!(definition::diff(&old, &old).is_empty());
+    let new = load_ok(
+        &hold_then_post("retriable: false")
+            .replace("version: 1", "version: 2")
+            .replace("compensation: void", "compensation: release"),
+    );
+    let lines = definition::diff(&old, &new);
+    assert!(lines.contains(&"~ version: 1 → 2".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"~ step `hold` compensation: void → release".to_owned()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("+ step #2 `post`")), "{lines:?}");
+    let back = definition::diff(&new, &old);
+    assert!(back.iter().any(|l| l.starts_with("- step #2 `post`")), "{back:?}");
+}

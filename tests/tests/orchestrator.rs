@@ -442,3 +442,51 @@ on_each_backend!(
     a_waiting_start_gets_the_outcome_sqlite,
     a_waiting_start_gets_the_outcome_postgres
 );
+
+/// The actions participant `p` was sent for `saga_id`, in order, repeats collapsed.
+fn actions_for(seen: &Seen, saga_id: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in seen.commands.lock().unwrap().iter().filter(|c| c.saga_id == saga_id) {
+        if out.last() != Some(&c.action) {
+            out.push(c.action.clone());
+        }
+    }
+    out
+}
+
+async fn a_saga_keeps_its_version_across_a_new_version_and_a_restart(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let prefix = format!("t{}", token());
+    // Many short attempts: the saga keeps retrying s1 while no participant answers.
+    let v1 = three_steps("300ms", 50, 3);
+    let v2 = v1.replace("version: 1", "version: 2").replace("action: a", "action: b");
+    let mut o =
+        RunningOrchestrator::start(&db, &prefix, definitions_dir(&[("three.yaml", &v1)]).unwrap())
+            .await
+            .unwrap();
+    let old = start(&o, 1).await;
+    o.stop().await;
+    // Restarted with only v2 on disk: v1 comes back from the store for the
+    // saga that started on it; new sagas start on v2.
+    let mut o =
+        RunningOrchestrator::start(&db, &prefix, definitions_dir(&[("three.yaml", &v2)]).unwrap())
+            .await
+            .unwrap();
+    let script: Script = Arc::new(|_| ok());
+    let (seen, stop) = scripted_participant(o.client.clone(), &o.ns, "p", script).await.unwrap();
+    let new = start(&o, 2).await;
+    o.wait_ended(&[old.clone(), new.clone()], Duration::from_secs(30)).await.unwrap();
+    for id in [&old, &new] {
+        assert_eq!(o.history(id).await.unwrap().0, "completed");
+    }
+    assert_eq!(actions_for(&seen, &old), ["a1", "a2", "a3"], "v1's actions to the end");
+    assert_eq!(actions_for(&seen, &new), ["b1", "b2", "b3"], "v2's for a new saga");
+    stop.cancel();
+    o.stop().await;
+}
+
+on_each_backend!(
+    a_saga_keeps_its_version_across_a_new_version_and_a_restart:
+    a_saga_keeps_its_version_across_a_new_version_and_a_restart_sqlite,
+    a_saga_keeps_its_version_across_a_new_version_and_a_restart_postgres
+);

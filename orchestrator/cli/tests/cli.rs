@@ -616,6 +616,9 @@ fn every_operator_command_has_examples_in_its_help() {
         &["definitions", "list"],
         &["definitions", "show"],
         &["definitions", "apply"],
+        &["definitions", "diff"],
+        &["definitions", "check"],
+        &["sagas", "migrate"],
         &["token", "new"],
     ] {
         let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
@@ -628,4 +631,41 @@ fn every_operator_command_has_examples_in_its_help() {
     let help = text(&skald(&["sagas", "list", "--help"]).stdout);
     assert!(help.contains("[env: SKALD_API_URL"), "{help}");
     assert!(help.contains("[env: SKALD_TOKEN]"), "the token's value is never shown: {help}");
+}
+
+#[test]
+fn definitions_diff_check_and_migrate_from_the_command_line() {
+    let three = "  - name: three\n    participant: p\n    action: do3\n    compensation: undo3\n";
+    let v1 = TempFile::new("t1.yaml", SAGA_YAML);
+    let v2 = TempFile::new(
+        "t2.yaml",
+        &format!("{}{three}", SAGA_YAML.replace("version: 1", "version: 2")),
+    );
+    let same = Run::from(skald(&["definitions", "diff", v1.path(), v1.path()]));
+    assert_eq!(same.code, 0, "{same:?}");
+    let diff = Run::from(skald(&["definitions", "diff", v1.path(), v2.path()]));
+    assert_eq!(diff.code, 1, "{diff:?}");
+    assert!(diff.stdout.starts_with("t v1 → t v2\n"), "{diff:?}");
+    assert!(diff.stdout.contains("\n+ step #3 `three` (p.do3)\n"), "{diff:?}");
+
+    let server = Server::start();
+    let started = server.skald(&["sagas", "start", "t", "--key", "evolve", "--input", "{}"]);
+    let id = started.stdout.split_whitespace().nth(3).unwrap().to_owned();
+    let checked = server.skald(&["definitions", "check", v2.path(), "--running"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(checked.stdout.starts_with("t v2: 1 running, 1 examined: 1 could move"), "{checked:?}");
+    let applied = server.skald_as(ADMIN_TOKEN, &["definitions", "apply", v2.path()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(applied.stdout.contains("1 could move to v2"), "{applied:?}");
+    let dry =
+        server.skald(&["sagas", "migrate", &id, "--to-version", "2", "--reason", "r", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains("could be done"), "{dry:?}");
+    let moved =
+        server.skald(&["sagas", "migrate", &id, "--to-version", "2", "--reason", "add three"]);
+    assert_eq!(moved.code, 0, "{moved:?}");
+    assert!(moved.stdout.ends_with("recorded definition_changed\n"), "{moved:?}");
+    let again = server.skald(&["sagas", "migrate", &id, "--to-version", "2", "--reason", "again"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.one_error_line().ends_with("(409 incompatible)"), "{again:?}");
 }

@@ -14,10 +14,11 @@ use super::filter::FilterSpec;
 use super::model::{BulkJob, BulkPreview, WouldChange, WouldFail};
 use super::sagas::operator_action;
 use super::state::{ApiState, Json, Path};
+use crate::engine::driver::{DriveError, Driver, RepairOutcome};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use sagas::machine::{Input, OperatorInput};
+use sagas::machine::{Decision, Input, OperatorInput, SagaEvent};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,7 +41,7 @@ const PREVIEW_LISTED_MAX: usize = 500;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
-    /// retry, skip, abort, resume or resolve.
+    /// retry, skip, abort, resume, resolve or migrate.
     pub action: String,
     /// Which sagas (same fields as the list's query).
     #[serde(default)]
@@ -49,6 +50,8 @@ pub struct BulkBody {
     pub reason: String,
     /// For resolve: completed, compensated or failed.
     pub outcome: Option<String>,
+    /// For migrate: the version to move each saga to.
+    pub to_version: Option<u32>,
     /// List what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -105,6 +108,53 @@ impl BulkJobs {
     }
 }
 
+/// What a bulk job does to each saga.
+#[derive(Debug, Clone)]
+enum BulkOp {
+    Repair(OperatorInput),
+    Migrate { to_version: u32, by: String, reason: String },
+}
+
+impl BulkOp {
+    /// What it would do to one saga (its events), or why it would fail.
+    async fn preview(&self, driver: &Driver, saga_id: &str) -> Result<Decision, DriveError> {
+        match self {
+            Self::Repair(op) => driver.preview(saga_id, &Input::Operator(op.clone())).await,
+            Self::Migrate { to_version, by, reason } => {
+                let request_id = format!("preview:{saga_id}");
+                driver.migrate(saga_id, *to_version, by, reason, &request_id, true).await?;
+                Ok(Decision {
+                    events: vec![SagaEvent::DefinitionChanged {
+                        from_hash: String::new(),
+                        from_version: 0,
+                        to_hash: String::new(),
+                        to_version: *to_version,
+                        by: by.clone(),
+                        reason: reason.clone(),
+                        at: driver.store().clock().now(),
+                    }],
+                    ..Decision::default()
+                })
+            }
+        }
+    }
+
+    /// Do it to one saga, idempotent by `request_id`.
+    async fn apply(
+        &self,
+        driver: &Driver,
+        saga_id: &str,
+        request_id: &str,
+    ) -> Result<RepairOutcome, DriveError> {
+        match self {
+            Self::Repair(op) => driver.repair(saga_id, op.clone(), request_id).await,
+            Self::Migrate { to_version, by, reason } => {
+                driver.migrate(saga_id, *to_version, by, reason, request_id, false).await
+            }
+        }
+    }
+}
+
 fn valid_job_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -127,7 +177,18 @@ pub async fn bulk(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let action = body.action.clone();
-    let op_action = operator_action(&action, body.outcome.as_deref())?;
+    let op_action = if action == "migrate" {
+        None
+    } else {
+        Some(operator_action(&action, body.outcome.as_deref())?)
+    };
+    let to_version = match &op_action {
+        None => Some(super::sagas::to_version(body.to_version)?),
+        Some(_) if body.to_version.is_some() => {
+            return Err(ApiError::invalid("`to_version` is for migrate only"));
+        }
+        Some(_) => None,
+    };
     let filter = body.filter.to_filter()?;
     let max = body.max_sagas.unwrap_or(BULK_SAGAS_DEFAULT);
     if max == 0 || max > BULK_SAGAS_MAX {
@@ -156,7 +217,16 @@ pub async fn bulk(
     let store = state.driver.store();
     let matched = store.count_matching(&filter, now, &owned).await?;
     let ids = store.ids_matching(&filter, max, now, &owned).await?;
-    let op = OperatorInput { action: op_action, by: caller.name.clone(), reason: body.reason };
+    let op = match (op_action, to_version) {
+        (Some(action), _) => {
+            BulkOp::Repair(OperatorInput { action, by: caller.name.clone(), reason: body.reason })
+        }
+        (None, to) => BulkOp::Migrate {
+            to_version: to.unwrap_or_default(),
+            by: caller.name.clone(),
+            reason: body.reason,
+        },
+    };
     if body.dry_run {
         let mut preview = BulkPreview {
             action: action.clone(),
@@ -166,7 +236,7 @@ pub async fn bulk(
             truncated: matched > ids.len() as u64,
         };
         for id in &ids {
-            match state.driver.preview(id, &Input::Operator(op.clone())).await {
+            match op.preview(&state.driver, id).await {
                 Ok(d) if d.events.is_empty() => {}
                 Ok(d) => {
                     if preview.would_change.len() < PREVIEW_LISTED_MAX {
@@ -215,7 +285,7 @@ pub async fn bulk(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for id in ids {
             tick.tick().await;
-            let result = driver.repair(&id, op.clone(), &format!("{job_id}:{id}")).await;
+            let result = op.apply(&driver, &id, &format!("{job_id}:{id}")).await;
             let mut job = lock(&handle);
             job.done += 1;
             match result {

@@ -6,11 +6,14 @@
 use super::error::{ApiError, ErrorBody};
 use super::state::{ApiState, BODY_BYTES_MAX, Path, Query};
 use crate::engine::registry::RegistryError;
+use crate::store::ListFilter;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use sagas::Definition;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A request body read as UTF-8 text, with the API's errors.
 #[derive(Debug)]
@@ -39,6 +42,82 @@ pub struct DefinitionSummary {
     pub steps: usize,
     /// New sagas of this type start with this version.
     pub newest: bool,
+    /// Whether the running sagas of this type could move to this version
+    /// (in the answers of `check` and of registering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<Compatibility>,
+}
+
+/// Most running sagas one compatibility check examines.
+pub const CHECK_SAGAS_MAX: u64 = 2_000;
+/// Most incompatible sagas one check lists.
+const EXAMPLES_MAX: usize = 20;
+
+/// Which running sagas of a type could move to a version, and why the
+/// others could not.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Compatibility {
+    /// Sagas of this type still running, compensating or parked.
+    pub running: u64,
+    /// Of those, the ones examined (at most 2,000, newest first).
+    pub examined: u64,
+    /// Already on this version.
+    pub already: u64,
+    /// Could move to it (`skald sagas migrate`).
+    pub compatible: u64,
+    /// Could not, counted by reason: `step_removed`, `step_changed`,
+    /// `input_invalid`, `history_differs`.
+    pub incompatible: BTreeMap<String, u64>,
+    /// Some that could not, and why.
+    pub examples: Vec<IncompatibleSaga>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IncompatibleSaga {
+    pub saga_id: String,
+    pub code: String,
+    pub detail: String,
+}
+
+/// Whether the running sagas of `d`'s type could move to `d`.
+async fn compatibility(state: &ApiState, d: &Arc<Definition>) -> Result<Compatibility, ApiError> {
+    let filter = ListFilter {
+        saga_type: Some(d.name.clone()),
+        status: ["running", "compensating", "parked"].map(str::to_owned).to_vec(),
+        ..ListFilter::default()
+    };
+    let store = state.driver.store();
+    let now = store.clock().now_db();
+    let owned = state.live_partitions().await?;
+    let mut c = Compatibility {
+        running: store.count_matching(&filter, now, &owned).await?,
+        ..Compatibility::default()
+    };
+    for id in store.ids_matching(&filter, CHECK_SAGAS_MAX, now, &owned).await? {
+        let verdict = match state.driver.can_migrate(&id, d).await {
+            Ok(v) => v,
+            // Ended or gone since it was listed.
+            Err(crate::engine::DriveError::UnknownSaga { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        c.examined += 1;
+        match verdict {
+            Ok(()) => c.compatible += 1,
+            Err(e) if e.code == "same_version" => c.already += 1,
+            Err(e) if e.code == "ended" => c.examined -= 1,
+            Err(e) => {
+                *c.incompatible.entry(e.code.to_owned()).or_default() += 1;
+                if c.examples.len() < EXAMPLES_MAX {
+                    c.examples.push(IncompatibleSaga {
+                        saga_id: id,
+                        code: e.code.to_owned(),
+                        detail: e.detail,
+                    });
+                }
+            }
+        }
+    }
+    Ok(c)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -57,6 +136,7 @@ fn summary(d: &Definition, newest: bool) -> DefinitionSummary {
         description: d.description.clone(),
         steps: d.steps.len(),
         newest,
+        compatibility: None,
     }
 }
 
@@ -135,6 +215,25 @@ pub async fn validate(
     Ok(axum::Json(summary(&d, newest)))
 }
 
+/// Check a definition (YAML body) against the running sagas of its type:
+/// which could move to it and why the others could not (viewer).
+#[utoipa::path(post, path = "/v1/definitions/check", tag = "definitions",
+    request_body(content = String, content_type = "application/yaml"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Valid; `compatibility` says which running sagas could move to it", body = DefinitionSummary),
+        (status = 422, description = "Each problem with its step, field and fix", body = ErrorBody),
+    ))]
+pub async fn check(
+    State(state): State<ApiState>,
+    Text(text): Text,
+) -> Result<axum::Json<DefinitionSummary>, ApiError> {
+    let d = Arc::new(parse(text).await?);
+    let mut answer = summary(&d, is_newest(&state, &d));
+    answer.compatibility = Some(compatibility(&state, &d).await?);
+    Ok(axum::Json(answer))
+}
+
 /// Register a new version of a definition (admin). New starts of its type use it.
 #[utoipa::path(post, path = "/v1/definitions", tag = "definitions",
     request_body(content = String, content_type = "application/yaml"),
@@ -160,5 +259,7 @@ pub async fn register(
         other => ApiError::Unavailable { cause: other.to_string() },
     })?;
     let status = if known { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, axum::Json(summary(&registered, is_newest(&state, &registered)))))
+    let mut answer = summary(&registered, is_newest(&state, &registered));
+    answer.compatibility = Some(compatibility(&state, &registered).await?);
+    Ok((status, axum::Json(answer)))
 }

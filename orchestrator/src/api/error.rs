@@ -131,6 +131,9 @@ impl From<TransitionError> for ApiError {
             TransitionError::InvalidInput { ref errors, .. } => {
                 Self::Invalid { message: e.to_string(), details: errors.clone() }
             }
+            TransitionError::Incompatible(_) => {
+                Self::Conflict { code: "incompatible", message: e.to_string() }
+            }
             other => Self::Conflict { code: "not_now", message: other.to_string() },
         }
     }
@@ -140,6 +143,9 @@ impl From<DriveError> for ApiError {
     fn from(e: DriveError) -> Self {
         match e {
             DriveError::UnknownSaga { saga_id } => Self::not_found(format!("saga {saga_id}")),
+            DriveError::UnknownVersion { saga_type, version } => {
+                Self::not_found(format!("version {version} of `{saga_type}`"))
+            }
             DriveError::Transition(t) => t.into(),
             DriveError::BadRequestId | DriveError::WrongSender { .. } => {
                 Self::invalid(e.to_string())

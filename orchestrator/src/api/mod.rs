@@ -46,7 +46,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     paths(
         sagas::start, sagas::list, sagas::show, sagas::repair,
         bulk::bulk, bulk::job, bulk::jobs,
-        definitions::list, definitions::show, definitions::validate, definitions::register,
+        definitions::list, definitions::show, definitions::validate, definitions::check, definitions::register,
         overview, health::healthz, health::readyz, health::metrics,
     ),
     modifiers(&BearerAuth),
@@ -137,6 +137,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/definitions", get(definitions::list))
         .route("/v1/definitions/{name}", get(definitions::show))
         .route("/v1/definitions/validate", post(definitions::validate))
+        .route("/v1/definitions/check", post(definitions::check))
         .route("/metrics", get(health::metrics))
         .route_layer(guard(Role::Viewer));
     let operator = Router::new()

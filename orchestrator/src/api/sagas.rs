@@ -231,6 +231,18 @@ pub struct RepairBody {
     pub outcome: Option<String>,
     /// Makes the repair idempotent: the same id again returns the first answer.
     pub request_id: Option<String>,
+    /// For migrate: the version of the saga's definition to move it to.
+    pub to_version: Option<u32>,
+    /// For migrate: only say whether the saga could move; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A migrate's target version, required.
+pub fn to_version(v: Option<u32>) -> Result<u32, ApiError> {
+    v.ok_or_else(|| {
+        ApiError::invalid("migrate needs `to_version`: the version to move the saga to")
+    })
 }
 
 /// The operator input a repair action names.
@@ -252,7 +264,7 @@ pub fn operator_action(action: &str, outcome: Option<&str>) -> Result<OperatorAc
         }),
         other => {
             return Err(ApiError::not_found(format!(
-                "repair action `{other}` (use retry, skip, abort, resume or resolve)"
+                "repair action `{other}` (use retry, skip, abort, resume, resolve or migrate)"
             )));
         }
     })
@@ -262,14 +274,14 @@ pub fn operator_action(action: &str, outcome: Option<&str>) -> Result<OperatorAc
 #[utoipa::path(post, path = "/v1/sagas/{saga_id}/{action}", tag = "repairs",
     params(
         ("saga_id" = String, Path, description = "Saga id"),
-        ("action" = String, Path, description = "retry | skip | abort | resume | resolve"),
+        ("action" = String, Path, description = "retry | skip | abort | resume | resolve | migrate (to `to_version`, when the saga's history is valid under it)"),
     ),
     request_body = RepairBody,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Done (or the recorded answer to the same request id)", body = RepairOutcome),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "Not possible in the saga's current state", body = ErrorBody),
+        (status = 409, description = "Not possible in the saga's current state (`not_now`), or its history is not valid under the version asked for (`incompatible`)", body = ErrorBody),
         (status = 422, description = "Missing reason or outcome", body = ErrorBody),
     ))]
 pub async fn repair(
@@ -278,11 +290,21 @@ pub async fn repair(
     Path((saga_id, action)): Path<(String, String)>,
     Json(body): Json<RepairBody>,
 ) -> Result<axum::Json<RepairOutcome>, ApiError> {
-    let action = operator_action(&action, body.outcome.as_deref())?;
     if !valid_saga_id(&saga_id) {
         return Err(ApiError::not_found(format!("saga {saga_id}")));
     }
     let request_id = body.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if action == "migrate" {
+        let to = to_version(body.to_version)?;
+        let driver = &state.driver;
+        let moved =
+            driver.migrate(&saga_id, to, &caller.name, &body.reason, &request_id, body.dry_run);
+        return Ok(axum::Json(moved.await?));
+    }
+    if body.dry_run || body.to_version.is_some() {
+        return Err(ApiError::invalid("`dry_run` and `to_version` are for migrate only"));
+    }
+    let action = operator_action(&action, body.outcome.as_deref())?;
     let op = OperatorInput { action, by: caller.name, reason: body.reason };
     Ok(axum::Json(state.driver.repair(&saga_id, op, &request_id).await?))
 }

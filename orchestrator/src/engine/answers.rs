@@ -16,6 +16,8 @@ pub enum DriveError {
     UnknownSaga { saga_id: String },
     #[error("saga {saga_id} uses definition {hash}, which this orchestrator does not know")]
     UnknownDefinition { saga_id: String, hash: String },
+    #[error("`{saga_type}` has no version {version} here; register it first")]
+    UnknownVersion { saga_type: String, version: u32 },
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error("saga {saga_id} kept changing under {CONFLICT_RETRIES_MAX} attempts to update it")]

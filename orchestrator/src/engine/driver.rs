@@ -367,6 +367,77 @@ impl Driver {
         }
     }
 
+    /// Whether a saga could move to `to` now, and if not why.
+    pub async fn can_migrate(
+        &self,
+        saga_id: &str,
+        to: &Arc<sagas::Definition>,
+    ) -> Result<Result<(), sagas::machine::migrate::Incompatible>, DriveError> {
+        let current = self.load_current(saga_id).await?;
+        Ok(sagas::machine::migrate::check(&current.state, &current.history, to))
+    }
+
+    /// Move a running saga to version `to_version` of its definition, when
+    /// its history is valid under it ([`sagas::machine::migrate::check`]);
+    /// recorded as a `definition_changed` event and, like a repair, answered
+    /// the same again for the same `request_id`. With `dry_run`, only say
+    /// whether it could.
+    pub async fn migrate(
+        &self,
+        saga_id: &str,
+        to_version: u32,
+        by: &str,
+        reason: &str,
+        request_id: &str,
+        dry_run: bool,
+    ) -> Result<RepairOutcome, DriveError> {
+        const ACTION: &str = "migrate";
+        if request_id.is_empty()
+            || request_id.len() > REQUEST_ID_LEN_MAX
+            || request_id.contains('\0')
+        {
+            return Err(DriveError::BadRequestId);
+        }
+        if let Some(done) = self.recorded_repair(saga_id, ACTION, request_id).await? {
+            return Ok(done);
+        }
+        let current = self.load_current(saga_id).await?;
+        let saga_type = current.state.definition.name.clone();
+        let to = self.registry.version(&saga_type, to_version).ok_or_else(|| {
+            DriveError::UnknownVersion { saga_type: saga_type.clone(), version: to_version }
+        })?;
+        sagas::machine::migrate::check(&current.state, &current.history, &to)
+            .map_err(|e| DriveError::Transition(TransitionError::Incompatible(e)))?;
+        if dry_run {
+            return Ok(RepairOutcome {
+                saga_id: saga_id.to_owned(),
+                action: ACTION.to_owned(),
+                status: current.state.status.as_str().to_owned(),
+                events: vec!["definition_changed".to_owned()],
+                replayed: false,
+            });
+        }
+        let input = Input::Migrate { to, by: by.to_owned(), reason: reason.to_owned() };
+        let ticket = RepairTicket { request_id, action: ACTION, by };
+        let result = self.drive(saga_id, &input, Some(ticket), None).await;
+        // Whatever was cached was replayed under the old version.
+        self.cache.forget(saga_id);
+        match result {
+            Ok((decision, status)) => Ok(RepairOutcome {
+                saga_id: saga_id.to_owned(),
+                action: ACTION.to_owned(),
+                status,
+                events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
+                replayed: false,
+            }),
+            Err(DriveError::Store(StoreError::DuplicateRequest { .. })) => self
+                .recorded_repair(saga_id, ACTION, request_id)
+                .await?
+                .ok_or_else(|| DriveError::Contended { saga_id: saga_id.to_owned() }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// After a takeover: every command the saga still waits on, to queue
     /// again in the outbox with the same attempt and message id. JetStream
     /// drops it if the original is still in its dedupe window; otherwise the
@@ -556,7 +627,7 @@ impl Driver {
                     .ownership
                     .fence(partition)
                     .map_err(|e| DriveError::NotOwner { partition: e.partition })?,
-                Input::Start { .. } | Input::Operator(_) => None,
+                Input::Start { .. } | Input::Operator(_) | Input::Migrate { .. } => None,
             };
             let decision = match decide(&current.state, input, self.store.clock().now()) {
                 Ok(d) => d,
@@ -578,8 +649,15 @@ impl Driver {
             }
             let observed =
                 metrics::step_observations(&current.state, &current.history, input, &decision);
-            let Cached { identity, epoch, seq, state, mut history } = current;
-            let after = fold(state, &decision);
+            let Cached { mut identity, epoch, seq, state, mut history } = current;
+            let mut after = fold(state, &decision);
+            if let Input::Migrate { to, .. } = input {
+                // From here on the history is replayed under the new version
+                // (which may have more steps than the old).
+                let events = history.iter().chain(&decision.events);
+                after = replay(to.clone(), events);
+                identity.definition_hash.clone_from(&to.hash);
+            }
             let status = after.status.as_str().to_owned();
             let projection = with_identity(&identity, &after);
             let record = ticket.as_ref().map(|t| RepairRecord {

@@ -181,6 +181,12 @@ impl Registry {
         self.read().by_hash.get(hash).cloned()
     }
 
+    /// Version `version` of `name`, if known.
+    #[must_use]
+    pub fn version(&self, name: &str, version: u32) -> Option<Arc<Definition>> {
+        self.read().by_hash.values().find(|d| d.name == name && d.version == version).cloned()
+    }
+
     /// Every version known, newest version of each name first.
     #[must_use]
     pub fn all(&self) -> Vec<Arc<Definition>> {

@@ -795,9 +795,9 @@ mod tests {
         assert_eq!(sample_value(&text, "skald_step_duration_seconds_count", one), Some(1.0));
 
         // No relay runs here, so every command sent is still in the outbox:
-        // four attempts, the oldest written moments ago.
+        // four attempts and one saga's end, the oldest written moments ago.
         let (rows, oldest) = store.outbox_stats().await.unwrap();
-        assert_eq!(rows, 4);
+        assert_eq!(rows, 5);
         let oldest = oldest.unwrap();
         assert!(store.clock().now_db() - oldest < 60_000, "{oldest}");
     }

@@ -58,7 +58,7 @@ pub fn step_observations(
             })
             .filter_map(|a| observe(before, history, &a, StepOutcome::Timeout))
             .collect(),
-        Input::Start { .. } | Input::Operator(_) => Vec::new(),
+        Input::Start { .. } | Input::Operator(_) | Input::Migrate { .. } => Vec::new(),
     }
 }
 

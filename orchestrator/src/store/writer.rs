@@ -510,7 +510,10 @@ async fn update_projection<C: ConnectionTrait>(
 ) -> Result<bool, StoreError> {
     let p = &a.projection;
     let seq = a.expected_seq + a.events.len() as i64;
+    // The definition changes only by an operator's move, which is a repair
+    // and so written here, never by the batch update.
     let updated = sagas::Entity::update_many()
+        .col_expr(sagas::Column::DefinitionHash, Expr::value(p.definition_hash.clone()))
         .col_expr(sagas::Column::Status, Expr::value(p.status.clone()))
         .col_expr(sagas::Column::CurrentStep, Expr::value(p.current_step.clone()))
         .col_expr(sagas::Column::Seq, Expr::value(seq))

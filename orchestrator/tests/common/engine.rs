@@ -74,12 +74,14 @@ impl Engine {
     }
 }
 
-/// The commands waiting in the outbox (removed from it), oldest first.
+/// The commands waiting in the outbox (removed from it, with the sagas'
+/// end announcements queued beside them), oldest first.
 pub async fn take_commands(store: &Store) -> Vec<Command> {
     let rows = store.outbox_batch(COMMANDS_MAX, None, None).await.expect("the outbox is read");
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     store.outbox_delete(&ids).await.expect("the outbox rows are deleted");
     rows.iter()
+        .filter(|r| r.subject.contains(".cmd."))
         .map(|r| serde_json::from_str(&r.body).expect("an outbox row is a command"))
         .collect()
 }

@@ -37,7 +37,9 @@ pub enum TransportError {
     },
     #[error(
         "cannot create or find the JetStream stream `{stream}`: {source} \
-         (is nats-server running with JetStream enabled, `nats-server -js`?)"
+         (is nats-server running with JetStream enabled, `nats-server -js`? On a secured bus, \
+         does this identity's permission cover it? A bus configuration written by an older \
+         `skald bus init` lacks the ends stream: write it again with `skald bus init --force`)"
     )]
     Stream {
         stream: String,

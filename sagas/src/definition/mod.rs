@@ -9,6 +9,7 @@
 //! the exact version it started with.
 
 mod budget;
+mod diff;
 mod error;
 mod input_mapping;
 mod raw;
@@ -16,6 +17,7 @@ mod shape;
 pub mod template;
 mod validate;
 
+pub use diff::diff;
 pub use error::{DefinitionError, DefinitionErrors};
 pub use template::{PayloadTemplate, RenderContext, RenderError};
 pub use validate::limits;

@@ -54,6 +54,10 @@ pub fn decide(
             return Err(TransitionError::Ended { status });
         }
         (_, Input::Operator(op)) => d.operator(op)?,
+        (status, Input::Migrate { .. }) if status.is_terminal() => {
+            return Err(TransitionError::Ended { status });
+        }
+        (_, Input::Migrate { to, by, reason }) => d.migrate(to, by, reason)?,
     }
     Ok(d.finish())
 }
@@ -480,6 +484,36 @@ impl Draft {
     }
 
     // ---- operators -------------------------------------------------------------
+
+    /// Move the saga to `to` when its state allows (see [`super::migrate`]);
+    /// the shell replays the history under `to` from here on.
+    fn migrate(
+        &mut self,
+        to: &std::sync::Arc<crate::definition::Definition>,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), TransitionError> {
+        check_text("by", by)?;
+        check_text("reason", reason)?;
+        if by.trim().is_empty() {
+            return Err(TransitionError::OperatorMissing);
+        }
+        if reason.trim().is_empty() {
+            return Err(TransitionError::ReasonRequired { action: "migrate" });
+        }
+        super::migrate::check_state(&self.state, to).map_err(TransitionError::Incompatible)?;
+        let from = &self.state.definition;
+        self.emit(SagaEvent::DefinitionChanged {
+            from_hash: from.hash.clone(),
+            from_version: from.version,
+            to_hash: to.hash.clone(),
+            to_version: to.version,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            at: self.now,
+        });
+        Ok(())
+    }
 
     fn operator(&mut self, op: &OperatorInput) -> Result<(), TransitionError> {
         use OperatorAction as A;

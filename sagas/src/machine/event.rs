@@ -158,6 +158,18 @@ pub enum SagaEvent {
         reason: String,
         at: UnixMillis,
     },
+    /// An operator moved the running saga to another version of its
+    /// definition (one its history is valid under); from here on the whole
+    /// history is replayed under `to_hash`.
+    DefinitionChanged {
+        from_hash: String,
+        from_version: u32,
+        to_hash: String,
+        to_version: u32,
+        by: String,
+        reason: String,
+        at: UnixMillis,
+    },
     /// An operator resumed a parked saga with a fresh retry budget.
     SagaResumed {
         step: String,
@@ -262,6 +274,7 @@ impl SagaEvent {
             | Self::LateSuccessRecorded { at, .. }
             | Self::OperatorRetried { at, .. }
             | Self::StepSkipped { at, .. }
+            | Self::DefinitionChanged { at, .. }
             | Self::SagaResumed { at, .. }
             | Self::SagaParked { at, .. }
             | Self::SagaCompleted { at, .. }
@@ -305,6 +318,7 @@ impl SagaEvent {
             Self::SagaCompensated { .. } => "saga_compensated",
             Self::SagaFailed { .. } => "saga_failed",
             Self::SagaResolved { .. } => "saga_resolved",
+            Self::DefinitionChanged { .. } => "definition_changed",
         }
     }
 }

@@ -18,6 +18,7 @@ mod command;
 mod decide;
 pub mod event;
 mod in_flight;
+pub mod migrate;
 pub mod state;
 
 pub use command::{EncodedCommand, OutgoingCommand};
@@ -55,6 +56,8 @@ pub enum Input {
     Timeout,
     /// An operator acted.
     Operator(OperatorInput),
+    /// An operator moves the running saga to another version of its definition.
+    Migrate { to: Arc<Definition>, by: String, reason: String },
 }
 
 /// An operator's action, who took it, and why.
@@ -150,6 +153,8 @@ pub enum TransitionError {
     OperatorMissing,
     #[error("`{field}` is {len} bytes, over the limit of {max}")]
     TooLong { field: &'static str, len: usize, max: usize },
+    #[error("the saga cannot move to that version: {0}")]
+    Incompatible(migrate::Incompatible),
 }
 
 /// Fold one event into a state. Never fails.

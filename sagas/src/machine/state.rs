@@ -522,6 +522,9 @@ impl SagaState {
                 self.cause = Some(cause.clone());
                 self.end(SagaStatus::Failed, *at);
             }
+            // The shell replays the history under the new version: nothing
+            // in the state itself changes.
+            SagaEvent::DefinitionChanged { .. } => {}
             SagaEvent::SagaResolved { outcome, by, evidence, at } => {
                 self.resolved = Some((*outcome, by.clone(), evidence.clone()));
                 self.park = None;

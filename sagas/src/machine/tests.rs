@@ -713,3 +713,69 @@ fn a_compensated_saga_tells_why_in_its_outcome() {
     assert!(outcome.ended && outcome.output.is_none());
     assert_eq!(outcome.cause.expect("a cause")["cause"], "step_failed");
 }
+
+/// `abc` as version `version`, with `edit` applied to its text.
+fn abc_v(version: u32, edit: impl Fn(String) -> String) -> Arc<Definition> {
+    let text = include_str!("../../tests/fixtures/abc.yaml")
+        .replace("version: 1", &format!("version: {version}"));
+    def("abc-v.yaml", &edit(text))
+}
+
+fn migrate_to(s: &mut Saga, to: Arc<Definition>) -> Result<Decision, TransitionError> {
+    s.when(Input::Migrate { to, by: "ann".into(), reason: "new step".into() })
+}
+
+#[test]
+fn a_saga_moves_to_a_version_that_keeps_the_steps_it_reached() {
+    // v2 changes step c (not reached yet) and adds d.
+    let v2 = abc_v(2, |t| {
+        t.replace("action: c_do", "action: c2_do")
+            + "  - name: d\n    participant: p\n    action: d_do\n    compensation: d_undo\n"
+    });
+    let mut s = Saga::given(abc(), "a ok");
+    assert!(migrate::check(&s.state, &s.events, &v2).is_ok());
+    let d = migrate_to(&mut s, v2.clone()).unwrap();
+    assert_eq!(names(&d), ["definition_changed"]);
+    assert!(d.commands.is_empty(), "moving sends nothing by itself");
+    // The shell replays the history under v2 from here on: b, then v2's c and d.
+    let mut moved = Saga { state: replay(v2, &s.events), events: s.events.clone(), now: s.now };
+    let d = moved.feed("b ok");
+    assert_eq!(d.commands[0].action, "c2_do");
+    moved.feed("c ok");
+    let d = moved.feed("d ok");
+    assert_eq!(names(&d), ["step_succeeded", "saga_completed"]);
+}
+
+#[test]
+fn a_saga_does_not_move_to_a_version_that_changes_what_it_did() {
+    let mut s = Saga::given(abc(), "a ok");
+    let changed = abc_v(2, |t| t.replace("compensation: a_undo", "compensation: a_undo2"));
+    let e = migrate::check(&s.state, &s.events, &changed).unwrap_err();
+    assert_eq!(e.code, "step_changed", "{e}");
+    assert!(matches!(migrate_to(&mut s, changed), Err(TransitionError::Incompatible(_))));
+    let shorter = abc_v(2, |t| t.split("  - name: b").next().unwrap().to_owned());
+    let mut at_b = Saga::given(abc(), "a ok, b ok");
+    assert_eq!(
+        migrate::check(&at_b.state, &at_b.events, &shorter).unwrap_err().code,
+        "step_removed"
+    );
+    let stricter = abc_v(2, |t| t.replace("x: { type: integer }", "x: { type: string }"));
+    assert_eq!(
+        migrate::check(&at_b.state, &at_b.events, &stricter).unwrap_err().code,
+        "input_invalid"
+    );
+    assert_eq!(migrate::check(&at_b.state, &at_b.events, &abc()).unwrap_err().code, "same_version");
+    let other = def(
+        "other.yaml",
+        &include_str!("../../tests/fixtures/abc.yaml").replace("name: abc", "name: other"),
+    );
+    assert_eq!(migrate::check(&at_b.state, &at_b.events, &other).unwrap_err().code, "other_type");
+    // Reason and operator are required, as for any repair.
+    let v2 = abc_v(2, |t| t.replace("action: c_do", "action: c2_do"));
+    let no_reason = Input::Migrate { to: v2, by: "ann".into(), reason: " ".into() };
+    assert!(matches!(at_b.when(no_reason), Err(TransitionError::ReasonRequired { .. })));
+    // An ended saga moves nowhere.
+    let mut done = Saga::given(abc(), "a ok, b ok, c ok");
+    let v3 = abc_v(3, |t| t.replace("action: c_do", "action: c3_do"));
+    assert!(matches!(migrate_to(&mut done, v3), Err(TransitionError::Ended { .. })));
+}

@@ -10,6 +10,8 @@
 //! `list`, `show TYPE` and `apply` go through the operator API
 //! ([`crate::client`]), and `apply` checks the file locally before sending it.
 
+mod evolve;
+
 use crate::client::{self, ApiArgs, Body, CliError, Client, Outcome, decode, one_line, print_json};
 use sagas::Definition;
 use sagas::definition::{self, DefinitionErrors};
@@ -102,6 +104,51 @@ pub enum DefinitionsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show what changed between two definition files (no server).
+    #[command(
+        long_about = "Compare two definition files (typically two versions of one saga) and \
+            print each difference on a line: `~` changed, `+` added, `-` removed. Steps are \
+            matched by name: added, removed and moved steps, and for each step its participant, \
+            action, compensation, input mapping, timeout and retry policies; then the name, \
+            version, description, deadline, input schema, output, tags and the pivot.",
+        after_help = "Examples:\n  \
+            skald definitions diff topup-v2.yaml sagas/definitions/topup.yaml\n\n\
+            Exit status: 0 the same saga, 1 they differ (or a file is invalid), 2 usage."
+    )]
+    Diff {
+        /// The older definition file.
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        /// The newer definition file.
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+    },
+    /// Which running sagas could move to a definition file's version.
+    #[command(
+        long_about = "Validate FILE locally, then ask a running `skald serve` which of the \
+            running, compensating and parked sagas of its type could move to it: those whose \
+            recorded history is a valid history of FILE up to where they are (same steps so \
+            far, with the same participant, action and compensation for every step reached; \
+            the input valid under its schema; the history replaying the same). Prints the \
+            counts, the reasons the others could not, and examples. Nothing is registered or \
+            moved: register with `apply`, move with `skald sagas migrate` or `skald sagas bulk \
+            migrate`.",
+        after_help = "Examples:\n  \
+            skald definitions check topup-v4.yaml\n  \
+            skald definitions check topup-v4.yaml --json | jq .compatibility.incompatible\n\n\
+            Exit status: 0 every examined saga could move (or none runs), 1 some could not or \
+            the file is invalid, 2 usage, 3 the API cannot be reached."
+    )]
+    Check {
+        /// The definition file (YAML) to check the running sagas against.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Check against the sagas running now (the default, and the only check there is).
+        #[arg(long)]
+        running: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Run a `definitions` command, writing results to `out` and problems to `err`.
@@ -125,7 +172,31 @@ pub async fn run(
         }
         DefinitionsCommand::List { api } => list(api, out).await,
         DefinitionsCommand::Apply { file, api } => apply(file, api, out, err).await,
+        DefinitionsCommand::Diff { old, new } => Ok(evolve::diff(old, new, out, err)?),
+        DefinitionsCommand::Check { file, api, .. } => evolve::check(file, api, out, err).await,
     }
+}
+
+/// The definition in `file`, or its problems printed on `err` and `None`.
+fn load_or_report(file: &Path, err: &mut dyn Write) -> io::Result<Option<Definition>> {
+    match definition::load_file(file) {
+        Ok(d) => Ok(Some(d)),
+        Err(errors) => {
+            report(&errors, err)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The text of a valid definition `file`, exactly as read (so the server
+/// computes the same hash), or its problems printed on `err` and `None`.
+fn report_or(file: &Path, err: &mut dyn Write) -> Result<Option<String>, CliError> {
+    if load_or_report(file, err)?.is_none() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(file).map(Some).map_err(|e| {
+        CliError::failed(format!("cannot read {}: {e}; check the path", file.display()))
+    })
 }
 
 /// Whether `show`'s target names a file rather than a saga type (saga types
@@ -211,6 +282,8 @@ struct Listed {
     steps: usize,
     #[serde(default)]
     newest: bool,
+    #[serde(default)]
+    compatibility: Option<orchestrator::api::definitions::Compatibility>,
 }
 
 async fn list(api: &ApiArgs, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -323,6 +396,21 @@ async fn apply(
             out,
             "{} v{} (hash {hash}) was already registered; nothing changed",
             d.name, d.version
+        )?;
+    }
+    if let Some(c) = &d.compatibility
+        && c.running > 0
+    {
+        let refused: u64 = c.incompatible.values().sum();
+        writeln!(
+            out,
+            "running {} sagas keep their versions: {} could move to v{} (skald sagas bulk \
+             migrate), {} could not (skald definitions check {})",
+            d.name,
+            c.compatible,
+            d.version,
+            refused,
+            file.display()
         )?;
     }
     Ok(Outcome::Success)

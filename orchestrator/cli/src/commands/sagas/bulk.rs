@@ -55,6 +55,9 @@ pub(super) async fn bulk(
     if args.outcome.is_some() && args.action != Action::Resolve {
         return Err(CliError::usage("--outcome is only for `bulk resolve`"));
     }
+    if args.to_version.is_some() && args.action != Action::Migrate {
+        return Err(CliError::usage("--to-version is only for `bulk migrate`"));
+    }
     let filter = bulk_filter(&args.filters)?;
     let client = Client::new(&args.api)?;
     let job_id = args.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -67,6 +70,9 @@ pub(super) async fn bulk(
     });
     if let Some(o) = args.outcome {
         body["outcome"] = json!(o.as_str());
+    }
+    if let Some(v) = args.to_version {
+        body["to_version"] = json!(v);
     }
     if let Some(r) = args.rate {
         body["rate_per_second"] = json!(r);

@@ -186,6 +186,43 @@ pub enum SagasCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Move a running saga to another version of its definition (operator role).
+    #[command(
+        long_about = "Move a running, compensating or parked saga to version --to-version of \
+            its definition (registered with `skald definitions apply`). It moves only when its \
+            recorded history is a valid history of that version up to where it is: the same \
+            steps so far, with the same participant, action and compensation for every step \
+            reached, its input valid under the new schema. The move is recorded in its history \
+            (`definition_changed`, with who and why); from then on it runs the new version's \
+            remaining steps. `skald definitions check FILE` tells which sagas could move. \
+            --dry-run says whether it could, and changes nothing.",
+        after_help = "Examples:\n  \
+            skald sagas migrate 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --to-version 4 \\\n    \
+            --reason 'fraud review step added' --dry-run\n  \
+            skald sagas bulk migrate --filter type=topup --filter status=running \\\n    \
+            --to-version 4 --reason 'fraud review step added'\n\n\
+            Exit status: 0 moved (or could, with --dry-run), 1 refused (the message says why), \
+            2 usage, 3 the API cannot be reached."
+    )]
+    Migrate {
+        /// The saga id.
+        #[arg(value_name = "SAGA_ID")]
+        saga_id: String,
+        /// The version of its definition to move it to.
+        #[arg(long, value_name = "N")]
+        to_version: u32,
+        /// Why (recorded in the saga's history).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Say whether it could move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Makes the move idempotent: repeat with the same id to apply it at most once.
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Repair every saga a filter matches, or preview it with --dry-run (operator role).
     #[command(
         long_about = "Apply ACTION to every saga the filters match (all filters must hold). \
@@ -293,6 +330,7 @@ pub enum Action {
     Abort,
     Resume,
     Resolve,
+    Migrate,
 }
 
 impl Action {
@@ -303,6 +341,7 @@ impl Action {
             Self::Abort => "abort",
             Self::Resume => "resume",
             Self::Resolve => "resolve",
+            Self::Migrate => "migrate",
         }
     }
 }
@@ -323,6 +362,9 @@ pub struct BulkArgs {
     /// For resolve: how the sagas ended.
     #[arg(long, value_enum, required_if_eq("action", "resolve"))]
     pub outcome: Option<ResolveAs>,
+    /// For migrate: the version of their definition to move the sagas to.
+    #[arg(long, value_name = "N", required_if_eq("action", "migrate"))]
+    pub to_version: Option<u32>,
     /// List what would change and what would be refused; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -351,10 +393,10 @@ pub async fn run(
         SagasCommand::Start { saga_type, input, key, wait, api } => {
             start(saga_type, input, key, wait.as_deref(), api, out).await
         }
-        SagasCommand::Retry(a) => repair(Action::Retry, a, None, out).await,
-        SagasCommand::Skip(a) => repair(Action::Skip, a, None, out).await,
-        SagasCommand::Abort(a) => repair(Action::Abort, a, None, out).await,
-        SagasCommand::Resume(a) => repair(Action::Resume, a, None, out).await,
+        SagasCommand::Retry(a) => repair(Action::Retry, a, json!({}), out).await,
+        SagasCommand::Skip(a) => repair(Action::Skip, a, json!({}), out).await,
+        SagasCommand::Abort(a) => repair(Action::Abort, a, json!({}), out).await,
+        SagasCommand::Resume(a) => repair(Action::Resume, a, json!({}), out).await,
         SagasCommand::Resolve { saga_id, outcome, evidence, request_id, api } => {
             let args = RepairArgs {
                 saga_id: saga_id.clone(),
@@ -362,7 +404,17 @@ pub async fn run(
                 request_id: request_id.clone(),
                 api: api.clone(),
             };
-            repair(Action::Resolve, &args, Some(*outcome), out).await
+            repair(Action::Resolve, &args, json!({ "outcome": outcome.as_str() }), out).await
+        }
+        SagasCommand::Migrate { saga_id, to_version, reason, dry_run, request_id, api } => {
+            let args = RepairArgs {
+                saga_id: saga_id.clone(),
+                reason: reason.clone(),
+                request_id: request_id.clone(),
+                api: api.clone(),
+            };
+            let extra = json!({ "to_version": to_version, "dry_run": dry_run });
+            repair(Action::Migrate, &args, extra, out).await
         }
         SagasCommand::Bulk(args) => bulk(args, out, err).await,
     }

@@ -1,18 +1,19 @@
-//! `skald sagas retry|skip|abort|resume|resolve ID`: one repair, under a request id.
+//! `skald sagas retry|skip|abort|resume|resolve|migrate ID`: one repair, under a request id.
 
 use super::*;
 
 pub(super) async fn repair(
     action: Action,
     args: &RepairArgs,
-    outcome: Option<ResolveAs>,
+    extra: Value,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let client = Client::new(&args.api)?;
     let request_id = args.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let dry_run = extra.get("dry_run") == Some(&Value::Bool(true));
     let mut body = json!({ "reason": args.reason, "request_id": request_id });
-    if let Some(o) = outcome {
-        body["outcome"] = json!(o.as_str());
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
     }
     let answer = client
         .post(&["v1", "sagas", &args.saga_id, action.as_str()], Body::Json(&body))
@@ -29,6 +30,16 @@ pub(super) async fn repair(
         return Ok(Outcome::Success);
     }
     let r: RepairOutcome = decode(&answer.body, "repair answer")?;
+    if dry_run {
+        writeln!(
+            out,
+            "{} {}: could be done (now {}); nothing changed",
+            action.as_str(),
+            r.saga_id,
+            r.status
+        )?;
+        return Ok(Outcome::Success);
+    }
     let recorded = if r.events.is_empty() { "nothing".to_owned() } else { r.events.join(", ") };
     let replayed = if r.replayed {
         format!(" (request {request_id} was already done; this is its first answer)")
