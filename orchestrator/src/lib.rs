@@ -8,6 +8,7 @@
 //! - [`bus`]: intake (replies → driver), relay (outbox → publisher), starter
 //!   (start requests over NATS); fault injection behind the `faults` feature;
 //! - [`timers`]: timeouts, backoff and deadlines from the store;
+//! - [`retention`]: ended sagas archived to files and removed from the store;
 //! - [`cluster`]: partitions, fenced leases, takeover;
 //! - [`engine`]: the driver (load → replay → decide → append), the owner's
 //!   cache, the definitions served, the deadline bell;
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod cluster;
 pub mod engine;
 pub mod metrics;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod timers;

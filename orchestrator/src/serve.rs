@@ -66,6 +66,25 @@ pub struct ServeConfig {
     #[arg(long, env = "SKALD_LEASE_TTL_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(500..=60_000))]
     pub lease_ttl_ms: u64,
+    /// Archive sagas that ended longer ago than this (`30d`, `12h`; at least
+    /// 1m) to compressed JSON lines in --archive-dir and remove them from the
+    /// database. Off by default: every saga is kept.
+    #[arg(long, env = "SKALD_RETENTION", value_name = "AGE", value_parser = parse_retention)]
+    pub retention: Option<std::time::Duration>,
+    /// Where retention writes its archive: one `YYYY-MM-DD.jsonl.gz` per day
+    /// the sagas ended.
+    #[arg(long, env = "SKALD_ARCHIVE_DIR", default_value = "skald-archive")]
+    pub archive_dir: PathBuf,
+}
+
+/// `--retention`: a duration of at least [`crate::retention::RETENTION_MIN`].
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 30d or 12h: {e}"))?;
+    if d < crate::retention::RETENTION_MIN {
+        return Err(format!("`{text}` is under the shortest retention, 1m"));
+    }
+    Ok(d)
 }
 
 impl ServeConfig {
@@ -82,6 +101,8 @@ impl ServeConfig {
             api_tokens_file: None,
             instance: None,
             lease_ttl_ms: 5_000,
+            retention: None,
+            archive_dir: PathBuf::from("skald-archive"),
         }
     }
 
@@ -140,6 +161,8 @@ pub struct Orchestrator {
     http_addr_text: Option<String>,
     /// Where commands go out and how replies come in (tests may swap it).
     pub wire: Wire,
+    /// What `--retention` archives, when it is on.
+    retention: Option<crate::retention::Retention>,
 }
 
 impl Orchestrator {
@@ -216,6 +239,9 @@ impl Orchestrator {
             http,
             instance,
             lease_ttl,
+            retention: config
+                .retention
+                .map(|keep| crate::retention::Retention { keep, dir: config.archive_dir.clone() }),
         })
     }
 
@@ -289,6 +315,10 @@ impl Orchestrator {
         tasks.spawn(sampler::run(sampler_parts, shutdown.clone()));
         let intake_tasks = TaskTracker::new();
         intake_tasks.spawn(timers::run(self.driver.clone(), shutdown.clone()));
+        if let Some(retention) = self.retention.clone() {
+            tracing::info!(keep = ?retention.keep, dir = %retention.dir.display(), "retention on");
+            tasks.spawn(crate::retention::run(self.driver.clone(), retention, shutdown.clone()));
+        }
         let starter = tokio::spawn(starter::run(
             self.driver.clone(),
             self.client.clone(),
@@ -402,4 +432,16 @@ fn wire(js: jetstream::Context, faults: Option<crate::bus::faulty::Faults>) -> W
 #[cfg(not(feature = "faults"))]
 fn wire(js: jetstream::Context, (): ()) -> Wire {
     Wire::jetstream(js)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_an_age_of_at_least_a_minute() {
+        assert_eq!(parse_retention("30d"), Ok(std::time::Duration::from_secs(30 * 24 * 3600)));
+        assert!(parse_retention("59s").unwrap_err().contains("shortest retention"));
+        assert!(parse_retention("soon").unwrap_err().contains("not a duration"));
+    }
 }

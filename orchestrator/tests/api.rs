@@ -691,3 +691,65 @@ on_each_backend!(
     running_sagas_move_to_a_compatible_version_sqlite,
     running_sagas_move_to_a_compatible_version_postgres
 );
+
+async fn retention_archives_ended_sagas_and_the_api_says_where(api: Api) {
+    use orchestrator::retention::{self, Retention};
+    let done = api.start("keep-1", 3).await;
+    api.reply(&done, "reserve", Outcome::Ok { output: json!({"hold": "h1"}) }).await;
+    api.reply(&done, "confirm", Outcome::Ok { output: json!({}) }).await;
+    let failed = api.start("keep-2", 4).await;
+    let refused = Outcome::Failed { code: "no".into(), message: "refused".into() };
+    api.reply(&failed, "reserve", refused).await;
+    let running = api.start("keep-3", 5).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let dir = std::env::temp_dir().join(format!("skald-archive-{}", uuid::Uuid::new_v4()));
+    let policy = Retention { keep: Duration::ZERO, dir: dir.clone() };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = &api.engine.driver;
+    assert_eq!(retention::pass(driver, &policy, &stop).await.unwrap(), 2);
+    assert_eq!(retention::pass(driver, &policy, &stop).await.unwrap(), 0, "nothing twice");
+
+    // The archive holds both, whole; the database only the running one.
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
+            .unwrap();
+        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    let mut archived: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["saga_id"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    archived.sort_unstable();
+    let mut expected = vec![(done.as_str(), "completed"), (failed.as_str(), "failed")];
+    expected.sort_unstable();
+    assert_eq!(archived, expected);
+    let completed = lines.iter().find(|l| l["saga_id"] == done.as_str()).unwrap();
+    assert_eq!(completed["tags"], json!({"amount": "3"}));
+    let events = completed["events"].as_array().unwrap();
+    assert_eq!(events.first().unwrap()["event"]["type"], "saga_started");
+    assert_eq!(events.last().unwrap()["event"]["type"], "saga_completed");
+
+    let (status, v) = api.get(&format!("/v1/sagas/{done}"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::GONE, "{v}");
+    assert_error(&v, "gone");
+    assert!(v["error"]["message"].as_str().unwrap().contains("archived on"), "{v}");
+    let (status, _) = api.get(&format!("/v1/sagas/{done}?wait=1s"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, v) = api.get(&format!("/v1/sagas/{running}"), Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, v) = api.get("/v1/sagas?tag.amount=3", Some(VIEWER)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "its tags went with it: {v}");
+    let metrics = api.engine.driver.metrics().render();
+    assert!(metrics.contains("skald_sagas_archived_total 2"), "{metrics}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+on_each_backend!(
+    retention_archives_ended_sagas_and_the_api_says_where:
+    retention_archives_ended_sagas_sqlite,
+    retention_archives_ended_sagas_postgres
+);

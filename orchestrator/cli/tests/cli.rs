@@ -619,6 +619,7 @@ fn every_operator_command_has_examples_in_its_help() {
         &["definitions", "diff"],
         &["definitions", "check"],
         &["sagas", "migrate"],
+        &["sagas", "export"],
         &["token", "new"],
     ] {
         let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
@@ -668,4 +669,29 @@ fn definitions_diff_check_and_migrate_from_the_command_line() {
     let again = server.skald(&["sagas", "migrate", &id, "--to-version", "2", "--reason", "again"]);
     assert_eq!(again.code, 1, "{again:?}");
     assert!(again.one_error_line().ends_with("(409 incompatible)"), "{again:?}");
+}
+
+#[test]
+fn export_writes_sagas_whole_to_compressed_json_lines() {
+    let server = Server::start();
+    for key in ["x-1", "x-2"] {
+        let started = server.skald(&["sagas", "start", "t", "--key", key, "--input", "{}"]);
+        assert_eq!(started.code, 0, "{started:?}");
+    }
+    let dir = std::env::temp_dir().join(format!("skald-export-{}", std::process::id()));
+    let out = dir.display().to_string();
+    let exported = server.skald(&["sagas", "export", "--out", &out, "--type", "t"]);
+    assert_eq!(exported.code, 0, "{exported:?}");
+    assert!(exported.stdout.starts_with(&format!("exported 2 sagas to {out}")), "{exported:?}");
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
+            .unwrap();
+        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["events"][0]["event"]["type"] == "saga_started"), "{lines:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     HeadersTooLarge { limit_bytes: usize, limit_count: usize },
     #[error("this route does not take this method")]
     MethodNotAllowed,
+    /// The saga ended long ago and retention moved it to the archive.
+    #[error("{message}")]
+    Gone { message: String },
     /// Something this server depends on failed; the cause is logged, not sent.
     #[error("the service is unavailable; try again shortly")]
     Unavailable { cause: String },
@@ -87,6 +90,7 @@ impl ApiError {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
             }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Gone { .. } => (StatusCode::GONE, "gone"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

@@ -44,7 +44,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
             Send `Authorization: Bearer <token>`; roles: viewer < operator < admin."
     ),
     paths(
-        sagas::start, sagas::list, sagas::show, sagas::repair,
+        sagas::start, sagas::list, sagas::show, sagas::export, sagas::repair,
         bulk::bulk, bulk::job, bulk::jobs,
         definitions::list, definitions::show, definitions::validate, definitions::check, definitions::register,
         overview, health::healthz, health::readyz, health::metrics,
@@ -131,6 +131,7 @@ pub fn app(state: ApiState) -> Router {
     let viewer = Router::new()
         .route("/v1/sagas", get(sagas::list))
         .route("/v1/sagas/{saga_id}", get(sagas::show))
+        .route("/v1/export", get(sagas::export))
         .route("/v1/overview", get(overview))
         .route("/v1/bulk", get(bulk::jobs))
         .route("/v1/bulk/{job_id}", get(bulk::job))

@@ -178,6 +178,51 @@ pub async fn page(
     Ok(SagaPage { items, next_cursor: page.next_cursor })
 }
 
+/// One page of sagas exported whole.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportPage {
+    /// Each saga as a line of the archive: its row, tags and every event.
+    pub items: Vec<Value>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Most sagas in one export page (each comes with its whole history).
+pub const EXPORT_PAGE_MAX: u64 = 200;
+
+/// Sagas whole, as retention archives them (viewer): the list's filters and
+/// paging, newest first; `skald sagas export` writes them to files.
+#[utoipa::path(get, path = "/v1/export", tag = "sagas", params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ExportPage),
+        (status = 422, description = "A filter value is not valid", body = ErrorBody),
+    ))]
+pub async fn export(
+    State(state): State<ApiState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<axum::Json<ExportPage>, ApiError> {
+    let (spec, paging) = FilterSpec::from_query(raw.as_deref(), &["limit", "cursor"])?;
+    let limit = match paging.get("limit") {
+        None => EXPORT_PAGE_MAX,
+        Some(text) => text.parse::<u64>().unwrap_or(0),
+    };
+    if limit == 0 || limit > EXPORT_PAGE_MAX {
+        return Err(ApiError::invalid(format!("`limit` must be 1-{EXPORT_PAGE_MAX}")));
+    }
+    let cursor = paging.get("cursor");
+    if cursor.is_some_and(|c| !valid_saga_id(c)) {
+        return Err(ApiError::invalid("`cursor` is not a cursor this API gave out"));
+    }
+    let filter = spec.to_filter()?;
+    let store = state.driver.store();
+    let now = store.clock().now_db();
+    let owned = state.live_partitions().await?;
+    let page = store.list(&filter, cursor.map(String::as_str), limit, now, &owned).await?;
+    let items = store.whole(page.rows).await?.iter().map(crate::retention::line).collect();
+    Ok(axum::Json(ExportPage { items, next_cursor: page.next_cursor }))
+}
+
 /// Saga ids are UUIDs; anything else cannot name a saga.
 fn valid_saga_id(id: &str) -> bool {
     !id.is_empty()
@@ -190,7 +235,11 @@ fn valid_saga_id(id: &str) -> bool {
 #[utoipa::path(get, path = "/v1/sagas/{saga_id}", tag = "sagas",
     params(("saga_id" = String, Path, description = "Saga id"), WaitQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = SagaDetail), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = SagaDetail),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "Archived by retention: the answer says when and to which file", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<ApiState>,
     Path(saga_id): Path<String>,
@@ -199,7 +248,11 @@ pub async fn show(
     if let Some(wait) = wait.duration()?
         && valid_saga_id(&saga_id)
     {
-        state.driver.wait_for_end(&saga_id, wait, &state.stopping).await?;
+        match state.driver.wait_for_end(&saga_id, wait, &state.stopping).await {
+            // An unknown (or archived) saga is answered below.
+            Ok(_) | Err(crate::engine::DriveError::UnknownSaga { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(axum::Json(detail(&state, &saga_id).await?))
 }
@@ -209,7 +262,25 @@ pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiEr
     if !valid_saga_id(saga_id) {
         return Err(ApiError::not_found(format!("saga {saga_id}")));
     }
-    let (row, saga) = state.driver.state(saga_id).await?;
+    let (row, saga) = match state.driver.state(saga_id).await {
+        Ok(found) => found,
+        Err(crate::engine::DriveError::UnknownSaga { .. }) => {
+            return Err(match state.driver.store().archived(saga_id).await? {
+                Some(a) => ApiError::Gone {
+                    message: format!(
+                        "saga {saga_id} ({} {}) was archived on {} (it ended {}); its history is in the archive file {}",
+                        a.saga_type,
+                        a.status,
+                        super::console::pages::utc(a.archived_at_ms),
+                        super::console::pages::utc(a.ended_at_ms),
+                        a.file
+                    ),
+                },
+                None => ApiError::not_found(format!("saga {saga_id}")),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let history = state.driver.store().history(saga_id).await?;
     let now = state.driver.store().clock().now_db();
     let owned = state.live_partitions().await?;

@@ -223,6 +223,8 @@ struct Inner {
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     reply_consumer_lag: Bounded<PartitionLabels, Gauge>,
     partitions_owned: Gauge,
+    sagas_archived: Counter,
+    archive_failures: Counter,
 }
 
 /// The orchestrator's metrics and their registry.
@@ -307,6 +309,18 @@ impl Metrics {
             "Partitions whose replies and timers this instance handles",
             partitions_owned.clone(),
         );
+        let sagas_archived = Counter::default();
+        registry.register(
+            "sagas_archived",
+            "Ended sagas written to the archive and removed from the hot tables (retention)",
+            sagas_archived.clone(),
+        );
+        let archive_failures = Counter::default();
+        registry.register(
+            "archive_failures",
+            "Retention passes that failed (the store or the archive directory); retried later",
+            archive_failures.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -323,8 +337,20 @@ impl Metrics {
                 // Partitions are at most `serve::PARTITIONS_MAX`, under the limit.
                 reply_consumer_lag: Bounded::new(reply_consumer_lag, |l| l),
                 partitions_owned,
+                sagas_archived,
+                archive_failures,
             }),
         }
+    }
+
+    /// Retention archived and removed `n` sagas.
+    pub fn sagas_archived(&self, n: u64) {
+        self.inner.sagas_archived.inc_by(n);
+    }
+
+    /// A retention pass failed.
+    pub fn archive_failed(&self) {
+        self.inner.archive_failures.inc();
     }
 
     /// A new saga of this type was recorded.

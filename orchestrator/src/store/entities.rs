@@ -213,3 +213,26 @@ pub mod saga_tags {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod archived_sagas {
+    use sea_orm::entity::prelude::*;
+
+    /// A saga moved out of the hot tables by retention: where its history went.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "archived_sagas")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub saga_id: String,
+        pub saga_type: String,
+        pub status: String,
+        pub ended_at_ms: i64,
+        pub archived_at_ms: i64,
+        /// The archive file (under the archive directory) holding its history.
+        pub file: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(Cluster),
             Box::new(ConsoleSessions),
             Box::new(SagaTags),
+            Box::new(Archive),
         ]
     }
 
@@ -439,5 +440,48 @@ impl MigrationTrait for SagaTags {
             [SagaTagsTable::Name, SagaTagsTable::Value, SagaTagsTable::SagaId],
         )
         .await
+    }
+}
+
+/// Retention: the sagas moved out of the hot tables, and an index to find
+/// the ended ones by age.
+#[derive(Debug)]
+struct Archive;
+
+impl MigrationName for Archive {
+    fn name(&self) -> &str {
+        "m0006_archive"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ArchivedSagas {
+    #[sea_orm(iden = "archived_sagas")]
+    Table,
+    SagaId,
+    SagaType,
+    Status,
+    EndedAtMs,
+    ArchivedAtMs,
+    File,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Archive {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ArchivedSagas::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(ArchivedSagas::SagaId).string().not_null().primary_key())
+                .col(ColumnDef::new(ArchivedSagas::SagaType).string().not_null())
+                .col(ColumnDef::new(ArchivedSagas::Status).string().not_null())
+                .col(ColumnDef::new(ArchivedSagas::EndedAtMs).big_integer().not_null())
+                .col(ColumnDef::new(ArchivedSagas::ArchivedAtMs).big_integer().not_null())
+                .col(ColumnDef::new(ArchivedSagas::File).string().not_null())
+                .to_owned(),
+        )
+        .await?;
+        index(m, "sagas_ended_by_age", Sagas::Table, [Sagas::Status, Sagas::UpdatedAtMs]).await
     }
 }

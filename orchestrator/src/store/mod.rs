@@ -9,6 +9,7 @@
 //! [`writer`]). SQLite is the default (WAL, one file);
 //! PostgreSQL is chosen by a `postgres://` URL.
 
+pub mod archive;
 pub mod entities;
 mod handoff;
 mod leases;

@@ -9,16 +9,7 @@ pub(super) async fn list(
 ) -> Result<Outcome, CliError> {
     let client = Client::new(&args.api)?;
     let limit = args.limit.or(args.all.then_some(ALL_PAGE_SIZE));
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| match t.split_once('=') {
-            Some((name, value)) if !name.trim().is_empty() => {
-                Ok((format!("tag.{}", name.trim()), value.to_owned()))
-            }
-            _ => Err(CliError::usage(format!("--tag `{t}` is not NAME=VALUE, e.g. customer=42"))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let tags = super::export::tag_pairs(&args.tags)?;
     let query = |cursor: Option<&String>| {
         let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
         let mut pairs: Vec<(&str, String)> = vec![

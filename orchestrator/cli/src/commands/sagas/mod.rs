@@ -7,6 +7,7 @@
 //! sending, so a request whose answer was lost can be repeated safely.
 
 mod bulk;
+mod export;
 mod list;
 mod repair;
 mod show;
@@ -17,6 +18,7 @@ use crate::client::{
     step_cells, time_ms, write_table,
 };
 use bulk::bulk;
+use export::export;
 use list::list;
 use orchestrator::api::model::{
     BulkJob, BulkPreview, OutcomeView, ProgressView, RepairOutcome, SagaDetail, SagaSummary,
@@ -223,6 +225,22 @@ pub enum SagasCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Write sagas whole (row, tags, every event) to compressed JSON lines.
+    #[command(
+        long_about = "Export the sagas the filters match, whole, to compressed JSON lines: one \
+            `YYYY-MM-DD.jsonl.gz` per day they ended (or last changed) under --out, one saga per \
+            line (`saga_id`, `saga_type`, `definition_hash`, `status`, `idempotency_key`, \
+            `partition`, `created_at_ms`, `ended_at_ms`, `tags`, `events`): the format \
+            `skald serve --retention` archives in. Files are appended to (a gzip member per \
+            page; `zcat` reads them whole); nothing is removed from the server.",
+        after_help = "Examples:\n  \
+            skald sagas export --out archive --status completed,compensated,failed --older-than 30d\n  \
+            skald sagas export --out audit --type topup --tag wallet=alice\n  \
+            zcat archive/2026-11-02.jsonl.gz | jq -r .saga_id\n\n\
+            Exit status: 0 exported, 1 the API refused or a file cannot be written, 2 usage, \
+            3 the API cannot be reached."
+    )]
+    Export(ExportArgs),
     /// Repair every saga a filter matches, or preview it with --dry-run (operator role).
     #[command(
         long_about = "Apply ACTION to every saga the filters match (all filters must hold). \
@@ -284,6 +302,34 @@ pub struct ListArgs {
     /// Follow `next_cursor` up to 100 pages.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Which sagas to export, and where.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The directory to write `YYYY-MM-DD.jsonl.gz` files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Saga type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub saga_type: Option<String>,
+    /// Statuses, comma-separated (e.g. completed,compensated,failed).
+    #[arg(long, value_name = "STATUS[,STATUS]")]
+    pub status: Option<String>,
+    /// Started longer ago than this (30s, 10m, 2h, 3d).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Started more recently than this.
+    #[arg(long, value_name = "AGE")]
+    pub newer_than: Option<String>,
+    /// A business tag the saga has, NAME=VALUE (repeatable; all must match).
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
+    /// At most this many sagas.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max: u64,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -417,5 +463,6 @@ pub async fn run(
             repair(Action::Migrate, &args, extra, out).await
         }
         SagasCommand::Bulk(args) => bulk(args, out, err).await,
+        SagasCommand::Export(args) => export(args, out).await,
     }
 }
