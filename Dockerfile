@@ -36,7 +36,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 skald \
     && useradd --system --uid 10001 --gid skald --home-dir /var/lib/skald \
        --create-home --shell /usr/sbin/nologin skald \
-    && mkdir -p /var/lib/skald/bus && chown skald:skald /var/lib/skald/bus
+    && mkdir -p /var/lib/skald/bus /var/lib/skald/tokens \
+    && chown skald:skald /var/lib/skald/bus /var/lib/skald/tokens
 COPY --from=builder /out/ /usr/local/bin/
 COPY sagas/definitions/ /app/definitions/
 ENV SKALD_DEFINITIONS=/app/definitions

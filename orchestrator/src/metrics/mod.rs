@@ -171,6 +171,11 @@ impl TerminatedReply {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: u32,
 }
@@ -225,6 +230,7 @@ struct Inner {
     partitions_owned: Gauge,
     sagas_archived: Counter,
     archive_failures: Counter,
+    sagas_stuck: Family<ClassLabels, Gauge>,
 }
 
 /// The orchestrator's metrics and their registry.
@@ -315,6 +321,13 @@ impl Metrics {
             "Ended sagas written to the archive and removed from the hot tables (retention)",
             sagas_archived.clone(),
         );
+        let sagas_stuck = Family::<ClassLabels, Gauge>::default();
+        registry.register(
+            "sagas_stuck",
+            "Sagas in each stuck class, across the cluster (every instance reports the same \
+             count: aggregate with max), sampled every 30 s",
+            sagas_stuck.clone(),
+        );
         let archive_failures = Counter::default();
         registry.register(
             "archive_failures",
@@ -339,6 +352,8 @@ impl Metrics {
                 partitions_owned,
                 sagas_archived,
                 archive_failures,
+                // One child per stuck class: a handful, no bound needed.
+                sagas_stuck,
             }),
         }
     }
@@ -421,6 +436,12 @@ impl Metrics {
     pub fn set_outbox(&self, rows: u64, oldest_age: Option<Duration>) {
         self.inner.outbox_backlog.set(i64::try_from(rows).unwrap_or(i64::MAX));
         self.inner.outbox_oldest_age.set(oldest_age.map_or(0.0, |age| age.as_secs_f64()));
+    }
+
+    /// `n` sagas are in stuck class `class`.
+    pub fn set_stuck(&self, class: crate::store::StuckClass, n: u64) {
+        let labels = ClassLabels { class: class.as_str() };
+        self.inner.sagas_stuck.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// JetStream holds `pending` replies not yet delivered to `partition`'s consumer.

@@ -1,5 +1,6 @@
 //! The sampler: every [`SAMPLE_INTERVAL`] it reads the outbox's size and age
 //! and the lag of the reply consumers of the partitions this instance owns,
+//! and every [`STUCK_EVERY`] samples the number of sagas in each stuck class,
 //! and sets the gauges. A sample that fails or takes too long is skipped (the
 //! gauges keep their last value) and logged at debug level.
 
@@ -13,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the sampler reads the outbox and the reply consumers.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Samples between two counts of the stuck sagas (30 s).
+pub const STUCK_EVERY: u32 = 6;
 /// Longest wait for one sample (a query or a consumer info) before it is skipped.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consumer infos asked for at once by the sampler.
@@ -41,6 +44,7 @@ impl std::fmt::Debug for SamplerParts {
 pub async fn run(parts: SamplerParts, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples: u32 = 0;
     loop {
         tokio::select! {
             // Cancelled: no sample is in flight; nothing to finish.
@@ -51,6 +55,39 @@ pub async fn run(parts: SamplerParts, shutdown: CancellationToken) {
             // Cancelled mid-sample: the queries are read-only, dropping them is harmless.
             () = shutdown.cancelled() => return,
             () = sample(&parts) => {}
+        }
+        if samples % STUCK_EVERY == 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = sample_stuck(&parts) => {}
+            }
+        }
+        samples = samples.wrapping_add(1);
+    }
+}
+
+/// How many sagas are in each stuck class, across the cluster: "no owner"
+/// is judged by the leases alive now, as the API judges it.
+async fn sample_stuck(parts: &SamplerParts) {
+    let store = &parts.store;
+    let now = store.clock().now_db();
+    let live = match tokio::time::timeout(SAMPLE_TIMEOUT, store.leases()).await {
+        Ok(Ok(leases)) if !leases.is_empty() => leases
+            .into_iter()
+            .filter(|l| !l.owner.is_empty() && l.expires_at_ms > now)
+            .map(|l| l.partition)
+            .collect(),
+        Ok(Ok(_)) => (parts.owned)(),
+        Ok(Err(e)) => return tracing::debug!(error = %e, "cannot read the leases"),
+        Err(_) => return tracing::debug!("reading the leases timed out"),
+    };
+    for class in crate::store::StuckClass::ALL {
+        let filter = crate::store::ListFilter { stuck: Some(class), ..Default::default() };
+        match tokio::time::timeout(SAMPLE_TIMEOUT, store.count_matching(&filter, now, &live)).await
+        {
+            Ok(Ok(n)) => parts.metrics.set_stuck(class, n),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot count stuck sagas"),
+            Err(_) => tracing::debug!("counting stuck sagas timed out"),
         }
     }
 }
