@@ -50,9 +50,28 @@ pub struct BenchConfig {
     /// The bench participant binary; default: `bench-participant` next to `skald`, else on PATH.
     #[arg(long)]
     pub participant_bin: Option<PathBuf>,
+    /// Give the `bench` saga this many business tags (each `{{saga.id}}`),
+    /// to measure what tags cost a start.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub tags: u8,
+    /// Have a caller wait for each saga's end (as `?wait=` does) while it
+    /// runs, to measure what waiting callers cost the engine.
+    #[arg(long)]
+    pub waiters: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The `bench` definition, with `tags` business tags.
+fn bench_definition(tags: u8) -> Result<sagas::Definition, String> {
+    let (name, yaml) = stack::BENCH;
+    if tags == 0 {
+        return stack::definition((name, yaml));
+    }
+    let block: String = (0..tags).map(|i| format!("  t{i}: \"{{{{saga.id}}}}\"\n")).collect();
+    let tagged = yaml.replacen("\nsteps:", &format!("\ntags:\n{block}steps:"), 1);
+    stack::definition((name, &tagged))
 }
 
 /// What a run measured.
@@ -69,7 +88,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", tmp.join("skald.db").display()));
     let definition =
-        stack::definition(stack::BENCH).map_err(|e| format!("cannot start a saga: {e}"))?;
+        bench_definition(config.tags).map_err(|e| format!("cannot start a saga: {e}"))?;
     let serve = ServeConfig {
         bus: config.bus.clone(),
         database_url: database_url.clone(),
@@ -119,6 +138,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     // Starts run concurrently, as from many clients: a serial loop of starts
     // would make the load generator, not the orchestrator, the bottleneck.
     let mut starting = FuturesUnordered::new();
+    // With --waiters: one caller per saga in flight, waiting for its end.
+    let waiting = tokio_util::task::TaskTracker::new();
+    let stop_waiting = tokio_util::sync::CancellationToken::new();
     while (latencies_ms.len() as u64) < config.sagas {
         while next < config.sagas
             && ((started_at.len() + starting.len()) as u64) < config.concurrency
@@ -136,6 +158,11 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
             // starts stay in `starting`, the channel keeps its messages).
             Some((t, started)) = starting.next(), if !starting.is_empty() => {
                 let id = started.map_err(|e| format!("cannot start a saga: {e}"))?.saga_id().to_owned();
+                if config.waiters {
+                    let (driver, id, stop) = (driver.clone(), id.clone(), stop_waiting.clone());
+                    let most = std::time::Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
+                    waiting.spawn(async move { driver.wait_for_end(&id, most, &stop).await.is_ok() });
+                }
                 match ended_early.remove(&id) {
                     Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
                     None => {
@@ -159,6 +186,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         }
     }
     let elapsed = began.elapsed();
+    stop_waiting.cancel();
+    waiting.close();
+    waiting.wait().await;
 
     let counts =
         driver.store().count_by_status().await.map_err(|e| format!("cannot start a saga: {e}"))?;
