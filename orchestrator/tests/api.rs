@@ -711,14 +711,7 @@ async fn retention_archives_ended_sagas_and_the_api_says_where(api: Api) {
     assert_eq!(retention::pass(driver, &policy, &stop).await.unwrap(), 0, "nothing twice");
 
     // The archive holds both, whole; the database only the running one.
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
-            .unwrap();
-        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
-    }
+    let lines = skald_testkit::fixtures::gz_json_lines(&dir);
     let mut archived: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| (l["saga_id"].as_str().unwrap(), l["status"].as_str().unwrap()))

@@ -683,14 +683,7 @@ fn export_writes_sagas_whole_to_compressed_json_lines() {
     let exported = server.skald(&["sagas", "export", "--out", &out, "--type", "t"]);
     assert_eq!(exported.code, 0, "{exported:?}");
     assert!(exported.stdout.starts_with(&format!("exported 2 sagas to {out}")), "{exported:?}");
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
-            .unwrap();
-        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
-    }
+    let lines = fixtures::gz_json_lines(&dir);
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["events"][0]["event"]["type"] == "saga_started"), "{lines:?}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -66,7 +66,11 @@ impl FilterSpec {
                 fields.push((key, value));
             }
         }
-        let mut spec: Self = parse_query(&query_string(&fields))?;
+        // Every named field is text: the pairs are the fields as they are.
+        let fields: serde_json::Map<String, serde_json::Value> =
+            fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let mut spec: Self = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| ApiError::invalid(format!("the query string is not valid: {e}")))?;
         spec.tags = tags;
         Ok((spec, rest))
     }
@@ -80,22 +84,6 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, ApiEr
     axum::extract::Query::<T>::try_from_uri(&uri)
         .map(|axum::extract::Query(v)| v)
         .map_err(|e| ApiError::invalid(format!("the query string is not valid: {}", e.body_text())))
-}
-
-/// `pairs` as a query string again (percent-encoded).
-fn query_string(pairs: &[(String, String)]) -> String {
-    let encode = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 fn text(field: &str, v: Option<&String>) -> Result<Option<String>, ApiError> {

@@ -180,29 +180,12 @@ pub struct StartAnswer {
     pub saga_id: String,
     /// False when this key had already started the saga.
     pub created: bool,
-    /// With `?wait=`: where the saga stands when it ended or the wait ran out.
+    /// With `?wait=`: where the saga stands when it ended or the wait ran
+    /// out: `status` (`completed`, `compensated`, `failed`, `parked`, or
+    /// `running` / `compensating` when the wait ran out first), `ended`,
+    /// `output` (the definition's `output:` of a completed saga) and `cause`
+    /// (why it turned back, failed, was resolved by hand or is parked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<OutcomeView>,
-}
-
-/// Where a saga stands, for a caller that waited for its end.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OutcomeView {
-    /// `completed`, `compensated`, `failed`, `parked` (an operator must act),
-    /// or `running` / `compensating` when the wait ran out first.
-    pub status: String,
-    /// True once the saga has ended (completed, compensated or failed).
-    pub ended: bool,
-    /// The definition's `output:` of a completed saga.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
-    /// Why the saga turned back, failed, was resolved by hand or is parked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<Value>,
-}
-
-impl From<sagas::protocol::SagaOutcome> for OutcomeView {
-    fn from(o: sagas::protocol::SagaOutcome) -> Self {
-        Self { status: o.status, ended: o.ended, output: o.output, cause: o.cause }
-    }
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<sagas::protocol::SagaOutcome>,
 }

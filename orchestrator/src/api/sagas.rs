@@ -82,7 +82,7 @@ pub async fn start(
         None => None,
         Some(wait) => {
             let (_, saga) = state.driver.wait_for_end(&saga_id, wait, &state.stopping).await?;
-            Some(saga.outcome().into())
+            Some(saga.outcome())
         }
     };
     Ok((status, axum::Json(StartAnswer { saga_id, created, outcome })))
@@ -135,22 +135,30 @@ pub async fn list(
     State(state): State<ApiState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
-    let (spec, paging) = FilterSpec::from_query(raw.as_deref(), &["limit", "cursor"])?;
+    let (filter, limit, cursor) = paged_filter(raw.as_deref(), PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)?;
+    Ok(axum::Json(page(&state, &filter, cursor.as_deref(), limit).await?))
+}
+
+/// A list query: its filter, page size (`limit`, `default` when absent, at
+/// most `max`) and cursor.
+fn paged_filter(
+    raw: Option<&str>,
+    default: u64,
+    max: u64,
+) -> Result<(crate::store::ListFilter, u64, Option<String>), ApiError> {
+    let (spec, mut paging) = FilterSpec::from_query(raw, &["limit", "cursor"])?;
     let limit = match paging.get("limit") {
-        None => PAGE_SIZE_DEFAULT,
+        None => default,
         Some(text) => text.parse::<u64>().unwrap_or(0),
     };
-    if limit == 0 || limit > PAGE_SIZE_MAX {
-        return Err(ApiError::invalid(format!("`limit` must be 1-{PAGE_SIZE_MAX}")));
+    if limit == 0 || limit > max {
+        return Err(ApiError::invalid(format!("`limit` must be 1-{max}")));
     }
-    let cursor = paging.get("cursor");
-    if let Some(c) = cursor
-        && !valid_saga_id(c)
-    {
+    let cursor = paging.remove("cursor");
+    if cursor.as_deref().is_some_and(|c| !valid_saga_id(c)) {
         return Err(ApiError::invalid("`cursor` is not a cursor this API gave out"));
     }
-    let filter = spec.to_filter()?;
-    Ok(axum::Json(page(&state, &filter, cursor.map(String::as_str), limit).await?))
+    Ok((spec.to_filter()?, limit, cursor))
 }
 
 /// One page of sagas as the API shows them (shared with the console).
@@ -202,23 +210,11 @@ pub async fn export(
     State(state): State<ApiState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<axum::Json<ExportPage>, ApiError> {
-    let (spec, paging) = FilterSpec::from_query(raw.as_deref(), &["limit", "cursor"])?;
-    let limit = match paging.get("limit") {
-        None => EXPORT_PAGE_MAX,
-        Some(text) => text.parse::<u64>().unwrap_or(0),
-    };
-    if limit == 0 || limit > EXPORT_PAGE_MAX {
-        return Err(ApiError::invalid(format!("`limit` must be 1-{EXPORT_PAGE_MAX}")));
-    }
-    let cursor = paging.get("cursor");
-    if cursor.is_some_and(|c| !valid_saga_id(c)) {
-        return Err(ApiError::invalid("`cursor` is not a cursor this API gave out"));
-    }
-    let filter = spec.to_filter()?;
+    let (filter, limit, cursor) = paged_filter(raw.as_deref(), EXPORT_PAGE_MAX, EXPORT_PAGE_MAX)?;
     let store = state.driver.store();
     let now = store.clock().now_db();
     let owned = state.live_partitions().await?;
-    let page = store.list(&filter, cursor.map(String::as_str), limit, now, &owned).await?;
+    let page = store.list(&filter, cursor.as_deref(), limit, now, &owned).await?;
     let items = store.whole(page.rows).await?.iter().map(crate::retention::line).collect();
     Ok(axum::Json(ExportPage { items, next_cursor: page.next_cursor }))
 }

@@ -84,6 +84,25 @@ pub fn definitions_dir(files: &[(&str, &str)]) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Every line of every `*.jsonl.gz` file in `dir` (an archive or an
+/// export), parsed as JSON; files may hold several gzip members.
+///
+/// # Panics
+/// When the directory, a file or a line cannot be read: a test's failure.
+#[must_use]
+#[allow(clippy::expect_used)]
+pub fn gz_json_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the directory is readable") {
+        let file = std::fs::File::open(entry.expect("an entry").path()).expect("a file");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
+            .expect("gzip text");
+        lines.extend(text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

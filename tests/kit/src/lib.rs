@@ -11,7 +11,8 @@
 //! - [`wire`]: the orchestrator's end of the wire, played by a test: a private
 //!   namespace, commands published as the orchestrator does, replies read back.
 //! - [`task`]: an in-process service run until cancelled and checked on stop.
-//! - [`fixtures`]: saga definitions kept as files under `tests/kit/fixtures/`.
+//! - [`fixtures`]: saga definitions kept as files under `tests/kit/fixtures/`,
+//!   and the reader of archive and export files.
 //! - [`wait`]: polling until a condition holds, with a limit.
 //!
 //! Where the environment is missing (no PostgreSQL, no NATS) the error says

@@ -21,8 +21,7 @@ use bulk::bulk;
 use export::export;
 use list::list;
 use orchestrator::api::model::{
-    BulkJob, BulkPreview, OutcomeView, ProgressView, RepairOutcome, SagaDetail, SagaSummary,
-    StartAnswer,
+    BulkJob, BulkPreview, ProgressView, RepairOutcome, SagaDetail, SagaSummary, StartAnswer,
 };
 use repair::repair;
 use show::show;

@@ -53,7 +53,10 @@ fn parse_wait(text: &str) -> Result<Duration, CliError> {
 }
 
 /// Where a waited-for saga stands, for people.
-fn write_outcome(outcome: &OutcomeView, out: &mut dyn Write) -> Result<(), CliError> {
+fn write_outcome(
+    outcome: &sagas::protocol::SagaOutcome,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     if outcome.ended || outcome.status == "parked" {
         writeln!(out, "ended: {}", outcome.status)?;
