@@ -2,14 +2,17 @@
 //! leave the hot tables.
 //!
 //! Every [`LOOK_EVERY`], each instance takes the ended sagas of the
-//! partitions it holds, [`BATCH_SAGAS`] at a time, oldest first: it appends
-//! them to compressed JSON lines, one file per day they ended
-//! (`<archive dir>/<YYYY-MM-DD>.jsonl.gz`, a gzip member per batch), makes
-//! the file durable, and only then deletes them from the hot tables in one
-//! short transaction that leaves a marker saying where each went (the API
-//! answers `gone` for them). A crash between the two archives a batch twice,
-//! never loses one: readers dedupe by `saga_id`. Batches are small and
-//! apart, so the engine's own writes are never held up for long.
+//! partitions it holds, [`BATCH_SAGAS`] at a time, oldest first: it writes
+//! them as compressed JSON lines into a folder per day they ended, one new
+//! file per batch (`<archive dir>/<YYYY-MM-DD>/<uuid>.jsonl.gz`: written to
+//! a temporary name, synced, renamed, the folder synced), and only then
+//! deletes them from the hot tables in one short transaction that leaves a
+//! marker saying where each went (the API answers `gone` for them). No file
+//! is ever appended to, so a crash or a full disk leaves no torn archive,
+//! and instances sharing a directory never write the same file. A crash
+//! between the two steps archives a batch twice, never loses one: readers
+//! dedupe by `saga_id`. Batches are small and apart, so the engine's own
+//! writes are never held up for long.
 
 use crate::engine::Driver;
 use crate::store::StoreError;
@@ -102,12 +105,12 @@ pub async fn pass(
     Ok(archived)
 }
 
-/// The day file a saga that ended at `ended_ms` goes to: `YYYY-MM-DD.jsonl.gz` (UTC).
+/// The day folder a saga that ended at `ended_ms` goes to: `YYYY-MM-DD` (UTC).
 #[must_use]
-pub fn day_file(ended_ms: i64) -> String {
+pub fn day_of(ended_ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ended_ms).unwrap_or(0));
     let text = humantime::format_rfc3339_seconds(at).to_string();
-    format!("{}.jsonl.gz", text.get(..10).unwrap_or("unknown"))
+    text.get(..10).unwrap_or("unknown").to_owned()
 }
 
 /// One saga as a line of the archive: its row, tags and history.
@@ -137,49 +140,73 @@ pub fn line(s: &EndedSaga) -> Value {
     })
 }
 
-/// Append the batch to its day files (a gzip member each) and make them
-/// durable; the file each saga went to, in batch order.
+/// Write the batch into its day folders (one new file per day it spans)
+/// and make them durable; the file each saga went to (relative to `dir`),
+/// in batch order.
 async fn write_batch(dir: &Path, batch: &[EndedSaga]) -> Result<Vec<String>, ArchiveError> {
-    let mut by_file: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut files = Vec::with_capacity(batch.len());
+    let mut by_day: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut days = Vec::with_capacity(batch.len());
     for s in batch {
-        let file = day_file(s.row.updated_at_ms);
-        let lines = by_file.entry(file.clone()).or_default();
+        let day = day_of(s.row.updated_at_ms);
+        let lines = by_day.entry(day.clone()).or_default();
         serde_json::to_writer(&mut *lines, &line(s)).unwrap_or_default();
         lines.push(b'\n');
-        files.push(file);
+        days.push(day);
     }
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| ArchiveError::Write { file: dir.display().to_string(), source })?;
-        for (file, lines) in by_file {
-            let path = dir.join(&file);
-            append_member(&path, &lines).map_err(|source| ArchiveError::Write {
-                file: path.display().to_string(),
-                source,
-            })?;
+    let written = tokio::task::spawn_blocking(move || {
+        let mut written = BTreeMap::new();
+        for (day, lines) in by_day {
+            let file = write_file(&dir, &day, &lines)?;
+            written.insert(day, file);
         }
-        Ok::<_, ArchiveError>(())
+        Ok::<_, ArchiveError>(written)
     })
     .await
     .map_err(|e| ArchiveError::Write {
         file: "(archive)".to_owned(),
         source: std::io::Error::other(e.to_string()),
     })??;
-    Ok(files)
+    Ok(days.iter().map(|d| written.get(d).cloned().unwrap_or_default()).collect())
 }
 
-/// Append `lines` to `path` as one gzip member, and sync it to disk.
+/// Write `lines` as a new compressed file in `dir/day/`, whole or not at
+/// all: to a temporary name, synced, renamed, the folder synced. Its name
+/// relative to `dir`.
 ///
 /// # Errors
-/// When the file cannot be opened, written or synced.
-pub fn append_member(path: &Path, lines: &[u8]) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let mut gz = GzEncoder::new(file, Compression::default());
-    gz.write_all(lines)?;
-    let file = gz.finish()?;
-    file.sync_all()
+/// As [`ArchiveError::Write`], naming the file.
+pub fn write_file(dir: &Path, day: &str, lines: &[u8]) -> Result<String, ArchiveError> {
+    let folder = dir.join(day);
+    let name = format!("{}.jsonl.gz", uuid::Uuid::now_v7());
+    let failed = |file: &Path| {
+        let file = file.display().to_string();
+        move |source| ArchiveError::Write { file, source }
+    };
+    let fresh = !folder.exists();
+    std::fs::create_dir_all(&folder).map_err(failed(&folder))?;
+    if fresh {
+        sync_dir(dir).map_err(failed(dir))?;
+    }
+    let temporary = folder.join(format!(".{name}.tmp"));
+    let written = (|| {
+        let file = std::fs::File::create(&temporary)?;
+        let mut gz = GzEncoder::new(file, Compression::default());
+        gz.write_all(lines)?;
+        gz.finish()?.sync_all()?;
+        std::fs::rename(&temporary, folder.join(&name))?;
+        sync_dir(&folder)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failed(&folder.join(&name))(e));
+    }
+    Ok(format!("{day}/{name}"))
+}
+
+/// Make a folder's entries (a file created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -187,23 +214,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_saga_goes_to_the_file_of_the_day_it_ended() {
-        assert_eq!(day_file(0), "1970-01-01.jsonl.gz");
-        assert_eq!(day_file(1_796_289_583_019), "2026-12-03.jsonl.gz");
+    fn a_saga_goes_to_the_folder_of_the_day_it_ended() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_796_289_583_019), "2026-12-03");
     }
 
     #[test]
-    fn members_appended_read_back_as_one_stream() {
+    fn each_write_is_a_new_whole_file() {
         let dir = std::env::temp_dir().join(format!("skald-archive-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("d.jsonl.gz");
-        append_member(&path, b"{\"a\":1}\n").unwrap();
-        append_member(&path, b"{\"a\":2}\n").unwrap();
-        let mut text = String::new();
-        let file = std::fs::File::open(&path).unwrap();
-        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
-            .unwrap();
-        assert_eq!(text, "{\"a\":1}\n{\"a\":2}\n");
+        let a = write_file(&dir, "2026-12-03", b"{\"a\":1}\n").unwrap();
+        let b = write_file(&dir, "2026-12-03", b"{\"a\":2}\n").unwrap();
+        assert_ne!(a, b);
+        let mut texts = Vec::new();
+        for f in [&a, &b] {
+            let file = std::fs::File::open(dir.join(f)).unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(file), &mut text)
+                .unwrap();
+            texts.push(text);
+        }
+        assert_eq!(texts, ["{\"a\":1}\n", "{\"a\":2}\n"]);
+        let names: Vec<_> = std::fs::read_dir(dir.join("2026-12-03")).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temporary file is left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -522,6 +522,8 @@ async fn outcomes_tags_and_waits(api: Api) {
     assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
     let (status, v) = api.get("/v1/sagas?tag.bad%20name=1", Some(VIEWER)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (status, v) = api.get("/v1/sagas?tag.amount=", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an empty tag never widens a filter: {v}");
     let (status, v) = api.get("/v1/sagas?nonsense=1", Some(VIEWER)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
@@ -621,7 +623,9 @@ async fn running_sagas_move_to_a_compatible_version(api: Api) {
         .replace("version: 1", "version: 3")
         .replace("compensation: release", "compensation: release_all");
 
-    let (status, v) = api.post_text("/v1/definitions/check", VIEWER, &v3).await;
+    let (status, _) = api.post_text("/v1/definitions/check", VIEWER, &v3).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "reading every history is for operators");
+    let (status, v) = api.post_text("/v1/definitions/check", OPERATOR, &v3).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let c = &v["compatibility"];
     assert_eq!((c["running"].as_u64(), c["compatible"].as_u64()), (Some(2), Some(0)), "{v}");
@@ -738,6 +742,16 @@ async fn retention_archives_ended_sagas_and_the_api_says_where(api: Api) {
     assert_eq!(v["items"].as_array().unwrap().len(), 0, "its tags went with it: {v}");
     let metrics = api.engine.driver.metrics().render();
     assert!(metrics.contains("skald_sagas_archived_total 2"), "{metrics}");
+
+    // Its key still names it: the same start is answered, another is refused.
+    let again = |amount: i64| json!({"type": "transfer", "input": {"amount": amount}, "idempotency_key": "keep-1"});
+    let (status, v) = api.post("/v1/sagas?wait=1s", Some(OPERATOR), again(3)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["saga_id"], done.as_str());
+    assert_eq!(v["outcome"]["status"], "completed", "{v}");
+    assert_eq!(v["outcome"]["cause"]["cause"], "archived", "{v}");
+    let (status, v) = api.post("/v1/sagas", Some(OPERATOR), again(4)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -216,7 +216,7 @@ pub async fn validate(
 }
 
 /// Check a definition (YAML body) against the running sagas of its type:
-/// which could move to it and why the others could not (viewer).
+/// which could move to it and why the others could not (operator).
 #[utoipa::path(post, path = "/v1/definitions/check", tag = "definitions",
     request_body(content = String, content_type = "application/yaml"),
     security(("bearer" = [])),
@@ -260,6 +260,13 @@ pub async fn register(
     })?;
     let status = if known { StatusCode::OK } else { StatusCode::CREATED };
     let mut answer = summary(&registered, is_newest(&state, &registered));
-    answer.compatibility = Some(compatibility(&state, &registered).await?);
+    // The version is registered whatever happens here: the check only informs.
+    answer.compatibility = match compatibility(&state, &registered).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "registered, but the compatibility check failed");
+            None
+        }
+    };
     Ok((status, axum::Json(answer)))
 }

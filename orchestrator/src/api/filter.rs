@@ -147,7 +147,10 @@ impl FilterSpec {
                     "`tag.{name}` does not name a tag (letters, digits, `_` and `-`)"
                 )));
             }
-            let Some(value) = text(&format!("tag.{name}"), Some(value))? else { continue };
+            let Some(value) = text(&format!("tag.{name}"), Some(value))? else {
+                // An empty value (an unset variable, say) must not widen the filter.
+                return Err(ApiError::invalid(format!("`tag.{name}` has no value")));
+            };
             f.tags.insert(name.clone(), value);
         }
         match text("stuck", self.stuck.as_ref())?.as_deref() {

@@ -80,10 +80,7 @@ pub async fn start(
     let saga_id = started.saga_id().to_owned();
     let outcome = match wait {
         None => None,
-        Some(wait) => {
-            let (_, saga) = state.driver.wait_for_end(&saga_id, wait, &state.stopping).await?;
-            Some(saga.outcome())
-        }
+        Some(wait) => Some(state.driver.outcome(&saga_id, wait, &state.stopping).await?),
     };
     Ok((status, axum::Json(StartAnswer { saga_id, created, outcome })))
 }

@@ -123,8 +123,8 @@ async fn with_outcome(
     else {
         return;
     };
-    match driver.wait_for_end(saga_id, wait, stop).await {
-        Ok((_, state)) => *outcome = Some(state.outcome()),
+    match driver.outcome(saga_id, wait, stop).await {
+        Ok(o) => *outcome = Some(o),
         Err(e) => {
             tracing::warn!(error = %e, saga_id = %saga_id, "cannot tell a waiting start its outcome")
         }

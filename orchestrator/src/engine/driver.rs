@@ -162,7 +162,8 @@ impl Driver {
     /// Wait until `saga_id` ends (completed, compensated, failed) or parks,
     /// `within` passes, or `stop` is cancelled; then where it stands. An end
     /// this instance writes wakes the wait at once; one written by another
-    /// instance is seen within [`endings::LOOK_EVERY`].
+    /// instance is seen within [`endings::LOOK_EVERY`] (within
+    /// [`endings::LOOK_OWNED`] should this instance's partition move).
     pub async fn wait_for_end(
         &self,
         saga_id: &str,
@@ -184,10 +185,42 @@ impl Driver {
             else {
                 return self.state(saga_id).await;
             };
+            let look = if self.epoch_of(row.partition).is_some() {
+                endings::LOOK_OWNED
+            } else {
+                endings::LOOK_EVERY
+            };
             tokio::select! {
-                () = watch.ended_or(left.min(endings::LOOK_EVERY)) => {}
+                () = watch.ended_or(left.min(look)) => {}
                 () = stop.cancelled() => {}
             }
+        }
+    }
+
+    /// [`Self::wait_for_end`], as a caller sees it: the saga's outcome. An
+    /// archived saga answers with the end it was archived in.
+    pub async fn outcome(
+        &self,
+        saga_id: &str,
+        within: std::time::Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<sagas::protocol::SagaOutcome, DriveError> {
+        match self.wait_for_end(saga_id, within, stop).await {
+            Ok((_, state)) => Ok(state.outcome()),
+            Err(DriveError::UnknownSaga { .. }) => match self.store.archived(saga_id).await? {
+                Some(a) => Ok(sagas::protocol::SagaOutcome {
+                    status: a.status,
+                    ended: true,
+                    output: None,
+                    cause: Some(serde_json::json!({
+                        "cause": "archived",
+                        "archived_at_ms": a.archived_at_ms,
+                        "file": a.file,
+                    })),
+                }),
+                None => Err(DriveError::UnknownSaga { saga_id: saga_id.to_owned() }),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -238,6 +271,16 @@ impl Driver {
         };
         if let Some(row) = self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
             return existing(row);
+        }
+        // Ended long ago and archived: the key still names that saga.
+        if let Some(a) =
+            self.store.archived_by_key(saga_type, key).await.map_err(DriveError::from)?
+        {
+            return if a.input_hash == input_hash {
+                Ok(Started::Existing { saga_id: a.saga_id })
+            } else {
+                Err(StartError::Conflict { key: key.to_owned(), saga_id: a.saga_id })
+            };
         }
         let saga_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!(
@@ -403,6 +446,12 @@ impl Driver {
         }
         let current = self.load_current(saga_id).await?;
         let saga_type = current.state.definition.name.clone();
+        if self.registry.version(&saga_type, to_version).is_none()
+            && let Err(e) = self.registry.refresh(&self.store).await
+        {
+            // Registered through another instance, perhaps: the store knows.
+            tracing::warn!(error = %e, "cannot refresh definitions from the store");
+        }
         let to = self.registry.version(&saga_type, to_version).ok_or_else(|| {
             DriveError::UnknownVersion { saga_type: saga_type.clone(), version: to_version }
         })?;
@@ -513,12 +562,23 @@ impl Driver {
             .load(saga_id)
             .await?
             .ok_or_else(|| DriveError::UnknownSaga { saga_id: saga_id.to_owned() })?;
-        let definition = self.definition(&loaded.row.definition_hash).await.ok_or_else(|| {
-            DriveError::UnknownDefinition {
-                saga_id: saga_id.to_owned(),
-                hash: loaded.row.definition_hash.clone(),
-            }
-        })?;
+        // The version the saga runs is the last one its history moved it to:
+        // the row and the events are two reads, and a move may commit between
+        // them, so the events (the snapshot decided on) say, not the row.
+        let hash = loaded
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                sagas::machine::SagaEvent::DefinitionChanged { to_hash, .. } => Some(to_hash),
+                _ => None,
+            })
+            .unwrap_or(&loaded.row.definition_hash)
+            .clone();
+        let definition = self
+            .definition(&hash)
+            .await
+            .ok_or_else(|| DriveError::UnknownDefinition { saga_id: saga_id.to_owned(), hash })?;
         Ok((loaded, definition))
     }
 
@@ -573,7 +633,7 @@ impl Driver {
         Ok(Cached {
             identity: Projection {
                 saga_type: row.saga_type,
-                definition_hash: row.definition_hash,
+                definition_hash: definition.hash.clone(),
                 partition: row.partition,
                 idempotency_key: row.idempotency_key,
                 input_hash: row.input_hash,

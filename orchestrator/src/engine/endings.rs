@@ -13,8 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How often a waiter looks at the store between notifications.
+/// How often a waiter looks at the store between notifications, for a saga
+/// another instance drives.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The same for a saga this instance drives: its end wakes the waiter, so
+/// the look is only a safety net (the partition may move away meanwhile).
+pub const LOOK_OWNED: Duration = Duration::from_secs(5);
 /// Most callers waiting at once on one instance; a wait beyond it is
 /// answered at once with where the saga stands.
 pub const WAITERS_MAX: usize = 10_000;

@@ -103,6 +103,8 @@ impl Store {
             saga_id: Set(s.row.saga_id.clone()),
             saga_type: Set(s.row.saga_type.clone()),
             status: Set(s.row.status.clone()),
+            idempotency_key: Set(s.row.idempotency_key.clone()),
+            input_hash: Set(s.row.input_hash.clone()),
             ended_at_ms: Set(s.row.updated_at_ms),
             archived_at_ms: Set(archived_at_ms),
             file: Set(file.clone()),
@@ -118,6 +120,19 @@ impl Store {
             .await?;
         txn.commit().await?;
         Ok(removed)
+    }
+
+    /// The archived saga a start of `saga_type` with `key` made, if any.
+    pub async fn archived_by_key(
+        &self,
+        saga_type: &str,
+        key: &str,
+    ) -> Result<Option<archived_sagas::Model>, StoreError> {
+        Ok(archived_sagas::Entity::find()
+            .filter(archived_sagas::Column::SagaType.eq(saga_type))
+            .filter(archived_sagas::Column::IdempotencyKey.eq(key))
+            .one(self.db())
+            .await?)
     }
 
     /// Where an archived saga went, if it was archived.

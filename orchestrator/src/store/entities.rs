@@ -225,6 +225,9 @@ pub mod archived_sagas {
         pub saga_id: String,
         pub saga_type: String,
         pub status: String,
+        /// Kept so that the same start again still names this saga.
+        pub idempotency_key: String,
+        pub input_hash: String,
         pub ended_at_ms: i64,
         pub archived_at_ms: i64,
         /// The archive file (under the archive directory) holding its history.

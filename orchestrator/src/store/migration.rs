@@ -461,6 +461,8 @@ enum ArchivedSagas {
     SagaId,
     SagaType,
     Status,
+    IdempotencyKey,
+    InputHash,
     EndedAtMs,
     ArchivedAtMs,
     File,
@@ -476,10 +478,20 @@ impl MigrationTrait for Archive {
                 .col(ColumnDef::new(ArchivedSagas::SagaId).string().not_null().primary_key())
                 .col(ColumnDef::new(ArchivedSagas::SagaType).string().not_null())
                 .col(ColumnDef::new(ArchivedSagas::Status).string().not_null())
+                .col(ColumnDef::new(ArchivedSagas::IdempotencyKey).string().not_null())
+                .col(ColumnDef::new(ArchivedSagas::InputHash).string().not_null())
                 .col(ColumnDef::new(ArchivedSagas::EndedAtMs).big_integer().not_null())
                 .col(ColumnDef::new(ArchivedSagas::ArchivedAtMs).big_integer().not_null())
                 .col(ColumnDef::new(ArchivedSagas::File).string().not_null())
                 .to_owned(),
+        )
+        .await?;
+        // A start with the key of an archived saga finds it here.
+        index(
+            m,
+            "archived_sagas_by_key",
+            ArchivedSagas::Table,
+            [ArchivedSagas::SagaType, ArchivedSagas::IdempotencyKey],
         )
         .await?;
         index(m, "sagas_ended_by_age", Sagas::Table, [Sagas::Status, Sagas::UpdatedAtMs]).await

@@ -140,20 +140,12 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
             subscribe: vec![inbox],
             answer_requests: false,
         },
-        // Starts sagas, and may follow their ends with consumers of its own
-        // on the ended stream (create, read, acknowledge; never delete).
+        // Starts sagas, and nothing else: no JetStream rights at all. (Who
+        // may create a consumer may name any deliver subject, and the server
+        // delivers there without the creator's publish permission: a starter
+        // could aim the ends stream at command subjects.)
         Role::Starter => Permissions {
-            publish: vec![
-                format!("{p}.start.>"),
-                "$JS.API.INFO".to_owned(),
-                format!("$JS.API.STREAM.INFO.{ended}"),
-                format!("$JS.API.CONSUMER.CREATE.{ended}"),
-                format!("$JS.API.CONSUMER.CREATE.{ended}.>"),
-                format!("$JS.API.CONSUMER.DURABLE.CREATE.{ended}.>"),
-                format!("$JS.API.CONSUMER.INFO.{ended}.>"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.{ended}.>"),
-                format!("$JS.ACK.{ended}.>"),
-            ],
+            publish: vec![format!("{p}.start.>")],
             subscribe: vec![inbox],
             answer_requests: false,
         },
@@ -304,10 +296,7 @@ mod tests {
         assert!(o.publish.contains(&"t1.cmd.>".to_owned()));
         assert!(o.answer_requests);
         let s = permissions(&ns, &id("api", Role::Starter));
-        assert!(s.publish.contains(&"t1.start.>".to_owned()));
-        assert!(!s.publish.iter().any(|p| p.starts_with("t1.cmd") || p.starts_with("t1.ended")));
-        assert!(s.publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.T1_ENDED.>".to_owned()));
-        assert!(!s.publish.iter().any(|p| p.contains("DELETE") || p.contains("T1_COMMANDS")));
+        assert_eq!(s.publish, ["t1.start.>"], "no JetStream rights: no consumer to aim anywhere");
     }
 
     #[test]

@@ -204,8 +204,8 @@ impl StepDef {
 
 impl Definition {
     /// A saga's tags, rendered from its input: (name, value) with each value
-    /// as text (a JSON string as itself, anything else as JSON), cut to
-    /// [`limits::TAG_VALUE_LEN_MAX`] bytes. A tag whose reference is absent
+    /// as text (a JSON string as itself, anything else as JSON; control
+    /// characters replaced by U+FFFD), cut to [`limits::TAG_VALUE_LEN_MAX`] bytes. A tag whose reference is absent
     /// from the input (an optional field) is left out.
     #[must_use]
     pub fn render_tags(&self, saga_id: &str, input: &Value) -> Vec<(String, String)> {
@@ -218,6 +218,10 @@ impl Definition {
                     Value::Null => return None,
                     other => other.to_string(),
                 };
+                // Stored as text and searched for: no control characters
+                // (PostgreSQL text cannot hold NUL at all).
+                let value: String =
+                    value.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
                 Some((name.clone(), truncated(value, limits::TAG_VALUE_LEN_MAX)))
             })
             .collect()

@@ -105,15 +105,18 @@ pub fn check_state(state: &SagaState, to: &Arc<Definition>) -> Result<(), Incomp
                 ),
             ));
         };
+        // The input mapping too: a retry renders it again, and the
+        // compensation is sent with what the action was sent with.
         let same = new.name == old.name
             && new.participant == old.participant
             && new.action == old.action
-            && new.compensation == old.compensation;
+            && new.compensation == old.compensation
+            && new.input == old.input;
         if !same {
             return Err(incompatible(
                 "step_changed",
                 format!(
-                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}) in v{}",
+                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}, its input mapping compared too) in v{}",
                     index + 1,
                     old.name,
                     old.participant,

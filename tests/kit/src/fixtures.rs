@@ -84,8 +84,8 @@ pub fn definitions_dir(files: &[(&str, &str)]) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Every line of every `*.jsonl.gz` file in `dir` (an archive or an
-/// export), parsed as JSON; files may hold several gzip members.
+/// Every line of every `*.jsonl.gz` file under `dir` (an archive or an
+/// export, its day folders included), parsed as JSON.
 ///
 /// # Panics
 /// When the directory, a file or a line cannot be read: a test's failure.
@@ -94,7 +94,12 @@ pub fn definitions_dir(files: &[(&str, &str)]) -> std::io::Result<PathBuf> {
 pub fn gz_json_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).expect("the directory is readable") {
-        let file = std::fs::File::open(entry.expect("an entry").path()).expect("a file");
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            lines.extend(gz_json_lines(&path));
+            continue;
+        }
+        let file = std::fs::File::open(path).expect("a file");
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
             .expect("gzip text");

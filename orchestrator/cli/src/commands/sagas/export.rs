@@ -1,9 +1,9 @@
 //! `skald sagas export --out DIR`: sagas whole (row, tags, history) to
-//! compressed JSON lines, one file per day they last changed, in the format
-//! retention archives in.
+//! compressed JSON lines in a folder per day they last changed, in the
+//! format and layout retention archives in.
 
 use super::*;
-use orchestrator::retention::{append_member, day_file};
+use orchestrator::retention::{day_of, write_file};
 use std::collections::BTreeMap;
 
 pub(super) async fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -32,24 +32,22 @@ pub(super) async fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<Out
         let mut by_day: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for item in items.iter().take(usize::try_from(args.max - sagas).unwrap_or(usize::MAX)) {
             let ended = item.get("ended_at_ms").and_then(Value::as_i64).unwrap_or_default();
-            let lines = by_day.entry(day_file(ended)).or_default();
+            let lines = by_day.entry(day_of(ended)).or_default();
             serde_json::to_writer(&mut *lines, item).unwrap_or_default();
             lines.push(b'\n');
             sagas += 1;
-            *files.entry(day_file(ended)).or_default() += 1;
+            *files.entry(day_of(ended)).or_default() += 1;
         }
-        for (file, lines) in by_day {
-            let path = args.out.join(&file);
-            append_member(&path, &lines)
-                .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+        for (day, lines) in by_day {
+            write_file(&args.out, &day, &lines).map_err(|e| CliError::failed(e.to_string()))?;
         }
         if cursor.is_none() || sagas >= args.max {
             break;
         }
     }
     writeln!(out, "exported {sagas} sagas to {}", args.out.display())?;
-    for (file, n) in &files {
-        writeln!(out, "  {file}  {n}")?;
+    for (day, n) in &files {
+        writeln!(out, "  {day}/  {n}")?;
     }
     if cursor.is_some() {
         writeln!(out, "stopped at --max {}; more sagas match", args.max)?;

@@ -226,16 +226,17 @@ pub enum SagasCommand {
     },
     /// Write sagas whole (row, tags, every event) to compressed JSON lines.
     #[command(
-        long_about = "Export the sagas the filters match, whole, to compressed JSON lines: one \
-            `YYYY-MM-DD.jsonl.gz` per day they ended (or last changed) under --out, one saga per \
-            line (`saga_id`, `saga_type`, `definition_hash`, `status`, `idempotency_key`, \
-            `partition`, `created_at_ms`, `ended_at_ms`, `tags`, `events`): the format \
-            `skald serve --retention` archives in. Files are appended to (a gzip member per \
-            page; `zcat` reads them whole); nothing is removed from the server.",
+        long_about = "Export the sagas the filters match, whole, to compressed JSON lines under \
+            --out, in a folder per day they ended (or last changed), a new file per page of 200 \
+            (`YYYY-MM-DD/<id>.jsonl.gz`), one saga per line (`saga_id`, `saga_type`, \
+            `definition_hash`, `status`, `idempotency_key`, `partition`, `created_at_ms`, \
+            `ended_at_ms`, `tags`, `events`): the format and layout `skald serve --retention` \
+            archives in. Each file is written whole (temporary name, synced, renamed); nothing \
+            is removed from the server.",
         after_help = "Examples:\n  \
             skald sagas export --out archive --status completed,compensated,failed --older-than 30d\n  \
             skald sagas export --out audit --type topup --tag wallet=alice\n  \
-            zcat archive/2026-11-02.jsonl.gz | jq -r .saga_id\n\n\
+            zcat archive/2026-11-02/*.jsonl.gz | jq -r .saga_id\n\n\
             Exit status: 0 exported, 1 the API refused or a file cannot be written, 2 usage, \
             3 the API cannot be reached."
     )]
@@ -308,7 +309,7 @@ pub struct ListArgs {
 /// Which sagas to export, and where.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The directory to write `YYYY-MM-DD.jsonl.gz` files into (created if missing).
+    /// The directory to write `YYYY-MM-DD/<id>.jsonl.gz` files into (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: std::path::PathBuf,
     /// Saga type.
