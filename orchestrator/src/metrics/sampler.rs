@@ -56,7 +56,7 @@ pub async fn run(parts: SamplerParts, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = sample(&parts) => {}
         }
-        if samples % STUCK_EVERY == 0 {
+        if samples.is_multiple_of(STUCK_EVERY) {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = sample_stuck(&parts) => {}
