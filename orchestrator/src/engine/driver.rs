@@ -170,6 +170,18 @@ impl Driver {
         within: std::time::Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
+        self.wait_end(saga_id, within, stop).await?;
+        self.state(saga_id).await
+    }
+
+    /// Wait as [`Self::wait_for_end`] does; the outcome when this instance
+    /// wrote the end and said it, `None` when the caller must look.
+    async fn wait_end(
+        &self,
+        saga_id: &str,
+        within: std::time::Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<sagas::protocol::SagaOutcome>, DriveError> {
         let until = tokio::time::Instant::now() + within;
         loop {
             // Registered before the look, so an end between the two still wakes it.
@@ -183,7 +195,7 @@ impl Driver {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             let Some(watch) = watch.filter(|_| !ended && !left.is_zero() && !stop.is_cancelled())
             else {
-                return self.state(saga_id).await;
+                return Ok(None);
             };
             let look = if self.epoch_of(row.partition).is_some() {
                 endings::LOOK_OWNED
@@ -191,7 +203,9 @@ impl Driver {
                 endings::LOOK_EVERY
             };
             tokio::select! {
-                () = watch.ended_or(left.min(look)) => {}
+                told = watch.ended_or(left.min(look)) => if told.is_some() {
+                    return Ok(told);
+                },
                 () = stop.cancelled() => {}
             }
         }
@@ -205,8 +219,9 @@ impl Driver {
         within: std::time::Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<sagas::protocol::SagaOutcome, DriveError> {
-        match self.wait_for_end(saga_id, within, stop).await {
-            Ok((_, state)) => Ok(state.outcome()),
+        match self.wait_end(saga_id, within, stop).await {
+            Ok(Some(told)) => Ok(told),
+            Ok(None) => Ok(self.state(saga_id).await?.1.outcome()),
             Err(DriveError::UnknownSaga { .. }) => match self.store.archived(saga_id).await? {
                 Some(a) => Ok(sagas::protocol::SagaOutcome {
                     status: a.status,
@@ -795,7 +810,7 @@ impl Driver {
             self.bell.deadline_set(clock::to_db(at));
         }
         if after.status.is_end() {
-            self.endings.ended(saga_id);
+            self.endings.ended(saga_id, || after.outcome());
             if let Some(tx) = &self.ended {
                 let _ = tx.send(saga_id.to_owned());
             }

@@ -1,12 +1,15 @@
 //! Callers waiting for a saga to end (`?wait=` on the API, `wait_ms` in a
 //! NATS start request).
 //!
-//! The driver tells [`Endings`] of every end it writes; a waiter registered
-//! for that saga wakes at once. A saga's end may be written by another
-//! instance (the owner of its partition), so a waiter also looks at the store
-//! every [`LOOK_EVERY`]: a notification is the fast path, never the only one.
-//! With nobody waiting, an end costs one atomic load.
+//! The driver tells [`Endings`] of every end it writes, with the outcome; a
+//! waiter registered for that saga wakes at once holding it, so a caller that
+//! wants only the outcome reads nothing more from the store. A saga's end may
+//! be written by another instance (the owner of its partition), so a waiter
+//! also looks at the store every [`LOOK_EVERY`]: a notification is the fast
+//! path, never the only one. With nobody waiting, an end costs one atomic
+//! load; the outcome is computed only for a saga someone waits on.
 
+use sagas::protocol::SagaOutcome;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +34,7 @@ pub struct Endings {
 
 #[derive(Debug, Default)]
 struct Inner {
-    waiting: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    waiting: Mutex<HashMap<String, Vec<Arc<Waiter>>>>,
     /// Live [`Watch`]es: lets [`Endings::ended`] skip the lock when zero.
     count: AtomicUsize,
 }
@@ -45,27 +48,30 @@ impl Endings {
             self.inner.count.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let notify = Arc::new(Notify::new());
+        let waiter = Arc::new(Waiter::default());
         self.inner
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(saga_id.to_owned())
             .or_default()
-            .push(notify.clone());
-        Some(Watch { inner: self.inner.clone(), saga_id: saga_id.to_owned(), notify })
+            .push(waiter.clone());
+        Some(Watch { inner: self.inner.clone(), saga_id: saga_id.to_owned(), waiter })
     }
 
-    /// `saga_id` ended (or parked): wake its waiters.
-    pub fn ended(&self, saga_id: &str) {
+    /// `saga_id` ended (or parked) with `outcome`: wake its waiters with it.
+    pub fn ended(&self, saga_id: &str, outcome: impl FnOnce() -> SagaOutcome) {
         if self.inner.count.load(Ordering::Acquire) == 0 {
             return;
         }
         let woken =
             self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(saga_id);
-        for notify in woken.into_iter().flatten() {
+        let Some(woken) = woken else { return };
+        let outcome = outcome();
+        for waiter in woken {
+            *waiter.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome.clone());
             // Stored as a permit when the waiter is between looks.
-            notify.notify_one();
+            waiter.notify.notify_one();
         }
     }
 
@@ -76,18 +82,27 @@ impl Endings {
     }
 }
 
+/// What a waiter is woken with.
+#[derive(Debug, Default)]
+struct Waiter {
+    notify: Notify,
+    outcome: Mutex<Option<SagaOutcome>>,
+}
+
 /// One caller's wait for one saga; leaves the registry when dropped.
 #[derive(Debug)]
 pub struct Watch {
     inner: Arc<Inner>,
     saga_id: String,
-    notify: Arc<Notify>,
+    waiter: Arc<Waiter>,
 }
 
 impl Watch {
-    /// Until the saga's end is reported here, or `at_most` passes.
-    pub async fn ended_or(&self, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, self.notify.notified()).await;
+    /// Until the saga's end is reported here (its outcome), or `at_most`
+    /// passes (`None`).
+    pub async fn ended_or(&self, at_most: Duration) -> Option<SagaOutcome> {
+        let _ = tokio::time::timeout(at_most, self.waiter.notify.notified()).await;
+        self.waiter.outcome.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -95,7 +110,7 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(list) = waiting.get_mut(&self.saga_id) {
-            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            list.retain(|w| !Arc::ptr_eq(w, &self.waiter));
             if list.is_empty() {
                 waiting.remove(&self.saga_id);
             }
@@ -114,11 +129,13 @@ mod tests {
         let endings = Endings::default();
         let a = endings.watch("a").expect("room");
         let b = endings.watch("b").expect("room");
-        endings.ended("a");
+        let done =
+            SagaOutcome { status: "completed".into(), ended: true, output: None, cause: None };
+        endings.ended("a", || done.clone());
         let started = tokio::time::Instant::now();
-        a.ended_or(Duration::from_secs(10)).await;
+        assert_eq!(a.ended_or(Duration::from_secs(10)).await, Some(done));
         assert!(started.elapsed() < Duration::from_secs(1), "woken at once");
-        b.ended_or(Duration::from_secs(10)).await;
+        assert_eq!(b.ended_or(Duration::from_secs(10)).await, None);
         assert!(started.elapsed() >= Duration::from_secs(10), "b was not woken by a's end");
         drop((a, b));
         assert_eq!(endings.waiting(), 0);

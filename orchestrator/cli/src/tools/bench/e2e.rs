@@ -161,7 +161,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
                 if config.waiters {
                     let (driver, id, stop) = (driver.clone(), id.clone(), stop_waiting.clone());
                     let most = std::time::Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
-                    waiting.spawn(async move { driver.wait_for_end(&id, most, &stop).await.is_ok() });
+                    waiting.spawn(async move { driver.outcome(&id, most, &stop).await.is_ok() });
                 }
                 match ended_early.remove(&id) {
                     Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
