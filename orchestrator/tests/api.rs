@@ -618,7 +618,8 @@ async fn running_sagas_move_to_a_compatible_version(api: Api) {
     // which both sagas have reached.
     let notify =
         "  - name: notify\n    participant: bank\n    action: notify\n    compensation: unnotify\n";
-    let v2 = format!("{}{notify}", DEFINITION.replace("version: 1", "version: 2"));
+    let v2 = format!("{}{notify}", DEFINITION.replace("version: 1", "version: 2"))
+        .replace("tags:\n", "tags:\n  kind: \"t-{{saga.type}}\"\n");
     let v3 = DEFINITION
         .replace("version: 1", "version: 3")
         .replace("compensation: release", "compensation: release_all");
@@ -683,6 +684,7 @@ async fn running_sagas_move_to_a_compatible_version(api: Api) {
     let (_, v) = api.get(&format!("/v1/sagas/{at_confirm}"), Some(VIEWER)).await;
     assert_eq!(v["definition_version"], 2, "{v}");
     assert_eq!(v["current_step"], "notify", "{v}");
+    assert_eq!(v["tags"], json!({"amount": "3", "kind": "t-transfer"}), "v2's tags: {v}");
     let types: Vec<&str> =
         v["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(types.contains(&"definition_changed"), "{types:?}");

@@ -734,7 +734,13 @@ impl Driver {
                 identity.definition_hash.clone_from(&to.hash);
             }
             let status = after.status.as_str().to_owned();
-            let projection = with_identity(&identity, &after);
+            let mut projection = with_identity(&identity, &after);
+            if let Input::Migrate { to, .. } = input {
+                // Tags as the new version renders them, so lists, filters and
+                // the end's announcement agree.
+                projection.tags = to.render_tags(saga_id, &after.input);
+                projection.retag = true;
+            }
             let record = ticket.as_ref().map(|t| RepairRecord {
                 request_id: t.request_id.to_owned(),
                 action: t.action.to_owned(),

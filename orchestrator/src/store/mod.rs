@@ -87,9 +87,12 @@ pub struct Projection {
     pub attempt: i32,
     pub deadline_at_ms: Option<i64>,
     pub park_reason: Option<String>,
-    /// A new saga's business tags (name, value), written with its row; later
-    /// appends leave them as they are.
+    /// A new saga's business tags (name, value), written with its row; a
+    /// move to another version writes its own in their place. Other appends
+    /// leave them as they are (and carry none).
     pub tags: Vec<(String, String)>,
+    /// Replace the stored tags with `tags` (a move to another version).
+    pub retag: bool,
 }
 
 /// A command for the outbox.

@@ -560,6 +560,16 @@ async fn write_one<C: ConnectionTrait>(
             saga_tags::Entity::insert_many(a.tag_rows()).exec(conn).await?;
         }
     }
+    if a.expected_seq != 0 && p.retag {
+        // A move to another version: its tags replace the old ones.
+        saga_tags::Entity::delete_many()
+            .filter(saga_tags::Column::SagaId.eq(a.saga_id.as_str()))
+            .exec(conn)
+            .await?;
+        if !p.tags.is_empty() {
+            saga_tags::Entity::insert_many(a.tag_rows()).exec(conn).await?;
+        }
+    }
     let commands = insert_commands(conn, a.outbox_rows().collect()).await?;
     if let Some(r) = &a.repair {
         let row = repairs::ActiveModel {
@@ -603,6 +613,7 @@ mod tests {
             deadline_at_ms: None,
             park_reason: None,
             tags: Vec::new(),
+            retag: false,
         }
     }
 
