@@ -762,3 +762,23 @@ on_each_backend!(
     retention_archives_ended_sagas_sqlite,
     retention_archives_ended_sagas_postgres
 );
+
+async fn whole_sagas_are_read_within_a_size(api: Api) {
+    for key in ["size-1", "size-2", "size-3"] {
+        api.start(key, 1).await;
+    }
+    let store = api.engine.driver.store();
+    let filter = orchestrator::store::ListFilter::default();
+    let rows = store.list(&filter, None, 10, 0, &[]).await.unwrap().rows;
+    assert_eq!(store.whole_within(rows.clone(), i64::MAX).await.unwrap().len(), 3);
+    let one = store.whole_within(rows.clone(), 1).await.unwrap();
+    assert_eq!(one.len(), 1, "the first always, however long");
+    assert_eq!(one[0].row.saga_id, rows[0].saga_id);
+    assert!(one[0].events.len() >= 2, "with its history");
+}
+
+on_each_backend!(
+    whole_sagas_are_read_within_a_size:
+    whole_sagas_are_read_within_a_size_sqlite,
+    whole_sagas_are_read_within_a_size_postgres
+);

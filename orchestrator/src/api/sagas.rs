@@ -212,8 +212,16 @@ pub async fn export(
     let now = store.clock().now_db();
     let owned = state.live_partitions().await?;
     let page = store.list(&filter, cursor.as_deref(), limit, now, &owned).await?;
-    let items = store.whole(page.rows).await?.iter().map(crate::retention::line).collect();
-    Ok(axum::Json(ExportPage { items, next_cursor: page.next_cursor }))
+    let listed = page.rows.len();
+    let whole = store.whole(page.rows).await?;
+    // Cut short by size: the next page starts after the last one given.
+    let next_cursor = if whole.len() < listed {
+        whole.last().map(|s| s.row.saga_id.clone())
+    } else {
+        page.next_cursor
+    };
+    let items = whole.iter().map(crate::retention::line).collect();
+    Ok(axum::Json(ExportPage { items, next_cursor }))
 }
 
 /// Saga ids are UUIDs; anything else cannot name a saga.

@@ -4,10 +4,15 @@
 
 use super::entities::{archived_sagas, repairs, saga_events, saga_tags, sagas};
 use super::{Store, StoreError};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use std::collections::HashMap;
+
+/// Most bytes of history [`Store::whole`] reads at once (more than one saga's
+/// only when the first alone is larger).
+pub const WHOLE_BYTES_MAX: i64 = 32 * 1024 * 1024;
 
 /// The statuses a saga may be archived in: it has ended for good.
 pub const ARCHIVABLE: [&str; 3] = ["completed", "compensated", "failed"];
@@ -41,11 +46,44 @@ impl Store {
         self.whole(rows).await
     }
 
-    /// These sagas whole: each row with its history and tags.
+    /// These sagas whole: each row with its history and tags; only the first
+    /// of them whose histories fit in [`WHOLE_BYTES_MAX`] (always the first),
+    /// so a batch of long histories cannot take all memory.
     pub async fn whole(&self, rows: Vec<sagas::Model>) -> Result<Vec<EndedSaga>, StoreError> {
+        self.whole_within(rows, WHOLE_BYTES_MAX).await
+    }
+
+    /// [`Self::whole`] within `max_bytes` of history.
+    pub async fn whole_within(
+        &self,
+        mut rows: Vec<sagas::Model>,
+        max_bytes: i64,
+    ) -> Result<Vec<EndedSaga>, StoreError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&str> = rows.iter().map(|r| r.saga_id.as_str()).collect();
+        let sizes: HashMap<String, i64> = saga_events::Entity::find()
+            .select_only()
+            .column(saga_events::Column::SagaId)
+            .column_as(Expr::cust("SUM(LENGTH(\"event\"))"), "bytes")
+            .filter(saga_events::Column::SagaId.is_in(ids.iter().copied()))
+            .group_by(saga_events::Column::SagaId)
+            .into_tuple::<(String, i64)>()
+            .all(self.db())
+            .await?
+            .into_iter()
+            .collect();
+        let mut total = 0_i64;
+        let fits = rows
+            .iter()
+            .take_while(|r| {
+                total = total.saturating_add(sizes.get(&r.saga_id).copied().unwrap_or(0));
+                total <= max_bytes
+            })
+            .count()
+            .max(1);
+        rows.truncate(fits);
         let ids: Vec<&str> = rows.iter().map(|r| r.saga_id.as_str()).collect();
         let mut events: HashMap<String, Vec<saga_events::Model>> = HashMap::new();
         for e in saga_events::Entity::find()
