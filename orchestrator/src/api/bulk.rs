@@ -18,7 +18,7 @@ use crate::engine::driver::{DriveError, Driver, RepairOutcome};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use sagas::machine::{Decision, Input, OperatorInput, SagaEvent};
+use sagas::machine::{Input, OperatorInput};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -116,25 +116,17 @@ enum BulkOp {
 }
 
 impl BulkOp {
-    /// What it would do to one saga (its events), or why it would fail.
-    async fn preview(&self, driver: &Driver, saga_id: &str) -> Result<Decision, DriveError> {
+    /// The events it would record on one saga, or why it would fail.
+    async fn preview(&self, driver: &Driver, saga_id: &str) -> Result<Vec<String>, DriveError> {
         match self {
-            Self::Repair(op) => driver.preview(saga_id, &Input::Operator(op.clone())).await,
+            Self::Repair(op) => {
+                let decision = driver.preview(saga_id, &Input::Operator(op.clone())).await?;
+                Ok(decision.events.iter().map(|e| e.name().to_owned()).collect())
+            }
             Self::Migrate { to_version, by, reason } => {
                 let request_id = format!("preview:{saga_id}");
-                driver.migrate(saga_id, *to_version, by, reason, &request_id, true).await?;
-                Ok(Decision {
-                    events: vec![SagaEvent::DefinitionChanged {
-                        from_hash: String::new(),
-                        from_version: 0,
-                        to_hash: String::new(),
-                        to_version: *to_version,
-                        by: by.clone(),
-                        reason: reason.clone(),
-                        at: driver.store().clock().now(),
-                    }],
-                    ..Decision::default()
-                })
+                let dry = driver.migrate(saga_id, *to_version, by, reason, &request_id, true);
+                Ok(dry.await?.events)
             }
         }
     }
@@ -237,10 +229,9 @@ pub async fn bulk(
         };
         for id in &ids {
             match op.preview(&state.driver, id).await {
-                Ok(d) if d.events.is_empty() => {}
-                Ok(d) => {
+                Ok(events) if events.is_empty() => {}
+                Ok(events) => {
                     if preview.would_change.len() < PREVIEW_LISTED_MAX {
-                        let events = d.events.iter().map(|e| e.name().to_owned()).collect();
                         preview.would_change.push(WouldChange { saga_id: id.clone(), events });
                     } else {
                         preview.truncated = true;

@@ -96,15 +96,18 @@ async fn compatibility(state: &ApiState, d: &Arc<Definition>) -> Result<Compatib
     for id in store.ids_matching(&filter, CHECK_SAGAS_MAX, now, &owned).await? {
         let verdict = match state.driver.can_migrate(&id, d).await {
             Ok(v) => v,
-            // Ended or gone since it was listed.
+            // Gone since it was listed.
             Err(crate::engine::DriveError::UnknownSaga { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        c.examined += 1;
+        match &verdict {
+            // Ended since it was listed: not one of the running.
+            Err(e) if e.code == "ended" => continue,
+            _ => c.examined += 1,
+        }
         match verdict {
             Ok(()) => c.compatible += 1,
             Err(e) if e.code == "same_version" => c.already += 1,
-            Err(e) if e.code == "ended" => c.examined -= 1,
             Err(e) => {
                 *c.incompatible.entry(e.code.to_owned()).or_default() += 1;
                 if c.examples.len() < EXAMPLES_MAX {

@@ -54,13 +54,8 @@ impl ApiState {
         if !self.ownership.is_cluster() {
             return Ok(self.ownership.owned());
         }
-        let now = self.driver.store().clock().now_db();
-        let leases = self.driver.store().leases().await?;
-        Ok(leases
-            .into_iter()
-            .filter(|l| !l.owner.is_empty() && l.expires_at_ms > now)
-            .map(|l| l.partition)
-            .collect())
+        let store = self.driver.store();
+        Ok(store.live_partitions(store.clock().now_db()).await?)
     }
 
     /// The instance holding `partition` now, if any.

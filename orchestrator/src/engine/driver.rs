@@ -160,18 +160,17 @@ impl Driver {
     }
 
     /// Wait until `saga_id` ends (completed, compensated, failed) or parks,
-    /// `within` passes, or `stop` is cancelled; then where it stands. An end
-    /// this instance writes wakes the wait at once; one written by another
-    /// instance is seen within [`endings::LOOK_EVERY`] (within
-    /// [`endings::LOOK_OWNED`] should this instance's partition move).
+    /// `within` passes, or `stop` is cancelled (the caller reads it then, as
+    /// it needs it). An end this instance writes wakes the wait at once; one
+    /// written by another instance is seen within [`endings::LOOK_EVERY`]
+    /// (within [`endings::LOOK_OWNED`] should this instance's partition move).
     pub async fn wait_for_end(
         &self,
         saga_id: &str,
         within: std::time::Duration,
         stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<(crate::store::entities::sagas::Model, SagaState), DriveError> {
-        self.wait_end(saga_id, within, stop).await?;
-        self.state(saga_id).await
+    ) -> Result<(), DriveError> {
+        self.wait_end(saga_id, within, stop).await.map(drop)
     }
 
     /// Wait as [`Self::wait_for_end`] does; the outcome when this instance
@@ -321,7 +320,7 @@ impl Driver {
             partition: i32::try_from(self.partition_of(&saga_id)).unwrap_or(0),
             idempotency_key: key.to_owned(),
             input_hash: input_hash.clone(),
-            tags: definition.render_tags(&saga_id, &after.input),
+            tags: Some(definition.render_tags(&saga_id, &after.input)),
             ..project(&after)
         };
         match self
@@ -395,19 +394,41 @@ impl Driver {
         op: OperatorInput,
         request_id: &str,
     ) -> Result<RepairOutcome, DriveError> {
+        let action = op.action.as_str();
+        if let Some(done) = self.already_done(saga_id, action, request_id).await? {
+            return Ok(done);
+        }
+        let by = op.by.clone();
+        self.drive_repair(saga_id, &Input::Operator(op), action, &by, request_id).await
+    }
+
+    /// The answer already recorded for `request_id`, once the id is checked.
+    async fn already_done(
+        &self,
+        saga_id: &str,
+        action: &str,
+        request_id: &str,
+    ) -> Result<Option<RepairOutcome>, DriveError> {
         if request_id.is_empty()
             || request_id.len() > REQUEST_ID_LEN_MAX
             || request_id.contains('\0')
         {
             return Err(DriveError::BadRequestId);
         }
-        let action = op.action.as_str();
-        if let Some(done) = self.recorded_repair(saga_id, action, request_id).await? {
-            return Ok(done);
-        }
-        let by = op.by.clone();
-        let ticket = RepairTicket { request_id, action, by: &by };
-        match self.drive(saga_id, &Input::Operator(op), Some(ticket), None).await {
+        self.recorded_repair(saga_id, action, request_id).await
+    }
+
+    /// Drive `input` as a repair recorded under `request_id`.
+    async fn drive_repair(
+        &self,
+        saga_id: &str,
+        input: &Input,
+        action: &'static str,
+        by: &str,
+        request_id: &str,
+    ) -> Result<RepairOutcome, DriveError> {
+        let ticket = RepairTicket { request_id, action, by };
+        match self.drive(saga_id, input, Some(ticket), None).await {
             Ok((decision, status)) => Ok(RepairOutcome {
                 saga_id: saga_id.to_owned(),
                 action: action.to_owned(),
@@ -450,13 +471,7 @@ impl Driver {
         dry_run: bool,
     ) -> Result<RepairOutcome, DriveError> {
         const ACTION: &str = "migrate";
-        if request_id.is_empty()
-            || request_id.len() > REQUEST_ID_LEN_MAX
-            || request_id.contains('\0')
-        {
-            return Err(DriveError::BadRequestId);
-        }
-        if let Some(done) = self.recorded_repair(saga_id, ACTION, request_id).await? {
+        if let Some(done) = self.already_done(saga_id, ACTION, request_id).await? {
             return Ok(done);
         }
         let current = self.load_current(saga_id).await?;
@@ -482,24 +497,10 @@ impl Driver {
             });
         }
         let input = Input::Migrate { to, by: by.to_owned(), reason: reason.to_owned() };
-        let ticket = RepairTicket { request_id, action: ACTION, by };
-        let result = self.drive(saga_id, &input, Some(ticket), None).await;
+        let moved = self.drive_repair(saga_id, &input, ACTION, by, request_id).await;
         // Whatever was cached was replayed under the old version.
         self.cache.forget(saga_id);
-        match result {
-            Ok((decision, status)) => Ok(RepairOutcome {
-                saga_id: saga_id.to_owned(),
-                action: ACTION.to_owned(),
-                status,
-                events: decision.events.iter().map(|e| e.name().to_owned()).collect(),
-                replayed: false,
-            }),
-            Err(DriveError::Store(StoreError::DuplicateRequest { .. })) => self
-                .recorded_repair(saga_id, ACTION, request_id)
-                .await?
-                .ok_or_else(|| DriveError::Contended { saga_id: saga_id.to_owned() }),
-            Err(e) => Err(e),
-        }
+        moved
     }
 
     /// After a takeover: every command the saga still waits on, to queue
@@ -725,22 +726,21 @@ impl Driver {
             let observed =
                 metrics::step_observations(&current.state, &current.history, input, &decision);
             let Cached { mut identity, epoch, seq, state, mut history } = current;
-            let mut after = fold(state, &decision);
-            if let Input::Migrate { to, .. } = input {
-                // From here on the history is replayed under the new version
-                // (which may have more steps than the old).
-                let events = history.iter().chain(&decision.events);
-                after = replay(to.clone(), events);
-                identity.definition_hash.clone_from(&to.hash);
-            }
+            let (after, tags) = match input {
+                Input::Migrate { to, .. } => {
+                    // From here on the history is replayed under the new
+                    // version (which may have more steps than the old), and
+                    // its tags replace the old, so lists, filters and the
+                    // end's announcement agree.
+                    identity.definition_hash.clone_from(&to.hash);
+                    let after = replay(to.clone(), history.iter().chain(&decision.events));
+                    let tags = to.render_tags(saga_id, &after.input);
+                    (after, Some(tags))
+                }
+                _ => (fold(state, &decision), None),
+            };
             let status = after.status.as_str().to_owned();
-            let mut projection = with_identity(&identity, &after);
-            if let Input::Migrate { to, .. } = input {
-                // Tags as the new version renders them, so lists, filters and
-                // the end's announcement agree.
-                projection.tags = to.render_tags(saga_id, &after.input);
-                projection.retag = true;
-            }
+            let projection = Projection { tags, ..with_identity(&identity, &after) };
             let record = ticket.as_ref().map(|t| RepairRecord {
                 request_id: t.request_id.to_owned(),
                 action: t.action.to_owned(),

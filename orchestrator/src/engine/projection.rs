@@ -61,8 +61,7 @@ pub(crate) fn project(state: &SagaState) -> Projection {
         }),
         deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
         park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
-        tags: Vec::new(),
-        retag: false,
+        tags: None,
     }
 }
 

@@ -71,13 +71,8 @@ pub async fn run(parts: SamplerParts, shutdown: CancellationToken) {
 async fn sample_stuck(parts: &SamplerParts) {
     let store = &parts.store;
     let now = store.clock().now_db();
-    let live = match tokio::time::timeout(SAMPLE_TIMEOUT, store.leases()).await {
-        Ok(Ok(leases)) if !leases.is_empty() => leases
-            .into_iter()
-            .filter(|l| !l.owner.is_empty() && l.expires_at_ms > now)
-            .map(|l| l.partition)
-            .collect(),
-        Ok(Ok(_)) => (parts.owned)(),
+    let live = match tokio::time::timeout(SAMPLE_TIMEOUT, store.live_partitions(now)).await {
+        Ok(Ok(live)) => live,
         Ok(Err(e)) => return tracing::debug!(error = %e, "cannot read the leases"),
         Err(_) => return tracing::debug!("reading the leases timed out"),
     };

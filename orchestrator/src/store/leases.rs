@@ -195,6 +195,17 @@ impl Store {
         Ok(leases::Entity::find().all(self.db()).await?)
     }
 
+    /// The partitions some instance holds a live lease on at `now_ms`.
+    pub async fn live_partitions(&self, now_ms: i64) -> Result<Vec<i32>, StoreError> {
+        Ok(self
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|l| !l.owner.is_empty() && l.expires_at_ms > now_ms)
+            .map(|l| l.partition)
+            .collect())
+    }
+
     /// Which of `fences` hold, in one statement inside the caller's
     /// transaction. On PostgreSQL the lease rows are read `FOR SHARE`, locked
     /// until the transaction ends; on SQLite they are read by a no-op `UPDATE

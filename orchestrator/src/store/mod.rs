@@ -87,12 +87,10 @@ pub struct Projection {
     pub attempt: i32,
     pub deadline_at_ms: Option<i64>,
     pub park_reason: Option<String>,
-    /// A new saga's business tags (name, value), written with its row; a
-    /// move to another version writes its own in their place. Other appends
-    /// leave them as they are (and carry none).
-    pub tags: Vec<(String, String)>,
-    /// Replace the stored tags with `tags` (a move to another version).
-    pub retag: bool,
+    /// Business tags (name, value) to store: a new saga's, written with its
+    /// row, or a move to another version's, written in place of the old.
+    /// `None` (every other append) leaves the stored ones as they are.
+    pub tags: Option<Vec<(String, String)>>,
 }
 
 /// A command for the outbox.

@@ -113,7 +113,7 @@ impl OwnedAppend {
 
     /// A new saga's tag rows.
     fn tag_rows(&self) -> impl Iterator<Item = saga_tags::ActiveModel> + '_ {
-        self.projection.tags.iter().map(|(name, value)| saga_tags::ActiveModel {
+        self.projection.tags.iter().flatten().map(|(name, value)| saga_tags::ActiveModel {
             saga_id: Set(self.saga_id.clone()),
             name: Set(name.clone()),
             value: Set(value.clone()),
@@ -362,6 +362,8 @@ async fn write_together(
         if matches!(result, Some(Ok(()))) && a.repair.is_none() {
             events.extend(a.event_rows());
             commands.extend(a.outbox_rows());
+            // Only a start's: a move, which replaces tags, is a repair and
+            // so written by `write_one`.
             if a.expected_seq == 0 {
                 tags.extend(a.tag_rows());
             }
@@ -556,17 +558,16 @@ async fn write_one<C: ConnectionTrait>(
             }
             _ => StoreError::Db(e),
         })?;
-        if !a.projection.tags.is_empty() {
-            saga_tags::Entity::insert_many(a.tag_rows()).exec(conn).await?;
-        }
     }
-    if a.expected_seq != 0 && p.retag {
-        // A move to another version: its tags replace the old ones.
-        saga_tags::Entity::delete_many()
-            .filter(saga_tags::Column::SagaId.eq(a.saga_id.as_str()))
-            .exec(conn)
-            .await?;
-        if !p.tags.is_empty() {
+    if let Some(tags) = &p.tags {
+        if a.expected_seq != 0 {
+            // A move to another version: its tags replace the old ones.
+            saga_tags::Entity::delete_many()
+                .filter(saga_tags::Column::SagaId.eq(a.saga_id.as_str()))
+                .exec(conn)
+                .await?;
+        }
+        if !tags.is_empty() {
             saga_tags::Entity::insert_many(a.tag_rows()).exec(conn).await?;
         }
     }
@@ -612,8 +613,7 @@ mod tests {
             attempt: 1,
             deadline_at_ms: None,
             park_reason: None,
-            tags: Vec::new(),
-            retag: false,
+            tags: None,
         }
     }
 
