@@ -8,6 +8,8 @@
 //! - [`bus`]: intake (replies → driver), relay (outbox → publisher), starter
 //!   (start requests over NATS); fault injection behind the `faults` feature;
 //! - [`timers`]: timeouts, backoff and deadlines from the store;
+//! - [`audit`]: one saga across services (the orchestrator's record beside
+//!   each participant's, asked over NATS);
 //! - [`retention`]: ended sagas archived to files and removed from the store;
 //! - [`cluster`]: partitions, fenced leases, takeover;
 //! - [`engine`]: the driver (load → replay → decide → append), the owner's
@@ -21,6 +23,7 @@
 //! binary, the quickstart and the benchmarks live in `skald-cli`.
 
 pub mod api;
+pub mod audit;
 pub mod bus;
 pub mod clock;
 pub mod cluster;

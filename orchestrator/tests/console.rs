@@ -442,3 +442,63 @@ async fn failed_sign_ins_are_throttled() {
     assert!(headers.get(header::SET_COOKIE).is_none());
     assert!(body.contains("Too many failed sign-ins"), "{body}");
 }
+
+/// The "across services" panel: a link that asks the participants (htmx swaps
+/// the answer in); without a bus it says so; on a bus where nobody answers,
+/// every step is shown unchecked, never as agreeing.
+#[tokio::test]
+async fn the_saga_page_asks_the_participants_across_services() {
+    let f = fixture().await;
+    let id = f.start("k-audit", "n").await;
+    let (status, _, body) = f.get(&format!("/console/sagas/{id}"), VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    let href = format!("/console/sagas/{id}/audit");
+    assert!(body.contains(&format!(r#"hx-get="{href}""#)), "no audit link: {body}");
+
+    let cookie = f.cookie(VIEWER).await;
+    let htmx = |app: &Router, cookie: &str| {
+        let req = Request::get(&href)
+            .header(header::COOKIE, cookie)
+            .header("HX-Request", "true")
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let (status, _, bytes) = common::send(&app, req).await;
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (status, panel) = htmx(&f.app, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(panel.contains(r#"id="audit-error""#) && panel.contains("without a bus"), "{panel}");
+    let (status, _, page) = f.get_as(&href, &cookie).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{page}");
+
+    // With a bus on which no participant answers.
+    let nats = async_nats::connect(skald_testkit::NATS_URL).await.unwrap();
+    let mut tokens = Tokens::none();
+    tokens.insert("vic", Role::Viewer, VIEWER, None);
+    let state = orchestrator::api::ApiState::new(
+        f.engine.driver.clone(),
+        tokens,
+        orchestrator::cluster::partitions::Ownership::all(common::PARTITIONS),
+        "test".into(),
+    )
+    .with_nats(nats);
+    let app = orchestrator::api::app(state);
+    let cookie = {
+        let req = Request::post("/console/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={VIEWER}")))
+            .unwrap();
+        let (_, headers, _) = common::send(&app, req).await;
+        let set = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        set.split(';').next().unwrap().to_owned()
+    };
+    let (status, panel) = htmx(&app, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(panel.contains(r#"id="audit-steps""#), "{panel}");
+    assert!(panel.contains("verdict-unchecked") && !panel.contains("verdict-agrees"), "{panel}");
+    assert!(panel.contains("no replica of `stock` answers inspections"), "{panel}");
+    assert!(!panel.contains("Every participant agrees"), "{panel}");
+}

@@ -14,6 +14,8 @@
 //!   only from the participant its command went to.
 //! - A saga is started by a NATS request on `<prefix>.start.<saga type>` with a
 //!   [`StartRequest`]; the answer is a [`StartResponse`].
+//! - What a participant recorded for a saga's commands is asked by a core NATS
+//!   request on `<prefix>.inspect.<participant>` ([`inspect`]).
 //! - Trace context travels in the W3C `traceparent` header.
 //!
 //! Readers ignore fields they do not know in commands and replies, so optional
@@ -21,6 +23,13 @@
 //!
 //! The prefix is `skald` in production; tests use their own so they never see
 //! each other's messages.
+
+mod inspect;
+
+pub use inspect::{
+    CommandRecord, Effect, EffectState, INSPECT_COMMANDS_MAX, INSPECT_EXTRA_MAX, INSPECT_SAGAS_MAX,
+    InspectRequest, InspectResponse, InspectSaga, InspectedCommand, Recorded, SagaRecords,
+};
 
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -295,6 +304,13 @@ impl Namespace {
         format!("{}.ended.{saga_type}", self.prefix)
     }
 
+    /// Where `participant` answers what it recorded for commands
+    /// ([`InspectRequest`]); its replicas share one queue group named after it.
+    #[must_use]
+    pub fn inspect_subject(&self, participant: &str) -> String {
+        format!("{}.inspect.{participant}", self.prefix)
+    }
+
     #[must_use]
     pub fn ended_stream(&self) -> String {
         format!("{}_ENDED", self.stream_prefix())
@@ -393,6 +409,7 @@ mod tests {
             "participant_filter": ns.participant_filter("ledger"),
             "reply_subject": ns.reply_subject(3, "ledger"),
             "start_subject": ns.start_subject("topup"),
+            "inspect_subject": ns.inspect_subject("ledger"),
             "commands_stream": ns.commands_stream(),
             "replies_stream": ns.replies_stream(),
             "msg_id": msg_id(&command_id("s-1", "hold", Kind::Undo), 4),

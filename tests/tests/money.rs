@@ -10,6 +10,7 @@ mod common;
 
 use async_nats::jetstream;
 use common::load::Starter;
+use common::money::{Bus, MoneyWorld, ProviderFaults, ViewerToken, ledger, skald_cli};
 use common::on_each_backend;
 use common::processes::skald_serve;
 use futures::future::join_all;
@@ -18,73 +19,15 @@ use payment::api::ChargeList;
 use sagas::protocol::Namespace;
 use serde_json::json;
 use skald_testkit::fixtures::SHIPPED_DIR;
-use skald_tests::process::{ChildGuard, free_port, wait_port};
+use skald_tests::process::{ChildGuard, free_port};
 use skald_tests::{Backend, NATS_URL, PARTITIONS, SecuredBus, TestDb, delete_streams, token};
-use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SAGAS: usize = 1_000;
 const WALLETS: usize = 20;
 const OPENING_BALANCE: i64 = 10_000;
-
-fn sqlite_rwc(url: &str) -> String {
-    if url.starts_with("sqlite:") { format!("{url}?mode=rwc") } else { url.to_owned() }
-}
-
-/// Run the ledger CLI once; panics with its output unless it succeeds.
-fn ledger(db_url: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger-e2e"))
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ledger {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn spawn(
-    name: &str,
-    bin: &str,
-    args: &[&str],
-    envs: &[(&str, &str)],
-    bus: Option<&BusOptions>,
-) -> ChildGuard {
-    let mut cmd = Command::new(bin);
-    cmd.args(args).env("RUST_LOG", "error");
-    if let Some(bus) = bus {
-        bus.pass_to(&mut cmd);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    ChildGuard::spawn(name, &mut cmd).unwrap()
-}
-
-/// The bus a run uses: the machine's NATS, open; or a private one with an
-/// identity per process (as `skald bus init` writes it), TLS and client
-/// certificates.
-enum Bus {
-    Open,
-    Secured(SecuredBus),
-}
-
-impl Bus {
-    fn options(&self, identity: &str) -> BusOptions {
-        match self {
-            Self::Open => BusOptions::plain(NATS_URL),
-            Self::Secured(bus) => bus.options(identity),
-        }
-    }
-}
 
 struct Saga {
     id: String,
@@ -126,9 +69,6 @@ async fn money_sagas_on_a_secured_bus_with_tls() {
 
 async fn money_sagas_on(backend: Backend, secured: bool) {
     let orchestrator_db = TestDb::new(backend).await.unwrap();
-    let ledger_db = TestDb::new(backend).await.unwrap();
-    let payment_db = TestDb::new(backend).await.unwrap();
-    let (ledger_url, payment_url) = (sqlite_rwc(&ledger_db.url), sqlite_rwc(&payment_db.url));
     let prefix = format!("t{}", token());
     let ns = Namespace::new(&prefix).unwrap();
     let bus = if secured {
@@ -141,93 +81,22 @@ async fn money_sagas_on(backend: Backend, secured: bool) {
     };
 
     // The provider: 5% of calls fail with 5xx, 5% charge and then drop the answer.
-    let psp_port = free_port().unwrap().to_string();
-    let _psp = spawn(
-        "psp-sim",
-        env!("CARGO_BIN_EXE_psp-sim-e2e"),
-        &[
-            "--port",
-            &psp_port,
-            "--failure-rate",
-            "0.05",
-            "--drop-after-charge-rate",
-            "0.05",
-            "--seed",
-            "7",
-        ],
-        &[],
-        None,
-    );
-    wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
-    let psp_url = format!("http://127.0.0.1:{psp_port}");
+    let faults = ProviderFaults { failure_rate: 0.05, drop_after_charge_rate: 0.05 };
+    let world = MoneyWorld::start(backend, &prefix, &bus, faults, WALLETS, OPENING_BALANCE).await;
+    let (ledger_url, psp_url) = (world.ledger_url.clone(), world.psp_url.clone());
 
-    // The ledger's accounts: a card clearing account, a payout clearing account, funded wallets.
-    ledger(&ledger_url, &["accounts", "create", "psp_clearing", "--currency", "EUR"]);
-    ledger(&ledger_url, &["accounts", "create", "payout_clearing", "--currency", "EUR"]);
-    for w in 0..WALLETS {
-        let wallet = format!("wallet_{w}");
-        ledger(
-            &ledger_url,
-            &[
-                "accounts",
-                "create",
-                &wallet,
-                "--currency",
-                "EUR",
-                "--flags",
-                "debits_must_not_exceed_credits",
-            ],
-        );
-        ledger(
-            &ledger_url,
-            &[
-                "transfer",
-                &format!("opening_{w}"),
-                "--debit",
-                "psp_clearing",
-                "--credit",
-                &wallet,
-                "--amount",
-                &OPENING_BALANCE.to_string(),
-                "--currency",
-                "EUR",
-            ],
-        );
-    }
-
+    let viewer = ViewerToken::new();
+    let http_port = free_port().unwrap();
+    let api_url = format!("http://127.0.0.1:{http_port}");
     let mut skald =
         skald_serve(NATS_URL, &prefix, &orchestrator_db.url, PARTITIONS, Path::new(SHIPPED_DIR));
-    skald.args(["--http-addr", "off"]).env("RUST_LOG", "error");
+    skald
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .arg("--api-tokens-file")
+        .arg(&viewer.file)
+        .env("RUST_LOG", "error");
     bus.options("orchestrator").pass_to(&mut skald);
     let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
-    let _ledger = spawn(
-        "ledger",
-        env!("CARGO_BIN_EXE_ledger-e2e"),
-        &["serve", "--prefix", &prefix],
-        &[("DATABASE_URL", &ledger_url)],
-        Some(&bus.options("ledger")),
-    );
-    let _payment = spawn(
-        "payment",
-        env!("CARGO_BIN_EXE_payment-e2e"),
-        &[
-            "serve",
-            "--prefix",
-            &prefix,
-            "--database-url",
-            &payment_url,
-            "--psp-url",
-            &psp_url,
-            "--psp-timeout-ms",
-            "1000",
-            "--reconcile-interval-ms",
-            "500",
-            "--reconcile-grace-ms",
-            "2000",
-        ],
-        &[],
-        Some(&bus.options("payment")),
-    );
 
     // 1,000 sagas: 70% top-ups (10% declined cards, 5% insufficient funds at the
     // card issuer), 30% payouts, enough that some wallets run dry.
@@ -350,6 +219,14 @@ async fn money_sagas_on(backend: Backend, secured: bool) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Across services, every saga agrees with what its participants recorded
+    // (the reconciler has given back what the provider kept).
+    let (code, stdout, stderr) =
+        skald_cli(&api_url, &viewer.token, &["audit", "--since", "1h", "--json"]);
+    let totals: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {stdout} {stderr}"));
+    assert_eq!(totals["checked"], statuses.values().filter(|s| *s != "parked").count(), "{totals}");
+    assert_eq!(code, 0, "the audit found disagreements: {totals:#}");
     if !secured {
         delete_streams(&client, &ns).await;
     }

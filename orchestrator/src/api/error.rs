@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The saga ended long ago and retention moved it to the archive.
     #[error("{message}")]
     Gone { message: String },
+    /// This server is not set up to do it (the message says what is missing).
+    #[error("{message}")]
+    NotConfigured { message: String },
     /// Something this server depends on failed; the cause is logged, not sent.
     #[error("the service is unavailable; try again shortly")]
     Unavailable { cause: String },
@@ -91,6 +94,7 @@ impl ApiError {
             }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Gone { .. } => (StatusCode::GONE, "gone"),
+            Self::NotConfigured { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

@@ -31,6 +31,8 @@ pub struct FilterSpec {
     pub older_than: Option<String>,
     /// Started more recently than this.
     pub newer_than: Option<String>,
+    /// Ended (completed, compensated or failed) within this long (`1h`, `30m`).
+    pub ended_within: Option<String>,
     /// A stuck class (overdue, retrying, parked, past_deadline, no_owner) or `any`.
     pub stuck: Option<String>,
     /// Text the idempotency key contains.
@@ -121,6 +123,7 @@ impl FilterSpec {
             key_contains: text("key", self.key.as_ref())?,
             older_than_ms: age("older_than", self.older_than.as_ref())?,
             newer_than_ms: age("newer_than", self.newer_than.as_ref())?,
+            ended_within_ms: age("ended_within", self.ended_within.as_ref())?,
             ..ListFilter::default()
         };
         if let Some(list) = text("status", self.status.as_ref())? {

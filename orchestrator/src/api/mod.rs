@@ -8,6 +8,7 @@
 //! [`crate::store::PAGE_SIZE_MAX`]. `skald serve` binds 127.0.0.1 unless told
 //! otherwise.
 
+pub mod audit;
 pub mod auth;
 pub mod bulk;
 pub mod console;
@@ -45,6 +46,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     ),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::export, sagas::repair,
+        audit::saga, audit::window,
         bulk::bulk, bulk::job, bulk::jobs,
         definitions::list, definitions::show, definitions::validate, definitions::check, definitions::register,
         overview, health::healthz, health::readyz, health::metrics,
@@ -132,6 +134,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/sagas", get(sagas::list))
         .route("/v1/sagas/{saga_id}", get(sagas::show))
         .route("/v1/export", get(sagas::export))
+        // Asks every participant of each saga over the bus (bounded pages).
+        .route("/v1/sagas/{saga_id}/audit", get(audit::saga))
+        .route("/v1/audit", get(audit::window))
         .route("/v1/overview", get(overview))
         .route("/v1/bulk", get(bulk::jobs))
         .route("/v1/bulk/{job_id}", get(bulk::job))

@@ -100,6 +100,8 @@ pub struct ListQuery {
     pub older_than: Option<String>,
     /// Started more recently than this.
     pub newer_than: Option<String>,
+    /// Ended (completed, compensated or failed) within this long (`1h`).
+    pub ended_within: Option<String>,
     /// A stuck class or `any`.
     pub stuck: Option<String>,
     /// Text the idempotency key contains.
@@ -138,7 +140,7 @@ pub async fn list(
 
 /// A list query: its filter, page size (`limit`, `default` when absent, at
 /// most `max`) and cursor.
-fn paged_filter(
+pub fn paged_filter(
     raw: Option<&str>,
     default: u64,
     max: u64,
@@ -225,7 +227,7 @@ pub async fn export(
 }
 
 /// Saga ids are UUIDs; anything else cannot name a saga.
-fn valid_saga_id(id: &str) -> bool {
+pub fn valid_saga_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= SAGA_ID_LEN_MAX
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -266,19 +268,7 @@ pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiEr
     let (row, saga) = match state.driver.state(saga_id).await {
         Ok(found) => found,
         Err(crate::engine::DriveError::UnknownSaga { .. }) => {
-            return Err(match state.driver.store().archived(saga_id).await? {
-                Some(a) => ApiError::Gone {
-                    message: format!(
-                        "saga {saga_id} ({} {}) was archived on {} (it ended {}); its history is in the archive file {}",
-                        a.saga_type,
-                        a.status,
-                        super::console::pages::utc(a.archived_at_ms),
-                        super::console::pages::utc(a.ended_at_ms),
-                        a.file
-                    ),
-                },
-                None => ApiError::not_found(format!("saga {saga_id}")),
-            });
+            return Err(missing(state, saga_id).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -290,6 +280,25 @@ pub async fn detail(state: &ApiState, saga_id: &str) -> Result<SagaDetail, ApiEr
     summary.tags =
         state.driver.store().tags_of(&[saga_id]).await?.remove(saga_id).unwrap_or_default();
     Ok(views::detail(summary, owner, &saga, &history))
+}
+
+/// Why a saga the store does not hold cannot be shown: archived (410, when
+/// and where to), or never known (404).
+pub async fn missing(state: &ApiState, saga_id: &str) -> ApiError {
+    match state.driver.store().archived(saga_id).await {
+        Ok(Some(a)) => ApiError::Gone {
+            message: format!(
+                "saga {saga_id} ({} {}) was archived on {} (it ended {}); its history is in the archive file {}",
+                a.saga_type,
+                a.status,
+                super::console::pages::utc(a.archived_at_ms),
+                super::console::pages::utc(a.ended_at_ms),
+                a.file
+            ),
+        },
+        Ok(None) => ApiError::not_found(format!("saga {saga_id}")),
+        Err(e) => e.into(),
+    }
 }
 
 /// A repair: who asks is the token's name.

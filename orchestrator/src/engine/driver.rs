@@ -572,7 +572,13 @@ impl Driver {
     }
 
     /// A saga as stored, and the definition it runs.
-    async fn loaded(&self, saga_id: &str) -> Result<(Loaded, Arc<sagas::Definition>), DriveError> {
+    ///
+    /// # Errors
+    /// [`DriveError::UnknownSaga`], [`DriveError::UnknownDefinition`], store errors.
+    pub async fn loaded(
+        &self,
+        saga_id: &str,
+    ) -> Result<(Loaded, Arc<sagas::Definition>), DriveError> {
         let loaded = self
             .store
             .load(saga_id)

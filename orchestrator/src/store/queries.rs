@@ -117,6 +117,9 @@ pub struct ListFilter {
     pub stuck_any: bool,
     /// Text the idempotency key contains.
     pub key_contains: Option<String>,
+    /// Ended (completed, compensated or failed) at most this many milliseconds ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_within_ms: Option<i64>,
     /// Business tags the saga has (every one of them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
@@ -149,6 +152,10 @@ impl ListFilter {
         }
         if let Some(age) = self.newer_than_ms {
             c = c.add(sagas::Column::CreatedAtMs.gte(now_ms.saturating_sub(age)));
+        }
+        if let Some(age) = self.ended_within_ms {
+            c = c.add(sagas::Column::Status.is_in(super::archive::ARCHIVABLE));
+            c = c.add(sagas::Column::UpdatedAtMs.gte(now_ms.saturating_sub(age)));
         }
         if let Some(class) = self.stuck {
             c = c.add(class.condition(now_ms, owned));

@@ -2,11 +2,13 @@
 //! Skald process an identity and only the subjects its part needs.
 //!
 //! - The **orchestrator** alone may publish commands (`<prefix>.cmd.>`), read
-//!   the replies stream and answer start requests.
+//!   the replies stream, answer start requests and ask participants what they
+//!   recorded (`<prefix>.inspect.>`, the audit).
 //! - A **participant** `X` may read only its own durable consumer (`X`, filtered
 //!   on `<prefix>.cmd.X.>`; the filter is part of the permitted subject, so it
-//!   cannot widen it) and publish only replies that name it
-//!   (`<prefix>.reply.*.X`).
+//!   cannot widen it), publish only replies that name it
+//!   (`<prefix>.reply.*.X`), and answer the inspections sent to it
+//!   (`<prefix>.inspect.X`).
 //! - A **starter** may publish start requests (`<prefix>.start.>`) and nothing else.
 //!
 //! Identities are nkeys: the configuration holds only public keys, each
@@ -109,6 +111,7 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
             publish: vec![
                 format!("{p}.cmd.>"),
                 format!("{p}.ended.>"),
+                format!("{p}.inspect.>"),
                 "$JS.API.INFO".to_owned(),
                 format!("$JS.API.STREAM.*.{commands}"),
                 format!("$JS.API.STREAM.*.{replies}"),
@@ -137,8 +140,9 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
                 format!("$JS.API.CONSUMER.MSG.NEXT.{commands}.{name}"),
                 format!("$JS.ACK.{commands}.{name}.>"),
             ],
-            subscribe: vec![inbox],
-            answer_requests: false,
+            subscribe: vec![ns.inspect_subject(name), inbox],
+            // The answer to an inspection goes to the asker's reply subject.
+            answer_requests: true,
         },
         // Starts sagas, and nothing else: no JetStream rights at all. (Who
         // may create a consumer may name any deliver subject, and the server
@@ -285,8 +289,8 @@ mod tests {
                 .contains(&"$JS.API.CONSUMER.CREATE.T1_COMMANDS.ledger.t1.cmd.ledger.>".to_owned())
         );
         assert!(!p.publish.iter().any(|s| s.starts_with("t1.cmd") || s.starts_with("t1.start")));
-        assert_eq!(p.subscribe, ["_INBOX_ledger.>"]);
-        assert!(!p.answer_requests);
+        assert_eq!(p.subscribe, ["t1.inspect.ledger", "_INBOX_ledger.>"]);
+        assert!(p.answer_requests, "it answers the inspections sent to it");
     }
 
     #[test]

@@ -17,9 +17,12 @@
 
 use crate::model::{NewTransfer, Refusal, TransferState};
 use crate::ops::{self, CreateResult, OpError};
+use sagas::protocol::{Effect, EffectState};
 use serde::Deserialize;
-use serde_json::json;
-use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant};
+use serde_json::{Value, json};
+use skald_participant::{
+    Effects, HandlerCtx, HandlerError, HandlerResult, InspectCtx, Participant, inspector,
+};
 use tracing::{error, warn};
 
 /// The participant name the saga definitions use.
@@ -59,13 +62,59 @@ pub struct PostInput {
     pub transfer_id: String,
 }
 
-/// The `ledger` participant: `hold`, its compensation `void`, and `post`.
+/// The `ledger` participant: `hold`, its compensation `void`, and `post`;
+/// an audit is told the transfer each command names and its state.
 #[must_use]
 pub fn participant() -> Participant {
     Participant::new(PARTICIPANT)
         .action("hold", hold)
         .compensation("void", void)
         .action("post", post)
+        .inspector(inspector(|ctx| Box::pin(inspect(ctx))))
+}
+
+/// The effect of each command: the transfer its payload names. A hold (and
+/// its void) is in force while the transfer is pending or posted, undone once
+/// voided; a post is in force once the transfer is posted.
+async fn inspect(ctx: InspectCtx<'_>) -> Result<Effects, String> {
+    let mut effects = Effects::default();
+    for asked in ctx.asked {
+        let command = &asked.command;
+        let Some(id) = command.payload.get("transfer_id").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let found = match ops::transfer(ctx.db, id).await {
+            Ok(found) => found,
+            Err(OpError::Refused(_)) => None, // not a transfer id the ledger could hold
+            Err(e) => return Err(format!("reading transfer `{id}`: {e}")),
+        };
+        let state = match (&found, command.action.as_str()) {
+            (None, _) => EffectState::None,
+            (Some(t), "post") => {
+                if t.state == TransferState::Posted {
+                    EffectState::InForce
+                } else {
+                    EffectState::None
+                }
+            }
+            (Some(t), _) => match t.state {
+                TransferState::Pending | TransferState::Posted => EffectState::InForce,
+                TransferState::Voided => EffectState::Undone,
+            },
+        };
+        let detail = found.map_or(Value::Null, |t| {
+            json!({
+                "debit_account": t.debit_account_id,
+                "credit_account": t.credit_account_id,
+                "amount": t.amount,
+                "currency": t.currency,
+                "state": t.state.as_str(),
+            })
+        });
+        let effect = Effect { state, what: "transfer".into(), id: Some(id.to_owned()), detail };
+        effects.of.insert(command.command_id.clone(), effect);
+    }
+    Ok(effects)
 }
 
 /// Reserve the amount as a pending transfer.

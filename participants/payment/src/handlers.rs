@@ -29,7 +29,7 @@ use crate::store::{self, Intent, Kind, Status};
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant, handler};
+use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant, handler, inspector};
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -53,8 +53,8 @@ pub struct Payments {
 /// The `payment` participant with its handlers, ready to run.
 #[must_use]
 pub fn participant(payments: &Arc<Payments>) -> Participant {
-    let (charging, refunding, paying) =
-        (Arc::clone(payments), Arc::clone(payments), Arc::clone(payments));
+    let (charging, refunding, paying, inspecting) =
+        (Arc::clone(payments), Arc::clone(payments), Arc::clone(payments), Arc::clone(payments));
     Participant::new(PARTICIPANT)
         .action(
             "charge",
@@ -77,6 +77,10 @@ pub fn participant(payments: &Arc<Payments>) -> Participant {
                 Box::pin(async move { payout(&payments, ctx).await })
             }),
         )
+        .inspector(inspector(move |ctx| {
+            let payments = Arc::clone(&inspecting);
+            Box::pin(async move { crate::inspect::inspect(&payments, ctx).await })
+        }))
 }
 
 /// The `charge` payload.

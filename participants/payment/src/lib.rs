@@ -20,6 +20,7 @@
 //! | [`store`] | the `payments` table: intents and results |
 //! | [`handlers`] | the `charge`, `refund` and `payout` handlers |
 //! | [`reconcile`] | refunds of charges whose step was given up |
+//! | [`inspect`] | what an audit is told: each call and the provider's view of it |
 //! | [`serve`] | `run(config, shutdown)`: migrations, participant, reconciler |
 //! | [`sim`] | `psp-sim`: the provider simulator as an axum `Router` |
 //! | [`cli`] | the `payment` and `psp-sim` command lines |
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod cli;
 pub mod handlers;
+pub mod inspect;
 pub mod outcome;
 pub mod provider;
 pub mod reconcile;

@@ -7,8 +7,8 @@
 //! followed (a redirected `POST` is not the call that was keyed).
 
 use crate::api::{
-    CHARGES_PATH, ChargeRequest, IDEMPOTENCY_KEY_HEADER, PAYOUTS_PATH, PayoutRequest, REFUNDS_PATH,
-    RefundRequest,
+    CHARGES_PATH, Charge, ChargeList, ChargeRequest, IDEMPOTENCY_KEY_HEADER, PAYOUTS_PATH,
+    PayoutRequest, REFUNDS_PATH, RefundRequest,
 };
 use crate::outcome::{ProviderOutcome, TransportFailure, classify, transport};
 use serde::Serialize;
@@ -114,6 +114,31 @@ impl Provider {
     /// `POST /v1/payouts` with `key` as the idempotency key.
     pub async fn payout(&self, key: &str, request: &PayoutRequest) -> ProviderOutcome {
         self.post(PAYOUTS_PATH, key, request).await
+    }
+
+    /// `GET /v1/charges?reference=…`: the charges the provider holds under
+    /// `reference` (the first page: a saga is charged once).
+    ///
+    /// # Errors
+    /// Why the provider could not be asked or its answer read.
+    pub async fn charges_of(&self, reference: &str) -> Result<Vec<Charge>, String> {
+        let mut url =
+            self.base_url.join(CHARGES_PATH.trim_start_matches('/')).map_err(|e| e.to_string())?;
+        url.query_pairs_mut().append_pair("reference", reference);
+        let response = self.http.get(url).send().await.map_err(|e| root_cause(&e))?;
+        let http_status = response.status();
+        let body = read_bounded(response, self.response_bytes_max)
+            .await
+            .map_err(|f| format!("the provider's answer could not be read: {f:?}"))?;
+        if !http_status.is_success() {
+            return Err(format!(
+                "the provider answered {http_status}: {}",
+                String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
+            ));
+        }
+        serde_json::from_slice::<ChargeList>(&body)
+            .map(|list| list.charges)
+            .map_err(|e| format!("the provider's charge list cannot be read: {e}"))
     }
 
     async fn post(&self, path: &str, key: &str, body: &impl Serialize) -> ProviderOutcome {

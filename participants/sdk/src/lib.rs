@@ -69,6 +69,10 @@
 //!
 //! A handler that needs state is a closure wrapped in [`handler`].
 //!
+//! Every participant answers the orchestrator's audit from its inbox; one
+//! that registers an [`Inspector`] also says what effect each command left
+//! (see [`inspect`]).
+//!
 //! Around the participant: [`service`] is the start-up every participant
 //! binary shares (runtime and exit codes, logging, connecting with hints,
 //! signals), and [`migrate`] migrates the participant's own tables, each
@@ -79,6 +83,7 @@ mod error;
 mod execute;
 mod handler;
 pub mod inbox;
+pub mod inspect;
 pub mod migrate;
 mod participant;
 mod process;
@@ -96,6 +101,7 @@ pub use config::{
 };
 pub use error::SdkError;
 pub use handler::{Handler, HandlerCtx, HandlerError, HandlerFn, HandlerResult, handler};
+pub use inspect::{Effects, InspectCtx, Inspector, inspector};
 pub use participant::Participant;
 pub use reply::reply_msg_id;
 

@@ -11,6 +11,7 @@ use crate::error::SdkError;
 use crate::execute::{Engine, Handlers};
 use crate::handler::Handler;
 use crate::inbox;
+use crate::inspect::{self, Inspector};
 use crate::process::Worker;
 use crate::tx::Db;
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -42,6 +43,7 @@ const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct Participant {
     name: String,
     handlers: Handlers,
+    inspector: Option<Arc<dyn Inspector>>,
     problems: Vec<String>,
 }
 
@@ -62,7 +64,7 @@ impl Participant {
         let name = name.into();
         let mut problems = Vec::new();
         check_token(&mut problems, "participant name", &name);
-        Self { name, handlers: Handlers::new(), problems }
+        Self { name, handlers: Handlers::new(), inspector: None, problems }
     }
 
     /// Handle the `do` of steps whose `action` is `name`.
@@ -86,6 +88,15 @@ impl Participant {
         if self.handlers.insert((kind, name.clone()), handler).is_some() {
             self.problems.push(format!("{what} `{name}` is registered twice"));
         }
+        self
+    }
+
+    /// Describe the effects this participant's commands left when the
+    /// orchestrator audits a saga (see [`crate::inspect`]). Without one, an
+    /// inspection is answered from the inbox alone.
+    #[must_use]
+    pub fn inspector(mut self, inspector: impl Inspector) -> Self {
+        self.inspector = Some(Arc::new(inspector));
         self
     }
 
@@ -138,6 +149,14 @@ impl Participant {
             "participant running"
         );
 
+        let inspections = tokio::spawn(inspect::serve(
+            config.nats.clone(),
+            config.namespace.clone(),
+            self.name.clone(),
+            config.db.clone(),
+            self.inspector,
+            shutdown.clone(),
+        ));
         let worker = Arc::new(Worker {
             engine: Engine {
                 participant: self.name.clone(),
@@ -169,6 +188,11 @@ impl Participant {
                 abandon.cancel();
                 tracker.wait().await;
             }
+        }
+        match inspections.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "inspections were not answered: cannot subscribe"),
+            Err(e) => warn!(error = %e, "answering inspections ended abnormally"),
         }
         info!(participant = %self.name, "participant stopped");
         Ok(())

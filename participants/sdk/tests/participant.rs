@@ -8,10 +8,14 @@ mod common;
 
 use common::{Backend, Harness, write_effect};
 use futures::future::BoxFuture;
-use sagas::protocol::{Command, Kind, Outcome, Reply};
+use sagas::protocol::{
+    Command, Effect, EffectState, InspectRequest, InspectResponse, InspectSaga, InspectedCommand,
+    Kind, Outcome, Reply,
+};
 use serde_json::json;
 use skald_participant::{
-    Config, Handler, HandlerCtx, HandlerError, HandlerResult, Participant, handler,
+    Config, Effects, Handler, HandlerCtx, HandlerError, HandlerResult, InspectCtx, Participant,
+    handler,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +46,7 @@ on_both_backends!(
     malformed_commands_are_terminated_and_the_participant_keeps_working,
     an_unknown_action_is_refused_and_stored,
     replicas_share_the_consumer_and_no_command_runs_twice,
+    an_inspection_tells_the_inbox_and_the_inspectors_effects,
 );
 
 fn counter() -> Arc<AtomicUsize> {
@@ -573,5 +578,122 @@ async fn group_commit_keeps_each_command_to_its_own_outcome() {
         assert_eq!(h.effects(&cmd.command_id).await, i64::from(!refused), "{}", cmd.command_id);
     }
     assert_eq!(calls.load(Ordering::SeqCst), COMMANDS, "no handler ran twice");
+    h.stop().await;
+}
+
+/// Ask the participant under test what it recorded (as the orchestrator's audit does).
+async fn inspect(h: &Harness, body: Vec<u8>) -> InspectResponse {
+    let subject = h.wire.ns.inspect_subject(common::NAME);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // The participant subscribes as it starts: until then nobody answers.
+        match h.wire.nats.request(subject.clone(), body.clone().into()).await {
+            Ok(msg) => return serde_json::from_slice(&msg.payload).unwrap(),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no answer to the inspection: {e}"),
+        }
+    }
+}
+
+async fn an_inspection_tells_the_inbox_and_the_inspectors_effects(backend: Backend) {
+    let mut h = Harness::new(backend).await;
+    fn effects(ctx: InspectCtx<'_>) -> BoxFuture<'_, Result<Effects, String>> {
+        Box::pin(async move {
+            let mut found = Effects::default();
+            for asked in ctx.asked {
+                let state =
+                    if asked.recorded.is_some() { EffectState::InForce } else { EffectState::None };
+                let effect = Effect {
+                    state,
+                    what: "row".into(),
+                    id: None,
+                    detail: json!({"saga": ctx.saga_id}),
+                };
+                found.of.insert(asked.command.command_id.clone(), effect);
+            }
+            found.others.push(Effect {
+                state: EffectState::Undone,
+                what: "extra".into(),
+                id: Some("x-1".into()),
+                detail: json!(null),
+            });
+            Ok(found)
+        })
+    }
+    let participant = working_participant(&counter(), "work", |_, _| Ok(json!({})))
+        .compensation("unwork", counted(&counter(), "unwork", |_, _| Ok(json!({}))))
+        .inspector(skald_participant::inspector(effects));
+    h.start(participant, h.config());
+
+    // s1: `one` done; s1 `two` undone before its do (a tombstone); s2: nothing.
+    let done = h.wire.command("s1", "one", Kind::Do, "work", 1);
+    h.send(&done).await;
+    assert!(matches!(h.wire.reply().await.outcome, Outcome::Ok { .. }));
+    let undo = h.wire.command("s1", "two", Kind::Undo, "unwork", 1);
+    h.send(&undo).await;
+    h.wire.reply().await;
+
+    let asked = |id: &str, step: &str, kind: Kind, action: &str| InspectedCommand {
+        command_id: id.to_owned(),
+        step: step.into(),
+        kind,
+        action: action.into(),
+        payload: json!({}),
+    };
+    let request = InspectRequest {
+        sagas: vec![
+            InspectSaga {
+                saga_id: "s1".into(),
+                commands: vec![
+                    asked(&done.command_id, "one", Kind::Do, "work"),
+                    asked(&undo.command_id, "two", Kind::Undo, "unwork"),
+                ],
+            },
+            InspectSaga {
+                saga_id: "s2".into(),
+                commands: vec![asked("s2.one.do", "one", Kind::Do, "work")],
+            },
+        ],
+    };
+    let InspectResponse::Inspected { participant, sagas } =
+        inspect(&h, serde_json::to_vec(&request).unwrap()).await
+    else {
+        panic!("the inspection was refused");
+    };
+    assert_eq!(participant, common::NAME);
+    assert_eq!(sagas.len(), 2);
+    let s1 = &sagas[0];
+    assert_eq!(
+        s1.commands[0].recorded.as_ref().unwrap().outcome,
+        Outcome::Ok { output: json!({}) }
+    );
+    assert_eq!(s1.commands[0].effect.as_ref().unwrap().state, EffectState::InForce);
+    let undone = s1.commands[1].recorded.as_ref().unwrap();
+    assert!(undone.tombstone, "{undone:?}");
+    // The tombstone's `do` row was not asked about: it is listed apart, marked.
+    assert_eq!(s1.unasked.len(), 1, "{:?}", s1.unasked);
+    assert_eq!(s1.unasked[0].command_id, "s1.two.do");
+    assert!(s1.unasked[0].tombstone);
+    assert_eq!(s1.others[0].id.as_deref(), Some("x-1"));
+    let s2 = &sagas[1];
+    assert!(s2.commands[0].recorded.is_none());
+    assert_eq!(s2.commands[0].effect.as_ref().unwrap().state, EffectState::None);
+
+    // What cannot be read, or is too large, is refused with a code.
+    match inspect(&h, b"{not json".to_vec()).await {
+        InspectResponse::Refused { code, .. } => assert_eq!(code, "invalid_request"),
+        other => panic!("{other:?}"),
+    }
+    let many = InspectRequest {
+        sagas: (0..=sagas::protocol::INSPECT_SAGAS_MAX)
+            .map(|i| InspectSaga { saga_id: format!("s{i}"), commands: vec![] })
+            .collect(),
+    };
+    match inspect(&h, serde_json::to_vec(&many).unwrap()).await {
+        InspectResponse::Refused { code, .. } => assert_eq!(code, "too_large"),
+        other => panic!("{other:?}"),
+    }
     h.stop().await;
 }

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod load;
+pub mod money;
 pub mod processes;
 
 /// Two tests of one scenario, named `$sqlite` and `$postgres`: `$scenario`,

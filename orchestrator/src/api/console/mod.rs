@@ -44,8 +44,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use pages::{
-    Chrome, Count, ErrorPage, FilterForm, ListPage, LoginPage, Notice, OverviewPage,
-    RepairFragment, RepairPanel, Row, SagaPage, SagaView, StuckPage, TypeRow,
+    AuditFragment, AuditPage, AuditPanel, Chrome, Count, ErrorPage, FilterForm, ListPage,
+    LoginPage, Notice, OverviewPage, RepairFragment, RepairPanel, Row, SagaPage, SagaView,
+    StuckPage, TypeRow,
 };
 use serde::Deserialize;
 use session::{login, login_form, logout, require_caller};
@@ -87,6 +88,7 @@ pub fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/console/sagas", get(list))
         .route("/console/sagas/{saga_id}", get(saga))
         .route("/console/sagas/{saga_id}/repair", post(repair))
+        .route("/console/sagas/{saga_id}/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_caller));
     let open = Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
@@ -307,6 +309,7 @@ async fn list(
         newer_than: Some(form.newer_than.clone()),
         stuck: Some(form.stuck.clone()),
         key: Some(form.key.clone()),
+        ended_within: None,
     };
     let result = match bad_query {
         Some(e) => Err(e),
@@ -374,11 +377,38 @@ async fn saga(
         .then(|| RepairPanel::new(&detail.summary.saga_id, &detail.summary.status));
     let page = SagaPage {
         chrome: chrome(Some(&caller)),
+        audit: AuditPanel::unasked(&detail.summary.saga_id),
         saga: SagaView::of(&detail),
         repair,
         role: caller.role.as_str().to_owned(),
     };
     render(StatusCode::OK, &page)
+}
+
+/// The saga across services: its participants asked over the bus. Answers
+/// the panel to swap in (htmx), or a page of its own.
+async fn audit(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(saga_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = super::audit::one(&state, &saga_id).await;
+    let htmx = headers.get("hx-request").is_some_and(|v| v == "true");
+    if !htmx && let Err(e) = found {
+        return error_page(Some(&caller), e);
+    }
+    let panel = match found {
+        Ok(audit) => AuditPanel::of(&audit),
+        Err(e) => {
+            AuditPanel { error: Some(status_and_message(e).1), ..AuditPanel::unasked(&saga_id) }
+        }
+    };
+    if htmx {
+        render(StatusCode::OK, &AuditFragment { audit: &panel })
+    } else {
+        render(StatusCode::OK, &AuditPage { chrome: chrome(Some(&caller)), audit: panel })
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -536,6 +536,99 @@ pub fn outcome_choices(current: &str) -> Vec<Choice> {
     choices("choose (resolve only)", &values, current)
 }
 
+/// The "across services" panel of a saga: each step here and there, and
+/// what disagrees (see [`crate::audit`]).
+#[derive(Debug, Clone, Default)]
+pub struct AuditPanel {
+    pub saga_id: String,
+    pub audit_href: String,
+    pub saga_href: String,
+    pub columns: Vec<&'static str>,
+    /// Each step's cells under `columns`, and its verdict.
+    pub rows: Vec<(Vec<String>, String)>,
+    /// (step, note)
+    pub notes: Vec<(String, String)>,
+    /// (participant, what)
+    pub unexplained: Vec<(String, String)>,
+    /// (participant, why)
+    pub unchecked: Vec<(String, String)>,
+    /// (kind, message)
+    pub disagreements: Vec<(String, String)>,
+    /// Why there is no audit (an unknown saga, no bus).
+    pub error: Option<String>,
+}
+
+impl AuditPanel {
+    /// The panel before the participants were asked: a button that asks.
+    #[must_use]
+    pub fn unasked(saga_id: &str) -> Self {
+        Self {
+            saga_id: saga_id.to_owned(),
+            audit_href: format!("/console/sagas/{saga_id}/audit"),
+            saga_href: format!("/console/sagas/{saga_id}"),
+            ..Self::default()
+        }
+    }
+
+    #[must_use]
+    pub fn of(audit: &crate::audit::compare::SagaAudit) -> Self {
+        Self {
+            columns: crate::audit::compare::STEP_COLUMNS.to_vec(),
+            rows: audit
+                .steps
+                .iter()
+                .map(|s| {
+                    let cells = s.cells();
+                    let verdict = cells.last().cloned().unwrap_or_default();
+                    (cells, verdict)
+                })
+                .collect(),
+            notes: audit
+                .steps
+                .iter()
+                .filter_map(|s| s.note.clone().map(|n| (s.step.clone(), n)))
+                .collect(),
+            unexplained: audit
+                .unexplained
+                .iter()
+                .map(|u| (u.participant.clone(), u.text()))
+                .collect(),
+            unchecked: audit
+                .unchecked
+                .iter()
+                .map(|u| (u.participant.clone(), u.reason.clone()))
+                .collect(),
+            disagreements: audit
+                .disagreements
+                .iter()
+                .map(|d| (d.kind.as_str().to_owned(), d.message.clone()))
+                .collect(),
+            ..Self::unasked(&audit.saga_id)
+        }
+    }
+
+    /// Whether the participants were asked (or asking failed).
+    #[must_use]
+    pub fn asked(&self) -> bool {
+        !self.rows.is_empty() || self.error.is_some()
+    }
+}
+
+/// The panel alone: the htmx answer to "ask the participants".
+#[derive(Debug, Template)]
+#[template(path = "console/audit_panel.html")]
+pub struct AuditFragment<'a> {
+    pub audit: &'a AuditPanel,
+}
+
+/// The panel on a page of its own (without htmx).
+#[derive(Debug, Template)]
+#[template(path = "console/audit.html")]
+pub struct AuditPage {
+    pub chrome: Chrome,
+    pub audit: AuditPanel,
+}
+
 #[derive(Debug, Template)]
 #[template(path = "console/saga.html")]
 pub struct SagaPage {
@@ -544,6 +637,8 @@ pub struct SagaPage {
     /// `None` for callers who may not repair (viewers).
     pub repair: Option<RepairPanel>,
     pub role: String,
+    /// Asked for with a button: auditing asks every participant over the bus.
+    pub audit: AuditPanel,
 }
 
 #[cfg(test)]

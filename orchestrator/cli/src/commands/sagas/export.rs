@@ -56,7 +56,7 @@ pub(super) async fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<Out
 }
 
 /// `--tag NAME=VALUE` as the API's `tag.NAME` query pairs.
-pub(super) fn tag_pairs(tags: &[String]) -> Result<Vec<(String, String)>, CliError> {
+pub(crate) fn tag_pairs(tags: &[String]) -> Result<Vec<(String, String)>, CliError> {
     tags.iter()
         .map(|t| match t.split_once('=') {
             Some((name, value)) if !name.trim().is_empty() => {

@@ -19,6 +19,7 @@ use crate::client::{
 };
 use bulk::bulk;
 use export::export;
+pub(crate) use export::tag_pairs;
 use list::list;
 use orchestrator::api::model::{
     BulkJob, BulkPreview, ProgressView, RepairOutcome, SagaDetail, SagaSummary, StartAnswer,
@@ -221,6 +222,28 @@ pub enum SagasCommand {
         /// Makes the move idempotent: repeat with the same id to apply it at most once.
         #[arg(long, value_name = "ID")]
         request_id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One saga across services: each step here beside what its participant recorded.
+    #[command(
+        long_about = "Audit one saga across services: ask each participant of the saga (over \
+            the bus, through the server) what it recorded for the saga's commands, and print \
+            each step as the orchestrator recorded it (do / undo here) beside the participant's \
+            inbox entries (do / undo there) and the effect it reports (a ledger transfer, a \
+            charge and what the provider says of it), with every disagreement: missing_record, \
+            outcome_differs, no_effect, undone_there, not_undone, unexpected_effect, \
+            unexpected_record, unexplained_effect. Changes nothing anywhere.",
+        after_help = "Examples:\n  \
+            skald sagas audit 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11\n  \
+            skald sagas audit 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 --json | jq .disagreements\n\n\
+            Exit status: 0 every participant agrees, 1 a disagreement, a participant that \
+            could not be asked, or an unknown saga, 2 usage, 3 the API cannot be reached."
+    )]
+    Audit {
+        /// The saga id.
+        #[arg(value_name = "SAGA_ID")]
+        saga_id: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -464,5 +487,8 @@ pub async fn run(
         }
         SagasCommand::Bulk(args) => bulk(args, out, err).await,
         SagasCommand::Export(args) => export(args, out).await,
+        SagasCommand::Audit { saga_id, api } => {
+            crate::commands::audit::saga(saga_id, api, out).await
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! The audit across services: one saga (`GET /v1/sagas/{id}/audit`), or every
+//! saga a filter matches, a page at a time (`GET /v1/audit`). Both ask the
+//! participants over the bus; see [`crate::audit`].
+
+use super::error::{ApiError, ErrorBody};
+use super::sagas::{missing, paged_filter, valid_saga_id};
+use super::state::ApiState;
+use crate::audit::compare::{DisagreementKind, SagaAudit, Verdict};
+use crate::audit::{self, Auditor};
+use crate::engine::DriveError;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Sagas audited in one page by default.
+pub const AUDIT_PAGE_DEFAULT: u64 = 100;
+/// Most sagas audited in one page.
+pub const AUDIT_PAGE_MAX: u64 = 200;
+
+fn auditor(state: &ApiState) -> Result<Auditor, ApiError> {
+    let nats = state.nats.clone().ok_or_else(|| ApiError::NotConfigured {
+        message: "this server runs without a bus, so it cannot ask participants".into(),
+    })?;
+    Ok(Auditor::new(nats, state.driver.namespace().clone()))
+}
+
+/// One saga across services: each step as the orchestrator recorded it beside
+/// what its participant recorded and the effect it reports, and every
+/// disagreement (viewer). Asks each participant of the saga over the bus.
+#[utoipa::path(get, path = "/v1/sagas/{saga_id}/audit", tag = "sagas",
+    params(("saga_id" = String, Path, description = "Saga id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SagaAudit),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "Archived by retention", body = ErrorBody),
+        (status = 503, description = "No bus to ask participants on", body = ErrorBody),
+    ))]
+pub async fn saga(
+    State(state): State<ApiState>,
+    Path(saga_id): Path<String>,
+) -> Result<axum::Json<SagaAudit>, ApiError> {
+    Ok(axum::Json(one(&state, &saga_id).await?))
+}
+
+/// One saga's audit (shared with the console).
+pub async fn one(state: &ApiState, saga_id: &str) -> Result<SagaAudit, ApiError> {
+    if !valid_saga_id(saga_id) {
+        return Err(ApiError::not_found(format!("saga {saga_id}")));
+    }
+    let auditor = auditor(state)?;
+    let plan = match audit::plan(&state.driver, saga_id).await {
+        Ok(plan) => plan,
+        Err(DriveError::UnknownSaga { .. }) => return Err(missing(state, saga_id).await),
+        Err(e) => return Err(e.into()),
+    };
+    let mut audits = auditor.judge(std::slice::from_ref(&plan)).await;
+    audits.pop().ok_or_else(|| ApiError::Unavailable { cause: "the audit came back empty".into() })
+}
+
+/// One page of a window's audit.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Sagas audited on this page.
+    pub checked: u64,
+    /// Of them, sagas where every step agrees.
+    pub agreeing: u64,
+    /// Of them, sagas with at least one disagreement.
+    pub disagreeing: u64,
+    /// Of them, sagas a participant did not (fully) answer for.
+    pub unchecked: u64,
+    /// Disagreements by kind (every kind listed, zeros included).
+    pub by_kind: BTreeMap<String, u64>,
+    /// The sagas that disagree or could not be checked, whole.
+    pub sagas: Vec<SagaAudit>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Audit every saga the filter matches, a page at a time, newest first
+/// (viewer): typically `ended_within=1h` and a `type`. Answers counts, and the
+/// sagas that disagree or could not be checked.
+#[utoipa::path(get, path = "/v1/audit", tag = "sagas",
+    params(super::sagas::ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 422, description = "A filter value is not valid", body = ErrorBody),
+        (status = 503, description = "No bus to ask participants on", body = ErrorBody),
+    ))]
+pub async fn window(
+    State(state): State<ApiState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<axum::Json<AuditPage>, ApiError> {
+    let (filter, limit, cursor) = paged_filter(raw.as_deref(), AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX)?;
+    let auditor = auditor(&state)?;
+    let store = state.driver.store();
+    let now = store.clock().now_db();
+    let owned = state.live_partitions().await?;
+    let page = store.list(&filter, cursor.as_deref(), limit, now, &owned).await?;
+    let ids: Vec<String> = page.rows.into_iter().map(|r| r.saga_id).collect();
+    let audits = auditor.audit(&state.driver, &ids).await?;
+    let mut out = AuditPage {
+        checked: 0,
+        agreeing: 0,
+        disagreeing: 0,
+        unchecked: 0,
+        by_kind: DisagreementKind::ALL.iter().map(|k| (k.as_str().to_owned(), 0)).collect(),
+        sagas: Vec::new(),
+        next_cursor: page.next_cursor,
+    };
+    for audit in audits {
+        out.checked += 1;
+        let unchecked = !audit.unchecked.is_empty()
+            || audit.steps.iter().any(|s| s.verdict == Verdict::Unchecked);
+        if unchecked {
+            out.unchecked += 1;
+        }
+        if audit.disagreements.is_empty() {
+            if !unchecked {
+                out.agreeing += 1;
+                continue;
+            }
+        } else {
+            out.disagreeing += 1;
+            for d in &audit.disagreements {
+                *out.by_kind.entry(d.kind.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        out.sagas.push(audit);
+    }
+    Ok(axum::Json(out))
+}

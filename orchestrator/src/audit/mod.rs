@@ -1,0 +1,226 @@
+//! One saga across services: the orchestrator's record of each step beside
+//! what each participant recorded for it, and where the two disagree.
+//!
+//! [`compare`] holds the rules (pure); [`Auditor`] reads histories through the
+//! driver and asks the participants over NATS (core request/reply on
+//! `<prefix>.inspect.<participant>`, see `sagas::protocol::InspectRequest`),
+//! batching the sagas of one audit into as few requests per participant as
+//! the request limits allow, a few in flight at once, each bounded in time.
+//! An audit changes nothing anywhere.
+
+pub mod compare;
+
+use crate::engine::driver::{DriveError, Driver};
+use compare::{Plan, SagaAudit};
+use futures::StreamExt;
+use sagas::protocol::{
+    INSPECT_COMMANDS_MAX, INSPECT_SAGAS_MAX, InspectRequest, InspectResponse, InspectSaga,
+    Namespace, SagaRecords,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a participant has to answer one inspection.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inspections in flight at once.
+const ASKING_MAX: usize = 4;
+/// Most payload bytes put in one request (the bus carries at most 1 MiB).
+const REQUEST_BYTES_MAX: usize = 256 * 1024;
+
+/// One request's answer: the participant, the sagas asked about, and their
+/// records or why there are none.
+type Answered = (String, Vec<String>, Result<Vec<SagaRecords>, String>);
+
+/// Asks participants what they recorded.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    nats: async_nats::Client,
+    ns: Namespace,
+    timeout: Duration,
+}
+
+impl Auditor {
+    #[must_use]
+    pub fn new(nats: async_nats::Client, ns: Namespace) -> Self {
+        Self { nats, ns, timeout: ASK_TIMEOUT }
+    }
+
+    /// Audit these sagas. A saga that is not stored (any more) is left out.
+    ///
+    /// # Errors
+    /// When the store fails or a saga's definition is unknown.
+    pub async fn audit(
+        &self,
+        driver: &Driver,
+        saga_ids: &[String],
+    ) -> Result<Vec<SagaAudit>, DriveError> {
+        let mut plans = Vec::with_capacity(saga_ids.len());
+        for id in saga_ids {
+            match plan(driver, id).await {
+                Ok(p) => plans.push(p),
+                Err(DriveError::UnknownSaga { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.judge(&plans).await)
+    }
+
+    /// Ask every participant the plans name, then judge each saga.
+    pub async fn judge(&self, plans: &[Plan]) -> Vec<SagaAudit> {
+        // participant → the sagas to ask it about
+        let mut asks: BTreeMap<String, Vec<InspectSaga>> = BTreeMap::new();
+        for plan in plans {
+            for (participant, saga) in plan.asks() {
+                asks.entry(participant).or_default().push(saga);
+            }
+        }
+        let requests: Vec<(String, InspectRequest)> = asks
+            .into_iter()
+            .flat_map(|(participant, sagas)| {
+                batches(sagas).into_iter().map(move |r| (participant.clone(), r))
+            })
+            .collect();
+        let answers: Vec<Answered> = futures::stream::iter(requests)
+            .map(|(participant, request)| async move {
+                let ids = request.sagas.iter().map(|s| s.saga_id.clone()).collect();
+                let answer = self.ask(&participant, &request).await;
+                (participant, ids, answer)
+            })
+            .buffer_unordered(ASKING_MAX)
+            .collect()
+            .await;
+        // saga → participant → its records, or why there are none
+        let mut by_saga: BTreeMap<String, BTreeMap<String, Result<SagaRecords, String>>> =
+            BTreeMap::new();
+        for (participant, ids, answer) in answers {
+            match answer {
+                Ok(records) => {
+                    let mut records: BTreeMap<String, SagaRecords> =
+                        records.into_iter().map(|r| (r.saga_id.clone(), r)).collect();
+                    for id in ids {
+                        let got = records
+                            .remove(&id)
+                            .ok_or_else(|| "the answer left this saga out".to_owned());
+                        by_saga.entry(id).or_default().insert(participant.clone(), got);
+                    }
+                }
+                Err(why) => {
+                    for id in ids {
+                        by_saga
+                            .entry(id)
+                            .or_default()
+                            .insert(participant.clone(), Err(why.clone()));
+                    }
+                }
+            }
+        }
+        plans
+            .iter()
+            .map(|plan| plan.judge(&by_saga.remove(&plan.saga_id).unwrap_or_default()))
+            .collect()
+    }
+
+    /// One inspection request to `participant`.
+    async fn ask(
+        &self,
+        participant: &str,
+        request: &InspectRequest,
+    ) -> Result<Vec<SagaRecords>, String> {
+        let body =
+            serde_json::to_vec(request).map_err(|e| format!("cannot encode the request: {e}"))?;
+        let subject = self.ns.inspect_subject(participant);
+        let asked =
+            tokio::time::timeout(self.timeout, self.nats.request(subject, body.into())).await;
+        let msg = match asked {
+            Err(_) => {
+                return Err(format!(
+                    "`{participant}` did not answer within {}s",
+                    self.timeout.as_secs()
+                ));
+            }
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(format!(
+                    "no replica of `{participant}` answers inspections (is it running, and a \
+                     version that answers them?)"
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("asking `{participant}` failed: {e}")),
+            Ok(Ok(msg)) => msg,
+        };
+        match serde_json::from_slice::<InspectResponse>(&msg.payload) {
+            Ok(InspectResponse::Inspected { sagas, .. }) => Ok(sagas),
+            Ok(InspectResponse::Refused { code, message }) => {
+                Err(format!("`{participant}` refused the inspection ({code}): {message}"))
+            }
+            Err(e) => Err(format!("`{participant}`'s answer cannot be read: {e}")),
+        }
+    }
+}
+
+/// The plan of one stored saga: its history read under the definition it runs.
+///
+/// # Errors
+/// [`DriveError::UnknownSaga`] when it is not stored; store errors.
+pub async fn plan(driver: &Driver, saga_id: &str) -> Result<Plan, DriveError> {
+    let (loaded, definition) = driver.loaded(saga_id).await?;
+    Ok(Plan::new(saga_id, &loaded.row.status, &definition, &loaded.events))
+}
+
+/// The sagas to ask one participant about, cut into requests within the limits.
+fn batches(sagas: Vec<InspectSaga>) -> Vec<InspectRequest> {
+    let mut out = Vec::new();
+    let mut current = InspectRequest { sagas: Vec::new() };
+    let (mut commands, mut bytes) = (0_usize, 0_usize);
+    for saga in sagas {
+        let n = saga.commands.len();
+        let size: usize = saga.commands.iter().map(|c| c.payload.to_string().len() + 256).sum();
+        let full = current.sagas.len() >= INSPECT_SAGAS_MAX
+            || commands + n > INSPECT_COMMANDS_MAX
+            || bytes + size > REQUEST_BYTES_MAX;
+        if full && !current.sagas.is_empty() {
+            out.push(std::mem::replace(&mut current, InspectRequest { sagas: Vec::new() }));
+            (commands, bytes) = (0, 0);
+        }
+        commands += n;
+        bytes += size;
+        current.sagas.push(saga);
+    }
+    if !current.sagas.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sagas::protocol::{InspectedCommand, Kind};
+
+    fn saga(i: usize, commands: usize, payload_bytes: usize) -> InspectSaga {
+        InspectSaga {
+            saga_id: format!("s{i}"),
+            commands: (0..commands)
+                .map(|c| InspectedCommand {
+                    command_id: format!("s{i}.c{c}.do"),
+                    step: format!("c{c}"),
+                    kind: Kind::Do,
+                    action: "a".into(),
+                    payload: serde_json::Value::String("x".repeat(payload_bytes)),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn requests_keep_within_every_limit() {
+        let many: Vec<InspectSaga> = (0..150).map(|i| saga(i, 2, 10)).collect();
+        let cut = batches(many);
+        assert_eq!(cut.iter().map(|r| r.sagas.len()).sum::<usize>(), 150);
+        assert!(cut.iter().all(|r| r.too_large().is_none()), "a batch over the limits");
+        let large: Vec<InspectSaga> = (0..10).map(|i| saga(i, 1, 100_000)).collect();
+        let cut = batches(large);
+        assert!(cut.len() >= 4, "{} batches of 100 KB payloads", cut.len());
+        // One saga alone larger than the byte budget still goes, on its own.
+        assert_eq!(batches(vec![saga(0, 1, 400_000)]).len(), 1);
+    }
+}

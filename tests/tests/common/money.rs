@@ -1,0 +1,245 @@
+//! The money world the `topup` and `payout` suites run against: psp-sim,
+//! the ledger (with a card clearing account, a payout clearing account and
+//! funded wallets) and the payment service, each a process on its own
+//! database of the test's backend.
+
+use skald_tests::process::{ChildGuard, free_port, wait_port};
+use skald_tests::{Backend, NATS_URL, SecuredBus, TestDb};
+use skald_transport::BusOptions;
+use std::process::Command;
+use std::time::Duration;
+
+/// The bus a run uses: the machine's NATS, open; or a private one with an
+/// identity per process (as `skald bus init` writes it), TLS and client
+/// certificates.
+pub enum Bus {
+    Open,
+    Secured(SecuredBus),
+}
+
+impl Bus {
+    pub fn options(&self, identity: &str) -> BusOptions {
+        match self {
+            Self::Open => BusOptions::plain(NATS_URL),
+            Self::Secured(bus) => bus.options(identity),
+        }
+    }
+}
+
+fn sqlite_rwc(url: &str) -> String {
+    if url.starts_with("sqlite:") { format!("{url}?mode=rwc") } else { url.to_owned() }
+}
+
+/// Run the ledger CLI once on `db_url`; panics with its output unless it succeeds.
+pub fn ledger(db_url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger-e2e"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ledger {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn spawn(
+    name: &str,
+    bin: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    bus: Option<&BusOptions>,
+) -> ChildGuard {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "error");
+    if let Some(bus) = bus {
+        bus.pass_to(&mut cmd);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    ChildGuard::spawn(name, &mut cmd).unwrap()
+}
+
+/// How the provider misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderFaults {
+    /// Share of calls answered 5xx.
+    pub failure_rate: f64,
+    /// Share of charges made and their answer dropped.
+    pub drop_after_charge_rate: f64,
+}
+
+impl ProviderFaults {
+    pub const NONE: Self = Self { failure_rate: 0.0, drop_after_charge_rate: 0.0 };
+}
+
+/// psp-sim, the ledger and the payment service, running.
+pub struct MoneyWorld {
+    pub ledger_url: String,
+    pub payment_url: String,
+    pub psp_url: String,
+    // Fields drop in order: the processes stop before their databases go.
+    children: Vec<(&'static str, ChildGuard)>,
+    _dbs: (TestDb, TestDb),
+}
+
+impl MoneyWorld {
+    /// Stop one of its processes (`psp-sim`, `ledger`, `payment`) as SIGTERM does.
+    pub fn stop(&mut self, name: &str) {
+        let (_, child) = self.children.iter_mut().find(|(n, _)| *n == name).unwrap();
+        child.terminate(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Start the provider with `faults`, open `wallets` wallets with
+    /// `opening` each, and start the ledger and payment services under
+    /// `prefix` on `bus`.
+    pub async fn start(
+        backend: Backend,
+        prefix: &str,
+        bus: &Bus,
+        faults: ProviderFaults,
+        wallets: usize,
+        opening: i64,
+    ) -> Self {
+        let ledger_db = TestDb::new(backend).await.unwrap();
+        let payment_db = TestDb::new(backend).await.unwrap();
+        let (ledger_url, payment_url) = (sqlite_rwc(&ledger_db.url), sqlite_rwc(&payment_db.url));
+        let psp_port = free_port().unwrap().to_string();
+        let (failure, dropped) =
+            (faults.failure_rate.to_string(), faults.drop_after_charge_rate.to_string());
+        let psp = spawn(
+            "psp-sim",
+            env!("CARGO_BIN_EXE_psp-sim-e2e"),
+            &[
+                "--port",
+                &psp_port,
+                "--failure-rate",
+                &failure,
+                "--drop-after-charge-rate",
+                &dropped,
+                "--seed",
+                "7",
+            ],
+            &[],
+            None,
+        );
+        wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
+        let psp_url = format!("http://127.0.0.1:{psp_port}");
+
+        ledger(&ledger_url, &["accounts", "create", "psp_clearing", "--currency", "EUR"]);
+        ledger(&ledger_url, &["accounts", "create", "payout_clearing", "--currency", "EUR"]);
+        for w in 0..wallets {
+            let wallet = format!("wallet_{w}");
+            ledger(
+                &ledger_url,
+                &[
+                    "accounts",
+                    "create",
+                    &wallet,
+                    "--currency",
+                    "EUR",
+                    "--flags",
+                    "debits_must_not_exceed_credits",
+                ],
+            );
+            ledger(
+                &ledger_url,
+                &[
+                    "transfer",
+                    &format!("opening_{w}"),
+                    "--debit",
+                    "psp_clearing",
+                    "--credit",
+                    &wallet,
+                    "--amount",
+                    &opening.to_string(),
+                    "--currency",
+                    "EUR",
+                ],
+            );
+        }
+        let ledger_process = spawn(
+            "ledger",
+            env!("CARGO_BIN_EXE_ledger-e2e"),
+            &["serve", "--prefix", prefix],
+            &[("DATABASE_URL", &ledger_url)],
+            Some(&bus.options("ledger")),
+        );
+        let payment = spawn(
+            "payment",
+            env!("CARGO_BIN_EXE_payment-e2e"),
+            &[
+                "serve",
+                "--prefix",
+                prefix,
+                "--database-url",
+                &payment_url,
+                "--psp-url",
+                &psp_url,
+                "--psp-timeout-ms",
+                "1000",
+                "--reconcile-interval-ms",
+                "500",
+                "--reconcile-grace-ms",
+                "2000",
+            ],
+            &[],
+            Some(&bus.options("payment")),
+        );
+        Self {
+            ledger_url,
+            payment_url,
+            psp_url,
+            children: vec![("psp-sim", psp), ("ledger", ledger_process), ("payment", payment)],
+            _dbs: (ledger_db, payment_db),
+        }
+    }
+}
+
+/// A tokens file for `skald serve --api-tokens-file` with one viewer token;
+/// removed when dropped.
+pub struct ViewerToken {
+    pub token: String,
+    pub file: std::path::PathBuf,
+}
+
+impl ViewerToken {
+    pub fn new() -> Self {
+        let token = format!("viewer-{}", skald_tests::token());
+        let file = std::env::temp_dir().join(format!("skald-tokens-{}.yaml", skald_tests::token()));
+        let hash = orchestrator::api::auth::hash_token(&token);
+        std::fs::write(
+            &file,
+            format!("tokens:\n  - {{name: auditor, role: viewer, sha256: {hash}}}\n"),
+        )
+        .unwrap();
+        Self { token, file }
+    }
+}
+
+impl Drop for ViewerToken {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Run `skald ARGS` against the API at `api_url` with `token`: its exit code
+/// and what it printed (stdout, stderr).
+pub fn skald_cli(api_url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skald-e2e"))
+        .args(args)
+        .env("SKALD_API_URL", api_url)
+        .env("SKALD_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
