@@ -275,6 +275,17 @@ async fn audit_across_services(backend: Backend) {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not_undone") && out.contains("still in force"), "{out}");
 
+    // A participant that can answer only in part leaves its steps unchecked:
+    // without the provider, the payment service cannot say what it holds.
+    world.stop("psp-sim");
+    let audit = audit_of(&http, &api, &viewer.token, &ids["clean"]).await;
+    assert_eq!(audit["unchecked"][0]["participant"], "payment", "{audit:#}");
+    let reason = audit["unchecked"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("provider could not be asked"), "{reason}");
+    let charge = &audit["steps"][1];
+    assert_eq!((&charge["step"], &charge["verdict"]), (&json!("charge"), &json!("unchecked")));
+    assert!(kinds(&audit).is_empty(), "{audit:#}");
+
     // A participant that is down leaves its steps unchecked, never "agrees".
     world.stop("payment");
     let audit = audit_of(&http, &api, &viewer.token, &ids["clean"]).await;

@@ -11,6 +11,7 @@ use crate::engine::DriveError;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Sagas audited in one page by default.
 pub const AUDIT_PAGE_DEFAULT: u64 = 100;
@@ -86,6 +87,7 @@ pub struct AuditPage {
     responses(
         (status = 200, body = AuditPage),
         (status = 422, description = "A filter value is not valid", body = ErrorBody),
+        (status = 429, description = "Too many audits under way", body = ErrorBody),
         (status = 503, description = "No bus to ask participants on", body = ErrorBody),
     ))]
 pub async fn window(
@@ -94,6 +96,12 @@ pub async fn window(
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let (filter, limit, cursor) = paged_filter(raw.as_deref(), AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX)?;
     let auditor = auditor(&state)?;
+    let _running = Arc::clone(&state.audits).try_acquire_owned().map_err(|_| ApiError::Busy {
+        message: format!(
+            "{} audits are under way on this instance, the most it runs at once; try again shortly",
+            super::state::AUDITS_AT_ONCE
+        ),
+    })?;
     let store = state.driver.store();
     let now = store.clock().now_db();
     let owned = state.live_partitions().await?;

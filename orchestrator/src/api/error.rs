@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The saga ended long ago and retention moved it to the archive.
     #[error("{message}")]
     Gone { message: String },
+    /// Too much of this work is under way; try again shortly.
+    #[error("{message}")]
+    Busy { message: String },
     /// This server is not set up to do it (the message says what is missing).
     #[error("{message}")]
     NotConfigured { message: String },
@@ -94,6 +97,7 @@ impl ApiError {
             }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Gone { .. } => (StatusCode::GONE, "gone"),
+            Self::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::NotConfigured { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }

@@ -31,7 +31,13 @@ pub struct ApiState {
     /// Cancelled when the server stops: requests waiting for a saga's end
     /// answer with where it stands.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Window audits under way (each reads up to a page of histories and
+    /// asks every participant): at most [`AUDITS_AT_ONCE`].
+    pub audits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Window audits (`GET /v1/audit`) one instance runs at once; more are answered 429.
+pub const AUDITS_AT_ONCE: usize = 2;
 
 impl ApiState {
     #[must_use]
@@ -45,6 +51,7 @@ impl ApiState {
             bulk: Arc::new(BulkJobs::default()),
             sign_ins: Arc::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            audits: Arc::new(tokio::sync::Semaphore::new(AUDITS_AT_ONCE)),
         }
     }
 

@@ -213,11 +213,7 @@ fn word<T: Serialize>(v: &T) -> String {
 #[must_use]
 pub fn recorded_text(r: Option<&Recorded>) -> String {
     let Some(r) = r else { return "-".into() };
-    let what = match &r.outcome {
-        Outcome::Ok { .. } => "ok".to_owned(),
-        Outcome::Failed { code, .. } => format!("failed {code}"),
-        Outcome::Retry { code, .. } => format!("retry {code}"),
-    };
+    let what = outcome_text(&r.outcome);
     if r.tombstone { format!("{what} (tombstone)") } else { what }
 }
 
@@ -277,6 +273,8 @@ pub struct Plan {
     pub saga_id: String,
     pub saga_type: String,
     pub status: String,
+    /// An operator resolved the saga by hand (what was in flight stays unanswered).
+    resolved: bool,
     steps: Vec<(String, Here)>,
 }
 
@@ -366,10 +364,12 @@ impl Plan {
                 _ => {}
             }
         }
+        let resolved = events.iter().any(|e| matches!(e, SagaEvent::SagaResolved { .. }));
         Self {
             saga_id: saga_id.to_owned(),
             saga_type: definition.name.clone(),
             status: status.to_owned(),
+            resolved,
             steps,
         }
     }
@@ -446,16 +446,24 @@ impl Plan {
                 .and_then(|c| c.effect.clone())
                 .or_else(|| undo_record.and_then(|c| c.effect.clone()));
             let mut found = Vec::new();
-            let (compared, note) = compare(
-                name,
-                here,
-                recorded_do.as_ref(),
-                recorded_undo.as_ref(),
-                effect.as_ref(),
-                &mut found,
-            );
+            let (compared, note) = if let Some(error) = &records.error {
+                // What the participant could tell is shown; nothing is judged on half an answer.
+                (false, Some(format!("the participant answered in part ({error}): not compared")))
+            } else {
+                compare(
+                    name,
+                    here,
+                    self.resolved,
+                    recorded_do.as_ref(),
+                    recorded_undo.as_ref(),
+                    effect.as_ref(),
+                    &mut found,
+                )
+            };
             let verdict = if !found.is_empty() {
                 Verdict::Disagrees
+            } else if records.error.is_some() {
+                Verdict::Unchecked
             } else if compared {
                 Verdict::Agrees
             } else {
@@ -522,11 +530,12 @@ impl Plan {
     }
 }
 
+/// An outcome as text: `ok`, `failed card_declined`.
 fn outcome_text(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Ok { .. } => "ok".into(),
-        Outcome::Failed { code, .. } => format!("failed: {code}"),
-        Outcome::Retry { code, .. } => format!("retry: {code}"),
+        Outcome::Failed { code, .. } => format!("failed {code}"),
+        Outcome::Retry { code, .. } => format!("retry {code}"),
     }
 }
 
@@ -539,16 +548,23 @@ fn is_ok(recorded: &Recorded) -> bool {
 fn compare(
     step: &str,
     here: &Here,
+    resolved: bool,
     recorded_do: Option<&Recorded>,
     recorded_undo: Option<&Recorded>,
     effect: Option<&Effect>,
     found: &mut Vec<(DisagreementKind, String)>,
 ) -> (bool, Option<String>) {
     let not_compared = |why: &str| (false, Some(format!("{why}: not compared")));
+    let unanswered =
+        if resolved { "unanswered when an operator resolved the saga" } else { "in flight" };
     let p = &here.participant;
     let state = effect.map(|e| e.state);
     let what = effect.map_or("effect", |e| e.what.as_str());
-    if here.do_here == DoHere::Skipped || here.undo == UndoHere::Skipped {
+    // A compensated step is judged even when its `do` was skipped by an
+    // operator (a skipped step that was sent is undone like a done one).
+    if here.undo == UndoHere::Skipped
+        || (here.do_here == DoHere::Skipped && here.undo != UndoHere::Compensated)
+    {
         return not_compared("skipped by an operator");
     }
     match here.undo {
@@ -567,7 +583,14 @@ fn compare(
             }
             return (true, unknown_note(state));
         }
-        UndoHere::InFlight => return not_compared("its compensation is in flight"),
+        UndoHere::InFlight => {
+            let why = if resolved {
+                "its compensation was unanswered when an operator resolved the saga"
+            } else {
+                "its compensation is in flight"
+            };
+            return not_compared(why);
+        }
         UndoHere::NotSent | UndoHere::Skipped => {}
     }
     match here.do_here {
@@ -620,7 +643,7 @@ fn compare(
         }
         // Whatever the participant recorded of it came back as unasked.
         DoHere::NotSent => (true, None),
-        DoHere::InFlight => not_compared("in flight"),
+        DoHere::InFlight => not_compared(unanswered),
         DoHere::Unknown => not_compared("given up with its outcome unknown and not compensated"),
         DoHere::Abandoned => not_compared("abandoned before it could take effect"),
         DoHere::Skipped => not_compared("skipped by an operator"),
@@ -937,5 +960,75 @@ mod tests {
         assert!(audit.disagreements.is_empty(), "{:?}", audit.disagreements);
         assert_eq!(audit.steps[0].verdict, Verdict::NotCompared, "its undo is in flight");
         assert_eq!(audit.steps[1].verdict, Verdict::NotCompared, "its outcome is unknown");
+    }
+
+    #[test]
+    fn a_skipped_step_that_was_undone_is_judged_and_a_partial_answer_is_not() {
+        let skip = |kind| SagaEvent::StepSkipped {
+            step: "hold".into(),
+            kind,
+            by: "ann".into(),
+            reason: "by hand".into(),
+            at: T0,
+        };
+        let events = [
+            sent("hold", Kind::Do),
+            skip(Kind::Do),
+            sent("charge", Kind::Do),
+            failed("charge"),
+            sent("hold", Kind::Undo),
+            compensated("hold"),
+        ];
+        let plan = Plan::new(SAGA, "compensated", &definition(), &events);
+        let ledger = answer(
+            &plan,
+            "ledger",
+            &[
+                (Some(ok_entry("hold", Kind::Do)), Some(effect(EffectState::InForce))),
+                (Some(ok_entry("hold", Kind::Undo)), Some(effect(EffectState::InForce))),
+            ],
+        );
+        let mut payment = answer(
+            &plan,
+            "payment",
+            &[(Some(ok_entry("charge", Kind::Do)), Some(effect(EffectState::InForce)))],
+        )
+        .unwrap();
+        payment.error = Some("the provider cannot be asked".into());
+        let answers =
+            BTreeMap::from([("ledger".to_owned(), ledger), ("payment".to_owned(), Ok(payment))]);
+        let audit = plan.judge(&answers);
+        assert_eq!(kinds(&audit), [DisagreementKind::NotUndone], "{:?}", audit.disagreements);
+        assert_eq!(audit.steps[1].verdict, Verdict::Unchecked, "judged on half an answer");
+        assert_eq!(audit.unchecked.len(), 1);
+    }
+
+    #[test]
+    fn what_was_in_flight_when_an_operator_resolved_the_saga_is_said_so() {
+        let events = [
+            sent("hold", Kind::Do),
+            SagaEvent::SagaResolved {
+                outcome: sagas::machine::ResolvedAs::Failed,
+                by: "ann".into(),
+                evidence: "checked by hand".into(),
+                at: T0,
+            },
+        ];
+        let plan = Plan::new(SAGA, "failed", &definition(), &events);
+        let answers = BTreeMap::from([
+            (
+                "ledger".to_owned(),
+                answer(&plan, "ledger", &[(None, Some(effect(EffectState::None)))]),
+            ),
+            ("payment".to_owned(), answer(&plan, "payment", &[])),
+        ]);
+        let audit = plan.judge(&answers);
+        assert!(audit.disagreements.is_empty());
+        assert_eq!(audit.steps[0].verdict, Verdict::NotCompared);
+        assert!(
+            audit.steps[0].note.as_deref().unwrap().contains("resolved"),
+            "{:?}",
+            audit.steps[0]
+        );
     }
 }

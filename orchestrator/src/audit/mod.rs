@@ -11,7 +11,7 @@
 pub mod compare;
 
 use crate::engine::driver::{DriveError, Driver};
-use compare::{Plan, SagaAudit};
+use compare::{Plan, SagaAudit, Unchecked};
 use futures::StreamExt;
 use sagas::protocol::{
     INSPECT_COMMANDS_MAX, INSPECT_SAGAS_MAX, InspectRequest, InspectResponse, InspectSaga,
@@ -31,6 +31,14 @@ const REQUEST_BYTES_MAX: usize = 256 * 1024;
 /// records or why there are none.
 type Answered = (String, Vec<String>, Result<Vec<SagaRecords>, String>);
 
+/// Why a question got no answer.
+#[derive(Debug)]
+enum Asked {
+    /// Too many sagas for one answer (too large, or too slow): ask fewer.
+    TooMuch(String),
+    Failed(String),
+}
+
 /// Asks participants what they recorded.
 #[derive(Debug, Clone)]
 pub struct Auditor {
@@ -45,24 +53,42 @@ impl Auditor {
         Self { nats, ns, timeout: ASK_TIMEOUT }
     }
 
-    /// Audit these sagas. A saga that is not stored (any more) is left out.
+    /// Audit these sagas. A saga that is not stored (any more) is left out;
+    /// one whose definition this instance does not know is answered unchecked.
     ///
     /// # Errors
-    /// When the store fails or a saga's definition is unknown.
+    /// When the store fails.
     pub async fn audit(
         &self,
         driver: &Driver,
         saga_ids: &[String],
     ) -> Result<Vec<SagaAudit>, DriveError> {
         let mut plans = Vec::with_capacity(saga_ids.len());
+        let mut unplanned = Vec::new();
         for id in saga_ids {
             match plan(driver, id).await {
                 Ok(p) => plans.push(p),
                 Err(DriveError::UnknownSaga { .. }) => {}
+                Err(e @ DriveError::UnknownDefinition { .. }) => {
+                    unplanned.push(SagaAudit {
+                        saga_id: id.clone(),
+                        saga_type: String::new(),
+                        status: String::new(),
+                        steps: Vec::new(),
+                        unexplained: Vec::new(),
+                        unchecked: vec![Unchecked {
+                            participant: "orchestrator".into(),
+                            reason: e.to_string(),
+                        }],
+                        disagreements: Vec::new(),
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.judge(&plans).await)
+        let mut audits = self.judge(&plans).await;
+        audits.extend(unplanned);
+        Ok(audits)
     }
 
     /// Ask every participant the plans name, then judge each saga.
@@ -82,11 +108,11 @@ impl Auditor {
             .collect();
         let answers: Vec<Answered> = futures::stream::iter(requests)
             .map(|(participant, request)| async move {
-                let ids = request.sagas.iter().map(|s| s.saga_id.clone()).collect();
-                let answer = self.ask(&participant, &request).await;
-                (participant, ids, answer)
+                let answers = self.ask_splitting(&participant, request).await;
+                answers.into_iter().map(move |(ids, answer)| (participant.clone(), ids, answer))
             })
             .buffer_unordered(ASKING_MAX)
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         // saga → participant → its records, or why there are none
@@ -120,39 +146,68 @@ impl Auditor {
             .collect()
     }
 
+    /// Ask `participant`; a request it finds too large or too slow to
+    /// answer is asked again in halves (down to one saga).
+    async fn ask_splitting(
+        &self,
+        participant: &str,
+        request: InspectRequest,
+    ) -> Vec<(Vec<String>, Result<Vec<SagaRecords>, String>)> {
+        let mut todo = vec![request];
+        let mut out = Vec::new();
+        while let Some(mut request) = todo.pop() {
+            let ids: Vec<String> = request.sagas.iter().map(|s| s.saga_id.clone()).collect();
+            match self.ask(participant, &request).await {
+                Err(Asked::TooMuch(_)) if request.sagas.len() > 1 => {
+                    let half = request.sagas.split_off(request.sagas.len() / 2);
+                    todo.push(InspectRequest { sagas: half });
+                    todo.push(request);
+                }
+                Err(Asked::TooMuch(why) | Asked::Failed(why)) => out.push((ids, Err(why))),
+                Ok(records) => out.push((ids, Ok(records))),
+            }
+        }
+        out
+    }
+
     /// One inspection request to `participant`.
     async fn ask(
         &self,
         participant: &str,
         request: &InspectRequest,
-    ) -> Result<Vec<SagaRecords>, String> {
-        let body =
-            serde_json::to_vec(request).map_err(|e| format!("cannot encode the request: {e}"))?;
+    ) -> Result<Vec<SagaRecords>, Asked> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Asked::Failed(format!("cannot encode the request: {e}")))?;
         let subject = self.ns.inspect_subject(participant);
         let asked =
             tokio::time::timeout(self.timeout, self.nats.request(subject, body.into())).await;
         let msg = match asked {
             Err(_) => {
-                return Err(format!(
-                    "`{participant}` did not answer within {}s",
-                    self.timeout.as_secs()
-                ));
+                let secs = self.timeout.as_secs();
+                return Err(Asked::TooMuch(format!(
+                    "`{participant}` did not answer within {secs}s"
+                )));
             }
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                return Err(format!(
+                return Err(Asked::Failed(format!(
                     "no replica of `{participant}` answers inspections (is it running, and a \
                      version that answers them?)"
-                ));
+                )));
             }
-            Ok(Err(e)) => return Err(format!("asking `{participant}` failed: {e}")),
+            Ok(Err(e)) => return Err(Asked::Failed(format!("asking `{participant}` failed: {e}"))),
             Ok(Ok(msg)) => msg,
         };
         match serde_json::from_slice::<InspectResponse>(&msg.payload) {
             Ok(InspectResponse::Inspected { sagas, .. }) => Ok(sagas),
             Ok(InspectResponse::Refused { code, message }) => {
-                Err(format!("`{participant}` refused the inspection ({code}): {message}"))
+                let why = format!("`{participant}` refused the inspection ({code}): {message}");
+                if matches!(code.as_str(), "too_large" | "answer_too_large" | "timed_out") {
+                    Err(Asked::TooMuch(why))
+                } else {
+                    Err(Asked::Failed(why))
+                }
             }
-            Err(e) => Err(format!("`{participant}`'s answer cannot be read: {e}")),
+            Err(e) => Err(Asked::Failed(format!("`{participant}`'s answer cannot be read: {e}"))),
         }
     }
 }

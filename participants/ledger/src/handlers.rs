@@ -83,11 +83,22 @@ async fn inspect(ctx: InspectCtx<'_>) -> Result<Effects, String> {
         let Some(id) = command.payload.get("transfer_id").and_then(|v| v.as_str()) else {
             continue;
         };
-        let found = match ops::transfer(ctx.db, id).await {
+        let mut found = match ops::transfer(ctx.db, id).await {
             Ok(found) => found,
             Err(OpError::Refused(_)) => None, // not a transfer id the ledger could hold
             Err(e) => return Err(format!("reading transfer `{id}`: {e}")),
         };
+        // A hold's transfer is this command's only if it is the one it asked
+        // for: a hold refused as `exists_with_different_fields` made nothing.
+        let theirs = match (&found, HoldInput::deserialize(&command.payload)) {
+            (Some(t), Ok(hold)) if command.action != "post" => {
+                !hold.to_transfer().differences(t).is_empty()
+            }
+            _ => false,
+        };
+        if theirs {
+            found = None;
+        }
         let state = match (&found, command.action.as_str()) {
             (None, _) => EffectState::None,
             (Some(t), "post") => {
@@ -102,15 +113,24 @@ async fn inspect(ctx: InspectCtx<'_>) -> Result<Effects, String> {
                 TransferState::Voided => EffectState::Undone,
             },
         };
-        let detail = found.map_or(Value::Null, |t| {
-            json!({
-                "debit_account": t.debit_account_id,
-                "credit_account": t.credit_account_id,
-                "amount": t.amount,
-                "currency": t.currency,
-                "state": t.state.as_str(),
-            })
-        });
+        let detail = found.map_or_else(
+            || {
+                if theirs {
+                    json!("a transfer with this id made by other fields")
+                } else {
+                    Value::Null
+                }
+            },
+            |t| {
+                json!({
+                    "debit_account": t.debit_account_id,
+                    "credit_account": t.credit_account_id,
+                    "amount": t.amount,
+                    "currency": t.currency,
+                    "state": t.state.as_str(),
+                })
+            },
+        );
         let effect = Effect { state, what: "transfer".into(), id: Some(id.to_owned()), detail };
         effects.of.insert(command.command_id.clone(), effect);
     }

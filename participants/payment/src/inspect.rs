@@ -7,7 +7,8 @@
 //! charges under the saga's references, so an audit sees the provider's
 //! books, not only this service's record of its calls; when the provider
 //! cannot be asked, the state comes from the recorded calls (a call whose
-//! answer never came is `unknown`). A `payout` is in force once made.
+//! answer never came is `unknown`) and the answer says it is partial, so the
+//! audit judges none of it. A `payout` is in force once made.
 //!
 //! Beside the commands asked about, the answer lists calls recorded for the
 //! saga that no asked command explains, and charges the provider holds under
@@ -19,7 +20,7 @@ use crate::store::{self, Kind, Model, Status};
 use sagas::protocol::{Effect, EffectState, Kind as CommandKind, command_id};
 use serde_json::{Value, json};
 use skald_participant::{Effects, InspectCtx};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// Most references of one saga looked up at the provider.
 const REFERENCES_MAX: usize = 4;
@@ -35,19 +36,27 @@ pub async fn inspect(payments: &Payments, ctx: InspectCtx<'_>) -> Result<Effects
     let by_key: HashMap<&str, &Model> = rows.iter().map(|r| (r.command_id.as_str(), r)).collect();
 
     // The provider's charges under every reference this saga used.
-    // The saga id is the reference the shipped definitions give a charge.
-    let mut references: BTreeSet<&str> = std::iter::once(ctx.saga_id)
-        .chain(
-            rows.iter().filter(|r| r.kind == Kind::Charge.as_str()).map(|r| r.reference.as_str()),
-        )
-        .collect();
-    for asked in ctx.asked {
-        if let Some(r) = asked.command.payload.get("reference").and_then(Value::as_str) {
-            references.insert(r);
+    // The saga id (the reference the shipped definitions give a charge)
+    // first, then any other reference this saga's calls used.
+    let mut references: Vec<&str> = vec![ctx.saga_id];
+    let used = rows
+        .iter()
+        .filter(|r| r.kind == Kind::Charge.as_str())
+        .map(|r| r.reference.as_str())
+        .chain(ctx.asked.iter().filter_map(|a| a.command.payload.get("reference")?.as_str()));
+    for reference in used {
+        if !references.contains(&reference) {
+            references.push(reference);
         }
     }
     let mut at_provider: Vec<Charge> = Vec::new();
     let mut provider_error = None;
+    if references.len() > REFERENCES_MAX {
+        provider_error = Some(format!(
+            "the saga's calls use {} references; at most {REFERENCES_MAX} are looked up",
+            references.len()
+        ));
+    }
     for reference in references.iter().take(REFERENCES_MAX) {
         match payments.provider.charges_of(reference).await {
             Ok(charges) => at_provider.extend(charges),
@@ -93,11 +102,7 @@ pub async fn inspect(payments: &Payments, ctx: InspectCtx<'_>) -> Result<Effects
                     (by_key.get(charge_key.as_str()), by_key.get(refund_key.as_str()));
                 let at = charge_row.and_then(|r| made.get(r.command_id.as_str()).copied());
                 let state = if provider_known {
-                    match at {
-                        None => EffectState::None,
-                        Some(c) if c.amount_refunded >= c.amount => EffectState::Undone,
-                        Some(_) => EffectState::InForce,
-                    }
+                    at.map_or(EffectState::None, provider_state)
                 } else {
                     recorded_charge_state(charge_row.copied(), refund_row.copied())
                 };
@@ -143,16 +148,29 @@ pub async fn inspect(payments: &Payments, ctx: InspectCtx<'_>) -> Result<Effects
         });
     }
     for c in at_provider.iter().filter(|c| !claimed.contains(c.id.as_str())) {
-        let state =
-            if c.amount_refunded >= c.amount { EffectState::Undone } else { EffectState::InForce };
         effects.others.push(Effect {
-            state,
+            state: provider_state(c),
             what: "charge".into(),
             id: Some(c.id.clone()),
             detail: json!({ "provider": c, "why": "a charge at the provider that no recorded call made" }),
         });
     }
+    // The recorded calls alone cannot tell what the provider holds: the
+    // audit shows them, and judges none of this saga's payment steps.
+    effects.partial = provider_error.map(|e| format!("the provider could not be asked: {e}"));
     Ok(effects)
+}
+
+/// A charge as the provider shows it: refunded in full is undone; a charge
+/// the provider lists as anything but made (declined, failed) holds nothing.
+fn provider_state(charge: &Charge) -> EffectState {
+    if charge.status == "refunded" || charge.amount_refunded >= charge.amount {
+        EffectState::Undone
+    } else if charge.status == "succeeded" {
+        EffectState::InForce
+    } else {
+        EffectState::None
+    }
 }
 
 /// A recorded call as the audit shows it.

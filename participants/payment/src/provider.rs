@@ -136,9 +136,16 @@ impl Provider {
                 String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
             ));
         }
-        serde_json::from_slice::<ChargeList>(&body)
-            .map(|list| list.charges)
-            .map_err(|e| format!("the provider's charge list cannot be read: {e}"))
+        let list = serde_json::from_slice::<ChargeList>(&body)
+            .map_err(|e| format!("the provider's charge list cannot be read: {e}"))?;
+        if list.count > list.charges.len() {
+            return Err(format!(
+                "the provider holds {} charges under `{reference}`, more than one page ({})",
+                list.count,
+                list.charges.len()
+            ));
+        }
+        Ok(list.charges)
     }
 
     async fn post(&self, path: &str, key: &str, body: &impl Serialize) -> ProviderOutcome {

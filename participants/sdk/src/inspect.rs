@@ -28,6 +28,11 @@ use tracing::{debug, warn};
 
 /// Requests answered at once by one replica.
 const ANSWERING_MAX: usize = 4;
+/// Sagas of one request inspected at once.
+const SAGAS_AT_ONCE: usize = 4;
+/// Longest an answer may take (the orchestrator waits 5 s): past it the
+/// request is answered `timed_out` and its slot freed.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// One command asked about, with this participant's inbox entry for it.
 #[derive(Debug, Clone)]
@@ -53,6 +58,10 @@ pub struct Effects {
     /// Effects for this saga that none of its commands explains (at most
     /// [`INSPECT_EXTRA_MAX`] are passed on).
     pub others: Vec<Effect>,
+    /// Why this answer is partial (a system the participant asks could not
+    /// be asked): the audit then judges none of the participant's steps of
+    /// this saga, it shows them unchecked.
+    pub partial: Option<String>,
 }
 
 /// Describes the effects a participant's commands left. Implemented for
@@ -131,51 +140,63 @@ pub(crate) async fn answer(
     for row in &rows {
         by_saga.entry(row.saga_id.as_str()).or_default().push(row);
     }
-    let mut out = Vec::with_capacity(request.sagas.len());
-    for saga in &request.sagas {
-        let rows = by_saga.remove(saga.saga_id.as_str()).unwrap_or_default();
-        let asked: Vec<Asked> = saga
-            .commands
-            .iter()
-            .map(|c| Asked {
-                command: c.clone(),
-                recorded: rows.iter().find(|r| r.command_id == c.command_id).map(|r| recorded(r)),
-            })
-            .collect();
-        let asked_ids: HashSet<&str> =
-            saga.commands.iter().map(|c| c.command_id.as_str()).collect();
-        let unasked: Vec<Recorded> = rows
-            .iter()
-            .filter(|r| !asked_ids.contains(r.command_id.as_str()))
-            .take(INSPECT_EXTRA_MAX)
-            .map(|r| recorded(r))
-            .collect();
-        let (mut effects, error) = match inspector {
-            None => (Effects::default(), None),
-            Some(i) => {
-                match i.inspect(InspectCtx { db, saga_id: &saga.saga_id, asked: &asked }).await {
-                    Ok(effects) => (effects, None),
-                    Err(e) => (Effects::default(), Some(e)),
+    let prepared: Vec<(String, Vec<Asked>, Vec<Recorded>)> = request
+        .sagas
+        .iter()
+        .map(|saga| {
+            let rows = by_saga.remove(saga.saga_id.as_str()).unwrap_or_default();
+            let asked: Vec<Asked> = saga
+                .commands
+                .iter()
+                .map(|c| Asked {
+                    command: c.clone(),
+                    recorded: rows
+                        .iter()
+                        .find(|r| r.command_id == c.command_id)
+                        .map(|r| recorded(r)),
+                })
+                .collect();
+            let asked_ids: HashSet<&str> =
+                saga.commands.iter().map(|c| c.command_id.as_str()).collect();
+            let unasked: Vec<Recorded> = rows
+                .iter()
+                .filter(|r| !asked_ids.contains(r.command_id.as_str()))
+                .take(INSPECT_EXTRA_MAX)
+                .map(|r| recorded(r))
+                .collect();
+            (saga.saga_id.clone(), asked, unasked)
+        })
+        .collect();
+    // A few sagas at once (an inspector may ask a system over the network);
+    // the answer keeps the order asked.
+    let out: Vec<SagaRecords> = futures::stream::iter(prepared)
+        .map(|(saga_id, asked, unasked)| async move {
+            let (mut effects, error) = match inspector {
+                None => (Effects::default(), None),
+                Some(i) => {
+                    match i.inspect(InspectCtx { db, saga_id: &saga_id, asked: &asked }).await {
+                        Ok(mut effects) => {
+                            let partial = effects.partial.take();
+                            (effects, partial)
+                        }
+                        Err(e) => (Effects::default(), Some(e)),
+                    }
                 }
-            }
-        };
-        effects.others.truncate(INSPECT_EXTRA_MAX);
-        let commands = asked
-            .into_iter()
-            .map(|a| CommandRecord {
-                effect: effects.of.remove(&a.command.command_id),
-                command_id: a.command.command_id,
-                recorded: a.recorded,
-            })
-            .collect();
-        out.push(SagaRecords {
-            saga_id: saga.saga_id.clone(),
-            commands,
-            unasked,
-            others: effects.others,
-            error,
-        });
-    }
+            };
+            effects.others.truncate(INSPECT_EXTRA_MAX);
+            let commands = asked
+                .into_iter()
+                .map(|a| CommandRecord {
+                    effect: effects.of.remove(&a.command.command_id),
+                    command_id: a.command.command_id,
+                    recorded: a.recorded,
+                })
+                .collect();
+            SagaRecords { saga_id, commands, unasked, others: effects.others, error }
+        })
+        .buffered(SAGAS_AT_ONCE)
+        .collect()
+        .await;
     debug!(participant, sagas = out.len(), "answered an inspection");
     Ok(out)
 }
@@ -195,12 +216,25 @@ async fn respond(
         Err(e) => refused("invalid_request", format!("the request cannot be read: {e}")),
         Ok(request) => match request.too_large() {
             Some(why) => refused("too_large", why),
-            None => match answer(participant, db, inspector, &request).await {
-                Ok(sagas) => {
-                    InspectResponse::Inspected { participant: participant.to_owned(), sagas }
+            None => {
+                let answered = tokio::time::timeout(
+                    ANSWER_WITHIN,
+                    answer(participant, db, inspector, &request),
+                );
+                match answered.await {
+                    Ok(Ok(sagas)) => {
+                        InspectResponse::Inspected { participant: participant.to_owned(), sagas }
+                    }
+                    Ok(Err(e)) => refused("database_error", e.to_string()),
+                    Err(_) => refused(
+                        "timed_out",
+                        format!(
+                            "no answer within {}s: ask about fewer sagas",
+                            ANSWER_WITHIN.as_secs()
+                        ),
+                    ),
                 }
-                Err(e) => refused("database_error", e.to_string()),
-            },
+            }
         },
     };
     let encoded = serde_json::to_vec(&response).unwrap_or_default();
@@ -239,7 +273,13 @@ pub(crate) async fn serve(
             debug!("an inspection without a reply subject: nobody to answer");
             continue;
         };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (nats, participant, db, inspector) =
             (nats.clone(), participant.clone(), db.clone(), inspector.clone());
         tracker.spawn(async move {
@@ -252,6 +292,7 @@ pub(crate) async fn serve(
     }
     let _ = requests.unsubscribe().await;
     tracker.close();
+    // Each answer is bounded by `ANSWER_WITHIN`.
     tracker.wait().await;
     Ok(())
 }

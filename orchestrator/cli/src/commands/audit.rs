@@ -27,8 +27,9 @@ pub struct AuditArgs {
     /// Only sagas with this business tag, NAME=VALUE (repeatable; all must match).
     #[arg(long = "tag", value_name = "NAME=VALUE")]
     pub tags: Vec<String>,
-    /// At most this many sagas.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    /// At most this many sagas (1 or more).
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max: u64,
     #[command(flatten)]
     pub api: ApiArgs,
@@ -43,7 +44,6 @@ pub async fn run(
 ) -> Result<Outcome, CliError> {
     let client = Client::new(&args.api)?;
     let tags = crate::commands::sagas::tag_pairs(&args.tags)?;
-    let limit = AUDIT_PAGE_MAX.min(args.max.max(1));
     let mut cursor: Option<String> = None;
     let mut total = AuditPage {
         checked: 0,
@@ -55,6 +55,7 @@ pub async fn run(
         next_cursor: None,
     };
     loop {
+        let limit = AUDIT_PAGE_MAX.min(args.max.saturating_sub(total.checked)).max(1);
         let mut query: Vec<(&str, String)> = vec![
             ("ended_within", args.since.clone()),
             ("type", args.saga_type.clone().unwrap_or_default()),
