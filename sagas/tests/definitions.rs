@@ -775,3 +775,59 @@ fn a_diff_lists_what_changed_step_by_step() {
     let back = definition::diff(&new, &old);
     assert!(back.iter().any(|l| l.starts_with("- step #2 `post`")), "{back:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Conditions (`when:`)
+
+#[test]
+fn conditions_load_and_their_mistakes_are_located() {
+    let ok = load_ok(&hold_then_post("when: \"input.amount > 100 && has(steps.hold)\""));
+    assert_eq!(
+        ok.steps[1].when.as_ref().unwrap().source(),
+        "input.amount > 100 && has(steps.hold)"
+    );
+    assert!(ok.steps[0].when.is_none());
+    // A definition without conditions keeps its hash: the field stays out of the canonical form.
+    assert!(!load_ok(HOLD_YAML).canonical_json.contains("when"));
+    assert_each_only_error(&[
+        (
+            hold_then_post("when: \"input.amount >\""),
+            Some("post"),
+            "when",
+            "is not a CEL expression",
+            Some("true or false"),
+        ),
+        (hold_then_post("when: \"\""), Some("post"), "when", "is empty", None),
+        (
+            hold_then_post("when: \"amount > 100\""),
+            Some("post"),
+            "when",
+            "uses `amount`, which a condition cannot see",
+            Some("`input`, `saga` or `steps`"),
+        ),
+        (
+            hold_with("when: \"steps.post.output.ok\"")
+                + "  - name: post\n    participant: ledger\n    action: post\n    compensation: unpost\n",
+            Some("hold"),
+            "when",
+            "`steps.post`, which is not a step before this one",
+            None,
+        ),
+        (
+            hold_then_post("when: \"input.colour == 'red'\""),
+            Some("post"),
+            "when",
+            "`input.colour`, which `input_schema` does not list",
+            None,
+        ),
+    ]);
+}
+
+#[test]
+fn a_condition_on_the_pivot_is_refused() {
+    let pivot = format!(
+        "{HOLD_YAML}  - name: charge\n    participant: payment\n    action: charge\n    \
+         when: \"input.amount > 1\"\n"
+    );
+    assert_only_error(&pivot, Some("charge"), "when", "is set on the pivot");
+}

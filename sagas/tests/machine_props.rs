@@ -27,6 +27,26 @@ struct Shape {
     attempts: u32,
     compensation_attempts: u32,
     deadline: bool,
+    /// Per step, a `when:` condition or none (never on the pivot).
+    conditions: Vec<Option<When>>,
+}
+
+/// A step's `when:` in the property test.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// `input.n > k`: decided by the input alone.
+    InputAbove(u8),
+    /// `has(steps.s<j>)`, for an earlier step j: whether it succeeded.
+    Succeeded(usize),
+}
+
+impl When {
+    fn text(self) -> String {
+        match self {
+            Self::InputAbove(k) => format!("input.n > {k}"),
+            Self::Succeeded(j) => format!("has(steps.s{j})"),
+        }
+    }
 }
 
 impl Shape {
@@ -44,6 +64,9 @@ impl Shape {
                  retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
                 a = self.attempts
             ));
+            if let Some(when) = self.conditions[i] {
+                yaml.push_str(&format!(", when: \"{}\"", when.text()));
+            }
             if compensated {
                 yaml.push_str(&format!(
                     ", compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
@@ -59,15 +82,29 @@ impl Shape {
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
-    (1usize..=4, any::<bool>(), 0usize..4, 1u32..=3, 1u32..=3, any::<bool>()).prop_map(
-        |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline)| Shape {
-            steps,
-            pivot: has_pivot.then_some(pivot % steps),
-            attempts,
-            compensation_attempts,
-            deadline,
-        },
+    (
+        1usize..=4,
+        any::<bool>(),
+        0usize..4,
+        1u32..=3,
+        1u32..=3,
+        any::<bool>(),
+        prop::collection::vec((0u8..4, 0u8..10, any::<usize>()), 4),
     )
+        .prop_map(
+            |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline, whens)| {
+                let pivot = has_pivot.then_some(pivot % steps);
+                let conditions = (0..steps)
+                    .map(|i| match whens[i] {
+                        _ if pivot == Some(i) => None,
+                        (0, k, _) => Some(When::InputAbove(k)),
+                        (1, _, j) if i > 0 => Some(When::Succeeded(j % i)),
+                        _ => None,
+                    })
+                    .collect();
+                Shape { steps, pivot, attempts, compensation_attempts, deadline, conditions }
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +216,9 @@ struct World {
     delivered: Vec<Reply>,
     participant: Participant,
     operator_acted: bool,
+    /// The saga's `input.n`, and each step's condition.
+    n: u8,
+    conditions: Vec<Option<When>>,
 }
 
 impl World {
@@ -274,6 +314,26 @@ impl World {
                 s.park.as_ref().is_some_and(|p| !p.message.is_empty()),
                 "parked without a reason"
             );
+        }
+        // A step skipped by its condition is never sent, and its condition
+        // was false when it was reached; a conditional step that was sent
+        // had it true.
+        for (i, step) in s.steps.iter().enumerate() {
+            use sagas::machine::Forward;
+            let Some(when) = self.conditions[i] else { continue };
+            let skipped = step.forward == Forward::SkippedByCondition;
+            let sent = step.do_progress.attempts > 0;
+            assert!(
+                !(skipped && (sent || step.undo_progress.attempts > 0)),
+                "skipped step {i} was sent"
+            );
+            if skipped || sent {
+                let held = match when {
+                    When::InputAbove(k) => self.n > k,
+                    When::Succeeded(j) => s.steps[j].output.is_some(),
+                };
+                assert_eq!(held, sent, "step {i}: `{}` held {held} but sent {sent}", when.text());
+            }
         }
     }
 
@@ -385,6 +445,7 @@ proptest! {
     #[test]
     fn the_machine_keeps_its_invariants_under_any_schedule(
         shape in shape(),
+        n in 0u8..10,
         actions in prop::collection::vec(action(), 0..80),
     ) {
         let definition = shape.definition();
@@ -396,8 +457,10 @@ proptest! {
             delivered: Vec::new(),
             participant: Participant::default(),
             operator_acted: false,
+            n,
+            conditions: shape.conditions.clone(),
         };
-        w.apply(&Input::Start { saga_id: "p1".into(), input: json!({}) }).unwrap();
+        w.apply(&Input::Start { saga_id: "p1".into(), input: json!({ "n": n }) }).unwrap();
         for a in &actions {
             w.step(a);
         }
@@ -421,8 +484,14 @@ proptest! {
             let names: Vec<String> = definition.steps.iter().map(|s| s.name.clone()).collect();
             match w.state.status {
                 SagaStatus::Completed => {
-                    for n in &names {
-                        prop_assert!(p.in_effect(n), "completed but `{n}` is not in effect");
+                    for (i, n) in names.iter().enumerate() {
+                        let skipped =
+                            w.state.steps[i].forward == sagas::machine::Forward::SkippedByCondition;
+                        prop_assert!(
+                            p.in_effect(n) != skipped,
+                            "completed but `{n}` is {} in effect",
+                            if skipped { "skipped and" } else { "not" }
+                        );
                     }
                 }
                 SagaStatus::Compensated | SagaStatus::Failed => {

@@ -146,7 +146,7 @@ fn show_prints_the_step_table() {
     assert!(stdout.starts_with("topup v3 (3 steps, hash "), "{stdout}");
     let charge = stdout.lines().find(|l| l.starts_with("2 ")).unwrap_or_default();
     let cells: Vec<&str> = charge.split_whitespace().collect();
-    assert_eq!(cells, ["2", "charge", "payment", "charge", "refund", "10s", "3", "no"]);
+    assert_eq!(cells, ["2", "charge", "payment", "charge", "refund", "10s", "3", "no", "-"]);
 }
 
 // ---- The operator commands against a real API server ----
@@ -517,7 +517,7 @@ fn definitions_list_show_and_apply_through_the_api() {
     assert!(show.stdout.contains(&format!("source:   {} (the newest", server.url)), "{show:?}");
     assert!(
         show.stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
-            == ["2", "two", "p", "do2", "undo2", "30s", "3", "no"]),
+            == ["2", "two", "p", "do2", "undo2", "30s", "3", "no", "-"]),
         "{show:?}"
     );
 

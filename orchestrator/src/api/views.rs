@@ -114,6 +114,7 @@ fn result_name(f: &Forward) -> &'static str {
         Forward::Unknown => "unknown",
         Forward::Abandoned => "abandoned",
         Forward::Skipped => "skipped",
+        Forward::SkippedByCondition => "skipped_by_condition",
     }
 }
 

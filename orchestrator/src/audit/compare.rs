@@ -43,6 +43,8 @@ pub enum DoHere {
     Abandoned,
     /// Skipped by an operator.
     Skipped,
+    /// Its `when:` condition was false: never sent.
+    SkippedByCondition,
 }
 
 /// Where a step's compensation stands in the orchestrator's record.
@@ -348,6 +350,11 @@ impl Plan {
                         steps[i].1.do_here = DoHere::Abandoned;
                     }
                 }
+                SagaEvent::StepSkippedByCondition { step, .. } => {
+                    if let Some(i) = step_of(step) {
+                        steps[i].1.do_here = DoHere::SkippedByCondition;
+                    }
+                }
                 SagaEvent::StepCompensated { step, .. } => {
                     if let Some(i) = step_of(step) {
                         steps[i].1.undo = UndoHere::Compensated;
@@ -642,7 +649,7 @@ fn compare(
             (true, unknown_note(state))
         }
         // Whatever the participant recorded of it came back as unasked.
-        DoHere::NotSent => (true, None),
+        DoHere::NotSent | DoHere::SkippedByCondition => (true, None),
         DoHere::InFlight => not_compared(unanswered),
         DoHere::Unknown => not_compared("given up with its outcome unknown and not compensated"),
         DoHere::Abandoned => not_compared("abandoned before it could take effect"),

@@ -48,6 +48,9 @@ fn step(out: &mut Vec<String>, old: &StepDef, new: &StepDef) {
         retry,
     );
     changed(out, &format!("{at} retriable"), &old.retriable, &new.retriable, ToString::to_string);
+    changed(out, &format!("{at} when"), &old.when, &new.when, |w| {
+        w.as_ref().map_or_else(|| "none".to_owned(), |w| format!("`{}`", w.source()))
+    });
 }
 
 /// Every difference from `old` to `new`, in definition order; empty when

@@ -9,6 +9,7 @@
 //! the exact version it started with.
 
 mod budget;
+pub mod condition;
 mod diff;
 mod error;
 mod input_mapping;
@@ -17,6 +18,7 @@ mod shape;
 pub mod template;
 mod validate;
 
+pub use condition::{Condition, ConditionContext};
 pub use diff::diff;
 pub use error::{DefinitionError, DefinitionErrors};
 pub use template::{PayloadTemplate, RenderContext, RenderError};
@@ -66,6 +68,9 @@ pub struct StepDef {
     pub compensation_retry: RetryPolicy,
     /// The step is idempotent and expected to succeed if retried long enough.
     pub retriable: bool,
+    /// Run the step only when this is true (`when:`), evaluated once when
+    /// the step is reached; a step whose condition is false is skipped.
+    pub when: Option<Condition>,
 }
 
 /// How often and how patiently one command is retried.

@@ -46,6 +46,10 @@ pub(crate) struct RawStep {
     pub compensation_retry: Option<RawRetry>,
     #[serde(default)]
     pub retriable: bool,
+    /// A CEL condition: the step runs only when it is true. Absent, it stays
+    /// out of the canonical form (older definitions keep their hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

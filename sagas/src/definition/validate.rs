@@ -6,6 +6,7 @@
 //! step's `input` mapping by [`super::input_mapping`], and every problem found
 //! is reported at once.
 
+use super::condition::{Condition, NameProblem};
 use super::error::{Collector, DefinitionErrors, step_label};
 use super::input_mapping::compile;
 use super::raw::{RawDefinition, RawRetry, RawStep};
@@ -428,6 +429,17 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
     let pivot = steps.iter().position(|s| s.compensation.is_none());
     if let Some(p) = pivot {
         let pivot_label = step_label(p, &steps[p].name);
+        if steps[p].when.is_some() {
+            c.push(
+                Some(&pivot_label),
+                "when",
+                "is set on the pivot (the first step without a compensation): whether the saga \
+                 can still turn back would depend on it",
+                format!(
+                    "give `{pivot_label}` a compensation, or move the condition to a step before it"
+                ),
+            );
+        }
         for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| !s.retriable) {
             let label = step_label(i, &s.name);
             c.push(
@@ -459,6 +471,53 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
         }
     }
     pivot
+}
+
+/// A step's `when:`: a CEL expression that compiles, naming only `input`
+/// (fields the schema lists, when it lists them), `saga` and earlier steps.
+fn check_condition(
+    c: &mut Collector,
+    label: &str,
+    text: &str,
+    earlier: &[&str],
+    properties: Option<&[String]>,
+) -> Option<Condition> {
+    let step = Some(label);
+    let condition = match Condition::compile(text) {
+        Ok(condition) => condition,
+        Err(problem) => {
+            c.push(
+                step,
+                "when",
+                problem,
+                "write a CEL expression that is true or false, e.g. `input.amount > 100000`",
+            );
+            return None;
+        }
+    };
+    for problem in condition.check_names(earlier, properties) {
+        match problem {
+            NameProblem::Unknown(name) => c.push(
+                step,
+                "when",
+                format!("uses `{name}`, which a condition cannot see"),
+                "start every name with `input`, `saga` or `steps`",
+            ),
+            NameProblem::NotEarlier(name) => c.push(
+                step,
+                "when",
+                format!("uses `steps.{name}`, which is not a step before this one"),
+                format!("name a step before `{label}`: its output is known when the condition is decided"),
+            ),
+            NameProblem::NotInSchema(name) => c.push(
+                step,
+                "when",
+                format!("uses `input.{name}`, which `input_schema` does not list"),
+                format!("add `{name}` to the schema's properties, or fix the name"),
+            ),
+        }
+    }
+    Some(condition)
 }
 
 fn check_step(
@@ -505,6 +564,10 @@ fn check_step(
             PayloadTemplate::Literal(Value::Null)
         }
     };
+    let when = s
+        .when
+        .as_deref()
+        .and_then(|text| check_condition(c, label, text, &names[..index], properties));
     StepDef {
         name: s.name.clone(),
         participant: s.participant.clone(),
@@ -515,5 +578,6 @@ fn check_step(
         retry,
         compensation_retry,
         retriable: s.retriable,
+        when,
     }
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::UnixMillis;
 use crate::backoff;
-use crate::definition::{PayloadTemplate, RenderContext};
+use crate::definition::{Condition, ConditionContext, PayloadTemplate, RenderContext};
 use crate::protocol::{self, Kind, Outcome, Reply};
 use serde_json::Value;
 
@@ -131,6 +131,33 @@ impl Draft {
         match self.state.status {
             SagaStatus::Running => match self.state.current_forward() {
                 Some(i) if self.state.steps[i].do_progress.wait == Wait::Idle => {
+                    // A condition is decided once, when its step is first reached.
+                    if self.state.steps[i].do_progress.attempts == 0
+                        && let Some(condition) = self.state.step_def(i).when.clone()
+                    {
+                        match self.condition(&condition) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                self.emit(SagaEvent::StepSkippedByCondition {
+                                    step: self.name(i),
+                                    condition: condition.source().to_owned(),
+                                    at: self.now,
+                                });
+                                return self.advance();
+                            }
+                            Err(message) => {
+                                let code = "condition_failed".to_owned();
+                                self.emit(SagaEvent::StepFailed {
+                                    step: self.name(i),
+                                    attempt: 0,
+                                    code: code.clone(),
+                                    message: message.clone(),
+                                    at: self.now,
+                                });
+                                return self.setback(i, Setback::Failed { code, message });
+                            }
+                        }
+                    }
                     self.send(i, Kind::Do)
                 }
                 Some(_) => {}
@@ -155,6 +182,23 @@ impl Draft {
             }
             _ => {}
         }
+    }
+
+    /// Decide a step's `when:` against the input and the outputs so far.
+    fn condition(&self, condition: &Condition) -> Result<bool, String> {
+        let outputs: Vec<(&str, Option<&Value>)> = self
+            .state
+            .steps
+            .iter()
+            .zip(&self.state.definition.steps)
+            .map(|(s, def)| (def.name.as_str(), s.output.as_ref()))
+            .collect();
+        condition.evaluate(&ConditionContext {
+            input: &self.state.input,
+            saga_id: &self.state.saga_id,
+            saga_type: &self.state.definition.name,
+            outputs: &outputs,
+        })
     }
 
     /// Render a template (a step's input, the saga's output) against the

@@ -3,7 +3,7 @@
 //! Events are facts, never commands: each says what happened and carries
 //! everything [`super::evolve`] needs, so replay never consults a clock or the
 //! outside world. They are stored as JSON with a format version beside the
-//! `type` tag (`{"v":1,"type":"step_succeeded",...}`); [`SagaEvent::decode`]
+//! `type` tag (`{"v":2,"type":"step_succeeded",...}`); [`SagaEvent::decode`]
 //! reads every version ever written, so old histories replay after an upgrade.
 
 use crate::UnixMillis;
@@ -11,8 +11,9 @@ use crate::protocol::Kind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The event format written today.
-pub const EVENT_VERSION: u16 = 1;
+/// The event format written today. Version 2 added `step_skipped_by_condition`;
+/// every version 1 event reads as it did.
+pub const EVENT_VERSION: u16 = 2;
 
 /// Why a saga turned back and began compensating.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +159,14 @@ pub enum SagaEvent {
         reason: String,
         at: UnixMillis,
     },
+    /// The step's `when:` condition was false when the step was reached: it
+    /// is skipped, never sent and never compensated.
+    StepSkippedByCondition {
+        step: String,
+        /// The condition as written.
+        condition: String,
+        at: UnixMillis,
+    },
     /// An operator moved the running saga to another version of its
     /// definition (one its history is valid under); from here on the whole
     /// history is replayed under `to_hash`.
@@ -250,10 +259,11 @@ impl SagaEvent {
     pub fn decode(json: &str) -> Result<Self, DecodeError> {
         let env: EnvelopeIn = serde_json::from_str(json).map_err(DecodeError::Envelope)?;
         match env.v {
-            // Version 1 is today's format. A future version 2 adds an arm that
-            // upcasts version 1 bodies before deserializing.
-            1 => serde_json::from_value(Value::Object(env.body))
-                .map_err(|source| DecodeError::Body { version: 1, source }),
+            // Version 2 only added event types, so a version 1 body reads as
+            // it is. A version that changes a body adds an arm that upcasts
+            // the older bodies before deserializing.
+            version @ (1 | 2) => serde_json::from_value(Value::Object(env.body))
+                .map_err(|source| DecodeError::Body { version, source }),
             found => Err(DecodeError::TooNew { found }),
         }
     }
@@ -274,6 +284,7 @@ impl SagaEvent {
             | Self::LateSuccessRecorded { at, .. }
             | Self::OperatorRetried { at, .. }
             | Self::StepSkipped { at, .. }
+            | Self::StepSkippedByCondition { at, .. }
             | Self::DefinitionChanged { at, .. }
             | Self::SagaResumed { at, .. }
             | Self::SagaParked { at, .. }
@@ -312,6 +323,7 @@ impl SagaEvent {
             Self::LateSuccessRecorded { .. } => "late_success_recorded",
             Self::OperatorRetried { .. } => "operator_retried",
             Self::StepSkipped { .. } => "step_skipped",
+            Self::StepSkippedByCondition { .. } => "step_skipped_by_condition",
             Self::SagaResumed { .. } => "saga_resumed",
             Self::SagaParked { .. } => "saga_parked",
             Self::SagaCompleted { .. } => "saga_completed",

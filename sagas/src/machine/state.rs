@@ -157,6 +157,8 @@ pub enum Forward {
     Abandoned,
     /// An operator skipped it: treated as done, never compensated.
     Skipped,
+    /// Its `when:` condition was false: never sent, nothing to undo.
+    SkippedByCondition,
 }
 
 /// What is known about a step's compensation.
@@ -214,7 +216,10 @@ impl StepState {
         let maybe_done = match self.forward {
             Forward::Succeeded { .. } | Forward::Unknown => true,
             Forward::Skipped => self.do_progress.attempts > 0,
-            Forward::Pending | Forward::Failed { .. } | Forward::Abandoned => false,
+            Forward::Pending
+            | Forward::Failed { .. }
+            | Forward::Abandoned
+            | Forward::SkippedByCondition => false,
         };
         maybe_done && self.backward == Backward::Open
     }
@@ -485,6 +490,11 @@ impl SagaState {
                         Kind::Undo => s.backward = Backward::Skipped,
                     }
                     s.progress_mut(*kind).wait = Wait::Idle;
+                }
+            }
+            SagaEvent::StepSkippedByCondition { step, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.forward = Forward::SkippedByCondition;
                 }
             }
             SagaEvent::SagaResumed { step, kind, .. } => {

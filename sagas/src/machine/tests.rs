@@ -577,7 +577,7 @@ fn events_round_trip_and_refuse_unknown_versions() {
     let s = Saga::given(abc(), "a ok, b failed");
     for e in &s.events {
         let text = e.encode().unwrap();
-        assert!(text.starts_with("{\"v\":1,\"type\":"), "{text}");
+        assert!(text.starts_with("{\"v\":2,\"type\":"), "{text}");
         assert_eq!(&SagaEvent::decode(&text).unwrap(), e);
     }
     assert!(matches!(
@@ -778,4 +778,118 @@ fn a_saga_does_not_move_to_a_version_that_changes_what_it_did() {
     let mut done = Saga::given(abc(), "a ok, b ok, c ok");
     let v3 = abc_v(3, |t| t.replace("action: c_do", "action: c3_do"));
     assert!(matches!(migrate_to(&mut done, v3), Err(TransitionError::Ended { .. })));
+}
+
+// ---- conditions (`when:`) --------------------------------------------------------------
+
+/// `abc` with a `when:` on `b` (and on `c`, when given).
+fn abc_when(b: &str, c: Option<&str>) -> Arc<Definition> {
+    let mut yaml = include_str!("../../tests/fixtures/abc.yaml").replacen(
+        "action: b_do",
+        &format!("action: b_do\n    when: \"{b}\""),
+        1,
+    );
+    if let Some(c) = c {
+        yaml = yaml.replacen("action: c_do", &format!("action: c_do\n    when: \"{c}\""), 1);
+    }
+    def("abc_when.yaml", &yaml)
+}
+
+#[test]
+fn a_false_condition_skips_the_step_which_is_never_undone() {
+    let mut s = Saga::started(abc_when("input.x > 10", None));
+    let d = s.feed("a ok");
+    assert_eq!(names(&d), ["step_succeeded", "step_skipped_by_condition", "command_sent"]);
+    assert_eq!(sent(&d), [("c".to_owned(), Kind::Do, 1)]);
+    assert_eq!(s.state.steps[1].forward, Forward::SkippedByCondition);
+    assert!(matches!(
+        &d.events[1],
+        SagaEvent::StepSkippedByCondition { step, condition, .. }
+            if step == "b" && condition == "input.x > 10"
+    ));
+    // `c` fails: only `a` is undone; the skipped `b` was never sent.
+    let d = s.feed("c failed");
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
+    s.feed("a.undo ok");
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn a_true_condition_over_the_input_and_an_earlier_output_runs_the_step() {
+    let mut s = Saga::started(abc_when("input.x > 5 && steps.a.output.id == 'a-out'", None));
+    let d = s.feed("a ok");
+    assert_eq!(names(&d), ["step_succeeded", "command_sent"]);
+    assert_eq!(sent(&d), [("b".to_owned(), Kind::Do, 1)]);
+    // Its retries do not decide it again: the condition was decided when reached.
+    let d = s.feed("b retry, tick");
+    assert_eq!(sent(&d), [("b".to_owned(), Kind::Do, 2)]);
+}
+
+#[test]
+fn a_skipped_step_is_absent_from_later_conditions_and_every_skip_can_complete() {
+    let mut s = Saga::started(abc_when("input.x > 10", Some("has(steps.b)")));
+    let d = s.feed("a ok");
+    assert_eq!(
+        names(&d),
+        [
+            "step_succeeded",
+            "step_skipped_by_condition",
+            "step_skipped_by_condition",
+            "saga_completed"
+        ]
+    );
+    assert!(d.commands.is_empty());
+    assert_eq!(s.state.status, SagaStatus::Completed);
+}
+
+#[test]
+fn a_condition_that_cannot_be_decided_fails_its_step_and_turns_back() {
+    let mut s = Saga::started(abc_when("steps.a.output.missing == 1", None));
+    let d = s.feed("a ok");
+    assert_eq!(
+        names(&d),
+        ["step_succeeded", "step_failed", "compensation_started", "command_sent"]
+    );
+    assert!(matches!(&d.events[1], SagaEvent::StepFailed { code, message, .. }
+        if code == "condition_failed" && message.contains("could not be evaluated")));
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
+}
+
+#[test]
+fn a_condition_on_the_first_step_is_decided_at_the_start() {
+    let yaml = include_str!("../../tests/fixtures/abc.yaml").replacen(
+        "action: a_do",
+        "action: a_do\n    when: \"input.x == 7\"",
+        1,
+    );
+    let s = Saga::started(def("first.yaml", &yaml));
+    assert_eq!(s.state.steps[0].do_progress.attempts, 1, "x is 7: `a` runs");
+    let yaml = include_str!("../../tests/fixtures/abc.yaml").replacen(
+        "action: a_do",
+        "action: a_do\n    when: \"input.x != 7\"",
+        1,
+    );
+    let s = Saga::started(def("first.yaml", &yaml));
+    assert_eq!(s.state.steps[0].forward, Forward::SkippedByCondition);
+    assert_eq!(s.state.steps[1].do_progress.attempts, 1, "`b` is sent at the start");
+}
+
+#[test]
+fn golden_history_with_a_skipped_step() {
+    let s = Saga::given(abc_when("input.x > 10", None), "a ok, c ok");
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    let stored: Vec<serde_json::Value> =
+        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    insta::assert_json_snapshot!("conditional_history", stored);
+}
+
+#[test]
+fn a_version_2_history_written_earlier_still_replays() {
+    // Stored by this build: must keep replaying to the same state after upgrades.
+    let stored = include_str!("testdata/history_v2.jsonl");
+    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let state = replay(abc_when("input.x > 10", None), &events);
+    assert_eq!(state.status, SagaStatus::Completed);
+    assert_eq!(state.steps[1].forward, Forward::SkippedByCondition);
+    assert_eq!(state.seq, events.len() as u64);
 }

@@ -50,7 +50,7 @@ pub enum DefinitionsCommand {
     #[command(
         long_about = "Show what a saga definition defines: its name, version, hash, deadline \
             and pivot, and a table of its steps with participant, action, compensation, \
-            timeout, retry attempts and whether the step is retriable.\n\n\
+            timeout, retry attempts, whether the step is retriable and its `when:` condition.\n\n\
             TARGET is a definition file (an existing file, or any path with `/` or ending in \
             .yaml or .yml), validated locally with no server, or a saga type, read from the \
             API of a running `skald serve` (its newest version, or --version). An invalid file \
@@ -432,7 +432,7 @@ fn report(errors: &DefinitionErrors, err: &mut dyn Write) -> io::Result<()> {
 }
 
 /// A definition's steps table: [`client::STEP_HEADER`], then these columns.
-const STEP_COLUMNS: [&str; 3] = ["timeout", "attempts", "retriable"];
+const STEP_COLUMNS: [&str; 4] = ["timeout", "attempts", "retriable", "when"];
 
 fn write_steps(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
     let rows: Vec<Vec<String>> = d
@@ -448,6 +448,7 @@ fn write_steps(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
                 s.timeout.to_string(),
                 s.retry.attempts.to_string(),
                 if s.retriable { "yes" } else { "no" }.to_owned(),
+                s.when.as_ref().map_or_else(|| "-".to_owned(), |w| w.source().to_owned()),
             ]);
             row
         })
@@ -513,11 +514,12 @@ mod tests {
                     "compensation",
                     "timeout",
                     "attempts",
-                    "retriable"
+                    "retriable",
+                    "when"
                 ],
-                vec!["1", "hold", "ledger", "hold", "void", "2s", "5", "no"],
-                vec!["2", "payout (pivot)", "payment", "payout", "-", "10s", "3", "no"],
-                vec!["3", "post", "ledger", "post", "-", "2s", "20", "yes"],
+                vec!["1", "hold", "ledger", "hold", "void", "2s", "5", "no", "-"],
+                vec!["2", "payout (pivot)", "payment", "payout", "-", "10s", "3", "no", "-"],
+                vec!["3", "post", "ledger", "post", "-", "2s", "20", "yes", "-"],
             ]
         );
     }
