@@ -163,6 +163,9 @@ fn up_runs_the_sample_sagas_serves_the_console_and_the_ledger_stays_sound() {
         assert!(summary["by_status"][status].as_u64().unwrap_or(0) > 0, "{summary}");
     }
     assert!(summary["unexpected"].as_array().unwrap().is_empty(), "{summary}");
+    // Every saga agrees across services with what its participants recorded.
+    assert_eq!(summary["audit"]["checked"], 60, "{summary}");
+    assert_eq!(summary["audit"]["agreeing"], 60, "{summary}");
     assert!(summary["console_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
     assert!(token.trim().starts_with("skald_"), "an admin token was made: {token:?}");
     assert!(stderr.contains("console"), "set-up lines go to stderr with --json: {stderr}");

@@ -234,9 +234,11 @@ enum Command {
             `skald`) and an orchestrator with its API and console, all on SQLite files in \
             --data-dir; open wallets; run a batch of sample topup and payout sagas (good cards, \
             declined cards, payouts larger than a wallet) with a progress bar; print how they \
-            ended, the balances and `ledger verify`. Then serve the console at --http-addr until \
-            Ctrl-C (the admin token is printed and kept in <data-dir>/admin.token), or exit with \
-            --exit: 0 when every saga ended as expected and the ledger verifies, 1 otherwise.",
+            ended, the balances and `ledger verify`; audit every saga across services (its history \
+            beside what the ledger, the payment service and the provider recorded). Then serve the \
+            console at --http-addr until Ctrl-C (the admin token is printed and kept in \
+            <data-dir>/admin.token), or exit with --exit: 0 when every saga ended as expected, the \
+            ledger verifies and every saga agrees across services, 1 otherwise.",
         after_help = "Examples:\n  \
             cargo build --release -p skald-cli -p ledger -p payment && target/release/skald up\n  \
             skald up --sagas 500 --exit\n  \

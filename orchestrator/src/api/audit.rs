@@ -5,12 +5,11 @@
 use super::error::{ApiError, ErrorBody};
 use super::sagas::{missing, paged_filter, valid_saga_id};
 use super::state::ApiState;
-use crate::audit::compare::{DisagreementKind, SagaAudit, Verdict};
-use crate::audit::{self, Auditor};
+use crate::audit::compare::SagaAudit;
+use crate::audit::{self, Auditor, Tally};
 use crate::engine::DriveError;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Sagas audited in one page by default.
@@ -62,18 +61,9 @@ pub async fn one(state: &ApiState, saga_id: &str) -> Result<SagaAudit, ApiError>
 /// One page of a window's audit.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
-    /// Sagas audited on this page.
-    pub checked: u64,
-    /// Of them, sagas where every step agrees.
-    pub agreeing: u64,
-    /// Of them, sagas with at least one disagreement.
-    pub disagreeing: u64,
-    /// Of them, sagas a participant did not (fully) answer for.
-    pub unchecked: u64,
-    /// Disagreements by kind (every kind listed, zeros included).
-    pub by_kind: BTreeMap<String, u64>,
-    /// The sagas that disagree or could not be checked, whole.
-    pub sagas: Vec<SagaAudit>,
+    /// Counts, and the sagas that disagree or could not be checked.
+    #[serde(flatten)]
+    pub tally: Tally,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -107,35 +97,7 @@ pub async fn window(
     let owned = state.live_partitions().await?;
     let page = store.list(&filter, cursor.as_deref(), limit, now, &owned).await?;
     let ids: Vec<String> = page.rows.into_iter().map(|r| r.saga_id).collect();
-    let audits = auditor.audit(&state.driver, &ids).await?;
-    let mut out = AuditPage {
-        checked: 0,
-        agreeing: 0,
-        disagreeing: 0,
-        unchecked: 0,
-        by_kind: DisagreementKind::ALL.iter().map(|k| (k.as_str().to_owned(), 0)).collect(),
-        sagas: Vec::new(),
-        next_cursor: page.next_cursor,
-    };
-    for audit in audits {
-        out.checked += 1;
-        let unchecked = !audit.unchecked.is_empty()
-            || audit.steps.iter().any(|s| s.verdict == Verdict::Unchecked);
-        if unchecked {
-            out.unchecked += 1;
-        }
-        if audit.disagreements.is_empty() {
-            if !unchecked {
-                out.agreeing += 1;
-                continue;
-            }
-        } else {
-            out.disagreeing += 1;
-            for d in &audit.disagreements {
-                *out.by_kind.entry(d.kind.as_str().to_owned()).or_default() += 1;
-            }
-        }
-        out.sagas.push(audit);
-    }
-    Ok(axum::Json(out))
+    let mut tally = Tally::default();
+    tally.add(auditor.audit(&state.driver, &ids).await?);
+    Ok(axum::Json(AuditPage { tally, next_cursor: page.next_cursor }))
 }

@@ -212,6 +212,57 @@ impl Auditor {
     }
 }
 
+/// How the sagas of an audit came out.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Tally {
+    /// Sagas audited.
+    pub checked: u64,
+    /// Of them, sagas where every step agrees.
+    pub agreeing: u64,
+    /// Of them, sagas with at least one disagreement.
+    pub disagreeing: u64,
+    /// Of them, sagas a participant did not (fully) answer for.
+    pub unchecked: u64,
+    /// Disagreements by kind (every kind listed, zeros included).
+    pub by_kind: BTreeMap<String, u64>,
+    /// The sagas that disagree or could not be checked, whole.
+    pub sagas: Vec<SagaAudit>,
+}
+
+impl Tally {
+    /// Count these audits in.
+    pub fn add(&mut self, audits: Vec<SagaAudit>) {
+        for kind in compare::DisagreementKind::ALL {
+            self.by_kind.entry(kind.as_str().to_owned()).or_default();
+        }
+        for audit in audits {
+            self.checked += 1;
+            let unchecked = !audit.unchecked.is_empty()
+                || audit.steps.iter().any(|s| s.verdict == compare::Verdict::Unchecked);
+            if unchecked {
+                self.unchecked += 1;
+            }
+            if audit.disagreements.is_empty() && !unchecked {
+                self.agreeing += 1;
+                continue;
+            }
+            if !audit.disagreements.is_empty() {
+                self.disagreeing += 1;
+                for d in &audit.disagreements {
+                    *self.by_kind.entry(d.kind.as_str().to_owned()).or_default() += 1;
+                }
+            }
+            self.sagas.push(audit);
+        }
+    }
+
+    /// Every saga agreed.
+    #[must_use]
+    pub fn clean(&self) -> bool {
+        self.disagreeing == 0 && self.unchecked == 0
+    }
+}
+
 /// The plan of one stored saga: its history read under the definition it runs.
 ///
 /// # Errors

@@ -7,9 +7,9 @@ use crate::client::{
     ApiArgs, CliError, Client, Outcome, decode, one_line, print_json, write_table,
 };
 use orchestrator::api::audit::{AUDIT_PAGE_MAX, AuditPage};
+use orchestrator::audit::Tally;
 use orchestrator::audit::compare::{STEP_COLUMNS, SagaAudit, StepAudit};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::io::Write;
 
 /// Sagas that disagree printed (and kept for `--json`) at most.
@@ -45,17 +45,9 @@ pub async fn run(
     let client = Client::new(&args.api)?;
     let tags = crate::commands::sagas::tag_pairs(&args.tags)?;
     let mut cursor: Option<String> = None;
-    let mut total = AuditPage {
-        checked: 0,
-        agreeing: 0,
-        disagreeing: 0,
-        unchecked: 0,
-        by_kind: BTreeMap::new(),
-        sagas: Vec::new(),
-        next_cursor: None,
-    };
+    let mut total = AuditPage { tally: Tally::default(), next_cursor: None };
     loop {
-        let limit = AUDIT_PAGE_MAX.min(args.max.saturating_sub(total.checked)).max(1);
+        let limit = AUDIT_PAGE_MAX.min(args.max.saturating_sub(total.tally.checked)).max(1);
         let mut query: Vec<(&str, String)> = vec![
             ("ended_within", args.since.clone()),
             ("type", args.saga_type.clone().unwrap_or_default()),
@@ -65,25 +57,27 @@ pub async fn run(
         query.extend(tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let body = client.get(&["v1", "audit"], &query).await?.body;
         let page: AuditPage = decode(&body, "audit page")?;
-        total.checked += page.checked;
-        total.agreeing += page.agreeing;
-        total.disagreeing += page.disagreeing;
-        total.unchecked += page.unchecked;
+        let next = page.next_cursor;
+        let (page, t) = (page.tally, &mut total.tally);
+        t.checked += page.checked;
+        t.agreeing += page.agreeing;
+        t.disagreeing += page.disagreeing;
+        t.unchecked += page.unchecked;
         for (kind, n) in page.by_kind {
-            *total.by_kind.entry(kind).or_default() += n;
+            *t.by_kind.entry(kind).or_default() += n;
         }
-        let room = EXAMPLES_MAX.saturating_sub(total.sagas.len());
-        total.sagas.extend(page.sagas.into_iter().take(room));
-        cursor = page.next_cursor;
+        let room = EXAMPLES_MAX.saturating_sub(t.sagas.len());
+        t.sagas.extend(page.sagas.into_iter().take(room));
+        cursor = next;
         if !args.api.json {
-            writeln!(err, "audited {} sagas…", total.checked)?;
+            writeln!(err, "audited {} sagas…", total.tally.checked)?;
         }
-        if cursor.is_none() || total.checked >= args.max {
+        if cursor.is_none() || total.tally.checked >= args.max {
             break;
         }
     }
     total.next_cursor = cursor;
-    let clean = total.disagreeing == 0 && total.unchecked == 0;
+    let clean = total.tally.clean();
     if args.api.json {
         let value = serde_json::to_value(&total).unwrap_or(Value::Null);
         print_json(&value, out)?;
@@ -93,14 +87,15 @@ pub async fn run(
     Ok(if clean { Outcome::Success } else { Outcome::Failure })
 }
 
-fn print_window(args: &AuditArgs, total: &AuditPage, out: &mut dyn Write) -> Result<(), CliError> {
+fn print_window(args: &AuditArgs, page: &AuditPage, out: &mut dyn Write) -> Result<(), CliError> {
+    let total = &page.tally;
     let which = args.saga_type.as_deref().map(|t| format!(" of type {t}")).unwrap_or_default();
     writeln!(
         out,
         "audited {} sagas{which} that ended within {}: {} agree, {} disagree, {} could not be checked",
         total.checked, args.since, total.agreeing, total.disagreeing, total.unchecked
     )?;
-    if total.next_cursor.is_some() {
+    if page.next_cursor.is_some() {
         writeln!(out, "stopped at --max {}; more sagas ended in the window", args.max)?;
     }
     let kinds: Vec<Vec<String>> = total

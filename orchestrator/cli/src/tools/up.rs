@@ -13,6 +13,8 @@
 use crate::commands::bus::{self as bus_files, InitArgs};
 use crate::tools::stack::{self, InProcess, MoneyStack, ServiceBins, Services, StackError};
 use orchestrator::api::{Role, Tokens, auth};
+use orchestrator::audit::{Auditor, Tally};
+use orchestrator::engine::driver::Driver;
 use orchestrator::serve::{Orchestrator, ServeConfig};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -107,10 +109,64 @@ pub struct Summary {
     pub unexpected: Vec<String>,
     pub ledger_sound: bool,
     pub ledger_verify: String,
+    /// Every saga of the batch audited across services (its history beside
+    /// what the ledger, the payment service and the provider recorded).
+    pub audit: AuditTotals,
     pub balances: String,
     pub console_url: Option<String>,
     pub data_dir: String,
     pub ok: bool,
+}
+
+/// The batch's audit across services.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditTotals {
+    pub checked: u64,
+    pub agreeing: u64,
+    pub disagreeing: u64,
+    pub unchecked: u64,
+    /// Disagreements by kind (only kinds found).
+    pub by_kind: BTreeMap<String, u64>,
+    /// The sagas to look at (`skald sagas audit ID`), first few.
+    pub to_look_at: Vec<String>,
+}
+
+/// Sagas audited per round of questions.
+const AUDIT_BATCH: usize = 200;
+/// How long sagas that do not agree yet are audited again: the payment
+/// service's reconciler gives back a charge whose step was given up within
+/// its grace (30 s).
+const AUDIT_SETTLE_MAX: Duration = Duration::from_secs(45);
+
+/// Audit `ids` across services; sagas that do not agree are asked about
+/// again (every 2 s, up to [`AUDIT_SETTLE_MAX`]) while the services settle.
+async fn audit_batch(auditor: &Auditor, driver: &Driver, ids: &[String]) -> AuditTotals {
+    let deadline = tokio::time::Instant::now() + AUDIT_SETTLE_MAX;
+    let mut todo: Vec<String> = ids.to_vec();
+    let mut agreeing = 0_u64;
+    loop {
+        let mut tally = Tally::default();
+        for chunk in todo.chunks(AUDIT_BATCH) {
+            match auditor.audit(driver, chunk).await {
+                Ok(audits) => tally.add(audits),
+                Err(e) => tracing::warn!(error = %e, "auditing the batch failed"),
+            }
+        }
+        agreeing += tally.agreeing;
+        let settled = tally.clean() || tokio::time::Instant::now() >= deadline;
+        todo = tally.sagas.iter().map(|s| s.saga_id.clone()).collect();
+        if settled {
+            return AuditTotals {
+                checked: ids.len() as u64,
+                agreeing,
+                disagreeing: tally.disagreeing,
+                unchecked: tally.unchecked,
+                by_kind: tally.by_kind.into_iter().filter(|(_, n)| *n > 0).collect(),
+                to_look_at: todo.into_iter().take(10).collect(),
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Say something about the set-up: on stdout, or stderr when stdout is JSON.
@@ -356,6 +412,8 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     let token = admin_token(&dir)?;
     orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
     let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));
+    let auditor =
+        Auditor::new(orchestrator.client.clone(), orchestrator.driver.namespace().clone());
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
     say(
@@ -438,6 +496,8 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
             println!("{row}");
         }
     }
+    let all: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    let audit = audit_batch(&auditor, &driver, &all).await;
     let mut accounts: Vec<&str> = WALLETS.to_vec();
     accounts.extend(["psp_clearing", "payout_clearing"]);
     let mut args = vec!["balance"];
@@ -454,11 +514,16 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         .sum::<usize>();
     let summary = Summary {
         sagas: ids.len(),
-        ok: ledger_sound && unexpected.is_empty() && ended == ids.len(),
+        ok: ledger_sound
+            && unexpected.is_empty()
+            && ended == ids.len()
+            && audit.disagreeing == 0
+            && audit.unchecked == 0,
         by_status,
         unexpected,
         ledger_sound,
         ledger_verify,
+        audit,
         balances,
         console_url: console_url.clone(),
         data_dir: dir.display().to_string(),
@@ -499,6 +564,25 @@ fn print_summary(s: &Summary) {
         println!("\nledger verify: sound\n{}", s.ledger_verify);
     } else {
         println!("\nledger verify: NOT sound\n{}", s.ledger_verify);
+    }
+    let a = &s.audit;
+    if a.disagreeing == 0 && a.unchecked == 0 {
+        println!(
+            "across services: all {} sagas agree with what the ledger, the payment service and the provider recorded",
+            a.checked
+        );
+    } else {
+        let kinds: Vec<String> = a.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "across services: {} of {} sagas disagree ({}), {} could not be checked; look at them with `skald sagas audit ID`:",
+            a.disagreeing,
+            a.checked,
+            kinds.join(", "),
+            a.unchecked
+        );
+        for id in &a.to_look_at {
+            println!("  {id}");
+        }
     }
     for u in &s.unexpected {
         println!("unexpected: {u}");
