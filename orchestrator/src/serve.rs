@@ -7,7 +7,7 @@
 
 use crate::api::{ApiState, Tokens};
 use crate::bus::relay::{self, RelayParts};
-use crate::bus::{Wire, intake, starter};
+use crate::bus::{Wire, intake, signals, starter};
 use crate::cluster::partitions::Ownership;
 use crate::cluster::takeover::take_over;
 use crate::engine::driver::Driver;
@@ -152,6 +152,8 @@ pub struct Orchestrator {
     ns: Namespace,
     replies: jetstream::stream::Stream,
     starts: async_nats::Subscriber,
+    /// Events for waiting sagas (`<prefix>.signal.*`).
+    events: async_nats::Subscriber,
     partitions: u32,
     /// The HTTP API's state and bound listener, unless `--http-addr off`.
     http: Option<(ApiState, tokio::net::TcpListener)>,
@@ -205,6 +207,7 @@ impl Orchestrator {
             .with_ownership(ownership.clone());
         // Subscribed before `connect` returns: a start sent after it is answered.
         let starts = starter::subscribe(&client, &ns).await?;
+        let events = signals::subscribe(&client, &ns).await?;
         client.flush().await.map_err(|e| TransportError::Flush(e.to_string()))?;
         let http = if config.http_addr == "off" {
             None
@@ -230,6 +233,7 @@ impl Orchestrator {
             ns,
             replies,
             starts,
+            events,
             partitions: config.partitions,
             ownership,
             http_addr_text: http
@@ -319,6 +323,13 @@ impl Orchestrator {
             tracing::info!(keep = ?retention.keep, dir = %retention.dir.display(), "retention on");
             tasks.spawn(crate::retention::run(self.driver.clone(), retention, shutdown.clone()));
         }
+        tasks.spawn(signals::run(
+            self.driver.clone(),
+            self.client.clone(),
+            self.events,
+            shutdown.clone(),
+            intake_tasks.clone(),
+        ));
         let starter = tokio::spawn(starter::run(
             self.driver.clone(),
             self.client.clone(),

@@ -143,6 +143,34 @@ impl Outcome {
     }
 }
 
+/// Body of a request on `<prefix>.signal.<event>`: an event for one saga
+/// (what a waiting step waits for).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    pub saga_id: String,
+    /// The sender's id for this event: the same id again is a duplicate.
+    pub event_id: String,
+    /// The correlation key, when the waiting step asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The event's body: the waiting step's output.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// The answer to a [`SignalRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SignalResponse {
+    /// Kept in the saga's history; `taken` when a waiting step took it now.
+    Accepted { saga_id: String, taken: bool },
+    /// This event id was taken before: nothing changed.
+    Duplicate { saga_id: String },
+    /// `unknown_saga`, `ended`, `invalid`, `too_many_events`, `unavailable`, `bad_request`.
+    Refused { code: String, message: String },
+}
+
 /// Body of a start request on `<prefix>.start.<saga type>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,6 +332,13 @@ impl Namespace {
         format!("{}.ended.{saga_type}", self.prefix)
     }
 
+    /// Where an event for a waiting saga is sent: `<prefix>.signal.<event>`
+    /// (a NATS request with a [`SignalRequest`]).
+    #[must_use]
+    pub fn signal_subject(&self, event: &str) -> String {
+        format!("{}.signal.{event}", self.prefix)
+    }
+
     /// Where `participant` answers what it recorded for commands
     /// ([`InspectRequest`]); its replicas share one queue group named after it.
     #[must_use]
@@ -410,6 +445,7 @@ mod tests {
             "reply_subject": ns.reply_subject(3, "ledger"),
             "start_subject": ns.start_subject("topup"),
             "inspect_subject": ns.inspect_subject("ledger"),
+            "signal_subject": ns.signal_subject("psp_result"),
             "commands_stream": ns.commands_stream(),
             "replies_stream": ns.replies_stream(),
             "msg_id": msg_id(&command_id("s-1", "hold", Kind::Undo), 4),

@@ -831,3 +831,95 @@ fn a_condition_on_the_pivot_is_refused() {
     );
     assert_only_error(&pivot, Some("charge"), "when", "is set on the pivot");
 }
+
+// ---------------------------------------------------------------------------
+// Waiting steps (`wait_for:`)
+
+/// [`HOLD_YAML`] followed by a waiting step `confirmed` with `fields` added.
+fn hold_then_wait(fields: &str) -> String {
+    let wait = "  - name: confirmed\n    wait_for: { event: confirmation, timeout: 10m }\n";
+    format!("{HOLD_YAML}{wait}{}", indent(fields))
+}
+
+#[test]
+fn waiting_steps_load_and_their_mistakes_are_located() {
+    let d = load_ok(&hold_then_wait(""));
+    let wait = d.steps[1].wait.as_ref().unwrap();
+    assert_eq!((wait.event.as_str(), wait.timeout.to_string().as_str()), ("confirmation", "10m"));
+    assert!(d.steps[1].action.is_empty() && d.steps[1].participant.is_empty());
+    assert_eq!(d.pivot, Some(1), "a waiting step without a compensation is the pivot");
+    let keyed = load_ok(&format!(
+        "{HOLD_YAML}  - name: confirmed\n    wait_for: {{ event: confirmation, timeout: 720h, \
+         key: \"{{{{steps.hold.output.id}}}}\", schema: {{ type: object }} }}\n"
+    ));
+    assert!(keyed.steps[1].wait.as_ref().unwrap().key.is_some());
+    // With a compensation, a participant runs it.
+    load_ok(&hold_then_wait("participant: ledger\ncompensation: unconfirm"));
+    assert_each_only_error(&[
+        (
+            hold_then_wait("action: confirm"),
+            Some("confirmed"),
+            "action",
+            "is set on a waiting step",
+            None,
+        ),
+        (hold_then_wait("timeout: 5s"), Some("confirmed"), "timeout", "`wait_for.timeout`", None),
+        (
+            hold_then_wait("participant: ledger"),
+            Some("confirmed"),
+            "participant",
+            "without a compensation",
+            None,
+        ),
+        (
+            hold_then_wait("compensation: unconfirm"),
+            Some("confirmed"),
+            "participant",
+            "is required with a compensation",
+            None,
+        ),
+        (
+            hold_then_wait("").replace("timeout: 10m", "timeout: 721h"),
+            Some("confirmed"),
+            "wait_for.timeout",
+            "over the limit of 30 days",
+            None,
+        ),
+        (
+            hold_then_wait("").replace("event: confirmation", "event: \"con firm\""),
+            Some("confirmed"),
+            "wait_for.event",
+            "not a safe NATS subject token",
+            None,
+        ),
+        (
+            hold_then_wait("").replace("timeout: 10m }", "timeout: 10m, key: \"fixed\" }"),
+            Some("confirmed"),
+            "wait_for.key",
+            "refers to nothing",
+            None,
+        ),
+        (
+            hold_then_wait("").replace("timeout: 10m }", "timeout: 10m, schema: { type: 12 } }"),
+            Some("confirmed"),
+            "wait_for.schema",
+            "is not a valid JSON Schema",
+            None,
+        ),
+        (
+            hold_then_wait("")
+                + "  - name: again\n    wait_for: { event: confirmation, timeout: 1m }\n",
+            Some("again"),
+            "wait_for",
+            "follows the pivot",
+            None,
+        ),
+        (
+            with_steps("  - name: hold\n    action: hold\n    compensation: void\n"),
+            Some("hold"),
+            "participant",
+            "is required but missing",
+            Some("`wait_for:`"),
+        ),
+    ]);
+}

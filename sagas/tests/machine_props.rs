@@ -29,6 +29,9 @@ struct Shape {
     deadline: bool,
     /// Per step, a `when:` condition or none (never on the pivot).
     conditions: Vec<Option<When>>,
+    /// Per step, whether it waits for an event (`ev<i>`) instead of sending a
+    /// command (only at or before the pivot).
+    waits: Vec<bool>,
 }
 
 /// A step's `when:` in the property test.
@@ -59,11 +62,20 @@ impl Shape {
         for i in 0..self.steps {
             let compensated = self.pivot.is_none_or(|p| i < p);
             let retriable = self.pivot.is_some_and(|p| i > p);
-            yaml.push_str(&format!(
-                "  - {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
-                 retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
-                a = self.attempts
-            ));
+            if self.waits[i] {
+                yaml.push_str(&format!(
+                    "  - {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s}}"
+                ));
+                if compensated {
+                    yaml.push_str(", participant: p");
+                }
+            } else {
+                yaml.push_str(&format!(
+                    "  - {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
+                     retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
+                    a = self.attempts
+                ));
+            }
             if let Some(when) = self.conditions[i] {
                 yaml.push_str(&format!(", when: \"{}\"", when.text()));
             }
@@ -90,9 +102,10 @@ fn shape() -> impl Strategy<Value = Shape> {
         1u32..=3,
         any::<bool>(),
         prop::collection::vec((0u8..4, 0u8..10, any::<usize>()), 4),
+        prop::collection::vec(prop::bool::weighted(0.3), 4),
     )
         .prop_map(
-            |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline, whens)| {
+            |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline, whens, waits)| {
                 let pivot = has_pivot.then_some(pivot % steps);
                 let conditions = (0..steps)
                     .map(|i| match whens[i] {
@@ -102,7 +115,8 @@ fn shape() -> impl Strategy<Value = Shape> {
                         _ => None,
                     })
                     .collect();
-                Shape { steps, pivot, attempts, compensation_attempts, deadline, conditions }
+                let waits = (0..steps).map(|i| waits[i] && pivot.is_none_or(|p| i <= p)).collect();
+                Shape { steps, pivot, attempts, compensation_attempts, deadline, conditions, waits }
             },
         )
 }
@@ -132,6 +146,12 @@ enum Action {
     },
     /// The orchestrator restarts: the state is rebuilt from the history.
     Crash,
+    /// An event arrives from outside, for one of the waiting steps (maybe
+    /// early, late or again: event ids repeat).
+    Signal {
+        step: usize,
+        id: u8,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -143,6 +163,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u16..3_000).prop_map(|ms| Action::Wait { ms }),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(which, outcome)| Action::Operator { which, outcome }),
         1 => Just(Action::Crash),
+        2 => (any::<usize>(), 0u8..6).prop_map(|(step, id)| Action::Signal { step, id }),
     ]
 }
 
@@ -219,6 +240,8 @@ struct World {
     /// The saga's `input.n`, and each step's condition.
     n: u8,
     conditions: Vec<Option<When>>,
+    /// Which steps wait for an event.
+    waits: Vec<bool>,
 }
 
 impl World {
@@ -271,6 +294,7 @@ impl World {
                 busy += usize::from(p.wait != Wait::Idle);
                 if let Wait::Reply { attempt, .. } = p.wait
                     && !s.status.is_end()
+                    && !(kind == Kind::Do && self.waits[i])
                 {
                     awaited.push(self.as_recorded(i, kind, attempt));
                 }
@@ -430,6 +454,35 @@ impl World {
             Action::Crash => {
                 self.state = replay(self.state.definition.clone(), &self.history);
             }
+            Action::Signal { step, id } => {
+                let waiting: Vec<usize> =
+                    (0..self.waits.len()).filter(|i| self.waits[*i]).collect();
+                if waiting.is_empty() {
+                    return;
+                }
+                let i = waiting[step % waiting.len()];
+                let input = Input::Signal(sagas::machine::Signal {
+                    name: format!("ev{i}"),
+                    event_id: format!("e{i}-{id}"),
+                    key: None,
+                    payload: json!({ "event": id }),
+                });
+                let before = self.state.clone();
+                match self.apply(&input) {
+                    Ok(d) => {
+                        if d.absorbed == Some(Absorbed::Duplicate) {
+                            assert!(d.events.is_empty());
+                        }
+                    }
+                    Err(e) => {
+                        assert!(
+                            matches!(e, sagas::TransitionError::Ended { .. }),
+                            "only an ended saga refuses an event that fits: {e}"
+                        );
+                        assert_eq!(self.state, before, "a refused input changed the state");
+                    }
+                }
+            }
         }
     }
 }
@@ -459,6 +512,7 @@ proptest! {
             operator_acted: false,
             n,
             conditions: shape.conditions.clone(),
+            waits: shape.waits.clone(),
         };
         w.apply(&Input::Start { saga_id: "p1".into(), input: json!({ "n": n }) }).unwrap();
         for a in &actions {
@@ -484,7 +538,7 @@ proptest! {
             let names: Vec<String> = definition.steps.iter().map(|s| s.name.clone()).collect();
             match w.state.status {
                 SagaStatus::Completed => {
-                    for (i, n) in names.iter().enumerate() {
+                    for (i, n) in names.iter().enumerate().filter(|(i, _)| !shape.waits[*i]) {
                         let skipped =
                             w.state.steps[i].forward == sagas::machine::Forward::SkippedByCondition;
                         prop_assert!(

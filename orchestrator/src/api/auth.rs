@@ -41,6 +41,9 @@ const NAME_LEN_MAX: usize = 128;
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
+    /// Reads, and sends events to sagas that wait for them (a service
+    /// forwarding a provider's webhook, say); starts and repairs nothing.
+    Signaller,
     Operator,
     Admin,
 }
@@ -50,6 +53,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Viewer => "viewer",
+            Self::Signaller => "signaller",
             Self::Operator => "operator",
             Self::Admin => "admin",
         }

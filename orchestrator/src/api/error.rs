@@ -146,6 +146,13 @@ impl From<TransitionError> for ApiError {
             TransitionError::Incompatible(_) => {
                 Self::Conflict { code: "incompatible", message: e.to_string() }
             }
+            TransitionError::InvalidSignal { .. } => Self::invalid(e.to_string()),
+            TransitionError::Ended { .. } => {
+                Self::Conflict { code: "ended", message: e.to_string() }
+            }
+            TransitionError::TooManySignals => {
+                Self::Conflict { code: "too_many_events", message: e.to_string() }
+            }
             other => Self::Conflict { code: "not_now", message: other.to_string() },
         }
     }

@@ -14,6 +14,7 @@ pub mod bulk;
 pub mod console;
 pub mod definitions;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod health;
 pub mod limits;
@@ -42,11 +43,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     info(
         title = "Skald operations API",
         description = "Start, inspect and repair sagas; manage saga definitions. \
-            Send `Authorization: Bearer <token>`; roles: viewer < operator < admin."
+            Send `Authorization: Bearer <token>`; roles: viewer < signaller < operator < admin."
     ),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::export, sagas::repair,
-        audit::saga, audit::window,
+        audit::saga, audit::window, events::send,
         bulk::bulk, bulk::job, bulk::jobs,
         definitions::list, definitions::show, definitions::validate, definitions::check, definitions::register,
         overview, health::healthz, health::readyz, health::metrics,
@@ -145,6 +146,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/definitions/validate", post(definitions::validate))
         .route("/metrics", get(health::metrics))
         .route_layer(guard(Role::Viewer));
+    let signaller = Router::new()
+        .route("/v1/sagas/{saga_id}/events/{name}", post(events::send))
+        .route_layer(guard(Role::Signaller));
     let operator = Router::new()
         .route("/v1/sagas", post(sagas::start))
         .route("/v1/sagas/{saga_id}/{action}", post(sagas::repair))
@@ -164,6 +168,7 @@ pub fn app(state: ApiState) -> Router {
         .into();
     Router::new()
         .merge(viewer)
+        .merge(signaller)
         .merge(operator)
         .merge(admin)
         .merge(open)

@@ -62,8 +62,16 @@ pub struct StepView {
     pub compensation: Option<String>,
     /// The first step without a compensation: once sent, the saga cannot be aborted.
     pub pivot: bool,
-    /// `pending`, `succeeded`, `failed`, `unknown`, `abandoned` or `skipped`.
+    /// `pending`, `succeeded`, `failed`, `unknown`, `abandoned`, `skipped` or
+    /// `skipped_by_condition`.
     pub result: String,
+    /// A `when:` condition, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// A waiting step: the event it waits for (`event`, and `key` once it
+    /// began waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<WaitView>,
     /// `open`, `done` or `skipped`.
     pub undo: String,
     #[serde(rename = "do")]
@@ -71,6 +79,16 @@ pub struct StepView {
     pub undo_progress: ProgressView,
     pub output: Option<Value>,
     pub payload: Option<Value>,
+}
+
+/// What a waiting step waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaitView {
+    pub event: String,
+    /// The correlation key, once the step began waiting (when it asks for one).
+    pub key: Option<String>,
+    /// How long it waits in all, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -362,7 +362,7 @@ pub fn operator_action(action: &str, outcome: Option<&str>) -> Result<OperatorAc
     responses(
         (status = 200, description = "Done (or the recorded answer to the same request id)", body = RepairOutcome),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "Not possible in the saga's current state (`not_now`), or its history is not valid under the version asked for (`incompatible`)", body = ErrorBody),
+        (status = 409, description = "Not possible in the saga's current state (`not_now`; `ended` once it has ended), or its history is not valid under the version asked for (`incompatible`)", body = ErrorBody),
         (status = 422, description = "Missing reason or outcome", body = ErrorBody),
     ))]
 pub async fn repair(

@@ -7,6 +7,7 @@
 
 use super::model::{
     CommandView, EventView, ProgressView, ReplyView, SagaDetail, SagaSummary, StepView, StuckView,
+    WaitView,
 };
 use crate::engine::registry::Registry;
 use crate::store::entities::{saga_events, sagas as saga_rows};
@@ -147,6 +148,12 @@ pub fn detail(
             compensation: d.compensation.clone(),
             pivot: def.pivot == Some(i),
             result: result_name(&s.forward).to_owned(),
+            when: d.when.as_ref().map(|w| w.source().to_owned()),
+            waits_for: d.wait.as_ref().map(|w| WaitView {
+                event: w.event.clone(),
+                key: s.waits_for.as_ref().and_then(|(_, key)| key.clone()),
+                timeout_ms: w.timeout.as_millis(),
+            }),
             undo: undo_name(s.backward).to_owned(),
             do_progress: progress_view(&s.do_progress, d.retry.attempts),
             undo_progress: progress_view(&s.undo_progress, d.compensation_retry.attempts),

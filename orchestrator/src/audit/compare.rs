@@ -263,6 +263,8 @@ pub struct SagaAudit {
 #[derive(Debug, Clone)]
 struct Here {
     participant: String,
+    /// A waiting step: its participant (if any) only runs its compensation.
+    waiting: bool,
     do_here: DoHere,
     undo: UndoHere,
     sent_do: Option<InspectedCommand>,
@@ -290,6 +292,7 @@ impl Plan {
             .map(|s| {
                 let here = Here {
                     participant: s.participant.clone(),
+                    waiting: s.wait.is_some(),
                     do_here: DoHere::NotSent,
                     undo: UndoHere::NotSent,
                     sent_do: None,
@@ -387,7 +390,8 @@ impl Plan {
     #[must_use]
     pub fn asks(&self) -> BTreeMap<String, InspectSaga> {
         let mut asks: BTreeMap<String, InspectSaga> = BTreeMap::new();
-        for (_, here) in &self.steps {
+        // A waiting step without a compensation involves no participant.
+        for (_, here) in self.steps.iter().filter(|(_, h)| !h.participant.is_empty()) {
             let ask = asks
                 .entry(here.participant.clone())
                 .or_insert_with(|| InspectSaga { saga_id: self.saga_id.clone(), commands: vec![] });
@@ -426,6 +430,20 @@ impl Plan {
             }
         }
         for (name, here) in &self.steps {
+            if here.participant.is_empty() {
+                audit.steps.push(StepAudit {
+                    step: name.clone(),
+                    participant: "-".into(),
+                    do_here: here.do_here,
+                    undo: here.undo,
+                    recorded_do: None,
+                    recorded_undo: None,
+                    effect: None,
+                    verdict: Verdict::NotCompared,
+                    note: Some("waits for an event from outside: no participant to ask".into()),
+                });
+                continue;
+            }
             let answer = answers.get(&here.participant);
             let Some(Ok(records)) = answer else {
                 audit.steps.push(StepAudit {
@@ -573,6 +591,9 @@ fn compare(
         || (here.do_here == DoHere::Skipped && here.undo != UndoHere::Compensated)
     {
         return not_compared("skipped by an operator");
+    }
+    if here.waiting && here.undo != UndoHere::Compensated {
+        return not_compared("waits for an event from outside; its participant only undoes it");
     }
     match here.undo {
         UndoHere::Compensated => {

@@ -1,6 +1,7 @@
 //! The engine's side of the bus: [`intake`] (each partition's replies → the
 //! driver), [`relay`] (the outbox → a [`skald_transport::publish::Publisher`])
-//! and [`starter`] (start requests over NATS → the driver).
+//! [`starter`] (start requests over NATS → the driver) and [`signals`] (events
+//! for waiting sagas over NATS → the driver).
 //!
 //! Stream and consumer settings live in the `skald-transport` crate, shared
 //! with the participant SDK. Fault injection ([`faulty`]) plugs into the two
@@ -11,6 +12,7 @@
 pub mod faulty;
 pub mod intake;
 pub mod relay;
+pub mod signals;
 pub mod starter;
 
 use skald_transport::publish::Publisher;

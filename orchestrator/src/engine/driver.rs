@@ -709,7 +709,10 @@ impl Driver {
                     .ownership
                     .fence(partition)
                     .map_err(|e| DriveError::NotOwner { partition: e.partition })?,
-                Input::Start { .. } | Input::Operator(_) | Input::Migrate { .. } => None,
+                Input::Start { .. }
+                | Input::Operator(_)
+                | Input::Migrate { .. }
+                | Input::Signal(_) => None,
             };
             let decision = match decide(&current.state, input, self.store.clock().now()) {
                 Ok(d) => d,

@@ -58,7 +58,9 @@ pub fn step_observations(
             })
             .filter_map(|a| observe(before, history, &a, StepOutcome::Timeout))
             .collect(),
-        Input::Start { .. } | Input::Operator(_) | Input::Migrate { .. } => Vec::new(),
+        Input::Start { .. } | Input::Operator(_) | Input::Migrate { .. } | Input::Signal(_) => {
+            Vec::new()
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!   cannot widen it), publish only replies that name it
 //!   (`<prefix>.reply.*.X`), and answer the inspections sent to it
 //!   (`<prefix>.inspect.X`).
-//! - A **starter** may publish start requests (`<prefix>.start.>`) and nothing else.
+//! - A **starter** may publish start requests (`<prefix>.start.>`) and events
+//!   for waiting sagas (`<prefix>.signal.>`), and nothing else.
 //!
 //! Identities are nkeys: the configuration holds only public keys, each
 //! process keeps its seed in a file of its own. Every identity gets its own
@@ -123,7 +124,7 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
                 format!("$JS.API.CONSUMER.NAMES.{commands}"),
                 format!("$JS.ACK.{replies}.>"),
             ],
-            subscribe: vec![format!("{p}.start.>"), inbox],
+            subscribe: vec![format!("{p}.start.>"), format!("{p}.signal.>"), inbox],
             answer_requests: true,
         },
         Role::Participant => Permissions {
@@ -149,7 +150,7 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
         // delivers there without the creator's publish permission: a starter
         // could aim the ends stream at command subjects.)
         Role::Starter => Permissions {
-            publish: vec![format!("{p}.start.>")],
+            publish: vec![format!("{p}.start.>"), format!("{p}.signal.>")],
             subscribe: vec![inbox],
             answer_requests: false,
         },
@@ -300,7 +301,11 @@ mod tests {
         assert!(o.publish.contains(&"t1.cmd.>".to_owned()));
         assert!(o.answer_requests);
         let s = permissions(&ns, &id("api", Role::Starter));
-        assert_eq!(s.publish, ["t1.start.>"], "no JetStream rights: no consumer to aim anywhere");
+        assert_eq!(
+            s.publish,
+            ["t1.start.>", "t1.signal.>"],
+            "no JetStream rights: no consumer to aim anywhere"
+        );
     }
 
     #[test]

@@ -71,6 +71,24 @@ pub struct StepDef {
     /// Run the step only when this is true (`when:`), evaluated once when
     /// the step is reached; a step whose condition is false is skipped.
     pub when: Option<Condition>,
+    /// A waiting step (`wait_for:`): it sends nothing and waits for an event
+    /// from outside; its `action` is empty, its `participant` names who runs
+    /// its compensation, if it has one.
+    pub wait: Option<WaitFor>,
+}
+
+/// What a waiting step waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitFor {
+    /// The event's name (letters, digits, `_`, `-`).
+    pub event: String,
+    /// The correlation key an event must carry, rendered when the step is
+    /// reached; `None`: any event of that name sent to the saga.
+    pub key: Option<PayloadTemplate>,
+    /// How long it waits (`timeout` fails the step).
+    pub timeout: Duration,
+    /// The schema the event's body must match, when declared.
+    pub schema: Option<InputSchema>,
 }
 
 /// How often and how patiently one command is retried.

@@ -32,8 +32,12 @@ pub(crate) struct RawDefinition {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStep {
     pub name: String,
-    pub participant: String,
-    pub action: String,
+    /// Required, except on a waiting step without a compensation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
+    /// Required, except on a waiting step (which has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     #[serde(default)]
     pub compensation: Option<String>,
     #[serde(default)]
@@ -50,6 +54,21 @@ pub(crate) struct RawStep {
     /// out of the canonical form (older definitions keep their hash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// A waiting step: no command, the step waits for an event from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<RawWait>,
+}
+
+/// `wait_for:` of a waiting step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWait {
+    pub event: String,
+    pub timeout: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,10 +9,10 @@
 use super::condition::{Condition, NameProblem};
 use super::error::{Collector, DefinitionErrors, step_label};
 use super::input_mapping::compile;
-use super::raw::{RawDefinition, RawRetry, RawStep};
+use super::raw::{RawDefinition, RawRetry, RawStep, RawWait};
 use super::shape::shape_error;
 use super::template::PayloadTemplate;
-use super::{DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, StepDef};
+use super::{DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, StepDef, WaitFor};
 use crate::Duration;
 use crate::protocol::Kind;
 use serde_json::Value;
@@ -42,6 +42,9 @@ pub mod limits {
     pub const TAG_NAME_LEN_MAX: usize = 32;
     /// Longest tag value kept; longer values are cut.
     pub const TAG_VALUE_LEN_MAX: usize = 128;
+    /// Shortest and longest a waiting step waits.
+    pub const WAIT_TIMEOUT_MIN_MS: u64 = 1_000;
+    pub const WAIT_TIMEOUT_MAX_MS: u64 = 30 * 24 * 3_600_000;
 }
 use limits::*;
 
@@ -311,11 +314,26 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
                 "give every step a unique name",
             );
         }
-        check_token(c, step, "participant", &s.participant);
-        check_token(c, step, "action", &s.action);
+        if s.wait_for.is_none() {
+            for (field, value) in [("participant", &s.participant), ("action", &s.action)] {
+                match value {
+                    Some(v) => check_token(c, step, field, v),
+                    None => c.push(
+                        step,
+                        field,
+                        "is required but missing",
+                        format!(
+                            "add `{field}:`, or make the step wait for an event with `wait_for:`"
+                        ),
+                    ),
+                }
+            }
+        } else {
+            check_waiting_fields(c, &label, s);
+        }
         if let Some(comp) = &s.compensation {
             check_token(c, step, "compensation", comp);
-            if comp == &s.action {
+            if Some(comp) == s.action.as_ref() {
                 c.push(
                     step,
                     "compensation",
@@ -335,8 +353,11 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     }
 
     let pivot = check_pivot(c, &raw.steps);
+    // A waiting step's timeout is how long the outside world may take; the
+    // deadline bounds the work before the pivot, not the waits.
     if let Some(d) = deadline
-        && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()
+        && let Some(longest) =
+            steps.iter().filter(|s: &&StepDef| s.wait.is_none()).map(|s| s.timeout).max()
         && d != Duration::ZERO
         && d < longest
     {
@@ -440,7 +461,26 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
                 ),
             );
         }
-        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| !s.retriable) {
+        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.wait_for.is_some()) {
+            let label = step_label(i, &s.name);
+            c.push(
+                Some(&label),
+                "wait_for",
+                format!(
+                    "the step follows the pivot `{pivot_label}`: a wait can time out, and a step \
+                     after the point of no return must not fail"
+                ),
+                format!(
+                    "move the waiting step before `{pivot_label}` (it may be the pivot itself)"
+                ),
+            );
+        }
+        for (i, s) in steps
+            .iter()
+            .enumerate()
+            .skip(p + 1)
+            .filter(|(_, s)| !s.retriable && s.wait_for.is_none())
+        {
             let label = step_label(i, &s.name);
             c.push(
                 Some(&label),
@@ -471,6 +511,119 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
         }
     }
     pivot
+}
+
+/// The fields a waiting step may not have: it sends nothing, so it has no
+/// action, input, retry or timeout of its own; a participant only for its
+/// compensation.
+fn check_waiting_fields(c: &mut Collector, label: &str, s: &RawStep) {
+    let step = Some(label);
+    let event = s.wait_for.as_ref().map_or("", |w| w.event.as_str());
+    let not_here = [
+        ("action", s.action.is_some()),
+        ("input", s.input.is_some()),
+        ("timeout", s.timeout.is_some()),
+        ("retry", s.retry.is_some()),
+        ("retriable", s.retriable),
+    ];
+    for (field, set) in not_here {
+        if set {
+            c.push(
+                step,
+                field,
+                format!("is set on a waiting step, which sends nothing and waits for `{event}`"),
+                format!(
+                    "remove `{field}:` (how long it waits is `wait_for.timeout`), or make it a \
+                     step of its own"
+                ),
+            );
+        }
+    }
+    match (&s.participant, &s.compensation) {
+        (Some(p), Some(_)) => check_token(c, step, "participant", p),
+        (None, Some(_)) => c.push(
+            step,
+            "participant",
+            "is required with a compensation: it runs the compensation",
+            "add `participant:`, or remove `compensation:`",
+        ),
+        (Some(_), None) => c.push(
+            step,
+            "participant",
+            "is set on a waiting step without a compensation, so it would never be asked anything",
+            "remove `participant:`, or add the `compensation:` it runs",
+        ),
+        (None, None) => {}
+    }
+}
+
+/// A waiting step's `wait_for:`: an event name, a timeout up to 30 days, an
+/// optional correlation key (a template over the input and earlier
+/// outputs) and an optional schema for the event's body.
+fn check_wait(
+    c: &mut Collector,
+    label: &str,
+    index: usize,
+    w: &RawWait,
+    names: &[&str],
+    properties: Option<&[String]>,
+) -> Option<WaitFor> {
+    let step = Some(label);
+    check_token(c, step, "wait_for.event", &w.event);
+    let timeout = parse_duration(c, step, "wait_for.timeout", Some(&w.timeout), Duration::ZERO)?;
+    if timeout.as_millis() < WAIT_TIMEOUT_MIN_MS {
+        c.push(
+            step,
+            "wait_for.timeout",
+            format!("{timeout} is too short to wait for anything"),
+            "use at least 1s",
+        );
+    } else if timeout.as_millis() > WAIT_TIMEOUT_MAX_MS {
+        c.push(
+            step,
+            "wait_for.timeout",
+            format!("{timeout} is over the limit of 30 days"),
+            "use at most `720h`",
+        );
+    }
+    let key = w.key.as_ref().map(|k| {
+        let mut refs = 0;
+        let key = compile(
+            c,
+            Some(label),
+            index,
+            "wait_for.key",
+            &Value::String(k.clone()),
+            names,
+            properties,
+            &mut refs,
+        );
+        if refs == 0 {
+            c.push(
+                step,
+                "wait_for.key",
+                format!("`{k}` refers to nothing, so every saga would wait for the same key"),
+                "write a reference such as `{{steps.charge.output.charge_id}}`",
+            );
+        }
+        key
+    });
+    let schema = match &w.schema {
+        None => None,
+        Some(schema) => match InputSchema::compile(schema.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                c.push(
+                    step,
+                    "wait_for.schema",
+                    format!("is not a valid JSON Schema: {e}"),
+                    "fix the schema (remote `$ref`s are not fetched; inline them)",
+                );
+                None
+            }
+        },
+    };
+    Some(WaitFor { event: w.event.clone(), key, timeout, schema })
 }
 
 /// A step's `when:`: a CEL expression that compiles, naming only `input`
@@ -546,6 +699,8 @@ fn check_step(
             "use at most `1h`; long work should report progress in steps",
         );
     }
+    let wait = s.wait_for.as_ref().and_then(|w| check_wait(c, label, index, w, names, properties));
+    let timeout = wait.as_ref().map_or(timeout, |w| w.timeout);
     let retry = check_retry(c, label, Kind::Do, s.retry.as_ref());
     let compensation_retry = check_retry(c, label, Kind::Undo, s.compensation_retry.as_ref());
     let input = match &s.input {
@@ -570,8 +725,8 @@ fn check_step(
         .and_then(|text| check_condition(c, label, text, &names[..index], properties));
     StepDef {
         name: s.name.clone(),
-        participant: s.participant.clone(),
-        action: s.action.clone(),
+        participant: s.participant.clone().unwrap_or_default(),
+        action: s.action.clone().unwrap_or_default(),
         compensation: s.compensation.clone(),
         input,
         timeout,
@@ -579,5 +734,6 @@ fn check_step(
         compensation_retry,
         retriable: s.retriable,
         when,
+        wait,
     }
 }

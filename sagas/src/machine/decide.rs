@@ -58,6 +58,18 @@ pub fn decide(
             return Err(TransitionError::Ended { status });
         }
         (_, Input::Migrate { to, by, reason }) => d.migrate(to, by, reason)?,
+        // Sent again after the answer was lost (it may have ended the saga):
+        // a duplicate, not a refusal.
+        (status, Input::Signal(signal))
+            if status.is_terminal()
+                && state.signals.iter().any(|s| s.event_id == signal.event_id) =>
+        {
+            d.absorbed = Some(Absorbed::Duplicate);
+        }
+        (status, Input::Signal(_)) if status.is_terminal() => {
+            return Err(TransitionError::Ended { status });
+        }
+        (_, Input::Signal(signal)) => d.signal(signal)?,
     }
     Ok(d.finish())
 }
@@ -158,7 +170,11 @@ impl Draft {
                             }
                         }
                     }
-                    self.send(i, Kind::Do)
+                    if self.state.is_waiting_step(i) {
+                        self.start_wait(i);
+                    } else {
+                        self.send(i, Kind::Do);
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -182,6 +198,142 @@ impl Draft {
             }
             _ => {}
         }
+    }
+
+    // ---- waiting steps and signals ---------------------------------------------
+
+    /// A waiting step is reached: wait for its event (with its key, rendered
+    /// now), and take at once one that came early.
+    fn start_wait(&mut self, index: usize) {
+        let def = self.state.step_def(index).clone();
+        let Some(wait) = def.wait else { return };
+        let key = match wait.key.as_ref().map(|k| self.render(Some(k)).unwrap_or(Ok(Value::Null))) {
+            None => None,
+            Some(Ok(Value::String(k))) if !k.is_empty() && k.len() <= super::SIGNAL_ID_LEN_MAX => {
+                Some(k)
+            }
+            Some(Ok(v @ Value::Number(_))) => Some(v.to_string()),
+            Some(rendered) => {
+                let message = match rendered {
+                    Err(e) => format!("the key cannot be rendered: {e}"),
+                    Ok(v) => format!(
+                        "the key rendered as {v}, not a text of 1-{} bytes or a number",
+                        super::SIGNAL_ID_LEN_MAX
+                    ),
+                };
+                let code = "input_unrenderable".to_owned();
+                self.emit(SagaEvent::StepFailed {
+                    step: def.name.clone(),
+                    attempt: 0,
+                    code: code.clone(),
+                    message: message.clone(),
+                    at: self.now,
+                });
+                return self.setback(index, Setback::Failed { code, message });
+            }
+        };
+        self.emit(SagaEvent::WaitStarted {
+            step: def.name.clone(),
+            event: wait.event.clone(),
+            key,
+            timeout_at: self.now.plus_ms(wait.timeout.as_millis()),
+            at: self.now,
+        });
+        self.take_waited(index);
+    }
+
+    /// If the waiting step `index` is waiting and an event fits it, it
+    /// succeeds with the event's body as its output.
+    fn take_waited(&mut self, index: usize) {
+        let waiting = self.state.status == SagaStatus::Running
+            && self.state.current_forward() == Some(index)
+            && matches!(self.state.steps[index].do_progress.wait, Wait::Reply { .. });
+        if !waiting {
+            return;
+        }
+        let Some(signal) = self.state.signal_for(index) else { return };
+        let output = signal.payload.clone();
+        self.emit(SagaEvent::StepSucceeded {
+            step: self.name(index),
+            attempt: 1,
+            output,
+            at: self.now,
+        });
+        self.advance();
+    }
+
+    /// An event from outside: kept in the history (so one that comes before
+    /// its step is reached is used when it is), and taken by the step waiting
+    /// for it now, if any. The same event id again changes nothing.
+    fn signal(&mut self, signal: &super::Signal) -> Result<(), TransitionError> {
+        let invalid = |problem: String| TransitionError::InvalidSignal { problem };
+        if !crate::protocol::is_subject_token(&signal.name) || signal.name.len() > 64 {
+            return Err(invalid(format!(
+                "`{}` is not an event name (1-64 ASCII letters, digits, `_` or `-`)",
+                signal.name
+            )));
+        }
+        for (field, value) in [("event_id", Some(&signal.event_id)), ("key", signal.key.as_ref())] {
+            if let Some(v) = value
+                && (v.is_empty()
+                    || v.len() > super::SIGNAL_ID_LEN_MAX
+                    || v.chars().any(char::is_control))
+            {
+                return Err(invalid(format!(
+                    "`{field}` must be 1-{} bytes without control characters",
+                    super::SIGNAL_ID_LEN_MAX
+                )));
+            }
+        }
+        let size = serde_json::to_vec(&signal.payload).map_or(usize::MAX, |b| b.len());
+        if size > super::SIGNAL_BYTES_MAX {
+            return Err(invalid(format!(
+                "its body is {size} bytes, over the limit of {}",
+                super::SIGNAL_BYTES_MAX
+            )));
+        }
+        if self.state.signals.iter().any(|s| s.event_id == signal.event_id) {
+            self.absorbed = Some(Absorbed::Duplicate);
+            return Ok(());
+        }
+        let waiting: Vec<&crate::definition::WaitFor> = self
+            .state
+            .definition
+            .steps
+            .iter()
+            .filter_map(|d| d.wait.as_ref().filter(|w| w.event == signal.name))
+            .collect();
+        if waiting.is_empty() {
+            return Err(invalid(format!(
+                "no step of `{}` waits for an event `{}`",
+                self.state.definition.name, signal.name
+            )));
+        }
+        for wait in &waiting {
+            if let Some(schema) = &wait.schema
+                && let Err(errors) = schema.check(&signal.payload)
+            {
+                return Err(invalid(format!(
+                    "its body does not match the schema of `{}`: {}",
+                    signal.name,
+                    errors.join("; ")
+                )));
+            }
+        }
+        if self.state.signals.len() >= super::SIGNALS_MAX {
+            return Err(TransitionError::TooManySignals);
+        }
+        self.emit(SagaEvent::SignalReceived {
+            name: signal.name.clone(),
+            event_id: signal.event_id.clone(),
+            key: signal.key.clone(),
+            payload: signal.payload.clone(),
+            at: self.now,
+        });
+        if let Some(i) = self.state.current_forward() {
+            self.take_waited(i);
+        }
+        Ok(())
     }
 
     /// Decide a step's `when:` against the input and the outputs so far.
@@ -362,9 +514,12 @@ impl Draft {
 
     /// Which step and kind a reply answers, and that its attempt was sent.
     fn locate(&self, reply: &Reply) -> Result<(usize, Kind), TransitionError> {
-        let (index, kind) = self.state.command_step(&reply.command_id).ok_or_else(|| {
-            TransitionError::UnknownCommand { command_id: reply.command_id.clone() }
-        })?;
+        let unknown = || TransitionError::UnknownCommand { command_id: reply.command_id.clone() };
+        let (index, kind) = self.state.command_step(&reply.command_id).ok_or_else(unknown)?;
+        // A waiting step's `do` is no command: nobody can answer it.
+        if kind == Kind::Do && self.state.is_waiting_step(index) {
+            return Err(unknown());
+        }
         let sent = self.state.steps[index].progress(kind).attempts;
         if reply.attempt == 0 || reply.attempt > sent {
             return Err(TransitionError::UnknownAttempt {
@@ -497,6 +652,22 @@ impl Draft {
         let not_due = TransitionError::NotDue { next: self.state.next_deadline() };
         let Some((index, kind)) = self.state.current() else { return Err(not_due) };
         match self.state.steps[index].progress(kind).wait {
+            Wait::Reply { timeout_at, .. }
+                if timeout_at <= now && kind == Kind::Do && self.state.is_waiting_step(index) =>
+            {
+                // Nothing was asked of anyone: the event not coming is a definite failure.
+                let (event, _) = self.state.steps[index].waits_for.clone().unwrap_or_default();
+                let message = format!("no `{event}` event came within the wait");
+                let code = "wait_timed_out".to_owned();
+                self.emit(SagaEvent::StepFailed {
+                    step: self.name(index),
+                    attempt: 1,
+                    code: code.clone(),
+                    message: message.clone(),
+                    at: now,
+                });
+                self.setback(index, Setback::Failed { code, message });
+            }
             Wait::Reply { attempt, timeout_at } if timeout_at <= now => {
                 let message = format!("no reply to attempt {attempt} within the step timeout");
                 let failure =
@@ -515,7 +686,8 @@ impl Draft {
             // Any attempt sent may yet take effect (a redelivered command, a lost
             // reply), so it is compensated; the participant's tombstone then refuses
             // a late `do`. Only a step never sent is simply abandoned.
-            let sent = self.state.steps[index].do_progress.attempts > 0;
+            let sent = self.state.steps[index].do_progress.attempts > 0
+                && !self.state.is_waiting_step(index);
             let step = self.name(index);
             let event = if sent {
                 SagaEvent::StepOutcomeUnknown { step, at: self.now }
@@ -581,6 +753,11 @@ impl Draft {
                     .current()
                     .filter(|(i, k)| self.state.steps[*i].progress(*k).wait != Wait::Idle)
                     .ok_or_else(|| not_now("nothing is waiting to be retried"))?;
+                if kind == Kind::Do && self.state.is_waiting_step(index) {
+                    return Err(not_now(
+                        "a waiting step sends nothing: send it its event, skip it, or let it time out",
+                    ));
+                }
                 let progress = self.state.steps[index].progress(kind);
                 let policy = self.state.policy(index, kind);
                 if progress.attempts_in_budget() >= policy.attempts {
@@ -603,7 +780,10 @@ impl Draft {
             (S::Running | S::Compensating | S::Parked, A::Skip) => {
                 let (index, kind) =
                     self.state.current().ok_or_else(|| not_now("there is no current step"))?;
-                if matches!(self.state.steps[index].progress(kind).wait, Wait::Reply { .. }) {
+                let waiting_step = kind == Kind::Do && self.state.is_waiting_step(index);
+                if !waiting_step
+                    && matches!(self.state.steps[index].progress(kind).wait, Wait::Reply { .. })
+                {
                     return Err(not_now(
                         "an answer is awaited; retry now, or skip once the attempt has timed out",
                     ));

@@ -11,8 +11,8 @@ use crate::protocol::Kind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The event format written today. Version 2 added `step_skipped_by_condition`;
-/// every version 1 event reads as it did.
+/// The event format written today. Version 2 added `step_skipped_by_condition`,
+/// `signal_received` and `wait_started`; every version 1 event reads as it did.
 pub const EVENT_VERSION: u16 = 2;
 
 /// Why a saga turned back and began compensating.
@@ -167,6 +167,26 @@ pub enum SagaEvent {
         condition: String,
         at: UnixMillis,
     },
+    /// An event from outside arrived for the saga; a waiting step takes the
+    /// first one that fits it, in the order they arrived.
+    SignalReceived {
+        name: String,
+        event_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        payload: Value,
+        at: UnixMillis,
+    },
+    /// A waiting step began waiting for `event` (with `key`, when it asks
+    /// for one) until `timeout_at`.
+    WaitStarted {
+        step: String,
+        event: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        timeout_at: UnixMillis,
+        at: UnixMillis,
+    },
     /// An operator moved the running saga to another version of its
     /// definition (one its history is valid under); from here on the whole
     /// history is replayed under `to_hash`.
@@ -285,6 +305,8 @@ impl SagaEvent {
             | Self::OperatorRetried { at, .. }
             | Self::StepSkipped { at, .. }
             | Self::StepSkippedByCondition { at, .. }
+            | Self::SignalReceived { at, .. }
+            | Self::WaitStarted { at, .. }
             | Self::DefinitionChanged { at, .. }
             | Self::SagaResumed { at, .. }
             | Self::SagaParked { at, .. }
@@ -324,6 +346,8 @@ impl SagaEvent {
             Self::OperatorRetried { .. } => "operator_retried",
             Self::StepSkipped { .. } => "step_skipped",
             Self::StepSkippedByCondition { .. } => "step_skipped_by_condition",
+            Self::SignalReceived { .. } => "signal_received",
+            Self::WaitStarted { .. } => "wait_started",
             Self::SagaResumed { .. } => "saga_resumed",
             Self::SagaParked { .. } => "saga_parked",
             Self::SagaCompleted { .. } => "saga_completed",

@@ -48,6 +48,10 @@ impl SagaState {
         let mut commands = Vec::new();
         for (index, step) in self.steps.iter().enumerate() {
             for kind in [Kind::Do, Kind::Undo] {
+                // A waiting step's `do` waits for an event, not an answer: nothing to re-send.
+                if kind == Kind::Do && self.is_waiting_step(index) {
+                    continue;
+                }
                 if let Wait::Reply { attempt, timeout_at } = step.progress(kind).wait {
                     // `do` and `undo` both carry the step's input, as `send` does.
                     let payload = step.payload.clone().unwrap_or(Value::Null);

@@ -58,7 +58,29 @@ pub enum Input {
     Operator(OperatorInput),
     /// An operator moves the running saga to another version of its definition.
     Migrate { to: Arc<Definition>, by: String, reason: String },
+    /// An event from outside arrived for the saga (what a waiting step waits for).
+    Signal(Signal),
 }
+
+/// An event from outside, sent to one saga.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// What happened (`psp_result`): the `wait_for.event` of the step it is for.
+    pub name: String,
+    /// The sender's id for this event: the same id again is a duplicate.
+    pub event_id: String,
+    /// The correlation key it carries, if the waiting step asks for one.
+    pub key: Option<String>,
+    /// Its body: the waiting step's output.
+    pub payload: Value,
+}
+
+/// Longest event id or key of a signal.
+pub const SIGNAL_ID_LEN_MAX: usize = 128;
+/// Largest signal body, in bytes.
+pub const SIGNAL_BYTES_MAX: usize = 64 * 1024;
+/// Most signals one saga keeps (each is in its history).
+pub const SIGNALS_MAX: usize = 64;
 
 /// An operator's action, who took it, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +177,10 @@ pub enum TransitionError {
     TooLong { field: &'static str, len: usize, max: usize },
     #[error("the saga cannot move to that version: {0}")]
     Incompatible(migrate::Incompatible),
+    #[error("the event cannot be taken: {problem}")]
+    InvalidSignal { problem: String },
+    #[error("the saga already holds {SIGNALS_MAX} events, the most it keeps")]
+    TooManySignals,
 }
 
 /// Fold one event into a state. Never fails.

@@ -180,6 +180,8 @@ pub struct StepState {
     pub payload: Option<Value>,
     pub do_progress: Progress,
     pub undo_progress: Progress,
+    /// A waiting step that began waiting: the event and key it waits for.
+    pub waits_for: Option<(String, Option<String>)>,
 }
 
 impl StepState {
@@ -190,6 +192,7 @@ impl StepState {
         payload: None,
         do_progress: Progress::NEW,
         undo_progress: Progress::NEW,
+        waits_for: None,
     };
 
     #[must_use]
@@ -225,6 +228,28 @@ impl StepState {
     }
 }
 
+/// An event from outside the saga holds, in the order it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReceivedSignal {
+    pub name: String,
+    pub event_id: String,
+    pub key: Option<String>,
+    pub payload: Value,
+    pub at: UnixMillis,
+    /// The waiting step that took it, once one has.
+    pub taken_by: Option<usize>,
+}
+
+impl ReceivedSignal {
+    /// Whether it is what a step waiting for `event` (and `key`) waits for.
+    #[must_use]
+    pub fn fits(&self, event: &str, key: Option<&str>) -> bool {
+        self.taken_by.is_none()
+            && self.name == event
+            && key.is_none_or(|k| self.key.as_deref() == Some(k))
+    }
+}
+
 /// Why and where a saga is parked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Park {
@@ -255,6 +280,8 @@ pub struct SagaState {
     pub output: Option<Value>,
     /// Why the output could not be rendered, when it could not.
     pub output_error: Option<String>,
+    /// The events from outside it holds (at most `SIGNALS_MAX`).
+    pub signals: Vec<ReceivedSignal>,
     /// Number of events applied: the seq of the last one.
     pub seq: u64,
 }
@@ -313,6 +340,7 @@ impl SagaState {
             resolved: None,
             output: None,
             output_error: None,
+            signals: Vec::new(),
             seq: 0,
         }
     }
@@ -370,7 +398,14 @@ impl SagaState {
     #[must_use]
     pub fn abortable(&self) -> bool {
         self.status == SagaStatus::Running
-            && self.definition.pivot.is_none_or(|p| self.steps[p].do_progress.attempts == 0)
+            && self.definition.pivot.is_none_or(|p| {
+                // A waiting pivot sent nothing: it is passed once its event came.
+                if self.is_waiting_step(p) {
+                    self.steps[p].forward == Forward::Pending
+                } else {
+                    self.steps[p].do_progress.attempts == 0
+                }
+            })
     }
 
     /// When the saga next needs a `Timeout` input, if ever.
@@ -385,6 +420,29 @@ impl SagaState {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The first signal a waiting step `index` would take now, if any.
+    #[must_use]
+    pub fn signal_for(&self, index: usize) -> Option<&ReceivedSignal> {
+        let (event, key) = self.steps.get(index)?.waits_for.as_ref()?;
+        self.signals.iter().find(|s| s.fits(event, key.as_deref()))
+    }
+
+    /// A waiting step succeeded: it took the first signal that fits it.
+    fn take_signal(&mut self, step: &str) {
+        let Some(index) = self.index(step) else { return };
+        if let Some(pos) = self.steps[index].waits_for.as_ref().and_then(|(event, key)| {
+            self.signals.iter().position(|s| s.fits(event, key.as_deref()))
+        }) {
+            self.signals[pos].taken_by = Some(index);
+        }
+    }
+
+    /// Whether step `index` is a waiting step.
+    #[must_use]
+    pub fn is_waiting_step(&self, index: usize) -> bool {
+        self.definition.steps.get(index).is_some_and(|d| d.wait.is_some())
     }
 
     fn index(&self, step: &str) -> Option<usize> {
@@ -416,6 +474,7 @@ impl SagaState {
             }
             SagaEvent::StepSucceeded { step, output, .. } => {
                 self.unpark(step, Kind::Do);
+                self.take_signal(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Succeeded { late: false };
                     s.output = Some(output.clone());
@@ -490,6 +549,23 @@ impl SagaState {
                         Kind::Undo => s.backward = Backward::Skipped,
                     }
                     s.progress_mut(*kind).wait = Wait::Idle;
+                }
+            }
+            SagaEvent::SignalReceived { name, event_id, key, payload, at } => {
+                self.signals.push(ReceivedSignal {
+                    name: name.clone(),
+                    event_id: event_id.clone(),
+                    key: key.clone(),
+                    payload: payload.clone(),
+                    at: *at,
+                    taken_by: None,
+                });
+            }
+            SagaEvent::WaitStarted { step, event, key, timeout_at, .. } => {
+                if let Some(s) = self.step_mut(step) {
+                    s.waits_for = Some((event.clone(), key.clone()));
+                    s.do_progress.attempts = 1;
+                    s.do_progress.wait = Wait::Reply { attempt: 1, timeout_at: *timeout_at };
                 }
             }
             SagaEvent::StepSkippedByCondition { step, .. } => {

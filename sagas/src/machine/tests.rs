@@ -893,3 +893,115 @@ fn a_version_2_history_written_earlier_still_replays() {
     assert_eq!(state.steps[1].forward, Forward::SkippedByCondition);
     assert_eq!(state.seq, events.len() as u64);
 }
+
+// ---- waiting steps and signals -----------------------------------------------------------
+
+/// a → w (waits for `confirmed` keyed by a's output id; the pivot) → r.
+fn waits() -> Arc<Definition> {
+    def("wait.yaml", include_str!("../../tests/fixtures/wait.yaml"))
+}
+
+fn signal(event_id: &str, key: &str, payload: serde_json::Value) -> Input {
+    Input::Signal(Signal {
+        name: "confirmed".into(),
+        event_id: event_id.into(),
+        key: Some(key.into()),
+        payload,
+    })
+}
+
+#[test]
+fn a_waiting_step_sends_nothing_and_takes_the_event_that_fits() {
+    let mut s = Saga::started(waits());
+    let d = s.feed("a ok");
+    assert_eq!(names(&d), ["step_succeeded", "wait_started"]);
+    assert!(d.commands.is_empty(), "a waiting step sends nothing");
+    assert!(s.state.in_flight().is_empty(), "nothing to re-send after a takeover");
+    assert_eq!(s.state.next_deadline(), Some(T0.plus_ms(30_000)));
+    // Another key is kept, not taken.
+    let d = s.when(signal("e1", "other", json!({"ok": true}))).unwrap();
+    assert_eq!(names(&d), ["signal_received"]);
+    assert_eq!(s.state.steps[1].forward, Forward::Pending);
+    let d = s.when(signal("e2", "a-out", json!({"ok": true}))).unwrap();
+    assert_eq!(names(&d), ["signal_received", "step_succeeded", "command_sent"]);
+    assert_eq!(s.state.steps[1].output, Some(json!({"ok": true})));
+    assert_eq!(d.commands[0].payload, json!({"ok": true}), "the event's body feeds later steps");
+    assert_eq!(s.state.signals[1].taken_by, Some(1));
+    // The same event again changes nothing.
+    let d = s.when(signal("e2", "a-out", json!({"ok": true}))).unwrap();
+    assert!(d.events.is_empty());
+    assert_eq!(d.absorbed, Some(Absorbed::Duplicate));
+}
+
+#[test]
+fn an_event_that_comes_early_is_kept_and_taken_when_the_step_is_reached() {
+    let mut s = Saga::started(waits());
+    let d = s.when(signal("early", "a-out", json!({"ok": false}))).unwrap();
+    assert_eq!(names(&d), ["signal_received"]);
+    let d = s.feed("a ok");
+    assert_eq!(names(&d), ["step_succeeded", "wait_started", "step_succeeded", "command_sent"]);
+    assert_eq!(sent(&d), [("r".to_owned(), Kind::Do, 1)]);
+}
+
+#[test]
+fn events_that_do_not_fit_are_refused_and_an_ended_saga_takes_none() {
+    let mut s = Saga::given(waits(), "a ok");
+    let bad = s.when(signal("e1", "a-out", json!({"ok": "yes"}))).unwrap_err();
+    assert!(
+        matches!(&bad, TransitionError::InvalidSignal { problem } if problem.contains("schema")),
+        "{bad}"
+    );
+    let unknown = Input::Signal(Signal {
+        name: "shipped".into(),
+        event_id: "e1".into(),
+        key: None,
+        payload: json!({}),
+    });
+    assert!(matches!(s.when(unknown), Err(TransitionError::InvalidSignal { .. })));
+    let empty_id = signal("", "a-out", json!({"ok": true}));
+    assert!(matches!(s.when(empty_id), Err(TransitionError::InvalidSignal { .. })));
+    // Nobody answers a waiting step: a reply to it is no reply.
+    let reply = Input::Reply(Reply {
+        command_id: "s1.w.do".into(),
+        attempt: 1,
+        outcome: Outcome::Ok { output: json!({}) },
+    });
+    assert!(matches!(s.when(reply), Err(TransitionError::UnknownCommand { .. })));
+    assert!(matches!(
+        s.operator(OperatorAction::RetryNow, "r"),
+        Err(TransitionError::NotNow { .. })
+    ));
+    s.when(signal("e9", "a-out", json!({"ok": true}))).unwrap();
+    s.feed("r ok");
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    // The same event again, after the end (its answer was lost): a duplicate.
+    let d = s.when(signal("e9", "a-out", json!({"ok": true}))).unwrap();
+    assert_eq!((d.events.len(), d.absorbed), (0, Some(Absorbed::Duplicate)));
+    assert!(matches!(
+        s.when(signal("e10", "a-out", json!({"ok": true}))),
+        Err(TransitionError::Ended { .. })
+    ));
+}
+
+#[test]
+fn a_wait_that_times_out_fails_its_step_and_the_saga_turns_back() {
+    let mut s = Saga::given(waits(), "a ok");
+    let d = s.tick();
+    assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
+    assert!(matches!(&d.events[0], SagaEvent::StepFailed { code, .. } if code == "wait_timed_out"));
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
+}
+
+#[test]
+fn a_waiting_pivot_can_be_aborted_and_skipped_until_its_event_came() {
+    let mut s = Saga::given(waits(), "a ok");
+    assert!(s.state.abortable(), "nothing passed the point of no return yet");
+    let d = s.operator(OperatorAction::Abort, "customer left").unwrap();
+    assert_eq!(names(&d), ["step_abandoned", "compensation_started", "command_sent"]);
+
+    let mut s = Saga::given(waits(), "a ok");
+    // Skipped, it has no output: `r`, which reads it, cannot be rendered, and
+    // a step past the pivot that fails parks the saga for the operator.
+    let d = s.operator(OperatorAction::Skip, "confirmed by phone").unwrap();
+    assert_eq!(names(&d), ["step_skipped", "step_failed", "saga_parked"]);
+}

@@ -442,8 +442,15 @@ fn write_steps(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
         .map(|(i, s)| {
             let pivot = d.pivot == Some(i);
             let compensation = s.compensation.as_deref();
+            let (participant, action) = match &s.wait {
+                Some(w) => (
+                    if s.participant.is_empty() { "-".to_owned() } else { s.participant.clone() },
+                    format!("(wait for {})", w.event),
+                ),
+                None => (s.participant.clone(), s.action.clone()),
+            };
             let mut row =
-                client::step_cells(i, &s.name, pivot, &s.participant, &s.action, compensation);
+                client::step_cells(i, &s.name, pivot, &participant, &action, compensation);
             row.extend([
                 s.timeout.to_string(),
                 s.retry.attempts.to_string(),

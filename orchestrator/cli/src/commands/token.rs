@@ -45,8 +45,13 @@ pub enum TokenCommand {
 /// A role as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {
+    /// Reads sagas and definitions.
     Viewer,
+    /// Reads, and sends events to waiting sagas.
+    Signaller,
+    /// Also starts and repairs sagas.
     Operator,
+    /// Also registers definitions.
     Admin,
 }
 
@@ -54,6 +59,7 @@ impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
             RoleArg::Viewer => Self::Viewer,
+            RoleArg::Signaller => Self::Signaller,
             RoleArg::Operator => Self::Operator,
             RoleArg::Admin => Self::Admin,
         }

@@ -300,7 +300,10 @@ impl ProgressRow {
 #[derive(Debug, Clone)]
 pub struct StepRow {
     pub name: String,
+    /// `participant.action`, or what a waiting step waits for.
     pub action: String,
+    /// Its `when:` condition, or empty.
+    pub when: String,
     pub compensation: String,
     pub pivot: bool,
     pub result: String,
@@ -395,7 +398,24 @@ impl SagaView {
                 .iter()
                 .map(|st| StepRow {
                     name: st.name.clone(),
-                    action: format!("{}.{}", st.participant, st.action),
+                    action: match &st.waits_for {
+                        // A waiting step sends nothing: say what it waits for.
+                        Some(w) => {
+                            let key =
+                                w.key.as_deref().map(|k| format!(" (key {k})")).unwrap_or_default();
+                            let until =
+                                match (&st.do_progress.waiting[..], st.do_progress.due_at_ms) {
+                                    ("reply", Some(due)) => format!(
+                                        ", until {}",
+                                        utc(i64::try_from(due).unwrap_or(i64::MAX))
+                                    ),
+                                    _ => format!(", up to {}s", w.timeout_ms / 1000),
+                                };
+                            format!("waits for event `{}`{key}{until}", w.event)
+                        }
+                        None => format!("{}.{}", st.participant, st.action),
+                    },
+                    when: st.when.clone().unwrap_or_default(),
                     compensation: st.compensation.clone().unwrap_or_default(),
                     pivot: st.pivot,
                     result: st.result.clone(),

@@ -11,6 +11,7 @@ mod export;
 mod list;
 mod repair;
 mod show;
+mod signal;
 mod start;
 
 use crate::client::{
@@ -26,6 +27,7 @@ use orchestrator::api::model::{
 };
 use repair::repair;
 use show::show;
+use signal::signal;
 use start::start;
 
 use serde_json::{Map, Value, json};
@@ -225,6 +227,20 @@ pub enum SagasCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Send a saga an event one of its steps waits for (signaller role).
+    #[command(
+        long_about = "Send saga SAGA_ID the event EVENT (a waiting step's `wait_for.event`) with \
+            its body (--payload: JSON, @file or @-) and your id for it (--event-id: the same id \
+            again changes nothing, so a send whose answer was lost can be repeated). A step \
+            waiting for it takes it now; one reached later takes it then (it is kept in the \
+            saga's history). --key gives the correlation key when the step waits for one.",
+        after_help = "Examples:\n  \
+            skald sagas signal 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 psp_result \\\n    \
+            --event-id wh_81 --key ch_123 --payload '{\"status\":\"succeeded\"}'\n\n\
+            Exit status: 0 taken or kept (or a duplicate), 1 refused (the saga ended, no step \
+            waits for that event, or the body does not fit), 2 usage, 3 the API cannot be reached."
+    )]
+    Signal(SignalArgs),
     /// One saga across services: each step here beside what its participant recorded.
     #[command(
         long_about = "Audit one saga across services: ask each participant of the saga (over \
@@ -353,6 +369,28 @@ pub struct ExportArgs {
     /// At most this many sagas.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max: u64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// An event for a saga.
+#[derive(Debug, clap::Args)]
+pub struct SignalArgs {
+    /// The saga id.
+    #[arg(value_name = "SAGA_ID")]
+    pub saga_id: String,
+    /// The event's name (a waiting step's `wait_for.event`).
+    #[arg(value_name = "EVENT")]
+    pub event: String,
+    /// Your id for this event: the same id again is taken once.
+    #[arg(long, value_name = "ID")]
+    pub event_id: String,
+    /// The correlation key, when the waiting step asks for one.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// The event's body: JSON text, `@file`, or `@-` for stdin.
+    #[arg(long, value_name = "JSON|@FILE", default_value = "{}")]
+    pub payload: String,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -487,6 +525,7 @@ pub async fn run(
         }
         SagasCommand::Bulk(args) => bulk(args, out, err).await,
         SagasCommand::Export(args) => export(args, out).await,
+        SagasCommand::Signal(args) => signal(args, out).await,
         SagasCommand::Audit { saga_id, api } => {
             crate::commands::audit::saga(saga_id, api, out).await
         }

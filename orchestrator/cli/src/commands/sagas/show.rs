@@ -77,10 +77,21 @@ pub(super) fn write_detail(d: &SagaDetail, out: &mut dyn Write) -> std::io::Resu
         .iter()
         .enumerate()
         .map(|(i, st)| {
-            let waiting = waiting_label(&st.do_progress, &st.undo_progress);
+            let mut waiting = waiting_label(&st.do_progress, &st.undo_progress);
             let compensation = st.compensation.as_deref();
-            let mut row =
-                step_cells(i, &st.name, st.pivot, &st.participant, &st.action, compensation);
+            // A waiting step has no action: it waits for an event.
+            let action = st
+                .waits_for
+                .as_ref()
+                .map_or_else(|| st.action.clone(), |w| format!("(wait for {})", w.event));
+            if let Some(w) = &st.waits_for
+                && st.do_progress.waiting == "reply"
+            {
+                let key = w.key.as_deref().map(|k| format!(" key {k}")).unwrap_or_default();
+                waiting = format!("event {}{key}", w.event);
+            }
+            let participant = if st.participant.is_empty() { "-" } else { st.participant.as_str() };
+            let mut row = step_cells(i, &st.name, st.pivot, participant, &action, compensation);
             row.extend([
                 st.result.clone(),
                 st.undo.clone(),

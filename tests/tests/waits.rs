@@ -1,0 +1,71 @@
+//! Events for waiting sagas over NATS (`<prefix>.signal.<event>`), against a
+//! running orchestrator on each database: an event is taken by the step
+//! waiting for it, once per event id; what cannot be taken is refused with a
+//! code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::on_each_backend;
+use sagas::protocol::{SignalRequest, SignalResponse, StartResponse};
+use serde_json::json;
+use skald_tests::{Backend, RunningOrchestrator, TestDb, definitions_dir, token};
+use std::time::Duration;
+
+/// One step that waits up to a minute for `approval`; the saga's output is
+/// who approved.
+const APPROVAL: &str = "name: approval\nversion: 1\n\
+    input_schema: {type: object}\n\
+    output: {by: \"{{steps.approved.output.by}}\"}\n\
+    steps:\n  - name: approved\n    wait_for: {event: approval, timeout: 1m}\n";
+
+async fn events_over_nats(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let defs = definitions_dir(&[("approval.yaml", APPROVAL)]).unwrap();
+    let prefix = format!("t{}", token());
+    let mut o = RunningOrchestrator::start(&db, &prefix, defs.clone()).await.unwrap();
+    let StartResponse::Started { saga_id, .. } =
+        o.start_saga("approval", "k1", json!({})).await.unwrap()
+    else {
+        panic!("not started");
+    };
+    let send = async |request: SignalRequest| -> SignalResponse {
+        let body = serde_json::to_vec(&request).unwrap();
+        let msg = tokio::time::timeout(
+            Duration::from_secs(10),
+            o.client.request(o.ns.signal_subject("approval"), body.into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        serde_json::from_slice(&msg.payload).unwrap()
+    };
+    let event = |event_id: &str| SignalRequest {
+        saga_id: saga_id.clone(),
+        event_id: event_id.into(),
+        key: None,
+        payload: json!({"by": "ann"}),
+    };
+    assert_eq!(
+        send(event("e1")).await,
+        SignalResponse::Accepted { saga_id: saga_id.clone(), taken: true }
+    );
+    let loaded = o.store.load(&saga_id).await.unwrap().unwrap();
+    assert_eq!(loaded.row.status, "completed");
+    assert_eq!(send(event("e1")).await, SignalResponse::Duplicate { saga_id: saga_id.clone() });
+    let ended = send(event("e2")).await;
+    assert!(matches!(&ended, SignalResponse::Refused { code, .. } if code == "ended"), "{ended:?}");
+    let unknown = send(SignalRequest { saga_id: "01a2-nobody".into(), ..event("e3") }).await;
+    assert!(
+        matches!(&unknown, SignalResponse::Refused { code, .. } if code == "unknown_saga"),
+        "{unknown:?}"
+    );
+    let not_json = o.client.request(o.ns.signal_subject("approval"), "{".into()).await.unwrap();
+    let not_json: SignalResponse = serde_json::from_slice(&not_json.payload).unwrap();
+    assert!(matches!(&not_json, SignalResponse::Refused { code, .. } if code == "bad_request"));
+    o.stop().await;
+    let _ = std::fs::remove_dir_all(defs);
+}
+
+on_each_backend!(events_over_nats: events_over_nats_sqlite, events_over_nats_postgres);
