@@ -907,6 +907,13 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
             None,
         ),
         (
+            hold_then_wait("").replace("timeout: 10m }", "timeout: 10m, fail_when: \"evt.ok\" }"),
+            Some("confirmed"),
+            "wait_for.fail_when",
+            "uses `evt`",
+            Some("`event`"),
+        ),
+        (
             hold_then_wait("")
                 + "  - name: again\n    wait_for: { event: confirmation, timeout: 1m }\n",
             Some("again"),

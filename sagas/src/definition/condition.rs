@@ -56,6 +56,8 @@ pub struct ConditionContext<'a> {
     pub saga_type: &'a str,
     /// Each earlier step's name and output, when it succeeded.
     pub outputs: &'a [(&'a str, Option<&'a Value>)],
+    /// The event a waiting step took (`event`, for its `fail_when:`).
+    pub event: Option<&'a Value>,
 }
 
 /// A name a condition uses, found when it is checked.
@@ -100,10 +102,22 @@ impl Condition {
     /// lists them).
     #[must_use]
     pub fn check_names(&self, earlier: &[&str], properties: Option<&[String]>) -> Vec<NameProblem> {
+        self.check_names_with(earlier, properties, &[])
+    }
+
+    /// [`Self::check_names`], with more roots it may start from (`event`).
+    #[must_use]
+    pub fn check_names_with(
+        &self,
+        earlier: &[&str],
+        properties: Option<&[String]>,
+        more_roots: &[&str],
+    ) -> Vec<NameProblem> {
         let mut problems = Vec::new();
         walk(self.program.expression(), &mut Vec::new(), &mut |expr, bound| match expr {
             Expr::Ident(name) => {
                 let known = ROOTS.contains(&name.as_str())
+                    || more_roots.contains(&name.as_str())
                     || TYPE_NAMES.contains(&name.as_str())
                     || bound.iter().any(|b| b == name);
                 if !known {
@@ -149,6 +163,9 @@ impl Condition {
             to_cel(&json!({ "id": ctx.saga_id, "type": ctx.saga_type })),
         );
         context.add_variable_from_value("steps", to_cel(&Value::Object(steps)));
+        if let Some(event) = ctx.event {
+            context.add_variable_from_value("event", to_cel(event));
+        }
         match self.program.execute(&context) {
             Ok(CelValue::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("`{}` gave {other:?}, not true or false", self.source)),
@@ -255,7 +272,8 @@ mod tests {
         input: &Value,
         outputs: &[(&str, Option<&Value>)],
     ) -> Result<bool, String> {
-        let ctx = ConditionContext { input, saga_id: "s-1", saga_type: "topup", outputs };
+        let ctx =
+            ConditionContext { input, saga_id: "s-1", saga_type: "topup", outputs, event: None };
         Condition::compile(source).unwrap().evaluate(&ctx)
     }
 

@@ -89,6 +89,9 @@ pub struct WaitFor {
     pub timeout: Duration,
     /// The schema the event's body must match, when declared.
     pub schema: Option<InputSchema>,
+    /// When this is true of the event taken (a CEL expression that may also
+    /// use `event`), the step fails: the event says it did not happen.
+    pub fail_when: Option<Condition>,
 }
 
 /// How often and how patiently one command is retried.

@@ -623,7 +623,27 @@ fn check_wait(
             }
         },
     };
-    Some(WaitFor { event: w.event.clone(), key, timeout, schema })
+    let fail_when = w.fail_when.as_deref().and_then(|text| {
+        let field = "wait_for.fail_when";
+        match Condition::compile(text) {
+            Err(problem) => {
+                c.push(step, field, problem, "write a CEL expression over `event`, e.g. `event.status != 'succeeded'`");
+                None
+            }
+            Ok(condition) => {
+                for problem in condition.check_names_with(&names[..index], properties, &["event"]) {
+                    let what = match problem {
+                        NameProblem::Unknown(name) => format!("uses `{name}`, which it cannot see"),
+                        NameProblem::NotEarlier(name) => format!("uses `steps.{name}`, which is not a step before this one"),
+                        NameProblem::NotInSchema(name) => format!("uses `input.{name}`, which `input_schema` does not list"),
+                    };
+                    c.push(step, field, what, "start every name with `event`, `input`, `saga` or an earlier step under `steps`");
+                }
+                Some(condition)
+            }
+        }
+    });
+    Some(WaitFor { event: w.event.clone(), key, timeout, schema, fail_when })
 }
 
 /// A step's `when:`: a CEL expression that compiles, naming only `input`

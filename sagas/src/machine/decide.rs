@@ -253,6 +253,30 @@ impl Draft {
         }
         let Some(signal) = self.state.signal_for(index) else { return };
         let output = signal.payload.clone();
+        // The event may say that what was waited for did not happen.
+        let refused =
+            match self.state.step_def(index).wait.as_ref().and_then(|w| w.fail_when.clone()) {
+                None => Ok(false),
+                Some(condition) => self.condition_with(&condition, Some(&output)),
+            };
+        let failure = match refused {
+            Ok(false) => None,
+            Ok(true) => Some((
+                "event_refused".to_owned(),
+                format!("the event it took says it did not happen: {output}"),
+            )),
+            Err(message) => Some(("condition_failed".to_owned(), message)),
+        };
+        if let Some((code, message)) = failure {
+            self.emit(SagaEvent::StepFailed {
+                step: self.name(index),
+                attempt: 1,
+                code: code.clone(),
+                message: message.clone(),
+                at: self.now,
+            });
+            return self.setback(index, Setback::Failed { code, message });
+        }
         self.emit(SagaEvent::StepSucceeded {
             step: self.name(index),
             attempt: 1,
@@ -338,6 +362,11 @@ impl Draft {
 
     /// Decide a step's `when:` against the input and the outputs so far.
     fn condition(&self, condition: &Condition) -> Result<bool, String> {
+        self.condition_with(condition, None)
+    }
+
+    /// Decide a condition, with the event a waiting step took as `event`.
+    fn condition_with(&self, condition: &Condition, event: Option<&Value>) -> Result<bool, String> {
         let outputs: Vec<(&str, Option<&Value>)> = self
             .state
             .steps
@@ -350,6 +379,7 @@ impl Draft {
             saga_id: &self.state.saga_id,
             saga_type: &self.state.definition.name,
             outputs: &outputs,
+            event,
         })
     }
 

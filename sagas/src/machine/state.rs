@@ -482,6 +482,12 @@ impl SagaState {
                 }
             }
             SagaEvent::StepFailed { step, code, message, .. } => {
+                // A waiting step that failed on an event took it (`fail_when`).
+                if self.step(step).is_some_and(|s| {
+                    s.waits_for.is_some() && matches!(s.do_progress.wait, Wait::Reply { .. })
+                }) {
+                    self.take_signal(step);
+                }
                 self.unpark(step, Kind::Do);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Failed { code: code.clone(), message: message.clone() };
@@ -622,6 +628,11 @@ impl SagaState {
                 self.end(status, *at);
             }
         }
+    }
+
+    fn step(&self, step: &str) -> Option<&StepState> {
+        let i = self.index(step)?;
+        self.steps.get(i)
     }
 
     fn step_mut(&mut self, step: &str) -> Option<&mut StepState> {

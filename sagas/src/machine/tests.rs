@@ -1005,3 +1005,18 @@ fn a_waiting_pivot_can_be_aborted_and_skipped_until_its_event_came() {
     let d = s.operator(OperatorAction::Skip, "confirmed by phone").unwrap();
     assert_eq!(names(&d), ["step_skipped", "step_failed", "saga_parked"]);
 }
+
+#[test]
+fn an_event_that_says_it_did_not_happen_fails_the_waiting_step() {
+    let yaml = include_str!("../../tests/fixtures/wait.yaml")
+        .replace("      timeout: 30s\n", "      timeout: 30s\n      fail_when: \"!event.ok\"\n");
+    let mut s = Saga::given(def("refusing.yaml", &yaml), "a ok");
+    let d = s.when(signal("e1", "a-out", json!({"ok": false}))).unwrap();
+    assert_eq!(
+        names(&d),
+        ["signal_received", "step_failed", "compensation_started", "command_sent"]
+    );
+    assert!(matches!(&d.events[1], SagaEvent::StepFailed { code, .. } if code == "event_refused"));
+    assert_eq!(s.state.signals[0].taken_by, Some(1), "the refusing event was taken");
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
+}
