@@ -847,14 +847,12 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
     let wait = d.steps[1].wait.as_ref().unwrap();
     assert_eq!((wait.event.as_str(), wait.timeout.to_string().as_str()), ("confirmation", "10m"));
     assert!(d.steps[1].action.is_empty() && d.steps[1].participant.is_empty());
-    assert_eq!(d.pivot, Some(1), "a waiting step without a compensation is the pivot");
+    assert_eq!(d.pivot, None, "a waiting step undoes nothing and is never the pivot");
     let keyed = load_ok(&format!(
         "{HOLD_YAML}  - name: confirmed\n    wait_for: {{ event: confirmation, timeout: 720h, \
          key: \"{{{{steps.hold.output.id}}}}\", schema: {{ type: object }} }}\n"
     ));
     assert!(keyed.steps[1].wait.as_ref().unwrap().key.is_some());
-    // With a compensation, a participant runs it.
-    load_ok(&hold_then_wait("participant: ledger\ncompensation: unconfirm"));
     assert_each_only_error(&[
         (
             hold_then_wait("action: confirm"),
@@ -868,15 +866,15 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
             hold_then_wait("participant: ledger"),
             Some("confirmed"),
             "participant",
-            "without a compensation",
+            "no effect of its own to undo",
             None,
         ),
         (
             hold_then_wait("compensation: unconfirm"),
             Some("confirmed"),
-            "participant",
-            "is required with a compensation",
-            None,
+            "compensation",
+            "no effect of its own to undo",
+            Some("the step whose effect the event confirms"),
         ),
         (
             hold_then_wait("").replace("timeout: 10m", "timeout: 721h"),
@@ -915,6 +913,7 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
         ),
         (
             hold_then_wait("")
+                + "  - name: post\n    participant: ledger\n    action: post\n    retriable: true\n"
                 + "  - name: again\n    wait_for: { event: confirmation, timeout: 1m }\n",
             Some("again"),
             "wait_for",

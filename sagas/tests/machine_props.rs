@@ -66,9 +66,11 @@ impl Shape {
                 yaml.push_str(&format!(
                     "  - {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s}}"
                 ));
-                if compensated {
-                    yaml.push_str(", participant: p");
+                if let Some(when) = self.conditions[i] {
+                    yaml.push_str(&format!(", when: \"{}\"", when.text()));
                 }
+                yaml.push_str("}\n");
+                continue;
             } else {
                 yaml.push_str(&format!(
                     "  - {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
@@ -115,7 +117,8 @@ fn shape() -> impl Strategy<Value = Shape> {
                         _ => None,
                     })
                     .collect();
-                let waits = (0..steps).map(|i| waits[i] && pivot.is_none_or(|p| i <= p)).collect();
+                // A waiting step is never the pivot and never follows it.
+                let waits = (0..steps).map(|i| waits[i] && pivot.is_none_or(|p| i < p)).collect();
                 Shape { steps, pivot, attempts, compensation_attempts, deadline, conditions, waits }
             },
         )

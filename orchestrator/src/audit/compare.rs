@@ -263,8 +263,6 @@ pub struct SagaAudit {
 #[derive(Debug, Clone)]
 struct Here {
     participant: String,
-    /// A waiting step: its participant (if any) only runs its compensation.
-    waiting: bool,
     do_here: DoHere,
     undo: UndoHere,
     sent_do: Option<InspectedCommand>,
@@ -292,7 +290,6 @@ impl Plan {
             .map(|s| {
                 let here = Here {
                     participant: s.participant.clone(),
-                    waiting: s.wait.is_some(),
                     do_here: DoHere::NotSent,
                     undo: UndoHere::NotSent,
                     sent_do: None,
@@ -390,7 +387,7 @@ impl Plan {
     #[must_use]
     pub fn asks(&self) -> BTreeMap<String, InspectSaga> {
         let mut asks: BTreeMap<String, InspectSaga> = BTreeMap::new();
-        // A waiting step without a compensation involves no participant.
+        // A waiting step involves no participant.
         for (_, here) in self.steps.iter().filter(|(_, h)| !h.participant.is_empty()) {
             let ask = asks
                 .entry(here.participant.clone())
@@ -591,9 +588,6 @@ fn compare(
         || (here.do_here == DoHere::Skipped && here.undo != UndoHere::Compensated)
     {
         return not_compared("skipped by an operator");
-    }
-    if here.waiting && here.undo != UndoHere::Compensated {
-        return not_compared("waits for an event from outside; its participant only undoes it");
     }
     match here.undo {
         UndoHere::Compensated => {

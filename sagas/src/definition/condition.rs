@@ -88,6 +88,19 @@ impl Condition {
         if depth(program.expression()) > DEPTH_MAX {
             return Err(format!("nests deeper than {DEPTH_MAX} levels"));
         }
+        // One loop over a list costs as much as the list is long; a loop in a
+        // loop, its square: refused, so no input can make a decision slow.
+        let mut nested = false;
+        walk(program.expression(), &mut Vec::new(), &mut |expr, bound| {
+            nested |= matches!(expr, Expr::Comprehension(_)) && !bound.is_empty();
+        });
+        if nested {
+            return Err(
+                "puts a macro (all, exists, exists_one, map, filter) inside another: its cost \
+                 would grow with the square of the list"
+                    .into(),
+            );
+        }
         Ok(Self { source: source.to_owned(), program: Arc::new(program) })
     }
 
@@ -310,6 +323,9 @@ mod tests {
     fn bad_conditions_are_refused_when_compiled() {
         assert!(Condition::compile("").unwrap_err().contains("empty"));
         assert!(Condition::compile("input.amount >").unwrap_err().contains("not a CEL expression"));
+        let nested = Condition::compile("input.xs.all(a, input.xs.all(b, a == b))").unwrap_err();
+        assert!(nested.contains("inside another"), "{nested}");
+        assert!(Condition::compile("input.xs.all(a, a > 0) && input.ys.exists(b, b == 1)").is_ok());
         let long = format!("input.a == '{}'", "x".repeat(CONDITION_LEN_MAX));
         assert!(Condition::compile(&long).unwrap_err().contains("over the limit"));
         let deep = format!("{}true{}", "(".repeat(100), ")".repeat(100));

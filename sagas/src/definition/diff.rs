@@ -48,6 +48,15 @@ fn step(out: &mut Vec<String>, old: &StepDef, new: &StepDef) {
         retry,
     );
     changed(out, &format!("{at} retriable"), &old.retriable, &new.retriable, ToString::to_string);
+    if old.wait != new.wait {
+        let show = |w: &Option<super::WaitFor>| {
+            w.as_ref().map_or_else(
+                || "none".to_owned(),
+                |w| format!("event `{}`, up to {}", w.event, w.timeout),
+            )
+        };
+        out.push(line('~', format!("{at} wait_for: {} → {}", show(&old.wait), show(&new.wait))));
+    }
     changed(out, &format!("{at} when"), &old.when, &new.when, |w| {
         w.as_ref().map_or_else(|| "none".to_owned(), |w| format!("`{}`", w.source()))
     });

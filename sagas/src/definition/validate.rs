@@ -353,11 +353,10 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     }
 
     let pivot = check_pivot(c, &raw.steps);
-    // A waiting step's timeout is how long the outside world may take; the
-    // deadline bounds the work before the pivot, not the waits.
+    // Waits come before the pivot, where the deadline still applies: it must
+    // outlast them too.
     if let Some(d) = deadline
-        && let Some(longest) =
-            steps.iter().filter(|s: &&StepDef| s.wait.is_none()).map(|s| s.timeout).max()
+        && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()
         && d != Duration::ZERO
         && d < longest
     {
@@ -447,7 +446,9 @@ fn check_tags(
 /// The pivot: the first step without a compensation. Every step after it must
 /// be retriable and cannot have a compensation (it would never run).
 fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
-    let pivot = steps.iter().position(|s| s.compensation.is_none());
+    // A waiting step has nothing to undo and needs no compensation: it is
+    // never the pivot.
+    let pivot = steps.iter().position(|s| s.compensation.is_none() && s.wait_for.is_none());
     if let Some(p) = pivot {
         let pivot_label = step_label(p, &steps[p].name);
         if steps[p].when.is_some() {
@@ -513,9 +514,9 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
     pivot
 }
 
-/// The fields a waiting step may not have: it sends nothing, so it has no
-/// action, input, retry or timeout of its own; a participant only for its
-/// compensation.
+/// The fields a waiting step may not have: it sends nothing and changes
+/// nothing, so it has no participant, action, input, retry, timeout or
+/// compensation of its own.
 fn check_waiting_fields(c: &mut Collector, label: &str, s: &RawStep) {
     let step = Some(label);
     let event = s.wait_for.as_ref().map_or("", |w| w.event.as_str());
@@ -539,21 +540,19 @@ fn check_waiting_fields(c: &mut Collector, label: &str, s: &RawStep) {
             );
         }
     }
-    match (&s.participant, &s.compensation) {
-        (Some(p), Some(_)) => check_token(c, step, "participant", p),
-        (None, Some(_)) => c.push(
-            step,
-            "participant",
-            "is required with a compensation: it runs the compensation",
-            "add `participant:`, or remove `compensation:`",
-        ),
-        (Some(_), None) => c.push(
-            step,
-            "participant",
-            "is set on a waiting step without a compensation, so it would never be asked anything",
-            "remove `participant:`, or add the `compensation:` it runs",
-        ),
-        (None, None) => {}
+    // It has no effect of its own to undo; what the event confirms is undone
+    // by the compensation of the step that caused it.
+    for (field, set) in
+        [("compensation", s.compensation.is_some()), ("participant", s.participant.is_some())]
+    {
+        if set {
+            c.push(
+                step,
+                field,
+                "is set on a waiting step, which has no effect of its own to undo",
+                "remove it: put the compensation on the step whose effect the event confirms",
+            );
+        }
     }
 }
 

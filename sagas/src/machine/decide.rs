@@ -209,7 +209,11 @@ impl Draft {
         let Some(wait) = def.wait else { return };
         let key = match wait.key.as_ref().map(|k| self.render(Some(k)).unwrap_or(Ok(Value::Null))) {
             None => None,
-            Some(Ok(Value::String(k))) if !k.is_empty() && k.len() <= super::SIGNAL_ID_LEN_MAX => {
+            Some(Ok(Value::String(k)))
+                if !k.is_empty()
+                    && k.len() <= super::SIGNAL_ID_LEN_MAX
+                    && !k.chars().any(char::is_control) =>
+            {
                 Some(k)
             }
             Some(Ok(v @ Value::Number(_))) => Some(v.to_string()),

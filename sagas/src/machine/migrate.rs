@@ -111,12 +111,13 @@ pub fn check_state(state: &SagaState, to: &Arc<Definition>) -> Result<(), Incomp
             && new.participant == old.participant
             && new.action == old.action
             && new.compensation == old.compensation
-            && new.input == old.input;
+            && new.input == old.input
+            && new.wait == old.wait;
         if !same {
             return Err(incompatible(
                 "step_changed",
                 format!(
-                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}, its input mapping compared too) in v{}",
+                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}, its input mapping and what it waits for compared too) in v{}",
                     index + 1,
                     old.name,
                     old.participant,

@@ -398,14 +398,7 @@ impl SagaState {
     #[must_use]
     pub fn abortable(&self) -> bool {
         self.status == SagaStatus::Running
-            && self.definition.pivot.is_none_or(|p| {
-                // A waiting pivot sent nothing: it is passed once its event came.
-                if self.is_waiting_step(p) {
-                    self.steps[p].forward == Forward::Pending
-                } else {
-                    self.steps[p].do_progress.attempts == 0
-                }
-            })
+            && self.definition.pivot.is_none_or(|p| self.steps[p].do_progress.attempts == 0)
     }
 
     /// When the saga next needs a `Timeout` input, if ever.

@@ -993,17 +993,18 @@ fn a_wait_that_times_out_fails_its_step_and_the_saga_turns_back() {
 }
 
 #[test]
-fn a_waiting_pivot_can_be_aborted_and_skipped_until_its_event_came() {
+fn a_waiting_step_can_be_aborted_and_skipped_until_its_event_came() {
     let mut s = Saga::given(waits(), "a ok");
     assert!(s.state.abortable(), "nothing passed the point of no return yet");
     let d = s.operator(OperatorAction::Abort, "customer left").unwrap();
     assert_eq!(names(&d), ["step_abandoned", "compensation_started", "command_sent"]);
 
     let mut s = Saga::given(waits(), "a ok");
-    // Skipped, it has no output: `r`, which reads it, cannot be rendered, and
-    // a step past the pivot that fails parks the saga for the operator.
+    // Skipped, it has no output: `r` (the pivot), which reads it, cannot be
+    // rendered, and the saga turns back; the skipped wait is never undone.
     let d = s.operator(OperatorAction::Skip, "confirmed by phone").unwrap();
-    assert_eq!(names(&d), ["step_skipped", "step_failed", "saga_parked"]);
+    assert_eq!(names(&d), ["step_skipped", "step_failed", "compensation_started", "command_sent"]);
+    assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
 }
 
 #[test]
