@@ -1021,3 +1021,24 @@ fn an_event_that_says_it_did_not_happen_fails_the_waiting_step() {
     assert_eq!(s.state.signals[0].taken_by, Some(1), "the refusing event was taken");
     assert_eq!(sent(&d), [("a".to_owned(), Kind::Undo, 1)]);
 }
+
+#[test]
+fn golden_history_of_a_saga_that_waited() {
+    let mut s = Saga::started(waits());
+    s.when(signal("early", "a-out", json!({"ok": true}))).unwrap();
+    s.feed("a ok, r ok");
+    assert_eq!(s.state.status, SagaStatus::Completed);
+    let stored: Vec<serde_json::Value> =
+        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    insta::assert_json_snapshot!("waiting_history", stored);
+}
+
+#[test]
+fn a_version_2_history_with_events_from_outside_still_replays() {
+    let stored = include_str!("testdata/history_v2_waits.jsonl");
+    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let state = replay(waits(), &events);
+    assert_eq!(state.status, SagaStatus::Completed);
+    assert_eq!(state.signals[0].taken_by, Some(1));
+    assert_eq!(state.steps[1].output, Some(json!({"ok": true})));
+}
