@@ -80,6 +80,25 @@ pub struct Charge {
     pub amount_refunded: i64,
 }
 
+/// What a webhook tells: a charge that was `pending` (3-D Secure) succeeded.
+pub const WEBHOOK_CHARGE_SUCCEEDED: &str = "charge.succeeded";
+/// What a webhook tells: a charge that was `pending` failed (the customer
+/// did not pass the challenge).
+pub const WEBHOOK_CHARGE_FAILED: &str = "charge.failed";
+
+/// A webhook the provider `POST`s to the merchant: one event, with its id
+/// (the same event may come more than once, or never).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    /// `evt_<charge id>`: one per charge outcome; a repeat has the same id.
+    pub id: String,
+    /// [`WEBHOOK_CHARGE_SUCCEEDED`] or [`WEBHOOK_CHARGE_FAILED`].
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The charge as it is now.
+    pub data: Charge,
+}
+
 /// A refund as the provider shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {

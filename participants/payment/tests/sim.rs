@@ -279,3 +279,120 @@ async fn books_kept_in_a_journal_survive_a_restart() {
     assert_eq!(next.body["id"], "ch_000003");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A webhook receiver that records what it got.
+async fn receiver() -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/hooks"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The webhooks `server` received, waiting up to 5 s for `n` of them.
+async fn webhooks(server: &wiremock::MockServer, n: usize) -> Vec<payment::api::WebhookEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got: Vec<payment::api::WebhookEvent> = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn three_ds(server: &wiremock::MockServer, loss: f64, twice: f64) -> Sim {
+    Sim::new(SimConfig {
+        webhook_url: Some(format!("{}/hooks", server.uri())),
+        challenge_delay: (
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(50),
+        ),
+        webhook_loss_rate: loss,
+        webhook_duplicate_rate: twice,
+        ..SimConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn a_3ds_charge_is_pending_until_its_challenge_is_answered_and_a_webhook_says_how() {
+    let server = receiver().await;
+    let sim = three_ds(&server, 0.0, 0.0);
+    let passed =
+        call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_3ds", 500, "s1"))).await;
+    assert_eq!((passed.status, passed.body["status"].as_str()), (StatusCode::OK, Some("pending")));
+    let failed =
+        call(&sim, "POST", "/v1/charges", Some("k2"), Some(charge("tok_3ds_fail", 700, "s2")))
+            .await;
+    assert_eq!(failed.body["status"], "pending");
+    // Nothing is taken while pending.
+    assert_eq!(list(&sim, "").await.totals.get("EUR").copied().unwrap_or_default().charged, 0);
+    let mut got = webhooks(&server, 2).await;
+    got.sort_by(|a, b| a.data.reference.cmp(&b.data.reference));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (got[0].event_type.as_str(), got[0].data.status.as_str()),
+        ("charge.succeeded", "succeeded")
+    );
+    assert_eq!(
+        (got[1].event_type.as_str(), got[1].data.status.as_str()),
+        ("charge.failed", "failed")
+    );
+    assert_eq!(got[0].id, format!("evt_{}", got[0].data.id));
+    let eur = list(&sim, "").await.totals["EUR"];
+    assert_eq!(eur.charged, 500, "only the charge that passed took money");
+    // A failed charge has nothing to refund.
+    let refund = json!({"charge_id": got[1].data.id, "amount": 700});
+    let answer = call(&sim, "POST", "/v1/refunds", Some("r1"), Some(refund)).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn a_pending_charge_given_back_is_canceled_and_webhooks_are_lost_or_sent_twice() {
+    let server = receiver().await;
+    let sim = Sim::new(SimConfig {
+        challenge_delay: (std::time::Duration::from_secs(30), std::time::Duration::from_secs(30)),
+        webhook_url: Some(format!("{}/hooks", server.uri())),
+        ..SimConfig::default()
+    });
+    let pending =
+        call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_3ds", 500, "s1"))).await;
+    let id = pending.body["id"].as_str().unwrap().to_owned();
+    let answer = call(
+        &sim,
+        "POST",
+        "/v1/refunds",
+        Some("r1"),
+        Some(json!({"charge_id": id, "amount": 500})),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    let shown = call(&sim, "GET", &format!("/v1/charges/{id}"), None, None).await;
+    assert_eq!(shown.body["status"], "canceled");
+
+    let lost = receiver().await;
+    let sim = three_ds(&lost, 1.0, 0.0);
+    call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_3ds", 500, "s1"))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(webhooks(&lost, 0).await.is_empty(), "a lost webhook is never sent");
+    assert_eq!(
+        list(&sim, "").await.totals["EUR"].charged,
+        500,
+        "the charge went through all the same"
+    );
+
+    let twice = receiver().await;
+    let sim = three_ds(&twice, 0.0, 1.0);
+    call(&sim, "POST", "/v1/charges", Some("k1"), Some(charge("tok_3ds", 500, "s1"))).await;
+    let got = webhooks(&twice, 2).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], got[1], "the same event, twice");
+}

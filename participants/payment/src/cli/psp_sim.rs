@@ -63,6 +63,32 @@ struct Args {
     /// Default: in memory only.
     #[arg(long, env = "PSP_SIM_BOOKS", value_name = "FILE")]
     books: Option<std::path::PathBuf>,
+
+    /// Where to POST webhooks (a charge with card `tok_3ds` or `tok_3ds_fail`
+    /// is answered `pending`; a webhook says how its 3-D Secure challenge
+    /// ended). Default: no webhooks.
+    #[arg(long, env = "PSP_SIM_WEBHOOK_URL", value_name = "URL")]
+    webhook_url: Option<String>,
+
+    /// Shortest time a customer takes with a 3-D Secure challenge.
+    #[arg(long, env = "PSP_SIM_CHALLENGE_MIN_MS", value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=LATENCY_MS_MAX))]
+    challenge_min_ms: u64,
+
+    /// Longest time a customer takes with a 3-D Secure challenge.
+    #[arg(long, env = "PSP_SIM_CHALLENGE_MAX_MS", value_name = "MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(0..=LATENCY_MS_MAX))]
+    challenge_max_ms: u64,
+
+    /// Share (0..1) of webhooks never sent.
+    #[arg(long, env = "PSP_SIM_WEBHOOK_LOSS_RATE", value_name = "SHARE", default_value_t = 0.0,
+          value_parser = rate)]
+    webhook_loss_rate: f64,
+
+    /// Share (0..1) of webhooks sent twice.
+    #[arg(long, env = "PSP_SIM_WEBHOOK_DUPLICATE_RATE", value_name = "SHARE",
+          default_value_t = 0.0, value_parser = rate)]
+    webhook_duplicate_rate: f64,
 }
 
 /// Parse the arguments and run: the whole `psp-sim` binary.
@@ -86,6 +112,13 @@ async fn run(args: Args) -> Result<()> {
         drop_after_charge_rate: args.drop_after_charge_rate,
         seed: args.seed,
         amount_limit: args.amount_limit,
+        webhook_url: args.webhook_url.clone(),
+        challenge_delay: (
+            Duration::from_millis(args.challenge_min_ms),
+            Duration::from_millis(args.challenge_max_ms.max(args.challenge_min_ms)),
+        ),
+        webhook_loss_rate: args.webhook_loss_rate,
+        webhook_duplicate_rate: args.webhook_duplicate_rate,
     };
     let address = listener.local_addr().context("cannot read the address listened on")?;
     info!(%address, ?config, "psp-sim listening");
@@ -95,6 +128,7 @@ async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("cannot keep the books in {}", path.display()))?,
         None => Sim::new(config),
     };
+    sim.resume_challenges();
     serve(listener, sim, shutdown).await.context("psp-sim stopped serving")?;
     Ok(())
 }

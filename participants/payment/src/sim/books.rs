@@ -23,6 +23,12 @@ pub const PAGE_MAX: usize = 1_000;
 pub const TOKEN_DECLINE: &str = "tok_decline";
 /// The card token that is always declined for `insufficient_funds`.
 pub const TOKEN_INSUFFICIENT: &str = "tok_insufficient";
+/// A card that asks for 3-D Secure: the charge is answered `pending`, and
+/// the customer passes the challenge later (the charge succeeds).
+pub const TOKEN_3DS: &str = "tok_3ds";
+/// A card that asks for 3-D Secure, whose challenge the customer fails (the
+/// charge fails).
+pub const TOKEN_3DS_FAIL: &str = "tok_3ds_fail";
 /// The destination whose payouts are declined (`account_closed`).
 pub const DESTINATION_CLOSED: &str = "ba_closed";
 
@@ -34,7 +40,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn json(status: u16, body: &impl Serialize) -> Self {
+    #[must_use]
+    pub fn json(status: u16, body: &impl Serialize) -> Self {
         Self { status, body: serde_json::to_value(body).unwrap_or(Value::Null) }
     }
 
@@ -50,11 +57,15 @@ impl Answer {
 pub struct Made {
     pub answer: Answer,
     pub moved_money: bool,
+    /// A charge made `pending` (3-D Secure): its id, to resolve later.
+    pub pending: Option<String>,
 }
 
 impl Made {
-    fn nothing(answer: Answer) -> Self {
-        Self { answer, moved_money: false }
+    /// An answer that changed nothing.
+    #[must_use]
+    pub fn nothing(answer: Answer) -> Self {
+        Self { answer, moved_money: false, pending: None }
     }
 }
 
@@ -87,6 +98,8 @@ pub struct Books {
     charge_index: HashMap<String, usize>,
     refunds: Vec<Refund>,
     payouts: Vec<Payout>,
+    /// Charges waiting for their 3-D Secure challenge: whether it passes.
+    challenges: HashMap<String, bool>,
 }
 
 impl Books {
@@ -160,19 +173,31 @@ impl Books {
         if self.charges.len() >= OBJECTS_MAX {
             return Made::nothing(full("charges", OBJECTS_MAX));
         }
+        let challenge = match request.card_token.as_str() {
+            TOKEN_3DS => Some(true),
+            TOKEN_3DS_FAIL => Some(false),
+            _ => None,
+        };
         let charge = Charge {
             id: format!("ch_{:06}", self.charges.len() + 1),
             object: "charge".into(),
             amount: request.amount,
             currency: request.currency,
             reference: request.reference,
-            status: "succeeded".into(),
+            status: if challenge.is_some() { "pending" } else { "succeeded" }.into(),
             amount_refunded: 0,
         };
         let answer = Answer::json(200, &charge);
+        let id = charge.id.clone();
         self.charge_index.insert(charge.id.clone(), self.charges.len());
         self.charges.push(charge);
-        Made { answer, moved_money: true }
+        match challenge {
+            Some(passes) => {
+                self.challenges.insert(id.clone(), passes);
+                Made { answer, moved_money: false, pending: Some(id) }
+            }
+            None => Made { answer, moved_money: true, pending: None },
+        }
     }
 
     /// `POST /v1/refunds`.
@@ -218,6 +243,24 @@ impl Books {
         let Some(charge) = self.charges.get_mut(index) else {
             return Made::nothing(unknown_charge("index"));
         };
+        match charge.status.as_str() {
+            // Given back before the customer finished the challenge: canceled.
+            "pending" => {
+                charge.status = "canceled".into();
+                self.challenges.remove(&charge.id);
+                let id = charge.id.clone();
+                return Made::nothing(Answer::error(
+                    404,
+                    "unknown_charge",
+                    format!("charge {id} was never completed; it is canceled, nothing was taken"),
+                ));
+            }
+            "failed" | "canceled" => {
+                let id = charge.id.clone();
+                return Made::nothing(unknown_charge(&format!("id `{id}` (it took nothing)")));
+            }
+            _ => {}
+        }
         let left = charge.amount - charge.amount_refunded;
         if request.amount > left {
             return Made::nothing(Answer::error(
@@ -240,7 +283,7 @@ impl Books {
         };
         let answer = Answer::json(200, &refund);
         self.refunds.push(refund);
-        Made { answer, moved_money: true }
+        Made { answer, moved_money: true, pending: None }
     }
 
     /// `POST /v1/payouts`.
@@ -279,7 +322,7 @@ impl Books {
         };
         let answer = Answer::json(200, &payout);
         self.payouts.push(payout);
-        Made { answer, moved_money: true }
+        Made { answer, moved_money: true, pending: None }
     }
 
     /// `GET /v1/charges/{id}`.
@@ -308,9 +351,28 @@ impl Books {
         PayoutList { payouts, count: self.payouts.len() }
     }
 
+    /// The charges still waiting for their challenge.
+    #[must_use]
+    pub fn pending_challenges(&self) -> Vec<String> {
+        self.challenges.keys().cloned().collect()
+    }
+
+    /// The customer answered the 3-D Secure challenge of pending charge
+    /// `id`: it succeeds or fails. `None` when it is not pending (resolved
+    /// before, or canceled by a refund).
+    pub fn resolve(&mut self, id: &str) -> Option<Charge> {
+        let passes = self.challenges.remove(id)?;
+        let charge = self.charge_index.get(id).and_then(|&i| self.charges.get_mut(i))?;
+        charge.status = if passes { "succeeded" } else { "failed" }.into();
+        Some(charge.clone())
+    }
+
     fn totals(&self) -> BTreeMap<String, Totals> {
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-        for charge in &self.charges {
+        // Only charges that took money: not pending, failed or canceled ones.
+        for charge in
+            self.charges.iter().filter(|c| matches!(c.status.as_str(), "succeeded" | "refunded"))
+        {
             let t = totals.entry(charge.currency.clone()).or_default();
             t.charged += charge.amount;
             t.refunded += charge.amount_refunded;

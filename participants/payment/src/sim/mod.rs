@@ -17,6 +17,13 @@
 //! | refund of an unknown charge | 404 `unknown_charge` |
 //! | `failure_rate` | 500 before anything happens (not remembered) |
 //! | `drop_after_charge_rate` | the charge is made and remembered, then 504 |
+//! | card token `tok_3ds` / `tok_3ds_fail` | the charge is answered `pending` (3-D Secure); after a seeded delay the customer passes (succeeded) or fails (failed) the challenge, and a webhook says so |
+//! | refund of a `pending` charge | the charge is canceled (404: nothing was taken) |
+//!
+//! Webhooks (`--webhook-url`) are `POST`ed as [`crate::api::WebhookEvent`];
+//! a seeded share is never sent (`webhook_loss_rate`) or sent twice
+//! (`webhook_duplicate_rate`), and a delivery the merchant does not take
+//! (no answer, or not 2xx) is tried again, 5 times in all.
 
 pub mod books;
 pub mod journal;
@@ -50,6 +57,19 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
 pub const LATENCY_MS_MAX: u64 = 60_000;
 /// Default for [`SimConfig::amount_limit`].
 pub const AMOUNT_LIMIT_DEFAULT: i64 = 1_000_000;
+/// Default for [`SimConfig::challenge_delay`].
+pub const CHALLENGE_DELAY_DEFAULT: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_millis(1_000));
+/// Deliveries of one webhook tried at most.
+const WEBHOOK_TRIES: u32 = 5;
+/// The journal's record of a challenge the customer answered (no HTTP route).
+const RESOLVE_PATH: &str = "/internal/challenge-answered";
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+struct Resolve {
+    charge_id: String,
+}
+
 /// Default page size of the lists.
 const PAGE_DEFAULT: usize = 100;
 
@@ -66,6 +86,14 @@ pub struct SimConfig {
     pub seed: u64,
     /// Charges and payouts above this many minor units are declined.
     pub amount_limit: i64,
+    /// Where webhooks are `POST`ed; `None`: none are sent.
+    pub webhook_url: Option<String>,
+    /// How long a customer takes with a 3-D Secure challenge: drawn between these.
+    pub challenge_delay: (Duration, Duration),
+    /// Share (0..=1) of webhooks never sent.
+    pub webhook_loss_rate: f64,
+    /// Share (0..=1) of webhooks sent twice.
+    pub webhook_duplicate_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -76,6 +104,10 @@ impl Default for SimConfig {
             drop_after_charge_rate: 0.0,
             seed: 0,
             amount_limit: AMOUNT_LIMIT_DEFAULT,
+            webhook_url: None,
+            challenge_delay: CHALLENGE_DELAY_DEFAULT,
+            webhook_loss_rate: 0.0,
+            webhook_duplicate_rate: 0.0,
         }
     }
 }
@@ -86,6 +118,8 @@ pub struct Sim {
     config: Arc<SimConfig>,
     books: Arc<Mutex<Kept>>,
     in_flight: Arc<Semaphore>,
+    /// For webhooks.
+    http: reqwest::Client,
 }
 
 /// The books, and the journal that keeps them on disk (if any): one lock, so
@@ -103,7 +137,82 @@ impl Sim {
             config: Arc::new(config),
             books: Arc::default(),
             in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
         }
+    }
+
+    /// Let every charge still waiting for its challenge (after a restart,
+    /// from the journal) be answered.
+    pub fn resume_challenges(&self) {
+        let pending: Vec<String> = self.kept().books.pending_challenges();
+        for id in pending {
+            tokio::spawn(self.clone().answer_challenge(id));
+        }
+    }
+
+    /// The customer answers the challenge of pending charge `id` after a
+    /// seeded delay; the charge is resolved (and journaled), and the webhook
+    /// saying so is sent (or lost, or sent twice).
+    async fn answer_challenge(self, id: String) {
+        let (min, max) = self.config.challenge_delay;
+        let spread = max.saturating_sub(min).mul_f64(self.draw("challenge", Some(&id), 0));
+        tokio::time::sleep(min + spread).await;
+        let resolved = {
+            let mut kept = self.kept();
+            let Kept { books, journal } = &mut *kept;
+            if let Some(journal) = journal {
+                let request = serde_json::json!({ "charge_id": id });
+                let entry = Entry { key: None, path: RESOLVE_PATH.to_owned(), request };
+                if let Err(e) = journal.append(&entry) {
+                    tracing::error!(error = %e, "cannot write the journal; the challenge stays open");
+                    return;
+                }
+            }
+            books.resolve(&id)
+        };
+        let Some(charge) = resolved else { return };
+        info!(id = %charge.id, status = %charge.status, "3-D Secure challenge answered");
+        let Some(url) = self.config.webhook_url.clone() else { return };
+        if self.draw("webhook_lost", Some(&id), 0) < self.config.webhook_loss_rate {
+            info!(id = %charge.id, "injected: the webhook is lost");
+            return;
+        }
+        let copies =
+            if self.draw("webhook_twice", Some(&id), 0) < self.config.webhook_duplicate_rate {
+                2
+            } else {
+                1
+            };
+        let event = crate::api::WebhookEvent {
+            id: format!("evt_{}", charge.id),
+            event_type: if charge.status == "succeeded" {
+                crate::api::WEBHOOK_CHARGE_SUCCEEDED
+            } else {
+                crate::api::WEBHOOK_CHARGE_FAILED
+            }
+            .to_owned(),
+            data: charge,
+        };
+        for _ in 0..copies {
+            self.deliver(&url, &event).await;
+        }
+    }
+
+    /// `POST` one webhook until the merchant takes it (2xx), a few times.
+    async fn deliver(&self, url: &str, event: &crate::api::WebhookEvent) {
+        for attempt in 1..=WEBHOOK_TRIES {
+            match self.http.post(url).json(event).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => tracing::warn!(status = %r.status(), attempt, "the webhook was not taken"),
+                Err(e) => tracing::warn!(error = %e, attempt, "the webhook could not be sent"),
+            }
+            tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+        }
+        tracing::warn!(event = %event.id, "the webhook was given up");
     }
 
     /// The simulator with its books kept in the journal at `path`: what the
@@ -239,6 +348,9 @@ impl Sim {
             books.remember(key, path, request, &made.answer);
         }
         drop(kept);
+        if let Some(id) = &made.pending {
+            tokio::spawn(self.clone().answer_challenge(id.clone()));
+        }
         if made.moved_money {
             info!(path, key = key.unwrap_or("-"), id = %made.answer.body["id"], "money moved");
             if path == CHARGES_PATH
@@ -264,19 +376,30 @@ impl Sim {
 /// journal is replayed.
 fn apply_to(books: &mut Books, config: &SimConfig, path: &str, request: &Value) -> Made {
     fn typed<R: DeserializeOwned>(request: &Value) -> Result<R, Made> {
-        serde_json::from_value(request.clone()).map_err(|e| Made {
-            answer: Answer::error(400, "invalid_request", format!("the request does not fit: {e}")),
-            moved_money: false,
+        serde_json::from_value(request.clone()).map_err(|e| {
+            Made::nothing(Answer::error(
+                400,
+                "invalid_request",
+                format!("the request does not fit: {e}"),
+            ))
         })
     }
     let made = match path {
         CHARGES_PATH => typed(request).map(|r| books.charge(config.amount_limit, r)),
         REFUNDS_PATH => typed(request).map(|r| books.refund(r)),
         PAYOUTS_PATH => typed(request).map(|r| books.payout(config.amount_limit, r)),
-        other => Err(Made {
-            answer: Answer::error(404, "unknown_path", format!("no such route: {other}")),
-            moved_money: false,
+        RESOLVE_PATH => typed::<Resolve>(request).map(|r| {
+            let answer = match books.resolve(&r.charge_id) {
+                Some(charge) => Answer::json(200, &charge),
+                None => Answer::error(404, "not_pending", "no such pending charge"),
+            };
+            Made::nothing(answer)
         }),
+        other => Err(Made::nothing(Answer::error(
+            404,
+            "unknown_path",
+            format!("no such route: {other}"),
+        ))),
     };
     made.unwrap_or_else(|refusal| refusal)
 }
