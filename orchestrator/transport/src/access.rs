@@ -7,8 +7,9 @@
 //! - A **participant** `X` may read only its own durable consumer (`X`, filtered
 //!   on `<prefix>.cmd.X.>`; the filter is part of the permitted subject, so it
 //!   cannot widen it), publish only replies that name it
-//!   (`<prefix>.reply.*.X`), and answer the inspections sent to it
-//!   (`<prefix>.inspect.X`).
+//!   (`<prefix>.reply.*.X`), answer the inspections sent to it
+//!   (`<prefix>.inspect.X`), and hand events from outside to waiting sagas
+//!   (`<prefix>.signal.>`).
 //! - A **starter** may publish start requests (`<prefix>.start.>`) and events
 //!   for waiting sagas (`<prefix>.signal.>`), and nothing else.
 //!
@@ -130,6 +131,8 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
         Role::Participant => Permissions {
             publish: vec![
                 ns.replies_of(name),
+                // Events from outside it hands to waiting sagas (a provider's webhook).
+                format!("{p}.signal.>"),
                 "$JS.API.INFO".to_owned(),
                 format!("$JS.API.STREAM.INFO.{commands}"),
                 format!("$JS.API.STREAM.INFO.{replies}"),
@@ -290,6 +293,7 @@ mod tests {
                 .contains(&"$JS.API.CONSUMER.CREATE.T1_COMMANDS.ledger.t1.cmd.ledger.>".to_owned())
         );
         assert!(!p.publish.iter().any(|s| s.starts_with("t1.cmd") || s.starts_with("t1.start")));
+        assert!(p.publish.contains(&"t1.signal.>".to_owned()), "it hands webhooks to sagas");
         assert_eq!(p.subscribe, ["t1.inspect.ledger", "_INBOX_ledger.>"]);
         assert!(p.answer_requests, "it answers the inspections sent to it");
     }

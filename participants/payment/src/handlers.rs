@@ -21,6 +21,14 @@
 //!   `{"nothing_to_refund": true}` when the provider has no such charge
 //! - `payout`: `{amount, currency, bank_account, reference}` →
 //!   `{payout_id, status, amount, currency}`
+//! - `review` (compensation `unreview`): `{amount, card_token}` → `{approved: true}`,
+//!   or refused `review_refused` for a flagged card (`tok_fraud`) or an amount
+//!   over [`REVIEW_AMOUNT_MAX`]; it records nothing, so `unreview` has nothing
+//!   to undo (a saga step before the pivot needs a compensation all the same).
+//!
+//! A charge by a card that asks for 3-D Secure is answered `ok` with
+//! `status: "pending"`: the provider's webhook (see [`crate::webhooks`]) says
+//! later how it ended.
 
 use crate::api::{ChargeRequest, PayoutRequest, RefundRequest};
 use crate::outcome::{self, Action, ProviderOutcome, Verdict};
@@ -42,6 +50,39 @@ pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
 pub const TOKEN_BYTES_MAX: usize = 256;
 /// Longest reference.
 pub const REFERENCE_BYTES_MAX: usize = 128;
+
+/// Largest amount `review` approves, in minor units.
+pub const REVIEW_AMOUNT_MAX: i64 = 10_000_000;
+/// The card `review` refuses.
+pub const TOKEN_FLAGGED: &str = "tok_fraud";
+
+/// The `review` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReviewInput {
+    pub amount: i64,
+    pub card_token: String,
+}
+
+/// A risk review before a large charge: refuses flagged cards and amounts
+/// over [`REVIEW_AMOUNT_MAX`].
+async fn review(ctx: HandlerCtx<'_>) -> HandlerResult {
+    let input: ReviewInput = ctx.input()?;
+    if input.card_token == TOKEN_FLAGGED {
+        return Err(HandlerError::failed("review_refused", "the card is flagged"));
+    }
+    if input.amount > REVIEW_AMOUNT_MAX {
+        return Err(HandlerError::failed(
+            "review_refused",
+            format!("{} is over the {REVIEW_AMOUNT_MAX} a review approves", input.amount),
+        ));
+    }
+    Ok(json!({ "approved": true }))
+}
+
+/// `review` records nothing: there is nothing to undo.
+async fn unreview(_ctx: HandlerCtx<'_>) -> HandlerResult {
+    Ok(json!({}))
+}
 
 /// What every handler shares: the participant's database and the provider.
 #[derive(Debug)]
@@ -77,6 +118,8 @@ pub fn participant(payments: &Arc<Payments>) -> Participant {
                 Box::pin(async move { payout(&payments, ctx).await })
             }),
         )
+        .action("review", review)
+        .compensation("unreview", unreview)
         .inspector(inspector(move |ctx| {
             let payments = Arc::clone(&inspecting);
             Box::pin(async move { crate::inspect::inspect(&payments, ctx).await })

@@ -20,6 +20,7 @@
 //! | [`store`] | the `payments` table: intents and results |
 //! | [`handlers`] | the `charge`, `refund` and `payout` handlers |
 //! | [`reconcile`] | refunds of charges whose step was given up |
+//! | [`webhooks`] | the provider's webhooks, handed to the sagas waiting for them |
 //! | [`inspect`] | what an audit is told: each call and the provider's view of it |
 //! | [`serve`] | `run(config, shutdown)`: migrations, participant, reconciler |
 //! | [`sim`] | `psp-sim`: the provider simulator as an axum `Router` |
@@ -35,3 +36,4 @@ pub mod reconcile;
 pub mod serve;
 pub mod sim;
 pub mod store;
+pub mod webhooks;

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 /// Everything `payment serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeConfig {
     pub nats: async_nats::Client,
     pub namespace: Namespace,
@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub reconcile: ReconcileConfig,
     /// Most commands handled at once by this replica (1..=256).
     pub in_flight_max: usize,
+    /// Where the provider's webhooks are taken (`POST /webhooks/psp`); `None`: not at all.
+    pub webhook_listener: Option<tokio::net::TcpListener>,
 }
 
 impl ServeConfig {
@@ -46,6 +48,7 @@ impl ServeConfig {
             provider,
             reconcile: ReconcileConfig::default(),
             in_flight_max: skald_participant::IN_FLIGHT_MAX_DEFAULT,
+            webhook_listener: None,
         }
     }
 }
@@ -96,6 +99,23 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         let stop = reconciler_stop.clone();
         let reconcile = config.reconcile;
         tasks.spawn(async move { reconcile::run(&payments, reconcile, stop).await });
+    }
+    if let Some(listener) = config.webhook_listener {
+        let app = crate::webhooks::app(
+            Arc::clone(&payments),
+            config.nats.clone(),
+            config.namespace.clone(),
+        );
+        let stop = reconciler_stop.clone();
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "taking the provider's webhooks");
+        }
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the webhook receiver stopped");
+            }
+        });
     }
     tasks.close();
 

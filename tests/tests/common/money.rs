@@ -106,28 +106,39 @@ impl MoneyWorld {
         wallets: usize,
         opening: i64,
     ) -> Self {
+        Self::start_with(backend, prefix, bus, faults, wallets, opening, &[], &[]).await
+    }
+
+    /// [`Self::start`], with more arguments for psp-sim and for `payment serve`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with(
+        backend: Backend,
+        prefix: &str,
+        bus: &Bus,
+        faults: ProviderFaults,
+        wallets: usize,
+        opening: i64,
+        psp_args: &[&str],
+        payment_args: &[&str],
+    ) -> Self {
         let ledger_db = TestDb::new(backend).await.unwrap();
         let payment_db = TestDb::new(backend).await.unwrap();
         let (ledger_url, payment_url) = (sqlite_rwc(&ledger_db.url), sqlite_rwc(&payment_db.url));
         let psp_port = free_port().unwrap().to_string();
         let (failure, dropped) =
             (faults.failure_rate.to_string(), faults.drop_after_charge_rate.to_string());
-        let psp = spawn(
-            "psp-sim",
-            env!("CARGO_BIN_EXE_psp-sim-e2e"),
-            &[
-                "--port",
-                &psp_port,
-                "--failure-rate",
-                &failure,
-                "--drop-after-charge-rate",
-                &dropped,
-                "--seed",
-                "7",
-            ],
-            &[],
-            None,
-        );
+        let mut args = vec![
+            "--port",
+            &psp_port,
+            "--failure-rate",
+            &failure,
+            "--drop-after-charge-rate",
+            &dropped,
+            "--seed",
+            "7",
+        ];
+        args.extend_from_slice(psp_args);
+        let psp = spawn("psp-sim", env!("CARGO_BIN_EXE_psp-sim-e2e"), &args, &[], None);
         wait_port(psp_port.parse().unwrap(), Duration::from_secs(20)).unwrap();
         let psp_url = format!("http://127.0.0.1:{psp_port}");
 
@@ -170,24 +181,26 @@ impl MoneyWorld {
             &[("DATABASE_URL", &ledger_url)],
             Some(&bus.options("ledger")),
         );
+        let mut args = vec![
+            "serve",
+            "--prefix",
+            prefix,
+            "--database-url",
+            &payment_url,
+            "--psp-url",
+            &psp_url,
+            "--psp-timeout-ms",
+            "1000",
+            "--reconcile-interval-ms",
+            "500",
+            "--reconcile-grace-ms",
+            "2000",
+        ];
+        args.extend_from_slice(payment_args);
         let payment = spawn(
             "payment",
             env!("CARGO_BIN_EXE_payment-e2e"),
-            &[
-                "serve",
-                "--prefix",
-                prefix,
-                "--database-url",
-                &payment_url,
-                "--psp-url",
-                &psp_url,
-                "--psp-timeout-ms",
-                "1000",
-                "--reconcile-interval-ms",
-                "500",
-                "--reconcile-grace-ms",
-                "2000",
-            ],
+            &args,
             &[],
             Some(&bus.options("payment")),
         );

@@ -72,6 +72,12 @@ struct ServeArgs {
     #[arg(long, env = "PAYMENT_RECONCILE_GRACE_MS", value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     reconcile_grace_ms: u64,
+
+    /// Take the provider's webhooks here (`POST /webhooks/psp`, e.g.
+    /// 127.0.0.1:7071) and hand each to the saga waiting for it as the event
+    /// `psp_result` (3-D Secure charges). Default: not at all.
+    #[arg(long, env = "PAYMENT_WEBHOOK_ADDR", value_name = "HOST:PORT")]
+    webhook_addr: Option<String>,
 }
 
 /// Parse the arguments and run: the whole `payment` binary.
@@ -102,6 +108,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "invalid --psp-url / PSP_URL\n  hint: use http://HOST:PORT, e.g. http://127.0.0.1:7070",
     )?;
 
+    let webhook_listener = match &args.webhook_addr {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for webhooks on {addr}\n  hint: choose another --webhook-addr")
+        })?),
+    };
     let nats = service::connect_nats(&args.bus, "payment").await?;
     let db = service::connect_database(&args.database_url).await?;
     let shutdown = service::shutdown_on_signal("work");
@@ -112,6 +124,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             ..ReconcileConfig::default()
         },
         in_flight_max: args.concurrency,
+        webhook_listener,
         ..ServeConfig::new(nats, namespace, db, provider)
     };
     run(config, shutdown).await.context("the payment participant stopped")?;

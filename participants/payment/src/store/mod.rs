@@ -245,6 +245,17 @@ pub async fn pending_answered_charges<C: ConnectionTrait>(
         .await
 }
 
+/// The row of the call the provider answered with `provider_id`, if any.
+///
+/// # Errors
+/// A database error.
+pub async fn by_provider_id<C: ConnectionTrait>(
+    conn: &C,
+    provider_id: &str,
+) -> Result<Option<Model>, DbErr> {
+    Entity::find().filter(Column::ProviderId.eq(provider_id)).one(conn).await
+}
+
 /// Every row of one saga, oldest first (for operators and tests).
 ///
 /// # Errors
