@@ -30,6 +30,10 @@ pub const TOPUP: (&str, &str) =
 pub const PAYOUT: (&str, &str) =
     ("payout.yaml", include_str!("../../../../sagas/definitions/payout.yaml"));
 
+/// The shipped `topup_3ds` definition: (file name, YAML).
+pub const TOPUP_3DS: (&str, &str) =
+    ("topup_3ds.yaml", include_str!("../../../../sagas/definitions/topup_3ds.yaml"));
+
 /// How long [`Services::stop`] waits for each child after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often [`wait_port`] tries, and how long it waits between tries.
@@ -314,6 +318,7 @@ impl MoneyStack {
         [ledger_bus, payment_bus]: [&BusOptions; 2],
         psp_port: u16,
         extra: &[&str],
+        payment_extra: &[&str],
     ) -> Result<(), StackError> {
         let mut ledger = vec!["serve", "--prefix", prefix];
         ledger.extend_from_slice(extra);
@@ -334,6 +339,7 @@ impl MoneyStack {
             &psp_url,
         ];
         payment.extend_from_slice(extra);
+        payment.extend_from_slice(payment_extra);
         self.services.spawn(&self.payment_bin, &payment, &[], Some(payment_bus))
     }
 
@@ -379,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_shipped_definitions_load() {
-        for file in [BENCH, TOPUP, PAYOUT] {
+        for file in [BENCH, TOPUP, PAYOUT, TOPUP_3DS] {
             let d = definition(file).unwrap();
             assert_eq!(format!("{}.yaml", d.name), file.0);
         }

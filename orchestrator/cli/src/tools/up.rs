@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const DEFINITIONS: [(&str, &str); 3] = [stack::TOPUP, stack::PAYOUT, stack::BENCH];
+const DEFINITIONS: [(&str, &str); 4] =
+    [stack::TOPUP, stack::TOPUP_3DS, stack::PAYOUT, stack::BENCH];
 const WALLETS: [&str; 3] = ["alice", "bob", "carol"];
 /// Each wallet opens with this, plus [`PAYOUT_AMOUNT`] for every payout the
 /// batch may make from it, so the expected outcomes hold in any order the
@@ -82,9 +83,15 @@ fn samples(run: &str, n: u32) -> Vec<(&'static str, String, Value, &'static str)
     (0..n)
         .map(|i| {
             let wallet = WALLETS[i as usize % WALLETS.len()];
-            match i % 6 {
-                0..=2 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+            match i % 8 {
+                0..=1 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                             "amount": 1_000 + i64::from(i) * 10, "currency": "EUR", "card_token": "tok_visa"}), "completed"),
+                2 => ("topup_3ds", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 1_500 + i64::from(i) * 10, "currency": "EUR", "card_token": "tok_3ds"}), "completed"),
+                6 => ("topup_3ds", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 900, "currency": "EUR", "card_token": "tok_3ds_fail"}), "compensated: 3-D Secure failed"),
+                7 => ("topup_3ds", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 60_000, "currency": "EUR", "card_token": "tok_visa"}), "completed"),
                 3 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                        "amount": 700, "currency": "EUR", "card_token": "tok_decline"}), "compensated: card declined"),
                 4 => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
@@ -339,6 +346,9 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         None => data_dir_prefix(&dir)?,
     };
     let bus = bus(config.nats_url.as_deref(), &prefix, &dir, &mut money.services, json).await?;
+    // The payment service takes the provider's webhooks (3-D Secure) here.
+    let hook_addr = format!("127.0.0.1:{}", stack::free_port()?);
+    let webhook_url = format!("http://{hook_addr}/webhooks/psp");
     let psp_port = money
         .start_psp_sim(&[
             "--failure-rate",
@@ -347,6 +357,8 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
             PROVIDER_DROP_RATE,
             "--seed",
             "7",
+            "--webhook-url",
+            &webhook_url,
         ])
         .await?;
     say(
@@ -407,7 +419,13 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     if let Some(listener) = usual {
         orchestrator.set_listener(listener);
     }
-    money.start_participants(&prefix, [&bus.ledger, &bus.payment], psp_port, &[])?;
+    money.start_participants(
+        &prefix,
+        [&bus.ledger, &bus.payment],
+        psp_port,
+        &[],
+        &["--webhook-addr", &hook_addr],
+    )?;
     say(json, &format!("  payment       {}", dir.join("payment.db").display()));
     let token = admin_token(&dir)?;
     orchestrator.set_tokens(Tokens::single("admin", Role::Admin, &token));
@@ -483,7 +501,7 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         rows.push((
             *i,
             format!(
-                "{saga_type:<7} {:<7} {:>8}  {status:<12} expected {expect}{note}",
+                "{saga_type:<9} {:<7} {:>8}  {status:<12} expected {expect}{note}",
                 input["wallet_account"].as_str().unwrap_or(""),
                 input["amount"].as_i64().unwrap_or(0)
             ),
@@ -491,7 +509,7 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     }
     rows.sort();
     if !json {
-        println!("saga    wallet    amount  ended as");
+        println!("saga      wallet    amount  ended as");
         for (_, row) in &rows {
             println!("{row}");
         }

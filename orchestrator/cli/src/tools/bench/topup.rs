@@ -120,6 +120,7 @@ async fn topups(
             [&config.bus, &config.bus],
             psp_port,
             &["--concurrency", &participants],
+            &[],
         )
         .map_err(e)?;
 
