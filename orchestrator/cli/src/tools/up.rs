@@ -492,8 +492,11 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
             loaded.map_or(("missing".into(), None), |l| (l.row.status, l.row.last_error));
         *by_status.entry(status.clone()).or_default() += 1;
         let (saga_type, _, input, expect) = &batch[*i];
+        let why =
+            error.as_deref().map(|e| format!(" ({})", e.chars().take(200).collect::<String>()));
         if !expect.starts_with(status.as_str()) {
-            unexpected.push(format!("{id}: {saga_type} ended {status}, expected {expect}"));
+            let why = why.clone().unwrap_or_default();
+            unexpected.push(format!("{id}: {saga_type} ended {status}, expected {expect}{why}"));
         }
         let note = error
             .map(|e| format!(" ({})", e.chars().take(60).collect::<String>()))
