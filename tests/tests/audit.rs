@@ -11,17 +11,14 @@
 mod common;
 
 use common::load::Starter;
-use common::money::{Bus, MoneyWorld, ProviderFaults, ViewerToken, skald_cli};
+use common::money::{Bus, MoneyWorld, ProviderFaults, ViewerToken, skald_cli, skald_with_api};
 use common::on_each_backend;
-use common::processes::skald_serve;
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
-use skald_testkit::fixtures::SHIPPED_DIR;
-use skald_tests::process::{ChildGuard, free_port, wait_port};
-use skald_tests::{Backend, NATS_URL, PARTITIONS, TestDb, delete_streams, token};
+use skald_tests::process::{ChildGuard, wait_port};
+use skald_tests::{Backend, NATS_URL, TestDb, delete_streams, token};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 /// The sagas of the run, by what is done to them afterwards.
@@ -75,17 +72,9 @@ async fn audit_across_services(backend: Backend) {
         MoneyWorld::start(backend, &prefix, &Bus::Open, ProviderFaults::NONE, 1, 1_000).await;
 
     let viewer = ViewerToken::new();
-    let http_port = free_port().unwrap();
-    let api = format!("http://127.0.0.1:{http_port}");
-    let mut skald =
-        skald_serve(NATS_URL, &prefix, &orchestrator_db.url, PARTITIONS, Path::new(SHIPPED_DIR));
-    skald
-        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-        .arg("--api-tokens-file")
-        .arg(&viewer.file)
-        .env("RUST_LOG", "error");
+    let (mut skald, api) = skald_with_api(&prefix, &orchestrator_db.url, None, &viewer);
     let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
-    wait_port(http_port, Duration::from_secs(60)).unwrap();
+    wait_port(api.rsplit(':').next().unwrap().parse().unwrap(), Duration::from_secs(60)).unwrap();
 
     let client = async_nats::connect(NATS_URL).await.unwrap();
     let starter = Starter::new(&client, &ns, Duration::from_secs(60)).retrying_unavailable();

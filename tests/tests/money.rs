@@ -10,19 +10,18 @@ mod common;
 
 use async_nats::jetstream;
 use common::load::Starter;
-use common::money::{Bus, MoneyWorld, ProviderFaults, ViewerToken, ledger, skald_cli};
+use common::money::{
+    Bus, MoneyWorld, ProviderFaults, ViewerToken, ledger, provider_net_comes_to, skald_cli,
+    skald_with_api,
+};
 use common::on_each_backend;
-use common::processes::skald_serve;
 use futures::future::join_all;
 use orchestrator::store::Store;
-use payment::api::ChargeList;
 use sagas::protocol::Namespace;
 use serde_json::json;
-use skald_testkit::fixtures::SHIPPED_DIR;
-use skald_tests::process::{ChildGuard, free_port};
-use skald_tests::{Backend, NATS_URL, PARTITIONS, SecuredBus, TestDb, delete_streams, token};
+use skald_tests::process::ChildGuard;
+use skald_tests::{Backend, SecuredBus, TestDb, delete_streams, token};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SAGAS: usize = 1_000;
@@ -86,15 +85,7 @@ async fn money_sagas_on(backend: Backend, secured: bool) {
     let (ledger_url, psp_url) = (world.ledger_url.clone(), world.psp_url.clone());
 
     let viewer = ViewerToken::new();
-    let http_port = free_port().unwrap();
-    let api_url = format!("http://127.0.0.1:{http_port}");
-    let mut skald =
-        skald_serve(NATS_URL, &prefix, &orchestrator_db.url, PARTITIONS, Path::new(SHIPPED_DIR));
-    skald
-        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-        .arg("--api-tokens-file")
-        .arg(&viewer.file)
-        .env("RUST_LOG", "error");
+    let (mut skald, api_url) = skald_with_api(&prefix, &orchestrator_db.url, None, &viewer);
     bus.options("orchestrator").pass_to(&mut skald);
     let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
 
@@ -190,35 +181,8 @@ async fn money_sagas_on(backend: Backend, secured: bool) {
         .filter(|s| s.kind == "topup" && statuses[&s.id] == "completed")
         .map(|s| s.amount)
         .sum();
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list: ChargeList = http
-            .get(format!("{psp_url}/v1/charges?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut per_reference: HashMap<&str, usize> = HashMap::new();
-        for c in &list.charges {
-            *per_reference.entry(c.reference.as_str()).or_default() += 1;
-        }
-        assert!(per_reference.values().all(|n| *n == 1), "a saga was charged twice");
-        assert_eq!(list.count, list.charges.len(), "listing truncated");
-        let eur = list.totals.get("EUR").cloned().unwrap_or_default();
-        let net = eur.charged - eur.refunded;
-        if net == completed_topups {
-            break;
-        }
-        // The payment reconciler may still be refunding a charge whose answer was lost.
-        assert!(
-            Instant::now() < deadline,
-            "provider net {net} != completed top-ups {completed_topups}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    provider_net_comes_to(&psp_url, completed_topups).await;
+
     // Across services, every saga agrees with what its participants recorded
     // (the reconciler has given back what the provider kept).
     let (code, stdout, stderr) =

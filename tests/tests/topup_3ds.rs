@@ -13,12 +13,11 @@
 mod common;
 
 use common::load::Starter;
-use common::money::{Bus, MoneyWorld, ProviderFaults, ledger};
+use common::money::{Bus, MoneyWorld, ProviderFaults, ledger, provider_net_comes_to};
 use common::on_each_backend;
 use common::processes::skald_serve;
 use futures::future::join_all;
 use orchestrator::store::Store;
-use payment::api::ChargeList;
 use serde_json::json;
 use skald_testkit::fixtures;
 use skald_tests::process::{ChildGuard, free_port};
@@ -134,33 +133,7 @@ async fn topup_3ds(backend: Backend) {
     ledger(&world.ledger_url, &["verify", "--pending-older-than", "0ms"]);
     let completed: i64 =
         ended.iter().filter(|(_, s)| *s == "completed").map(|(i, _)| sample(*i).1).sum();
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list: ChargeList = http
-            .get(format!("{}/v1/charges?limit=1000", world.psp_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut per_reference: HashMap<&str, usize> = HashMap::new();
-        for c in list.charges.iter().filter(|c| c.status != "canceled" && c.status != "failed") {
-            *per_reference.entry(c.reference.as_str()).or_default() += 1;
-        }
-        assert!(per_reference.values().all(|n| *n == 1), "a saga was charged twice");
-        let eur = list.totals.get("EUR").copied().unwrap_or_default();
-        if eur.charged - eur.refunded == completed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "provider net {} != completed {completed}",
-            eur.charged - eur.refunded
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    provider_net_comes_to(&world.psp_url, completed).await;
     delete_streams(&client, &ns).await;
     let _ = std::fs::remove_dir_all(defs);
 }

@@ -300,6 +300,11 @@ impl Plan {
             .collect();
         let index: BTreeMap<String, usize> =
             steps.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
+        let set_do = |steps: &mut Vec<(String, Here)>, name: &str, to: DoHere| {
+            if let Some(&i) = index.get(name) {
+                steps[i].1.do_here = to;
+            }
+        };
         for event in events {
             let step_of = |name: &str| index.get(name).copied();
             match event {
@@ -331,29 +336,17 @@ impl Plan {
                 }
                 SagaEvent::StepSucceeded { step, .. }
                 | SagaEvent::LateSuccessRecorded { step, .. } => {
-                    if let Some(i) = step_of(step) {
-                        steps[i].1.do_here = DoHere::Succeeded;
-                    }
+                    set_do(&mut steps, step, DoHere::Succeeded);
                 }
-                SagaEvent::StepFailed { step, .. } => {
-                    if let Some(i) = step_of(step) {
-                        steps[i].1.do_here = DoHere::Failed;
-                    }
-                }
+                SagaEvent::StepFailed { step, .. } => set_do(&mut steps, step, DoHere::Failed),
                 SagaEvent::StepOutcomeUnknown { step, .. } => {
-                    if let Some(i) = step_of(step) {
-                        steps[i].1.do_here = DoHere::Unknown;
-                    }
+                    set_do(&mut steps, step, DoHere::Unknown);
                 }
                 SagaEvent::StepAbandoned { step, .. } => {
-                    if let Some(i) = step_of(step) {
-                        steps[i].1.do_here = DoHere::Abandoned;
-                    }
+                    set_do(&mut steps, step, DoHere::Abandoned)
                 }
                 SagaEvent::StepSkippedByCondition { step, .. } => {
-                    if let Some(i) = step_of(step) {
-                        steps[i].1.do_here = DoHere::SkippedByCondition;
-                    }
+                    set_do(&mut steps, step, DoHere::SkippedByCondition);
                 }
                 SagaEvent::StepCompensated { step, .. } => {
                     if let Some(i) = step_of(step) {

@@ -256,3 +256,65 @@ pub fn skald_cli(api_url: &str, token: &str, args: &[&str]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `skald serve` for `prefix` on `database_url` with the shipped
+/// definitions (or `definitions`), its API on a free port of 127.0.0.1
+/// accepting `viewer`: the command, and the API's URL.
+pub fn skald_with_api(
+    prefix: &str,
+    database_url: &str,
+    definitions: Option<&std::path::Path>,
+    viewer: &ViewerToken,
+) -> (Command, String) {
+    let http_port = skald_tests::process::free_port().unwrap();
+    let shipped = std::path::PathBuf::from(skald_testkit::fixtures::SHIPPED_DIR);
+    let mut skald = crate::common::processes::skald_serve(
+        NATS_URL,
+        prefix,
+        database_url,
+        skald_tests::PARTITIONS,
+        definitions.unwrap_or(&shipped),
+    );
+    skald
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .arg("--api-tokens-file")
+        .arg(&viewer.file)
+        .env("RUST_LOG", "error");
+    (skald, format!("http://127.0.0.1:{http_port}"))
+}
+
+/// Wait (up to 30 s: the payment reconciler may still be giving back a
+/// charge whose answer was lost) until the provider's charged − refunded is
+/// `completed`, checking on every look that no saga holds two charges that
+/// took money.
+pub async fn provider_net_comes_to(psp_url: &str, completed: i64) {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: payment::api::ChargeList = http
+            .get(format!("{psp_url}/v1/charges?limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list.count, list.charges.len(), "listing truncated");
+        let mut per_reference: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::new();
+        for c in list.charges.iter().filter(|c| c.status != "canceled" && c.status != "failed") {
+            *per_reference.entry(c.reference.as_str()).or_default() += 1;
+        }
+        assert!(per_reference.values().all(|n| *n == 1), "a saga was charged twice");
+        let eur = list.totals.get("EUR").copied().unwrap_or_default();
+        let net = eur.charged - eur.refunded;
+        if net == completed {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "provider net {net} != completed top-ups {completed}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
