@@ -6,7 +6,7 @@ use super::sagas::{missing, valid_saga_id};
 use super::state::{ApiState, Json};
 use crate::engine::DriveError;
 use axum::extract::{Path, State};
-use sagas::machine::{Absorbed, Signal};
+use sagas::machine::Signal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -71,24 +71,16 @@ pub async fn signal(
     if !valid_saga_id(saga_id) {
         return Err(ApiError::not_found(format!("saga {saga_id}")));
     }
-    let input = sagas::Input::Signal(Signal {
-        name,
-        event_id: body.event_id,
-        key: body.key,
-        payload: body.payload,
-    });
-    let decision = match state.driver.handle(saga_id, &input).await {
-        Ok(d) => d,
+    let signal = Signal { name, event_id: body.event_id, key: body.key, payload: body.payload };
+    let done = match state.driver.signal(saga_id, signal).await {
+        Ok(done) => done,
         Err(DriveError::UnknownSaga { .. }) => return Err(missing(state, saga_id).await),
         Err(e) => return Err(e.into()),
     };
-    let taken = decision.events.iter().any(|e| matches!(e, sagas::SagaEvent::StepSucceeded { .. }));
-    let duplicate = decision.absorbed == Some(Absorbed::Duplicate);
-    let saga_status = state.driver.state(saga_id).await.map(|(row, _)| row.status)?;
     Ok(EventAnswer {
         saga_id: saga_id.to_owned(),
-        status: if duplicate { "duplicate" } else { "accepted" }.to_owned(),
-        taken,
-        saga_status,
+        status: if done.duplicate { "duplicate" } else { "accepted" }.to_owned(),
+        taken: done.taken,
+        saga_status: done.status,
     })
 }

@@ -15,8 +15,54 @@ pub mod relay;
 pub mod signals;
 pub mod starter;
 
+use futures::StreamExt;
 use skald_transport::publish::Publisher;
+use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Answer the requests of `requests` until `shutdown`, at most `max` at once,
+/// each on `tasks`: `answer` gets the message and the place it holds among
+/// those `max` (it may give it up early, to wait without holding it) and
+/// returns the body published to the request's reply subject. A message
+/// without a reply subject is dropped. On shutdown no new request is taken
+/// (one not yet taken goes unanswered: its caller's request times out).
+pub(crate) async fn answer_requests<F, Fut>(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    max: usize,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    what: &'static str,
+    answer: F,
+) where
+    F: Fn(async_nats::Message, OwnedSemaphorePermit) -> Fut,
+    Fut: Future<Output = Vec<u8>> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(max));
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => break,
+            msg = requests.next() => match msg { Some(m) => m, None => break },
+        };
+        let Some(reply_to) = msg.reply.clone() else { continue };
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let body = answer(msg, permit);
+        let client = client.clone();
+        tasks.spawn(async move {
+            let body = body.await;
+            if let Err(e) = client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %e, "cannot answer a {what}");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
+}
 
 /// The transport the engine is given: where commands go out, and the gate
 /// replies pass on their way in (none: every reply is applied once).

@@ -4,11 +4,8 @@
 //! an operator's repair may come through any instance).
 
 use crate::engine::driver::{DriveError, Driver};
-use futures::StreamExt;
-use sagas::machine::{Absorbed, Signal, TransitionError};
+use sagas::machine::{Signal, TransitionError};
 use sagas::protocol::{BODY_BYTES_MAX, Namespace, SignalRequest, SignalResponse};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,33 +26,29 @@ pub async fn subscribe(
 pub async fn run(
     driver: Driver,
     client: async_nats::Client,
-    mut requests: async_nats::Subscriber,
+    requests: async_nats::Subscriber,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let in_flight = Arc::new(Semaphore::new(SIGNALS_IN_FLIGHT_MAX));
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => break,
-            msg = requests.next() => match msg { Some(m) => m, None => break },
-        };
-        let Some(reply_to) = msg.reply.clone() else { continue };
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-        };
-        let (driver, client) = (driver.clone(), client.clone());
-        tasks.spawn(async move {
+    let answer = move |msg: async_nats::Message, permit| {
+        let driver = driver.clone();
+        async move {
             let _permit = permit;
             let event = msg.subject.rsplit('.').next().unwrap_or_default().to_owned();
             let response = answer(&driver, event, &msg.payload).await;
-            let body = serde_json::to_vec(&response).unwrap_or_default();
-            if let Err(e) = client.publish(reply_to, body.into()).await {
-                tracing::warn!(error = %e, "cannot answer an event");
-            }
-        });
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
+            serde_json::to_vec(&response).unwrap_or_default()
+        }
+    };
+    super::answer_requests(
+        client,
+        requests,
+        SIGNALS_IN_FLIGHT_MAX,
+        shutdown,
+        tasks,
+        "event",
+        answer,
+    )
+    .await;
 }
 
 fn refused(code: &str, message: impl Into<String>) -> SignalResponse {
@@ -78,19 +71,15 @@ async fn answer(driver: &Driver, event: String, payload: &[u8]) -> SignalRespons
         }
     };
     let saga_id = request.saga_id;
-    let input = sagas::Input::Signal(Signal {
+    let signal = Signal {
         name: event,
         event_id: request.event_id,
         key: request.key,
         payload: request.payload,
-    });
-    match driver.handle(&saga_id, &input).await {
-        Ok(d) if d.absorbed == Some(Absorbed::Duplicate) => SignalResponse::Duplicate { saga_id },
-        Ok(d) => {
-            let taken =
-                d.events.iter().any(|e| matches!(e, sagas::SagaEvent::StepSucceeded { .. }));
-            SignalResponse::Accepted { saga_id, taken }
-        }
+    };
+    match driver.signal(&saga_id, signal).await {
+        Ok(done) if done.duplicate => SignalResponse::Duplicate { saga_id },
+        Ok(done) => SignalResponse::Accepted { saga_id, taken: done.taken },
         Err(DriveError::UnknownSaga { .. }) => {
             refused("unknown_saga", format!("no saga {saga_id} (or it was archived)"))
         }

@@ -6,10 +6,7 @@
 //! saga has ended (or parked, or the wait ran out), with its outcome.
 
 use crate::engine::driver::{Driver, StartError, Started};
-use futures::StreamExt;
 use sagas::protocol::{BODY_BYTES_MAX, Namespace, START_WAIT_MS_MAX, StartRequest, StartResponse};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,27 +29,15 @@ pub async fn subscribe(
 pub async fn run(
     driver: Driver,
     client: async_nats::Client,
-    mut requests: async_nats::Subscriber,
+    requests: async_nats::Subscriber,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let in_flight = Arc::new(Semaphore::new(STARTS_IN_FLIGHT_MAX));
-    loop {
-        let msg = tokio::select! {
-            // Cancelled: stop taking new starts; those in flight finish on the tracker.
-            () = shutdown.cancelled() => break,
-            msg = requests.next() => match msg { Some(m) => m, None => break },
-        };
-        let Some(reply_to) = msg.reply.clone() else { continue };
-        let saga_type = msg.subject.rsplit('.').next().unwrap_or_default().to_owned();
-        let (driver, client) = (driver.clone(), client.clone());
-        let permit = tokio::select! {
-            // Cancelled: the request is dropped unanswered; the caller's request times out.
-            () = shutdown.cancelled() => break,
-            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-        };
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
+    let stop = shutdown.clone();
+    let answer = move |msg: async_nats::Message, permit| {
+        let (driver, stop) = (driver.clone(), stop.clone());
+        async move {
+            let saga_type = msg.subject.rsplit('.').next().unwrap_or_default().to_owned();
             let (mut response, wait) = answer(&driver, &saga_type, &msg.payload).await;
             // A wait holds no place among the starts in flight: it only
             // watches (bounded by `endings::WAITERS_MAX`).
@@ -60,13 +45,19 @@ pub async fn run(
             if let Some(wait) = wait {
                 with_outcome(&driver, &mut response, wait, &stop).await;
             }
-            let body = serde_json::to_vec(&response).unwrap_or_default();
-            if let Err(e) = client.publish(reply_to, body.into()).await {
-                tracing::warn!(error = %e, "cannot answer a start request");
-            }
-        });
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
+            serde_json::to_vec(&response).unwrap_or_default()
+        }
+    };
+    super::answer_requests(
+        client,
+        requests,
+        STARTS_IN_FLIGHT_MAX,
+        shutdown,
+        tasks,
+        "start request",
+        answer,
+    )
+    .await;
 }
 
 /// The answer to a start request, and how long it asked to wait for the

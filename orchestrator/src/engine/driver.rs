@@ -54,6 +54,17 @@ struct RepairTicket<'a> {
     by: &'a str,
 }
 
+/// What became of an event from outside ([`Driver::signal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signalled {
+    /// The saga had this event id already: nothing changed.
+    pub duplicate: bool,
+    /// A waiting step took it now (else it is kept until one waits for it).
+    pub taken: bool,
+    /// The saga's status afterwards.
+    pub status: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Driver {
     store: Store,
@@ -383,6 +394,27 @@ impl Driver {
             .instrument(span)
             .await
             .map(|(decision, _)| decision)
+    }
+
+    /// Hand saga `saga_id` an event from outside (what a waiting step waits
+    /// for): whether it was a duplicate, whether a waiting step took it now,
+    /// and the saga's status afterwards.
+    pub async fn signal(
+        &self,
+        saga_id: &str,
+        signal: sagas::machine::Signal,
+    ) -> Result<Signalled, DriveError> {
+        let span = tracing::info_span!("signal", saga_id = %saga_id, event = %signal.name);
+        crate::trace::link(&span, saga_id);
+        let input = Input::Signal(signal);
+        let (decision, status) = self.drive(saga_id, &input, None, None).instrument(span).await?;
+        Ok(Signalled {
+            duplicate: decision.absorbed == Some(sagas::machine::Absorbed::Duplicate),
+            // The machine records the event first; anything after it is the
+            // waiting step that took it (succeeding, or failing on it).
+            taken: decision.events.len() > 1,
+            status,
+        })
     }
 
     /// Apply an operator's repair, at most once per `request_id`: a repeat of
