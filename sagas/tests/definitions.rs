@@ -929,3 +929,90 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
         ),
     ]);
 }
+
+// ---------------------------------------------------------------------------
+// Parallel groups
+
+/// `hold`, then a group `prep` whose branch `funds` holds `h1` and branch
+/// `risk` holds `screen`, each with `extra` (YAML lines) added to the group
+/// entry, then the steps `after` (YAML list items).
+fn with_group(extra: &str, screen_fields: &str, after: &str) -> String {
+    let screen_fields: String =
+        screen_fields.lines().map(|l| format!("            {l}\n")).collect();
+    format!(
+        "{HOLD_YAML}  - name: prep\n{extra}    parallel:\n      - name: funds\n        steps:\n          \
+         - {{ name: h1, participant: ledger, action: hold, compensation: void }}\n      \
+         - name: risk\n        steps:\n          - name: screen\n            participant: risk\n            \
+         action: screen\n            compensation: unscreen\n{screen_fields}{after}"
+    )
+}
+
+#[test]
+fn a_parallel_group_loads_flat_with_its_branches() {
+    let d = load_ok(&with_group(
+        "    when: \"input.amount > 10\"\n",
+        "input: { after: \"{{steps.hold.output.id}}\" }",
+        "  - { name: charge, participant: pay, action: charge, input: { a: \"{{steps.h1.output.id}}\", b: \"{{steps.screen.output.id}}\" } }\n",
+    ));
+    assert_eq!(step_names(&d), ["hold", "h1", "screen", "charge"]);
+    assert_eq!(d.groups.len(), 1);
+    let g = &d.groups[0];
+    assert_eq!((g.name.as_str(), g.steps.clone()), ("prep", 1..3));
+    assert_eq!(g.branches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["funds", "risk"]);
+    assert!(g.when.is_some());
+    assert_eq!(d.steps[2].place, Some(sagas::definition::Place { group: 0, branch: 1 }));
+    assert_eq!(d.pivot, Some(3));
+    // A definition without groups keeps its hash: `parallel` is absent from
+    // the canonical form unless written.
+    assert!(!load_ok(HOLD_YAML).canonical_json.contains("parallel"));
+}
+
+#[test]
+fn parallel_group_mistakes_are_located_by_group_branch_and_step() {
+    let sibling = with_group("", "input: { h: \"{{steps.h1.output.id}}\" }", "");
+    let errors = load_err(&sibling);
+    assert_error(&errors, Some("prep/risk/screen"), "input.h", "parallel branch beside this one");
+    let sibling_when = with_group("", "when: \"has(steps.h1)\"", "");
+    assert_error(&load_err(&sibling_when), Some("prep/risk/screen"), "when", "steps.h1");
+
+    let one_branch = format!(
+        "{HOLD_YAML}  - name: prep\n    parallel:\n      - name: only\n        steps:\n          \
+         - {{ name: h1, participant: ledger, action: hold, compensation: void }}\n"
+    );
+    assert_only_error(&one_branch, Some("prep"), "parallel", "at least two");
+
+    let on_group = with_group("    participant: ledger\n", "", "");
+    assert_only_error(&on_group, Some("prep"), "participant", "parallel group");
+
+    let nested = with_group("", "parallel: []", "");
+    assert_error(&load_err(&nested), Some("prep/risk/screen"), "parallel", "do not nest");
+
+    let pivot_inside = with_group("", "", "").replace("compensation: unscreen\n", "");
+    let errors = load_err(&pivot_inside);
+    assert_error(&errors, Some("prep"), "parallel", "holds the pivot");
+
+    let after_pivot = with_group("", "", "").replace(
+        "  - name: hold\n    participant: ledger\n    action: hold\n    compensation: void\n",
+        "  - name: hold\n    participant: ledger\n    action: hold\n",
+    );
+    assert_error(&load_err(&after_pivot), Some("prep"), "parallel", "follows the pivot");
+
+    let twice = with_group("", "", "").replace("- name: risk", "- name: funds");
+    assert_error(&load_err(&twice), Some("prep"), "parallel.1.name", "names two branches");
+
+    let clash = with_group("", "", "").replace("name: h1", "name: prep");
+    assert_error(&load_err(&clash), Some("prep/funds/prep"), "name", "parallel group `prep`");
+
+    let typo = with_group("", "compensaton: x", "");
+    assert_only_error(&typo, Some("prep/risk/screen"), "compensaton", "not a known field");
+    let branch_typo = with_group("", "", "").replace(
+        "        steps:\n          - { name: h1",
+        "        stepz:\n          - { name: h1",
+    );
+    assert_only_error(
+        &branch_typo,
+        Some("prep"),
+        "parallel.0.stepz",
+        "known fields here: name, steps",
+    );
+}

@@ -32,6 +32,28 @@ struct Shape {
     /// Per step, whether it waits for an event (`ev<i>`) instead of sending a
     /// command (only at or before the pivot).
     waits: Vec<bool>,
+    /// A parallel group before the pivot: its first step and how many steps
+    /// each of its two branches holds, and maybe a condition on it.
+    group: Option<Group>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    a: usize,
+    b: usize,
+    when: Option<u8>,
+}
+
+impl Group {
+    fn steps(self) -> std::ops::Range<usize> {
+        self.start..self.start + self.a + self.b
+    }
+
+    /// The branch (0 or 1) step `i` is in, if it is in the group.
+    fn branch(self, i: usize) -> Option<usize> {
+        self.steps().contains(&i).then(|| usize::from(i >= self.start + self.a))
+    }
 }
 
 /// A step's `when:` in the property test.
@@ -60,34 +82,24 @@ impl Shape {
         }
         yaml.push_str("steps:\n");
         for i in 0..self.steps {
-            let compensated = self.pivot.is_none_or(|p| i < p);
-            let retriable = self.pivot.is_some_and(|p| i > p);
-            if self.waits[i] {
-                yaml.push_str(&format!(
-                    "  - {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s}}"
-                ));
-                if let Some(when) = self.conditions[i] {
-                    yaml.push_str(&format!(", when: \"{}\"", when.text()));
+            let mut indent = "  ";
+            if let Some(g) = self.group {
+                if i == g.start {
+                    yaml.push_str("  - name: g\n");
+                    if let Some(k) = g.when {
+                        yaml.push_str(&format!("    when: \"input.n > {k}\"\n"));
+                    }
+                    yaml.push_str("    parallel:\n      - name: a\n        steps:\n");
                 }
-                yaml.push_str("}\n");
-                continue;
-            } else {
-                yaml.push_str(&format!(
-                    "  - {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
-                     retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
-                    a = self.attempts
-                ));
+                if g.a > 0 && i == g.start + g.a {
+                    yaml.push_str("      - name: b\n        steps:\n");
+                }
+                if g.steps().contains(&i) {
+                    indent = "          ";
+                }
             }
-            if let Some(when) = self.conditions[i] {
-                yaml.push_str(&format!(", when: \"{}\"", when.text()));
-            }
-            if compensated {
-                yaml.push_str(&format!(
-                    ", compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
-                    c = self.compensation_attempts
-                ));
-            }
-            yaml.push_str("}\n");
+            yaml.push_str(indent);
+            yaml.push_str(&self.step_yaml(i));
         }
         Arc::new(
             sagas::definition::load("prop.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
@@ -95,31 +107,100 @@ impl Shape {
     }
 }
 
+impl Shape {
+    fn step_yaml(&self, i: usize) -> String {
+        let mut yaml = String::new();
+        let compensated = self.pivot.is_none_or(|p| i < p);
+        let retriable = self.pivot.is_some_and(|p| i > p);
+        if self.waits[i] {
+            yaml.push_str(&format!("- {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s}}"));
+            if let Some(when) = self.conditions[i] {
+                yaml.push_str(&format!(", when: \"{}\"", when.text()));
+            }
+            yaml.push_str("}\n");
+            return yaml;
+        }
+        yaml.push_str(&format!(
+            "- {{name: s{i}, participant: p, action: do{i}, timeout: 1s, retriable: {retriable}, \
+             retry: {{attempts: {a}, initial_backoff: 100ms, max_backoff: 2s}}",
+            a = self.attempts
+        ));
+        if let Some(when) = self.conditions[i] {
+            yaml.push_str(&format!(", when: \"{}\"", when.text()));
+        }
+        if compensated {
+            yaml.push_str(&format!(
+                ", compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
+                c = self.compensation_attempts
+            ));
+        }
+        yaml.push_str("}\n");
+        yaml
+    }
+
+    /// Whether step `j`'s output is known when step `i` is reached.
+    fn sees(&self, i: usize, j: usize) -> bool {
+        j < i
+            && !self
+                .group
+                .is_some_and(|g| matches!((g.branch(i), g.branch(j)), (Some(x), Some(y)) if x != y))
+    }
+}
+
 fn shape() -> impl Strategy<Value = Shape> {
     (
-        1usize..=4,
+        1usize..=5,
         any::<bool>(),
-        0usize..4,
+        0usize..5,
         1u32..=3,
         1u32..=3,
         any::<bool>(),
-        prop::collection::vec((0u8..4, 0u8..10, any::<usize>()), 4),
-        prop::collection::vec(prop::bool::weighted(0.3), 4),
+        prop::collection::vec((0u8..4, 0u8..10, any::<usize>()), 5),
+        prop::collection::vec(prop::bool::weighted(0.3), 5),
+        (prop::bool::weighted(0.5), any::<usize>(), 1usize..=2, 1usize..=2, 0u8..14),
     )
         .prop_map(
-            |(steps, has_pivot, pivot, attempts, compensation_attempts, deadline, whens, waits)| {
+            |(
+                steps,
+                has_pivot,
+                pivot,
+                attempts,
+                compensation_attempts,
+                deadline,
+                whens,
+                waits,
+                (grouped, start, a, b, group_when),
+            )| {
                 let pivot = has_pivot.then_some(pivot % steps);
-                let conditions = (0..steps)
+                // A group lies wholly before the pivot.
+                let room = pivot.unwrap_or(steps);
+                let group = (grouped && room >= 2).then(|| {
+                    let a = a.min(room - 1);
+                    let b = b.min(room - a);
+                    let start = start % (room - a - b + 1);
+                    Group { start, a, b, when: (group_when < 10).then_some(group_when) }
+                });
+                let mut shape = Shape {
+                    steps,
+                    pivot,
+                    attempts,
+                    compensation_attempts,
+                    deadline,
+                    conditions: Vec::new(),
+                    waits: Vec::new(),
+                    group,
+                };
+                shape.conditions = (0..steps)
                     .map(|i| match whens[i] {
                         _ if pivot == Some(i) => None,
                         (0, k, _) => Some(When::InputAbove(k)),
-                        (1, _, j) if i > 0 => Some(When::Succeeded(j % i)),
+                        (1, _, j) if i > 0 && shape.sees(i, j % i) => Some(When::Succeeded(j % i)),
                         _ => None,
                     })
                     .collect();
                 // A waiting step is never the pivot and never follows it.
-                let waits = (0..steps).map(|i| waits[i] && pivot.is_none_or(|p| i < p)).collect();
-                Shape { steps, pivot, attempts, compensation_attempts, deadline, conditions, waits }
+                shape.waits = (0..steps).map(|i| waits[i] && pivot.is_none_or(|p| i < p)).collect();
+                shape
             },
         )
 }
@@ -245,6 +326,7 @@ struct World {
     conditions: Vec<Option<When>>,
     /// Which steps wait for an event.
     waits: Vec<bool>,
+    group: Option<Group>,
 }
 
 impl World {
@@ -282,7 +364,8 @@ impl World {
             "only ended sagas wait for nothing: {:?}",
             s.status
         );
-        let mut busy = 0;
+        let mut busy_do: HashMap<Option<usize>, usize> = HashMap::new();
+        let mut busy_undo = 0;
         let mut awaited = Vec::new();
         for (i, step) in s.steps.iter().enumerate() {
             for kind in [Kind::Do, Kind::Undo] {
@@ -294,7 +377,14 @@ impl World {
                     p.attempts_in_budget(),
                     s.policy(i, kind).attempts
                 );
-                busy += usize::from(p.wait != Wait::Idle);
+                if p.wait != Wait::Idle {
+                    match kind {
+                        Kind::Do => {
+                            *busy_do.entry(self.group.and_then(|g| g.branch(i))).or_default() += 1;
+                        }
+                        Kind::Undo => busy_undo += 1,
+                    }
+                }
                 if let Wait::Reply { attempt, .. } = p.wait
                     && !s.status.is_end()
                     && !(kind == Kind::Do && self.waits[i])
@@ -303,7 +393,19 @@ impl World {
                 }
             }
         }
-        assert!(busy <= 1, "more than one command in flight");
+        // One command in flight, or in a parallel group one per branch; no
+        // compensation while an action is in flight.
+        let doing: usize = busy_do.values().sum();
+        assert!(
+            busy_do.values().all(|n| *n <= 1),
+            "two commands in flight in one branch: {busy_do:?}"
+        );
+        assert!(busy_undo <= 1, "more than one compensation in flight");
+        assert!(!(busy_undo > 0 && doing > 0), "a compensation in flight beside an action");
+        assert!(
+            doing <= 1 || busy_do.keys().all(Option::is_some),
+            "actions in flight outside a parallel group: {busy_do:?}"
+        );
         // What a takeover re-sends is what was sent: the state's commands in
         // flight are the history's records of the attempts awaited, and each is
         // a command the machine emitted, unchanged.
@@ -329,12 +431,18 @@ impl World {
                 "compensating step {i} that neither succeeded nor is unknown: {:?}",
                 step.forward
             );
-            for (j, later) in s.steps.iter().enumerate().skip(i + 1) {
+            // Newest outcome first: no step whose outcome was recorded after
+            // this one's is still to be undone.
+            for (j, other) in s.steps.iter().enumerate() {
                 assert!(
-                    !(later.needs_undo() && s.definition.steps[j].compensation.is_some()),
-                    "undo of step {i} sent before newer step {j} was undone"
+                    !(j != i
+                        && other.needs_undo()
+                        && s.definition.steps[j].compensation.is_some()
+                        && other.settled_at_seq > step.settled_at_seq),
+                    "undo of step {i} sent before step {j}, whose outcome is newer, was undone"
                 );
             }
+            assert!(!s.draining(), "undo sent while actions are in flight");
         }
         if s.status == SagaStatus::Parked {
             assert!(
@@ -347,9 +455,25 @@ impl World {
         // had it true.
         for (i, step) in s.steps.iter().enumerate() {
             use sagas::machine::Forward;
-            let Some(when) = self.conditions[i] else { continue };
             let skipped = step.forward == Forward::SkippedByCondition;
             let sent = step.do_progress.attempts > 0;
+            if let Some(g) = self.group.filter(|g| g.steps().contains(&i))
+                && let Some(k) = g.when
+            {
+                // Skipped with the whole group exactly when its condition is false.
+                let group_skipped =
+                    g.steps().all(|j| s.steps[j].forward == Forward::SkippedByCondition);
+                if sent || step.waits_for.is_some() {
+                    assert!(self.n > k, "step {i} of a group whose condition is false was sent");
+                }
+                if group_skipped && self.conditions[i].is_none() {
+                    assert!(self.n <= k, "group skipped though its condition held");
+                }
+                if self.n <= k {
+                    continue;
+                }
+            }
+            let Some(when) = self.conditions[i] else { continue };
             assert!(
                 !(skipped && (sent || step.undo_progress.attempts > 0)),
                 "skipped step {i} was sent"
@@ -516,6 +640,7 @@ proptest! {
             n,
             conditions: shape.conditions.clone(),
             waits: shape.waits.clone(),
+            group: shape.group,
         };
         w.apply(&Input::Start { saga_id: "p1".into(), input: json!({ "n": n }) }).unwrap();
         for a in &actions {

@@ -2,16 +2,57 @@
 //! reference checked against the definition: the input schema's properties,
 //! the saga's fields, and the outputs of earlier steps only.
 
+use super::Place;
 use super::error::{Collector, did_you_mean, listing};
 use super::limits::REFERENCES_PER_STEP_MAX;
 use super::template::{self, PayloadTemplate, RawSegment, Reference, Root, Segment};
 use serde_json::Value;
 
+/// Which steps' outputs a step (at `index` in the flat list of steps) may
+/// use: those that have surely ended when it runs. A step in a parallel
+/// branch sees the steps before its group and those before it in its own
+/// branch, not the branches beside it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope<'a> {
+    pub index: usize,
+    pub places: &'a [Option<Place>],
+}
+
+impl Scope<'_> {
+    /// Why step `target`'s output cannot be used here, if it cannot.
+    pub fn hides(&self, target: usize) -> Option<&'static str> {
+        if target == self.index {
+            return Some("this step itself");
+        }
+        if target > self.index {
+            return Some("a later step");
+        }
+        let here = self.places.get(self.index).copied().flatten();
+        let there = self.places.get(target).copied().flatten();
+        match (here, there) {
+            (Some(a), Some(b)) if a.group == b.group && a.branch != b.branch => {
+                Some("a step in a parallel branch beside this one")
+            }
+            _ => None,
+        }
+    }
+
+    /// The names among `names` whose outputs are visible here.
+    pub fn visible<'n>(&self, names: &[&'n str]) -> Vec<&'n str> {
+        names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| self.hides(*j).is_none())
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile(
     c: &mut Collector,
     label: Option<&str>,
-    index: usize,
+    scope: Scope<'_>,
     field: &str,
     v: &Value,
     names: &[&str],
@@ -41,7 +82,7 @@ pub(super) fn compile(
                                 "pass whole objects (`{{input.order}}`) instead of many fields",
                             );
                         }
-                        match resolve(r, index, names, properties) {
+                        match resolve(r, scope, names, properties) {
                             Ok(r) => segments.push(Segment::Ref(r)),
                             Err((problem, fix)) => c.push(label, field, problem, fix),
                         }
@@ -60,7 +101,7 @@ pub(super) fn compile(
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    compile(c, label, index, &format!("{field}.{i}"), item, names, properties, refs)
+                    compile(c, label, scope, &format!("{field}.{i}"), item, names, properties, refs)
                 })
                 .collect(),
         ),
@@ -72,7 +113,7 @@ pub(super) fn compile(
                         compile(
                             c,
                             label,
-                            index,
+                            scope,
                             &format!("{field}.{k}"),
                             item,
                             names,
@@ -90,7 +131,7 @@ pub(super) fn compile(
 /// Resolve a reference's root against the definition; errors are (problem, fix).
 fn resolve(
     r: template::RawReference,
-    index: usize,
+    scope: Scope<'_>,
     names: &[&str],
     properties: Option<&[String]>,
 ) -> Result<Reference, (String, String)> {
@@ -138,11 +179,12 @@ fn resolve(
                     format!("{}steps are: {}", did_you_mean(step, names), listing(names)),
                 ));
             };
-            if target >= index {
-                let which = if target == index { "this step itself" } else { "a later step" };
+            if let Some(which) = scope.hides(target) {
                 return Err((
                     format!("`{{{{{text}}}}}` refers to {which}, whose output does not exist yet"),
-                    "refer only to outputs of steps listed before this one".to_owned(),
+                    "refer only to outputs of steps that end before this one: listed before it, \
+                     and not in a parallel branch beside it"
+                        .to_owned(),
                 ));
             }
             if rest.get(1).map(String::as_str) != Some("output") {

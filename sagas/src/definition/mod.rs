@@ -49,6 +49,9 @@ pub struct Definition {
     /// Index of the pivot: the first step without a compensation. Steps after it
     /// are retriable; once it has been sent the saga can no longer be aborted.
     pub pivot: Option<usize>,
+    /// The parallel groups, in order; their steps are in `steps`, laid out
+    /// group by group, branch by branch.
+    pub groups: Vec<GroupDef>,
     /// Hex SHA-256 of the canonical JSON form of the definition.
     pub hash: String,
     /// The definition as canonical JSON (what `hash` is computed over).
@@ -75,6 +78,36 @@ pub struct StepDef {
     /// from outside; its `action` is empty, its `participant` names who runs
     /// its compensation, if it has one.
     pub wait: Option<WaitFor>,
+    /// Where the step sits when it is in a parallel group.
+    pub place: Option<Place>,
+}
+
+/// A step's place in a parallel group: indexes into [`Definition::groups`]
+/// and that group's branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub group: usize,
+    pub branch: usize,
+}
+
+/// A parallel group (`parallel:`): branches that start together; the saga
+/// goes on once every branch has run its steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDef {
+    pub name: String,
+    /// Run the group only when this is true, decided when it is reached;
+    /// when false, every step in it is skipped.
+    pub when: Option<Condition>,
+    pub branches: Vec<BranchDef>,
+    /// The indexes of its steps in [`Definition::steps`].
+    pub steps: std::ops::Range<usize>,
+}
+
+/// One branch of a group: its steps run one after the other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchDef {
+    pub name: String,
+    pub steps: std::ops::Range<usize>,
 }
 
 /// What a waiting step waits for.
@@ -257,6 +290,13 @@ impl Definition {
     #[must_use]
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// The group step `index` is in, if any.
+    #[must_use]
+    pub fn group_of(&self, index: usize) -> Option<&GroupDef> {
+        let place = self.steps.get(index)?.place?;
+        self.groups.get(place.group)
     }
 
     /// Whether a failure of step `index` can still be undone by compensating

@@ -32,7 +32,7 @@ pub(crate) struct RawDefinition {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStep {
     pub name: String,
-    /// Required, except on a waiting step without a compensation.
+    /// Required, except on a waiting step or a parallel group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant: Option<String>,
     /// Required, except on a waiting step (which has none).
@@ -57,6 +57,19 @@ pub(crate) struct RawStep {
     /// A waiting step: no command, the step waits for an event from outside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for: Option<RawWait>,
+    /// A parallel group: this entry is no step but branches of steps that
+    /// start together and join before the next entry. Absent, it stays out of
+    /// the canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<Vec<RawBranch>>,
+}
+
+/// One branch of a parallel group: a named list of steps run in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBranch {
+    pub name: String,
+    pub steps: Vec<RawStep>,
 }
 
 /// `wait_for:` of a waiting step.

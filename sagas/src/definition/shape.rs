@@ -18,7 +18,12 @@ const STEP_FIELDS: &[&str] = &[
     "retry",
     "compensation_retry",
     "retriable",
+    "when",
+    "wait_for",
+    "parallel",
 ];
+const BRANCH_FIELDS: &[&str] = &["name", "steps"];
+const WAIT_FIELDS: &[&str] = &["event", "timeout", "key", "schema", "fail_when"];
 const RETRY_FIELDS: &[&str] = &["attempts", "initial_backoff", "max_backoff"];
 
 /// Report a field of the wrong shape or name, naming the step it is in.
@@ -31,6 +36,7 @@ pub(super) fn shape_error(
     let segments: Vec<&S> = e.path().iter().collect();
     let mut step = None;
     let mut rest = &segments[..];
+    let mut in_branch = false;
     if let [S::Map { key }, S::Seq { index }, tail @ ..] = &segments[..]
         && key == "steps"
     {
@@ -42,6 +48,37 @@ pub(super) fn shape_error(
             .unwrap_or_default();
         step = Some(step_label(*index, name));
         rest = tail;
+        // Inside a parallel group: `steps.<i>.parallel.<b>.steps.<k>...`.
+        if let [S::Map { key: p }, S::Seq { index: b }, inner @ ..] = rest
+            && p == "parallel"
+        {
+            let branch = loose
+                .get("steps")
+                .and_then(|s| s.get(*index))
+                .and_then(|g| g.get("parallel"))
+                .and_then(|p| p.get(*b));
+            let branch_name =
+                branch.and_then(|b| b.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
+            if let [S::Map { key: st }, S::Seq { index: k }, tail @ ..] = inner
+                && st == "steps"
+            {
+                let name = branch
+                    .and_then(|b| b.get("steps"))
+                    .and_then(|s| s.get(*k))
+                    .and_then(|s| s.get("name"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default();
+                step = Some(format!(
+                    "{}/{}/{}",
+                    step.unwrap_or_default(),
+                    branch_name,
+                    step_label(*k, name)
+                ));
+                rest = tail;
+            } else {
+                in_branch = true;
+            }
+        }
     }
     let field: Vec<String> = rest
         .iter()
@@ -54,7 +91,9 @@ pub(super) fn shape_error(
     let inner = e.inner().to_string();
     if let Some(unknown) = between(&inner, "unknown field `", "`") {
         let known = match (step.is_some(), field.first().map(String::as_str)) {
+            (true, _) if in_branch => BRANCH_FIELDS,
             (true, Some("retry" | "compensation_retry")) => RETRY_FIELDS,
+            (true, Some("wait_for")) => WAIT_FIELDS,
             (true, _) => STEP_FIELDS,
             (false, _) => DEFINITION_FIELDS,
         };

@@ -8,11 +8,14 @@
 
 use super::condition::{Condition, NameProblem};
 use super::error::{Collector, DefinitionErrors, step_label};
-use super::input_mapping::compile;
+use super::input_mapping::{Scope, compile};
 use super::raw::{RawDefinition, RawRetry, RawStep, RawWait};
 use super::shape::shape_error;
 use super::template::PayloadTemplate;
-use super::{DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, StepDef, WaitFor};
+use super::{
+    BranchDef, DEFAULT_STEP_TIMEOUT, Definition, GroupDef, InputSchema, Place, RetryPolicy,
+    StepDef, WaitFor,
+};
 use crate::Duration;
 use crate::protocol::Kind;
 use serde_json::Value;
@@ -45,6 +48,8 @@ pub mod limits {
     /// Shortest and longest a waiting step waits.
     pub const WAIT_TIMEOUT_MIN_MS: u64 = 1_000;
     pub const WAIT_TIMEOUT_MAX_MS: u64 = 30 * 24 * 3_600_000;
+    /// Most branches in one parallel group.
+    pub const BRANCHES_MAX: usize = 8;
 }
 use limits::*;
 
@@ -274,6 +279,7 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
         }
         Some(d)
     });
+    let (flat, skeletons) = flatten(c, &raw.steps);
     if raw.steps.is_empty() {
         c.push(
             None,
@@ -281,37 +287,57 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
             "is empty",
             "add at least one step with name, participant and action",
         );
-    } else if raw.steps.len() > STEPS_MAX {
+    } else if flat.len() > STEPS_MAX {
         c.push(
             None,
             "steps",
-            format!("has {} steps, over the limit of {STEPS_MAX}", raw.steps.len()),
+            format!("has {} steps, over the limit of {STEPS_MAX}", flat.len()),
             "split the saga into smaller sagas",
         );
         // Checking each of thousands of steps would only bury this.
         return None;
     }
 
-    let names: Vec<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = flat.iter().map(|f| f.raw.name.as_str()).collect();
+    let places: Vec<Option<Place>> = flat.iter().map(|f| f.place).collect();
     let properties: Option<Vec<String>> = raw
         .input_schema
         .get("properties")
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect());
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut steps = Vec::with_capacity(raw.steps.len());
-    for (index, s) in raw.steps.iter().enumerate() {
-        let label = step_label(index, &s.name);
+    // Steps and groups share one namespace: both are named in `steps.<x>`
+    // and in errors.
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for g in &skeletons {
+        seen.insert(g.raw.name.as_str(), format!("the parallel group `{}`", g.raw.name));
+    }
+    let mut steps = Vec::with_capacity(flat.len());
+    for (index, f) in flat.iter().enumerate() {
+        let s = f.raw;
+        let label = f.label.clone();
         let step = Some(label.as_str());
         check_token(c, step, "name", &s.name);
-        if let Some(first) = seen.insert(s.name.as_str(), index)
+        let this = if f.place.is_some() {
+            format!("step `{label}`")
+        } else {
+            format!("step #{}", index + 1)
+        };
+        if let Some(first) = seen.insert(s.name.as_str(), this)
             && !s.name.is_empty()
         {
             c.push(
                 step,
                 "name",
-                format!("`{}` is also the name of step #{}", s.name, first + 1),
-                "give every step a unique name",
+                format!("`{}` is also the name of {first}", s.name),
+                "give every step and group a unique name",
+            );
+        }
+        if s.parallel.is_some() {
+            c.push(
+                step,
+                "parallel",
+                "is set on a step inside a parallel branch: groups do not nest",
+                "write the inner steps into the branch itself, or make a branch of its own",
             );
         }
         if s.wait_for.is_none() {
@@ -349,10 +375,29 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
                 "add `compensation:` or remove `compensation_retry:`",
             );
         }
-        steps.push(check_step(c, &label, index, s, &names, properties.as_deref()));
+        let scope = Scope { index, places: &places };
+        let mut def = check_step(c, &label, scope, s, &names, properties.as_deref());
+        def.place = f.place;
+        steps.push(def);
     }
+    let groups: Vec<GroupDef> = skeletons
+        .iter()
+        .map(|g| {
+            let scope = Scope { index: g.steps.start, places: &places };
+            let when = g.raw.when.as_deref().and_then(|text| {
+                check_condition(c, &g.label, text, &scope.visible(&names), properties.as_deref())
+            });
+            GroupDef {
+                name: g.raw.name.clone(),
+                when,
+                branches: g.branches.clone(),
+                steps: g.steps.clone(),
+            }
+        })
+        .collect();
 
-    let pivot = check_pivot(c, &raw.steps);
+    let pivot = check_pivot(c, &flat);
+    check_groups_before_pivot(c, &skeletons, pivot, &flat);
     // Waits come before the pivot, where the deadline still applies: it must
     // outlast them too.
     if let Some(d) = deadline
@@ -370,7 +415,8 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
 
     let output = raw.output.as_ref().map(|v| {
         let mut refs = 0;
-        compile(c, None, raw.steps.len(), "output", v, &names, properties.as_deref(), &mut refs)
+        let scope = Scope { index: flat.len(), places: &places };
+        compile(c, None, scope, "output", v, &names, properties.as_deref(), &mut refs)
     });
     let tags = check_tags(c, &raw.tags, &names, properties.as_deref());
 
@@ -391,6 +437,7 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
         output,
         tags,
         pivot,
+        groups,
         hash,
         canonical_json,
     })
@@ -428,8 +475,16 @@ fn check_tags(
         }
         let mut refs = 0;
         // Index 0: no step comes before the start, so a step output is refused.
-        let template =
-            compile(c, None, 0, &field, &Value::String(text.clone()), names, properties, &mut refs);
+        let template = compile(
+            c,
+            None,
+            Scope { index: 0, places: &[] },
+            &field,
+            &Value::String(text.clone()),
+            names,
+            properties,
+            &mut refs,
+        );
         if refs == 0 {
             c.push(
                 None,
@@ -445,12 +500,13 @@ fn check_tags(
 
 /// The pivot: the first step without a compensation. Every step after it must
 /// be retriable and cannot have a compensation (it would never run).
-fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
+fn check_pivot(c: &mut Collector, flat: &[FlatStep<'_>]) -> Option<usize> {
+    let steps: Vec<&RawStep> = flat.iter().map(|f| f.raw).collect();
     // A waiting step has nothing to undo and needs no compensation: it is
     // never the pivot.
     let pivot = steps.iter().position(|s| s.compensation.is_none() && s.wait_for.is_none());
     if let Some(p) = pivot {
-        let pivot_label = step_label(p, &steps[p].name);
+        let pivot_label = flat[p].label.clone();
         if steps[p].when.is_some() {
             c.push(
                 Some(&pivot_label),
@@ -462,8 +518,8 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
                 ),
             );
         }
-        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.wait_for.is_some()) {
-            let label = step_label(i, &s.name);
+        for (i, _) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.wait_for.is_some()) {
+            let label = flat[i].label.clone();
             c.push(
                 Some(&label),
                 "wait_for",
@@ -476,13 +532,13 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
                 ),
             );
         }
-        for (i, s) in steps
+        for (i, _) in steps
             .iter()
             .enumerate()
             .skip(p + 1)
             .filter(|(_, s)| !s.retriable && s.wait_for.is_none())
         {
-            let label = step_label(i, &s.name);
+            let label = flat[i].label.clone();
             c.push(
                 Some(&label),
                 "retriable",
@@ -496,9 +552,9 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
                 ),
             );
         }
-        for (i, s) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.compensation.is_some())
+        for (i, _) in steps.iter().enumerate().skip(p + 1).filter(|(_, s)| s.compensation.is_some())
         {
-            let label = step_label(i, &s.name);
+            let label = flat[i].label.clone();
             c.push(
                 Some(&label),
                 "compensation",
@@ -512,6 +568,164 @@ fn check_pivot(c: &mut Collector, steps: &[RawStep]) -> Option<usize> {
         }
     }
     pivot
+}
+
+/// One step of the definition in the flat list the machine runs: the step as
+/// written, where it sits, and how errors name it (`group/branch/step` in a
+/// parallel group).
+struct FlatStep<'a> {
+    raw: &'a RawStep,
+    place: Option<Place>,
+    label: String,
+}
+
+/// A parallel group as written, with where its steps landed in the flat list.
+struct Skeleton<'a> {
+    raw: &'a RawStep,
+    label: String,
+    branches: Vec<BranchDef>,
+    steps: std::ops::Range<usize>,
+}
+
+/// The fields of an entry that are not a group's: a group runs the steps of
+/// its branches and has nothing of its own to send.
+const NOT_ON_A_GROUP: &[&str] = &[
+    "participant",
+    "action",
+    "compensation",
+    "input",
+    "timeout",
+    "retry",
+    "compensation_retry",
+    "retriable",
+    "wait_for",
+];
+
+/// Lay the entries of `steps:` out as one list of steps, group by group and
+/// branch by branch, checking each group's own shape on the way.
+fn flatten<'a>(
+    c: &mut Collector,
+    entries: &'a [RawStep],
+) -> (Vec<FlatStep<'a>>, Vec<Skeleton<'a>>) {
+    let mut flat = Vec::new();
+    let mut groups = Vec::new();
+    for (position, entry) in entries.iter().enumerate() {
+        let Some(branches) = &entry.parallel else {
+            let label = step_label(flat.len(), &entry.name);
+            flat.push(FlatStep { raw: entry, place: None, label });
+            continue;
+        };
+        let label = step_label(position, &entry.name);
+        let step = Some(label.as_str());
+        check_token(c, step, "name", &entry.name);
+        let set = [
+            entry.participant.is_some(),
+            entry.action.is_some(),
+            entry.compensation.is_some(),
+            entry.input.is_some(),
+            entry.timeout.is_some(),
+            entry.retry.is_some(),
+            entry.compensation_retry.is_some(),
+            entry.retriable,
+            entry.wait_for.is_some(),
+        ];
+        for (field, _) in NOT_ON_A_GROUP.iter().zip(set).filter(|(_, set)| *set) {
+            c.push(
+                step,
+                *field,
+                "is set on a parallel group, which only runs the steps of its branches",
+                format!("move `{field}:` onto a step inside one of its branches"),
+            );
+        }
+        if branches.len() < 2 {
+            c.push(
+                step,
+                "parallel",
+                format!(
+                    "has {} branch(es); a group runs at least two side by side",
+                    branches.len()
+                ),
+                "write the steps of a single branch in line, without `parallel:`",
+            );
+        } else if branches.len() > BRANCHES_MAX {
+            c.push(
+                step,
+                "parallel",
+                format!("has {} branches, over the limit of {BRANCHES_MAX}", branches.len()),
+                "merge branches, or split the saga",
+            );
+        }
+        let group = groups.len();
+        let start = flat.len();
+        let mut defs = Vec::with_capacity(branches.len());
+        let mut branch_names: HashMap<&str, usize> = HashMap::new();
+        for (b, branch) in branches.iter().enumerate() {
+            let field = format!("parallel.{b}.name");
+            check_token(c, step, &field, &branch.name);
+            if branch_names.insert(branch.name.as_str(), b).is_some() && !branch.name.is_empty() {
+                c.push(
+                    step,
+                    &field,
+                    format!("`{}` names two branches", branch.name),
+                    "give every branch of a group its own name",
+                );
+            }
+            if branch.steps.is_empty() {
+                c.push(
+                    step,
+                    format!("parallel.{b}.steps"),
+                    format!("branch `{}` has no steps", branch.name),
+                    "give the branch at least one step, or remove it",
+                );
+            }
+            let first = flat.len();
+            for (k, s) in branch.steps.iter().enumerate() {
+                let label = format!("{}/{}/{}", label, branch.name, step_label(k, &s.name));
+                flat.push(FlatStep { raw: s, place: Some(Place { group, branch: b }), label });
+            }
+            defs.push(BranchDef { name: branch.name.clone(), steps: first..flat.len() });
+        }
+        groups.push(Skeleton { raw: entry, label, branches: defs, steps: start..flat.len() });
+    }
+    (flat, groups)
+}
+
+/// The pivot is never inside a parallel group, and no group follows it:
+/// after the point of no return a step that fails parks the saga on that
+/// one step, which branches still in flight beside it would not respect.
+fn check_groups_before_pivot(
+    c: &mut Collector,
+    groups: &[Skeleton<'_>],
+    pivot: Option<usize>,
+    flat: &[FlatStep<'_>],
+) {
+    let Some(p) = pivot else { return };
+    let pivot_label = &flat[p].label;
+    for g in groups {
+        if g.steps.contains(&p) {
+            c.push(
+                Some(&g.label),
+                "parallel",
+                format!(
+                    "holds the pivot `{pivot_label}` (the first step without a compensation): \
+                     a branch beside it could fail after the point of no return"
+                ),
+                format!("give `{pivot_label}` a compensation, or move it after the group"),
+            );
+        } else if g.steps.start > p {
+            c.push(
+                Some(&g.label),
+                "parallel",
+                format!(
+                    "follows the pivot `{pivot_label}`: steps after the point of no return run \
+                     one at a time, each retried until it succeeds"
+                ),
+                format!(
+                    "write the group's steps in line, or move the group before `{pivot_label}`"
+                ),
+            );
+        }
+    }
 }
 
 /// The fields a waiting step may not have: it sends nothing and changes
@@ -562,7 +776,7 @@ fn check_waiting_fields(c: &mut Collector, label: &str, s: &RawStep) {
 fn check_wait(
     c: &mut Collector,
     label: &str,
-    index: usize,
+    scope: Scope<'_>,
     w: &RawWait,
     names: &[&str],
     properties: Option<&[String]>,
@@ -590,7 +804,7 @@ fn check_wait(
         let key = compile(
             c,
             Some(label),
-            index,
+            scope,
             "wait_for.key",
             &Value::String(k.clone()),
             names,
@@ -630,7 +844,7 @@ fn check_wait(
                 None
             }
             Ok(condition) => {
-                for problem in condition.check_names_with(&names[..index], properties, &["event"]) {
+                for problem in condition.check_names_with(&scope.visible(names), properties, &["event"]) {
                     let what = match problem {
                         NameProblem::Unknown(name) => format!("uses `{name}`, which it cannot see"),
                         NameProblem::NotEarlier(name) => format!("uses `steps.{name}`, which is not a step before this one"),
@@ -695,7 +909,7 @@ fn check_condition(
 fn check_step(
     c: &mut Collector,
     label: &str,
-    index: usize,
+    scope: Scope<'_>,
     s: &RawStep,
     names: &[&str],
     properties: Option<&[String]>,
@@ -718,7 +932,7 @@ fn check_step(
             "use at most `1h`; long work should report progress in steps",
         );
     }
-    let wait = s.wait_for.as_ref().and_then(|w| check_wait(c, label, index, w, names, properties));
+    let wait = s.wait_for.as_ref().and_then(|w| check_wait(c, label, scope, w, names, properties));
     let timeout = wait.as_ref().map_or(timeout, |w| w.timeout);
     let retry = check_retry(c, label, Kind::Do, s.retry.as_ref());
     let compensation_retry = check_retry(c, label, Kind::Undo, s.compensation_retry.as_ref());
@@ -726,7 +940,7 @@ fn check_step(
         None => PayloadTemplate::Object(BTreeMap::new()),
         Some(v @ Value::Object(_)) => {
             let mut refs = 0;
-            compile(c, Some(label), index, "input", v, names, properties, &mut refs)
+            compile(c, Some(label), scope, "input", v, names, properties, &mut refs)
         }
         Some(_) => {
             c.push(
@@ -741,7 +955,7 @@ fn check_step(
     let when = s
         .when
         .as_deref()
-        .and_then(|text| check_condition(c, label, text, &names[..index], properties));
+        .and_then(|text| check_condition(c, label, text, &scope.visible(names), properties));
     StepDef {
         name: s.name.clone(),
         participant: s.participant.clone().unwrap_or_default(),
@@ -754,5 +968,6 @@ fn check_step(
         retriable: s.retriable,
         when,
         wait,
+        place: None,
     }
 }

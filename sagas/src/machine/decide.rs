@@ -138,44 +138,13 @@ impl Draft {
 
     // ---- driving ---------------------------------------------------------------
 
-    /// Take the next step the state calls for: send the next command, or end.
+    /// Take the next step the state calls for: send the next command (in a
+    /// parallel group, each branch's), or end.
     fn advance(&mut self) {
         match self.state.status {
             SagaStatus::Running => match self.state.current_forward() {
-                Some(i) if self.state.steps[i].do_progress.wait == Wait::Idle => {
-                    // A condition is decided once, when its step is first reached.
-                    if self.state.steps[i].do_progress.attempts == 0
-                        && let Some(condition) = self.state.step_def(i).when.clone()
-                    {
-                        match self.condition(&condition) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                self.emit(SagaEvent::StepSkippedByCondition {
-                                    step: self.name(i),
-                                    condition: condition.source().to_owned(),
-                                    at: self.now,
-                                });
-                                return self.advance();
-                            }
-                            Err(message) => {
-                                let code = "condition_failed".to_owned();
-                                self.emit(SagaEvent::StepFailed {
-                                    step: self.name(i),
-                                    attempt: 0,
-                                    code: code.clone(),
-                                    message: message.clone(),
-                                    at: self.now,
-                                });
-                                return self.setback(i, Setback::Failed { code, message });
-                            }
-                        }
-                    }
-                    if self.state.is_waiting_step(i) {
-                        self.start_wait(i);
-                    } else {
-                        self.send(i, Kind::Do);
-                    }
-                }
+                Some(i) if self.state.definition.group_of(i).is_some() => self.advance_group(i),
+                Some(i) if self.state.steps[i].do_progress.wait == Wait::Idle => self.reach(i),
                 Some(_) => {}
                 None => {
                     let (output, output_error) =
@@ -188,15 +157,112 @@ impl Draft {
                 }
             },
             SagaStatus::Compensating => {
-                if self.state.undo_in_flight().is_some() {
+                // Actions still in flight answer (or time out) first: what
+                // they did decides what is undone, and in which order.
+                if self.state.draining() || self.state.undo_in_flight().is_some() {
                     return;
                 }
                 match self.state.next_undo() {
                     Some(i) => self.send(i, Kind::Undo),
+                    // Every branch's action that was in flight failed: nothing
+                    // took effect after all.
+                    None if self.state.steps.iter().all(|s| s.backward == Backward::Open) => {
+                        if let Some(cause) = self.state.cause.clone() {
+                            self.emit(SagaEvent::SagaFailed { cause, at: self.now });
+                        }
+                    }
                     None => self.emit(SagaEvent::SagaCompensated { at: self.now }),
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A step is reached: decide its condition (once), then wait for its
+    /// event or send its command.
+    fn reach(&mut self, i: usize) {
+        if self.state.steps[i].do_progress.attempts == 0
+            && let Some(condition) = self.state.step_def(i).when.clone()
+        {
+            match self.condition(&condition) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.emit(SagaEvent::StepSkippedByCondition {
+                        step: self.name(i),
+                        condition: condition.source().to_owned(),
+                        at: self.now,
+                    });
+                    return self.advance();
+                }
+                Err(message) => {
+                    let code = "condition_failed".to_owned();
+                    self.emit(SagaEvent::StepFailed {
+                        step: self.name(i),
+                        attempt: 0,
+                        code: code.clone(),
+                        message: message.clone(),
+                        at: self.now,
+                    });
+                    return self.setback(i, Setback::Failed { code, message });
+                }
+            }
+        }
+        if self.state.is_waiting_step(i) {
+            self.start_wait(i);
+        } else {
+            self.send(i, Kind::Do);
+        }
+    }
+
+    /// In a parallel group: decide its condition when it is reached, then
+    /// reach each branch's next step that is not yet under way. A branch
+    /// that ends moves on within its own range; once every branch has run
+    /// its steps, `current_forward` leaves the group.
+    fn advance_group(&mut self, i: usize) {
+        let Some(group) = self.state.definition.group_of(i).cloned() else { return };
+        let untouched = group.steps.clone().all(|j| {
+            let s = &self.state.steps[j];
+            s.forward == Forward::Pending
+                && s.do_progress.attempts == 0
+                && s.do_progress.wait == Wait::Idle
+        });
+        if untouched && let Some(condition) = &group.when {
+            match self.condition(condition) {
+                Ok(true) => {}
+                Ok(false) => {
+                    for j in group.steps.clone() {
+                        self.emit(SagaEvent::StepSkippedByCondition {
+                            step: self.name(j),
+                            condition: condition.source().to_owned(),
+                            at: self.now,
+                        });
+                    }
+                    return self.advance();
+                }
+                Err(message) => {
+                    let first = group.steps.start;
+                    let code = "condition_failed".to_owned();
+                    self.emit(SagaEvent::StepFailed {
+                        step: self.name(first),
+                        attempt: 0,
+                        code: code.clone(),
+                        message: format!("the condition of group `{}`: {message}", group.name),
+                        at: self.now,
+                    });
+                    return self.setback(first, Setback::Failed { code, message });
+                }
+            }
+        }
+        for branch in &group.branches {
+            if self.state.status != SagaStatus::Running {
+                return;
+            }
+            if let Some(j) =
+                branch.steps.clone().find(|&j| self.state.steps[j].forward == Forward::Pending)
+                && self.state.steps[j].do_progress.wait == Wait::Idle
+            {
+                self.reach(j);
+            }
         }
     }
 
@@ -250,7 +316,7 @@ impl Draft {
     /// succeeds with the event's body as its output.
     fn take_waited(&mut self, index: usize) {
         let waiting = self.state.status == SagaStatus::Running
-            && self.state.current_forward() == Some(index)
+            && self.state.working().contains(&(index, Kind::Do))
             && matches!(self.state.steps[index].do_progress.wait, Wait::Reply { .. });
         if !waiting {
             return;
@@ -358,8 +424,10 @@ impl Draft {
             payload: signal.payload.clone(),
             at: self.now,
         });
-        if let Some(i) = self.state.current_forward() {
-            self.take_waited(i);
+        for (i, _) in self.state.working() {
+            if self.state.is_waiting_step(i) {
+                self.take_waited(i);
+            }
         }
         Ok(())
     }
@@ -477,11 +545,40 @@ impl Draft {
 
     /// Start compensating; if nothing may have taken effect, the saga simply failed.
     fn turn_back(&mut self, cause: CompensationCause) {
-        if self.state.next_undo().is_some() {
+        if self.state.status == SagaStatus::Compensating {
+            // Already turning back (another branch failed first): its cause stands.
+            return self.advance();
+        }
+        self.stop_branches();
+        let in_flight = self.state.steps.iter().any(|s| s.do_progress.wait != Wait::Idle);
+        if self.state.next_undo().is_some() || in_flight {
             self.emit(SagaEvent::CompensationStarted { cause, at: self.now });
             self.advance();
         } else {
             self.emit(SagaEvent::SagaFailed { cause, at: self.now });
+        }
+    }
+
+    /// Send nothing new: the branches of a group that are not awaiting an
+    /// answer stop. One waiting to retry may have taken effect with an
+    /// earlier attempt (its outcome is unknown, so it is undone); a waiting
+    /// step simply stops waiting. One awaiting an answer keeps waiting for it.
+    fn stop_branches(&mut self) {
+        let stopping: Vec<(usize, Wait)> = self
+            .state
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.forward == Forward::Pending && s.do_progress.wait != Wait::Idle)
+            .map(|(i, s)| (i, s.do_progress.wait))
+            .collect();
+        for (i, wait) in stopping {
+            let step = self.name(i);
+            if self.state.is_waiting_step(i) {
+                self.emit(SagaEvent::StepAbandoned { step, at: self.now });
+            } else if matches!(wait, Wait::Backoff { .. }) {
+                self.emit(SagaEvent::StepOutcomeUnknown { step, at: self.now });
+            }
         }
     }
 
@@ -502,7 +599,10 @@ impl Draft {
         let progress = self.state.steps[index].progress(kind);
         let attempt = progress.attempts;
         // An unsent attempt is outside the budget, under a bound of its own.
-        let again = if unsent {
+        let again = if kind == Kind::Do && self.state.status == SagaStatus::Compensating {
+            // Turning back sends nothing new: this action's outcome is unknown.
+            false
+        } else if unsent {
             progress.unsent < UNSENT_RETRIES_MAX
         } else {
             progress.attempts_in_budget() < policy.attempts
@@ -683,8 +783,33 @@ impl Draft {
             self.abort(CompensationCause::DeadlineExceeded);
             return Ok(());
         }
-        let not_due = TransitionError::NotDue { next: self.state.next_deadline() };
-        let Some((index, kind)) = self.state.current() else { return Err(not_due) };
+        let mut due: Vec<(UnixMillis, usize, Kind)> = self
+            .state
+            .working()
+            .into_iter()
+            .filter_map(|(i, kind)| {
+                let at = self.state.steps[i].progress(kind).due_at()?;
+                (at <= now).then_some((at, i, kind))
+            })
+            .collect();
+        if due.is_empty() {
+            return Err(TransitionError::NotDue { next: self.state.next_deadline() });
+        }
+        due.sort_unstable();
+        for (_, index, kind) in due {
+            // One handled before may have changed what this one waits for
+            // (a branch that failed stops the others).
+            if self.state.working().contains(&(index, kind)) {
+                self.timeout_one(index, kind);
+            }
+        }
+        Ok(())
+    }
+
+    /// What was awaited of one kind of one step did not come in time (or its
+    /// backoff is over): handle it, if it is still due.
+    fn timeout_one(&mut self, index: usize, kind: Kind) {
+        let now = self.now;
         match self.state.steps[index].progress(kind).wait {
             Wait::Reply { timeout_at, .. }
                 if timeout_at <= now && kind == Kind::Do && self.state.is_waiting_step(index) =>
@@ -709,14 +834,17 @@ impl Draft {
                 self.attempt_failed(index, kind, failure);
             }
             Wait::Backoff { retry_at } if retry_at <= now => self.send(index, kind),
-            _ => return Err(not_due),
+            _ => {}
         }
-        Ok(())
     }
 
     /// Stop the current step and compensate (the caller checked `abortable`).
     fn abort(&mut self, cause: CompensationCause) {
-        if let Some(index) = self.state.current_forward() {
+        // In a parallel group, `turn_back` stops the branches: an action in
+        // flight is waited for, so what it did is known before undoing.
+        if let Some(index) =
+            self.state.current_forward().filter(|&i| self.state.definition.group_of(i).is_none())
+        {
             // Any attempt sent may yet take effect (a redelivered command, a lost
             // reply), so it is compensated; the participant's tombstone then refuses
             // a late `do`. Only a step never sent is simply abandoned.
@@ -782,10 +910,23 @@ impl Draft {
         let not_now = |hint| TransitionError::NotNow { action: op.action.as_str(), status, hint };
         match (status, op.action) {
             (S::Running | S::Compensating, A::RetryNow) => {
-                let (index, kind) = self
+                let waiting: Vec<(usize, Kind)> = self
                     .state
-                    .current()
+                    .working()
+                    .into_iter()
                     .filter(|(i, k)| self.state.steps[*i].progress(*k).wait != Wait::Idle)
+                    .collect();
+                if status == S::Compensating && waiting.iter().any(|(_, k)| *k == Kind::Do) {
+                    return Err(not_now(
+                        "the saga is turning back: the actions still in flight are waited for, not sent again",
+                    ));
+                }
+                // In a parallel group: the first branch whose step sends a command.
+                let (index, kind) = waiting
+                    .iter()
+                    .copied()
+                    .find(|(i, k)| !(*k == Kind::Do && self.state.is_waiting_step(*i)))
+                    .or_else(|| waiting.first().copied())
                     .ok_or_else(|| not_now("nothing is waiting to be retried"))?;
                 if kind == Kind::Do && self.state.is_waiting_step(index) {
                     return Err(not_now(
@@ -812,8 +953,18 @@ impl Draft {
             }
             (S::Parked, A::RetryNow) => return Err(not_now("use resume to retry a parked saga")),
             (S::Running | S::Compensating | S::Parked, A::Skip) => {
-                let (index, kind) =
-                    self.state.current().ok_or_else(|| not_now("there is no current step"))?;
+                // In a parallel group: the first branch whose step can be skipped.
+                let working = self.state.working();
+                let skippable = |(i, k): &(usize, Kind)| {
+                    (*k == Kind::Do && self.state.is_waiting_step(*i))
+                        || !matches!(self.state.steps[*i].progress(*k).wait, Wait::Reply { .. })
+                };
+                let (index, kind) = working
+                    .iter()
+                    .copied()
+                    .find(skippable)
+                    .or_else(|| working.first().copied())
+                    .ok_or_else(|| not_now("there is no current step"))?;
                 let waiting_step = kind == Kind::Do && self.state.is_waiting_step(index);
                 if !waiting_step
                     && matches!(self.state.steps[index].progress(kind).wait, Wait::Reply { .. })

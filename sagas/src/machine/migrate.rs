@@ -42,6 +42,26 @@ fn reached(state: &SagaState) -> usize {
         .map_or(0, |i| i + 1)
 }
 
+/// Whether two steps sit alike: both in line, or both in a parallel group
+/// of the same steps, in the same branch of the same steps.
+fn same_place(
+    from: &Definition,
+    old: &crate::definition::StepDef,
+    to: &Definition,
+    new: &crate::definition::StepDef,
+) -> bool {
+    match (old.place, new.place) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            let (ga, gb) = (&from.groups[a.group], &to.groups[b.group]);
+            a.branch == b.branch
+                && ga.steps == gb.steps
+                && ga.branches.iter().map(|x| &x.steps).eq(gb.branches.iter().map(|x| &x.steps))
+        }
+        _ => false,
+    }
+}
+
 /// Whether `state` (a saga replayed from `history`) may move to `to`: the
 /// checks of [`check_state`], and its history replayed under `to` gives the
 /// same saga.
@@ -112,12 +132,13 @@ pub fn check_state(state: &SagaState, to: &Arc<Definition>) -> Result<(), Incomp
             && new.action == old.action
             && new.compensation == old.compensation
             && new.input == old.input
-            && new.wait == old.wait;
+            && new.wait == old.wait
+            && same_place(from, old, to, new);
         if !same {
             return Err(incompatible(
                 "step_changed",
                 format!(
-                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}, its input mapping and what it waits for compared too) in v{}",
+                    "step #{} was reached as `{}` ({}.{}, undo {}) and is `{}` ({}.{}, undo {}, its input mapping, what it waits for and its place in a parallel group compared too) in v{}",
                     index + 1,
                     old.name,
                     old.participant,

@@ -182,6 +182,11 @@ pub struct StepState {
     pub undo_progress: Progress,
     /// A waiting step that began waiting: the event and key it waits for.
     pub waits_for: Option<(String, Option<String>)>,
+    /// The seq of the event that first recorded the action's outcome: steps
+    /// are compensated newest outcome first (in a parallel group, the order
+    /// the branches' outcomes were recorded in).
+    #[serde(skip)]
+    pub settled_at_seq: Option<u64>,
 }
 
 impl StepState {
@@ -193,6 +198,7 @@ impl StepState {
         do_progress: Progress::NEW,
         undo_progress: Progress::NEW,
         waits_for: None,
+        settled_at_seq: None,
     };
 
     #[must_use]
@@ -360,7 +366,8 @@ impl SagaState {
         }
     }
 
-    /// The step running forward now: the first whose result is pending.
+    /// The step running forward now: the first whose result is pending (in a
+    /// parallel group, the first of those its branches run).
     #[must_use]
     pub fn current_forward(&self) -> Option<usize> {
         self.steps.iter().position(|s| s.forward == Forward::Pending)
@@ -372,26 +379,76 @@ impl SagaState {
         self.steps.iter().rposition(|s| s.undo_progress.wait != Wait::Idle)
     }
 
-    /// The next step to compensate: the newest that may have taken effect.
+    /// The next step to compensate: of those that may have taken effect, the
+    /// one whose outcome was recorded last.
     #[must_use]
     pub fn next_undo(&self) -> Option<usize> {
         self.steps
             .iter()
             .zip(&self.definition.steps)
-            .rposition(|(s, def)| s.needs_undo() && def.compensation.is_some())
+            .enumerate()
+            .filter(|(_, (s, def))| s.needs_undo() && def.compensation.is_some())
+            .max_by_key(|(i, (s, _))| (s.settled_at_seq, *i))
+            .map(|(i, _)| i)
     }
 
-    /// The (step, kind) the saga is busy with now, if any.
+    /// Turning back while actions sent before it still await their answer
+    /// (branches of a parallel group): no compensation starts until they
+    /// have one, or have timed out.
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.status == SagaStatus::Compensating
+            && self.steps.iter().any(|s| s.do_progress.wait != Wait::Idle)
+    }
+
+    /// Every (step, kind) the saga is busy with now, in step order: one
+    /// step, or in a parallel group each branch's current step; while
+    /// turning back, the actions still in flight, else the compensation.
+    #[must_use]
+    pub fn working(&self) -> Vec<(usize, Kind)> {
+        match self.status {
+            SagaStatus::Running => {
+                let Some(i) = self.current_forward() else { return Vec::new() };
+                match self.definition.group_of(i) {
+                    None => vec![(i, Kind::Do)],
+                    Some(group) => group
+                        .branches
+                        .iter()
+                        .filter_map(|b| {
+                            b.steps.clone().find(|&j| self.steps[j].forward == Forward::Pending)
+                        })
+                        .map(|j| (j, Kind::Do))
+                        .collect(),
+                }
+            }
+            SagaStatus::Compensating => {
+                let draining: Vec<(usize, Kind)> = self
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.do_progress.wait != Wait::Idle)
+                    .map(|(i, _)| (i, Kind::Do))
+                    .collect();
+                if !draining.is_empty() {
+                    return draining;
+                }
+                self.undo_in_flight()
+                    .or_else(|| self.next_undo())
+                    .map(|i| vec![(i, Kind::Undo)])
+                    .unwrap_or_default()
+            }
+            SagaStatus::Parked => {
+                self.park.as_ref().map(|p| vec![(p.step, p.kind)]).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The (step, kind) the saga is busy with now, if any: the first of
+    /// [`Self::working`].
     #[must_use]
     pub fn current(&self) -> Option<(usize, Kind)> {
-        match self.status {
-            SagaStatus::Running => self.current_forward().map(|i| (i, Kind::Do)),
-            SagaStatus::Compensating => {
-                self.undo_in_flight().or_else(|| self.next_undo()).map(|i| (i, Kind::Undo))
-            }
-            SagaStatus::Parked => self.park.as_ref().map(|p| (p.step, p.kind)),
-            _ => None,
-        }
+        self.working().into_iter().next()
     }
 
     /// True while the saga may still be aborted: running, and the pivot never sent.
@@ -404,9 +461,13 @@ impl SagaState {
     /// When the saga next needs a `Timeout` input, if ever.
     #[must_use]
     pub fn next_deadline(&self) -> Option<UnixMillis> {
-        let work = match self.current() {
-            Some((i, kind)) if !self.status.is_end() => self.steps[i].progress(kind).due_at(),
-            _ => None,
+        let work = if self.status.is_end() {
+            None
+        } else {
+            self.working()
+                .into_iter()
+                .filter_map(|(i, kind)| self.steps[i].progress(kind).due_at())
+                .min()
         };
         let deadline = self.deadline_at.filter(|_| self.abortable());
         match (work, deadline) {
@@ -468,6 +529,7 @@ impl SagaState {
             SagaEvent::StepSucceeded { step, output, .. } => {
                 self.unpark(step, Kind::Do);
                 self.take_signal(step);
+                self.settle(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Succeeded { late: false };
                     s.output = Some(output.clone());
@@ -482,6 +544,7 @@ impl SagaState {
                     self.take_signal(step);
                 }
                 self.unpark(step, Kind::Do);
+                self.settle(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Failed { code: code.clone(), message: message.clone() };
                     s.do_progress.wait = Wait::Idle;
@@ -510,12 +573,14 @@ impl SagaState {
                 }
             }
             SagaEvent::StepOutcomeUnknown { step, .. } => {
+                self.settle(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Unknown;
                     s.do_progress.wait = Wait::Idle;
                 }
             }
             SagaEvent::StepAbandoned { step, .. } => {
+                self.settle(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::Abandoned;
                     s.do_progress.wait = Wait::Idle;
@@ -542,6 +607,9 @@ impl SagaState {
             SagaEvent::OperatorRetried { .. } => {}
             SagaEvent::StepSkipped { step, kind, .. } => {
                 self.unpark(step, *kind);
+                if *kind == Kind::Do {
+                    self.settle(step);
+                }
                 if let Some(s) = self.step_mut(step) {
                     match kind {
                         Kind::Do => s.forward = Forward::Skipped,
@@ -568,6 +636,7 @@ impl SagaState {
                 }
             }
             SagaEvent::StepSkippedByCondition { step, .. } => {
+                self.settle(step);
                 if let Some(s) = self.step_mut(step) {
                     s.forward = Forward::SkippedByCondition;
                 }
@@ -577,6 +646,7 @@ impl SagaState {
                 if let Some(s) = self.step_mut(step) {
                     if *kind == Kind::Do {
                         s.forward = Forward::Pending;
+                        s.settled_at_seq = None;
                     }
                     let p = s.progress_mut(*kind);
                     p.budget_base = p.attempts;
@@ -639,6 +709,17 @@ impl SagaState {
         for s in &mut self.steps {
             s.do_progress.wait = Wait::Idle;
             s.undo_progress.wait = Wait::Idle;
+        }
+    }
+
+    /// Record when a step's action first got its outcome (the event being
+    /// applied); a later word on it (a late success) keeps that place.
+    fn settle(&mut self, step: &str) {
+        let seq = self.seq;
+        if let Some(s) = self.step_mut(step)
+            && s.forward == Forward::Pending
+        {
+            s.settled_at_seq = Some(seq);
         }
     }
 

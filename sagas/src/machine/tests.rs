@@ -19,6 +19,11 @@ pub(super) fn abc() -> Arc<Definition> {
     def("abc.yaml", include_str!("../../tests/fixtures/abc.yaml"))
 }
 
+/// a → group `prep` (funds: h1 → h2; screening: s) → p (pivot).
+fn par() -> Arc<Definition> {
+    def("parallel.yaml", include_str!("../../tests/fixtures/parallel.yaml"))
+}
+
 /// a (compensatable) → p (pivot) → r (retriable).
 fn with_pivot() -> Arc<Definition> {
     def("pivot.yaml", include_str!("../../tests/fixtures/pivot.yaml"))
@@ -1041,4 +1046,212 @@ fn a_version_2_history_with_events_from_outside_still_replays() {
     assert_eq!(state.status, SagaStatus::Completed);
     assert_eq!(state.signals[0].taken_by, Some(1));
     assert_eq!(state.steps[1].output, Some(json!({"ok": true})));
+}
+
+// ---- parallel groups -----------------------------------------------------------------
+
+fn kinds(d: &Decision) -> Vec<String> {
+    d.commands.iter().map(|c| format!("{}.{}", c.step, c.kind)).collect()
+}
+
+#[test]
+fn a_group_starts_every_branch_at_once_and_joins_before_the_next_step() {
+    let mut s = Saga::started(par());
+    let d = s.feed("a ok");
+    // Both branches' first commands go out in one decision: in flight together.
+    assert_eq!(kinds(&d), ["h1.do", "s.do"]);
+    assert_eq!(s.state.working(), [(1, Kind::Do), (3, Kind::Do)]);
+    assert_eq!(s.state.in_flight().len(), 2, "a takeover re-sends both");
+    // A branch goes on by itself; the step after the group waits for both.
+    assert_eq!(kinds(&s.feed("h1 ok")), ["h2.do"]);
+    assert_eq!(kinds(&s.feed("h2 ok")), Vec::<String>::new());
+    let d = s.feed("s ok");
+    assert_eq!(kinds(&d), ["p.do"]);
+    assert_eq!(d.commands[0].payload, json!({"held": "h2-out", "screened": "s-out"}));
+    s.feed("p ok");
+    assert_eq!(s.state.status, SagaStatus::Completed);
+}
+
+#[test]
+fn the_next_deadline_is_the_soonest_of_the_branches() {
+    let mut s = Saga::given(par(), "a ok");
+    // h1 times out after 1s, s after 2s: only h1 is due at the first tick.
+    let d = s.tick();
+    assert_eq!(names(&d), ["attempt_failed"]);
+    let Wait::Backoff { retry_at } = s.state.steps[1].do_progress.wait else {
+        panic!("h1 backs off")
+    };
+    assert_eq!(d.next_deadline, Some(retry_at), "h1's backoff, sooner than s's timeout");
+    // Both due at once are handled in one decision.
+    s.now = s.now.plus_ms(5_000);
+    let d = s.when(Input::Timeout).unwrap();
+    assert_eq!(kinds(&d), ["h1.do"], "h1's retry goes out; s's timeout is recorded");
+    assert_eq!(
+        s.state.steps[3].do_progress.wait,
+        Wait::Backoff { retry_at: s.now.plus_ms(backoff_of(&s, 3)) }
+    );
+}
+
+fn backoff_of(s: &Saga, index: usize) -> u64 {
+    match s.state.steps[index].do_progress.wait {
+        Wait::Backoff { retry_at } => retry_at.0 - s.now.0,
+        other => panic!("no backoff: {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_branch_waits_for_the_actions_in_flight_then_undoes_newest_outcome_first() {
+    // Outcomes recorded in the order s, h1; then h2 fails.
+    let mut s = Saga::given(par(), "a ok, s ok, h1 ok");
+    let d = s.feed("h2 failed");
+    assert_eq!(names(&d), ["step_failed", "compensation_started", "command_sent"]);
+    // By outcome, h1 is newer than s although s comes later in the file.
+    assert_eq!(kinds(&d), ["h1.undo"]);
+    assert_eq!(kinds(&s.feed("h1.undo ok")), ["s.undo"]);
+    assert_eq!(kinds(&s.feed("s.undo ok")), ["a.undo"]);
+    s.feed("a.undo ok");
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn while_turning_back_an_action_in_flight_is_awaited_and_never_sent_again() {
+    let mut s = Saga::given(par(), "a ok, h1 ok");
+    // h2 and s are in flight; s fails.
+    let d = s.feed("s failed");
+    assert_eq!(names(&d), ["step_failed", "compensation_started"]);
+    assert!(d.commands.is_empty(), "nothing is undone while h2 may still act");
+    assert!(s.state.draining());
+    assert!(matches!(
+        s.operator(OperatorAction::RetryNow, "push").unwrap_err(),
+        TransitionError::NotNow { .. }
+    ));
+    // h2 answers `retry`: not sent again, its outcome is unknown; undo starts.
+    let d = s.feed("h2 retry");
+    assert_eq!(names(&d), ["attempt_failed", "step_outcome_unknown", "command_sent"]);
+    assert_eq!(kinds(&d), ["h2.undo"]);
+    s.feed("h2.undo ok, h1.undo ok, a.undo ok");
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn an_action_in_flight_that_times_out_while_turning_back_is_undone() {
+    let mut s = Saga::given(par(), "a ok");
+    s.feed("h1 failed");
+    let d = s.tick();
+    assert_eq!(names(&d), ["attempt_failed", "step_outcome_unknown", "command_sent"]);
+    assert_eq!(kinds(&d), ["s.undo"]);
+}
+
+#[test]
+fn when_every_action_in_flight_fails_nothing_is_undone_after_all() {
+    // A group first: nothing before it to undo.
+    let def = def(
+        "p.yaml",
+        &include_str!("../../tests/fixtures/parallel.yaml")
+            .replace("input: { x: \"{{input.x}}\", after: \"{{steps.a.output.id}}\" }", "")
+            .replacen("  - name: a\n    participant: p\n    action: a_do\n    compensation: a_undo\n    timeout: 1s\n    retry: { attempts: 2, initial_backoff: 100ms, max_backoff: 1s }\n", "", 1),
+    );
+    let mut s = Saga::started(def);
+    s.feed("h1 failed");
+    assert_eq!(s.state.status, SagaStatus::Compensating);
+    let d = s.feed("s failed");
+    assert_eq!(names(&d), ["step_failed", "saga_failed"]);
+    assert_eq!(s.state.outcome().status, "failed");
+}
+
+#[test]
+fn a_branch_waiting_to_retry_stops_as_unknown_when_another_fails() {
+    let mut s = Saga::given(par(), "a ok, h1 retry");
+    let d = s.feed("s failed");
+    // h1 may have acted with its first attempt: it is undone, never retried.
+    assert_eq!(
+        names(&d),
+        ["step_failed", "step_outcome_unknown", "compensation_started", "command_sent"]
+    );
+    assert_eq!(kinds(&d), ["h1.undo"]);
+}
+
+#[test]
+fn abort_in_a_group_waits_for_the_branches_in_flight() {
+    let mut s = Saga::given(par(), "a ok, s ok");
+    let d = s.operator(OperatorAction::Abort, "customer cancelled").unwrap();
+    assert_eq!(names(&d), ["compensation_started"]);
+    assert!(d.commands.is_empty());
+    // h1's answer arrives: it took effect, so it is undone first (newest).
+    assert_eq!(kinds(&s.feed("h1 ok")), ["h1.undo"]);
+    s.feed("h1.undo ok, s.undo ok, a.undo ok");
+    assert_eq!(s.state.status, SagaStatus::Compensated);
+    assert!(matches!(s.state.cause, Some(CompensationCause::Aborted { .. })));
+}
+
+#[test]
+fn the_deadline_stops_a_group_like_an_abort() {
+    let mut s = Saga::given(par(), "a ok");
+    s.now = s.state.deadline_at.unwrap();
+    let d = s.when(Input::Timeout).unwrap();
+    assert_eq!(names(&d), ["compensation_started"]);
+    let d = s.feed("h1 failed");
+    assert!(d.commands.is_empty(), "s is still in flight");
+    assert_eq!(kinds(&s.feed("s ok")), ["s.undo"]);
+}
+
+#[test]
+fn skip_and_retry_now_act_on_the_first_branch_that_can_take_them() {
+    let mut s = Saga::given(par(), "a ok, s retry");
+    // h1 awaits its answer; s waits to retry: skip takes s.
+    let d = s.operator(OperatorAction::Skip, "screened by hand").unwrap();
+    assert_eq!(names(&d), ["step_skipped"]);
+    assert_eq!(s.state.steps[3].forward, Forward::Skipped);
+    let d = s.operator(OperatorAction::RetryNow, "push").unwrap();
+    assert_eq!(kinds(&d), ["h1.do"]);
+    assert_eq!(d.commands[0].attempt, 2);
+}
+
+#[test]
+fn a_group_whose_condition_is_false_skips_every_step_in_it() {
+    let def = def(
+        "p.yaml",
+        &include_str!("../../tests/fixtures/parallel.yaml")
+            .replace("  - name: prep\n", "  - name: prep\n    when: \"input.x > 10\"\n")
+            .replace(
+                "held: \"{{steps.h2.output.id}}\", screened: \"{{steps.s.output.id}}\"",
+                "x: 1",
+            ),
+    );
+    let mut s = Saga::given(def.clone(), "");
+    let d = s.feed("a ok");
+    assert_eq!(
+        names(&d),
+        [
+            "step_succeeded",
+            "step_skipped_by_condition",
+            "step_skipped_by_condition",
+            "step_skipped_by_condition",
+            "command_sent"
+        ]
+    );
+    assert_eq!(kinds(&d), ["p.do"]);
+    // x = 11: the group runs.
+    let mut s = Saga { state: SagaState::new(def), events: vec![], now: T0 };
+    s.when(Input::Start { saga_id: "s1".into(), input: json!({"x": 11}) }).unwrap();
+    assert_eq!(kinds(&s.feed("a ok")), ["h1.do", "s.do"]);
+}
+
+#[test]
+fn golden_history_of_a_parallel_group_turning_back() {
+    let s = Saga::given(par(), "a ok, s ok, h1 ok, h2 failed, h1.undo ok, s.undo ok, a.undo ok");
+    let stored: Vec<serde_json::Value> =
+        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    insta::assert_json_snapshot!("parallel_history", stored);
+}
+
+#[test]
+fn a_version_2_history_with_a_parallel_group_still_replays() {
+    let stored = include_str!("testdata/history_v2_parallel.jsonl");
+    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let state = replay(par(), &events);
+    assert_eq!(state.status, SagaStatus::Compensated);
+    assert_eq!(state.seq, events.len() as u64);
+    assert_eq!(state.steps[1].backward, Backward::Done);
+    assert_eq!(state.steps[3].backward, Backward::Done);
 }
