@@ -2,7 +2,8 @@
 //! the provider's webhooks) and `psp-sim` (answering 3-D Secure cards
 //! `pending`, then a webhook after a seeded delay; some webhooks lost, some
 //! sent twice) as processes over real NATS, on SQLite and PostgreSQL. Large
-//! top-ups are reviewed first (a flagged card is refused there); a failed
+//! top-ups are reviewed first (a flagged card is refused there); the card is
+//! screened beside the ledger's hold (a sanctioned one is refused); a failed
 //! challenge, a declined card or a lost webhook turn the saga back. Afterwards
 //! every saga ended as its card says, the ledger verifies, the provider holds
 //! at most one charge per saga, and charged − refunded is what completed
@@ -38,6 +39,8 @@ fn sample(i: usize) -> (&'static str, i64, Option<&'static str>) {
         6 => ("tok_decline", 300, Some("compensated")),
         7 => ("tok_fraud", 60_000, Some("compensated")),
         8 => ("tok_3ds", 70_000, None),
+        // Screening (beside the hold) refuses the card: the hold is voided.
+        _ if i % 20 == 19 => ("tok_sanctioned", 500, Some("compensated")),
         _ => ("tok_visa", 400, Some("completed")),
     }
 }

@@ -1,4 +1,5 @@
-//! The participant's actions: `charge` (compensation `refund`) and `payout`.
+//! The participant's actions: `charge` (compensation `refund`), `payout`, and
+//! the risk checks `review` and `screen`.
 //!
 //! Each handler follows the same three moves, so that one saga step is at most
 //! one effect at the provider:
@@ -25,6 +26,9 @@
 //!   or refused `review_refused` for a flagged card (`tok_fraud`) or an amount
 //!   over [`REVIEW_AMOUNT_MAX`]; it records nothing, so `unreview` has nothing
 //!   to undo (a saga step before the pivot needs a compensation all the same).
+//! - `screen` (compensation `unscreen`): `{card_token, wallet_account}` →
+//!   `{cleared: true}`, or refused `screening_refused` for a card on the
+//!   sanctions list (`tok_sanctioned`); like `review` it records nothing.
 //!
 //! A charge by a card that asks for 3-D Secure is answered `ok` with
 //! `status: "pending"`: the provider's webhook (see [`crate::webhooks`]) says
@@ -79,7 +83,33 @@ async fn review(ctx: HandlerCtx<'_>) -> HandlerResult {
     Ok(json!({ "approved": true }))
 }
 
-/// `review` records nothing: there is nothing to undo.
+/// The card `screen` refuses: on the sanctions list.
+pub const TOKEN_SANCTIONED: &str = "tok_sanctioned";
+
+/// The `screen` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScreenInput {
+    pub card_token: String,
+    pub wallet_account: String,
+}
+
+/// Screening of the customer and card against the sanctions list, which
+/// runs beside the ledger's hold.
+async fn screen(ctx: HandlerCtx<'_>) -> HandlerResult {
+    let input: ScreenInput = ctx.input()?;
+    if input.card_token.len() > TOKEN_BYTES_MAX || input.wallet_account.len() > TOKEN_BYTES_MAX {
+        return Err(HandlerError::failed(
+            "invalid_input",
+            format!("card_token and wallet_account are at most {TOKEN_BYTES_MAX} bytes"),
+        ));
+    }
+    if input.card_token == TOKEN_SANCTIONED {
+        return Err(HandlerError::failed("screening_refused", "the card is on the sanctions list"));
+    }
+    Ok(json!({ "cleared": true }))
+}
+
+/// `review` and `screen` record nothing: there is nothing to undo.
 async fn unreview(_ctx: HandlerCtx<'_>) -> HandlerResult {
     Ok(json!({}))
 }
@@ -120,6 +150,8 @@ pub fn participant(payments: &Arc<Payments>) -> Participant {
         )
         .action("review", review)
         .compensation("unreview", unreview)
+        .action("screen", screen)
+        .compensation("unscreen", unreview)
         .inspector(inspector(move |ctx| {
             let payments = Arc::clone(&inspecting);
             Box::pin(async move { crate::inspect::inspect(&payments, ctx).await })

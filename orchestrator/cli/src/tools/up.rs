@@ -92,6 +92,8 @@ fn samples(run: &str, n: u32) -> Vec<(&'static str, String, Value, &'static str)
                        "amount": 900, "currency": "EUR", "card_token": "tok_3ds_fail"}), "compensated: 3-D Secure failed"),
                 7 => ("topup_3ds", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                        "amount": 60_000, "currency": "EUR", "card_token": "tok_visa"}), "completed"),
+                3 if i % 16 == 11 => ("topup_3ds", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
+                       "amount": 800, "currency": "EUR", "card_token": "tok_sanctioned"}), "compensated: screening refused the card"),
                 3 => ("topup", json!({"wallet_account": wallet, "funding_account": "psp_clearing",
                        "amount": 700, "currency": "EUR", "card_token": "tok_decline"}), "compensated: card declined"),
                 4 => ("payout", json!({"wallet_account": wallet, "payout_account": "payout_clearing",
