@@ -55,3 +55,37 @@ async fn a_step_times_out_when_the_given_clock_passes_its_timeout() {
     );
     db.remove().await;
 }
+
+/// A saga whose step waits for an event is `waiting` (a stuck class) once it
+/// has waited half its wait, by the given clock.
+#[tokio::test]
+async fn a_waiting_step_past_half_its_wait_is_stuck_waiting() {
+    use orchestrator::store::{ListFilter, StuckClass};
+    use sagas::protocol::{Kind, Outcome, Reply, command_id};
+    let (db, store) = common::store(Backend::Sqlite).await;
+    let clock = Arc::new(ManualClock::at(T0));
+    let store = store.with_clock(clock.clone());
+    let driver = common::driver(&store, &[include_str!("fixtures/await.yaml")], offline(), 1).await;
+    let saga_id = driver.start("awaiting", "k1", &serde_json::json!({"amount": 5})).await.unwrap();
+    let saga_id = saga_id.saga_id().to_owned();
+    let reply = Reply {
+        command_id: command_id(&saga_id, "reserve", Kind::Do),
+        attempt: 1,
+        outcome: Outcome::Ok { output: serde_json::json!({"hold": "h-1"}) },
+    };
+    driver.handle(&saga_id, &Input::Reply(reply)).await.unwrap();
+    // `confirmed` waits up to 1m from T0: `waiting` after 30 s.
+    let filter = ListFilter { stuck: Some(StuckClass::Waiting), ..ListFilter::default() };
+    let at = |s: u64| i64::try_from(T0.0 + s * 1_000).unwrap();
+    let listed = |page: orchestrator::store::ListPage| -> Vec<String> {
+        page.rows.into_iter().map(|r| r.saga_id).collect()
+    };
+    let early = store.list(&filter, None, 10, at(29), &[0]).await.unwrap();
+    assert!(listed(early).is_empty());
+    let late = store.list(&filter, None, 10, at(31), &[0]).await.unwrap();
+    assert_eq!(listed(late), [saga_id.clone()]);
+    let (row, _) = driver.state(&saga_id).await.unwrap();
+    assert!(StuckClass::Waiting.matches(&row, at(31), &[0]));
+    assert!(!StuckClass::Waiting.matches(&row, at(29), &[0]));
+    db.remove().await;
+}

@@ -33,7 +33,7 @@ pub struct FilterSpec {
     pub newer_than: Option<String>,
     /// Ended (completed, compensated or failed) within this long (`1h`, `30m`).
     pub ended_within: Option<String>,
-    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner) or `any`.
+    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner, waiting) or `any`.
     pub stuck: Option<String>,
     /// Text the idempotency key contains.
     pub key: Option<String>,

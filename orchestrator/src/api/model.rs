@@ -72,6 +72,11 @@ pub struct StepView {
     /// began waiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_for: Option<WaitView>,
+    /// In a parallel group: the group's and the branch's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// `open`, `done` or `skipped`.
     pub undo: String,
     #[serde(rename = "do")]
@@ -79,6 +84,17 @@ pub struct StepView {
     pub undo_progress: ProgressView,
     pub output: Option<Value>,
     pub payload: Option<Value>,
+}
+
+/// A parallel group of the saga's definition: its branches start together.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupView {
+    pub name: String,
+    /// Its `when:` condition, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Its branches' names, in order.
+    pub branches: Vec<String>,
 }
 
 /// What a waiting step waits for.
@@ -145,6 +161,9 @@ pub struct SagaDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_error: Option<String>,
     pub steps: Vec<StepView>,
+    /// The definition's parallel groups (steps name theirs in `group`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupView>,
     pub events: Vec<EventView>,
     pub commands: Vec<CommandView>,
     pub replies: Vec<ReplyView>,

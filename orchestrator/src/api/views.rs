@@ -6,8 +6,8 @@
 //! is what the orchestrator will act on.
 
 use super::model::{
-    CommandView, EventView, ProgressView, ReplyView, SagaDetail, SagaSummary, StepView, StuckView,
-    WaitView,
+    CommandView, EventView, GroupView, ProgressView, ReplyView, SagaDetail, SagaSummary, StepView,
+    StuckView, WaitView,
 };
 use crate::engine::registry::Registry;
 use crate::store::entities::{saga_events, sagas as saga_rows};
@@ -88,6 +88,14 @@ fn stuck_detail(
             format!("the saga deadline passed {}s ago", over / 1000)
         }
         StuckClass::NoOwner => format!("partition {} has no live owner", row.partition),
+        StuckClass::Waiting => {
+            let since = now_ms - row.wait_half_at_ms.unwrap_or(now_ms);
+            format!(
+                "a waiting step has waited past half its wait for its event ({}s ago); it fails \
+                 and the saga turns back if none comes in time",
+                since / 1000
+            )
+        }
     }
 }
 
@@ -154,6 +162,11 @@ pub fn detail(
                 key: s.waits_for.as_ref().and_then(|(_, key)| key.clone()),
                 timeout_ms: w.timeout.as_millis(),
             }),
+            group: d.place.and_then(|p| def.groups.get(p.group)).map(|g| g.name.clone()),
+            branch: d
+                .place
+                .and_then(|p| def.groups.get(p.group)?.branches.get(p.branch))
+                .map(|b| b.name.clone()),
             undo: undo_name(s.backward).to_owned(),
             do_progress: progress_view(&s.do_progress, d.retry.attempts),
             undo_progress: progress_view(&s.undo_progress, d.compensation_retry.attempts),
@@ -192,6 +205,15 @@ pub fn detail(
         output: state.output.clone(),
         output_error: state.output_error.clone(),
         steps,
+        groups: def
+            .groups
+            .iter()
+            .map(|g| GroupView {
+                name: g.name.clone(),
+                when: g.when.as_ref().map(|w| w.source().to_owned()),
+                branches: g.branches.iter().map(|b| b.name.clone()).collect(),
+            })
+            .collect(),
         events,
         commands,
         replies,

@@ -61,8 +61,30 @@ pub(crate) fn project(state: &SagaState) -> Projection {
         }),
         deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
         park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
+        wait_half_at_ms: wait_half_at(state).map(clock::to_db),
         tags: None,
     }
+}
+
+/// When the first of the waiting steps the running saga is at will have
+/// waited half its wait.
+fn wait_half_at(state: &SagaState) -> Option<sagas::UnixMillis> {
+    if state.status != sagas::SagaStatus::Running {
+        return None;
+    }
+    state
+        .working()
+        .into_iter()
+        .filter_map(|(i, _)| {
+            let wait = state.step_def(i).wait.as_ref()?;
+            match state.steps[i].do_progress.wait {
+                sagas::machine::Wait::Reply { timeout_at, .. } => Some(sagas::UnixMillis(
+                    timeout_at.0.saturating_sub(wait.timeout.as_millis() / 2),
+                )),
+                _ => None,
+            }
+        })
+        .min()
 }
 
 /// Hex SHA-256 of a JSON value's canonical text (object keys sorted).

@@ -56,6 +56,9 @@ pub mod sagas {
         pub deadline_at_ms: Option<i64>,
         /// Why the saga is parked, when it is.
         pub park_reason: Option<String>,
+        /// When a waiting step it is at has waited half its wait (the stuck
+        /// class `waiting` from then on).
+        pub wait_half_at_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(ConsoleSessions),
             Box::new(SagaTags),
             Box::new(Archive),
+            Box::new(Waits),
         ]
     }
 
@@ -103,6 +104,7 @@ enum Sagas {
     Attempt,
     DeadlineAtMs,
     ParkReason,
+    WaitHalfAtMs,
 }
 
 #[derive(DeriveIden)]
@@ -440,6 +442,31 @@ impl MigrationTrait for SagaTags {
             [SagaTagsTable::Name, SagaTagsTable::Value, SagaTagsTable::SagaId],
         )
         .await
+    }
+}
+
+/// Waiting steps: when the one a saga is at has waited half its wait (the
+/// stuck class `waiting`).
+#[derive(Debug)]
+struct Waits;
+
+impl MigrationName for Waits {
+    fn name(&self) -> &str {
+        "m0007_waits"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Waits {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Sagas::Table)
+                .add_column(ColumnDef::new(Sagas::WaitHalfAtMs).big_integer().null())
+                .to_owned(),
+        )
+        .await?;
+        index(m, "sagas_by_wait_half", Sagas::Table, [Sagas::WaitHalfAtMs]).await
     }
 }
 

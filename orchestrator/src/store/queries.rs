@@ -36,11 +36,19 @@ pub enum StuckClass {
     PastDeadline,
     /// Its partition has no live owner, so nothing drives it.
     NoOwner,
+    /// A waiting step has waited past half its wait for its event.
+    Waiting,
 }
 
 impl StuckClass {
-    pub const ALL: [Self; 5] =
-        [Self::Overdue, Self::Retrying, Self::Parked, Self::PastDeadline, Self::NoOwner];
+    pub const ALL: [Self; 6] = [
+        Self::Overdue,
+        Self::Retrying,
+        Self::Parked,
+        Self::PastDeadline,
+        Self::NoOwner,
+        Self::Waiting,
+    ];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -50,6 +58,7 @@ impl StuckClass {
             Self::Parked => "parked",
             Self::PastDeadline => "past_deadline",
             Self::NoOwner => "no_owner",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -72,6 +81,9 @@ impl StuckClass {
             Self::Parked => row.status == "parked",
             Self::PastDeadline => active && row.deadline_at_ms.is_some_and(|d| d < now_ms),
             Self::NoOwner => active && !owned.contains(&row.partition),
+            Self::Waiting => {
+                row.status == "running" && row.wait_half_at_ms.is_some_and(|h| h < now_ms)
+            }
         }
     }
 
@@ -92,6 +104,9 @@ impl StuckClass {
             Self::NoOwner => Condition::all()
                 .add(active)
                 .add(sagas::Column::Partition.is_not_in(owned.iter().copied())),
+            Self::Waiting => Condition::all()
+                .add(sagas::Column::Status.eq("running"))
+                .add(sagas::Column::WaitHalfAtMs.lt(now_ms)),
         }
     }
 }
@@ -352,6 +367,7 @@ mod tests {
                 attempt: 2,
                 deadline_at_ms: Some(0),
                 park_reason: None,
+                wait_half_at_ms: Some(0),
             };
             for class in StuckClass::ALL {
                 if class.matches(&row, 1_000_000, &[]) {

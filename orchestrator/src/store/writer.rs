@@ -108,6 +108,7 @@ impl OwnedAppend {
             attempt: Set(p.attempt),
             deadline_at_ms: Set(p.deadline_at_ms),
             park_reason: Set(p.park_reason.clone()),
+            wait_half_at_ms: Set(p.wait_half_at_ms),
         }
     }
 
@@ -424,7 +425,7 @@ async fn update_projections<C: ConnectionTrait>(
     conn: &C,
     appends: &[&OwnedAppend],
 ) -> Result<HashSet<String>, StoreError> {
-    const COLUMNS: [(&str, &str); 12] = [
+    const COLUMNS: [(&str, &str); 13] = [
         ("saga_id", "text"),
         ("expected_seq", "int8"),
         ("seq", "int8"),
@@ -437,6 +438,7 @@ async fn update_projections<C: ConnectionTrait>(
         ("attempt", "int4"),
         ("deadline_at_ms", "int8"),
         ("park_reason", "text"),
+        ("wait_half_at_ms", "int8"),
     ];
     let backend = conn.get_database_backend();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(appends.len() * COLUMNS.len());
@@ -457,6 +459,7 @@ async fn update_projections<C: ConnectionTrait>(
             p.attempt.into(),
             p.deadline_at_ms.into(),
             p.park_reason.clone().into(),
+            p.wait_half_at_ms.into(),
         ]);
         let placeholders: Vec<String> = COLUMNS
             .iter()
@@ -526,6 +529,7 @@ async fn update_projection<C: ConnectionTrait>(
         .col_expr(sagas::Column::Attempt, Expr::value(p.attempt))
         .col_expr(sagas::Column::DeadlineAtMs, Expr::value(p.deadline_at_ms))
         .col_expr(sagas::Column::ParkReason, Expr::value(p.park_reason.clone()))
+        .col_expr(sagas::Column::WaitHalfAtMs, Expr::value(p.wait_half_at_ms))
         .filter(sagas::Column::SagaId.eq(a.saga_id.as_str()))
         .filter(sagas::Column::Seq.eq(a.expected_seq))
         .exec(conn)
@@ -613,6 +617,7 @@ mod tests {
             attempt: 1,
             deadline_at_ms: None,
             park_reason: None,
+            wait_half_at_ms: None,
             tags: None,
         }
     }

@@ -290,7 +290,7 @@ pub enum SagasCommand {
             --request-id <job id> to follow a job again without repeating any repair.\n\n\
             Filters (--filter KEY=VALUE, repeatable, at least one): type=, status= (comma list \
             or repeated), step=, older_than=10m, newer_than=1h, stuck=any|overdue|retrying|\
-            parked|past_deadline|no_owner, key= (text the idempotency key contains), \
+            parked|past_deadline|no_owner|waiting, key= (text the idempotency key contains), \
             tag.<name>= (a business tag, e.g. tag.customer=42).",
         after_help = "Examples:\n  \
             skald sagas bulk abort --filter type=topup --filter status=running \\\n    \
@@ -323,7 +323,7 @@ pub struct ListArgs {
     /// StartAnswer more recently than this.
     #[arg(long, value_name = "AGE")]
     pub newer_than: Option<String>,
-    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner) or `any`.
+    /// A stuck class (overdue, retrying, parked, past_deadline, no_owner, waiting) or `any`.
     #[arg(long, value_name = "CLASS")]
     pub stuck: Option<String>,
     /// Text the idempotency key contains.
