@@ -83,7 +83,7 @@ async fn a_waiting_step_past_half_its_wait_is_stuck_waiting() {
     let early = store.list(&filter, None, 10, at(29), &[0]).await.unwrap();
     assert!(listed(early).is_empty());
     let late = store.list(&filter, None, 10, at(31), &[0]).await.unwrap();
-    assert_eq!(listed(late), [saga_id.clone()]);
+    assert_eq!(listed(late), std::slice::from_ref(&saga_id));
     let (row, _) = driver.state(&saga_id).await.unwrap();
     assert!(StuckClass::Waiting.matches(&row, at(31), &[0]));
     assert!(!StuckClass::Waiting.matches(&row, at(29), &[0]));
