@@ -502,3 +502,25 @@ async fn the_saga_page_asks_the_participants_across_services() {
     assert!(panel.contains("no replica of `stock` answers inspections"), "{panel}");
     assert!(!panel.contains("Every participant agrees"), "{panel}");
 }
+
+#[tokio::test]
+async fn the_saga_page_draws_a_parallel_group_with_its_branches_side_by_side() {
+    let engine = Engine::new(Backend::Sqlite, &[include_str!("fixtures/screened.yaml")]).await;
+    let mut tokens = Tokens::none();
+    tokens.insert("vic", Role::Viewer, VIEWER, None);
+    let f = Fixture { app: engine.router(tokens, "test"), engine };
+    let started = f.engine.driver.start("screened", "k1", &json!({ "amount": 5 })).await.unwrap();
+    let id = started.saga_id().to_owned();
+    let (status, _, body) = f.get(&format!("/console/sagas/{id}"), VIEWER).await;
+    assert_eq!(status, StatusCode::OK);
+    let flow = &body[body.find(r#"id="flow""#).unwrap()..];
+    let flow = &flow[..flow.find("</ol>\n\n").unwrap_or(flow.len())];
+    assert!(flow.contains(r#"class="flow-group""#) && flow.contains("prepare"), "{flow}");
+    let funds = flow.find(r#"aria-label="branch funds""#).unwrap();
+    let risk = flow.find(r#"aria-label="branch risk""#).unwrap();
+    assert!(funds < risk, "{flow}");
+    // hold is in flight; screen was skipped by its condition; then the wait.
+    assert!(flow[funds..risk].contains("hold") && flow[funds..risk].contains("result-pending"));
+    assert!(flow[risk..].contains("screen") && flow[risk..].contains("its condition was false"));
+    assert!(flow.contains("confirmed") && flow.contains("waits for event"), "{flow}");
+}

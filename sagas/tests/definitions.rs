@@ -1016,3 +1016,20 @@ fn parallel_group_mistakes_are_located_by_group_branch_and_step() {
         "known fields here: name, steps",
     );
 }
+
+#[test]
+fn a_diff_says_when_a_step_moves_into_a_parallel_group() {
+    let old = load_ok(&with_group("", "", ""));
+    let lined = HOLD_YAML.to_owned()
+        + "  - { name: h1, participant: ledger, action: hold, compensation: void }\n  \
+           - { name: screen, participant: risk, action: screen, compensation: unscreen }\n";
+    let new = load_ok(&lined);
+    let lines = definition::diff(&old, &new);
+    assert!(
+        lines.contains(&"~ step `h1` runs: in group `prep`, branch `funds` → in line".to_owned()),
+        "{lines:?}"
+    );
+    let when = load_ok(&with_group("    when: \"input.amount > 1\"\n", "", ""));
+    let lines = definition::diff(&old, &when);
+    assert_eq!(lines, ["~ group `prep` when: none → `input.amount > 1`"]);
+}

@@ -376,21 +376,23 @@ pub fn write_table(
 pub const STEP_HEADER: [&str; 5] = ["#", "step", "participant", "action", "compensation"];
 
 /// The first cells of step `i`'s row under [`STEP_HEADER`]: its number, its
-/// name (marked when it is the pivot), participant, action and compensation
-/// (`-` for none).
+/// name (`group/branch/step` in a parallel group; marked when it is the
+/// pivot), participant, action and compensation (`-` for none).
 #[must_use]
 pub fn step_cells(
     i: usize,
     name: &str,
+    place: Option<(&str, &str)>,
     pivot: bool,
     participant: &str,
     action: &str,
     compensation: Option<&str>,
 ) -> Vec<String> {
     let pivot = if pivot { " (pivot)" } else { "" };
+    let place = place.map(|(group, branch)| format!("{group}/{branch}/")).unwrap_or_default();
     vec![
         (i + 1).to_string(),
-        format!("{name}{pivot}"),
+        format!("{place}{name}{pivot}"),
         participant.to_owned(),
         action.to_owned(),
         compensation.unwrap_or("-").to_owned(),

@@ -62,6 +62,17 @@ fn step(out: &mut Vec<String>, old: &StepDef, new: &StepDef) {
     });
 }
 
+/// Where step `i` of `d` runs: in line, or in a branch of a parallel group.
+fn place(d: &Definition, i: usize) -> String {
+    d.steps[i]
+        .place
+        .and_then(|p| {
+            let g = d.groups.get(p.group)?;
+            Some(format!("in group `{}`, branch `{}`", g.name, g.branches.get(p.branch)?.name))
+        })
+        .unwrap_or_else(|| "in line".to_owned())
+}
+
 /// Every difference from `old` to `new`, in definition order; empty when
 /// they define the same saga.
 #[must_use]
@@ -97,6 +108,10 @@ pub fn diff(old: &Definition, new: &Definition) -> Vec<String> {
                     ));
                 }
                 step(&mut out, s, &new.steps[j]);
+                let (was, is) = (place(old, i), place(new, j));
+                if was != is {
+                    out.push(line('~', format!("step `{}` runs: {was} → {is}", s.name)));
+                }
             }
         }
     }
@@ -106,6 +121,13 @@ pub fn diff(old: &Definition, new: &Definition) -> Vec<String> {
                 '+',
                 format!("step #{} `{}` ({}.{})", j + 1, s.name, s.participant, s.action),
             ));
+        }
+    }
+    for g in &old.groups {
+        if let Some(n) = new.groups.iter().find(|n| n.name == g.name) {
+            changed(&mut out, &format!("group `{}` when", g.name), &g.when, &n.when, |w| {
+                w.as_ref().map_or_else(|| "none".to_owned(), |w| format!("`{}`", w.source()))
+            });
         }
     }
     let pivot = |d: &Definition, names: &[String]| {

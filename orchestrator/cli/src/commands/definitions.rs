@@ -50,7 +50,10 @@ pub enum DefinitionsCommand {
     #[command(
         long_about = "Show what a saga definition defines: its name, version, hash, deadline \
             and pivot, and a table of its steps with participant, action, compensation, \
-            timeout, retry attempts, whether the step is retriable and its `when:` condition.\n\n\
+            timeout, retry attempts, whether the step is retriable and its `when:` condition \
+            (a step in a parallel group is named `group/branch/step`); a definition with \
+            parallel groups also gets a `flow:` drawing of its steps, each group's branches \
+            one line each.\n\n\
             TARGET is a definition file (an existing file, or any path with `/` or ending in \
             .yaml or .yml), validated locally with no server, or a saga type, read from the \
             API of a running `skald serve` (its newest version, or --version). An invalid file \
@@ -267,8 +270,54 @@ fn write_definition(d: &Definition, source: &str, out: &mut dyn Write) -> io::Re
     let pivot =
         d.pivot.and_then(|p| d.steps.get(p)).map_or("none (every step can be undone)", |s| &s.name);
     writeln!(out, "pivot:    {pivot}")?;
+    if !d.groups.is_empty() {
+        writeln!(out, "flow:")?;
+        write_flow(d, out)?;
+    }
     writeln!(out)?;
     write_steps(d, out)
+}
+
+/// The steps in order, each parallel group drawn as a box with a line per
+/// branch: its steps, in the order the branch runs them.
+fn write_flow(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
+    let mut i = 0;
+    while let Some(s) = d.steps.get(i) {
+        let Some(group) = d.group_of(i) else {
+            let mut notes = Vec::new();
+            if d.pivot == Some(i) {
+                notes.push("pivot".to_owned());
+            }
+            if let Some(w) = &s.wait {
+                notes.push(format!("waits for {}", w.event));
+            }
+            if let Some(w) = &s.when {
+                notes.push(format!("when {}", w.source()));
+            }
+            let notes =
+                if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) };
+            writeln!(out, "  {}{notes}", s.name)?;
+            i += 1;
+            continue;
+        };
+        let when =
+            group.when.as_ref().map(|w| format!(", when {}", w.source())).unwrap_or_default();
+        writeln!(out, "  ┌ {} (parallel{when})", group.name)?;
+        let width = group.branches.iter().map(|b| b.name.len()).max().unwrap_or(0);
+        for b in &group.branches {
+            let steps: Vec<&str> = b.steps.clone().map(|j| d.steps[j].name.as_str()).collect();
+            writeln!(
+                out,
+                "  │ {:width$}  {}",
+                format!("{}:", b.name),
+                steps.join(" → "),
+                width = width + 1
+            )?;
+        }
+        writeln!(out, "  └")?;
+        i = group.steps.end;
+    }
+    Ok(())
 }
 
 /// What the CLI reads of a definition summary from the API.
@@ -449,8 +498,12 @@ fn write_steps(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
                 ),
                 None => (s.participant.clone(), s.action.clone()),
             };
+            let place = s.place.and_then(|p| {
+                let group = d.groups.get(p.group)?;
+                Some((group.name.as_str(), group.branches.get(p.branch)?.name.as_str()))
+            });
             let mut row =
-                client::step_cells(i, &s.name, pivot, &participant, &action, compensation);
+                client::step_cells(i, &s.name, place, pivot, &participant, &action, compensation);
             row.extend([
                 s.timeout.to_string(),
                 s.retry.attempts.to_string(),
@@ -529,6 +582,25 @@ mod tests {
                 vec!["3", "post", "ledger", "post", "-", "2s", "20", "yes", "-"],
             ]
         );
+    }
+
+    #[test]
+    fn show_draws_parallel_groups_branch_by_branch() {
+        let (verdict, out, err) = run_to_strings(&show_command(shipped("topup_3ds.yaml")));
+        assert_eq!(verdict, Outcome::Success, "{err}");
+        let flow: Vec<&str> = out
+            .lines()
+            .skip_while(|l| *l != "flow:")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            flow[..4],
+            ["  ┌ prepare (parallel)", "  │ funds:      hold", "  │ screening:  screen", "  └"]
+        );
+        assert!(flow.contains(&"  post  (pivot)"), "{out}");
+        assert!(out.contains("\n1  prepare/funds/hold "), "{out}");
+        assert!(out.contains("\n2  prepare/screening/screen "), "{out}");
     }
 
     #[test]

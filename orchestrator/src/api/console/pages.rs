@@ -315,6 +315,71 @@ pub struct StepRow {
     pub output: Option<String>,
 }
 
+/// One step in the saga's diagram.
+#[derive(Debug, Clone)]
+pub struct FlowNode {
+    pub name: String,
+    pub result: String,
+    pub pivot: bool,
+    /// What to say beside it: what a waiting step waits for, a condition.
+    pub note: String,
+}
+
+/// One branch of a parallel group in the diagram (a plain step's block has
+/// one unnamed lane).
+#[derive(Debug, Clone)]
+pub struct FlowLane {
+    pub name: String,
+    pub nodes: Vec<FlowNode>,
+}
+
+/// A step, or a parallel group with its branches side by side.
+#[derive(Debug, Clone)]
+pub struct FlowBlock {
+    pub group: Option<String>,
+    /// The group's `when:`, or empty.
+    pub when: String,
+    pub lanes: Vec<FlowLane>,
+}
+
+/// The diagram of a saga's steps, in order: each parallel group one block
+/// whose branches sit side by side.
+fn flow(d: &SagaDetail, rows: &[StepRow]) -> Vec<FlowBlock> {
+    let mut blocks: Vec<FlowBlock> = Vec::new();
+    for (st, row) in d.steps.iter().zip(rows) {
+        let note = if st.waits_for.is_some() {
+            row.action.clone()
+        } else if st.result == "skipped_by_condition" {
+            "skipped: its condition was false".to_owned()
+        } else if !row.when.is_empty() {
+            format!("when {}", row.when)
+        } else {
+            String::new()
+        };
+        let node =
+            FlowNode { name: st.name.clone(), result: st.result.clone(), pivot: st.pivot, note };
+        let lane = st.branch.clone().unwrap_or_default();
+        match (&st.group, blocks.last_mut()) {
+            (Some(g), Some(block)) if block.group.as_ref() == Some(g) => {
+                match block.lanes.iter_mut().find(|l| l.name == lane) {
+                    Some(l) => l.nodes.push(node),
+                    None => block.lanes.push(FlowLane { name: lane, nodes: vec![node] }),
+                }
+            }
+            (group, _) => blocks.push(FlowBlock {
+                when: group
+                    .as_ref()
+                    .and_then(|g| d.groups.iter().find(|x| &x.name == g))
+                    .and_then(|g| g.when.clone())
+                    .unwrap_or_default(),
+                group: group.clone(),
+                lanes: vec![FlowLane { name: lane, nodes: vec![node] }],
+            }),
+        }
+    }
+    blocks
+}
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub seq: i64,
@@ -363,6 +428,8 @@ pub struct SagaView {
     pub output: Option<String>,
     pub input: String,
     pub steps: Vec<StepRow>,
+    /// The steps drawn as a diagram.
+    pub flow: Vec<FlowBlock>,
     pub events: Vec<EventRow>,
     pub commands: Vec<CommandRow>,
     pub replies: Vec<ReplyRow>,
@@ -373,6 +440,37 @@ impl SagaView {
     pub fn of(d: &SagaDetail) -> Self {
         let s = &d.summary;
         let first = d.events.first().map_or(0, |e| e.recorded_at_ms);
+        let steps: Vec<StepRow> = d
+            .steps
+            .iter()
+            .map(|st| StepRow {
+                name: st.name.clone(),
+                action: match &st.waits_for {
+                    // A waiting step sends nothing: say what it waits for.
+                    Some(w) => {
+                        let key =
+                            w.key.as_deref().map(|k| format!(" (key {k})")).unwrap_or_default();
+                        let until = match (&st.do_progress.waiting[..], st.do_progress.due_at_ms) {
+                            ("reply", Some(due)) => {
+                                format!(", until {}", utc(i64::try_from(due).unwrap_or(i64::MAX)))
+                            }
+                            _ => format!(", up to {}s", w.timeout_ms / 1000),
+                        };
+                        format!("waits for event `{}`{key}{until}", w.event)
+                    }
+                    None => format!("{}.{}", st.participant, st.action),
+                },
+                when: st.when.clone().unwrap_or_default(),
+                compensation: st.compensation.clone().unwrap_or_default(),
+                pivot: st.pivot,
+                result: st.result.clone(),
+                undo: st.undo.clone(),
+                do_progress: ProgressRow::of(&st.do_progress),
+                undo_progress: st.compensation.as_ref().map(|_| ProgressRow::of(&st.undo_progress)),
+                payload: st.payload.as_ref().map(pretty),
+                output: st.output.as_ref().map(pretty),
+            })
+            .collect();
         Self {
             row: Row::of(s),
             owner: d.owner.clone().unwrap_or_else(|| "none (no live owner here)".to_owned()),
@@ -393,42 +491,8 @@ impl SagaView {
                 .map(pretty)
                 .or_else(|| d.output_error.as_ref().map(|e| format!("not rendered: {e}"))),
             input: pretty(&d.input),
-            steps: d
-                .steps
-                .iter()
-                .map(|st| StepRow {
-                    name: st.name.clone(),
-                    action: match &st.waits_for {
-                        // A waiting step sends nothing: say what it waits for.
-                        Some(w) => {
-                            let key =
-                                w.key.as_deref().map(|k| format!(" (key {k})")).unwrap_or_default();
-                            let until =
-                                match (&st.do_progress.waiting[..], st.do_progress.due_at_ms) {
-                                    ("reply", Some(due)) => format!(
-                                        ", until {}",
-                                        utc(i64::try_from(due).unwrap_or(i64::MAX))
-                                    ),
-                                    _ => format!(", up to {}s", w.timeout_ms / 1000),
-                                };
-                            format!("waits for event `{}`{key}{until}", w.event)
-                        }
-                        None => format!("{}.{}", st.participant, st.action),
-                    },
-                    when: st.when.clone().unwrap_or_default(),
-                    compensation: st.compensation.clone().unwrap_or_default(),
-                    pivot: st.pivot,
-                    result: st.result.clone(),
-                    undo: st.undo.clone(),
-                    do_progress: ProgressRow::of(&st.do_progress),
-                    undo_progress: st
-                        .compensation
-                        .as_ref()
-                        .map(|_| ProgressRow::of(&st.undo_progress)),
-                    payload: st.payload.as_ref().map(pretty),
-                    output: st.output.as_ref().map(pretty),
-                })
-                .collect(),
+            flow: flow(d, &steps),
+            steps,
             events: d
                 .events
                 .iter()

@@ -91,7 +91,9 @@ pub(super) fn write_detail(d: &SagaDetail, out: &mut dyn Write) -> std::io::Resu
                 waiting = format!("event {}{key}", w.event);
             }
             let participant = if st.participant.is_empty() { "-" } else { st.participant.as_str() };
-            let mut row = step_cells(i, &st.name, st.pivot, participant, &action, compensation);
+            let place = st.group.as_deref().zip(st.branch.as_deref());
+            let mut row =
+                step_cells(i, &st.name, place, st.pivot, participant, &action, compensation);
             row.extend([
                 st.result.clone(),
                 st.undo.clone(),
