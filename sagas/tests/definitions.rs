@@ -853,6 +853,10 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
          key: \"{{{{steps.hold.output.id}}}}\", schema: {{ type: object }} }}\n"
     ));
     assert!(keyed.steps[1].wait.as_ref().unwrap().key.is_some());
+    // A compensation of its own, run by a participant when the saga turns back.
+    let undone = load_ok(&hold_then_wait("participant: notify\ncompensation: withdraw"));
+    assert_eq!(undone.steps[1].compensation.as_deref(), Some("withdraw"));
+    assert_eq!(undone.pivot, None);
     assert_each_only_error(&[
         (
             hold_then_wait("action: confirm"),
@@ -866,15 +870,15 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
             hold_then_wait("participant: ledger"),
             Some("confirmed"),
             "participant",
-            "no effect of its own to undo",
+            "without a compensation: it sends nothing to anyone",
             None,
         ),
         (
             hold_then_wait("compensation: unconfirm"),
             Some("confirmed"),
-            "compensation",
-            "no effect of its own to undo",
-            Some("the step whose effect the event confirms"),
+            "participant",
+            "the compensation of a waiting step is sent to a participant",
+            Some("add `participant:`"),
         ),
         (
             hold_then_wait("").replace("timeout: 10m", "timeout: 721h"),
@@ -1032,4 +1036,22 @@ fn a_diff_says_when_a_step_moves_into_a_parallel_group() {
     let when = load_ok(&with_group("    when: \"input.amount > 1\"\n", "", ""));
     let lines = definition::diff(&old, &when);
     assert_eq!(lines, ["~ group `prep` when: none → `input.amount > 1`"]);
+}
+
+#[test]
+fn a_group_with_an_empty_branch_or_too_many_branches_is_refused() {
+    let empty = with_group("", "", "").replace(
+        "        steps:\n          - { name: h1, participant: ledger, action: hold, compensation: void }\n",
+        "        steps: []\n",
+    );
+    assert_only_error(&empty, Some("prep"), "parallel.0.steps", "branch `funds` has no steps");
+    let branch = |b: usize| {
+        format!(
+            "      - name: b{b}\n        steps:\n          \
+             - {{ name: s{b}, participant: p, action: a, compensation: u }}\n"
+        )
+    };
+    let nine: String = (0..9).map(branch).collect();
+    let many = format!("{HOLD_YAML}  - name: prep\n    parallel:\n{nine}");
+    assert_only_error(&many, Some("prep"), "parallel", "over the limit of 8");
 }

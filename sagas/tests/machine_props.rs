@@ -117,6 +117,13 @@ impl Shape {
             if let Some(when) = self.conditions[i] {
                 yaml.push_str(&format!(", when: \"{}\"", when.text()));
             }
+            // Every other waiting step has a compensation of its own.
+            if i % 2 == 0 {
+                yaml.push_str(&format!(
+                    ", participant: p, compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
+                    c = self.compensation_attempts
+                ));
+            }
             yaml.push_str("}\n");
             return yaml;
         }

@@ -289,7 +289,14 @@ impl Plan {
             .iter()
             .map(|s| {
                 let here = Here {
-                    participant: s.participant.clone(),
+                    // A waiting step is not compared (its compensation, if it
+                    // has one, undoes what the event confirmed, not an effect
+                    // a `do` recorded): nobody is asked about it.
+                    participant: if s.wait.is_some() {
+                        String::new()
+                    } else {
+                        s.participant.clone()
+                    },
                     do_here: DoHere::NotSent,
                     undo: UndoHere::NotSent,
                     sent_do: None,

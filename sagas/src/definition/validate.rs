@@ -754,19 +754,23 @@ fn check_waiting_fields(c: &mut Collector, label: &str, s: &RawStep) {
             );
         }
     }
-    // It has no effect of its own to undo; what the event confirms is undone
-    // by the compensation of the step that caused it.
-    for (field, set) in
-        [("compensation", s.compensation.is_some()), ("participant", s.participant.is_some())]
-    {
-        if set {
-            c.push(
-                step,
-                field,
-                "is set on a waiting step, which has no effect of its own to undo",
-                "remove it: put the compensation on the step whose effect the event confirms",
-            );
-        }
+    // Its compensation, if it has one, is a command to a participant (say, to
+    // tell the customer the approval they gave is void): both or neither.
+    match (&s.participant, &s.compensation) {
+        (Some(p), Some(_)) => check_token(c, step, "participant", p),
+        (None, None) => {}
+        (Some(_), None) => c.push(
+            step,
+            "participant",
+            "is set on a waiting step without a compensation: it sends nothing to anyone",
+            "remove `participant:`, or add the `compensation:` it runs when the saga turns back",
+        ),
+        (None, Some(_)) => c.push(
+            step,
+            "participant",
+            "is required but missing: the compensation of a waiting step is sent to a participant",
+            "add `participant:`, the service that runs the compensation",
+        ),
     }
 }
 

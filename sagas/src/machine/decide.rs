@@ -500,7 +500,11 @@ impl Draft {
                     return;
                 }
             },
-            Kind::Undo => self.state.steps[index].payload.clone().unwrap_or(Value::Null),
+            // A waiting step sent no `do`: its undo carries the event it took.
+            Kind::Undo => {
+                let step = &self.state.steps[index];
+                step.payload.clone().or_else(|| step.output.clone()).unwrap_or(Value::Null)
+            }
         };
         let attempt = self.state.steps[index].progress(kind).attempts + 1;
         let timeout_at = self.now.plus_ms(def.timeout.as_millis());

@@ -224,7 +224,8 @@ impl StepState {
     pub fn needs_undo(&self) -> bool {
         let maybe_done = match self.forward {
             Forward::Succeeded { .. } | Forward::Unknown => true,
-            Forward::Skipped => self.do_progress.attempts > 0,
+            // A waiting step sent nothing, even while it waited.
+            Forward::Skipped => self.do_progress.attempts > 0 && self.waits_for.is_none(),
             Forward::Pending
             | Forward::Failed { .. }
             | Forward::Abandoned
@@ -518,7 +519,9 @@ impl SagaState {
             }
             SagaEvent::CommandSent { step, kind, attempt, payload, timeout_at, .. } => {
                 if let Some(s) = self.step_mut(step) {
-                    if *kind == Kind::Do {
+                    // A waiting step's undo is its first command: what it carries
+                    // is what a takeover re-sends.
+                    if *kind == Kind::Do || s.payload.is_none() {
                         s.payload = Some(payload.clone());
                     }
                     let p = s.progress_mut(*kind);

@@ -1255,3 +1255,28 @@ fn a_version_2_history_with_a_parallel_group_still_replays() {
     assert_eq!(state.steps[1].backward, Backward::Done);
     assert_eq!(state.steps[3].backward, Backward::Done);
 }
+
+#[test]
+fn a_waiting_step_with_a_compensation_is_undone_with_the_event_it_took() {
+    let def = def(
+        "w.yaml",
+        &include_str!("../../tests/fixtures/wait.yaml")
+            .replace(
+                "  - name: w\n    wait_for:",
+                "  - name: w\n    participant: notify\n    compensation: withdraw\n    wait_for:",
+            )
+            .replace("    action: r_do\n", "    action: r_do\n    compensation: r_undo\n"),
+    );
+    let mut s = Saga::given(def, "a ok");
+    s.when(signal("e1", "a-out", json!({"ok": true}))).unwrap();
+    let d = s.feed("r failed");
+    // Newest first: the waiting step's compensation, carrying the event's body.
+    assert_eq!(kinds(&d), ["w.undo"]);
+    assert_eq!(
+        (d.commands[0].participant.as_str(), d.commands[0].action.as_str()),
+        ("notify", "withdraw")
+    );
+    assert_eq!(d.commands[0].payload, json!({"ok": true}));
+    assert_eq!(s.state.in_flight(), d.commands, "a takeover re-sends it as sent");
+    assert_eq!(kinds(&s.feed("w.undo ok")), ["a.undo"]);
+}
