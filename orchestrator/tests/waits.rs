@@ -114,6 +114,49 @@ async fn events_reach_the_waiting_step_once(backend: Backend) {
     let (status, v) = post(&app, &path, SIGNALLER, event("w2", "h-2", json!("bob"))).await;
     assert_eq!((status, v["taken"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
     assert_eq!(v["saga_status"], "running");
+
+    // By its key alone: the one saga waiting for `confirmation` with h-3.
+    let by_key = "/v1/events/confirmation";
+    let id = engine
+        .driver
+        .start("awaiting", "k3", &json!({"amount": 5}))
+        .await
+        .unwrap()
+        .saga_id()
+        .to_owned();
+    // Not waiting yet: nobody is found (an early event goes by saga id).
+    let (status, v) = post(&app, by_key, SIGNALLER, event("x1", "h-3", json!("cy"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    answer(&engine, &id, "reserve", json!({"hold": "h-3"})).await;
+    let (status, v) =
+        post(&app, by_key, SIGNALLER, json!({"event_id": "x2", "payload": {"by": "cy"}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no key: {v}");
+    let (status, v) = post(&app, by_key, VIEWER, event("x2", "h-3", json!("cy"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    // Two sagas waiting for the same key: which one is meant is not guessed.
+    let twin = engine
+        .driver
+        .start("awaiting", "k4", &json!({"amount": 5}))
+        .await
+        .unwrap()
+        .saga_id()
+        .to_owned();
+    answer(&engine, &twin, "reserve", json!({"hold": "h-3"})).await;
+    let (status, v) = post(&app, by_key, SIGNALLER, event("x3", "h-3", json!("cy"))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ambiguous")),
+        "{v}"
+    );
+    let abort = sagas::machine::Input::Operator(sagas::machine::OperatorInput {
+        action: sagas::machine::OperatorAction::Abort,
+        by: "test".into(),
+        reason: "out of the way".into(),
+    });
+    engine.driver.handle(&twin, &abort).await.unwrap();
+    let (status, v) = post(&app, by_key, SIGNALLER, event("x4", "h-3", json!("cy"))).await;
+    assert_eq!((status, v["taken"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    assert_eq!(v["saga_id"], json!(id));
 }
 
 #[tokio::test]

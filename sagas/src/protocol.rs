@@ -148,6 +148,9 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
+    /// The saga; empty: the one running saga whose step waits for this
+    /// event with `key` (an event sent by its key alone).
+    #[serde(default)]
     pub saga_id: String,
     /// The sender's id for this event: the same id again is a duplicate.
     pub event_id: String,

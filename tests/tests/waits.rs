@@ -20,9 +20,14 @@ const APPROVAL: &str = "name: approval\nversion: 1\n\
     output: {by: \"{{steps.approved.output.by}}\"}\n\
     steps:\n  - name: approved\n    wait_for: {event: approval, timeout: 1m}\n";
 
+/// One step that waits for `paid`, keyed by the order number.
+const KEYED: &str = "name: keyed\nversion: 1\n\
+    input_schema: {type: object, properties: {order: {type: string}}}\n\
+    steps:\n  - name: paid\n    wait_for: {event: paid, key: \"{{input.order}}\", timeout: 1m}\n";
+
 async fn events_over_nats(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
-    let defs = definitions_dir(&[("approval.yaml", APPROVAL)]).unwrap();
+    let defs = definitions_dir(&[("approval.yaml", APPROVAL), ("keyed.yaml", KEYED)]).unwrap();
     let prefix = format!("t{}", token());
     let mut o = RunningOrchestrator::start(&db, &prefix, defs.clone()).await.unwrap();
     let StartResponse::Started { saga_id, .. } =
@@ -64,6 +69,39 @@ async fn events_over_nats(backend: Backend) {
     let not_json = o.client.request(o.ns.signal_subject("approval"), "{".into()).await.unwrap();
     let not_json: SignalResponse = serde_json::from_slice(&not_json.payload).unwrap();
     assert!(matches!(&not_json, SignalResponse::Refused { code, .. } if code == "bad_request"));
+
+    // By its key alone: the saga waiting for `paid` with the order number.
+    let StartResponse::Started { saga_id: keyed, .. } =
+        o.start_saga("keyed", "k2", json!({"order": "o-1"})).await.unwrap()
+    else {
+        panic!("not started");
+    };
+    let by_key = async |key: Option<&str>, event_id: &str| -> SignalResponse {
+        let request = SignalRequest {
+            saga_id: String::new(),
+            event_id: event_id.into(),
+            key: key.map(str::to_owned),
+            payload: json!({"paid": true}),
+        };
+        let body = serde_json::to_vec(&request).unwrap();
+        let msg = o.client.request(o.ns.signal_subject("paid"), body.into()).await.unwrap();
+        serde_json::from_slice(&msg.payload).unwrap()
+    };
+    let nobody = by_key(Some("o-2"), "p1").await;
+    assert!(
+        matches!(&nobody, SignalResponse::Refused { code, .. } if code == "unknown_saga"),
+        "{nobody:?}"
+    );
+    let no_key = by_key(None, "p1").await;
+    assert!(
+        matches!(&no_key, SignalResponse::Refused { code, .. } if code == "bad_request"),
+        "{no_key:?}"
+    );
+    assert_eq!(
+        by_key(Some("o-1"), "p1").await,
+        SignalResponse::Accepted { saga_id: keyed.clone(), taken: true }
+    );
+    assert_eq!(o.store.load(&keyed).await.unwrap().unwrap().row.status, "completed");
     o.stop().await;
     let _ = std::fs::remove_dir_all(defs);
 }

@@ -1,10 +1,12 @@
 //! Events from outside for sagas that wait for them:
-//! `POST /v1/sagas/{id}/events/{name}` (signaller).
+//! `POST /v1/sagas/{id}/events/{name}`, or by the key alone
+//! `POST /v1/events/{name}` (signaller).
 
 use super::error::{ApiError, ErrorBody};
 use super::sagas::{missing, valid_saga_id};
 use super::state::{ApiState, Json};
 use crate::engine::DriveError;
+use crate::engine::driver::ByKey;
 use axum::extract::{Path, State};
 use sagas::machine::Signal;
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,50 @@ pub async fn send(
     Path((saga_id, name)): Path<(String, String)>,
     Json(body): Json<EventBody>,
 ) -> Result<axum::Json<EventAnswer>, ApiError> {
+    Ok(axum::Json(signal(&state, &saga_id, name, body).await?))
+}
+
+/// Send an event to the saga whose step waits for it with its key (signaller):
+/// the sender knows the key (a charge id, an order number), not the saga.
+/// Only a saga already waiting is found: an event that may come before its
+/// step is reached is sent to the saga by id.
+#[utoipa::path(post, path = "/v1/events/{name}", tag = "sagas",
+    params(("name" = String, Path, description = "The event's name (a waiting step's `wait_for.event`)")),
+    request_body = EventBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = EventAnswer),
+        (status = 404, description = "No running saga waits for this event with this key", body = ErrorBody),
+        (status = 409, description = "Several sagas wait for it (`ambiguous`), or the saga holds the most events it keeps", body = ErrorBody),
+        (status = 422, description = "No key, or the event does not fit the waiting step", body = ErrorBody),
+    ))]
+pub async fn send_by_key(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<EventBody>,
+) -> Result<axum::Json<EventAnswer>, ApiError> {
+    let Some(key) = body.key.as_deref() else {
+        return Err(ApiError::invalid(
+            "an event sent by key needs `key`; send one without a key to /v1/sagas/{id}/events/{name}",
+        ));
+    };
+    let saga_id = match state.driver.saga_waiting_for(&name, key).await {
+        Ok(id) => id,
+        Err(ByKey::None) => {
+            return Err(ApiError::not_found(format!(
+                "a running saga waiting for `{name}` with key `{key}`"
+            )));
+        }
+        Err(ByKey::Several) => {
+            return Err(ApiError::Conflict {
+                code: "ambiguous",
+                message: format!(
+                    "several sagas wait for `{name}` with key `{key}`; send it to one by its id"
+                ),
+            });
+        }
+        Err(ByKey::Store(e)) => return Err(e.into()),
+    };
     Ok(axum::Json(signal(&state, &saga_id, name, body).await?))
 }
 

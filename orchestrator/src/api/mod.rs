@@ -47,7 +47,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     ),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::export, sagas::repair,
-        audit::saga, audit::window, events::send,
+        audit::saga, audit::window, events::send, events::send_by_key,
         bulk::bulk, bulk::job, bulk::jobs,
         definitions::list, definitions::show, definitions::validate, definitions::check, definitions::register,
         overview, health::healthz, health::readyz, health::metrics,
@@ -148,6 +148,7 @@ pub fn app(state: ApiState) -> Router {
         .route_layer(guard(Role::Viewer));
     let signaller = Router::new()
         .route("/v1/sagas/{saga_id}/events/{name}", post(events::send))
+        .route("/v1/events/{name}", post(events::send_by_key))
         .route_layer(guard(Role::Signaller));
     let operator = Router::new()
         .route("/v1/sagas", post(sagas::start))

@@ -3,7 +3,7 @@
 //! instance subscribes in one queue group; any of them records the event (as
 //! an operator's repair may come through any instance).
 
-use crate::engine::driver::{DriveError, Driver};
+use crate::engine::driver::{ByKey, DriveError, Driver};
 use sagas::machine::{Signal, TransitionError};
 use sagas::protocol::{BODY_BYTES_MAX, Namespace, SignalRequest, SignalResponse};
 use tokio_util::sync::CancellationToken;
@@ -70,7 +70,38 @@ async fn answer(driver: &Driver, event: String, payload: &[u8]) -> SignalRespons
             );
         }
     };
-    let saga_id = request.saga_id;
+    let saga_id = if request.saga_id.is_empty() {
+        let Some(key) = request.key.as_deref() else {
+            return refused(
+                "bad_request",
+                "send `saga_id`, or `key` to find the saga waiting for it",
+            );
+        };
+        match driver.saga_waiting_for(&event, key).await {
+            Ok(id) => id,
+            Err(ByKey::None) => {
+                return refused(
+                    "unknown_saga",
+                    format!("no running saga waits for `{event}` with key `{key}`"),
+                );
+            }
+            Err(ByKey::Several) => {
+                return refused(
+                    "ambiguous",
+                    format!("several sagas wait for `{event}` with key `{key}`; send `saga_id`"),
+                );
+            }
+            Err(ByKey::Store(e)) => {
+                tracing::error!(error = %e, "the saga waiting for an event could not be found");
+                return refused(
+                    "unavailable",
+                    "the orchestrator could not look the saga up; send it again",
+                );
+            }
+        }
+    } else {
+        request.saga_id
+    };
     let signal = Signal {
         name: event,
         event_id: request.event_id,

@@ -54,6 +54,14 @@ struct RepairTicket<'a> {
     by: &'a str,
 }
 
+/// Why an event sent by its key found no one saga.
+#[derive(Debug)]
+pub enum ByKey {
+    None,
+    Several,
+    Store(crate::store::StoreError),
+}
+
 /// What became of an event from outside ([`Driver::signal`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signalled {
@@ -157,6 +165,20 @@ impl Driver {
     pub fn with_end_listener(mut self, tx: mpsc::UnboundedSender<String>) -> Self {
         self.ended = Some(tx);
         self
+    }
+
+    /// The one running saga whose step waits for `event` with `key` (how an
+    /// event sent by its key alone finds its saga).
+    ///
+    /// # Errors
+    /// None or several wait for it, or the store cannot be read.
+    pub async fn saga_waiting_for(&self, event: &str, key: &str) -> Result<String, ByKey> {
+        let mut ids = self.store().waiting_for(event, key).await.map_err(ByKey::Store)?;
+        match ids.len() {
+            0 => Err(ByKey::None),
+            1 => Ok(ids.remove(0)),
+            _ => Err(ByKey::Several),
+        }
     }
 
     #[must_use]

@@ -62,6 +62,7 @@ pub(crate) fn project(state: &SagaState) -> Projection {
         deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
         park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
         wait_half_at_ms: wait_half_at(state).map(clock::to_db),
+        wait_key: wait_key(state),
         tags: None,
     }
 }
@@ -85,6 +86,23 @@ fn wait_half_at(state: &SagaState) -> Option<sagas::UnixMillis> {
             }
         })
         .min()
+}
+
+/// `<event>:<key>` of the first waiting step with a key the running saga is
+/// at (event names hold no `:`).
+fn wait_key(state: &SagaState) -> Option<String> {
+    if state.status != sagas::SagaStatus::Running {
+        return None;
+    }
+    state.working().into_iter().find_map(|(i, _)| {
+        let step = &state.steps[i];
+        match (&step.waits_for, step.do_progress.wait) {
+            (Some((event, Some(key))), sagas::machine::Wait::Reply { .. }) => {
+                Some(storable(format!("{event}:{key}")))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Hex SHA-256 of a JSON value's canonical text (object keys sorted).

@@ -59,6 +59,9 @@ pub mod sagas {
         /// When a waiting step it is at has waited half its wait (the stuck
         /// class `waiting` from then on).
         pub wait_half_at_ms: Option<i64>,
+        /// `<event>:<key>` of the first waiting step with a key it is at:
+        /// how an event sent by its key alone finds the saga.
+        pub wait_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

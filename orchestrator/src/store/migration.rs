@@ -105,6 +105,7 @@ enum Sagas {
     DeadlineAtMs,
     ParkReason,
     WaitHalfAtMs,
+    WaitKey,
 }
 
 #[derive(DeriveIden)]
@@ -446,7 +447,8 @@ impl MigrationTrait for SagaTags {
 }
 
 /// Waiting steps: when the one a saga is at has waited half its wait (the
-/// stuck class `waiting`).
+/// stuck class `waiting`), and the event and key it waits for (how an event
+/// sent by its key finds the saga).
 #[derive(Debug)]
 struct Waits;
 
@@ -466,7 +468,16 @@ impl MigrationTrait for Waits {
                 .to_owned(),
         )
         .await?;
-        index(m, "sagas_by_wait_half", Sagas::Table, [Sagas::WaitHalfAtMs]).await
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        m.alter_table(
+            Table::alter()
+                .table(Sagas::Table)
+                .add_column(ColumnDef::new(Sagas::WaitKey).string_len(256).null())
+                .to_owned(),
+        )
+        .await?;
+        index(m, "sagas_by_wait_half", Sagas::Table, [Sagas::WaitHalfAtMs]).await?;
+        index(m, "sagas_by_wait_key", Sagas::Table, [Sagas::WaitKey]).await
     }
 }
 

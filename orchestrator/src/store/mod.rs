@@ -89,6 +89,8 @@ pub struct Projection {
     pub park_reason: Option<String>,
     /// When a waiting step it is at has waited half its wait.
     pub wait_half_at_ms: Option<i64>,
+    /// `<event>:<key>` of the first waiting step with a key it is at.
+    pub wait_key: Option<String>,
     /// Business tags (name, value) to store: a new saga's, written with its
     /// row, or a move to another version's, written in place of the old.
     /// `None` (every other append) leaves the stored ones as they are.

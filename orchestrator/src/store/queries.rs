@@ -213,6 +213,21 @@ impl ListFilter {
 }
 
 impl Store {
+    /// The running sagas (at most two: one is the answer, two say it is
+    /// ambiguous) whose waiting step waits for `event` with `key`.
+    pub async fn waiting_for(&self, event: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sagas::Entity::find()
+            .select_only()
+            .column(sagas::Column::SagaId)
+            .filter(sagas::Column::WaitKey.eq(format!("{event}:{key}")))
+            .filter(sagas::Column::Status.eq("running"))
+            .limit(2)
+            .into_tuple::<String>()
+            .all(self.db())
+            .await?;
+        Ok(rows)
+    }
+
     /// A page of sagas matching `filter`, newest first. The cursor is the last
     /// saga id of the previous page: saga ids are time-ordered (UUID v7), so a
     /// saga started while someone pages never shifts the pages after it.
@@ -368,6 +383,7 @@ mod tests {
                 deadline_at_ms: Some(0),
                 park_reason: None,
                 wait_half_at_ms: Some(0),
+                wait_key: None,
             };
             for class in StuckClass::ALL {
                 if class.matches(&row, 1_000_000, &[]) {

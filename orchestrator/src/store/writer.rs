@@ -109,6 +109,7 @@ impl OwnedAppend {
             deadline_at_ms: Set(p.deadline_at_ms),
             park_reason: Set(p.park_reason.clone()),
             wait_half_at_ms: Set(p.wait_half_at_ms),
+            wait_key: Set(p.wait_key.clone()),
         }
     }
 
@@ -425,7 +426,7 @@ async fn update_projections<C: ConnectionTrait>(
     conn: &C,
     appends: &[&OwnedAppend],
 ) -> Result<HashSet<String>, StoreError> {
-    const COLUMNS: [(&str, &str); 13] = [
+    const COLUMNS: [(&str, &str); 14] = [
         ("saga_id", "text"),
         ("expected_seq", "int8"),
         ("seq", "int8"),
@@ -439,6 +440,7 @@ async fn update_projections<C: ConnectionTrait>(
         ("deadline_at_ms", "int8"),
         ("park_reason", "text"),
         ("wait_half_at_ms", "int8"),
+        ("wait_key", "text"),
     ];
     let backend = conn.get_database_backend();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(appends.len() * COLUMNS.len());
@@ -460,6 +462,7 @@ async fn update_projections<C: ConnectionTrait>(
             p.deadline_at_ms.into(),
             p.park_reason.clone().into(),
             p.wait_half_at_ms.into(),
+            p.wait_key.clone().into(),
         ]);
         let placeholders: Vec<String> = COLUMNS
             .iter()
@@ -530,6 +533,7 @@ async fn update_projection<C: ConnectionTrait>(
         .col_expr(sagas::Column::DeadlineAtMs, Expr::value(p.deadline_at_ms))
         .col_expr(sagas::Column::ParkReason, Expr::value(p.park_reason.clone()))
         .col_expr(sagas::Column::WaitHalfAtMs, Expr::value(p.wait_half_at_ms))
+        .col_expr(sagas::Column::WaitKey, Expr::value(p.wait_key.clone()))
         .filter(sagas::Column::SagaId.eq(a.saga_id.as_str()))
         .filter(sagas::Column::Seq.eq(a.expected_seq))
         .exec(conn)
@@ -618,6 +622,7 @@ mod tests {
             deadline_at_ms: None,
             park_reason: None,
             wait_half_at_ms: None,
+            wait_key: None,
             tags: None,
         }
     }

@@ -233,10 +233,13 @@ pub enum SagasCommand {
             its body (--payload: JSON, @file or @-) and your id for it (--event-id: the same id \
             again changes nothing, so a send whose answer was lost can be repeated). A step \
             waiting for it takes it now; one reached later takes it then (it is kept in the \
-            saga's history). --key gives the correlation key when the step waits for one.",
+            saga's history). --key gives the correlation key when the step waits for one. \
+            With `-` for SAGA_ID the event goes to the one running saga whose step waits for \
+            EVENT with --key now (found by the key: refused when none or several wait).",
         after_help = "Examples:\n  \
             skald sagas signal 0190a4c2-7d1e-7c3a-9f1e-2b4c6d8e0f11 psp_result \\\n    \
-            --event-id wh_81 --key ch_123 --payload '{\"status\":\"succeeded\"}'\n\n\
+            --event-id wh_81 --key ch_123 --payload '{\"status\":\"succeeded\"}'\n  \
+            skald sagas signal - psp_result --key ch_123 --event-id wh_81 --payload @hook.json\n\n\
             Exit status: 0 taken or kept (or a duplicate), 1 refused (the saga ended, no step \
             waits for that event, or the body does not fit), 2 usage, 3 the API cannot be reached."
     )]
@@ -376,7 +379,7 @@ pub struct ExportArgs {
 /// An event for a saga.
 #[derive(Debug, clap::Args)]
 pub struct SignalArgs {
-    /// The saga id.
+    /// The saga id, or `-`: the saga waiting for EVENT with --key.
     #[arg(value_name = "SAGA_ID")]
     pub saga_id: String,
     /// The event's name (a waiting step's `wait_for.event`).

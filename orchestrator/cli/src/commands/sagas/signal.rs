@@ -11,12 +11,18 @@ pub(super) async fn signal(args: &SignalArgs, out: &mut dyn Write) -> Result<Out
     if let Some(key) = &args.key {
         body["key"] = json!(key);
     }
-    let answer = client
-        .post(&["v1", "sagas", &args.saga_id, "events", &args.event], Body::Json(&body))
-        .await
-        .map_err(|e| {
-            e.with_timeout_hint("send it again with the same --event-id: it is taken at most once")
-        })?;
+    let by_key = args.saga_id == "-";
+    if by_key && args.key.is_none() {
+        return Err(CliError::usage("`-` for SAGA_ID sends the event by its key: give --key"));
+    }
+    let path: Vec<&str> = if by_key {
+        vec!["v1", "events", &args.event]
+    } else {
+        vec!["v1", "sagas", &args.saga_id, "events", &args.event]
+    };
+    let answer = client.post(&path, Body::Json(&body)).await.map_err(|e| {
+        e.with_timeout_hint("send it again with the same --event-id: it is taken at most once")
+    })?;
     if args.api.json {
         print_json(&answer.body, out)?;
         return Ok(Outcome::Success);
@@ -32,7 +38,9 @@ pub(super) async fn signal(args: &SignalArgs, out: &mut dyn Write) -> Result<Out
     writeln!(
         out,
         "event `{}` ({}) for saga {} {what}; the saga is {saga_status}",
-        args.event, args.event_id, args.saga_id
+        args.event,
+        args.event_id,
+        field("saga_id")
     )?;
     Ok(Outcome::Success)
 }

@@ -344,6 +344,7 @@ async fn fill(store: &Store, definition: &Definition, n: u64) -> Result<(), Stri
                 deadline_at_ms: Set(s.deadline_at_ms),
                 park_reason: Set(s.park_reason.map(str::to_owned)),
                 wait_half_at_ms: Set(None),
+                wait_key: Set(None),
             });
         }
         let txn = store.db().begin().await.map_err(|e| e.to_string())?;
