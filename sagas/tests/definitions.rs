@@ -1007,6 +1007,13 @@ fn parallel_group_mistakes_are_located_by_group_branch_and_step() {
     let clash = with_group("", "", "").replace("name: h1", "name: prep");
     assert_error(&load_err(&clash), Some("prep/funds/prep"), "name", "parallel group `prep`");
 
+    let second = "  - name: prep\n    parallel:\n      - name: x\n        steps:\n          \
+                  - { name: x1, participant: p, action: a, compensation: u }\n      \
+                  - name: y\n        steps:\n          \
+                  - { name: y1, participant: p, action: a, compensation: u }\n";
+    let groups_twice = with_group("", "", second);
+    assert_error(&load_err(&groups_twice), Some("prep"), "name", "another parallel group");
+
     let typo = with_group("", "compensaton: x", "");
     assert_only_error(&typo, Some("prep/risk/screen"), "compensaton", "not a known field");
     let branch_typo = with_group("", "", "").replace(

@@ -42,7 +42,7 @@ struct Group {
     start: usize,
     a: usize,
     b: usize,
-    when: Option<u8>,
+    when: Option<When>,
 }
 
 impl Group {
@@ -86,8 +86,8 @@ impl Shape {
             if let Some(g) = self.group {
                 if i == g.start {
                     yaml.push_str("  - name: g\n");
-                    if let Some(k) = g.when {
-                        yaml.push_str(&format!("    when: \"input.n > {k}\"\n"));
+                    if let Some(when) = g.when {
+                        yaml.push_str(&format!("    when: \"{}\"\n", when.text()));
                     }
                     yaml.push_str("    parallel:\n      - name: a\n        steps:\n");
                 }
@@ -118,7 +118,7 @@ impl Shape {
                 yaml.push_str(&format!(", when: \"{}\"", when.text()));
             }
             // Every other waiting step has a compensation of its own.
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 yaml.push_str(&format!(
                     ", participant: p, compensation: undo{i}, compensation_retry: {{attempts: {c}, initial_backoff: 100ms, max_backoff: 2s}}",
                     c = self.compensation_attempts
@@ -164,7 +164,13 @@ fn shape() -> impl Strategy<Value = Shape> {
         any::<bool>(),
         prop::collection::vec((0u8..4, 0u8..10, any::<usize>()), 5),
         prop::collection::vec(prop::bool::weighted(0.3), 5),
-        (prop::bool::weighted(0.5), any::<usize>(), 1usize..=2, 1usize..=2, 0u8..14),
+        (
+            prop::bool::weighted(0.5),
+            any::<usize>(),
+            1usize..=2,
+            1usize..=2,
+            (0u8..4, 0u8..10, any::<usize>()),
+        ),
     )
         .prop_map(
             |(
@@ -185,7 +191,12 @@ fn shape() -> impl Strategy<Value = Shape> {
                     let a = a.min(room - 1);
                     let b = b.min(room - a);
                     let start = start % (room - a - b + 1);
-                    Group { start, a, b, when: (group_when < 10).then_some(group_when) }
+                    let when = match group_when {
+                        (0, k, _) => Some(When::InputAbove(k)),
+                        (1, _, j) if start > 0 => Some(When::Succeeded(j % start)),
+                        _ => None,
+                    };
+                    Group { start, a, b, when }
                 });
                 let mut shape = Shape {
                     steps,
@@ -343,6 +354,15 @@ impl World {
         if before.status.is_terminal() {
             assert!(d.events.is_empty(), "events after a terminal state: {:?}", d.events);
         }
+        if before.status == SagaStatus::Compensating {
+            // Turning back sends nothing new forward (an operator's resume
+            // is of a parked saga, never of a compensating one).
+            assert!(
+                d.commands.iter().all(|c| c.kind == Kind::Undo),
+                "a `do` sent while compensating: {:?}",
+                d.commands
+            );
+        }
         for e in &d.events {
             assert!(
                 !self.history.last().is_some_and(SagaEvent::is_terminal),
@@ -438,14 +458,16 @@ impl World {
                 "compensating step {i} that neither succeeded nor is unknown: {:?}",
                 step.forward
             );
-            // Newest outcome first: no step whose outcome was recorded after
+            // Newest outcome first (by the history: where each step's
+            // outcome was first recorded): no step whose outcome came after
             // this one's is still to be undone.
+            let outcomes = self.outcome_positions();
             for (j, other) in s.steps.iter().enumerate() {
                 assert!(
                     !(j != i
                         && other.needs_undo()
                         && s.definition.steps[j].compensation.is_some()
-                        && other.settled_at_seq > step.settled_at_seq),
+                        && outcomes[j] > outcomes[i]),
                     "undo of step {i} sent before step {j}, whose outcome is newer, was undone"
                 );
             }
@@ -465,18 +487,22 @@ impl World {
             let skipped = step.forward == Forward::SkippedByCondition;
             let sent = step.do_progress.attempts > 0;
             if let Some(g) = self.group.filter(|g| g.steps().contains(&i))
-                && let Some(k) = g.when
+                && let Some(when) = g.when
             {
+                let held = match when {
+                    When::InputAbove(k) => self.n > k,
+                    When::Succeeded(j) => s.steps[j].output.is_some(),
+                };
                 // Skipped with the whole group exactly when its condition is false.
                 let group_skipped =
                     g.steps().all(|j| s.steps[j].forward == Forward::SkippedByCondition);
                 if sent || step.waits_for.is_some() {
-                    assert!(self.n > k, "step {i} of a group whose condition is false was sent");
+                    assert!(held, "step {i} of a group whose condition is false was sent");
                 }
                 if group_skipped && self.conditions[i].is_none() {
-                    assert!(self.n <= k, "group skipped though its condition held");
+                    assert!(!held, "group skipped though its condition held");
                 }
-                if self.n <= k {
+                if !held {
                     continue;
                 }
             }
@@ -493,6 +519,32 @@ impl World {
                 assert_eq!(held, sent, "step {i}: `{}` held {held} but sent {sent}", when.text());
             }
         }
+    }
+
+    /// Per step, the position in the history of the event that first
+    /// recorded its action's outcome since it was last resumed.
+    fn outcome_positions(&self) -> Vec<Option<usize>> {
+        let def = &self.state.definition;
+        let mut at = vec![None; def.steps.len()];
+        for (pos, e) in self.history.iter().enumerate() {
+            let (step, settles) = match e {
+                SagaEvent::StepSucceeded { step, .. }
+                | SagaEvent::StepFailed { step, .. }
+                | SagaEvent::StepOutcomeUnknown { step, .. }
+                | SagaEvent::StepAbandoned { step, .. }
+                | SagaEvent::StepSkippedByCondition { step, .. } => (step, true),
+                SagaEvent::StepSkipped { step, kind: Kind::Do, .. } => (step, true),
+                SagaEvent::SagaResumed { step, kind: Kind::Do, .. } => (step, false),
+                _ => continue,
+            };
+            let i = def.step_index(step).unwrap();
+            if !settles {
+                at[i] = None;
+            } else if at[i].is_none() {
+                at[i] = Some(pos);
+            }
+        }
+        at
     }
 
     /// Attempt `attempt` of `kind` of step `index` as the history's
@@ -683,7 +735,16 @@ proptest! {
                         );
                     }
                 }
-                SagaStatus::Compensated | SagaStatus::Failed => {
+                SagaStatus::Failed => {
+                    prop_assert!(
+                        w.sent.iter().all(|c| c.kind == Kind::Do),
+                        "failed (nothing to undo) but undos were sent"
+                    );
+                    for n in &names {
+                        prop_assert!(!p.in_effect(n), "failed but `{n}` is still in effect");
+                    }
+                }
+                SagaStatus::Compensated => {
                     for n in &names {
                         prop_assert!(!p.in_effect(n), "{:?} but `{n}` is still in effect", w.state.status);
                     }

@@ -66,6 +66,8 @@ pub struct StepDef {
     pub action: String,
     pub compensation: Option<String>,
     pub input: PayloadTemplate,
+    /// How long one attempt is given (of a waiting step: of its
+    /// compensation; how long it waits is `wait.timeout`).
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub compensation_retry: RetryPolicy,
@@ -297,6 +299,16 @@ impl Definition {
     pub fn group_of(&self, index: usize) -> Option<&GroupDef> {
         let place = self.steps.get(index)?.place?;
         self.groups.get(place.group)
+    }
+
+    /// Whether step `target`'s outcome is surely known when step `index`
+    /// is reached: it comes before, and not in a parallel branch beside it.
+    #[must_use]
+    pub fn sees(&self, index: usize, target: usize) -> bool {
+        let place = |i: usize| self.steps.get(i).and_then(|s| s.place);
+        target < index
+            && !matches!((place(index), place(target)),
+                (Some(a), Some(b)) if a.group == b.group && a.branch != b.branch)
     }
 
     /// Whether a failure of step `index` can still be undone by compensating

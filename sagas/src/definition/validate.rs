@@ -309,7 +309,15 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     // and in errors.
     let mut seen: HashMap<&str, String> = HashMap::new();
     for g in &skeletons {
-        seen.insert(g.raw.name.as_str(), format!("the parallel group `{}`", g.raw.name));
+        let this = format!("the parallel group `{}`", g.raw.name);
+        if seen.insert(g.raw.name.as_str(), this).is_some() && !g.raw.name.is_empty() {
+            c.push(
+                Some(&g.label),
+                "name",
+                format!("`{}` is also the name of another parallel group", g.raw.name),
+                "give every step and group a unique name",
+            );
+        }
     }
     let mut steps = Vec::with_capacity(flat.len());
     for (index, f) in flat.iter().enumerate() {
@@ -401,7 +409,8 @@ fn check(c: &mut Collector, raw: RawDefinition) -> Option<Definition> {
     // Waits come before the pivot, where the deadline still applies: it must
     // outlast them too.
     if let Some(d) = deadline
-        && let Some(longest) = steps.iter().map(|s: &StepDef| s.timeout).max()
+        && let Some(longest) =
+            steps.iter().map(|s: &StepDef| s.wait.as_ref().map_or(s.timeout, |w| w.timeout)).max()
         && d != Duration::ZERO
         && d < longest
     {
@@ -937,7 +946,9 @@ fn check_step(
         );
     }
     let wait = s.wait_for.as_ref().and_then(|w| check_wait(c, label, scope, w, names, properties));
-    let timeout = wait.as_ref().map_or(timeout, |w| w.timeout);
+    // A waiting step's `timeout` is how long each attempt of its
+    // compensation, if it has one, is given (the default: it sets none); how
+    // long it waits is `wait.timeout`.
     let retry = check_retry(c, label, Kind::Do, s.retry.as_ref());
     let compensation_retry = check_retry(c, label, Kind::Undo, s.compensation_retry.as_ref());
     let input = match &s.input {

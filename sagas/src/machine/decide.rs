@@ -184,7 +184,7 @@ impl Draft {
         if self.state.steps[i].do_progress.attempts == 0
             && let Some(condition) = self.state.step_def(i).when.clone()
         {
-            match self.condition(&condition) {
+            match self.condition(i, &condition) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.emit(SagaEvent::StepSkippedByCondition {
@@ -227,7 +227,7 @@ impl Draft {
                 && s.do_progress.wait == Wait::Idle
         });
         if untouched && let Some(condition) = &group.when {
-            match self.condition(condition) {
+            match self.condition(group.steps.start, condition) {
                 Ok(true) => {}
                 Ok(false) => {
                     for j in group.steps.clone() {
@@ -242,11 +242,12 @@ impl Draft {
                 Err(message) => {
                     let first = group.steps.start;
                     let code = "condition_failed".to_owned();
+                    let message = format!("the condition of group `{}`: {message}", group.name);
                     self.emit(SagaEvent::StepFailed {
                         step: self.name(first),
                         attempt: 0,
                         code: code.clone(),
-                        message: format!("the condition of group `{}`: {message}", group.name),
+                        message: message.clone(),
                         at: self.now,
                     });
                     return self.setback(first, Setback::Failed { code, message });
@@ -327,7 +328,7 @@ impl Draft {
         let refused =
             match self.state.step_def(index).wait.as_ref().and_then(|w| w.fail_when.clone()) {
                 None => Ok(false),
-                Some(condition) => self.condition_with(&condition, Some(&output)),
+                Some(condition) => self.condition_with(index, &condition, Some(&output)),
             };
         let failure = match refused {
             Ok(false) => None,
@@ -433,18 +434,28 @@ impl Draft {
     }
 
     /// Decide a step's `when:` against the input and the outputs so far.
-    fn condition(&self, condition: &Condition) -> Result<bool, String> {
-        self.condition_with(condition, None)
+    fn condition(&self, index: usize, condition: &Condition) -> Result<bool, String> {
+        self.condition_with(index, condition, None)
     }
 
-    /// Decide a condition, with the event a waiting step took as `event`.
-    fn condition_with(&self, condition: &Condition, event: Option<&Value>) -> Result<bool, String> {
+    /// Decide a condition of step `index` (for a group, its first step),
+    /// with the event a waiting step took as `event`. It sees only the
+    /// outputs of steps surely ended before it: never a branch beside it,
+    /// whose answer may or may not have come yet.
+    fn condition_with(
+        &self,
+        index: usize,
+        condition: &Condition,
+        event: Option<&Value>,
+    ) -> Result<bool, String> {
+        let def = &self.state.definition;
         let outputs: Vec<(&str, Option<&Value>)> = self
             .state
             .steps
             .iter()
-            .zip(&self.state.definition.steps)
-            .map(|(s, def)| (def.name.as_str(), s.output.as_ref()))
+            .zip(&def.steps)
+            .enumerate()
+            .map(|(j, (s, d))| (d.name.as_str(), s.output.as_ref().filter(|_| def.sees(index, j))))
             .collect();
         condition.evaluate(&ConditionContext {
             input: &self.state.input,
@@ -925,11 +936,17 @@ impl Draft {
                         "the saga is turning back: the actions still in flight are waited for, not sent again",
                     ));
                 }
-                // In a parallel group: the first branch whose step sends a command.
+                // In a parallel group: the first branch whose step sends a
+                // command and has budget left (else the first, to say why not).
+                let retriable = |(i, k): &(usize, Kind)| {
+                    !(*k == Kind::Do && self.state.is_waiting_step(*i))
+                        && self.state.steps[*i].progress(*k).attempts_in_budget()
+                            < self.state.policy(*i, *k).attempts
+                };
                 let (index, kind) = waiting
                     .iter()
                     .copied()
-                    .find(|(i, k)| !(*k == Kind::Do && self.state.is_waiting_step(*i)))
+                    .find(retriable)
                     .or_else(|| waiting.first().copied())
                     .ok_or_else(|| not_now("nothing is waiting to be retried"))?;
                 if kind == Kind::Do && self.state.is_waiting_step(index) {

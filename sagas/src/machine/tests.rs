@@ -1280,3 +1280,33 @@ fn a_waiting_step_with_a_compensation_is_undone_with_the_event_it_took() {
     assert_eq!(s.state.in_flight(), d.commands, "a takeover re-sends it as sent");
     assert_eq!(kinds(&s.feed("w.undo ok")), ["a.undo"]);
 }
+
+#[test]
+fn a_condition_in_a_branch_never_sees_the_branch_beside_it() {
+    // h2 runs only when `s` is among the steps: written so that validation
+    // cannot tell it names the branch beside it. Whether `s` has answered
+    // when h2 is reached is a race, so a condition never sees it.
+    let def = def(
+        "p.yaml",
+        &include_str!("../../tests/fixtures/parallel.yaml")
+            .replace(
+                "            input: { after: \"{{steps.h1.output.id}}\" }\n",
+                "            input: { after: \"{{steps.h1.output.id}}\" }\n            when: \"'s' in steps || !('h1' in steps)\"\n",
+            )
+            .replace("held: \"{{steps.h2.output.id}}\", ", ""),
+    );
+    let mut s = Saga::given(def, "a ok, s ok");
+    let d = s.feed("h1 ok");
+    assert_eq!(names(&d), ["step_succeeded", "step_skipped_by_condition", "command_sent"]);
+    assert_eq!(kinds(&d), ["p.do"], "h2 saw h1 (its own branch), not s");
+}
+
+#[test]
+fn retry_now_in_a_group_skips_a_branch_whose_budget_is_spent() {
+    // h1 on its last attempt in flight; s waiting to retry: s is retried.
+    let mut s = Saga::given(par(), "a ok, h1 retry, tick, s retry");
+    assert_eq!(s.state.steps[1].do_progress.attempts, 2, "h1's last attempt is out");
+    let d = s.operator(OperatorAction::RetryNow, "push").unwrap();
+    assert_eq!(kinds(&d), ["s.do"]);
+    assert_eq!(d.commands[0].attempt, 2);
+}

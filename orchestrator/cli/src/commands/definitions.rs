@@ -505,7 +505,7 @@ fn write_steps(d: &Definition, out: &mut dyn Write) -> io::Result<()> {
             let mut row =
                 client::step_cells(i, &s.name, place, pivot, &participant, &action, compensation);
             row.extend([
-                s.timeout.to_string(),
+                s.wait.as_ref().map_or(s.timeout, |w| w.timeout).to_string(),
                 s.retry.attempts.to_string(),
                 if s.retriable { "yes" } else { "no" }.to_owned(),
                 s.when.as_ref().map_or_else(|| "-".to_owned(), |w| w.source().to_owned()),
