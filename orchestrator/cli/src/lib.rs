@@ -233,7 +233,8 @@ enum Command {
             some provider faults, the ledger and payment participants (as processes built next to \
             `skald`) and an orchestrator with its API and console, all on SQLite files in \
             --data-dir; open wallets; run a batch of sample topup, topup_3ds and payout sagas (good \
-            cards, declined cards, 3-D Secure cards that pass or fail the challenge, payouts larger \
+            cards, declined cards, 3-D Secure cards that pass or fail the challenge, a card the \
+            sanctions screening refuses (screened beside the ledger's hold), payouts larger \
             than a wallet) with a progress bar; print how they \
             ended, the balances and `ledger verify`; audit every saga across services (its history \
             beside what the ledger, the payment service and the provider recorded). Then serve the \

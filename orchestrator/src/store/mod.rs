@@ -157,6 +157,8 @@ pub struct Store {
     handoff: Arc<Handoff>,
     /// The engine's clock: every part that holds the store reads time here.
     clock: SharedClock,
+    /// Statements run on this store's connections (an atomic add each).
+    statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -207,16 +209,29 @@ impl Store {
             "Is PostgreSQL running and the URL right? Start it with \
              `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
         };
-        let db = Database::connect(options).await.map_err(|source| StoreError::Connect {
+        let mut db = Database::connect(options).await.map_err(|source| StoreError::Connect {
             url: redact(url),
             source,
             hint,
         })?;
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&statements);
+        db.set_metric_callback(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let handoff = Arc::new(Handoff::default());
         let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff));
-        let store = Self { db, writer, handoff, clock: crate::clock::system() };
+        let store = Self { db, writer, handoff, clock: crate::clock::system(), statements };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// How many statements this store has run so far (what a benchmark
+    /// divides by the sagas it ran). Transaction control (`BEGIN`,
+    /// `COMMIT`) is not counted.
+    #[must_use]
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The underlying connection (for queries elsewhere in the orchestrator).

@@ -75,6 +75,12 @@ struct Args {
     /// commit); 1 commits each command on its own (1..=256).
     #[arg(long, env = "BENCH_COMMIT_GROUP_MAX", value_name = "N", default_value_t = 64)]
     commit_group_max: usize,
+
+    /// When it stops, write what it cost to this file as JSON: NATS messages
+    /// it sent and received, database statements it ran (what `skald
+    /// bench` divides by the sagas of its run).
+    #[arg(long, value_name = "FILE")]
+    stats_out: Option<std::path::PathBuf>,
 }
 
 fn step_number(s: &str) -> Result<u8, String> {
@@ -93,7 +99,13 @@ async fn run(args: Args) -> Result<()> {
     service::init_logging(service::SERVE_LOG_FILTER);
     let namespace = service::namespace(&args.prefix)?;
     let nats = service::connect_nats(&args.bus, "bench-participant").await?;
-    let db = service::connect_database(&args.database_url).await?;
+    let mut db = service::connect_database(&args.database_url).await?;
+    let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&statements);
+    db.set_metric_callback(move |_| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let nats_stats = nats.statistics();
 
     // The bench participant's "effect": one row per handled command, in the
     // SDK's transaction. No unique key, so a second effect would show.
@@ -125,6 +137,16 @@ async fn run(args: Args) -> Result<()> {
         ..Config::new(nats, namespace, db)
     };
     participant.run(config, shutdown).await.context("the bench participant stopped")?;
+    if let Some(path) = &args.stats_out {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = serde_json::json!({
+            "nats_in_messages": nats_stats.in_messages.load(Relaxed),
+            "nats_out_messages": nats_stats.out_messages.load(Relaxed),
+            "statements": statements.load(Relaxed),
+        });
+        std::fs::write(path, stats.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //! `ledger` and `payment` participants as processes, and an orchestrator with
 //! its HTTP API and console in this process, all on SQLite files in one data
 //! directory; opens wallets in the ledger; runs a batch of sample `topup` and
-//! `payout` sagas (good cards, declined cards, payouts larger than a wallet)
+//! `payout` sagas (good cards, declined cards, 3-D Secure cards, a sanctioned
+//! card, payouts larger than a wallet)
 //! with a progress bar; prints how they ended, the balances and `ledger
 //! verify`; then serves the console until Ctrl-C, or exits with `--exit`.
 

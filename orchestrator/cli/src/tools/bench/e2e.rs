@@ -17,6 +17,7 @@ use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 pub const SAGAS_MAX: u64 = 10_000_000;
@@ -104,9 +105,12 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let client = orchestrator.client.clone();
 
     let bin = stack::given_or_sibling(config.participant_bin.as_ref(), "bench-participant");
+    let stats_out = tmp.join("participant-stats.json");
     let mut participant = stack::command(&bin);
     participant
         .args(["--prefix", &prefix])
+        .arg("--stats-out")
+        .arg(&stats_out)
         .arg("--database-url")
         .arg(stack::sqlite_url(&tmp, "participant.db"))
         .args(["--concurrency", &config.concurrency.min(PARTICIPANT_IN_FLIGHT_MAX).to_string()])
@@ -127,6 +131,22 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
 
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
+
+    // What the run costs: CPU by process, NATS messages, statements.
+    let on_postgres = database_url.starts_with("postgres");
+    let mut parts = vec![
+        ("skald".to_owned(), vec![std::process::id()]),
+        ("participant".to_owned(), participant.id().into_iter().collect()),
+        ("nats-server".to_owned(), support::pids_named("nats-server")),
+    ];
+    if on_postgres {
+        parts.push(("postgres".to_owned(), support::pids_named("postgres")));
+    }
+    let nats = client.statistics();
+    let nats_at = (nats.out_messages.load(Relaxed), nats.in_messages.load(Relaxed));
+    let xids_at = if on_postgres { xid(driver.store()).await } else { None };
+    let statements_at = driver.store().statements();
+    let cpu = support::CpuMeter::start(parts);
 
     let mut started_at: HashMap<String, Instant> = HashMap::new();
     // Sagas that ended before their start call returned (rare): end times.
@@ -186,6 +206,21 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         }
     }
     let elapsed = began.elapsed();
+    let mut costs = support::Costs {
+        cpu_ms_per_saga: cpu.per_saga_ms(config.sagas),
+        ..support::Costs::default()
+    };
+    let per_saga = |n: u64| n as f64 / config.sagas as f64;
+    let nats_sent = nats.out_messages.load(Relaxed).saturating_sub(nats_at.0);
+    let mut nats_received = nats.in_messages.load(Relaxed).saturating_sub(nats_at.1);
+    costs.nats_sent_per_saga.insert("skald".into(), per_saga(nats_sent));
+    costs
+        .statements_per_saga
+        .insert("skald".into(), per_saga(driver.store().statements() - statements_at));
+    if let (Some(at), Some(now)) = (xids_at, xid(driver.store()).await) {
+        // Less the two reads' own.
+        costs.orchestrator_transactions_per_saga = Some(per_saga(now.saturating_sub(at + 1)));
+    }
     stop_waiting.cancel();
     waiting.close();
     waiting.wait().await;
@@ -194,13 +229,53 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         driver.store().count_by_status().await.map_err(|e| format!("cannot start a saga: {e}"))?;
     let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n as u64);
     running.stop().await;
-    let _ = participant.kill().await;
+    // Stopped gently, so that it writes what it cost.
+    if let Some(pid) = participant.id() {
+        stack::terminate(pid).await;
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(10), participant.wait()).await.is_err() {
+        let _ = participant.kill().await;
+    }
+    match std::fs::read_to_string(&stats_out)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        Some(stats) => {
+            let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+            costs.nats_sent_per_saga.insert("participant".into(), per_saga(n("nats_out_messages")));
+            nats_received += n("nats_in_messages");
+            costs.statements_per_saga.insert("participant".into(), per_saga(n("statements")));
+        }
+        None => tracing::warn!("the bench participant left no figures of what it cost"),
+    }
+    costs.cpu_ms_per_saga_total = costs.cpu_ms_per_saga.values().sum();
+    costs.nats_sent_per_saga_total = costs.nats_sent_per_saga.values().sum();
+    costs.nats_received_per_saga_total = per_saga(nats_received);
     // The run's streams served their purpose.
     support::delete_streams(&client, &prefix).await;
     let _ = std::fs::remove_dir_all(&tmp);
 
     let database = orchestrator::store::redact(&database_url);
-    Ok(SagaRun::new(config.sagas, config.concurrency, latencies_ms, elapsed, count, database))
+    let mut report =
+        SagaRun::new(config.sagas, config.concurrency, latencies_ms, elapsed, count, database);
+    report.costs = Some(costs);
+    Ok(report)
+}
+
+/// PostgreSQL's next transaction id (each transaction that writes takes
+/// one, this read too): the difference over a run counts its write
+/// transactions, on the whole server.
+async fn xid(store: &orchestrator::store::Store) -> Option<u64> {
+    use sea_orm::ConnectionTrait;
+    let row = store
+        .db()
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT txid_current()::bigint AS x",
+        ))
+        .await
+        .ok()??;
+    row.try_get::<i64>("", "x").ok().and_then(|x| u64::try_from(x).ok())
 }
 
 /// `skald bench`: run, print the report (table or JSON), exit status.

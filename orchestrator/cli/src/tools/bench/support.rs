@@ -7,6 +7,7 @@
 //! /proc.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +98,119 @@ pub struct SagaRun {
     /// This process (orchestrator and load generator).
     pub peak_rss_mb: f64,
     pub database: String,
+    /// What the run cost, per saga (`skald bench`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub costs: Option<Costs>,
+}
+
+/// What a run cost per saga: CPU by process, NATS messages, database
+/// statements and transactions. The figures that explain a throughput.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Costs {
+    /// CPU milliseconds (user + system) per saga, by process: `skald` (this
+    /// process: orchestrator and load generator), `participant`,
+    /// `nats-server` and, on PostgreSQL, `postgres` (every process of that
+    /// name on this machine, so other work there counts too).
+    pub cpu_ms_per_saga: BTreeMap<String, f64>,
+    pub cpu_ms_per_saga_total: f64,
+    /// NATS messages the processes' clients published per saga (each one
+    /// message into nats-server: commands, replies, acknowledgements, pull
+    /// requests), by process, and their sum.
+    pub nats_sent_per_saga: BTreeMap<String, f64>,
+    pub nats_sent_per_saga_total: f64,
+    /// NATS messages the clients received per saga, in all.
+    pub nats_received_per_saga_total: f64,
+    /// Database statements per saga, by process (transaction control, such
+    /// as `BEGIN` and `COMMIT`, not counted).
+    pub statements_per_saga: BTreeMap<String, f64>,
+    /// Committed and rolled-back transactions per saga in the orchestrator's
+    /// PostgreSQL database (`pg_stat_database`); none on SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator_transactions_per_saga: Option<f64>,
+}
+
+impl Costs {
+    fn table(&self) -> String {
+        let by = |m: &BTreeMap<String, f64>| {
+            m.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", ")
+        };
+        let mut t = format!(
+            "cpu per saga {:.3} ms ({})\nnats per saga {:.1} sent ({}), {:.1} received\nstatements   {} per saga\n",
+            self.cpu_ms_per_saga_total,
+            by(&self.cpu_ms_per_saga),
+            self.nats_sent_per_saga_total,
+            by(&self.nats_sent_per_saga),
+            self.nats_received_per_saga_total,
+            by(&self.statements_per_saga),
+        );
+        if let Some(x) = self.orchestrator_transactions_per_saga {
+            t.push_str(&format!("transactions {x:.3} per saga (orchestrator, PostgreSQL)\n"));
+        }
+        t
+    }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, from
+/// `/proc/<pid>/stat` (in clock ticks of 1/100 s, as Linux reports them).
+#[must_use]
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // Fields 14 (utime) and 15 (stime) of the line; the first after `)` is field 3.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// The processes whose name (`/proc/<pid>/comm`) is `name`.
+#[must_use]
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+/// CPU used by groups of processes over a run.
+#[derive(Debug)]
+pub struct CpuMeter {
+    parts: Vec<(String, Vec<u32>, f64)>,
+}
+
+impl CpuMeter {
+    /// Start measuring each (label, processes).
+    #[must_use]
+    pub fn start(parts: Vec<(String, Vec<u32>)>) -> Self {
+        let total = |pids: &[u32]| pids.iter().filter_map(|p| cpu_seconds(*p)).sum::<f64>();
+        Self {
+            parts: parts
+                .into_iter()
+                .map(|(label, pids)| {
+                    let at = total(&pids);
+                    (label, pids, at)
+                })
+                .collect(),
+        }
+    }
+
+    /// CPU milliseconds per saga each group used since the start (a process
+    /// that has exited counts what it had used when last seen: nothing).
+    #[must_use]
+    pub fn per_saga_ms(&self, sagas: u64) -> BTreeMap<String, f64> {
+        let n = sagas.max(1) as f64;
+        self.parts
+            .iter()
+            .map(|(label, pids, at)| {
+                let now: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+                (label.clone(), ((now - at).max(0.0) * 1_000.0) / n)
+            })
+            .collect()
+    }
 }
 
 impl SagaRun {
@@ -126,6 +240,7 @@ impl SagaRun {
             elapsed_s: elapsed.as_secs_f64(),
             peak_rss_mb: proc_status_kib(None, "VmHWM").map_or(0.0, mib),
             database,
+            costs: None,
         }
     }
 
@@ -133,7 +248,8 @@ impl SagaRun {
     /// `database_note` the database (each with its leading space, or empty).
     #[must_use]
     pub fn table(&self, sagas_note: &str, database_note: &str) -> String {
-        format!(
+        let costs = self.costs.as_ref().map(Costs::table).unwrap_or_default();
+        let table = format!(
             "sagas        {}{sagas_note}\nconcurrency  {}\ndatabase     {}{database_note}\ncompleted    {}\ncompensated  {}\nparked       {}\nfailed       {}\nelapsed      {:.2} s\nthroughput   {:.0} sagas/s\nlatency p50  {:.2} ms\nlatency p99  {:.2} ms\nlatency max  {:.2} ms\npeak memory  {:.1} MiB (this process: orchestrator and load generator)\n",
             self.sagas,
             self.concurrency,
@@ -148,7 +264,8 @@ impl SagaRun {
             self.p99_ms,
             self.max_ms,
             self.peak_rss_mb,
-        )
+        );
+        table + &costs
     }
 }
 
