@@ -7,7 +7,7 @@
 //! sagas per second, start-to-end latency percentiles and peak memory. This is
 //! a benchmark, not a test: it asserts nothing.
 
-use crate::tools::bench::support::{self, SagaRun};
+use crate::tools::bench::support::{self, Processes, SagaRun};
 use crate::tools::stack::{self, InProcess};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -135,12 +135,12 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     // What the run costs: CPU by process, NATS messages, statements.
     let on_postgres = database_url.starts_with("postgres");
     let mut parts = vec![
-        ("skald".to_owned(), vec![std::process::id()]),
-        ("participant".to_owned(), participant.id().into_iter().collect()),
-        ("nats-server".to_owned(), support::pids_named("nats-server")),
+        ("skald".to_owned(), Processes::Pids(vec![std::process::id()])),
+        ("participant".to_owned(), Processes::Pids(participant.id().into_iter().collect())),
+        ("nats-server".to_owned(), Processes::Named("nats-server")),
     ];
     if on_postgres {
-        parts.push(("postgres".to_owned(), support::pids_named("postgres")));
+        parts.push(("postgres".to_owned(), Processes::Named("postgres")));
     }
     let nats = client.statistics();
     let nats_at = (nats.out_messages.load(Relaxed), nats.in_messages.load(Relaxed));

@@ -176,38 +176,66 @@ pub fn pids_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Which processes a [`CpuMeter`] part counts.
+#[derive(Debug, Clone)]
+pub enum Processes {
+    /// These.
+    Pids(Vec<u32>),
+    /// Every process of this name, looked for again at the end, so that
+    /// one started during the run (a database backend) counts too.
+    Named(&'static str),
+}
+
+impl Processes {
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Pids(pids) => pids.clone(),
+            Self::Named(name) => pids_named(name),
+        }
+    }
+}
+
 /// CPU used by groups of processes over a run.
 #[derive(Debug)]
 pub struct CpuMeter {
-    parts: Vec<(String, Vec<u32>, f64)>,
+    parts: Vec<(String, Processes, BTreeMap<u32, f64>)>,
 }
 
 impl CpuMeter {
     /// Start measuring each (label, processes).
     #[must_use]
-    pub fn start(parts: Vec<(String, Vec<u32>)>) -> Self {
-        let total = |pids: &[u32]| pids.iter().filter_map(|p| cpu_seconds(*p)).sum::<f64>();
+    pub fn start(parts: Vec<(String, Processes)>) -> Self {
         Self {
             parts: parts
                 .into_iter()
-                .map(|(label, pids)| {
-                    let at = total(&pids);
-                    (label, pids, at)
+                .map(|(label, which)| {
+                    let at = which
+                        .pids()
+                        .into_iter()
+                        .filter_map(|p| Some((p, cpu_seconds(p)?)))
+                        .collect();
+                    (label, which, at)
                 })
                 .collect(),
         }
     }
 
     /// CPU milliseconds per saga each group used since the start (a process
-    /// that has exited counts what it had used when last seen: nothing).
+    /// that exited meanwhile counts nothing).
     #[must_use]
     pub fn per_saga_ms(&self, sagas: u64) -> BTreeMap<String, f64> {
         let n = sagas.max(1) as f64;
         self.parts
             .iter()
-            .map(|(label, pids, at)| {
-                let now: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
-                (label.clone(), ((now - at).max(0.0) * 1_000.0) / n)
+            .map(|(label, which, at)| {
+                let used: f64 = which
+                    .pids()
+                    .into_iter()
+                    .filter_map(|p| {
+                        Some((cpu_seconds(p)? - at.get(&p).copied().unwrap_or(0.0)).max(0.0))
+                    })
+                    .sum();
+                (label.clone(), used * 1_000.0 / n)
             })
             .collect()
     }
