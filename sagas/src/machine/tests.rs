@@ -119,6 +119,16 @@ impl Saga {
     }
 }
 
+/// A history as it is stored: each event's JSON (for golden snapshots).
+fn as_stored(events: &[SagaEvent]) -> Vec<serde_json::Value> {
+    events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect()
+}
+
+/// A stored history (JSON lines) read back.
+fn decoded(stored: &str) -> Vec<SagaEvent> {
+    stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect()
+}
+
 fn names(d: &Decision) -> Vec<&'static str> {
     d.events.iter().map(SagaEvent::name).collect()
 }
@@ -602,8 +612,7 @@ fn events_round_trip_and_refuse_unknown_versions() {
 #[test]
 fn golden_history_of_a_compensated_saga() {
     let s = Saga::given(abc(), "a ok, b retry, tick, b/2 ok, c failed, b.undo ok, a.undo ok");
-    let stored: Vec<serde_json::Value> =
-        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    let stored = as_stored(&s.events);
     insta::assert_json_snapshot!("compensated_history", stored);
 }
 
@@ -611,7 +620,7 @@ fn golden_history_of_a_compensated_saga() {
 fn a_version_1_history_written_earlier_still_replays() {
     // Stored by an earlier build; must keep replaying to the same state after upgrades.
     let stored = include_str!("testdata/history_v1.jsonl");
-    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let events = decoded(stored);
     let state = replay(abc(), &events);
     assert_eq!(state.status, SagaStatus::Compensated);
     assert_eq!(state.seq, events.len() as u64);
@@ -883,8 +892,7 @@ fn a_condition_on_the_first_step_is_decided_at_the_start() {
 fn golden_history_with_a_skipped_step() {
     let s = Saga::given(abc_when("input.x > 10", None), "a ok, c ok");
     assert_eq!(s.state.status, SagaStatus::Completed);
-    let stored: Vec<serde_json::Value> =
-        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    let stored = as_stored(&s.events);
     insta::assert_json_snapshot!("conditional_history", stored);
 }
 
@@ -892,7 +900,7 @@ fn golden_history_with_a_skipped_step() {
 fn a_version_2_history_written_earlier_still_replays() {
     // Stored by this build: must keep replaying to the same state after upgrades.
     let stored = include_str!("testdata/history_v2.jsonl");
-    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let events = decoded(stored);
     let state = replay(abc_when("input.x > 10", None), &events);
     assert_eq!(state.status, SagaStatus::Completed);
     assert_eq!(state.steps[1].forward, Forward::SkippedByCondition);
@@ -1033,15 +1041,14 @@ fn golden_history_of_a_saga_that_waited() {
     s.when(signal("early", "a-out", json!({"ok": true}))).unwrap();
     s.feed("a ok, r ok");
     assert_eq!(s.state.status, SagaStatus::Completed);
-    let stored: Vec<serde_json::Value> =
-        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    let stored = as_stored(&s.events);
     insta::assert_json_snapshot!("waiting_history", stored);
 }
 
 #[test]
 fn a_version_2_history_with_events_from_outside_still_replays() {
     let stored = include_str!("testdata/history_v2_waits.jsonl");
-    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let events = decoded(stored);
     let state = replay(waits(), &events);
     assert_eq!(state.status, SagaStatus::Completed);
     assert_eq!(state.signals[0].taken_by, Some(1));
@@ -1240,15 +1247,14 @@ fn a_group_whose_condition_is_false_skips_every_step_in_it() {
 #[test]
 fn golden_history_of_a_parallel_group_turning_back() {
     let s = Saga::given(par(), "a ok, s ok, h1 ok, h2 failed, h1.undo ok, s.undo ok, a.undo ok");
-    let stored: Vec<serde_json::Value> =
-        s.events.iter().map(|e| serde_json::from_str(&e.encode().unwrap()).unwrap()).collect();
+    let stored = as_stored(&s.events);
     insta::assert_json_snapshot!("parallel_history", stored);
 }
 
 #[test]
 fn a_version_2_history_with_a_parallel_group_still_replays() {
     let stored = include_str!("testdata/history_v2_parallel.jsonl");
-    let events: Vec<SagaEvent> = stored.lines().map(|l| SagaEvent::decode(l).unwrap()).collect();
+    let events = decoded(stored);
     let state = replay(par(), &events);
     assert_eq!(state.status, SagaStatus::Compensated);
     assert_eq!(state.seq, events.len() as u64);
