@@ -54,6 +54,25 @@ struct RepairTicket<'a> {
     by: &'a str,
 }
 
+/// Where new saga ids come from: UUID v7 (time-ordered) unless the driver
+/// is given another source; a simulation gives a seeded one, so that a seed
+/// makes the same sagas (their ids also seed their retry jitter).
+#[derive(Clone)]
+pub struct SagaIds(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl SagaIds {
+    /// Ids from `next` (each must be a valid saga id, and new).
+    pub fn from_fn(next: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(next))
+    }
+}
+
+impl std::fmt::Debug for SagaIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SagaIds(..)")
+    }
+}
+
 /// Why an event sent by its key found no one saga.
 #[derive(Debug)]
 pub enum ByKey {
@@ -92,6 +111,8 @@ pub struct Driver {
     ownership: Ownership,
     /// The open sagas of the partitions held, as last written by this instance.
     cache: SagaCache,
+    /// Where new saga ids come from (`None`: UUID v7).
+    ids: Option<SagaIds>,
 }
 
 impl Driver {
@@ -108,7 +129,15 @@ impl Driver {
             metrics: Metrics::new(),
             ownership: Ownership::all(partitions.max(1)),
             cache: SagaCache::default(),
+            ids: None,
         }
+    }
+
+    /// The same driver, naming new sagas from `ids`.
+    #[must_use]
+    pub fn with_saga_ids(mut self, ids: SagaIds) -> Self {
+        self.ids = Some(ids);
+        self
     }
 
     /// The bell the timer loop listens to.
@@ -329,7 +358,8 @@ impl Driver {
                 Err(StartError::Conflict { key: key.to_owned(), saga_id: a.saga_id })
             };
         }
-        let saga_id = uuid::Uuid::now_v7().to_string();
+        let saga_id =
+            self.ids.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |ids| (ids.0)());
         let span = tracing::info_span!(
             "start",
             saga_type,

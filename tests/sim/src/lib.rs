@@ -1,0 +1,559 @@
+//! Deterministic simulation of Skald's engine.
+//!
+//! One seed is one world: the **real** engine code — the driver with its
+//! cache, the store on a SQLite file with its writer and outbox, the timers'
+//! query for due sagas, the takeover that re-sends what open sagas wait on —
+//! on a simulated clock ([`ManualClock`]) and a simulated network, with a
+//! model participant that keeps an inbox (a stored answer per command id) and
+//! tombstones (an undo before its do refuses the do), as the SDK does. Every
+//! choice — which saga starts, which message is delivered, dropped,
+//! duplicated or delayed, when time moves and how far, when the orchestrator
+//! crashes and restarts from its database, which operator acts — comes from
+//! one seeded generator, and every step is done to the end before the next,
+//! so a seed gives the same run, and the same trace, every time.
+//!
+//! After the faults, the world heals (nothing lost any more, time passes) and
+//! every saga is checked: it ended (or is parked with a reason), its stored
+//! history has nothing after its end and replays to the status its row says,
+//! and the participant's effects agree with how it ended.
+//!
+//! What is simulated rather than real: NATS (commands are taken from the
+//! outbox, replies handed to the driver, as the relay and the intake do) and
+//! the participant (the model above, not the SDK); one orchestrator at a
+//! time owns every partition, so fencing between instances is not exercised.
+
+use orchestrator::clock::{Clock, ManualClock};
+use orchestrator::engine::DriveError;
+use orchestrator::engine::driver::{Driver, SagaIds};
+use orchestrator::engine::registry::Registry;
+use orchestrator::store::Store;
+use sagas::UnixMillis;
+use sagas::machine::{Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus};
+use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The definitions every world runs: the shipped `bench` saga and a saga
+/// with a parallel group and a retriable step after its pivot.
+const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
+const FORK: &str = include_str!("fork.yaml");
+
+/// 2026-12-01T00:00:00Z: where simulated time starts.
+const T0: UnixMillis = UnixMillis(1_796_083_200_000);
+const PARTITIONS: u32 = 4;
+
+/// What a world may do to the engine, and how much.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Chance in a hundred that a message is lost.
+    pub drop: u32,
+    /// Chance in a hundred that a message is delivered twice.
+    pub duplicate: u32,
+    /// Longest a message is delayed (ms); deliveries are reordered by it.
+    pub delay_ms: u64,
+    /// Crashes of the orchestrator (a restart from the database).
+    pub crashes: bool,
+    /// Operator actions at random moments.
+    pub operators: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self { drop: 10, duplicate: 5, delay_ms: 800, crashes: true, operators: true }
+    }
+}
+
+/// How big a world is.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sagas: usize,
+    /// Random actions before the world heals.
+    pub actions: usize,
+    pub faults: Faults,
+    /// Keep every line of the trace (else only its hash).
+    pub keep_trace: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { sagas: 6, actions: 300, faults: Faults::default(), keep_trace: false }
+    }
+}
+
+/// How one seed went.
+#[derive(Debug, Clone)]
+pub struct SeedRun {
+    pub seed: u64,
+    /// FNV-1a of the trace: the same seed gives the same hash.
+    pub trace_hash: u64,
+    /// The trace, when kept.
+    pub trace: Vec<String>,
+    /// Every broken invariant (empty: the seed passed).
+    pub failures: Vec<String>,
+    /// How the sagas ended, by status.
+    pub ended: BTreeMap<String, usize>,
+}
+
+/// A message on the simulated network.
+#[derive(Debug, Clone)]
+enum Packet {
+    Command(Command),
+    Reply(String, Reply),
+}
+
+/// The model participant: what the SDK keeps, and the effects in force.
+#[derive(Debug, Default)]
+struct Participant {
+    /// Definite answers by command id (a `retry` is not stored).
+    decided: HashMap<String, Outcome>,
+    /// (saga, step) whose action took effect.
+    applied: BTreeSet<(String, String)>,
+    undone: BTreeSet<(String, String)>,
+    tombstones: BTreeSet<(String, String)>,
+    /// The world has healed: every command succeeds.
+    calm: bool,
+}
+
+struct World {
+    seed: u64,
+    /// The number of the next saga id.
+    next_id: Arc<AtomicU64>,
+    rng: fastrand::Rng,
+    clock: Arc<ManualClock>,
+    store: Store,
+    registry: Arc<Registry>,
+    driver: Driver,
+    /// In flight: (deliver at, sequence, packet).
+    net: Vec<(UnixMillis, u64, Packet)>,
+    sent: u64,
+    participant: Participant,
+    /// Saga id → the key it was started with (the trace names sagas by key).
+    keys: HashMap<String, String>,
+    started: usize,
+    touched: BTreeSet<String>,
+    trace: Vec<String>,
+    hash: u64,
+    keep_trace: bool,
+    failures: Vec<String>,
+}
+
+/// Run one seed.
+///
+/// # Errors
+/// When the world cannot be set up (the temporary database, the store).
+pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
+    let db = skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?;
+    let clock = Arc::new(ManualClock::at(T0));
+    let store = Store::connect(&db.url).await?.with_clock(clock.clone());
+    let definitions = [BENCH, FORK]
+        .iter()
+        .map(|yaml| sagas::definition::load("sim.yaml", yaml))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let registry = Arc::new(Registry::with_store(&store, definitions).await?);
+    let next_id = Arc::new(AtomicU64::new(0));
+    let driver = new_driver(&store, &registry, seed, &next_id);
+    let mut w = World {
+        seed,
+        next_id,
+        rng: fastrand::Rng::with_seed(seed),
+        clock,
+        store,
+        registry,
+        driver,
+        net: Vec::new(),
+        sent: 0,
+        participant: Participant::default(),
+        keys: HashMap::new(),
+        started: 0,
+        touched: BTreeSet::new(),
+        trace: Vec::new(),
+        hash: 0xcbf2_9ce4_8422_2325,
+        keep_trace: options.keep_trace,
+        failures: Vec::new(),
+    };
+    for _ in 0..options.actions {
+        w.act(options).await;
+    }
+    w.heal(options).await;
+    let ended = w.check().await;
+    let outcome = SeedRun {
+        seed,
+        trace_hash: w.hash,
+        trace: std::mem::take(&mut w.trace),
+        failures: std::mem::take(&mut w.failures),
+        ended,
+    };
+    drop(w);
+    db.remove().await;
+    Ok(outcome)
+}
+
+/// A driver over the world's store, naming sagas from the world's seed:
+/// `<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine makes.
+fn new_driver(store: &Store, registry: &Arc<Registry>, seed: u64, next: &Arc<AtomicU64>) -> Driver {
+    let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
+    let next = Arc::clone(next);
+    let ids = SagaIds::from_fn(move || {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-0000-7000-8000-{n:012x}", seed & 0xffff_ffff)
+    });
+    Driver::new(store.clone(), Arc::clone(registry), ns, PARTITIONS).with_saga_ids(ids)
+}
+
+impl World {
+    fn note(&mut self, line: String) {
+        let line = format!("{} {line}", self.clock.now().0 - T0.0);
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        if self.keep_trace {
+            self.trace.push(line);
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        self.note(format!("FAILED {what}"));
+        self.failures.push(what);
+    }
+
+    /// A saga id or command id, with the saga named by its key.
+    fn named(&self, text: &str) -> String {
+        let id = text.get(..36).unwrap_or(text);
+        match self.keys.get(id) {
+            Some(key) => format!("{key}{}", &text[id.len()..]),
+            None => text.to_owned(),
+        }
+    }
+
+    fn chance(&mut self, percent: u32) -> bool {
+        self.rng.u32(0..100) < percent
+    }
+
+    async fn act(&mut self, options: &Options) {
+        match self.rng.u32(0..100) {
+            0..=7 if self.started < options.sagas => self.start().await,
+            0..=24 => self.pump(&options.faults).await,
+            25..=64 => self.deliver(&options.faults).await,
+            65..=86 => {
+                let ms = self.rng.u64(0..800);
+                self.pass(ms).await;
+            }
+            87..=90 if options.faults.crashes => self.crash().await,
+            91..=94 if options.faults.operators => self.operate().await,
+            _ => self.pump(&options.faults).await,
+        }
+    }
+
+    async fn start(&mut self) {
+        let key = format!("s{}", self.started);
+        self.started += 1;
+        let (saga_type, input) = if self.rng.bool() {
+            ("bench", serde_json::json!({}))
+        } else {
+            ("fork", serde_json::json!({ "n": self.rng.u32(0..10) }))
+        };
+        match self.driver.start(saga_type, &key, &input).await {
+            Ok(started) => {
+                self.keys.insert(started.saga_id().to_owned(), key.clone());
+                self.note(format!("start {key} {saga_type}"));
+            }
+            Err(e) => self.fail(format!("start {key}: {e}")),
+        }
+    }
+
+    /// The relay: commands leave the outbox onto the network.
+    async fn pump(&mut self, faults: &Faults) {
+        let rows = match self.store.outbox_batch(256, None, None).await {
+            Ok(rows) => rows,
+            Err(e) => return self.fail(format!("outbox read: {e}")),
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Err(e) = self.store.outbox_delete(&ids).await {
+            return self.fail(format!("outbox delete: {e}"));
+        }
+        let mut commands = Vec::new();
+        for row in rows.iter().filter(|r| r.subject.contains(".cmd.")) {
+            match serde_json::from_str::<Command>(&row.body) {
+                Ok(cmd) => commands.push((self.named(&cmd.command_id), cmd)),
+                Err(e) => self.fail(format!("an outbox row is no command: {e}")),
+            }
+        }
+        // Saga ids are random, and so is the outbox's order across sagas
+        // (their partitions): the network takes them in the order of their
+        // keys, so that a seed is one world.
+        commands.sort_by(|a, b| (&a.0, a.1.attempt).cmp(&(&b.0, b.1.attempt)));
+        for (named, cmd) in commands {
+            self.note(format!("send {named}#{}", cmd.attempt));
+            self.transmit(Packet::Command(cmd), faults);
+        }
+    }
+
+    /// Put a message on the network: maybe lost, maybe twice, delayed.
+    fn transmit(&mut self, packet: Packet, faults: &Faults) {
+        if self.chance(faults.drop) {
+            self.note("lost".into());
+            return;
+        }
+        let copies = if self.chance(faults.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.clock.now().plus_ms(self.rng.u64(0..=faults.delay_ms));
+            self.sent += 1;
+            self.net.push((at, self.sent, packet.clone()));
+        }
+    }
+
+    /// One message arrives: the earliest due, or (reordered) any due one.
+    async fn deliver(&mut self, faults: &Faults) {
+        let now = self.clock.now();
+        let due: Vec<usize> = (0..self.net.len()).filter(|&i| self.net[i].0 <= now).collect();
+        if due.is_empty() {
+            return;
+        }
+        let pick = due[self.rng.usize(0..due.len())];
+        let (_, _, packet) = self.net.remove(pick);
+        match packet {
+            Packet::Command(cmd) => {
+                let outcome = self.participant.handle(&cmd, &mut self.rng);
+                let saga = cmd.saga_id.clone();
+                let what = format!(
+                    "handle {}#{} -> {}",
+                    self.named(&cmd.command_id),
+                    cmd.attempt,
+                    outcome_name(&outcome)
+                );
+                self.note(what);
+                let reply = Reply { command_id: cmd.command_id, attempt: cmd.attempt, outcome };
+                self.transmit(Packet::Reply(saga, reply), faults);
+            }
+            Packet::Reply(saga_id, reply) => {
+                let what = format!("reply {}#{}", self.named(&reply.command_id), reply.attempt);
+                self.note(what);
+                match self.driver.handle(&saga_id, &Input::Reply(reply)).await {
+                    Ok(_) => {}
+                    Err(e) => self.fail(format!("a genuine reply was refused: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Time passes; the timers apply every deadline that came due.
+    async fn pass(&mut self, ms: u64) {
+        self.clock.advance(Duration::from_millis(ms));
+        self.note(format!("time +{ms}"));
+        let mut due = match self.store.due(self.clock.now_db(), 256, None).await {
+            Ok(due) => due,
+            Err(e) => return self.fail(format!("due timers: {e}")),
+        };
+        due.sort_by_key(|id| self.named(id));
+        for saga_id in due {
+            match self.driver.handle(&saga_id, &Input::Timeout).await {
+                Ok(_)
+                | Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
+                Err(e) => self.fail(format!("timeout of {}: {e}", self.named(&saga_id))),
+            }
+        }
+    }
+
+    /// The orchestrator dies and a new one takes every partition over from
+    /// the database (its cache is gone; open sagas' commands are re-sent).
+    async fn crash(&mut self) {
+        self.note("crash".into());
+        self.driver = new_driver(&self.store, &self.registry, self.seed, &self.next_id);
+        let stop = tokio_util::sync::CancellationToken::new();
+        for partition in 0..PARTITIONS {
+            let partition = i32::try_from(partition).unwrap_or(0);
+            orchestrator::cluster::takeover::take_over(
+                self.driver.clone(),
+                partition,
+                1,
+                stop.clone(),
+            )
+            .await;
+        }
+    }
+
+    async fn operate(&mut self) {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_by_key(|id| self.keys.get(*id));
+        let saga_id = ids[self.rng.usize(0..ids.len())].clone();
+        let action = match self.rng.u32(0..5) {
+            0 => OperatorAction::RetryNow,
+            1 => OperatorAction::Skip,
+            2 => OperatorAction::Abort,
+            3 => OperatorAction::Resume,
+            _ => OperatorAction::Resolve(ResolvedAs::Compensated),
+        };
+        let input = Input::Operator(OperatorInput {
+            action,
+            by: "sim".into(),
+            reason: "simulated operator".into(),
+        });
+        match self.driver.handle(&saga_id, &input).await {
+            Ok(d) if !d.events.is_empty() => {
+                self.touched.insert(saga_id.clone());
+                self.note(format!("operator {} {}", action.as_str(), self.named(&saga_id)));
+            }
+            Ok(_) | Err(DriveError::Transition(_)) => {}
+            Err(e) => self.fail(format!("operator {}: {e}", action.as_str())),
+        }
+    }
+
+    /// Faults stop; messages flow and time passes until every saga ended.
+    async fn heal(&mut self, options: &Options) {
+        self.note("heal".into());
+        let calm = Faults { drop: 0, duplicate: 0, delay_ms: 0, crashes: false, operators: false };
+        self.participant.calm = true;
+        while self.started < options.sagas {
+            self.start().await;
+        }
+        for _ in 0..2_000 {
+            self.pump(&calm).await;
+            while self.net.iter().any(|(at, ..)| *at <= self.clock.now()) {
+                self.deliver(&calm).await;
+                self.pump(&calm).await;
+            }
+            if self.all_ended().await && self.net.is_empty() {
+                return;
+            }
+            self.pass(1_000).await;
+        }
+    }
+
+    async fn all_ended(&self) -> bool {
+        for id in self.keys.keys() {
+            match self.store.load(id).await {
+                Ok(Some(l)) if ended(&l.row.status) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Check every saga against the invariants; how they ended, by status.
+    async fn check(&mut self) -> BTreeMap<String, usize> {
+        let mut by_status = BTreeMap::new();
+        let mut ids: Vec<String> = self.keys.keys().cloned().collect();
+        ids.sort_by_key(|id| self.keys.get(id).cloned());
+        for id in ids {
+            let key = self.named(&id);
+            let (row, state) = match self.driver.state(&id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    self.fail(format!("{key}: cannot be read: {e}"));
+                    continue;
+                }
+            };
+            *by_status.entry(row.status.clone()).or_insert(0) += 1;
+            let cause = state.cause.as_ref().and_then(|c| serde_json::to_value(c).ok());
+            let cause = cause
+                .map(|c| format!(" {}", c["cause"].as_str().unwrap_or("?")))
+                .unwrap_or_default();
+            self.note(format!("ended {key} {}{cause}", row.status));
+            if !ended(&row.status) {
+                self.fail(format!("{key} never ended: {}", row.status));
+            }
+            if row.status != state.status.as_str() {
+                self.fail(format!("{key}: row says {}, history says {}", row.status, state.status));
+            }
+            if row.status == "parked" && row.park_reason.is_none() {
+                self.fail(format!("{key}: parked without a reason"));
+            }
+            let events =
+                self.store.load(&id).await.ok().flatten().map(|l| l.events).unwrap_or_default();
+            if let Some(end) = events.iter().position(SagaEvent::is_terminal)
+                && end + 1 != events.len()
+            {
+                self.fail(format!("{key}: {} events after its end", events.len() - end - 1));
+            }
+            if self.touched.contains(&id) {
+                continue;
+            }
+            let in_force = |step: &str| {
+                let k = (id.clone(), step.to_owned());
+                self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
+            };
+            let steps = &state.definition.steps;
+            let problems: Vec<String> = match state.status {
+                SagaStatus::Completed => steps
+                    .iter()
+                    .zip(&state.steps)
+                    .filter(|(_, s)| s.forward != sagas::machine::Forward::SkippedByCondition)
+                    .filter(|(d, _)| !in_force(&d.name))
+                    .map(|(d, _)| format!("{key} completed but `{}` is not in force", d.name))
+                    .collect(),
+                SagaStatus::Compensated | SagaStatus::Failed => steps
+                    .iter()
+                    .filter(|d| in_force(&d.name))
+                    .map(|d| format!("{key} {} but `{}` is still in force", state.status, d.name))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for p in problems {
+                self.fail(p);
+            }
+        }
+        by_status
+    }
+}
+
+fn ended(status: &str) -> bool {
+    SagaStatus::parse(status).is_some_and(SagaStatus::is_end)
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok { .. } => "ok",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Retry { .. } => "retry",
+    }
+}
+
+impl Participant {
+    /// Answer a command as the SDK would: a stored answer again for a
+    /// command id it answered before, a refusal of a `do` whose undo came
+    /// first; otherwise the seeded dice decide (a `retry` is not stored).
+    fn handle(&mut self, cmd: &Command, rng: &mut fastrand::Rng) -> Outcome {
+        if let Some(o) = self.decided.get(&cmd.command_id) {
+            return o.clone();
+        }
+        let key = (cmd.saga_id.clone(), cmd.step.clone());
+        let roll = if self.calm { 0 } else { rng.u32(0..100) };
+        // Steps after the pivot are retriable: they never fail for good.
+        let retriable = cmd.step == "e";
+        let outcome = match cmd.kind {
+            Kind::Do if self.tombstones.contains(&key) => Outcome::Failed {
+                code: "tombstone".into(),
+                message: "undone before it was done".into(),
+            },
+            Kind::Do if roll < 75 => {
+                self.applied.insert(key);
+                Outcome::Ok { output: serde_json::json!({ "id": cmd.command_id }) }
+            }
+            Kind::Do if roll < 85 && !retriable => {
+                Outcome::Failed { code: "refused".into(), message: "no".into() }
+            }
+            Kind::Undo if roll < 90 => {
+                self.tombstones.insert(key.clone());
+                if self.applied.contains(&key) {
+                    self.undone.insert(key);
+                }
+                Outcome::Ok { output: serde_json::json!({}) }
+            }
+            _ => Outcome::retry("busy", "try again"),
+        };
+        if !matches!(outcome, Outcome::Retry { .. }) {
+            self.decided.insert(cmd.command_id.clone(), outcome.clone());
+        }
+        outcome
+    }
+}

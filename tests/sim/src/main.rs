@@ -1,0 +1,126 @@
+//! `skald-sim`: run seeds of the deterministic simulation and report the
+//! rate and every failing seed, with the command that replays it.
+
+use clap::Parser;
+use skald_sim::{Faults, Options, run_seed};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Run the engine under seeded faults on simulated time; each failure is a
+/// seed that replays the same run.
+#[derive(Debug, Parser)]
+#[command(name = "skald-sim", version)]
+struct Args {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Sagas per world.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=200))]
+    sagas: u64,
+    /// Random actions per world before it heals.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    actions: u64,
+    /// Chance in a hundred that a message is lost.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=90))]
+    drop: u32,
+    /// Chance in a hundred that a message is delivered twice.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=90))]
+    duplicate: u32,
+    /// No orchestrator crashes.
+    #[arg(long)]
+    no_crashes: bool,
+    /// No operator actions.
+    #[arg(long)]
+    no_operators: bool,
+    /// Print every seed's trace.
+    #[arg(long)]
+    trace: bool,
+    /// Run every seed twice and fail if the two traces differ.
+    #[arg(long)]
+    twice: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("skald-sim: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(&args))
+}
+
+async fn run(args: &Args) -> ExitCode {
+    let options = Options {
+        sagas: usize::try_from(args.sagas).unwrap_or(6),
+        actions: usize::try_from(args.actions).unwrap_or(300),
+        faults: Faults {
+            drop: args.drop,
+            duplicate: args.duplicate,
+            crashes: !args.no_crashes,
+            operators: !args.no_operators,
+            ..Faults::default()
+        },
+        keep_trace: args.trace,
+    };
+    let began = Instant::now();
+    let mut failed = Vec::new();
+    let mut ended = std::collections::BTreeMap::new();
+    for seed in args.from..args.from.saturating_add(args.seeds) {
+        let run = match run_seed(seed, &options).await {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!("skald-sim: seed {seed} could not be set up: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for line in &run.trace {
+            println!("seed {seed}: {line}");
+        }
+        let mut failures = run.failures.clone();
+        if args.twice {
+            match run_seed(seed, &options).await {
+                Ok(again) if again.trace_hash != run.trace_hash => failures.push(format!(
+                    "the second run's trace differs ({:016x} then {:016x})",
+                    run.trace_hash, again.trace_hash
+                )),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("the second run could not be set up: {e:#}")),
+            }
+        }
+        for (status, n) in &run.ended {
+            *ended.entry(status.clone()).or_insert(0) += n;
+        }
+        if !failures.is_empty() {
+            println!("seed {seed} FAILED (trace {:016x}):", run.trace_hash);
+            for f in &failures {
+                println!("  {f}");
+            }
+            println!(
+                "  replay: cargo run -p skald-sim -- --from {seed} --seeds 1 --trace --sagas {} --actions {} --drop {} --duplicate {}{}{}",
+                args.sagas,
+                args.actions,
+                args.drop,
+                args.duplicate,
+                if args.no_crashes { " --no-crashes" } else { "" },
+                if args.no_operators { " --no-operators" } else { "" },
+            );
+            failed.push(seed);
+        }
+    }
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "{} seeds from {} in {secs:.1} s ({:.1} seeds/s); sagas ended {ended:?}; {} failed{}",
+        args.seeds,
+        args.from,
+        args.seeds as f64 / secs.max(1e-9),
+        failed.len(),
+        if failed.is_empty() { String::new() } else { format!(": {failed:?}") }
+    );
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
