@@ -478,6 +478,9 @@ impl World {
             if self.touched.contains(&id) {
                 continue;
             }
+            for p in undo_order(&state.definition, &events) {
+                self.fail(format!("{key}: {p}"));
+            }
             let in_force = |step: &str| {
                 let k = (id.clone(), step.to_owned());
                 self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
@@ -504,6 +507,54 @@ impl World {
         }
         by_status
     }
+}
+
+/// Compensation runs newest outcome first: when a step's first undo is
+/// sent, no other step still to be undone got its outcome later (by the
+/// history's order, not the machine's bookkeeping).
+fn undo_order(definition: &Arc<sagas::Definition>, events: &[SagaEvent]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut state = sagas::SagaState::new(Arc::clone(definition));
+    let mut outcome_at: Vec<Option<usize>> = vec![None; definition.steps.len()];
+    for (pos, e) in events.iter().enumerate() {
+        let index = |step: &str| definition.step_index(step);
+        match e {
+            SagaEvent::CommandSent { step, kind: Kind::Undo, attempt: 1, .. } => {
+                if let Some(i) = index(step) {
+                    for (j, other) in state.steps.iter().enumerate() {
+                        if j != i
+                            && other.needs_undo()
+                            && definition.steps[j].compensation.is_some()
+                            && outcome_at[j] > outcome_at[i]
+                        {
+                            problems.push(format!(
+                                "`{step}` undone before `{}`, whose outcome came later",
+                                definition.steps[j].name
+                            ));
+                        }
+                    }
+                }
+            }
+            SagaEvent::StepSucceeded { step, .. }
+            | SagaEvent::StepFailed { step, .. }
+            | SagaEvent::StepOutcomeUnknown { step, .. }
+            | SagaEvent::StepAbandoned { step, .. }
+            | SagaEvent::StepSkippedByCondition { step, .. }
+            | SagaEvent::StepSkipped { step, kind: Kind::Do, .. } => {
+                if let Some(i) = index(step) {
+                    outcome_at[i] = outcome_at[i].or(Some(pos));
+                }
+            }
+            SagaEvent::SagaResumed { step, kind: Kind::Do, .. } => {
+                if let Some(i) = index(step) {
+                    outcome_at[i] = None;
+                }
+            }
+            _ => {}
+        }
+        state.apply(e);
+    }
+    problems
 }
 
 fn ended(status: &str) -> bool {

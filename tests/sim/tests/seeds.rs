@@ -1,4 +1,4 @@
-//! The simulation in the test suite: `SIM_SEEDS` seeds (default 40) pass,
+//! The simulation in the test suite: `SIM_SEEDS` seeds (default 200) pass,
 //! and a seed run twice gives the same trace, line for line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,7 +7,7 @@ use skald_sim::{Options, run_seed};
 
 #[tokio::test(flavor = "current_thread")]
 async fn seeds_pass() {
-    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     let options = Options::default();
     let mut failed = Vec::new();
     for seed in 0..seeds {
