@@ -202,6 +202,15 @@ impl Driver {
     /// # Errors
     /// None or several wait for it, or the store cannot be read.
     pub async fn saga_waiting_for(&self, event: &str, key: &str) -> Result<String, ByKey> {
+        // What a waiting step's key can be: anything else waits nowhere (and
+        // a NUL would not even reach PostgreSQL).
+        if key.is_empty()
+            || key.len() > sagas::machine::SIGNAL_ID_LEN_MAX
+            || key.chars().any(char::is_control)
+            || !sagas::protocol::is_subject_token(event)
+        {
+            return Err(ByKey::None);
+        }
         let mut ids = self.store().waiting_for(event, key).await.map_err(ByKey::Store)?;
         match ids.len() {
             0 => Err(ByKey::None),

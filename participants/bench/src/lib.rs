@@ -78,7 +78,8 @@ struct Args {
 
     /// When it stops, write what it cost to this file as JSON: NATS messages
     /// it sent and received, database statements it ran (what `skald
-    /// bench` divides by the sagas of its run).
+    /// bench` divides by the sagas of its run), over its whole life: its
+    /// start-up adds a few dozen, nothing beside a run of thousands of sagas.
     #[arg(long, value_name = "FILE")]
     stats_out: Option<std::path::PathBuf>,
 }

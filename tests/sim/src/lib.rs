@@ -285,9 +285,9 @@ impl World {
                 Err(e) => self.fail(format!("an outbox row is no command: {e}")),
             }
         }
-        // Saga ids are random, and so is the outbox's order across sagas
-        // (their partitions): the network takes them in the order of their
-        // keys, so that a seed is one world.
+        // The outbox's order across sagas follows their partitions (hashed
+        // from their ids): the network takes commands in the order of the
+        // sagas' keys, so that the world does not depend on how ids hash.
         commands.sort_by(|a, b| (&a.0, a.1.attempt).cmp(&(&b.0, b.1.attempt)));
         for (named, cmd) in commands {
             self.note(format!("send {named}#{}", cmd.attempt));

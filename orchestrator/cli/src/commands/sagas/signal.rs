@@ -20,9 +20,15 @@ pub(super) async fn signal(args: &SignalArgs, out: &mut dyn Write) -> Result<Out
     } else {
         vec!["v1", "sagas", &args.saga_id, "events", &args.event]
     };
-    let answer = client.post(&path, Body::Json(&body)).await.map_err(|e| {
-        e.with_timeout_hint("send it again with the same --event-id: it is taken at most once")
-    })?;
+    let hint = if by_key {
+        // Once taken, no saga waits for the key any more: a repeat finds none.
+        "sent by key, it may have been taken: a repeat that finds no saga waiting is refused; \
+         send it again by saga id with the same --event-id to be sure"
+    } else {
+        "send it again with the same --event-id: it is taken at most once"
+    };
+    let answer =
+        client.post(&path, Body::Json(&body)).await.map_err(|e| e.with_timeout_hint(hint))?;
     if args.api.json {
         print_json(&answer.body, out)?;
         return Ok(Outcome::Success);

@@ -123,8 +123,9 @@ pub struct Costs {
     /// Database statements per saga, by process (transaction control, such
     /// as `BEGIN` and `COMMIT`, not counted).
     pub statements_per_saga: BTreeMap<String, f64>,
-    /// Committed and rolled-back transactions per saga in the orchestrator's
-    /// PostgreSQL database (`pg_stat_database`); none on SQLite.
+    /// Write transactions per saga on PostgreSQL (transaction ids taken,
+    /// `txid_current()` before and after: the whole server's, so run on a
+    /// quiet one); none on SQLite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orchestrator_transactions_per_saga: Option<f64>,
 }
