@@ -194,17 +194,7 @@ impl Draft {
                     });
                     return self.advance();
                 }
-                Err(message) => {
-                    let code = "condition_failed".to_owned();
-                    self.emit(SagaEvent::StepFailed {
-                        step: self.name(i),
-                        attempt: 0,
-                        code: code.clone(),
-                        message: message.clone(),
-                        at: self.now,
-                    });
-                    return self.setback(i, Setback::Failed { code, message });
-                }
+                Err(message) => return self.fail_step(i, 0, "condition_failed", message),
             }
         }
         if self.state.is_waiting_step(i) {
@@ -240,17 +230,8 @@ impl Draft {
                     return self.advance();
                 }
                 Err(message) => {
-                    let first = group.steps.start;
-                    let code = "condition_failed".to_owned();
                     let message = format!("the condition of group `{}`: {message}", group.name);
-                    self.emit(SagaEvent::StepFailed {
-                        step: self.name(first),
-                        attempt: 0,
-                        code: code.clone(),
-                        message: message.clone(),
-                        at: self.now,
-                    });
-                    return self.setback(first, Setback::Failed { code, message });
+                    return self.fail_step(group.steps.start, 0, "condition_failed", message);
                 }
             }
         }
@@ -292,15 +273,7 @@ impl Draft {
                         super::SIGNAL_ID_LEN_MAX
                     ),
                 };
-                let code = "input_unrenderable".to_owned();
-                self.emit(SagaEvent::StepFailed {
-                    step: def.name.clone(),
-                    attempt: 0,
-                    code: code.clone(),
-                    message: message.clone(),
-                    at: self.now,
-                });
-                return self.setback(index, Setback::Failed { code, message });
+                return self.fail_step(index, 0, "input_unrenderable", message);
             }
         };
         self.emit(SagaEvent::WaitStarted {
@@ -339,14 +312,7 @@ impl Draft {
             Err(message) => Some(("condition_failed".to_owned(), message)),
         };
         if let Some((code, message)) = failure {
-            self.emit(SagaEvent::StepFailed {
-                step: self.name(index),
-                attempt: 1,
-                code: code.clone(),
-                message: message.clone(),
-                at: self.now,
-            });
-            return self.setback(index, Setback::Failed { code, message });
+            return self.fail_step(index, 1, &code, message);
         }
         self.emit(SagaEvent::StepSucceeded {
             step: self.name(index),
@@ -499,16 +465,8 @@ impl Draft {
             Kind::Do => match self.render(Some(&def.input)).unwrap_or(Ok(Value::Null)) {
                 Ok(p) => p,
                 Err(message) => {
-                    let code = "input_unrenderable".to_owned();
-                    self.emit(SagaEvent::StepFailed {
-                        step: def.name.clone(),
-                        attempt: self.state.steps[index].do_progress.attempts,
-                        code: code.clone(),
-                        message: message.clone(),
-                        at: self.now,
-                    });
-                    self.setback(index, Setback::Failed { code, message });
-                    return;
+                    let attempt = self.state.steps[index].do_progress.attempts;
+                    return self.fail_step(index, attempt, "input_unrenderable", message);
                 }
             },
             // A waiting step sent no `do`: its undo carries the event it took.
@@ -531,6 +489,19 @@ impl Draft {
             at: self.now,
         });
         self.commands.push(command);
+    }
+
+    /// Step `index`'s action failed for good (`code`): record it, then turn
+    /// back, or park if it cannot be undone.
+    fn fail_step(&mut self, index: usize, attempt: u32, code: &str, message: String) {
+        self.emit(SagaEvent::StepFailed {
+            step: self.name(index),
+            attempt,
+            code: code.to_owned(),
+            message: message.clone(),
+            at: self.now,
+        });
+        self.setback(index, Setback::Failed { code: code.to_owned(), message });
     }
 
     /// A step's action did not succeed: turn back, or park if it cannot be undone.
@@ -712,17 +683,7 @@ impl Draft {
                                 message: message.clone(),
                             }) =>
             {
-                self.emit(SagaEvent::StepFailed {
-                    step: name,
-                    attempt,
-                    code: code.clone(),
-                    message: message.clone(),
-                    at,
-                });
-                self.setback(
-                    index,
-                    Setback::Failed { code: code.clone(), message: message.clone() },
-                );
+                self.fail_step(index, attempt, code, message.clone());
             }
             (Kind::Undo, Outcome::Ok { .. }) if in_flight || parked_here => {
                 self.emit(SagaEvent::StepCompensated { step: name, attempt, at });
@@ -832,15 +793,7 @@ impl Draft {
                 // Nothing was asked of anyone: the event not coming is a definite failure.
                 let (event, _) = self.state.steps[index].waits_for.clone().unwrap_or_default();
                 let message = format!("no `{event}` event came within the wait");
-                let code = "wait_timed_out".to_owned();
-                self.emit(SagaEvent::StepFailed {
-                    step: self.name(index),
-                    attempt: 1,
-                    code: code.clone(),
-                    message: message.clone(),
-                    at: now,
-                });
-                self.setback(index, Setback::Failed { code, message });
+                self.fail_step(index, 1, "wait_timed_out", message);
             }
             Wait::Reply { attempt, timeout_at } if timeout_at <= now => {
                 let message = format!("no reply to attempt {attempt} within the step timeout");
