@@ -35,6 +35,7 @@ fn storable(text: String) -> String {
 
 /// The projection columns derived from a state (identity columns left empty).
 pub(crate) fn project(state: &SagaState) -> Projection {
+    let (wait_half, wait_key) = waits(state);
     let current = state.current();
     let last_error = state
         .park
@@ -61,48 +62,35 @@ pub(crate) fn project(state: &SagaState) -> Projection {
         }),
         deadline_at_ms: state.deadline_at.filter(|_| !state.status.is_end()).map(clock::to_db),
         park_reason: state.park.as_ref().map(|p| p.reason.as_str().to_owned()),
-        wait_half_at_ms: wait_half_at(state).map(clock::to_db),
-        wait_key: wait_key(state),
+        wait_half_at_ms: wait_half.map(clock::to_db),
+        wait_key,
         tags: None,
     }
 }
 
-/// When the first of the waiting steps the running saga is at will have
-/// waited half its wait.
-fn wait_half_at(state: &SagaState) -> Option<sagas::UnixMillis> {
+/// Of the waiting steps the running saga is waiting at: when the first
+/// will have waited half its wait, and `<event>:<key>` of the first with a
+/// key (event names hold no `:`). One pass over what the saga is busy with.
+fn waits(state: &SagaState) -> (Option<sagas::UnixMillis>, Option<String>) {
+    let (mut half, mut key) = (None, None);
     if state.status != sagas::SagaStatus::Running {
-        return None;
+        return (half, key);
     }
-    state
-        .working()
-        .into_iter()
-        .filter_map(|(i, _)| {
-            let wait = state.step_def(i).wait.as_ref()?;
-            match state.steps[i].do_progress.wait {
-                sagas::machine::Wait::Reply { timeout_at, .. } => Some(sagas::UnixMillis(
-                    timeout_at.0.saturating_sub(wait.timeout.as_millis() / 2),
-                )),
-                _ => None,
-            }
-        })
-        .min()
-}
-
-/// `<event>:<key>` of the first waiting step with a key the running saga is
-/// at (event names hold no `:`).
-fn wait_key(state: &SagaState) -> Option<String> {
-    if state.status != sagas::SagaStatus::Running {
-        return None;
-    }
-    state.working().into_iter().find_map(|(i, _)| {
-        let step = &state.steps[i];
-        match (&step.waits_for, step.do_progress.wait) {
-            (Some((event, Some(key))), sagas::machine::Wait::Reply { .. }) => {
-                Some(storable(format!("{event}:{key}")))
-            }
-            _ => None,
+    for (i, _) in state.working() {
+        let (Some(wait), sagas::machine::Wait::Reply { timeout_at, .. }) =
+            (state.step_def(i).wait.as_ref(), state.steps[i].do_progress.wait)
+        else {
+            continue;
+        };
+        let at = sagas::UnixMillis(timeout_at.0.saturating_sub(wait.timeout.as_millis() / 2));
+        half = Some(half.map_or(at, |h: sagas::UnixMillis| h.min(at)));
+        if key.is_none()
+            && let Some((event, Some(k))) = &state.steps[i].waits_for
+        {
+            key = Some(storable(format!("{event}:{k}")));
         }
-    })
+    }
+    (half, key)
 }
 
 /// Hex SHA-256 of a JSON value's canonical text (object keys sorted).
