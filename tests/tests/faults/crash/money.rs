@@ -11,6 +11,7 @@ use crate::tally::Tally;
 use crate::world::{TURN, World, full, sagas};
 use orchestrator::store::Store;
 use payment::api::ChargeList;
+use sagas::machine::SagaEvent;
 use serde_json::json;
 use skald_tests::process::{ChildGuard, free_port, wait_port};
 use skald_tests::{Backend, NATS_URL, TestDb, delete_streams};
@@ -291,9 +292,12 @@ async fn participants_and_provider_killed() {
 }
 
 /// The provider is down (nothing listens on its port) for 20 s (CI) or a
-/// minute, under load. Nothing reached it, so no top-up or payout may end
-/// with an unknown outcome: every one completes or is refused by the
-/// provider or the ledger, and none is parked.
+/// minute, under load. A call that cannot connect sent nothing, so the
+/// outage itself spends no retry budget: every `provider_unreachable`
+/// answer is an unsent attempt, and a step's outcome is unknown only when
+/// its budget went on answers that may have acted (the simulator's injected
+/// 500s and dropped answers, a call cut off by the kill, a timeout). A saga
+/// is parked only after such an unknown outcome (a payout past its pivot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_outage() {
     let _turn = TURN.lock().await;
@@ -312,14 +316,31 @@ async fn provider_outage() {
     println!("psp-sim down for {outage:?} after {} charges", before.charges.len());
 
     let (begun, statuses, mut tally, heal) = stack.verify(load, healed, &before).await;
+    let (mut unsent, mut unknown) = (0, 0);
     for b in &begun {
         let status = statuses.get(&b.id).map_or("?", String::as_str);
-        tally.expect(status != "parked", || format!("{} {} parked", b.saga_type, b.id));
         let events = stack.store.load(&b.id).await.ok().flatten().map(|l| l.events);
-        let unknown = events.iter().flatten().any(|e| e.name() == "step_outcome_unknown");
-        tally.expect(!unknown, || {
-            format!("{} {} ended {status} after an unknown outcome", b.saga_type, b.id)
+        let events = events.unwrap_or_default();
+        for e in &events {
+            if let SagaEvent::AttemptFailed { step, attempt, code, unsent: was_unsent, .. } = e {
+                unsent += usize::from(*was_unsent);
+                tally.expect(code != "provider_unreachable" || *was_unsent, || {
+                    format!(
+                        "{} {}: {step} attempt {attempt} unreachable but counted",
+                        b.saga_type, b.id
+                    )
+                });
+            }
+        }
+        let outcome_unknown =
+            events.iter().any(|e| matches!(e, SagaEvent::StepOutcomeUnknown { .. }));
+        unknown += usize::from(outcome_unknown);
+        tally.expect(status != "parked" || outcome_unknown, || {
+            format!("{} {} parked without an unknown outcome", b.saga_type, b.id)
         });
     }
+    // The outage was felt: some attempts found nobody listening.
+    tally.expect(unsent > 0, || "no attempt was answered unsent during the outage".to_owned());
+    println!("provider_outage: {unsent} unsent attempts, {unknown} sagas with an unknown outcome");
     stack.finish(p, tally, heal).await;
 }
