@@ -14,6 +14,8 @@ pub mod definition;
 pub mod duration;
 pub mod hash;
 pub mod machine;
+#[cfg(feature = "planted")]
+pub mod planted;
 pub mod protocol;
 pub mod time;
 

@@ -166,7 +166,12 @@ impl Membership {
     }
 
     /// One round: heartbeat, renew or release what is held, take what is ours.
-    async fn round(&self, changes: &mpsc::Sender<Change>) -> Result<(), StoreError> {
+    /// [`run`] does one every TTL / 5; the simulator (`tests/sim`) calls it on
+    /// simulated time.
+    ///
+    /// # Errors
+    /// When the store fails; what was done before stays done.
+    pub async fn round(&self, changes: &mpsc::Sender<Change>) -> Result<(), StoreError> {
         let now = self.store.clock().now_db();
         self.store.heartbeat(&self.instance, self.http_addr.as_deref(), now).await?;
         let mut live: Vec<String> = self

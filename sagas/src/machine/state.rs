@@ -223,7 +223,14 @@ impl StepState {
     #[must_use]
     pub fn needs_undo(&self) -> bool {
         let maybe_done = match self.forward {
-            Forward::Succeeded { .. } | Forward::Unknown => true,
+            Forward::Succeeded { .. } => true,
+            #[cfg(feature = "planted")]
+            Forward::Unknown
+                if crate::planted::is_planted(crate::planted::Mistake::UnknownNotUndone) =>
+            {
+                false
+            }
+            Forward::Unknown => true,
             // A waiting step sent nothing, even while it waited.
             Forward::Skipped => self.do_progress.attempts > 0 && self.waits_for.is_none(),
             Forward::Pending
@@ -384,13 +391,17 @@ impl SagaState {
     /// one whose outcome was recorded last.
     #[must_use]
     pub fn next_undo(&self) -> Option<usize> {
-        self.steps
+        let open = self
+            .steps
             .iter()
             .zip(&self.definition.steps)
             .enumerate()
-            .filter(|(_, (s, def))| s.needs_undo() && def.compensation.is_some())
-            .max_by_key(|(i, (s, _))| (s.settled_at_seq, *i))
-            .map(|(i, _)| i)
+            .filter(|(_, (s, def))| s.needs_undo() && def.compensation.is_some());
+        #[cfg(feature = "planted")]
+        if crate::planted::is_planted(crate::planted::Mistake::UndoOldestFirst) {
+            return open.min_by_key(|(i, (s, _))| (s.settled_at_seq, *i)).map(|(i, _)| i);
+        }
+        open.max_by_key(|(i, (s, _))| (s.settled_at_seq, *i)).map(|(i, _)| i)
     }
 
     /// Turning back while actions sent before it still await their answer

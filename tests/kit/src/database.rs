@@ -101,6 +101,20 @@ impl TempDatabase {
         Self::create(admin_url.as_deref(), "test").await
     }
 
+    /// A fresh SQLite file in a new directory `skald-<label>-<token>` under
+    /// `parent` (e.g. a memory file system, for a database that needs no
+    /// durability, as in the simulator).
+    ///
+    /// # Errors
+    /// When the directory cannot be made.
+    pub fn sqlite_under(parent: &std::path::Path, label: &str) -> Result<Self, TempDatabaseError> {
+        let dir = parent.join(format!("skald-{label}-{}", crate::token()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| TempDatabaseError::Directory { dir: dir.clone(), source })?;
+        let url = format!("sqlite://{}", dir.join(SQLITE_FILE).display());
+        Ok(Self { url, dir, postgres: None })
+    }
+
     /// A fresh database `skald_<label>_<token>` on the PostgreSQL server of
     /// `admin_url`, or a SQLite file when there is none; either way with a new
     /// temporary directory `skald-<label>-<token>`.

@@ -1,34 +1,44 @@
 //! Deterministic simulation of Skald's engine.
 //!
-//! One seed is one world: the **real** engine code — the driver with its
-//! cache, the store on a SQLite file with its writer and outbox, the timers'
-//! query for due sagas, the takeover that re-sends what open sagas wait on —
-//! on a simulated clock ([`ManualClock`]) and a simulated network, with a
-//! model participant that keeps an inbox (a stored answer per command id) and
-//! tombstones (an undo before its do refuses the do), as the SDK does. Every
-//! choice — which saga starts, which message is delivered, dropped,
-//! duplicated or delayed, when time moves and how far, when the orchestrator
-//! crashes and restarts from its database, which operator acts — comes from
+//! One seed is one world: the **real** engine code — 1 to 3 orchestrator
+//! instances, each with its driver and cache, its store (one SQLite file for
+//! all, as one database) with its writer and outbox, its membership rounds
+//! (heartbeats, partition leases with epochs, hand-overs), the takeover that
+//! re-sends what open sagas wait on, and the timers' query for due sagas of
+//! the partitions it holds — on a simulated clock ([`ManualClock`]) and a
+//! simulated network, with a model participant that keeps an inbox (a stored
+//! answer per command id) and tombstones (an undo before its do refuses the
+//! do), as the SDK does. Every choice — which saga starts, which message is
+//! delivered, dropped, duplicated or delayed, which instance takes a reply,
+//! when time moves and how far, when an instance crashes and restarts from
+//! the database or freezes (its leases expire, another takes its partitions)
+//! and wakes to finish what it had in hand, which operator acts — comes from
 //! one seeded generator, and every step is done to the end before the next,
 //! so a seed gives the same run, and the same trace, every time.
 //!
-//! After the faults, the world heals (nothing lost any more, time passes) and
-//! every saga is checked: it ended (or is parked with a reason), its stored
-//! history has nothing after its end and replays to the status its row says,
-//! and the participant's effects agree with how it ended.
+//! After the faults, the world heals (nothing lost any more, every instance
+//! awake, time passes) and every saga is checked: it ended (or is parked with
+//! a reason), its stored history has nothing after its end and replays to the
+//! status its row says, compensation ran newest outcome first, and the
+//! participant's effects agree with how it ended. While it runs, every write
+//! of a saga's history by a reply or a deadline is checked against the
+//! leases: only the partition's holder, at its epoch, may have written it.
 //!
 //! What is simulated rather than real: NATS (commands are taken from the
-//! outbox, replies handed to the driver, as the relay and the intake do) and
-//! the participant (the model above, not the SDK); one orchestrator at a
-//! time owns every partition, so fencing between instances is not exercised.
+//! outbox, replies handed to an instance that holds, or thinks it holds, the
+//! saga's partition, as the relay and the intake do) and the participant
+//! (the model above, not the SDK).
 
 use orchestrator::clock::{Clock, ManualClock};
+use orchestrator::cluster::partitions::{Change, Membership, Ownership};
 use orchestrator::engine::DriveError;
 use orchestrator::engine::driver::{Driver, SagaIds};
 use orchestrator::engine::registry::Registry;
-use orchestrator::store::Store;
+use orchestrator::store::{Store, StoreError};
 use sagas::UnixMillis;
-use sagas::machine::{Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus};
+use sagas::machine::{
+    Decision, Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus,
+};
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -43,6 +53,14 @@ const FORK: &str = include_str!("fork.yaml");
 /// 2026-12-01T00:00:00Z: where simulated time starts.
 const T0: UnixMillis = UnixMillis(1_796_083_200_000);
 const PARTITIONS: u32 = 4;
+/// How long a partition lease lasts unless renewed (simulated time).
+const LEASE_TTL: Duration = Duration::from_secs(3);
+/// A memory file system for the world's database, where the machine has one.
+const SHM: &str = "/dev/shm";
+/// When a reply nobody could take is offered again (simulated time).
+const REDELIVERY_MS: u64 = 200;
+/// Most orchestrator instances in one world.
+pub const INSTANCES_MAX: usize = 3;
 
 /// What a world may do to the engine, and how much.
 #[derive(Debug, Clone)]
@@ -57,11 +75,21 @@ pub struct Faults {
     pub crashes: bool,
     /// Operator actions at random moments.
     pub operators: bool,
+    /// Instances freeze (no lease renewals) and wake later, before they
+    /// learn what they lost.
+    pub freezes: bool,
 }
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { drop: 10, duplicate: 5, delay_ms: 800, crashes: true, operators: true }
+        Self {
+            drop: 10,
+            duplicate: 5,
+            delay_ms: 800,
+            crashes: true,
+            operators: true,
+            freezes: true,
+        }
     }
 }
 
@@ -69,6 +97,9 @@ impl Default for Faults {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub sagas: usize,
+    /// Orchestrator instances (1 to [`INSTANCES_MAX`]); `None`: the seed
+    /// chooses.
+    pub instances: Option<usize>,
     /// Random actions before the world heals.
     pub actions: usize,
     pub faults: Faults,
@@ -78,7 +109,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { sagas: 6, actions: 300, faults: Faults::default(), keep_trace: false }
+        Self {
+            sagas: 6,
+            instances: None,
+            actions: 300,
+            faults: Faults::default(),
+            keep_trace: false,
+        }
     }
 }
 
@@ -94,6 +131,8 @@ pub struct SeedRun {
     pub failures: Vec<String>,
     /// How the sagas ended, by status.
     pub ended: BTreeMap<String, usize>,
+    /// How many orchestrator instances the world had.
+    pub instances: usize,
 }
 
 /// A message on the simulated network.
@@ -116,15 +155,28 @@ struct Participant {
     calm: bool,
 }
 
+/// One orchestrator instance: its own store (connection pool and writer),
+/// driver, cache and view of the leases it holds.
+struct Instance {
+    name: String,
+    store: Store,
+    driver: Driver,
+    ownership: Ownership,
+    /// Frozen: it renews nothing and does nothing until it wakes.
+    frozen: bool,
+}
+
 struct World {
     seed: u64,
+    url: String,
     /// The number of the next saga id.
     next_id: Arc<AtomicU64>,
     rng: fastrand::Rng,
     clock: Arc<ManualClock>,
+    /// The world's own view of the database (the relay's reads, the checks).
     store: Store,
     registry: Arc<Registry>,
-    driver: Driver,
+    instances: Vec<Instance>,
     /// In flight: (deliver at, sequence, packet).
     net: Vec<(UnixMillis, u64, Packet)>,
     sent: u64,
@@ -144,25 +196,36 @@ struct World {
 /// # Errors
 /// When the world cannot be set up (the temporary database, the store).
 pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
-    let db = skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?;
+    // The world's database needs no durability (a crash here loses a
+    // process's memory, not the machine's): on a memory file system when
+    // there is one, as fast as the engine's code lets it be.
+    let shm = std::path::Path::new(SHM);
+    let db = if shm.is_dir() {
+        skald_testkit::TempDatabase::sqlite_under(shm, "sim")?
+    } else {
+        skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?
+    };
     let clock = Arc::new(ManualClock::at(T0));
     let store = Store::connect(&db.url).await?.with_clock(clock.clone());
+    store.ensure_cluster(PARTITIONS).await?;
     let definitions = [BENCH, FORK]
         .iter()
         .map(|yaml| sagas::definition::load("sim.yaml", yaml))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let registry = Arc::new(Registry::with_store(&store, definitions).await?);
-    let next_id = Arc::new(AtomicU64::new(0));
-    let driver = new_driver(&store, &registry, seed, &next_id);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let count = options.instances.unwrap_or_else(|| rng.usize(1..=INSTANCES_MAX));
+    let count = count.clamp(1, INSTANCES_MAX);
     let mut w = World {
         seed,
-        next_id,
-        rng: fastrand::Rng::with_seed(seed),
+        url: db.url.clone(),
+        next_id: Arc::new(AtomicU64::new(0)),
+        rng,
         clock,
         store,
         registry,
-        driver,
+        instances: Vec::with_capacity(count),
         net: Vec::new(),
         sent: 0,
         participant: Participant::default(),
@@ -174,6 +237,13 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         keep_trace: options.keep_trace,
         failures: Vec::new(),
     };
+    for i in 0..count {
+        let instance = w.boot(format!("o{i}")).await?;
+        w.instances.push(instance);
+    }
+    for i in 0..count {
+        w.round(i).await;
+    }
     for _ in 0..options.actions {
         w.act(options).await;
     }
@@ -185,22 +255,11 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         trace: std::mem::take(&mut w.trace),
         failures: std::mem::take(&mut w.failures),
         ended,
+        instances: count,
     };
     drop(w);
     db.remove().await;
     Ok(outcome)
-}
-
-/// A driver over the world's store, naming sagas from the world's seed:
-/// `<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine makes.
-fn new_driver(store: &Store, registry: &Arc<Registry>, seed: u64, next: &Arc<AtomicU64>) -> Driver {
-    let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
-    let next = Arc::clone(next);
-    let ids = SagaIds::from_fn(move || {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-0000-7000-8000-{n:012x}", seed & 0xffff_ffff)
-    });
-    Driver::new(store.clone(), Arc::clone(registry), ns, PARTITIONS).with_saga_ids(ids)
 }
 
 impl World {
@@ -233,6 +292,71 @@ impl World {
         self.rng.u32(0..100) < percent
     }
 
+    /// An instance as a process starting: its own store on the world's
+    /// database, a driver naming sagas from the world's seed
+    /// (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine makes),
+    /// holding nothing until its first membership round.
+    async fn boot(&self, name: String) -> anyhow::Result<Instance> {
+        let store = Store::connect(&self.url).await?.with_clock(self.clock.clone());
+        let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
+        let next = Arc::clone(&self.next_id);
+        let seed = self.seed;
+        let ids = SagaIds::from_fn(move || {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            format!("{:08x}-0000-7000-8000-{n:012x}", seed & 0xffff_ffff)
+        });
+        let ownership = Ownership::cluster(&name);
+        let driver = Driver::new(store.clone(), Arc::clone(&self.registry), ns, PARTITIONS)
+            .with_ownership(ownership.clone())
+            .with_saga_ids(ids);
+        Ok(Instance { name, store, driver, ownership, frozen: false })
+    }
+
+    /// An awake instance, chosen by the seed.
+    fn awake(&mut self) -> Option<usize> {
+        let awake: Vec<usize> =
+            (0..self.instances.len()).filter(|&i| !self.instances[i].frozen).collect();
+        (!awake.is_empty()).then(|| awake[self.rng.usize(0..awake.len())])
+    }
+
+    /// One membership round of instance `i`: heartbeat, renew, hand over,
+    /// take; each partition taken is taken over (its in-flight commands
+    /// re-sent), as the orchestrator does on `Acquired`.
+    async fn round(&mut self, i: usize) {
+        let inst = &self.instances[i];
+        let membership = Membership {
+            store: inst.store.clone(),
+            instance: inst.name.clone(),
+            partitions: PARTITIONS,
+            ownership: inst.ownership.clone(),
+            lease_ttl: LEASE_TTL,
+            http_addr: None,
+            metrics: inst.driver.metrics().clone(),
+        };
+        let (name, driver) = (inst.name.clone(), inst.driver.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4 * PARTITIONS as usize);
+        if let Err(e) = membership.round(&tx).await {
+            return self.fail(format!("membership round of {name}: {e}"));
+        }
+        drop(tx);
+        while let Some(change) = rx.recv().await {
+            match change {
+                Change::Acquired { partition, epoch } => {
+                    self.note(format!("{name} takes p{partition}@{epoch}"));
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    orchestrator::cluster::takeover::take_over(
+                        driver.clone(),
+                        partition,
+                        epoch,
+                        stop,
+                    )
+                    .await;
+                }
+                Change::Lost { partition } => self.note(format!("{name} loses p{partition}")),
+            }
+        }
+    }
+
     async fn act(&mut self, options: &Options) {
         match self.rng.u32(0..100) {
             0..=7 if self.started < options.sagas => self.start().await,
@@ -242,8 +366,10 @@ impl World {
                 let ms = self.rng.u64(0..800);
                 self.pass(ms).await;
             }
-            87..=90 if options.faults.crashes => self.crash().await,
-            91..=94 if options.faults.operators => self.operate().await,
+            87..=89 if options.faults.crashes => self.crash().await,
+            90..=93 if options.faults.operators => self.operate().await,
+            94..=95 if options.faults.freezes => self.freeze(),
+            96..=97 if options.faults.freezes => self.wake(),
             _ => self.pump(&options.faults).await,
         }
     }
@@ -256,7 +382,8 @@ impl World {
         } else {
             ("fork", serde_json::json!({ "n": self.rng.u32(0..10) }))
         };
-        match self.driver.start(saga_type, &key, &input).await {
+        let Some(i) = self.awake() else { return };
+        match self.instances[i].driver.start(saga_type, &key, &input).await {
             Ok(started) => {
                 self.keys.insert(started.saga_id().to_owned(), key.clone());
                 self.note(format!("start {key} {saga_type}"));
@@ -333,50 +460,146 @@ impl World {
                 self.transmit(Packet::Reply(saga, reply), faults);
             }
             Packet::Reply(saga_id, reply) => {
+                // The partition's consumer is read by whoever holds it, or
+                // thinks it still does; nobody: the reply waits in the stream.
+                let partition = partition_of(&saga_id);
+                let readers: Vec<usize> = (0..self.instances.len())
+                    .filter(|&i| {
+                        let inst = &self.instances[i];
+                        !inst.frozen && inst.ownership.epoch(partition).is_some()
+                    })
+                    .collect();
                 let what = format!("reply {}#{}", self.named(&reply.command_id), reply.attempt);
-                self.note(what);
-                match self.driver.handle(&saga_id, &Input::Reply(reply)).await {
-                    Ok(_) => {}
+                if readers.is_empty() {
+                    self.note(format!("{what} waits: nobody reads p{partition}"));
+                    return self.requeue(Packet::Reply(saga_id, reply));
+                }
+                let i = readers[self.rng.usize(0..readers.len())];
+                self.note(format!("{what} to {}", self.instances[i].name));
+                let input = Input::Reply(reply.clone());
+                match self.instances[i].driver.handle(&saga_id, &input).await {
+                    Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
+                    Err(e) if deposed(&e) => {
+                        self.note(format!("{} refused it: {e}", self.instances[i].name));
+                        self.requeue(Packet::Reply(saga_id, reply));
+                    }
                     Err(e) => self.fail(format!("a genuine reply was refused: {e}")),
                 }
             }
         }
     }
 
-    /// Time passes; the timers apply every deadline that came due.
+    /// A message that could not be taken goes back on the network, due a
+    /// little later (JetStream redelivers what was not acknowledged).
+    fn requeue(&mut self, packet: Packet) {
+        self.sent += 1;
+        self.net.push((self.clock.now().plus_ms(REDELIVERY_MS), self.sent, packet));
+    }
+
+    /// A reply or deadline that wrote to a saga's history was written by the
+    /// partition's holder at its epoch (DESIGN.md: one fenced writer).
+    async fn check_writer(&mut self, i: usize, saga_id: &str, partition: i32, d: &Decision) {
+        if d.events.is_empty() {
+            return;
+        }
+        let leases = match self.store.leases().await {
+            Ok(leases) => leases,
+            Err(e) => return self.fail(format!("leases: {e}")),
+        };
+        let inst = &self.instances[i];
+        let mine = inst.ownership.epoch(partition);
+        let lease = leases.iter().find(|l| l.partition == partition);
+        if lease.is_some_and(|l| l.owner == inst.name && Some(l.epoch) == mine) {
+            return;
+        }
+        let (owner, epoch) = lease.map_or(("?", -1), |l| (l.owner.as_str(), l.epoch));
+        let what = format!(
+            "{} wrote {} in p{partition} at epoch {mine:?}, but {owner} holds it at epoch {epoch}",
+            inst.name,
+            self.named(saga_id),
+        );
+        self.fail(what);
+    }
+
+    /// Time passes; each awake instance renews its leases (a membership
+    /// round) and applies every deadline of its partitions that came due,
+    /// in an order the seed chooses.
     async fn pass(&mut self, ms: u64) {
         self.clock.advance(Duration::from_millis(ms));
         self.note(format!("time +{ms}"));
-        let mut due = match self.store.due(self.clock.now_db(), 256, None).await {
+        for i in 0..self.instances.len() {
+            if self.instances[i].frozen {
+                continue;
+            }
+            if self.rng.bool() {
+                self.round(i).await;
+                self.timers(i).await;
+            } else {
+                self.timers(i).await;
+                self.round(i).await;
+            }
+        }
+    }
+
+    /// Instance `i`'s timers: the due sagas of the partitions it holds.
+    async fn timers(&mut self, i: usize) {
+        let filter = self.instances[i].ownership.filter();
+        let now = self.clock.now_db();
+        let mut due = match self.instances[i].store.due(now, 256, filter.as_deref()).await {
             Ok(due) => due,
             Err(e) => return self.fail(format!("due timers: {e}")),
         };
         due.sort_by_key(|id| self.named(id));
         for saga_id in due {
-            match self.driver.handle(&saga_id, &Input::Timeout).await {
-                Ok(_)
-                | Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
+            let partition = partition_of(&saga_id);
+            match self.instances[i].driver.handle(&saga_id, &Input::Timeout).await {
+                Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
+                Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
+                Err(e) if deposed(&e) => {
+                    let what =
+                        format!("{} refused {}: {e}", self.instances[i].name, self.named(&saga_id));
+                    self.note(what);
+                }
                 Err(e) => self.fail(format!("timeout of {}: {e}", self.named(&saga_id))),
             }
         }
     }
 
-    /// The orchestrator dies and a new one takes every partition over from
-    /// the database (its cache is gone; open sagas' commands are re-sent).
+    /// An instance dies and starts again under its name: its cache and the
+    /// leases it knew of are gone; its first round takes back what hashes
+    /// to it (a new epoch) and re-sends those partitions' in-flight commands.
     async fn crash(&mut self) {
-        self.note("crash".into());
-        self.driver = new_driver(&self.store, &self.registry, self.seed, &self.next_id);
-        let stop = tokio_util::sync::CancellationToken::new();
-        for partition in 0..PARTITIONS {
-            let partition = i32::try_from(partition).unwrap_or(0);
-            orchestrator::cluster::takeover::take_over(
-                self.driver.clone(),
-                partition,
-                1,
-                stop.clone(),
-            )
-            .await;
+        let i = self.rng.usize(0..self.instances.len());
+        let name = self.instances[i].name.clone();
+        self.note(format!("crash {name}"));
+        match self.boot(name).await {
+            Ok(instance) => self.instances[i] = instance,
+            Err(e) => return self.fail(format!("restart: {e:#}")),
         }
+        self.round(i).await;
+    }
+
+    /// An awake instance stops: no rounds, no work, its leases run out.
+    fn freeze(&mut self) {
+        if let Some(i) = self.awake() {
+            self.instances[i].frozen = true;
+            let what = format!("freeze {}", self.instances[i].name);
+            self.note(what);
+        }
+    }
+
+    /// A frozen instance goes on where it stopped, still believing it holds
+    /// what it held, until its next round.
+    fn wake(&mut self) {
+        let frozen: Vec<usize> =
+            (0..self.instances.len()).filter(|&i| self.instances[i].frozen).collect();
+        if frozen.is_empty() {
+            return;
+        }
+        let i = frozen[self.rng.usize(0..frozen.len())];
+        self.instances[i].frozen = false;
+        let what = format!("wake {}", self.instances[i].name);
+        self.note(what);
     }
 
     async fn operate(&mut self) {
@@ -398,7 +621,8 @@ impl World {
             by: "sim".into(),
             reason: "simulated operator".into(),
         });
-        match self.driver.handle(&saga_id, &input).await {
+        let Some(i) = self.awake() else { return };
+        match self.instances[i].driver.handle(&saga_id, &input).await {
             Ok(d) if !d.events.is_empty() => {
                 self.touched.insert(saga_id.clone());
                 self.note(format!("operator {} {}", action.as_str(), self.named(&saga_id)));
@@ -411,8 +635,18 @@ impl World {
     /// Faults stop; messages flow and time passes until every saga ended.
     async fn heal(&mut self, options: &Options) {
         self.note("heal".into());
-        let calm = Faults { drop: 0, duplicate: 0, delay_ms: 0, crashes: false, operators: false };
+        let calm = Faults {
+            drop: 0,
+            duplicate: 0,
+            delay_ms: 0,
+            crashes: false,
+            operators: false,
+            freezes: false,
+        };
         self.participant.calm = true;
+        for inst in &mut self.instances {
+            inst.frozen = false;
+        }
         while self.started < options.sagas {
             self.start().await;
         }
@@ -446,7 +680,7 @@ impl World {
         ids.sort_by_key(|id| self.keys.get(id).cloned());
         for id in ids {
             let key = self.named(&id);
-            let (row, state) = match self.driver.state(&id).await {
+            let (row, state) = match self.instances[0].driver.state(&id).await {
                 Ok(found) => found,
                 Err(e) => {
                     self.fail(format!("{key}: cannot be read: {e}"));
@@ -557,6 +791,12 @@ fn undo_order(definition: &Arc<sagas::Definition>, events: &[SagaEvent]) -> Vec<
     problems
 }
 
+/// The instance no longer holds the saga's partition (or never did): the
+/// input is left for the holder, as the intake leaves a reply unacknowledged.
+fn deposed(e: &DriveError) -> bool {
+    matches!(e, DriveError::NotOwner { .. } | DriveError::Store(StoreError::Fenced { .. }))
+}
+
 fn ended(status: &str) -> bool {
     SagaStatus::parse(status).is_some_and(SagaStatus::is_end)
 }
@@ -607,4 +847,9 @@ impl Participant {
         }
         outcome
     }
+}
+
+/// The partition a saga belongs to.
+fn partition_of(saga_id: &str) -> i32 {
+    i32::try_from(sagas::hash::partition_of(saga_id, PARTITIONS)).unwrap_or(0)
 }

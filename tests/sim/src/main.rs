@@ -2,6 +2,7 @@
 //! rate and every failing seed, with the command that replays it.
 
 use clap::Parser;
+use sagas::planted::Mistake;
 use skald_sim::{Faults, Options, run_seed};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,6 +18,9 @@ struct Args {
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     from: u64,
+    /// Orchestrator instances per world (1 to 3); unset, each seed chooses.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3))]
+    instances: Option<u64>,
     /// Sagas per world.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=200))]
     sagas: u64,
@@ -35,6 +39,13 @@ struct Args {
     /// No operator actions.
     #[arg(long)]
     no_operators: bool,
+    /// No instance freezing (its leases running out) and waking later.
+    #[arg(long)]
+    no_freezes: bool,
+    /// Put a known mistake back into the engine, to see the seeds catch it:
+    /// undo-oldest-first, unknown-not-undone or no-fence.
+    #[arg(long, value_parser = parse_mistake)]
+    plant: Option<Mistake>,
     /// Print every seed's trace.
     #[arg(long)]
     trace: bool,
@@ -43,8 +54,43 @@ struct Args {
     twice: bool,
 }
 
+fn parse_mistake(name: &str) -> Result<Mistake, String> {
+    Mistake::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Mistake::ALL.iter().map(|m| m.as_str()).collect();
+        format!("no mistake `{name}`; known: {}", known.join(", "))
+    })
+}
+
+impl Args {
+    /// The flags that shape a world, as given (for the replay command).
+    fn world_flags(&self) -> String {
+        let mut flags = format!(
+            "--sagas {} --actions {} --drop {} --duplicate {}",
+            self.sagas, self.actions, self.drop, self.duplicate
+        );
+        if let Some(n) = self.instances {
+            flags.push_str(&format!(" --instances {n}"));
+        }
+        for (off, flag) in [
+            (self.no_crashes, "--no-crashes"),
+            (self.no_operators, "--no-operators"),
+            (self.no_freezes, "--no-freezes"),
+        ] {
+            if off {
+                flags.push(' ');
+                flags.push_str(flag);
+            }
+        }
+        if let Some(m) = self.plant {
+            flags.push_str(&format!(" --plant {}", m.as_str()));
+        }
+        flags
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    sagas::planted::plant(args.plant);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -58,12 +104,14 @@ fn main() -> ExitCode {
 async fn run(args: &Args) -> ExitCode {
     let options = Options {
         sagas: usize::try_from(args.sagas).unwrap_or(6),
+        instances: args.instances.and_then(|n| usize::try_from(n).ok()),
         actions: usize::try_from(args.actions).unwrap_or(300),
         faults: Faults {
             drop: args.drop,
             duplicate: args.duplicate,
             crashes: !args.no_crashes,
             operators: !args.no_operators,
+            freezes: !args.no_freezes,
             ..Faults::default()
         },
         keep_trace: args.trace,
@@ -102,13 +150,8 @@ async fn run(args: &Args) -> ExitCode {
                 println!("  {f}");
             }
             println!(
-                "  replay: cargo run -p skald-sim -- --from {seed} --seeds 1 --trace --sagas {} --actions {} --drop {} --duplicate {}{}{}",
-                args.sagas,
-                args.actions,
-                args.drop,
-                args.duplicate,
-                if args.no_crashes { " --no-crashes" } else { "" },
-                if args.no_operators { " --no-operators" } else { "" },
+                "  replay: cargo run -p skald-sim -- --from {seed} --seeds 1 --trace {}",
+                args.world_flags()
             );
             failed.push(seed);
         }
