@@ -120,6 +120,7 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
+        self.fault("lease", false)?;
         let txn = self.db().begin().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{ACQUIRE_LOCK_WAIT_MS}ms'"))
@@ -163,6 +164,7 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<(i32, i64)>, StoreError> {
+        self.fault("lease", false)?;
         leases::Entity::update_many()
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(now_ms + ttl_ms))
             .filter(leases::Column::Owner.eq(instance))

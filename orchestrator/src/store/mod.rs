@@ -11,6 +11,8 @@
 
 pub mod archive;
 pub mod entities;
+#[cfg(feature = "faults")]
+pub mod faults;
 mod handoff;
 mod leases;
 mod migration;
@@ -159,6 +161,9 @@ pub struct Store {
     clock: SharedClock,
     /// Statements run on this store's connections (an atomic add each).
     statements: Arc<std::sync::atomic::AtomicU64>,
+    /// Injected faults (the simulator's), if any.
+    #[cfg(feature = "faults")]
+    faults: Option<Arc<dyn faults::StoreFaults>>,
 }
 
 impl Store {
@@ -167,6 +172,30 @@ impl Store {
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The same store, failing operations when `faults` says so.
+    #[cfg(feature = "faults")]
+    #[must_use]
+    pub fn with_faults(mut self, faults: Arc<dyn faults::StoreFaults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// An injected fault for `op` at this stage, if one is due (never
+    /// without the `faults` feature).
+    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
+    fn fault(&self, op: &'static str, after_commit: bool) -> Result<(), StoreError> {
+        #[cfg(feature = "faults")]
+        if let Some(f) = &self.faults {
+            let stage =
+                if after_commit { faults::Stage::AfterCommit } else { faults::Stage::Before };
+            if f.fail(op, stage) {
+                return Err(faults::injected(op, stage));
+            }
+        }
+        let _ = (op, after_commit);
+        Ok(())
     }
 
     /// The engine's clock.
@@ -221,7 +250,15 @@ impl Store {
         });
         let handoff = Arc::new(Handoff::default());
         let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff));
-        let store = Self { db, writer, handoff, clock: crate::clock::system(), statements };
+        let store = Self {
+            db,
+            writer,
+            handoff,
+            clock: crate::clock::system(),
+            statements,
+            #[cfg(feature = "faults")]
+            faults: None,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -285,6 +322,7 @@ impl Store {
         if a.events.is_empty() {
             return Ok(());
         }
+        self.fault("append", false)?;
         let events = a
             .events
             .iter()
@@ -301,11 +339,13 @@ impl Store {
                 repair: a.repair.cloned(),
                 fence: a.fence.cloned(),
             })
-            .await
+            .await?;
+        self.fault("append", true)
     }
 
     /// Load a saga's projection row and history, oldest event first.
     pub async fn load(&self, saga_id: &str) -> Result<Option<Loaded>, StoreError> {
+        self.fault("load", false)?;
         let Some(row) = sagas::Entity::find_by_id(saga_id).one(&self.db).await? else {
             return Ok(None);
         };
@@ -356,6 +396,7 @@ impl Store {
         limit: u64,
         partitions: Option<&[i32]>,
     ) -> Result<Vec<String>, StoreError> {
+        self.fault("due", false)?;
         Ok(sagas::Entity::find()
             .select_only()
             .column(sagas::Column::SagaId)
@@ -397,6 +438,7 @@ impl Store {
         partitions: Option<&[i32]>,
         created_before_ms: Option<i64>,
     ) -> Result<Vec<outbox::Model>, StoreError> {
+        self.fault("outbox", false)?;
         Ok(outbox::Entity::find()
             .apply_if(partitions, |q, ps| {
                 q.filter(outbox::Column::Partition.is_in(ps.iter().copied()))

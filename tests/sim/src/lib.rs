@@ -34,6 +34,7 @@ use orchestrator::cluster::partitions::{Change, Membership, Ownership};
 use orchestrator::engine::DriveError;
 use orchestrator::engine::driver::{Driver, SagaIds};
 use orchestrator::engine::registry::Registry;
+use orchestrator::store::faults::{Stage, StoreFaults};
 use orchestrator::store::{Store, StoreError};
 use sagas::UnixMillis;
 use sagas::machine::{
@@ -57,6 +58,8 @@ const PARTITIONS: u32 = 4;
 const LEASE_TTL: Duration = Duration::from_secs(3);
 /// A memory file system for the world's database, where the machine has one.
 const SHM: &str = "/dev/shm";
+/// How often a client tries a start the store keeps failing.
+const START_TRIES: usize = 100;
 /// When a reply nobody could take is offered again (simulated time).
 const REDELIVERY_MS: u64 = 200;
 /// Most orchestrator instances in one world.
@@ -78,6 +81,10 @@ pub struct Faults {
     /// Instances freeze (no lease renewals) and wake later, before they
     /// learn what they lost.
     pub freezes: bool,
+    /// Chance in a hundred that an instance's store operation fails (an
+    /// append before or after its commit, a load, the timers' query, a
+    /// lease renewal or take).
+    pub store: u32,
 }
 
 impl Default for Faults {
@@ -89,6 +96,7 @@ impl Default for Faults {
             crashes: true,
             operators: true,
             freezes: true,
+            store: 3,
         }
     }
 }
@@ -177,6 +185,8 @@ struct World {
     store: Store,
     registry: Arc<Registry>,
     instances: Vec<Instance>,
+    /// The instances' store faults.
+    flaky: Arc<Flaky>,
     /// In flight: (deliver at, sequence, packet).
     net: Vec<(UnixMillis, u64, Packet)>,
     sent: u64,
@@ -226,6 +236,7 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         store,
         registry,
         instances: Vec::with_capacity(count),
+        flaky: Arc::new(Flaky::new(seed, options.faults.store)),
         net: Vec::new(),
         sent: 0,
         participant: Participant::default(),
@@ -274,6 +285,17 @@ impl World {
         }
     }
 
+    /// An error is expected when the store injected a fault since `mark`:
+    /// noted, and `true`; else it is a failure, and `false`.
+    fn expect_injected(&mut self, mark: u64, what: String) -> bool {
+        if self.flaky.count() == mark {
+            self.fail(what);
+            return false;
+        }
+        self.note(format!("{what} [injected]"));
+        true
+    }
+
     fn fail(&mut self, what: String) {
         self.note(format!("FAILED {what}"));
         self.failures.push(what);
@@ -297,7 +319,10 @@ impl World {
     /// (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine makes),
     /// holding nothing until its first membership round.
     async fn boot(&self, name: String) -> anyhow::Result<Instance> {
-        let store = Store::connect(&self.url).await?.with_clock(self.clock.clone());
+        let store = Store::connect(&self.url)
+            .await?
+            .with_clock(self.clock.clone())
+            .with_faults(Arc::clone(&self.flaky) as Arc<dyn StoreFaults>);
         let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
         let next = Arc::clone(&self.next_id);
         let seed = self.seed;
@@ -335,8 +360,10 @@ impl World {
         };
         let (name, driver) = (inst.name.clone(), inst.driver.clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel(4 * PARTITIONS as usize);
+        let mark = self.flaky.count();
         if let Err(e) = membership.round(&tx).await {
-            return self.fail(format!("membership round of {name}: {e}"));
+            // The loop tries again next round; what it did before stays done.
+            self.expect_injected(mark, format!("membership round of {name}: {e}"));
         }
         drop(tx);
         while let Some(change) = rx.recv().await {
@@ -374,7 +401,10 @@ impl World {
         }
     }
 
+    /// A client starts a saga through an awake instance, and tries again
+    /// (the same key) while the store fails it.
     async fn start(&mut self) {
+        let Some(i) = self.awake() else { return };
         let key = format!("s{}", self.started);
         self.started += 1;
         let (saga_type, input) = if self.rng.bool() {
@@ -382,14 +412,21 @@ impl World {
         } else {
             ("fork", serde_json::json!({ "n": self.rng.u32(0..10) }))
         };
-        let Some(i) = self.awake() else { return };
-        match self.instances[i].driver.start(saga_type, &key, &input).await {
-            Ok(started) => {
-                self.keys.insert(started.saga_id().to_owned(), key.clone());
-                self.note(format!("start {key} {saga_type}"));
+        for _ in 0..START_TRIES {
+            let mark = self.flaky.count();
+            match self.instances[i].driver.start(saga_type, &key, &input).await {
+                Ok(started) => {
+                    self.keys.insert(started.saga_id().to_owned(), key.clone());
+                    return self.note(format!("start {key} {saga_type}"));
+                }
+                Err(e) => {
+                    if !self.expect_injected(mark, format!("start {key}: {e}")) {
+                        return;
+                    }
+                }
             }
-            Err(e) => self.fail(format!("start {key}: {e}")),
         }
+        self.fail(format!("start {key}: the store failed it {START_TRIES} times"));
     }
 
     /// The relay: commands leave the outbox onto the network.
@@ -477,13 +514,21 @@ impl World {
                 let i = readers[self.rng.usize(0..readers.len())];
                 self.note(format!("{what} to {}", self.instances[i].name));
                 let input = Input::Reply(reply.clone());
+                let mark = self.flaky.count();
                 match self.instances[i].driver.handle(&saga_id, &input).await {
                     Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
                     Err(e) if deposed(&e) => {
                         self.note(format!("{} refused it: {e}", self.instances[i].name));
                         self.requeue(Packet::Reply(saga_id, reply));
                     }
-                    Err(e) => self.fail(format!("a genuine reply was refused: {e}")),
+                    Err(e) => {
+                        // Not acknowledged: redelivered, perhaps already applied.
+                        if self
+                            .expect_injected(mark, format!("a genuine reply was not applied: {e}"))
+                        {
+                            self.requeue(Packet::Reply(saga_id, reply));
+                        }
+                    }
                 }
             }
         }
@@ -545,13 +590,18 @@ impl World {
     async fn timers(&mut self, i: usize) {
         let filter = self.instances[i].ownership.filter();
         let now = self.clock.now_db();
+        let mark = self.flaky.count();
         let mut due = match self.instances[i].store.due(now, 256, filter.as_deref()).await {
             Ok(due) => due,
-            Err(e) => return self.fail(format!("due timers: {e}")),
+            Err(e) => {
+                self.expect_injected(mark, format!("due timers: {e}"));
+                return;
+            }
         };
         due.sort_by_key(|id| self.named(id));
         for saga_id in due {
             let partition = partition_of(&saga_id);
+            let mark = self.flaky.count();
             match self.instances[i].driver.handle(&saga_id, &Input::Timeout).await {
                 Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
                 Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
@@ -560,7 +610,11 @@ impl World {
                         format!("{} refused {}: {e}", self.instances[i].name, self.named(&saga_id));
                     self.note(what);
                 }
-                Err(e) => self.fail(format!("timeout of {}: {e}", self.named(&saga_id))),
+                Err(e) => {
+                    // Still due: the next look tries again.
+                    let what = format!("timeout of {}: {e}", self.named(&saga_id));
+                    self.expect_injected(mark, what);
+                }
             }
         }
     }
@@ -622,13 +676,20 @@ impl World {
             reason: "simulated operator".into(),
         });
         let Some(i) = self.awake() else { return };
+        let mark = self.flaky.count();
         match self.instances[i].driver.handle(&saga_id, &input).await {
             Ok(d) if !d.events.is_empty() => {
                 self.touched.insert(saga_id.clone());
                 self.note(format!("operator {} {}", action.as_str(), self.named(&saga_id)));
             }
             Ok(_) | Err(DriveError::Transition(_)) => {}
-            Err(e) => self.fail(format!("operator {}: {e}", action.as_str())),
+            Err(e) if deposed(&e) => {}
+            Err(e) => {
+                // An operator's repair may have been written before the error
+                // (after its commit): the saga counts as touched.
+                self.touched.insert(saga_id.clone());
+                self.expect_injected(mark, format!("operator {}: {e}", action.as_str()));
+            }
         }
     }
 
@@ -642,8 +703,10 @@ impl World {
             crashes: false,
             operators: false,
             freezes: false,
+            store: 0,
         };
         self.participant.calm = true;
+        self.flaky.percent.store(0, Ordering::Relaxed);
         for inst in &mut self.instances {
             inst.frozen = false;
         }
@@ -852,4 +915,44 @@ impl Participant {
 /// The partition a saga belongs to.
 fn partition_of(saga_id: &str) -> i32 {
     i32::try_from(sagas::hash::partition_of(saga_id, PARTITIONS)).unwrap_or(0)
+}
+
+/// The instances' store faults: each operation fails by the seed's dice
+/// (its own generator, drawn in the order the world calls the store).
+#[derive(Debug)]
+struct Flaky {
+    rng: std::sync::Mutex<fastrand::Rng>,
+    /// Chance in a hundred; 0 once the world heals.
+    percent: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl Flaky {
+    fn new(seed: u64, percent: u32) -> Self {
+        Self {
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5354_4f52_4520_4641)),
+            percent: AtomicU64::new(u64::from(percent)),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Faults injected so far.
+    fn count(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+}
+
+impl StoreFaults for Flaky {
+    fn fail(&self, _op: &'static str, _stage: Stage) -> bool {
+        let percent = self.percent.load(Ordering::Relaxed);
+        if percent == 0 {
+            return false;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hit = rng.u64(0..100) < percent;
+        if hit {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
 }

@@ -33,6 +33,9 @@ struct Args {
     /// Chance in a hundred that a message is delivered twice.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=90))]
     duplicate: u32,
+    /// Chance in a hundred that an instance's store operation fails.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=50))]
+    store_faults: u32,
     /// No orchestrator crashes.
     #[arg(long)]
     no_crashes: bool,
@@ -65,8 +68,8 @@ impl Args {
     /// The flags that shape a world, as given (for the replay command).
     fn world_flags(&self) -> String {
         let mut flags = format!(
-            "--sagas {} --actions {} --drop {} --duplicate {}",
-            self.sagas, self.actions, self.drop, self.duplicate
+            "--sagas {} --actions {} --drop {} --duplicate {} --store-faults {}",
+            self.sagas, self.actions, self.drop, self.duplicate, self.store_faults
         );
         if let Some(n) = self.instances {
             flags.push_str(&format!(" --instances {n}"));
@@ -112,6 +115,7 @@ async fn run(args: &Args) -> ExitCode {
             crashes: !args.no_crashes,
             operators: !args.no_operators,
             freezes: !args.no_freezes,
+            store: args.store_faults,
             ..Faults::default()
         },
         keep_trace: args.trace,
