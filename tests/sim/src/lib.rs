@@ -315,14 +315,20 @@ impl World {
     }
 
     /// An instance as a process starting: its own store on the world's
-    /// database, a driver naming sagas from the world's seed
-    /// (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine makes),
-    /// holding nothing until its first membership round.
+    /// database, and a driver (see [`World::driver`]).
     async fn boot(&self, name: String) -> anyhow::Result<Instance> {
         let store = Store::connect(&self.url)
             .await?
             .with_clock(self.clock.clone())
             .with_faults(Arc::clone(&self.flaky) as Arc<dyn StoreFaults>);
+        Ok(self.driver(name, store))
+    }
+
+    /// An instance's driver over `store`, naming sagas from the world's
+    /// seed (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine
+    /// makes), with an empty cache, holding nothing until its first
+    /// membership round.
+    fn driver(&self, name: String, store: Store) -> Instance {
         let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
         let next = Arc::clone(&self.next_id);
         let seed = self.seed;
@@ -334,7 +340,7 @@ impl World {
         let driver = Driver::new(store.clone(), Arc::clone(&self.registry), ns, PARTITIONS)
             .with_ownership(ownership.clone())
             .with_saga_ids(ids);
-        Ok(Instance { name, store, driver, ownership, frozen: false })
+        Instance { name, store, driver, ownership, frozen: false }
     }
 
     /// An awake instance, chosen by the seed.
@@ -622,14 +628,15 @@ impl World {
     /// An instance dies and starts again under its name: its cache and the
     /// leases it knew of are gone; its first round takes back what hashes
     /// to it (a new epoch) and re-sends those partitions' in-flight commands.
+    /// (Its store is kept: between two steps of the world it holds nothing
+    /// but its connections, and opening a pool per crash would only slow
+    /// the world down.)
     async fn crash(&mut self) {
         let i = self.rng.usize(0..self.instances.len());
         let name = self.instances[i].name.clone();
         self.note(format!("crash {name}"));
-        match self.boot(name).await {
-            Ok(instance) => self.instances[i] = instance,
-            Err(e) => return self.fail(format!("restart: {e:#}")),
-        }
+        let store = self.instances[i].store.clone();
+        self.instances[i] = self.driver(name, store);
         self.round(i).await;
     }
 
