@@ -29,7 +29,7 @@
 //! saga's partition, as the relay and the intake do) and the participant
 //! (the model above, not the SDK).
 
-use orchestrator::clock::{Clock, ManualClock};
+use orchestrator::clock::{Clock, ManualClock, SharedClock};
 use orchestrator::cluster::partitions::{Change, Membership, Ownership};
 use orchestrator::engine::DriveError;
 use orchestrator::engine::driver::{Driver, SagaIds};
@@ -43,7 +43,7 @@ use sagas::machine::{
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The definitions every world runs: the shipped `bench` saga and a saga
@@ -58,6 +58,9 @@ const PARTITIONS: u32 = 4;
 const LEASE_TTL: Duration = Duration::from_secs(3);
 /// A memory file system for the world's database, where the machine has one.
 const SHM: &str = "/dev/shm";
+/// Farthest an instance's clock is from the world's time: half a lease,
+/// the bound the lease margins are built for.
+pub const SKEW_MS_MAX: i64 = 1_500;
 /// How often a client tries a start the store keeps failing.
 const START_TRIES: usize = 100;
 /// When a reply nobody could take is offered again (simulated time).
@@ -81,6 +84,9 @@ pub struct Faults {
     /// Instances freeze (no lease renewals) and wake later, before they
     /// learn what they lost.
     pub freezes: bool,
+    /// Instances' clocks jump, forward or back, within [`SKEW_MS_MAX`] of
+    /// the world's time.
+    pub clock_jumps: bool,
     /// Chance in a hundred that an instance's store operation fails (an
     /// append before or after its commit, a load, the timers' query, a
     /// lease renewal or take).
@@ -96,6 +102,7 @@ impl Default for Faults {
             crashes: true,
             operators: true,
             freezes: true,
+            clock_jumps: true,
             store: 3,
         }
     }
@@ -167,6 +174,8 @@ struct Participant {
 /// driver, cache and view of the leases it holds.
 struct Instance {
     name: String,
+    /// Its clock: the world's time and its own skew.
+    clock: Arc<Skewed>,
     store: Store,
     driver: Driver,
     ownership: Ownership,
@@ -317,18 +326,19 @@ impl World {
     /// An instance as a process starting: its own store on the world's
     /// database, and a driver (see [`World::driver`]).
     async fn boot(&self, name: String) -> anyhow::Result<Instance> {
+        let clock = Arc::new(Skewed { world: Arc::clone(&self.clock), skew_ms: AtomicI64::new(0) });
         let store = Store::connect(&self.url)
             .await?
-            .with_clock(self.clock.clone())
+            .with_clock(Arc::clone(&clock) as SharedClock)
             .with_faults(Arc::clone(&self.flaky) as Arc<dyn StoreFaults>);
-        Ok(self.driver(name, store))
+        Ok(self.driver(name, clock, store))
     }
 
     /// An instance's driver over `store`, naming sagas from the world's
     /// seed (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine
     /// makes), with an empty cache, holding nothing until its first
     /// membership round.
-    fn driver(&self, name: String, store: Store) -> Instance {
+    fn driver(&self, name: String, clock: Arc<Skewed>, store: Store) -> Instance {
         let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
         let next = Arc::clone(&self.next_id);
         let seed = self.seed;
@@ -340,7 +350,7 @@ impl World {
         let driver = Driver::new(store.clone(), Arc::clone(&self.registry), ns, PARTITIONS)
             .with_ownership(ownership.clone())
             .with_saga_ids(ids);
-        Instance { name, store, driver, ownership, frozen: false }
+        Instance { name, clock, store, driver, ownership, frozen: false }
     }
 
     /// An awake instance, chosen by the seed.
@@ -403,6 +413,7 @@ impl World {
             90..=93 if options.faults.operators => self.operate().await,
             94..=95 if options.faults.freezes => self.freeze(),
             96..=97 if options.faults.freezes => self.wake(),
+            98 if options.faults.clock_jumps => self.jump(),
             _ => self.pump(&options.faults).await,
         }
     }
@@ -595,7 +606,7 @@ impl World {
     /// Instance `i`'s timers: the due sagas of the partitions it holds.
     async fn timers(&mut self, i: usize) {
         let filter = self.instances[i].ownership.filter();
-        let now = self.clock.now_db();
+        let now = self.instances[i].clock.now_db();
         let mark = self.flaky.count();
         let mut due = match self.instances[i].store.due(now, 256, filter.as_deref()).await {
             Ok(due) => due,
@@ -635,9 +646,19 @@ impl World {
         let i = self.rng.usize(0..self.instances.len());
         let name = self.instances[i].name.clone();
         self.note(format!("crash {name}"));
-        let store = self.instances[i].store.clone();
-        self.instances[i] = self.driver(name, store);
+        let (clock, store) = (self.instances[i].clock.clone(), self.instances[i].store.clone());
+        self.instances[i] = self.driver(name, clock, store);
         self.round(i).await;
+    }
+
+    /// An instance's clock jumps to another skew from the world's time,
+    /// forward or back.
+    fn jump(&mut self) {
+        let i = self.rng.usize(0..self.instances.len());
+        let skew = self.rng.i64(-SKEW_MS_MAX..=SKEW_MS_MAX);
+        self.instances[i].clock.skew_ms.store(skew, Ordering::Relaxed);
+        let what = format!("clock of {} at {skew:+} ms", self.instances[i].name);
+        self.note(what);
     }
 
     /// An awake instance stops: no rounds, no work, its leases run out.
@@ -710,12 +731,14 @@ impl World {
             crashes: false,
             operators: false,
             freezes: false,
+            clock_jumps: false,
             store: 0,
         };
         self.participant.calm = true;
         self.flaky.percent.store(0, Ordering::Relaxed);
         for inst in &mut self.instances {
             inst.frozen = false;
+            inst.clock.skew_ms.store(0, Ordering::Relaxed);
         }
         while self.started < options.sagas {
             self.start().await;
@@ -961,5 +984,21 @@ impl StoreFaults for Flaky {
             self.injected.fetch_add(1, Ordering::Relaxed);
         }
         hit
+    }
+}
+
+/// An instance's clock: the world's time and a skew of its own, which
+/// jumps (never below the Unix epoch).
+#[derive(Debug)]
+struct Skewed {
+    world: Arc<ManualClock>,
+    skew_ms: AtomicI64,
+}
+
+impl Clock for Skewed {
+    fn now(&self) -> UnixMillis {
+        let world = self.world.now().0;
+        let skew = self.skew_ms.load(Ordering::Relaxed);
+        UnixMillis(world.saturating_add_signed(skew))
     }
 }

@@ -45,6 +45,9 @@ struct Args {
     /// No instance freezing (its leases running out) and waking later.
     #[arg(long)]
     no_freezes: bool,
+    /// No clock jumps (each instance's clock within 1.5 s of the world's).
+    #[arg(long)]
+    no_clock_jumps: bool,
     /// Put a known mistake back into the engine, to see the seeds catch it:
     /// undo-oldest-first, unknown-not-undone or no-fence.
     #[arg(long, value_parser = parse_mistake)]
@@ -78,6 +81,7 @@ impl Args {
             (self.no_crashes, "--no-crashes"),
             (self.no_operators, "--no-operators"),
             (self.no_freezes, "--no-freezes"),
+            (self.no_clock_jumps, "--no-clock-jumps"),
         ] {
             if off {
                 flags.push(' ');
@@ -115,6 +119,7 @@ async fn run(args: &Args) -> ExitCode {
             crashes: !args.no_crashes,
             operators: !args.no_operators,
             freezes: !args.no_freezes,
+            clock_jumps: !args.no_clock_jumps,
             store: args.store_faults,
             ..Faults::default()
         },
