@@ -2,7 +2,7 @@
 //! that the deterministic simulation (`tests/sim`) catches them.
 //!
 //! Compiled only with the `planted` cargo feature, which only the simulator
-//! turns on (through `orchestrator/planted`): the release `skald` never has
+//! turns on (through `orchestrator/planted` and `skald-participant/planted`): the release `skald` never has
 //! it. Even where it is compiled, nothing changes until a process calls
 //! [`plant`]; the simulator does so for `skald-sim --plant <mistake>` alone,
 //! and the switch is process-wide, so a planted run keeps to its own process.
@@ -21,12 +21,19 @@ pub enum Mistake {
     /// An append is not checked against its partition's lease: a deposed
     /// instance can still write a saga's history.
     NoFence = 3,
+    /// A participant keeps no tombstones: an `undo` that came before its
+    /// `do` leaves no mark, and the late `do` still takes effect.
+    NoTombstone = 4,
 }
 
 impl Mistake {
     /// Every mistake, in the order `--plant` lists them.
-    pub const ALL: [Mistake; 3] =
-        [Mistake::UndoOldestFirst, Mistake::UnknownNotUndone, Mistake::NoFence];
+    pub const ALL: [Mistake; 4] = [
+        Mistake::UndoOldestFirst,
+        Mistake::UnknownNotUndone,
+        Mistake::NoFence,
+        Mistake::NoTombstone,
+    ];
 
     /// The name `--plant` takes.
     #[must_use]
@@ -35,6 +42,7 @@ impl Mistake {
             Mistake::UndoOldestFirst => "undo-oldest-first",
             Mistake::UnknownNotUndone => "unknown-not-undone",
             Mistake::NoFence => "no-fence",
+            Mistake::NoTombstone => "no-tombstone",
         }
     }
 

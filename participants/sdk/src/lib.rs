@@ -102,7 +102,7 @@ pub use config::{
 pub use error::SdkError;
 pub use handler::{Handler, HandlerCtx, HandlerError, HandlerFn, HandlerResult, handler};
 pub use inspect::{Effects, InspectCtx, Inspector, inspector};
-pub use participant::Participant;
+pub use participant::{Local, Participant};
 pub use reply::reply_msg_id;
 
 /// The command id of the `do` that an `undo` compensates (the same for a

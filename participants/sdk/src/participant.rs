@@ -106,6 +106,34 @@ impl Participant {
         &self.name
     }
 
+    /// This participant without a bus: commands are handed to
+    /// [`Local::answer`] in process and answered with the same inbox,
+    /// tombstones and handlers as [`Participant::run`] (for a simulation or
+    /// a test that is its own transport). The inbox's tables are migrated on
+    /// `db` first.
+    ///
+    /// # Errors
+    /// An invalid participant, or a database that refuses the migration.
+    pub async fn local(self, db: sea_orm::DatabaseConnection) -> Result<Local, SdkError> {
+        let mut problems = self.problems;
+        if self.handlers.is_empty() {
+            problems.push("no action or compensation is registered".into());
+        }
+        if !problems.is_empty() {
+            return Err(SdkError::Invalid { participant: self.name, problems });
+        }
+        inbox::migration::migrate(&db).await.map_err(SdkError::Migrate)?;
+        Ok(Local {
+            engine: Engine {
+                participant: self.name,
+                db: Db::new(db, 1),
+                handlers: self.handlers,
+                panic_retries_max: crate::config::PANIC_RETRIES_MAX_DEFAULT,
+                crash_after_commit: None,
+            },
+        })
+    }
+
     /// Handle commands until `shutdown` is cancelled, then finish the commands
     /// in flight and return.
     ///
@@ -318,6 +346,38 @@ async fn streams_when_ready(
             () = shutdown.cancelled() => return Ok(None),
             () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// A participant answering commands handed to it in process (see
+/// [`Participant::local`]).
+pub struct Local {
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local").field("participant", &self.engine.participant).finish()
+    }
+}
+
+impl Local {
+    /// The answer to `command`, delivered for the `delivered`-th time (what
+    /// JetStream would count): the stored one for a command answered
+    /// before; `None` when the handler chose not to answer.
+    ///
+    /// # Errors
+    /// A database error: nothing was committed, and the command may be
+    /// handed in again.
+    pub async fn answer(
+        &self,
+        command: &sagas::protocol::Command,
+        delivered: u32,
+    ) -> Result<Option<sagas::protocol::Outcome>, sea_orm::DbErr> {
+        Ok(match crate::execute::execute(&self.engine, command, delivered).await? {
+            crate::execute::Answer::Reply(outcome) => Some(outcome),
+            crate::execute::Answer::Silent => None,
+        })
     }
 }
 

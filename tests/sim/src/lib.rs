@@ -29,6 +29,7 @@
 //! saga's partition, as the relay and the intake do) and the participant
 //! (the model above, not the SDK).
 
+use ledger::model::transfer::TransferState;
 use orchestrator::clock::{Clock, ManualClock, SharedClock};
 use orchestrator::cluster::partitions::{Change, Membership, Ownership};
 use orchestrator::engine::DriveError;
@@ -50,6 +51,10 @@ use std::time::Duration;
 /// with a parallel group and a retriable step after its pivot.
 const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
 const FORK: &str = include_str!("fork.yaml");
+const PAY: &str = include_str!("pay.yaml");
+/// Wallets in the world's ledger, and what each holds at the start (cents).
+const WALLETS: u32 = 3;
+const OPENING: i64 = 1_000;
 
 /// 2026-12-01T00:00:00Z: where simulated time starts.
 const T0: UnixMillis = UnixMillis(1_796_083_200_000);
@@ -61,6 +66,8 @@ const SHM: &str = "/dev/shm";
 /// Farthest an instance's clock is from the world's time: half a lease,
 /// the bound the lease margins are built for.
 pub const SKEW_MS_MAX: i64 = 1_500;
+/// Longest a stalled message is delayed (simulated time).
+pub const STALL_MS_MAX: u64 = 10_000;
 /// How often a client tries a start the store keeps failing.
 const START_TRIES: usize = 100;
 /// When a reply nobody could take is offered again (simulated time).
@@ -77,6 +84,9 @@ pub struct Faults {
     pub duplicate: u32,
     /// Longest a message is delayed (ms); deliveries are reordered by it.
     pub delay_ms: u64,
+    /// Chance in a hundred that a message stalls: delayed up to
+    /// [`STALL_MS_MAX`], past timeouts and retries.
+    pub stall: u32,
     /// Crashes of the orchestrator (a restart from the database).
     pub crashes: bool,
     /// Operator actions at random moments.
@@ -99,6 +109,7 @@ impl Default for Faults {
             drop: 10,
             duplicate: 5,
             delay_ms: 800,
+            stall: 3,
             crashes: true,
             operators: true,
             freezes: true,
@@ -153,7 +164,8 @@ pub struct SeedRun {
 /// A message on the simulated network.
 #[derive(Debug, Clone)]
 enum Packet {
-    Command(Command),
+    /// A command, with the participant its subject names.
+    Command(String, Command),
     Reply(String, Reply),
 }
 
@@ -196,6 +208,10 @@ struct World {
     instances: Vec<Instance>,
     /// The instances' store faults.
     flaky: Arc<Flaky>,
+    /// The real ledger participant, on its own database.
+    ledger: Ledger,
+    /// How often each command attempt was delivered (as JetStream counts).
+    deliveries: HashMap<String, u32>,
     /// In flight: (deliver at, sequence, packet).
     net: Vec<(UnixMillis, u64, Packet)>,
     sent: u64,
@@ -215,19 +231,11 @@ struct World {
 /// # Errors
 /// When the world cannot be set up (the temporary database, the store).
 pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
-    // The world's database needs no durability (a crash here loses a
-    // process's memory, not the machine's): on a memory file system when
-    // there is one, as fast as the engine's code lets it be.
-    let shm = std::path::Path::new(SHM);
-    let db = if shm.is_dir() {
-        skald_testkit::TempDatabase::sqlite_under(shm, "sim")?
-    } else {
-        skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?
-    };
+    let db = temp_database("sim").await?;
     let clock = Arc::new(ManualClock::at(T0));
     let store = Store::connect(&db.url).await?.with_clock(clock.clone());
     store.ensure_cluster(PARTITIONS).await?;
-    let definitions = [BENCH, FORK]
+    let definitions = [BENCH, FORK, PAY]
         .iter()
         .map(|yaml| sagas::definition::load("sim.yaml", yaml))
         .collect::<Result<Vec<_>, _>>()
@@ -246,6 +254,8 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         registry,
         instances: Vec::with_capacity(count),
         flaky: Arc::new(Flaky::new(seed, options.faults.store)),
+        ledger: Ledger::open().await?,
+        deliveries: HashMap::new(),
         net: Vec::new(),
         sent: 0,
         participant: Participant::default(),
@@ -277,8 +287,12 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         ended,
         instances: count,
     };
+    let ledger_db = w.ledger.db.take();
     drop(w);
     db.remove().await;
+    if let Some(ledger_db) = ledger_db {
+        ledger_db.remove().await;
+    }
     Ok(outcome)
 }
 
@@ -424,10 +438,13 @@ impl World {
         let Some(i) = self.awake() else { return };
         let key = format!("s{}", self.started);
         self.started += 1;
-        let (saga_type, input) = if self.rng.bool() {
-            ("bench", serde_json::json!({}))
-        } else {
-            ("fork", serde_json::json!({ "n": self.rng.u32(0..10) }))
+        let (saga_type, input) = match self.rng.u32(0..3) {
+            0 => ("bench", serde_json::json!({})),
+            1 => ("fork", serde_json::json!({ "n": self.rng.u32(0..10) })),
+            _ => {
+                let wallet = format!("w{}", self.rng.u32(0..WALLETS));
+                ("pay", serde_json::json!({ "wallet": wallet, "amount": self.rng.i64(100..700) }))
+            }
         };
         for _ in 0..START_TRIES {
             let mark = self.flaky.count();
@@ -461,18 +478,20 @@ impl World {
         }
         let mut commands = Vec::new();
         for row in rows.iter().filter(|r| r.subject.contains(".cmd.")) {
+            // `<prefix>.cmd.<participant>.<action>`
+            let participant = row.subject.split('.').nth(2).unwrap_or_default().to_owned();
             match serde_json::from_str::<Command>(&row.body) {
-                Ok(cmd) => commands.push((self.named(&cmd.command_id), cmd)),
+                Ok(cmd) => commands.push((self.named(&cmd.command_id), participant, cmd)),
                 Err(e) => self.fail(format!("an outbox row is no command: {e}")),
             }
         }
         // The outbox's order across sagas follows their partitions (hashed
         // from their ids): the network takes commands in the order of the
         // sagas' keys, so that the world does not depend on how ids hash.
-        commands.sort_by(|a, b| (&a.0, a.1.attempt).cmp(&(&b.0, b.1.attempt)));
-        for (named, cmd) in commands {
+        commands.sort_by(|a, b| (&a.0, a.2.attempt).cmp(&(&b.0, b.2.attempt)));
+        for (named, participant, cmd) in commands {
             self.note(format!("send {named}#{}", cmd.attempt));
-            self.transmit(Packet::Command(cmd), faults);
+            self.transmit(Packet::Command(participant, cmd), faults);
         }
     }
 
@@ -484,7 +503,10 @@ impl World {
         }
         let copies = if self.chance(faults.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let at = self.clock.now().plus_ms(self.rng.u64(0..=faults.delay_ms));
+            // A stalled copy comes much later (as JetStream redelivers a
+            // message whose consumer died holding it).
+            let delay_ms = if self.chance(faults.stall) { STALL_MS_MAX } else { faults.delay_ms };
+            let at = self.clock.now().plus_ms(self.rng.u64(0..=delay_ms));
             self.sent += 1;
             self.net.push((at, self.sent, packet.clone()));
         }
@@ -500,8 +522,24 @@ impl World {
         let pick = due[self.rng.usize(0..due.len())];
         let (_, _, packet) = self.net.remove(pick);
         match packet {
-            Packet::Command(cmd) => {
-                let outcome = self.participant.handle(&cmd, &mut self.rng);
+            Packet::Command(participant, cmd) => {
+                let outcome = if participant == ledger::handlers::PARTICIPANT {
+                    // The real ledger, through the SDK's inbox and tombstones.
+                    let delivered = self.deliveries.entry(msg_id(&cmd)).or_insert(0);
+                    *delivered += 1;
+                    match self.ledger.local.answer(&cmd, *delivered).await {
+                        Ok(Some(outcome)) => outcome,
+                        Ok(None) => {
+                            return self.fail(format!(
+                                "the ledger chose not to answer {}",
+                                cmd.command_id
+                            ));
+                        }
+                        Err(e) => return self.fail(format!("the ledger's database failed: {e}")),
+                    }
+                } else {
+                    self.participant.handle(&cmd, &mut self.rng)
+                };
                 let saga = cmd.saga_id.clone();
                 let what = format!(
                     "handle {}#{} -> {}",
@@ -704,18 +742,26 @@ impl World {
             reason: "simulated operator".into(),
         });
         let Some(i) = self.awake() else { return };
+        // Skipping a step or declaring a saga resolved overrides what the
+        // participants did: such a saga is no longer held to the effects
+        // and undo-order checks. Retry, abort and resume are.
+        let overrides = matches!(action, OperatorAction::Skip | OperatorAction::Resolve(_));
         let mark = self.flaky.count();
         match self.instances[i].driver.handle(&saga_id, &input).await {
             Ok(d) if !d.events.is_empty() => {
-                self.touched.insert(saga_id.clone());
+                if overrides {
+                    self.touched.insert(saga_id.clone());
+                }
                 self.note(format!("operator {} {}", action.as_str(), self.named(&saga_id)));
             }
             Ok(_) | Err(DriveError::Transition(_)) => {}
             Err(e) if deposed(&e) => {}
             Err(e) => {
                 // An operator's repair may have been written before the error
-                // (after its commit): the saga counts as touched.
-                self.touched.insert(saga_id.clone());
+                // (after its commit).
+                if overrides {
+                    self.touched.insert(saga_id.clone());
+                }
                 self.expect_injected(mark, format!("operator {}: {e}", action.as_str()));
             }
         }
@@ -728,6 +774,7 @@ impl World {
             drop: 0,
             duplicate: 0,
             delay_ms: 0,
+            stall: 0,
             crashes: false,
             operators: false,
             freezes: false,
@@ -808,9 +855,15 @@ impl World {
             for p in undo_order(&state.definition, &events) {
                 self.fail(format!("{key}: {p}"));
             }
-            let in_force = |step: &str| {
-                let k = (id.clone(), step.to_owned());
-                self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
+            let transfer = self.ledger.transfer(&format!("{id}-pay")).await;
+            let in_force = |step: &str| match step {
+                // The ledger's steps are in force as its books say.
+                "hold" => matches!(transfer, Some(TransferState::Pending | TransferState::Posted)),
+                "post" => transfer == Some(TransferState::Posted),
+                _ => {
+                    let k = (id.clone(), step.to_owned());
+                    self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
+                }
             };
             let steps = &state.definition.steps;
             let problems: Vec<String> = match state.status {
@@ -831,6 +884,10 @@ impl World {
             for p in problems {
                 self.fail(p);
             }
+        }
+        match self.ledger.verify().await {
+            Ok(()) => self.note("ledger sound".into()),
+            Err(problems) => self.fail(format!("ledger verify: {problems}")),
         }
         by_status
     }
@@ -1001,4 +1058,80 @@ impl Clock for Skewed {
         let skew = self.skew_ms.load(Ordering::Relaxed);
         UnixMillis(world.saturating_add_signed(skew))
     }
+}
+
+/// The id JetStream dedupes a command attempt by.
+fn msg_id(cmd: &Command) -> String {
+    sagas::protocol::msg_id(&cmd.command_id, cmd.attempt)
+}
+
+/// The world's ledger: the real `ledger` handlers behind the SDK's inbox, on
+/// a database of their own, with a clearing account and [`WALLETS`] wallets
+/// that cannot be overdrawn, [`OPENING`] each.
+struct Ledger {
+    store: ledger::store::Store,
+    local: skald_participant::Local,
+    /// Taken when the world ends, to be removed.
+    db: Option<skald_testkit::TempDatabase>,
+}
+
+impl Ledger {
+    async fn open() -> anyhow::Result<Self> {
+        let db = temp_database("sim-ledger").await?;
+        let store = ledger::store::Store::connect(&db.url).await?;
+        let local = ledger::handlers::participant().local(store.db().clone()).await?;
+        let account = |id: &str, wallet: bool| ledger::model::account::NewAccount {
+            id: id.to_owned(),
+            currency: "EUR".to_owned(),
+            flags: ledger::model::account::AccountFlags {
+                debits_must_not_exceed_credits: wallet,
+                ..Default::default()
+            },
+        };
+        let now = i64::try_from(T0.0).unwrap_or(0);
+        for id in ["clearing", "funding"] {
+            store.create_account(&account(id, false), now).await?;
+        }
+        for i in 0..WALLETS {
+            let wallet = format!("w{i}");
+            store.create_account(&account(&wallet, true), now).await?;
+            let opening = ledger::model::transfer::NewTransfer {
+                id: format!("opening-{i}"),
+                debit_account_id: "funding".to_owned(),
+                credit_account_id: wallet,
+                amount: OPENING,
+                currency: "EUR".to_owned(),
+                pending: false,
+            };
+            store.create_transfer(&opening, now).await?;
+        }
+        Ok(Self { store, local, db: Some(db) })
+    }
+
+    /// The state of transfer `id`, if it exists.
+    async fn transfer(&self, id: &str) -> Option<TransferState> {
+        ledger::ops::transfer(self.store.db(), id).await.ok().flatten().map(|t| t.state)
+    }
+
+    /// `ledger verify`: the projections match the log and balance.
+    async fn verify(&self) -> Result<(), String> {
+        let options = ledger::verify::VerifyOptions { pending_older_than_ms: u64::MAX, now_ms: 0 };
+        match ledger::verify::verify(&self.store, options).await {
+            Ok(report) if report.sound => Ok(()),
+            Ok(report) => Err(format!("{:?}", report.problems)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A new database for the world: on the memory file system when there is
+/// one (it needs no durability: a crash here loses a process's memory, not
+/// the machine's), else in the temporary directory.
+async fn temp_database(label: &str) -> anyhow::Result<skald_testkit::TempDatabase> {
+    let shm = std::path::Path::new(SHM);
+    Ok(if shm.is_dir() {
+        skald_testkit::TempDatabase::sqlite_under(shm, label)?
+    } else {
+        skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?
+    })
 }
