@@ -25,8 +25,20 @@ pub trait StoreFaults: Send + Sync + std::fmt::Debug {
     fn fail(&self, op: &'static str, stage: Stage) -> bool;
 }
 
+/// What the message of every injected fault starts with.
+pub const INJECTED: &str = "injected store fault";
+
 /// The error an injected fault returns.
 pub(super) fn injected(op: &'static str, stage: Stage) -> super::StoreError {
-    let message = format!("injected store fault: {op} ({stage:?})");
+    let message = format!("{INJECTED}: {op} ({stage:?})");
     super::StoreError::Db(DbErr::Conn(RuntimeErr::Internal(message)))
+}
+
+/// Whether an error (as its message shows, through any wrapping) is an
+/// injected fault, and at which stage.
+#[must_use]
+pub fn injected_stage(error: &impl std::fmt::Display) -> Option<Stage> {
+    let text = error.to_string();
+    let at = text.find(INJECTED)?;
+    Some(if text[at..].contains("(AfterCommit)") { Stage::AfterCommit } else { Stage::Before })
 }

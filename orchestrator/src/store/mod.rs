@@ -484,6 +484,7 @@ impl Store {
             .column(sagas::Column::SagaId)
             .filter(sagas::Column::Partition.eq(partition))
             .filter(sagas::Column::Status.is_in(["running", "compensating"]))
+            .order_by_asc(sagas::Column::SagaId)
             .limit(limit)
             .into_tuple::<String>()
             .all(&self.db)

@@ -109,8 +109,9 @@ impl Participant {
     /// This participant without a bus: commands are handed to
     /// [`Local::answer`] in process and answered with the same inbox,
     /// tombstones and handlers as [`Participant::run`] (for a simulation or
-    /// a test that is its own transport). The inbox's tables are migrated on
-    /// `db` first.
+    /// a test that is its own transport), one at a time (no group commit)
+    /// and with the default panic-retry limit. The inbox's tables are
+    /// migrated on `db` first.
     ///
     /// # Errors
     /// An invalid participant, or a database that refuses the migration.

@@ -5,29 +5,34 @@
 //! all, as one database) with its writer and outbox, its membership rounds
 //! (heartbeats, partition leases with epochs, hand-overs), the takeover that
 //! re-sends what open sagas wait on, and the timers' query for due sagas of
-//! the partitions it holds — on a simulated clock ([`ManualClock`]) and a
-//! simulated network, with a model participant that keeps an inbox (a stored
-//! answer per command id) and tombstones (an undo before its do refuses the
-//! do), as the SDK does. Every choice — which saga starts, which message is
-//! delivered, dropped, duplicated or delayed, which instance takes a reply,
-//! when time moves and how far, when an instance crashes and restarts from
-//! the database or freezes (its leases expire, another takes its partitions)
-//! and wakes to finish what it had in hand, which operator acts — comes from
-//! one seeded generator, and every step is done to the end before the next,
-//! so a seed gives the same run, and the same trace, every time.
+//! the partitions it holds — and the real ledger handlers behind the SDK's
+//! inbox and tombstones ([`skald_participant::Local`]), on simulated clocks
+//! ([`ManualClock`], skewed per instance) and a simulated network, with a
+//! model participant for every other step that keeps an inbox and
+//! tombstones as the SDK does. Every choice — which saga starts, which
+//! message is delivered, dropped, duplicated, delayed or stalled, which
+//! instance takes a reply, when time moves and how far, when an instance
+//! crashes and restarts from the database, freezes (its leases expire,
+//! another takes its partitions) and wakes to finish what it had in hand, or
+//! finds its clock jumped, which store operation fails, which operator acts
+//! — comes from generators seeded by the seed, and every step is done to the
+//! end before the next, so a seed gives the same run, and the same trace,
+//! every time.
 //!
 //! After the faults, the world heals (nothing lost any more, every instance
 //! awake, time passes) and every saga is checked: it ended (or is parked with
 //! a reason), its stored history has nothing after its end and replays to the
 //! status its row says, compensation ran newest outcome first, and the
-//! participant's effects agree with how it ended. While it runs, every write
+//! participants' effects (the ledger's books among them) agree with how it
+//! ended; `ledger verify` finds the books sound. While it runs, every write
 //! of a saga's history by a reply or a deadline is checked against the
 //! leases: only the partition's holder, at its epoch, may have written it.
 //!
 //! What is simulated rather than real: NATS (commands are taken from the
 //! outbox, replies handed to an instance that holds, or thinks it holds, the
-//! saga's partition, as the relay and the intake do) and the participant
-//! (the model above, not the SDK).
+//! saga's partition, as the relay and the intake do), the participants other
+//! than the ledger (a model), time, and the faults. ARCHITECTURE.md,
+//! "Deterministic simulation", says what could still differ in production.
 
 use ledger::model::transfer::TransferState;
 use orchestrator::clock::{Clock, ManualClock, SharedClock};
@@ -35,20 +40,19 @@ use orchestrator::cluster::partitions::{Change, Membership, Ownership};
 use orchestrator::engine::DriveError;
 use orchestrator::engine::driver::{Driver, SagaIds};
 use orchestrator::engine::registry::Registry;
-use orchestrator::store::faults::{Stage, StoreFaults};
+use orchestrator::store::faults::{self, Stage, StoreFaults};
 use orchestrator::store::{Store, StoreError};
 use sagas::UnixMillis;
-use sagas::machine::{
-    Decision, Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus,
-};
+use sagas::machine::{Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus};
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The definitions every world runs: the shipped `bench` saga and a saga
-/// with a parallel group and a retriable step after its pivot.
+/// The definitions every world runs: the shipped `bench` saga, a saga with
+/// a parallel group and a retriable step after its pivot, and a saga over
+/// the ledger.
 const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
 const FORK: &str = include_str!("fork.yaml");
 const PAY: &str = include_str!("pay.yaml");
@@ -63,9 +67,10 @@ const PARTITIONS: u32 = 4;
 const LEASE_TTL: Duration = Duration::from_secs(3);
 /// A memory file system for the world's database, where the machine has one.
 const SHM: &str = "/dev/shm";
-/// Farthest an instance's clock is from the world's time: half a lease,
-/// the bound the lease margins are built for.
-pub const SKEW_MS_MAX: i64 = 1_500;
+/// Farthest an instance's clock is from the world's time: a quarter of a
+/// lease, so that two instances' clocks are at most half a lease apart, the
+/// bound the lease margins are built for.
+pub const SKEW_MS_MAX: i64 = 750;
 /// Longest a stalled message is delayed (simulated time).
 pub const STALL_MS_MAX: u64 = 10_000;
 /// How often a client tries a start the store keeps failing.
@@ -308,10 +313,11 @@ impl World {
         }
     }
 
-    /// An error is expected when the store injected a fault since `mark`:
+    /// An error is expected when it is a fault the store injected (as its
+    /// message says, through any wrapping):
     /// noted, and `true`; else it is a failure, and `false`.
-    fn expect_injected(&mut self, mark: u64, what: String) -> bool {
-        if self.flaky.count() == mark {
+    fn expect_injected(&mut self, e: &impl std::fmt::Display, what: String) -> bool {
+        if faults::injected_stage(e).is_none() {
             self.fail(what);
             return false;
         }
@@ -390,10 +396,9 @@ impl World {
         };
         let (name, driver) = (inst.name.clone(), inst.driver.clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel(4 * PARTITIONS as usize);
-        let mark = self.flaky.count();
         if let Err(e) = membership.round(&tx).await {
             // The loop tries again next round; what it did before stays done.
-            self.expect_injected(mark, format!("membership round of {name}: {e}"));
+            self.expect_injected(&e, format!("membership round of {name}: {e}"));
         }
         drop(tx);
         while let Some(change) = rx.recv().await {
@@ -447,14 +452,13 @@ impl World {
             }
         };
         for _ in 0..START_TRIES {
-            let mark = self.flaky.count();
             match self.instances[i].driver.start(saga_type, &key, &input).await {
                 Ok(started) => {
                     self.keys.insert(started.saga_id().to_owned(), key.clone());
                     return self.note(format!("start {key} {saga_type}"));
                 }
                 Err(e) => {
-                    if !self.expect_injected(mark, format!("start {key}: {e}")) {
+                    if !self.expect_injected(&e, format!("start {key}: {e}")) {
                         return;
                     }
                 }
@@ -569,17 +573,18 @@ impl World {
                 let i = readers[self.rng.usize(0..readers.len())];
                 self.note(format!("{what} to {}", self.instances[i].name));
                 let input = Input::Reply(reply.clone());
-                let mark = self.flaky.count();
                 match self.instances[i].driver.handle(&saga_id, &input).await {
-                    Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
+                    Ok(d) => self.check_writer(i, &saga_id, partition, !d.events.is_empty()).await,
                     Err(e) if deposed(&e) => {
                         self.note(format!("{} refused it: {e}", self.instances[i].name));
                         self.requeue(Packet::Reply(saga_id, reply));
                     }
                     Err(e) => {
                         // Not acknowledged: redelivered, perhaps already applied.
-                        if self
-                            .expect_injected(mark, format!("a genuine reply was not applied: {e}"))
+                        if faults::injected_stage(&e) == Some(Stage::AfterCommit) {
+                            self.check_writer(i, &saga_id, partition, true).await;
+                        }
+                        if self.expect_injected(&e, format!("a genuine reply was not applied: {e}"))
                         {
                             self.requeue(Packet::Reply(saga_id, reply));
                         }
@@ -596,10 +601,11 @@ impl World {
         self.net.push((self.clock.now().plus_ms(REDELIVERY_MS), self.sent, packet));
     }
 
-    /// A reply or deadline that wrote to a saga's history was written by the
-    /// partition's holder at its epoch (DESIGN.md: one fenced writer).
-    async fn check_writer(&mut self, i: usize, saga_id: &str, partition: i32, d: &Decision) {
-        if d.events.is_empty() {
+    /// A reply or deadline that wrote to a saga's history (`wrote`: it
+    /// appended, whether or not it heard so) was written by the partition's
+    /// holder at its epoch (DESIGN.md: one fenced writer).
+    async fn check_writer(&mut self, i: usize, saga_id: &str, partition: i32, wrote: bool) {
+        if !wrote {
             return;
         }
         let leases = match self.store.leases().await {
@@ -645,20 +651,18 @@ impl World {
     async fn timers(&mut self, i: usize) {
         let filter = self.instances[i].ownership.filter();
         let now = self.instances[i].clock.now_db();
-        let mark = self.flaky.count();
         let mut due = match self.instances[i].store.due(now, 256, filter.as_deref()).await {
             Ok(due) => due,
             Err(e) => {
-                self.expect_injected(mark, format!("due timers: {e}"));
+                self.expect_injected(&e, format!("due timers: {e}"));
                 return;
             }
         };
         due.sort_by_key(|id| self.named(id));
         for saga_id in due {
             let partition = partition_of(&saga_id);
-            let mark = self.flaky.count();
             match self.instances[i].driver.handle(&saga_id, &Input::Timeout).await {
-                Ok(d) => self.check_writer(i, &saga_id, partition, &d).await,
+                Ok(d) => self.check_writer(i, &saga_id, partition, !d.events.is_empty()).await,
                 Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
                 Err(e) if deposed(&e) => {
                     let what =
@@ -667,8 +671,11 @@ impl World {
                 }
                 Err(e) => {
                     // Still due: the next look tries again.
+                    if faults::injected_stage(&e) == Some(Stage::AfterCommit) {
+                        self.check_writer(i, &saga_id, partition, true).await;
+                    }
                     let what = format!("timeout of {}: {e}", self.named(&saga_id));
-                    self.expect_injected(mark, what);
+                    self.expect_injected(&e, what);
                 }
             }
         }
@@ -746,7 +753,6 @@ impl World {
         // participants did: such a saga is no longer held to the effects
         // and undo-order checks. Retry, abort and resume are.
         let overrides = matches!(action, OperatorAction::Skip | OperatorAction::Resolve(_));
-        let mark = self.flaky.count();
         match self.instances[i].driver.handle(&saga_id, &input).await {
             Ok(d) if !d.events.is_empty() => {
                 if overrides {
@@ -755,14 +761,13 @@ impl World {
                 self.note(format!("operator {} {}", action.as_str(), self.named(&saga_id)));
             }
             Ok(_) | Err(DriveError::Transition(_)) => {}
-            Err(e) if deposed(&e) => {}
             Err(e) => {
                 // An operator's repair may have been written before the error
                 // (after its commit).
                 if overrides {
                     self.touched.insert(saga_id.clone());
                 }
-                self.expect_injected(mark, format!("operator {}: {e}", action.as_str()));
+                self.expect_injected(&e, format!("operator {}: {e}", action.as_str()));
             }
         }
     }
@@ -842,8 +847,14 @@ impl World {
             if row.status == "parked" && row.park_reason.is_none() {
                 self.fail(format!("{key}: parked without a reason"));
             }
-            let events =
-                self.store.load(&id).await.ok().flatten().map(|l| l.events).unwrap_or_default();
+            let events = match self.store.load(&id).await {
+                Ok(Some(loaded)) => loaded.events,
+                Ok(None) => Vec::new(), // reported above: it cannot be read
+                Err(e) => {
+                    self.fail(format!("{key}: history cannot be read: {e}"));
+                    continue;
+                }
+            };
             if let Some(end) = events.iter().position(SagaEvent::is_terminal)
                 && end + 1 != events.len()
             {
@@ -855,15 +866,25 @@ impl World {
             for p in undo_order(&state.definition, &events) {
                 self.fail(format!("{key}: {p}"));
             }
-            let transfer = self.ledger.transfer(&format!("{id}-pay")).await;
-            let in_force = |step: &str| match step {
-                // The ledger's steps are in force as its books say.
-                "hold" => matches!(transfer, Some(TransferState::Pending | TransferState::Posted)),
-                "post" => transfer == Some(TransferState::Posted),
-                _ => {
-                    let k = (id.clone(), step.to_owned());
-                    self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
+            let transfer = match self.ledger.transfer(&format!("{id}-pay")).await {
+                Ok(transfer) => transfer,
+                Err(e) => {
+                    self.fail(format!("{key}: the ledger cannot be read: {e}"));
+                    continue;
                 }
+            };
+            let in_force = |def: &sagas::StepDef| {
+                if def.participant == ledger::handlers::PARTICIPANT {
+                    // The ledger's steps are in force as its books say.
+                    return match def.action.as_str() {
+                        "post" => transfer == Some(TransferState::Posted),
+                        _ => {
+                            matches!(transfer, Some(TransferState::Pending | TransferState::Posted))
+                        }
+                    };
+                }
+                let k = (id.clone(), def.name.clone());
+                self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
             };
             let steps = &state.definition.steps;
             let problems: Vec<String> = match state.status {
@@ -871,12 +892,12 @@ impl World {
                     .iter()
                     .zip(&state.steps)
                     .filter(|(_, s)| s.forward != sagas::machine::Forward::SkippedByCondition)
-                    .filter(|(d, _)| !in_force(&d.name))
+                    .filter(|(d, _)| !in_force(d))
                     .map(|(d, _)| format!("{key} completed but `{}` is not in force", d.name))
                     .collect(),
                 SagaStatus::Compensated | SagaStatus::Failed => steps
                     .iter()
-                    .filter(|d| in_force(&d.name))
+                    .filter(|d| in_force(d))
                     .map(|d| format!("{key} {} but `{}` is still in force", state.status, d.name))
                     .collect(),
                 _ => Vec::new(),
@@ -1011,7 +1032,6 @@ struct Flaky {
     rng: std::sync::Mutex<fastrand::Rng>,
     /// Chance in a hundred; 0 once the world heals.
     percent: AtomicU64,
-    injected: AtomicU64,
 }
 
 impl Flaky {
@@ -1019,13 +1039,7 @@ impl Flaky {
         Self {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5354_4f52_4520_4641)),
             percent: AtomicU64::new(u64::from(percent)),
-            injected: AtomicU64::new(0),
         }
-    }
-
-    /// Faults injected so far.
-    fn count(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
     }
 }
 
@@ -1036,11 +1050,7 @@ impl StoreFaults for Flaky {
             return false;
         }
         let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let hit = rng.u64(0..100) < percent;
-        if hit {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-        }
-        hit
+        rng.u64(0..100) < percent
     }
 }
 
@@ -1109,8 +1119,8 @@ impl Ledger {
     }
 
     /// The state of transfer `id`, if it exists.
-    async fn transfer(&self, id: &str) -> Option<TransferState> {
-        ledger::ops::transfer(self.store.db(), id).await.ok().flatten().map(|t| t.state)
+    async fn transfer(&self, id: &str) -> Result<Option<TransferState>, ledger::ops::OpError> {
+        Ok(ledger::ops::transfer(self.store.db(), id).await?.map(|t| t.state))
     }
 
     /// `ledger verify`: the projections match the log and balance.
