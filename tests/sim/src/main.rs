@@ -45,7 +45,7 @@ struct Args {
     /// No instance freezing (its leases running out) and waking later.
     #[arg(long)]
     no_freezes: bool,
-    /// No clock jumps (else an instance's clock jumps, forward or back, to within 1.5 s of the world's).
+    /// No clock jumps (else an instance's clock jumps, forward or back, to within 750 ms of the world's).
     #[arg(long)]
     no_clock_jumps: bool,
     /// Put a known mistake back into the engine, to see the seeds catch it:
