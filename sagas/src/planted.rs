@@ -2,10 +2,11 @@
 //! that the deterministic simulation (`tests/sim`) catches them.
 //!
 //! Compiled only with the `planted` cargo feature, which only the simulator
-//! turns on (through `orchestrator/planted` and `skald-participant/planted`): the release `skald` never has
-//! it. Even where it is compiled, nothing changes until a process calls
-//! [`plant`]; the simulator does so for `skald-sim --plant <mistake>` alone,
-//! and the switch is process-wide, so a planted run keeps to its own process.
+//! turns on (through `orchestrator/planted` and `skald-participant/planted`):
+//! the release `skald` never has it. Even where it is compiled, nothing
+//! changes until a process calls [`plant`]; the simulator does so for
+//! `skald-sim --plant <mistake>` alone, and the switch is process-wide, so a
+//! planted run keeps to its own process.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -241,8 +241,7 @@ impl Store {
                 .all(txn)
                 .await?
         };
-        #[cfg(feature = "planted")]
-        if sagas::planted::is_planted(sagas::planted::Mistake::NoFence) {
+        if fence_ignored() {
             return Ok(vec![true; fences.len()]);
         }
         Ok(fences
@@ -263,12 +262,7 @@ impl Store {
         txn: &C,
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        // Planted, the statements still run (and take SQLite's write lock);
-        // only their answer is ignored.
-        #[cfg(feature = "planted")]
-        let planted = sagas::planted::is_planted(sagas::planted::Mistake::NoFence);
-        #[cfg(not(feature = "planted"))]
-        let planted = false;
+        let planted = fence_ignored();
         if txn.get_database_backend() == DbBackend::Sqlite {
             let held = leases::Entity::update_many()
                 .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
@@ -294,4 +288,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether the fences' answer is ignored: the simulator's planted `no-fence`
+/// mistake (never without the `planted` feature). The fence statements still
+/// run, and on SQLite take the write lock.
+fn fence_ignored() -> bool {
+    #[cfg(feature = "planted")]
+    if sagas::planted::is_planted(sagas::planted::Mistake::NoFence) {
+        return true;
+    }
+    false
 }

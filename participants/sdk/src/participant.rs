@@ -106,6 +106,20 @@ impl Participant {
         &self.name
     }
 
+    /// Refuse an invalid participant: a bad name, a handler registered
+    /// twice, none at all, or one of the caller's `more` problems.
+    fn check(&self, more: Vec<String>) -> Result<(), SdkError> {
+        let mut problems = self.problems.clone();
+        if self.handlers.is_empty() {
+            problems.push("no action or compensation is registered".into());
+        }
+        problems.extend(more);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(SdkError::Invalid { participant: self.name.clone(), problems })
+    }
+
     /// This participant without a bus: commands are handed to
     /// [`Local::answer`] in process and answered with the same inbox,
     /// tombstones and handlers as [`Participant::run`] (for a simulation or
@@ -116,13 +130,7 @@ impl Participant {
     /// # Errors
     /// An invalid participant, or a database that refuses the migration.
     pub async fn local(self, db: sea_orm::DatabaseConnection) -> Result<Local, SdkError> {
-        let mut problems = self.problems;
-        if self.handlers.is_empty() {
-            problems.push("no action or compensation is registered".into());
-        }
-        if !problems.is_empty() {
-            return Err(SdkError::Invalid { participant: self.name, problems });
-        }
+        self.check(Vec::new())?;
         inbox::migration::migrate(&db).await.map_err(SdkError::Migrate)?;
         Ok(Local {
             engine: Engine {
@@ -144,10 +152,7 @@ impl Participant {
     /// consumer. Once running, problems with single commands are logged and the
     /// commands redelivered; they never end the participant.
     pub async fn run(self, config: Config, shutdown: CancellationToken) -> Result<(), SdkError> {
-        let mut problems = self.problems;
-        if self.handlers.is_empty() {
-            problems.push("no action or compensation is registered".into());
-        }
+        let mut problems = Vec::new();
         if !(1..=IN_FLIGHT_MAX_LIMIT).contains(&config.in_flight_max) {
             problems.push(format!(
                 "in_flight_max is {}, it must be 1..={IN_FLIGHT_MAX_LIMIT}",
@@ -160,9 +165,7 @@ impl Participant {
                 config.commit_group_max
             ));
         }
-        if !problems.is_empty() {
-            return Err(SdkError::Invalid { participant: self.name, problems });
-        }
+        self.check(problems)?;
 
         inbox::migration::migrate(&config.db).await.map_err(SdkError::Migrate)?;
         let js = jetstream::new(config.nats.clone());

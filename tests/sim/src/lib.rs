@@ -43,7 +43,9 @@ use orchestrator::engine::registry::Registry;
 use orchestrator::store::faults::{self, Stage, StoreFaults};
 use orchestrator::store::{Store, StoreError};
 use sagas::UnixMillis;
-use sagas::machine::{Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus};
+use sagas::machine::{
+    Decision, Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus,
+};
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -573,22 +575,10 @@ impl World {
                 let i = readers[self.rng.usize(0..readers.len())];
                 self.note(format!("{what} to {}", self.instances[i].name));
                 let input = Input::Reply(reply.clone());
-                match self.instances[i].driver.handle(&saga_id, &input).await {
-                    Ok(d) => self.check_writer(i, &saga_id, partition, !d.events.is_empty()).await,
-                    Err(e) if deposed(&e) => {
-                        self.note(format!("{} refused it: {e}", self.instances[i].name));
-                        self.requeue(Packet::Reply(saga_id, reply));
-                    }
-                    Err(e) => {
-                        // Not acknowledged: redelivered, perhaps already applied.
-                        if faults::injected_stage(&e) == Some(Stage::AfterCommit) {
-                            self.check_writer(i, &saga_id, partition, true).await;
-                        }
-                        if self.expect_injected(&e, format!("a genuine reply was not applied: {e}"))
-                        {
-                            self.requeue(Packet::Reply(saga_id, reply));
-                        }
-                    }
+                let result = self.instances[i].driver.handle(&saga_id, &input).await;
+                // Not acknowledged: redelivered, perhaps already applied.
+                if self.owner_input(i, &saga_id, result, "a genuine reply").await {
+                    self.requeue(Packet::Reply(saga_id, reply));
                 }
             }
         }
@@ -601,13 +591,42 @@ impl World {
         self.net.push((self.clock.now().plus_ms(REDELIVERY_MS), self.sent, packet));
     }
 
-    /// A reply or deadline that wrote to a saga's history (`wrote`: it
-    /// appended, whether or not it heard so) was written by the partition's
-    /// holder at its epoch (DESIGN.md: one fenced writer).
-    async fn check_writer(&mut self, i: usize, saga_id: &str, partition: i32, wrote: bool) {
-        if !wrote {
-            return;
+    /// What came of an input only the partition's holder may apply (a
+    /// reply or a deadline, `what`) on instance `i`: a write is checked
+    /// against the leases, also one that committed before an injected
+    /// error. `true` when it was not applied and must come again: the
+    /// instance was deposed, or the store failed (noted); any other error
+    /// is a failure.
+    async fn owner_input(
+        &mut self,
+        i: usize,
+        saga_id: &str,
+        result: Result<Decision, DriveError>,
+        what: &str,
+    ) -> bool {
+        let e = match result {
+            Ok(d) => {
+                if !d.events.is_empty() {
+                    self.check_writer(i, saga_id).await;
+                }
+                return false;
+            }
+            Err(e) => e,
+        };
+        if deposed(&e) {
+            self.note(format!("{} refused {what}: {e}", self.instances[i].name));
+            return true;
         }
+        if faults::injected_stage(&e) == Some(Stage::AfterCommit) {
+            self.check_writer(i, saga_id).await;
+        }
+        self.expect_injected(&e, format!("{what} was not applied: {e}"))
+    }
+
+    /// A reply or deadline that wrote to a saga's history was written by
+    /// the partition's holder at its epoch (DESIGN.md: one fenced writer).
+    async fn check_writer(&mut self, i: usize, saga_id: &str) {
+        let partition = partition_of(saga_id);
         let leases = match self.store.leases().await {
             Ok(leases) => leases,
             Err(e) => return self.fail(format!("leases: {e}")),
@@ -660,22 +679,12 @@ impl World {
         };
         due.sort_by_key(|id| self.named(id));
         for saga_id in due {
-            let partition = partition_of(&saga_id);
             match self.instances[i].driver.handle(&saga_id, &Input::Timeout).await {
-                Ok(d) => self.check_writer(i, &saga_id, partition, !d.events.is_empty()).await,
                 Err(DriveError::Transition(sagas::machine::TransitionError::NotDue { .. })) => {}
-                Err(e) if deposed(&e) => {
-                    let what =
-                        format!("{} refused {}: {e}", self.instances[i].name, self.named(&saga_id));
-                    self.note(what);
-                }
-                Err(e) => {
-                    // Still due: the next look tries again.
-                    if faults::injected_stage(&e) == Some(Stage::AfterCommit) {
-                        self.check_writer(i, &saga_id, partition, true).await;
-                    }
-                    let what = format!("timeout of {}: {e}", self.named(&saga_id));
-                    self.expect_injected(&e, what);
+                result => {
+                    // Not applied: still due, the next look tries again.
+                    let what = format!("the deadline of {}", self.named(&saga_id));
+                    self.owner_input(i, &saga_id, result, &what).await;
                 }
             }
         }
