@@ -2,7 +2,8 @@
 //! that the deterministic simulation (`tests/sim`) catches them.
 //!
 //! Compiled only with the `planted` cargo feature, which only the simulator
-//! turns on (through `orchestrator/planted` and `skald-participant/planted`):
+//! turns on (through `orchestrator/planted`, `skald-participant/planted` and
+//! `payment/planted`):
 //! the release `skald` never has it. Even where it is compiled, nothing
 //! changes until a process calls [`plant`]; the simulator does so for
 //! `skald-sim --plant <mistake>` alone, and the switch is process-wide, so a
@@ -25,15 +26,20 @@ pub enum Mistake {
     /// A participant keeps no tombstones: an `undo` that came before its
     /// `do` leaves no mark, and the late `do` still takes effect.
     NoTombstone = 4,
+    /// The payment service calls the provider with a new idempotency key
+    /// for each retry of a charge: a charge whose answer was lost is made
+    /// again.
+    KeyPerAttempt = 5,
 }
 
 impl Mistake {
     /// Every mistake, in the order `--plant` lists them.
-    pub const ALL: [Mistake; 4] = [
+    pub const ALL: [Mistake; 5] = [
         Mistake::UndoOldestFirst,
         Mistake::UnknownNotUndone,
         Mistake::NoFence,
         Mistake::NoTombstone,
+        Mistake::KeyPerAttempt,
     ];
 
     /// The name `--plant` takes.
@@ -44,6 +50,7 @@ impl Mistake {
             Mistake::UnknownNotUndone => "unknown-not-undone",
             Mistake::NoFence => "no-fence",
             Mistake::NoTombstone => "no-tombstone",
+            Mistake::KeyPerAttempt => "key-per-attempt",
         }
     }
 

@@ -195,6 +195,14 @@ async fn charge(payments: &Payments, ctx: HandlerCtx<'_>) -> HandlerResult {
     };
     let money = Money::of(Kind::Charge, request.amount, &request.currency, &request.reference);
     money.check(Some(("card_token", &request.card_token)))?;
+    #[cfg(feature = "planted")]
+    if sagas::planted::is_planted(sagas::planted::Mistake::KeyPerAttempt)
+        && ctx.command().attempt > 1
+    {
+        let key = format!("{}#{}", ctx.idempotency_key(), ctx.command().attempt);
+        let call = payments.provider.charge(&key, &request);
+        return money.move_at_provider(payments, &ctx, call, "charge_id").await;
+    }
     let call = payments.provider.charge(ctx.idempotency_key(), &request);
     money.move_at_provider(payments, &ctx, call, "charge_id").await
 }

@@ -5,6 +5,10 @@
 //! refused connection is an outcome like a decline (`Transient`), and
 //! [`crate::outcome::verdict`] decides what to answer. Redirects are not
 //! followed (a redirected `POST` is not the call that was keyed).
+//!
+//! A provider may also be reached in process ([`Provider::in_process`], an
+//! [`InProcess`] model, as the deterministic simulation does): its answers
+//! go through the same classification as an HTTP answer's status and body.
 
 use crate::api::{
     CHARGES_PATH, Charge, ChargeList, ChargeRequest, IDEMPOTENCY_KEY_HEADER, PAYOUTS_PATH,
@@ -12,6 +16,7 @@ use crate::api::{
 };
 use crate::outcome::{ProviderOutcome, TransportFailure, classify, transport};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
 
@@ -63,12 +68,39 @@ pub enum ProviderError {
     },
 }
 
+/// A provider answered in process rather than over HTTP: a model of one.
+/// It is handed each call as the HTTP client would send it and answers
+/// with an HTTP status and body, or with why no answer came.
+pub trait InProcess: Send + Sync + std::fmt::Debug {
+    /// A `POST` to `path` (e.g. [`CHARGES_PATH`]) with idempotency key `key`.
+    ///
+    /// # Errors
+    /// Why the call got no HTTP answer (the provider may or may not have
+    /// acted, as [`TransportFailure`] says).
+    fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, Vec<u8>), TransportFailure>;
+
+    /// The charges held under `reference`.
+    ///
+    /// # Errors
+    /// Why the provider could not be asked.
+    fn charges_of(&self, reference: &str) -> Result<Vec<Charge>, String>;
+}
+
 /// A client of one payment provider.
 #[derive(Debug, Clone)]
 pub struct Provider {
-    http: reqwest::Client,
-    base_url: reqwest::Url,
-    response_bytes_max: usize,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Http { http: reqwest::Client, base_url: reqwest::Url, response_bytes_max: usize },
+    InProcess(Arc<dyn InProcess>),
 }
 
 impl Provider {
@@ -98,7 +130,14 @@ impl Provider {
             .user_agent(concat!("skald-payment/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| ProviderError::Client { source })?;
-        Ok(Self { http, base_url, response_bytes_max: config.response_bytes_max })
+        let response_bytes_max = config.response_bytes_max;
+        Ok(Self { backend: Backend::Http { http, base_url, response_bytes_max } })
+    }
+
+    /// A client of the provider `model`, answered in process.
+    #[must_use]
+    pub fn in_process(model: Arc<dyn InProcess>) -> Self {
+        Self { backend: Backend::InProcess(model) }
     }
 
     /// `POST /v1/charges` with `key` as the idempotency key.
@@ -122,12 +161,18 @@ impl Provider {
     /// # Errors
     /// Why the provider could not be asked or its answer read.
     pub async fn charges_of(&self, reference: &str) -> Result<Vec<Charge>, String> {
+        let (http, base_url, response_bytes_max) = match &self.backend {
+            Backend::Http { http, base_url, response_bytes_max } => {
+                (http, base_url, *response_bytes_max)
+            }
+            Backend::InProcess(model) => return model.charges_of(reference),
+        };
         let mut url =
-            self.base_url.join(CHARGES_PATH.trim_start_matches('/')).map_err(|e| e.to_string())?;
+            base_url.join(CHARGES_PATH.trim_start_matches('/')).map_err(|e| e.to_string())?;
         url.query_pairs_mut().append_pair("reference", reference);
-        let response = self.http.get(url).send().await.map_err(|e| root_cause(&e))?;
+        let response = http.get(url).send().await.map_err(|e| root_cause(&e))?;
         let http_status = response.status();
-        let body = read_bounded(response, self.response_bytes_max)
+        let body = read_bounded(response, response_bytes_max)
             .await
             .map_err(|f| format!("the provider's answer could not be read: {f:?}"))?;
         if !http_status.is_success() {
@@ -149,18 +194,32 @@ impl Provider {
     }
 
     async fn post(&self, path: &str, key: &str, body: &impl Serialize) -> ProviderOutcome {
-        let url = match self.base_url.join(path.trim_start_matches('/')) {
+        let (http, base_url, response_bytes_max) = match &self.backend {
+            Backend::Http { http, base_url, response_bytes_max } => {
+                (http, base_url, *response_bytes_max)
+            }
+            Backend::InProcess(model) => {
+                let answer = serde_json::to_value(body)
+                    .map_err(|e| TransportFailure::Other { message: e.to_string() })
+                    .and_then(|body| model.post(path, key, body));
+                return match answer {
+                    Ok((http_status, body)) => classify(http_status, &body),
+                    Err(failure) => transport(failure),
+                };
+            }
+        };
+        let url = match base_url.join(path.trim_start_matches('/')) {
             Ok(url) => url,
             Err(e) => return transport(TransportFailure::Other { message: e.to_string() }),
         };
         debug!(%url, key, "calling the provider");
         let response =
-            match self.http.post(url).header(IDEMPOTENCY_KEY_HEADER, key).json(body).send().await {
+            match http.post(url).header(IDEMPOTENCY_KEY_HEADER, key).json(body).send().await {
                 Ok(response) => response,
                 Err(e) => return transport(failure_of(&e)),
             };
         let http_status = response.status().as_u16();
-        match read_bounded(response, self.response_bytes_max).await {
+        match read_bounded(response, response_bytes_max).await {
             Ok(body) => classify(http_status, &body),
             Err(failure) => transport(failure),
         }
@@ -228,7 +287,8 @@ mod tests {
     #[test]
     fn paths_are_appended_to_the_base_path() {
         let provider = Provider::new(&ProviderConfig::new("https://psp.example/api")).unwrap();
-        let url = provider.base_url.join(CHARGES_PATH.trim_start_matches('/')).unwrap();
+        let Backend::Http { base_url, .. } = &provider.backend else { unreachable!() };
+        let url = base_url.join(CHARGES_PATH.trim_start_matches('/')).unwrap();
         assert_eq!(url.as_str(), "https://psp.example/api/v1/charges");
     }
 }

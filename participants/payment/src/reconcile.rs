@@ -98,7 +98,23 @@ pub async fn pass(
 ) -> Result<PassReport, StoreError> {
     let grace_ms = i64::try_from(config.grace.as_millis()).unwrap_or(i64::MAX);
     let before_ms = store::now_ms().saturating_sub(grace_ms);
-    let due = store::pending_answered_charges(&payments.db, before_ms, config.batch_max).await?;
+    pass_before(payments, before_ms, config.batch_max, shutdown).await
+}
+
+/// One pass over the due charges whose last call was before `before_ms`
+/// (Unix ms), at most `batch_max`: [`pass`] with the caller's idea of when
+/// no call can still be in flight (the simulation, whose calls never
+/// overlap, gives `i64::MAX`).
+///
+/// # Errors
+/// A database error; the rows not yet settled are tried next pass.
+pub async fn pass_before(
+    payments: &Payments,
+    before_ms: i64,
+    batch_max: u64,
+    shutdown: &CancellationToken,
+) -> Result<PassReport, StoreError> {
+    let due = store::pending_answered_charges(&payments.db, before_ms, batch_max).await?;
     let mut report = PassReport::default();
     for charge in due {
         if shutdown.is_cancelled() {

@@ -5,8 +5,10 @@
 //! all, as one database) with its writer and outbox, its membership rounds
 //! (heartbeats, partition leases with epochs, hand-overs), the takeover that
 //! re-sends what open sagas wait on, and the timers' query for due sagas of
-//! the partitions it holds — and the real ledger handlers behind the SDK's
-//! inbox and tombstones ([`skald_participant::Local`]), on simulated clocks
+//! the partitions it holds — and the real ledger and payment handlers behind
+//! the SDK's inbox and tombstones ([`skald_participant::Local`]), the payment
+//! service's reconciler, and psp-sim's books as the provider they call (in
+//! process, with timeouts, 500s and lost answers), on simulated clocks
 //! ([`ManualClock`], skewed per instance) and a simulated network, with a
 //! model participant for every other step that keeps an inbox and
 //! tombstones as the SDK does. Every choice — which saga starts, which
@@ -23,16 +25,21 @@
 //! awake, time passes) and every saga is checked: it ended (or is parked with
 //! a reason), its stored history has nothing after its end and replays to the
 //! status its row says, compensation ran newest outcome first, and the
-//! participants' effects (the ledger's books among them) agree with how it
-//! ended; `ledger verify` finds the books sound. While it runs, every write
+//! participants' effects (the ledger's and the provider's books among them)
+//! agree with how it ended; `ledger verify` finds the books sound; no saga
+//! is charged twice, and the provider holds, charged less refunded, what the
+//! completed top-ups charged. While it runs, every write
 //! of a saga's history by a reply or a deadline is checked against the
 //! leases: only the partition's holder, at its epoch, may have written it.
 //!
 //! What is simulated rather than real: NATS (commands are taken from the
 //! outbox, replies handed to an instance that holds, or thinks it holds, the
 //! saga's partition, as the relay and the intake do), the participants other
-//! than the ledger (a model), time, and the faults. ARCHITECTURE.md,
+//! than the ledger and the payment service (a model), the provider's HTTP
+//! (its books are real), time, and the faults. ARCHITECTURE.md,
 //! "Deterministic simulation", says what could still differ in production.
+
+mod participants;
 
 use ledger::model::transfer::TransferState;
 use orchestrator::clock::{Clock, ManualClock, SharedClock};
@@ -42,6 +49,7 @@ use orchestrator::engine::driver::{Driver, SagaIds};
 use orchestrator::engine::registry::Registry;
 use orchestrator::store::faults::{self, Stage, StoreFaults};
 use orchestrator::store::{Store, StoreError};
+use participants::{Ledger, Payment, WALLETS};
 use sagas::UnixMillis;
 use sagas::machine::{
     Decision, Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus,
@@ -53,14 +61,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The definitions every world runs: the shipped `bench` saga, a saga with
-/// a parallel group and a retriable step after its pivot, and a saga over
-/// the ledger.
+/// a parallel group and a retriable step after its pivot, a saga over the
+/// ledger, and the shipped `topup` saga over the ledger and the payment
+/// service.
 const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
 const FORK: &str = include_str!("fork.yaml");
 const PAY: &str = include_str!("pay.yaml");
-/// Wallets in the world's ledger, and what each holds at the start (cents).
-const WALLETS: u32 = 3;
-const OPENING: i64 = 1_000;
+const TOPUP: &str = include_str!("../../../sagas/definitions/topup.yaml");
+/// The cards a top-up is paid with: mostly one that pays, some declined.
+const CARDS: [&str; 6] =
+    ["tok_visa", "tok_visa", "tok_visa", "tok_visa", "tok_decline", "tok_insufficient"];
 
 /// 2026-12-01T00:00:00Z: where simulated time starts.
 const T0: UnixMillis = UnixMillis(1_796_083_200_000);
@@ -217,6 +227,8 @@ struct World {
     flaky: Arc<Flaky>,
     /// The real ledger participant, on its own database.
     ledger: Ledger,
+    /// The real payment participant, on its own database, and its provider.
+    payment: Payment,
     /// How often each command attempt was delivered (as JetStream counts).
     deliveries: HashMap<String, u32>,
     /// In flight: (deliver at, sequence, packet).
@@ -242,7 +254,7 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
     let clock = Arc::new(ManualClock::at(T0));
     let store = Store::connect(&db.url).await?.with_clock(clock.clone());
     store.ensure_cluster(PARTITIONS).await?;
-    let definitions = [BENCH, FORK, PAY]
+    let definitions = [BENCH, FORK, PAY, TOPUP]
         .iter()
         .map(|yaml| sagas::definition::load("sim.yaml", yaml))
         .collect::<Result<Vec<_>, _>>()
@@ -262,6 +274,7 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         instances: Vec::with_capacity(count),
         flaky: Arc::new(Flaky::new(seed, options.faults.store)),
         ledger: Ledger::open().await?,
+        payment: Payment::open(seed).await?,
         deliveries: HashMap::new(),
         net: Vec::new(),
         sent: 0,
@@ -294,12 +307,10 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         ended,
         instances: count,
     };
-    let ledger_db = w.ledger.db.take();
+    w.ledger.real.remove().await;
+    w.payment.real.remove().await;
     drop(w);
     db.remove().await;
-    if let Some(ledger_db) = ledger_db {
-        ledger_db.remove().await;
-    }
     Ok(outcome)
 }
 
@@ -445,12 +456,22 @@ impl World {
         let Some(i) = self.awake() else { return };
         let key = format!("s{}", self.started);
         self.started += 1;
-        let (saga_type, input) = match self.rng.u32(0..3) {
+        let wallet = format!("w{}", self.rng.u32(0..WALLETS));
+        let amount = self.rng.i64(100..700);
+        let (saga_type, input) = match self.rng.u32(0..4) {
             0 => ("bench", serde_json::json!({})),
             1 => ("fork", serde_json::json!({ "n": self.rng.u32(0..10) })),
+            2 => ("pay", serde_json::json!({ "wallet": wallet, "amount": amount })),
             _ => {
-                let wallet = format!("w{}", self.rng.u32(0..WALLETS));
-                ("pay", serde_json::json!({ "wallet": wallet, "amount": self.rng.i64(100..700) }))
+                let card = CARDS[self.rng.usize(0..CARDS.len())];
+                let input = serde_json::json!({
+                    "wallet_account": wallet,
+                    "funding_account": participants::PSP_CLEARING,
+                    "amount": amount,
+                    "currency": "EUR",
+                    "card_token": card,
+                });
+                ("topup", input)
             }
         };
         for _ in 0..START_TRIES {
@@ -529,19 +550,18 @@ impl World {
         let (_, _, packet) = self.net.remove(pick);
         match packet {
             Packet::Command(participant, cmd) => {
-                let outcome = if participant == ledger::handlers::PARTICIPANT {
-                    // The real ledger, through the SDK's inbox and tombstones.
+                let real = match participant.as_str() {
+                    ledger::handlers::PARTICIPANT => Some(&self.ledger.real),
+                    payment::handlers::PARTICIPANT => Some(&self.payment.real),
+                    _ => None,
+                };
+                let outcome = if let Some(real) = real {
+                    // The real handlers, through the SDK's inbox and tombstones.
                     let delivered = self.deliveries.entry(msg_id(&cmd)).or_insert(0);
                     *delivered += 1;
-                    match self.ledger.local.answer(&cmd, *delivered).await {
-                        Ok(Some(outcome)) => outcome,
-                        Ok(None) => {
-                            return self.fail(format!(
-                                "the ledger chose not to answer {}",
-                                cmd.command_id
-                            ));
-                        }
-                        Err(e) => return self.fail(format!("the ledger's database failed: {e}")),
+                    match real.answer(&cmd, *delivered).await {
+                        Ok(outcome) => outcome,
+                        Err(e) => return self.fail(format!("{participant}: {e}")),
                     }
                 } else {
                     self.participant.handle(&cmd, &mut self.rng)
@@ -652,6 +672,9 @@ impl World {
     async fn pass(&mut self, ms: u64) {
         self.clock.advance(Duration::from_millis(ms));
         self.note(format!("time +{ms}"));
+        if self.rng.u32(0..4) == 0 {
+            self.reconcile().await;
+        }
         for i in 0..self.instances.len() {
             if self.instances[i].frozen {
                 continue;
@@ -662,6 +685,21 @@ impl World {
             } else {
                 self.timers(i).await;
                 self.round(i).await;
+            }
+        }
+    }
+
+    /// The payment service's reconciler: one pass.
+    async fn reconcile(&mut self) -> usize {
+        match self.payment.reconcile().await {
+            Ok(0) => 0,
+            Ok(n) => {
+                self.note(format!("reconciled {n} charges"));
+                n
+            }
+            Err(e) => {
+                self.fail(e);
+                0
             }
         }
     }
@@ -811,6 +849,12 @@ impl World {
                 self.pump(&calm).await;
             }
             if self.all_ended().await && self.net.is_empty() {
+                // The payment service's reconciler settles what it finds.
+                for _ in 0..10 {
+                    if self.reconcile().await == 0 {
+                        break;
+                    }
+                }
                 return;
             }
             self.pass(1_000).await;
@@ -830,6 +874,10 @@ impl World {
     /// Check every saga against the invariants; how they ended, by status.
     async fn check(&mut self) -> BTreeMap<String, usize> {
         let mut by_status = BTreeMap::new();
+        // The money invariant: at the provider, charged less refunded is
+        // what the completed top-ups charged, besides what sagas an
+        // operator settled by hand (or that are parked) hold.
+        let (mut completed_topups, mut set_aside) = (0_i64, 0_i64);
         let mut ids: Vec<String> = self.keys.keys().cloned().collect();
         ids.sort_by_key(|id| self.keys.get(id).cloned());
         for id in ids {
@@ -869,13 +917,29 @@ impl World {
             {
                 self.fail(format!("{key}: {} events after its end", events.len() - end - 1));
             }
-            if self.touched.contains(&id) {
+            let topup = state.definition.name == "topup";
+            let charged = self.payment.charged(&id);
+            if charged.charges > 1 {
+                self.fail(format!("{key}: charged {} times", charged.charges));
+            }
+            if self.touched.contains(&id)
+                || !matches!(
+                    state.status,
+                    SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
+                )
+            {
+                set_aside += charged.net;
                 continue;
+            }
+            if topup && state.status == SagaStatus::Completed {
+                completed_topups += state.input["amount"].as_i64().unwrap_or(0);
             }
             for p in undo_order(&state.definition, &events) {
                 self.fail(format!("{key}: {p}"));
             }
-            let transfer = match self.ledger.transfer(&format!("{id}-pay")).await {
+            // `{{saga.id}}-pay`, `{{saga.id}}-topup`: the saga's transfer.
+            let transfer_id = format!("{id}-{}", state.definition.name);
+            let transfer = match self.ledger.transfer(&transfer_id).await {
                 Ok(transfer) => transfer,
                 Err(e) => {
                     self.fail(format!("{key}: the ledger cannot be read: {e}"));
@@ -891,6 +955,10 @@ impl World {
                             matches!(transfer, Some(TransferState::Pending | TransferState::Posted))
                         }
                     };
+                }
+                if def.participant == payment::handlers::PARTICIPANT {
+                    // The charge is in force as the provider's books say.
+                    return charged.net > 0;
                 }
                 let k = (id.clone(), def.name.clone());
                 self.participant.applied.contains(&k) && !self.participant.undone.contains(&k)
@@ -919,6 +987,14 @@ impl World {
             Ok(()) => self.note("ledger sound".into()),
             Err(problems) => self.fail(format!("ledger verify: {problems}")),
         }
+        let net = self.payment.net_total();
+        if net - set_aside != completed_topups {
+            self.fail(format!(
+                "the provider holds {net} charged less refunded, {set_aside} of it for sagas \
+                 settled by hand or parked, but the completed top-ups charged {completed_topups}"
+            ));
+        }
+        self.note(format!("provider holds {net}"));
         by_status
     }
 }
@@ -981,11 +1057,11 @@ fn ended(status: &str) -> bool {
     SagaStatus::parse(status).is_some_and(SagaStatus::is_end)
 }
 
-fn outcome_name(outcome: &Outcome) -> &'static str {
+fn outcome_name(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Ok { .. } => "ok",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Retry { .. } => "retry",
+        Outcome::Ok { .. } => "ok".into(),
+        Outcome::Failed { code, .. } => format!("failed {code}"),
+        Outcome::Retry { code, .. } => format!("retry {code}"),
     }
 }
 
@@ -1082,65 +1158,6 @@ impl Clock for Skewed {
 /// The id JetStream dedupes a command attempt by.
 fn msg_id(cmd: &Command) -> String {
     sagas::protocol::msg_id(&cmd.command_id, cmd.attempt)
-}
-
-/// The world's ledger: the real `ledger` handlers behind the SDK's inbox, on
-/// a database of their own, with a clearing account and [`WALLETS`] wallets
-/// that cannot be overdrawn, [`OPENING`] each.
-struct Ledger {
-    store: ledger::store::Store,
-    local: skald_participant::Local,
-    /// Taken when the world ends, to be removed.
-    db: Option<skald_testkit::TempDatabase>,
-}
-
-impl Ledger {
-    async fn open() -> anyhow::Result<Self> {
-        let db = temp_database("sim-ledger").await?;
-        let store = ledger::store::Store::connect(&db.url).await?;
-        let local = ledger::handlers::participant().local(store.db().clone()).await?;
-        let account = |id: &str, wallet: bool| ledger::model::account::NewAccount {
-            id: id.to_owned(),
-            currency: "EUR".to_owned(),
-            flags: ledger::model::account::AccountFlags {
-                debits_must_not_exceed_credits: wallet,
-                ..Default::default()
-            },
-        };
-        let now = i64::try_from(T0.0).unwrap_or(0);
-        for id in ["clearing", "funding"] {
-            store.create_account(&account(id, false), now).await?;
-        }
-        for i in 0..WALLETS {
-            let wallet = format!("w{i}");
-            store.create_account(&account(&wallet, true), now).await?;
-            let opening = ledger::model::transfer::NewTransfer {
-                id: format!("opening-{i}"),
-                debit_account_id: "funding".to_owned(),
-                credit_account_id: wallet,
-                amount: OPENING,
-                currency: "EUR".to_owned(),
-                pending: false,
-            };
-            store.create_transfer(&opening, now).await?;
-        }
-        Ok(Self { store, local, db: Some(db) })
-    }
-
-    /// The state of transfer `id`, if it exists.
-    async fn transfer(&self, id: &str) -> Result<Option<TransferState>, ledger::ops::OpError> {
-        Ok(ledger::ops::transfer(self.store.db(), id).await?.map(|t| t.state))
-    }
-
-    /// `ledger verify`: the projections match the log and balance.
-    async fn verify(&self) -> Result<(), String> {
-        let options = ledger::verify::VerifyOptions { pending_older_than_ms: u64::MAX, now_ms: 0 };
-        match ledger::verify::verify(&self.store, options).await {
-            Ok(report) if report.sound => Ok(()),
-            Ok(report) => Err(format!("{:?}", report.problems)),
-            Err(e) => Err(e.to_string()),
-        }
-    }
 }
 
 /// A new database for the world: on the memory file system when there is

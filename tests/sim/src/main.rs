@@ -49,7 +49,7 @@ struct Args {
     #[arg(long)]
     no_clock_jumps: bool,
     /// Put a known mistake back into the engine, to see the seeds catch it:
-    /// undo-oldest-first, unknown-not-undone, no-fence or no-tombstone.
+    /// undo-oldest-first, unknown-not-undone, no-fence, no-tombstone or key-per-attempt.
     #[arg(long, value_parser = parse_mistake)]
     plant: Option<Mistake>,
     /// Print every seed's trace.

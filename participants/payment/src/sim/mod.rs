@@ -29,7 +29,8 @@ pub mod books;
 pub mod journal;
 
 use crate::api::{
-    CHARGES_PATH, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH, REFUNDS_PATH,
+    CHARGES_PATH, ChargeList, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, PAYOUTS_PATH,
+    REFUNDS_PATH,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -316,19 +317,31 @@ impl Sim {
             }
         };
 
-        // Everything below holds the lock and does not await.
+        let handled = self.handle(path, key, request);
+        if let Some(id) = &handled.pending {
+            tokio::spawn(self.clone().answer_challenge(id.clone()));
+        }
+        answer(handled.answer, handled.replayed)
+    }
+
+    /// One `POST` of `request` to `path` under `key`, past the HTTP layer:
+    /// the key's check, the injected faults, the journal, the books. It
+    /// holds the books' lock and does not wait; a charge made `pending` is
+    /// returned for its challenge to be answered (the HTTP route does that).
+    pub fn handle(&self, path: &str, key: Option<&str>, request: Value) -> Handled {
+        let plain = |answer: Answer| Handled { answer, replayed: false, pending: None };
         let mut kept = self.kept();
         let Kept { books, journal } = &mut *kept;
         let calls = match books.check_key(key, path, &request) {
             KeyCheck::Fresh { calls } => calls,
-            KeyCheck::Replay(stored) => return answer(stored, true),
-            KeyCheck::Conflict(refusal) | KeyCheck::Refused(refusal) => {
-                return answer(refusal, false);
+            KeyCheck::Replay(stored) => {
+                return Handled { answer: stored, replayed: true, pending: None };
             }
+            KeyCheck::Conflict(refusal) | KeyCheck::Refused(refusal) => return plain(refusal),
         };
         if self.draw("fail", key, calls) < self.config.failure_rate {
             // Before anything happens, and not remembered: the retry may succeed.
-            return answer(Answer::error(500, "internal_error", "injected failure"), false);
+            return plain(Answer::error(500, "internal_error", "injected failure"));
         }
         if let Some(journal) = journal {
             let entry = Entry {
@@ -339,8 +352,7 @@ impl Sim {
             if let Err(e) = journal.append(&entry) {
                 // Not applied: the books on disk and in memory stay the same.
                 tracing::error!(error = %e, "cannot write the journal; refusing the request");
-                let refusal = Answer::error(503, "simulator_unavailable", "cannot keep the books");
-                return answer(refusal, false);
+                return plain(Answer::error(503, "simulator_unavailable", "cannot keep the books"));
             }
         }
         let made = apply_to(books, &self.config, path, &request);
@@ -348,9 +360,6 @@ impl Sim {
             books.remember(key, path, request, &made.answer);
         }
         drop(kept);
-        if let Some(id) = &made.pending {
-            tokio::spawn(self.clone().answer_challenge(id.clone()));
-        }
         if made.moved_money {
             info!(path, key = key.unwrap_or("-"), id = %made.answer.body["id"], "money moved");
             if path == CHARGES_PATH
@@ -358,18 +367,31 @@ impl Sim {
             {
                 // The charge is made and a repeat of the key gets it; this
                 // caller only learns that the gateway gave up.
-                return answer(
-                    Answer::error(
-                        504,
-                        "gateway_timeout",
-                        "injected: the charge was made, the answer lost",
-                    ),
-                    false,
-                );
+                return plain(Answer::error(
+                    504,
+                    "gateway_timeout",
+                    "injected: the charge was made, the answer lost",
+                ));
             }
         }
-        answer(made.answer, false)
+        Handled { answer: made.answer, replayed: false, pending: made.pending }
     }
+
+    /// `GET /v1/charges?reference=…` past the HTTP layer: the first page.
+    #[must_use]
+    pub fn charges(&self, reference: Option<&str>) -> ChargeList {
+        self.kept().books.list_charges(reference, PAGE_DEFAULT)
+    }
+}
+
+/// What one `POST` came to ([`Sim::handle`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    pub answer: Answer,
+    /// Answered from the idempotency store.
+    pub replayed: bool,
+    /// A charge made `pending` (3-D Secure) whose challenge is to be answered.
+    pub pending: Option<String>,
 }
 
 /// A request for `path` applied to `books`: live, and again when the

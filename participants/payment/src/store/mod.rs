@@ -222,7 +222,7 @@ pub async fn find<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<Mode
 /// Charges still `pending`, whose last call was before `before_ms`, and whose
 /// `do` the SDK has answered for good (a row in its `skald_inbox` table): the
 /// ones [`crate::reconcile`] settles. Oldest first, at most `limit` (capped at
-/// [`SCAN_ROWS_MAX`]). A charge the saga may still retry has no inbox row, so
+/// [`SCAN_ROWS_MAX`]; ties by key). A charge the saga may still retry has no inbox row, so
 /// it is not returned and cannot crowd out the ones that are due.
 ///
 /// # Errors
@@ -240,6 +240,7 @@ pub async fn pending_answered_charges<C: ConnectionTrait>(
         .filter(Column::UpdatedAtMs.lt(before_ms))
         .filter(Column::CommandId.in_subquery(answered))
         .order_by_asc(Column::UpdatedAtMs)
+        .order_by_asc(Column::CommandId)
         .limit(limit.min(SCAN_ROWS_MAX))
         .all(conn)
         .await
