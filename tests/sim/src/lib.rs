@@ -39,7 +39,10 @@
 //! (its books are real), time, and the faults. ARCHITECTURE.md,
 //! "Deterministic simulation", says what could still differ in production.
 
+mod batch;
 mod participants;
+
+pub use batch::{Batch, JOBS_MAX, default_jobs, run_batch};
 
 use ledger::model::transfer::TransferState;
 use orchestrator::clock::{Clock, ManualClock, SharedClock};

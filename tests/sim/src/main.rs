@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use sagas::planted::Mistake;
-use skald_sim::{Faults, Options, run_seed};
+use skald_sim::{Batch, Faults, JOBS_MAX, Options, default_jobs, run_batch};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -58,6 +58,10 @@ struct Args {
     /// Run every seed twice and fail if the two traces differ.
     #[arg(long)]
     twice: bool,
+    /// Seeds run at once, each job on a CPU of its own (default: one per CPU
+    /// this process may use). Results are printed in seed order either way.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=JOBS_MAX as u64))]
+    jobs: Option<u64>,
 }
 
 fn parse_mistake(name: &str) -> Result<Mistake, String> {
@@ -98,17 +102,6 @@ impl Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     sagas::planted::plant(args.plant);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("skald-sim: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(&args))
-}
-
-async fn run(args: &Args) -> ExitCode {
     let options = Options {
         sagas: usize::try_from(args.sagas).unwrap_or(6),
         instances: args.instances.and_then(|n| usize::try_from(n).ok()),
@@ -125,37 +118,26 @@ async fn run(args: &Args) -> ExitCode {
         },
         keep_trace: args.trace,
     };
+    let batch = Batch {
+        from: args.from,
+        seeds: args.seeds,
+        jobs: args.jobs.and_then(|j| usize::try_from(j).ok()).unwrap_or_else(default_jobs),
+        twice: args.twice,
+    };
     let began = Instant::now();
     let mut failed = Vec::new();
     let mut ended = std::collections::BTreeMap::new();
-    for seed in args.from..args.from.saturating_add(args.seeds) {
-        let run = match run_seed(seed, &options).await {
-            Ok(run) => run,
-            Err(e) => {
-                eprintln!("skald-sim: seed {seed} could not be set up: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let result = run_batch(&batch, &options, |run| {
+        let seed = run.seed;
         for line in &run.trace {
             println!("seed {seed}: {line}");
-        }
-        let mut failures = run.failures.clone();
-        if args.twice {
-            match run_seed(seed, &options).await {
-                Ok(again) if again.trace_hash != run.trace_hash => failures.push(format!(
-                    "the second run's trace differs ({:016x} then {:016x})",
-                    run.trace_hash, again.trace_hash
-                )),
-                Ok(_) => {}
-                Err(e) => failures.push(format!("the second run could not be set up: {e:#}")),
-            }
         }
         for (status, n) in &run.ended {
             *ended.entry(status.clone()).or_insert(0) += n;
         }
-        if !failures.is_empty() {
+        if !run.failures.is_empty() {
             println!("seed {seed} FAILED (trace {:016x}):", run.trace_hash);
-            for f in &failures {
+            for f in &run.failures {
                 println!("  {f}");
             }
             println!(
@@ -164,13 +146,18 @@ async fn run(args: &Args) -> ExitCode {
             );
             failed.push(seed);
         }
+    });
+    if let Err(e) = result {
+        eprintln!("skald-sim: {e:#}");
+        return ExitCode::FAILURE;
     }
     let secs = began.elapsed().as_secs_f64();
     println!(
-        "{} seeds from {} in {secs:.1} s ({:.1} seeds/s); sagas ended {ended:?}; {} failed{}",
+        "{} seeds from {} in {secs:.1} s ({:.1} seeds/s, {} jobs); sagas ended {ended:?}; {} failed{}",
         args.seeds,
         args.from,
         args.seeds as f64 / secs.max(1e-9),
+        batch.jobs,
         failed.len(),
         if failed.is_empty() { String::new() } else { format!(": {failed:?}") }
     );

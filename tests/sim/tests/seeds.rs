@@ -3,19 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use skald_sim::{Options, run_seed};
+use skald_sim::{Batch, Options, default_jobs, run_batch, run_seed};
 
-#[tokio::test(flavor = "current_thread")]
-async fn seeds_pass() {
+#[test]
+fn seeds_pass() {
     let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let options = Options::default();
+    let batch = Batch { from: 0, seeds, jobs: default_jobs(), twice: false };
     let mut failed = Vec::new();
-    for seed in 0..seeds {
-        let run = run_seed(seed, &options).await.unwrap();
+    let mut ran = 0;
+    run_batch(&batch, &Options::default(), |run| {
+        ran += 1;
         if !run.failures.is_empty() {
-            failed.push((seed, run.failures));
+            failed.push((run.seed, run.failures));
         }
-    }
+    })
+    .unwrap();
+    assert_eq!(ran, seeds, "every seed ran");
     assert!(
         failed.is_empty(),
         "failing seeds (replay: cargo run -p skald-sim -- --from SEED --seeds 1 --trace): {failed:#?}"
@@ -32,4 +35,18 @@ async fn a_seed_replays_the_same_trace() {
     assert_eq!(first.trace_hash, second.trace_hash);
     let other = run_seed(12, &options).await.unwrap();
     assert_ne!(first.trace_hash, other.trace_hash, "another seed, another world");
+}
+
+#[test]
+fn seeds_side_by_side_run_as_they_run_alone() {
+    let options = Options::default();
+    let hashes = |jobs| {
+        let mut runs = Vec::new();
+        let batch = Batch { from: 40, seeds: 6, jobs, twice: false };
+        run_batch(&batch, &options, |run| runs.push((run.seed, run.trace_hash))).unwrap();
+        runs
+    };
+    let alone = hashes(1);
+    assert_eq!(alone.iter().map(|r| r.0).collect::<Vec<_>>(), (40..46).collect::<Vec<_>>());
+    assert_eq!(alone, hashes(3), "in seed order, each seed's trace unchanged");
 }
