@@ -5,7 +5,7 @@
 //! threads and waiting for the answer. Left to roam, those threads land on
 //! different CPUs and every hand-off is a wake-up across CPUs; pinned
 //! together, it is a switch on one CPU, which costs far less (on the
-//! two-core machine of BENCHMARKS.md one world runs about twice as fast
+//! two-core machine of BENCHMARKS.md one world runs 2.6 times as fast
 //! pinned). Threads a job starts inherit its CPU, so the connections' threads
 //! stay with their world. A seed's run does not depend on which job runs it
 //! or on what runs beside it: each world has its own databases, clocks and
@@ -64,17 +64,20 @@ pub fn run_batch(
                 if let Some(cpu) = cpu {
                     pin_to(cpu);
                 }
+                let mut seed = batch.from.saturating_add(job as u64);
                 let runtime =
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(r) => r,
                         Err(e) => {
-                            let _ = tx.send((batch.from, Err(e.into())));
+                            let e = anyhow::Error::from(e).context("cannot start a job's runtime");
+                            let _ = tx.send((seed, Err(e)));
                             return;
                         }
                     };
-                let mut seed = batch.from.saturating_add(job as u64);
                 while seed < end && !stop.load(Ordering::Relaxed) {
-                    let run = runtime.block_on(run_checked(seed, options, batch.twice));
+                    let run = runtime
+                        .block_on(run_checked(seed, options, batch.twice))
+                        .map_err(|e| e.context(format!("seed {seed} could not be set up")));
                     if tx.send((seed, run)).is_err() {
                         return;
                     }
@@ -93,8 +96,9 @@ pub fn run_batch(
                     done.insert(seed, run);
                 }
                 Err(e) => {
+                    // No new seed starts; those running finish.
                     stop.store(true, Ordering::Relaxed);
-                    error.get_or_insert(e.context(format!("seed {seed} could not be set up")));
+                    error.get_or_insert(e);
                 }
             }
             while let Some(run) = done.remove(&next) {

@@ -142,15 +142,16 @@ impl Payment {
         Ok(Self { payments, psp, real: Real { local, db: Some(db) } })
     }
 
-    /// One pass of the reconciler; how many charges it settled. The world's
-    /// calls never overlap, so no call is in flight: every due charge is
-    /// taken, however recent.
-    pub async fn reconcile(&self) -> Result<usize, String> {
+    /// One pass of the reconciler: how many charges it settled, and how many
+    /// it left for a later pass (the provider gave no definite answer). The
+    /// world's calls never overlap, so no call is in flight: every due charge
+    /// is taken, however recent.
+    pub async fn reconcile(&self) -> Result<(usize, usize), String> {
         let stop = CancellationToken::new();
         match payment::reconcile::pass_before(&self.payments, i64::MAX, RECONCILE_BATCH, &stop)
             .await
         {
-            Ok(r) => Ok(r.refunded + r.not_charged + r.stuck),
+            Ok(r) => Ok((r.refunded + r.not_charged + r.stuck, r.left_pending)),
             Err(e) => Err(format!("the reconciler failed: {e}")),
         }
     }
