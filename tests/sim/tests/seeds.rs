@@ -56,14 +56,11 @@ fn seeds_side_by_side_run_as_they_run_alone() {
 /// charge) because the healed world stopped the reconciler after a pass that
 /// settled nothing, although that pass had met a provider fault and left the
 /// charge for the next one.
-#[test]
-fn seeds_that_once_failed_pass() {
+#[tokio::test(flavor = "current_thread")]
+async fn seeds_that_once_failed_pass() {
     let options = Options::default();
     for seed in [42_329, 68_230, 94_385, 97_843] {
-        let batch = Batch { from: seed, seeds: 1, jobs: 1, twice: false };
-        run_batch(&batch, &options, |run| {
-            assert!(run.failures.is_empty(), "seed {seed}: {:?}", run.failures);
-        })
-        .unwrap();
+        let run = run_seed(seed, &options).await.unwrap();
+        assert!(run.failures.is_empty(), "seed {seed}: {:?}", run.failures);
     }
 }
