@@ -11,7 +11,7 @@
 mod common;
 
 use common::load::Starter;
-use common::money::{Bus, MoneyWorld, ProviderFaults, ViewerToken, skald_cli, skald_with_api};
+use common::money::{ApiTokens, Bus, MoneyWorld, ProviderFaults, skald_cli, skald_with_api};
 use common::on_each_backend;
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, Database};
@@ -71,8 +71,8 @@ async fn audit_across_services(backend: Backend) {
     let mut world =
         MoneyWorld::start(backend, &prefix, &Bus::Open, ProviderFaults::NONE, 1, 1_000).await;
 
-    let viewer = ViewerToken::new();
-    let (mut skald, api) = skald_with_api(&prefix, &orchestrator_db.url, None, &viewer);
+    let tokens = ApiTokens::new();
+    let (mut skald, api) = skald_with_api(&prefix, &orchestrator_db.url, None, &tokens);
     let _skald = ChildGuard::spawn("skald", &mut skald).unwrap();
     wait_port(api.rsplit(':').next().unwrap().parse().unwrap(), Duration::from_secs(60)).unwrap();
 
@@ -104,7 +104,7 @@ async fn audit_across_services(backend: Backend) {
     for (name, id) in &ids {
         let saga: Value = http
             .get(format!("{api}/v1/sagas/{id}?wait=60s"))
-            .bearer_auth(&viewer.token)
+            .bearer_auth(&tokens.viewer)
             .send()
             .await
             .unwrap()
@@ -123,7 +123,7 @@ async fn audit_across_services(backend: Backend) {
     }
 
     // Before anything is touched, every saga agrees.
-    let (code, out, err) = skald_cli(&api, &viewer.token, &["audit", "--since", "1h", "--json"]);
+    let (code, out, err) = skald_cli(&api, &tokens.viewer, &["audit", "--since", "1h", "--json"]);
     let totals: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     assert_eq!(totals["checked"], ids.len(), "{totals}");
     assert_eq!(totals["agreeing"], ids.len(), "{totals:#}");
@@ -222,13 +222,13 @@ async fn audit_across_services(backend: Backend) {
         ("payout_transfer_invented", &["unexpected_effect"]),
     ];
     for (name, kinds_expected) in expected {
-        let audit = audit_of(&http, &api, &viewer.token, &ids[name]).await;
+        let audit = audit_of(&http, &api, &tokens.viewer, &ids[name]).await;
         assert_eq!(kinds(&audit), kinds_expected, "{name}: {audit:#}");
         assert!(audit["unchecked"].as_array().unwrap().is_empty(), "{name}: {audit:#}");
     }
 
     // The window's audit counts them by kind and exits 1.
-    let (code, out, err) = skald_cli(&api, &viewer.token, &["audit", "--since", "1h", "--json"]);
+    let (code, out, err) = skald_cli(&api, &tokens.viewer, &["audit", "--since", "1h", "--json"]);
     let totals: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     assert_eq!(code, 1, "{totals:#}");
     assert_eq!(totals["checked"], ids.len());
@@ -251,23 +251,24 @@ async fn audit_across_services(backend: Backend) {
     assert_eq!(by_kind, want);
     // Narrowed to a type, only its sagas.
     let (code, out, _) =
-        skald_cli(&api, &viewer.token, &["audit", "--since", "1h", "--type", "payout"]);
+        skald_cli(&api, &tokens.viewer, &["audit", "--since", "1h", "--type", "payout"]);
     assert_eq!(code, 1);
     assert!(out.contains("audited 2 sagas of type payout"), "{out}");
     assert!(out.contains("unexpected_record") && !out.contains("not_undone"), "{out}");
 
     // One saga in the CLI: tables, and the exit status says whether all agree.
-    let (code, out, _) = skald_cli(&api, &viewer.token, &["sagas", "audit", &ids["clean"]]);
+    let (code, out, _) = skald_cli(&api, &tokens.viewer, &["sagas", "audit", &ids["clean"]]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("every participant agrees"), "{out}");
-    let (code, out, _) = skald_cli(&api, &viewer.token, &["sagas", "audit", &ids["void_reverted"]]);
+    let (code, out, _) =
+        skald_cli(&api, &tokens.viewer, &["sagas", "audit", &ids["void_reverted"]]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not_undone") && out.contains("still in force"), "{out}");
 
     // A participant that can answer only in part leaves its steps unchecked:
     // without the provider, the payment service cannot say what it holds.
     world.stop("psp-sim");
-    let audit = audit_of(&http, &api, &viewer.token, &ids["clean"]).await;
+    let audit = audit_of(&http, &api, &tokens.viewer, &ids["clean"]).await;
     assert_eq!(audit["unchecked"][0]["participant"], "payment", "{audit:#}");
     let reason = audit["unchecked"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("provider could not be asked"), "{reason}");
@@ -277,9 +278,9 @@ async fn audit_across_services(backend: Backend) {
 
     // A participant that is down leaves its steps unchecked, never "agrees".
     world.stop("payment");
-    let audit = audit_of(&http, &api, &viewer.token, &ids["clean"]).await;
+    let audit = audit_of(&http, &api, &tokens.viewer, &ids["clean"]).await;
     assert_eq!(audit["unchecked"][0]["participant"], "payment", "{audit:#}");
-    let (code, out, _) = skald_cli(&api, &viewer.token, &["sagas", "audit", &ids["clean"]]);
+    let (code, out, _) = skald_cli(&api, &tokens.viewer, &["sagas", "audit", &ids["clean"]]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not checked: payment"), "{out}");
 

@@ -214,28 +214,35 @@ impl MoneyWorld {
     }
 }
 
-/// A tokens file for `skald serve --api-tokens-file` with one viewer token;
-/// removed when dropped.
-pub struct ViewerToken {
-    pub token: String,
+/// A tokens file for `skald serve --api-tokens-file` with a viewer token (an
+/// auditor) and an operator token (who repairs parked sagas); removed when
+/// dropped.
+pub struct ApiTokens {
+    pub viewer: String,
+    pub operator: String,
     pub file: std::path::PathBuf,
 }
 
-impl ViewerToken {
+impl ApiTokens {
     pub fn new() -> Self {
-        let token = format!("viewer-{}", skald_tests::token());
+        let viewer = format!("viewer-{}", skald_tests::token());
+        let operator = format!("operator-{}", skald_tests::token());
         let file = std::env::temp_dir().join(format!("skald-tokens-{}.yaml", skald_tests::token()));
-        let hash = orchestrator::api::auth::hash_token(&token);
+        let hash = orchestrator::api::auth::hash_token;
         std::fs::write(
             &file,
-            format!("tokens:\n  - {{name: auditor, role: viewer, sha256: {hash}}}\n"),
+            format!(
+                "tokens:\n  - {{name: auditor, role: viewer, sha256: {}}}\n  - {{name: on-call, role: operator, sha256: {}}}\n",
+                hash(&viewer),
+                hash(&operator)
+            ),
         )
         .unwrap();
-        Self { token, file }
+        Self { viewer, operator, file }
     }
 }
 
-impl Drop for ViewerToken {
+impl Drop for ApiTokens {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
     }
@@ -259,12 +266,12 @@ pub fn skald_cli(api_url: &str, token: &str, args: &[&str]) -> (i32, String, Str
 
 /// `skald serve` for `prefix` on `database_url` with the shipped
 /// definitions (or `definitions`), its API on a free port of 127.0.0.1
-/// accepting `viewer`: the command, and the API's URL.
+/// accepting `tokens`: the command, and the API's URL.
 pub fn skald_with_api(
     prefix: &str,
     database_url: &str,
     definitions: Option<&std::path::Path>,
-    viewer: &ViewerToken,
+    tokens: &ApiTokens,
 ) -> (Command, String) {
     let http_port = skald_tests::process::free_port().unwrap();
     let shipped = std::path::PathBuf::from(skald_testkit::fixtures::SHIPPED_DIR);
@@ -278,7 +285,7 @@ pub fn skald_with_api(
     skald
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
         .arg("--api-tokens-file")
-        .arg(&viewer.file)
+        .arg(&tokens.file)
         .env("RUST_LOG", "error");
     (skald, format!("http://127.0.0.1:{http_port}"))
 }
