@@ -238,11 +238,21 @@ impl Store {
             "Is PostgreSQL running and the URL right? Start it with \
              `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
         };
-        let mut db = Database::connect(options).await.map_err(|source| StoreError::Connect {
+        let db = Database::connect(options).await.map_err(|source| StoreError::Connect {
             url: redact(url),
             source,
             hint,
         })?;
+        Self::open(db).await
+    }
+
+    /// Use an open connection (a pool built elsewhere: the simulator's, whose
+    /// connections fail statements when its seed says so): count its
+    /// statements, start the writer and migrate.
+    ///
+    /// # Errors
+    /// An unsupported database or a failed migration.
+    pub async fn open(mut db: DatabaseConnection) -> Result<Self, StoreError> {
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = Arc::clone(&statements);
         db.set_metric_callback(move |_| {

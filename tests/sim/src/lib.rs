@@ -14,10 +14,12 @@
 //! tombstones as the SDK does. Every choice — which saga starts, which
 //! message is delivered, dropped, duplicated, delayed or stalled, which
 //! instance takes a reply, when time moves and how far, when an instance
-//! crashes and restarts from the database, freezes (its leases expire,
-//! another takes its partitions) and wakes to finish what it had in hand, or
-//! finds its clock jumped, which store operation fails, which operator acts
-//! — comes from generators seeded by the seed, and every step is done to the
+//! or a participant crashes (at any step of its statements) and restarts
+//! from its database, when an instance freezes (its leases expire, another
+//! takes its partitions) and wakes to finish what it had in hand, or finds
+//! its clock jumped, which store operation or step of an SQL statement
+//! fails ([`statements`]), which operator acts — comes from generators
+//! seeded by the seed, and every step is done to the
 //! end before the next, so a seed gives the same run, and the same trace,
 //! every time.
 //!
@@ -41,6 +43,7 @@
 
 mod batch;
 mod participants;
+mod statements;
 
 pub use batch::{Batch, JOBS_MAX, default_jobs, run_batch};
 
@@ -58,6 +61,7 @@ use sagas::machine::{
     Decision, Input, OperatorAction, OperatorInput, ResolvedAs, SagaEvent, SagaStatus,
 };
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
+use statements::Gate;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -98,6 +102,13 @@ const REDELIVERY_MS: u64 = 200;
 const RECONCILE_PASSES_MAX: usize = 20;
 /// Most orchestrator instances in one world.
 pub const INSTANCES_MAX: usize = 3;
+/// Default for [`Faults::statements`] (chance in a million per step): a
+/// default world runs some 40,000 steps of statements before it heals, and
+/// about eight statements fail by chance.
+pub const STATEMENT_FAULTS_DEFAULT: u32 = 200;
+/// Most steps of its statements a process runs between an armed crash and
+/// its death.
+const CRASH_STEPS_MAX: u64 = 2_000;
 
 /// What a world may do to the engine, and how much.
 #[derive(Debug, Clone)]
@@ -111,7 +122,9 @@ pub struct Faults {
     /// Chance in a hundred that a message stalls: delayed up to
     /// [`STALL_MS_MAX`], past timeouts and retries.
     pub stall: u32,
-    /// Crashes of the orchestrator (a restart from the database).
+    /// Crashes of the orchestrator instances and of the participants, at
+    /// any step of their statements or after a participant's answer
+    /// committed and before its reply left (a restart from the database).
     pub crashes: bool,
     /// Operator actions at random moments.
     pub operators: bool,
@@ -125,6 +138,9 @@ pub struct Faults {
     /// append before or after its commit, a load, the timers' query, a
     /// lease renewal or take).
     pub store: u32,
+    /// Chance in a million that a step of an SQL statement (any statement,
+    /// `COMMIT` included, of the instances and the participants) fails.
+    pub statements: u32,
 }
 
 impl Default for Faults {
@@ -139,6 +155,7 @@ impl Default for Faults {
             freezes: true,
             clock_jumps: true,
             store: 3,
+            statements: STATEMENT_FAULTS_DEFAULT,
         }
     }
 }
@@ -213,6 +230,8 @@ struct Instance {
     /// Its clock: the world's time and its own skew.
     clock: Arc<Skewed>,
     store: Store,
+    /// Its database connection's statement faults (and its crash).
+    gate: Arc<Gate>,
     driver: Driver,
     ownership: Ownership,
     /// Frozen: it renews nothing and does nothing until it wakes.
@@ -236,6 +255,11 @@ struct World {
     ledger: Ledger,
     /// The real payment participant, on its own database, and its provider.
     payment: Payment,
+    /// A real participant that dies after its next answer committed,
+    /// before the reply leaves.
+    dies_after_answer: Option<&'static str>,
+    /// How often a statement step fails (chance in a million).
+    statement_faults: u32,
     /// How often each command attempt was delivered (as JetStream counts).
     deliveries: HashMap<String, u32>,
     /// In flight: (deliver at, sequence, packet).
@@ -280,8 +304,10 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         registry,
         instances: Vec::with_capacity(count),
         flaky: Arc::new(Flaky::new(seed, options.faults.store)),
-        ledger: Ledger::open().await?,
+        ledger: Ledger::open(seed).await?,
         payment: Payment::open(seed).await?,
+        dies_after_answer: None,
+        statement_faults: options.faults.statements,
         deliveries: HashMap::new(),
         net: Vec::new(),
         sent: 0,
@@ -298,6 +324,8 @@ pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
         let instance = w.boot(format!("o{i}")).await?;
         w.instances.push(instance);
     }
+    w.ledger.real.gate.set_chance(w.statement_faults);
+    w.payment.real.gate.set_chance(w.statement_faults);
     for i in 0..count {
         w.round(i).await;
     }
@@ -333,11 +361,11 @@ impl World {
         }
     }
 
-    /// An error is expected when it is a fault the store injected (as its
-    /// message says, through any wrapping):
-    /// noted, and `true`; else it is a failure, and `false`.
+    /// An error is expected when it is a fault the store injected or a
+    /// statement a gate interrupted (as its message says, through any
+    /// wrapping): noted, and `true`; else it is a failure, and `false`.
     fn expect_injected(&mut self, e: &impl std::fmt::Display, what: String) -> bool {
-        if faults::injected_stage(e).is_none() {
+        if faults::injected_stage(e).is_none() && !statements::interrupted(e) {
             self.fail(what);
             return false;
         }
@@ -364,21 +392,24 @@ impl World {
     }
 
     /// An instance as a process starting: its own store on the world's
-    /// database, and a driver (see [`World::driver`]).
+    /// database (one connection, through a [`Gate`] of its own), and a
+    /// driver (see [`World::driver`]).
     async fn boot(&self, name: String) -> anyhow::Result<Instance> {
         let clock = Arc::new(Skewed { world: Arc::clone(&self.clock), skew_ms: AtomicI64::new(0) });
-        let store = Store::connect(&self.url)
+        let gate = Gate::new(self.seed, &name);
+        let store = Store::open(statements::connect(&self.url, &gate).await?)
             .await?
             .with_clock(Arc::clone(&clock) as SharedClock)
             .with_faults(Arc::clone(&self.flaky) as Arc<dyn StoreFaults>);
-        Ok(self.driver(name, clock, store))
+        gate.set_chance(self.statement_faults);
+        Ok(self.driver(name, clock, store, gate))
     }
 
     /// An instance's driver over `store`, naming sagas from the world's
     /// seed (`<seed>-0000-7000-8000-<n>`, shaped like the UUIDs the engine
     /// makes), with an empty cache, holding nothing until its first
     /// membership round.
-    fn driver(&self, name: String, clock: Arc<Skewed>, store: Store) -> Instance {
+    fn driver(&self, name: String, clock: Arc<Skewed>, store: Store, gate: Arc<Gate>) -> Instance {
         let ns = Namespace::new("sim").unwrap_or_else(|_| unreachable!("`sim` is a valid prefix"));
         let next = Arc::clone(&self.next_id);
         let seed = self.seed;
@@ -390,7 +421,7 @@ impl World {
         let driver = Driver::new(store.clone(), Arc::clone(&self.registry), ns, PARTITIONS)
             .with_ownership(ownership.clone())
             .with_saga_ids(ids);
-        Instance { name, clock, store, driver, ownership, frozen: false }
+        Instance { name, clock, store, gate, driver, ownership, frozen: false }
     }
 
     /// An awake instance, chosen by the seed.
@@ -455,6 +486,7 @@ impl World {
             98 if options.faults.clock_jumps => self.jump(),
             _ => self.pump(&options.faults).await,
         }
+        self.bury().await;
     }
 
     /// A client starts a saga through an awake instance, and tries again
@@ -491,6 +523,8 @@ impl World {
                     if !self.expect_injected(&e, format!("start {key}: {e}")) {
                         return;
                     }
+                    // The client's instance died: it tries again once it is back.
+                    self.bury().await;
                 }
             }
         }
@@ -566,9 +600,33 @@ impl World {
                     // The real handlers, through the SDK's inbox and tombstones.
                     let delivered = self.deliveries.entry(msg_id(&cmd)).or_insert(0);
                     *delivered += 1;
-                    match real.answer(&cmd, *delivered).await {
-                        Ok(outcome) => outcome,
-                        Err(e) => return self.fail(format!("{participant}: {e}")),
+                    let interrupts = real.gate.interrupts();
+                    let answered = real.answer(&cmd, *delivered).await;
+                    let died = real.gate.dead();
+                    let interrupted = real.gate.interrupts() > interrupts;
+                    let what = format!("{}#{}", self.named(&cmd.command_id), cmd.attempt);
+                    let dies_now = self.dies_after_answer == Some(participant.as_str());
+                    match answered {
+                        Ok(outcome) if !died && !dies_now => outcome,
+                        Err(e) if !died && !interrupted => {
+                            return self.fail(format!("{participant}: {e}"));
+                        }
+                        answered => {
+                            // No reply leaves: the command is not acknowledged,
+                            // and comes again.
+                            let why = match answered {
+                                _ if died => "died handling it",
+                                Ok(_) => "died after its answer committed",
+                                Err(_) => "failed it: a statement [injected]",
+                            };
+                            self.note(format!("{participant} {why}: {what}"));
+                            if dies_now && !died {
+                                self.dies_after_answer = None;
+                                self.restart_participant(&participant).await;
+                            }
+                            self.bury().await;
+                            return self.requeue(Packet::Command(participant, cmd));
+                        }
                     }
                 } else {
                     self.participant.handle(&cmd, &mut self.rng)
@@ -705,6 +763,10 @@ impl World {
                 self.note(format!("reconciled {settled} charges, {left} left"));
                 left
             }
+            Err(e) if statements::interrupted(&e) => {
+                self.note(format!("{e} [injected]"));
+                0
+            }
             Err(e) => {
                 self.fail(e);
                 0
@@ -736,19 +798,84 @@ impl World {
         }
     }
 
-    /// An instance dies and starts again under its name: its cache and the
-    /// leases it knew of are gone; its first round takes back what hashes
-    /// to it (a new epoch) and re-sends those partitions' in-flight commands.
-    /// (Its store is kept: between two steps of the world it holds nothing
-    /// but its connections, and opening a pool per crash would only slow
-    /// the world down.)
+    /// A process dies: an orchestrator instance at once (between two steps
+    /// of the world) or at a step of its statements still to come, or a
+    /// participant at a step of its statements still to come or once its
+    /// next answer committed, before the reply leaves. [`World::bury`]
+    /// starts it again.
     async fn crash(&mut self) {
-        let i = self.rng.usize(0..self.instances.len());
-        let name = self.instances[i].name.clone();
-        self.note(format!("crash {name}"));
-        let (clock, store) = (self.instances[i].clock.clone(), self.instances[i].store.clone());
-        self.instances[i] = self.driver(name, clock, store);
+        let steps = self.rng.u64(0..=CRASH_STEPS_MAX);
+        match self.rng.u32(0..4) {
+            0 => {
+                let i = self.rng.usize(0..self.instances.len());
+                self.restart_instance(i, "crash").await;
+            }
+            1 => {
+                let i = self.rng.usize(0..self.instances.len());
+                self.instances[i].gate.arm_crash(steps);
+                let what = format!("{} dies within {steps} steps", self.instances[i].name);
+                self.note(what);
+            }
+            roll => {
+                let (name, gate) = if self.rng.bool() {
+                    (ledger::handlers::PARTICIPANT, &self.ledger.real.gate)
+                } else {
+                    (payment::handlers::PARTICIPANT, &self.payment.real.gate)
+                };
+                if roll == 2 {
+                    gate.arm_crash(steps);
+                    self.note(format!("{name} dies within {steps} steps"));
+                } else {
+                    self.dies_after_answer = Some(name);
+                    self.note(format!("{name} dies after its next answer"));
+                }
+            }
+        }
+    }
+
+    /// Instance `i` starts again under its name: its cache and the leases
+    /// it knew of are gone; its first round takes back what hashes to it (a
+    /// new epoch) and re-sends those partitions' in-flight commands. (Its
+    /// store is kept, its gate started again: between two steps of the
+    /// world it holds nothing but its connection, which is closed if a
+    /// statement failed on it, and opening a pool per crash would only slow
+    /// the world down.)
+    async fn restart_instance(&mut self, i: usize, why: &str) {
+        let inst = &self.instances[i];
+        let (name, clock, store, gate) =
+            (inst.name.clone(), inst.clock.clone(), inst.store.clone(), inst.gate.clone());
+        self.note(format!("{why} {name}"));
+        gate.restart();
+        self.instances[i] = self.driver(name, clock, store, gate);
         self.round(i).await;
+    }
+
+    /// Every process whose crash came starts again from its database.
+    async fn bury(&mut self) {
+        for i in 0..self.instances.len() {
+            if self.instances[i].gate.dead() {
+                self.restart_instance(i, "restart dead").await;
+            }
+        }
+        if self.ledger.real.gate.dead() {
+            self.restart_participant(ledger::handlers::PARTICIPANT).await;
+        }
+        if self.payment.real.gate.dead() {
+            self.restart_participant(payment::handlers::PARTICIPANT).await;
+        }
+    }
+
+    /// Participant `name` starts again on its database.
+    async fn restart_participant(&mut self, name: &str) {
+        self.note(format!("restart {name}"));
+        let restarted = if name == ledger::handlers::PARTICIPANT {
+            self.ledger.restart().await
+        } else {
+            self.payment.restart().await
+        };
+        if let Err(e) = restarted {
+            self.fail(format!("{name} cannot start again: {e}"));
+        }
     }
 
     /// An instance's clock jumps to another skew from the world's time,
@@ -840,9 +967,20 @@ impl World {
             freezes: false,
             clock_jumps: false,
             store: 0,
+            statements: 0,
         };
         self.participant.calm = true;
         self.flaky.percent.store(0, Ordering::Relaxed);
+        self.bury().await;
+        self.dies_after_answer = None;
+        let gates = self.instances.iter().map(|i| &i.gate);
+        let mut fired = 0;
+        for gate in gates.chain([&self.ledger.real.gate, &self.payment.real.gate]) {
+            gate.restart();
+            gate.set_chance(0);
+            fired += gate.fired();
+        }
+        self.note(format!("{fired} statements failed by chance"));
         for inst in &mut self.instances {
             inst.frozen = false;
             inst.clock.skew_ms.store(0, Ordering::Relaxed);

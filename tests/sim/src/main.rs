@@ -3,7 +3,9 @@
 
 use clap::Parser;
 use sagas::planted::Mistake;
-use skald_sim::{Batch, Faults, JOBS_MAX, Options, default_jobs, run_batch};
+use skald_sim::{
+    Batch, Faults, JOBS_MAX, Options, STATEMENT_FAULTS_DEFAULT, default_jobs, run_batch,
+};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -36,7 +38,11 @@ struct Args {
     /// Chance in a hundred that an instance's store operation fails.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=50))]
     store_faults: u32,
-    /// No orchestrator crashes.
+    /// Chance in a million that a step of an SQL statement (of the
+    /// orchestrator instances and the participants, `COMMIT` included) fails.
+    #[arg(long, default_value_t = STATEMENT_FAULTS_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    statement_faults: u32,
+    /// No crashes of orchestrator instances or participants.
     #[arg(long)]
     no_crashes: bool,
     /// No operator actions.
@@ -75,8 +81,13 @@ impl Args {
     /// The flags that shape a world, as given (for the replay command).
     fn world_flags(&self) -> String {
         let mut flags = format!(
-            "--sagas {} --actions {} --drop {} --duplicate {} --store-faults {}",
-            self.sagas, self.actions, self.drop, self.duplicate, self.store_faults
+            "--sagas {} --actions {} --drop {} --duplicate {} --store-faults {} --statement-faults {}",
+            self.sagas,
+            self.actions,
+            self.drop,
+            self.duplicate,
+            self.store_faults,
+            self.statement_faults
         );
         if let Some(n) = self.instances {
             flags.push_str(&format!(" --instances {n}"));
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
             freezes: !args.no_freezes,
             clock_jumps: !args.no_clock_jumps,
             store: args.store_faults,
+            statements: args.statement_faults,
             ..Faults::default()
         },
         keep_trace: args.trace,

@@ -4,6 +4,7 @@
 //! payment provider they call: psp-sim's books in process, behind the
 //! world's faults.
 
+use crate::statements::{self, Gate};
 use crate::{T0, temp_database};
 use ledger::model::transfer::TransferState;
 use payment::api::ErrorBody;
@@ -28,11 +29,14 @@ pub const PROVIDER_FAULTS: [u64; 4] = [3, 3, 3, 6];
 /// Most charges the reconciler settles per pass.
 const RECONCILE_BATCH: u64 = 64;
 
-/// One of the world's real participants: its handlers behind the SDK.
+/// One of the world's real participants: its handlers behind the SDK, on a
+/// database whose statements pass through its [`Gate`].
 pub struct Real {
     local: skald_participant::Local,
+    pub gate: Arc<Gate>,
     /// Taken when the world ends, to be removed.
     db: Option<skald_testkit::TempDatabase>,
+    url: String,
 }
 
 impl Real {
@@ -43,6 +47,24 @@ impl Real {
             Ok(None) => Err(format!("chose not to answer {}", cmd.command_id)),
             Err(e) => Err(format!("its database failed: {e}")),
         }
+    }
+
+    /// The process starting again: `open` on a new pool on the database,
+    /// with the gate started again; nothing fails while it opens (a process
+    /// that cannot start tries again until it can).
+    async fn restart<T>(
+        &self,
+        open: impl AsyncFnOnce(sea_orm::DatabaseConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.gate.restart();
+        let chance = self.gate.chance();
+        self.gate.set_chance(0);
+        let opened = match statements::connect(&self.url, &self.gate).await {
+            Ok(conn) => open(conn).await,
+            Err(e) => Err(e),
+        };
+        self.gate.set_chance(chance);
+        opened
     }
 
     /// Remove the database.
@@ -62,9 +84,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub async fn open() -> anyhow::Result<Self> {
+    pub async fn open(seed: u64) -> anyhow::Result<Self> {
         let db = temp_database("sim-ledger").await?;
-        let store = ledger::store::Store::connect(&db.url).await?;
+        let gate = Gate::new(seed, ledger::handlers::PARTICIPANT);
+        let store = ledger::store::Store::open(statements::connect(&db.url, &gate).await?).await?;
         let local = ledger::handlers::participant().local(store.db().clone()).await?;
         let account = |id: &str, wallet: bool| ledger::model::account::NewAccount {
             id: id.to_owned(),
@@ -91,7 +114,23 @@ impl Ledger {
             };
             store.create_transfer(&opening, now).await?;
         }
-        Ok(Self { store, real: Real { local, db: Some(db) } })
+        let url = db.url.clone();
+        Ok(Self { store, real: Real { local, gate, db: Some(db), url } })
+    }
+
+    /// The ledger process starts again on its database (its gate's crash
+    /// came): a new pool, a new participant.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let (store, local) = self
+            .real
+            .restart(async |conn| {
+                let store = ledger::store::Store::open(conn).await?;
+                let local = ledger::handlers::participant().local(store.db().clone()).await?;
+                Ok((store, local))
+            })
+            .await?;
+        (self.store, self.real.local) = (store, local);
+        Ok(())
     }
 
     /// The state of transfer `id`, if it exists.
@@ -130,16 +169,39 @@ pub struct Charged {
 impl Payment {
     pub async fn open(seed: u64) -> anyhow::Result<Self> {
         let db = temp_database("sim-payment").await?;
-        let conn = db.connect().await?;
+        let gate = Gate::new(seed, payment::handlers::PARTICIPANT);
+        let conn = statements::connect(&db.url, &gate).await?;
+        let psp = Arc::new(Psp::new(seed));
+        let (payments, local) = Self::serve(conn, &psp).await?;
+        let url = db.url.clone();
+        Ok(Self { payments, psp, real: Real { local, gate, db: Some(db), url } })
+    }
+
+    /// The payment service on `conn`, calling `psp`: its handlers and
+    /// reconciler, and its participant.
+    async fn serve(
+        conn: sea_orm::DatabaseConnection,
+        psp: &Arc<Psp>,
+    ) -> anyhow::Result<(Arc<payment::handlers::Payments>, skald_participant::Local)> {
         skald_participant::migrate::migrate::<payment::store::migration::PaymentSchema>(&conn)
             .await?;
-        let psp = Arc::new(Psp::new(seed));
         let payments = Arc::new(payment::handlers::Payments {
             db: conn.clone(),
-            provider: Provider::in_process(Arc::clone(&psp) as Arc<dyn InProcess>),
+            provider: Provider::in_process(Arc::clone(psp) as Arc<dyn InProcess>),
         });
         let local = payment::handlers::participant(&payments).local(conn).await?;
-        Ok(Self { payments, psp, real: Real { local, db: Some(db) } })
+        Ok((payments, local))
+    }
+
+    /// The payment process starts again on its database (its gate's crash
+    /// came): a new pool, a new participant and reconciler; the provider
+    /// keeps what it was told.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let psp = &self.psp;
+        let (payments, local) =
+            self.real.restart(async |conn| Self::serve(conn, psp).await).await?;
+        (self.payments, self.real.local) = (payments, local);
+        Ok(())
     }
 
     /// One pass of the reconciler: how many charges it settled, and how many
