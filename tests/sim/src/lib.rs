@@ -757,13 +757,19 @@ impl World {
     /// The payment service's reconciler: one pass; how many due charges it
     /// left for a later pass.
     async fn reconcile(&mut self) -> usize {
-        match self.payment.reconcile().await {
+        let interrupts = self.payment.real.gate.interrupts();
+        let passed = self.payment.reconcile().await;
+        // An error while its gate interrupted a statement is the gate's doing
+        // (the statement, or a rollback that found SQLite had rolled back),
+        // as for a command's answer.
+        let injected = self.payment.real.gate.interrupts() > interrupts;
+        match passed {
             Ok((0, 0)) => 0,
             Ok((settled, left)) => {
                 self.note(format!("reconciled {settled} charges, {left} left"));
                 left
             }
-            Err(e) if statements::interrupted(&e) => {
+            Err(e) if injected => {
                 self.note(format!("{e} [injected]"));
                 0
             }

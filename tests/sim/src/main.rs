@@ -11,6 +11,9 @@ use std::time::Instant;
 
 /// Run the engine under seeded faults on simulated time; each failure is a
 /// seed that replays the same run.
+///
+/// Failing seeds are printed as they come, a summary at the end; every 1,000
+/// seeds a line on standard error says how far the run got.
 #[derive(Debug, Parser)]
 #[command(name = "skald-sim", version)]
 struct Args {
@@ -110,6 +113,9 @@ impl Args {
     }
 }
 
+/// How often a long run says how far it got (on standard error).
+const PROGRESS_EVERY: u64 = 1_000;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     sagas::planted::plant(args.plant);
@@ -139,8 +145,19 @@ fn main() -> ExitCode {
     let began = Instant::now();
     let mut failed = Vec::new();
     let mut ended = std::collections::BTreeMap::new();
+    let mut done = 0_u64;
     let result = run_batch(&batch, &options, |run| {
         let seed = run.seed;
+        done += 1;
+        if done % PROGRESS_EVERY == 0 && done < args.seeds {
+            let secs = began.elapsed().as_secs_f64();
+            eprintln!(
+                "skald-sim: {done} of {} seeds in {secs:.0} s ({:.1} seeds/s), {} failed",
+                args.seeds,
+                done as f64 / secs.max(1e-9),
+                failed.len()
+            );
+        }
         for line in &run.trace {
             println!("seed {seed}: {line}");
         }

@@ -15,17 +15,20 @@
 //! Whether step `n` of a gate fails is drawn from the seed and `n`. A pool
 //! has one connection, so a store's statements run one after another on it,
 //! and its steps are numbered the same way every run. A connection that saw
-//! an interrupt is closed when it goes back to the pool (after SQLite rolled
-//! a transaction back by itself, the driver would still count it as open),
-//! and its steps after the interrupt are not counted: the rollback of a
-//! transaction dropped after the error may run while the next connection
-//! has begun.
+//! an interrupt is closed when it goes back to the pool, once what it had
+//! queued (the rollback of a transaction dropped after the error) has run:
+//! after SQLite rolled a transaction back by itself, or refused a
+//! `ROLLBACK`, the driver's count of open transactions no longer matches
+//! the connection's. Its steps after the interrupt are not counted: that
+//! rollback may run while the next connection has begun.
 
+use sea_orm::sqlx::Connection;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sea_orm::{DatabaseConnection, SqlxSqliteConnector};
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The message of the error an interrupted statement returns (SQLite's
@@ -54,8 +57,9 @@ pub struct Gate {
     crash_in: AtomicU64,
     /// The process died: every statement fails until it is started again.
     dead: AtomicBool,
-    /// A step was interrupted since the connection was last released.
-    tainted: AtomicBool,
+    /// Whether each open connection (by the address of its SQLite handle)
+    /// saw an interrupt.
+    spent: Mutex<HashMap<usize, Arc<AtomicBool>>>,
     /// Steps interrupted by chance (not by a crash).
     fired: AtomicU64,
     /// Steps interrupted, by chance or by a crash.
@@ -76,7 +80,7 @@ impl Gate {
             steps: AtomicU64::new(0),
             crash_in: AtomicU64::new(NO_CRASH),
             dead: AtomicBool::new(false),
-            tainted: AtomicBool::new(false),
+            spent: Mutex::new(HashMap::new()),
             fired: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
         })
@@ -86,7 +90,6 @@ impl Gate {
     fn step(&self) -> bool {
         let go_on = self.decide();
         if !go_on {
-            self.tainted.store(true, Ordering::Relaxed);
             self.interrupts.fetch_add(1, Ordering::Relaxed);
         }
         go_on
@@ -149,10 +152,38 @@ impl Gate {
         self.interrupts.load(Ordering::Relaxed)
     }
 
+    /// A new connection's flag, set once it saw an interrupt.
+    fn opened(&self, handle: usize) -> Arc<AtomicBool> {
+        let spent = Arc::new(AtomicBool::new(false));
+        self.connections().insert(handle, Arc::clone(&spent));
+        spent
+    }
+
+    /// Whether the connection going back to the pool may be used again (it
+    /// saw no interrupt); one that may not is forgotten, as it is closed.
+    fn released(&self, handle: usize) -> bool {
+        let mut connections = self.connections();
+        let spent = connections.get(&handle).is_some_and(|spent| spent.load(Ordering::Relaxed));
+        if spent {
+            connections.remove(&handle);
+        }
+        !spent
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<AtomicBool>>> {
+        self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Steps interrupted by chance so far.
     pub fn fired(&self) -> u64 {
         self.fired.load(Ordering::Relaxed)
     }
+}
+
+/// The address of a connection's SQLite handle: which connection it is
+/// while it is open.
+fn address(handle: &mut sea_orm::sqlx::sqlite::LockedSqliteHandle<'_>) -> usize {
+    handle.as_raw_handle().as_ptr() as usize
 }
 
 /// SplitMix64's finaliser: a well-spread function of `x`.
@@ -185,7 +216,7 @@ pub async fn connect(url: &str, gate: &Arc<Gate>) -> anyhow::Result<DatabaseConn
                 // (the rollback of a transaction dropped after the error,
                 // perhaps beside the next connection's first statement) is
                 // not counted: it fails only while the process is dead.
-                let spent = AtomicBool::new(false);
+                let spent = gate.opened(address(&mut handle));
                 handle.set_progress_handler(1, move || {
                     if spent.load(Ordering::Relaxed) {
                         return !gate.dead();
@@ -199,10 +230,16 @@ pub async fn connect(url: &str, gate: &Arc<Gate>) -> anyhow::Result<DatabaseConn
                 Ok(())
             })
         })
-        .after_release(move |_, _| {
-            // A connection that saw an interrupt is not used again.
-            let keep = !on_release.tainted.swap(false, Ordering::Relaxed);
-            Box::pin(async move { Ok(keep) })
+        .after_release(move |conn, _| {
+            let gate = Arc::clone(&on_release);
+            Box::pin(async move {
+                // What the connection has queued (a dropped transaction's
+                // rollback) runs first; then one that saw an interrupt, in
+                // that rollback or before, is not used again.
+                conn.ping().await?;
+                let handle = address(&mut conn.lock_handle().await?);
+                Ok(gate.released(handle))
+            })
         })
         .connect_with(options)
         .await?;
