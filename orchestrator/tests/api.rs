@@ -494,7 +494,14 @@ async fn the_openapi_document_docs_and_metrics_are_served() {
     let api = api().await;
     let (status, doc) = api.get("/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    for path in ["/v1/sagas", "/v1/sagas/{saga_id}", "/v1/sagas/{saga_id}/{action}", "/v1/bulk"] {
+    for path in [
+        "/v1/sagas",
+        "/v1/sagas/{saga_id}",
+        "/v1/sagas/{saga_id}/{action}",
+        "/v1/bulk",
+        "/v1/sagas/{saga_id}/events/{name}",
+        "/v1/events/{name}",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

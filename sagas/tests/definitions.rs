@@ -934,6 +934,53 @@ fn waiting_steps_load_and_their_mistakes_are_located() {
     ]);
 }
 
+#[test]
+fn a_wait_too_short_a_bad_fail_when_and_a_deadline_shorter_than_a_wait_are_located() {
+    let with_fail_when = |expr: &str| {
+        hold_then_wait("")
+            .replace("timeout: 10m }", &format!("timeout: 10m, fail_when: \"{expr}\" }}"))
+    };
+    let post =
+        "  - name: post\n    participant: ledger\n    action: post\n    compensation: unpost\n";
+    assert_each_only_error(&[
+        (
+            hold_then_wait("").replace("timeout: 10m", "timeout: 500ms"),
+            Some("confirmed"),
+            "wait_for.timeout",
+            "too short to wait for anything",
+            Some("at least 1s"),
+        ),
+        (
+            with_fail_when("event.status =="),
+            Some("confirmed"),
+            "wait_for.fail_when",
+            "is not a CEL expression",
+            Some("`event`"),
+        ),
+        (
+            with_fail_when("steps.post.output.ok") + post,
+            Some("confirmed"),
+            "wait_for.fail_when",
+            "uses `steps.post`, which is not a step before this one",
+            None,
+        ),
+        (
+            with_fail_when("input.colour == event.colour"),
+            Some("confirmed"),
+            "wait_for.fail_when",
+            "uses `input.colour`, which `input_schema` does not list",
+            None,
+        ),
+        (
+            hold_then_wait("").replace("version: 1\n", "version: 1\ndeadline: 5m\n"),
+            None,
+            "deadline",
+            "5m is shorter than the longest step timeout 10m",
+            Some("make the deadline longer"),
+        ),
+    ]);
+}
+
 // ---------------------------------------------------------------------------
 // Parallel groups
 
@@ -1026,6 +1073,33 @@ fn parallel_group_mistakes_are_located_by_group_branch_and_step() {
         "parallel.0.stepz",
         "known fields here: name, steps",
     );
+}
+
+#[test]
+fn a_bad_condition_on_a_group_is_located_at_the_group() {
+    assert_each_only_error(&[
+        (
+            with_group("    when: \"input.amount >\"\n", "", ""),
+            Some("prep"),
+            "when",
+            "is not a CEL expression",
+            Some("true or false"),
+        ),
+        (
+            with_group("    when: \"input.colour == 'red'\"\n", "", ""),
+            Some("prep"),
+            "when",
+            "`input.colour`, which `input_schema` does not list",
+            None,
+        ),
+        (
+            with_group("    when: \"steps.screen.output.ok\"\n", "", ""),
+            Some("prep"),
+            "when",
+            "`steps.screen`, which is not a step before this one",
+            None,
+        ),
+    ]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Events for waiting sagas over NATS (`<prefix>.signal.<event>`), against a
 //! running orchestrator on each database: an event is taken by the step
 //! waiting for it, once per event id; what cannot be taken is refused with a
-//! code.
+//! code (`ended`, `unknown_saga`, `bad_request`, `ambiguous`, `invalid`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -102,6 +102,31 @@ async fn events_over_nats(backend: Backend) {
         SignalResponse::Accepted { saga_id: keyed.clone(), taken: true }
     );
     assert_eq!(o.store.load(&keyed).await.unwrap().unwrap().row.status, "completed");
+
+    // Two sagas waiting for the same key: the key alone names neither.
+    let mut twins = Vec::new();
+    for idempotency in ["k3", "k4"] {
+        let StartResponse::Started { saga_id, .. } =
+            o.start_saga("keyed", idempotency, json!({"order": "o-3"})).await.unwrap()
+        else {
+            panic!("not started");
+        };
+        twins.push(saga_id);
+    }
+    let ambiguous = by_key(Some("o-3"), "p3").await;
+    assert!(
+        matches!(&ambiguous, SignalResponse::Refused { code, .. } if code == "ambiguous"),
+        "{ambiguous:?}"
+    );
+    // An event none of the saga's steps waits for.
+    let invalid = send(SignalRequest { saga_id: twins[0].clone(), ..event("e4") }).await;
+    assert!(
+        matches!(&invalid, SignalResponse::Refused { code, message } if code == "invalid" && message.contains("no step of `keyed` waits")),
+        "{invalid:?}"
+    );
+    for twin in &twins {
+        assert_eq!(o.store.load(twin).await.unwrap().unwrap().row.status, "running");
+    }
     o.stop().await;
     let _ = std::fs::remove_dir_all(defs);
 }

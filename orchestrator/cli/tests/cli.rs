@@ -153,6 +153,8 @@ fn show_prints_the_step_table() {
 
 /// Two steps on one participant; NATS is never needed: commands stay in the outbox.
 const SAGA_YAML: &str = include_str!("fixtures/t.yaml");
+/// Two waiting steps: an approval by saga id, then a payment by order number.
+const WAIT_YAML: &str = include_str!("fixtures/w.yaml");
 
 const OPERATOR_TOKEN: &str = "tok";
 const ADMIN_TOKEN: &str = "admin-tok";
@@ -167,6 +169,12 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[SAGA_YAML])
+    }
+
+    /// The server with the definitions `yamls`.
+    fn start_with(yamls: &[&'static str]) -> Self {
+        let definitions = yamls.to_vec();
         let (tx, rx) = std::sync::mpsc::channel();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -177,7 +185,7 @@ impl Server {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let engine = Engine::new(Backend::Sqlite, &[SAGA_YAML]).await;
+                let engine = Engine::new(Backend::Sqlite, &definitions).await;
                 let mut tokens = Tokens::single("ann", Role::Operator, OPERATOR_TOKEN);
                 tokens.insert("root", Role::Admin, ADMIN_TOKEN, None);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -392,6 +400,60 @@ fn repairs_need_what_the_api_asks_for() {
     let no_evidence = server.skald(&["sagas", "resolve", &id, "--outcome", "failed"]);
     assert_eq!(no_evidence.code, 2, "{no_evidence:?}");
     assert!(no_evidence.stderr.contains("--evidence <TEXT>"), "{no_evidence:?}");
+}
+
+#[test]
+fn signal_sends_an_event_by_saga_id_or_by_its_key() {
+    let server = Server::start_with(&[WAIT_YAML]);
+    let started = server.skald(&[
+        "sagas",
+        "start",
+        "w",
+        "--key",
+        "w-1",
+        "--input",
+        r#"{"order": "o-1"}"#,
+        "--json",
+    ]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let id = started.json()["saga_id"].as_str().unwrap().to_owned();
+    let approve = ["sagas", "signal", &id, "approval", "--event-id", "e1", "--payload"];
+    let taken = server.skald(&[&approve[..], &[r#"{"by": "ann"}"#]].concat());
+    assert_eq!(taken.code, 0, "{taken:?}");
+    assert_eq!(
+        taken.stdout,
+        format!(
+            "event `approval` (e1) for saga {id} was taken by the step waiting for it; \
+             the saga is running\n"
+        )
+    );
+    let again = server.skald(&[&approve[..], &[r#"{"by": "ann"}"#]].concat());
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stdout.contains("(e1) for saga")
+            && again.stdout.contains("was sent before; nothing changed"),
+        "{again:?}"
+    );
+
+    let no_key = server.skald(&["sagas", "signal", "-", "paid", "--event-id", "p1"]);
+    assert_eq!(no_key.code, 2, "{no_key:?}");
+    assert!(no_key.stderr.contains("give --key"), "{no_key:?}");
+    let other_key =
+        server.skald(&["sagas", "signal", "-", "paid", "--key", "o-2", "--event-id", "p1"]);
+    assert_eq!(other_key.code, 1, "no saga waits for that key: {other_key:?}");
+    assert!(other_key.stderr.contains("404"), "{other_key:?}");
+    let by_key =
+        server.skald(&["sagas", "signal", "-", "paid", "--key", "o-1", "--event-id", "p1"]);
+    assert_eq!(by_key.code, 0, "{by_key:?}");
+    assert!(by_key.stdout.contains(&format!("for saga {id} was taken")), "{by_key:?}");
+    assert!(by_key.stdout.ends_with("the saga is completed\n"), "{by_key:?}");
+    assert_eq!(server.status_of(&id), "completed");
+
+    let ended = server.skald(&["sagas", "signal", &id, "approval", "--event-id", "e2"]);
+    assert_eq!(ended.code, 1, "{ended:?}");
+    assert!(ended.one_error_line().ends_with("(409 ended)"), "{ended:?}");
+    let not_json = server.skald(&[&approve[..], &["{"]].concat());
+    assert_eq!(not_json.code, 2, "{not_json:?}");
 }
 
 #[test]
@@ -612,6 +674,7 @@ fn every_operator_command_has_examples_in_its_help() {
         &["sagas", "abort"],
         &["sagas", "resume"],
         &["sagas", "resolve"],
+        &["sagas", "signal"],
         &["sagas", "bulk"],
         &["definitions", "list"],
         &["definitions", "show"],

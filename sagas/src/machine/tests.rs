@@ -997,6 +997,39 @@ fn events_that_do_not_fit_are_refused_and_an_ended_saga_takes_none() {
 }
 
 #[test]
+fn an_event_with_a_bad_name_key_or_body_is_refused_and_a_saga_keeps_at_most_its_limit() {
+    let mut s = Saga::given(waits(), "a ok");
+    let refused = |s: &mut Saga, input: Input, fragment: &str| {
+        let e = s.when(input).unwrap_err();
+        assert!(
+            matches!(&e, TransitionError::InvalidSignal { problem } if problem.contains(fragment)),
+            "{e}"
+        );
+    };
+    let bad_name = Input::Signal(Signal {
+        name: "con firmed".into(),
+        event_id: "e1".into(),
+        key: None,
+        payload: json!({}),
+    });
+    refused(&mut s, bad_name, "is not an event name");
+    refused(&mut s, signal("e1", "a\u{7}out", json!({"ok": true})), "`key` must be 1-128 bytes");
+    let big = json!({"ok": true, "pad": "x".repeat(SIGNAL_BYTES_MAX)});
+    refused(&mut s, signal("e1", "a-out", big), "over the limit of 65536");
+    assert!(s.state.signals.is_empty(), "nothing refused is kept");
+    // Events for another key are kept, up to the limit; then refused.
+    for n in 0..SIGNALS_MAX {
+        let d = s.when(signal(&format!("k{n}"), &format!("other-{n}"), json!({"ok": true})));
+        assert_eq!(names(&d.unwrap()), ["signal_received"]);
+    }
+    let over = s.when(signal("k-over", "other", json!({"ok": true})));
+    assert!(matches!(over, Err(TransitionError::TooManySignals)), "{over:?}");
+    // A repeat of one it holds is still a duplicate, not a refusal.
+    let again = s.when(signal("k0", "other-0", json!({"ok": true}))).unwrap();
+    assert_eq!(again.absorbed, Some(Absorbed::Duplicate));
+}
+
+#[test]
 fn a_wait_that_times_out_fails_its_step_and_the_saga_turns_back() {
     let mut s = Saga::given(waits(), "a ok");
     let d = s.tick();
