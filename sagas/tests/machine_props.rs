@@ -1,9 +1,12 @@
 //! Property test: the saga machine against a model participant under random
 //! schedules of replies (ok, failed, retry), lost and duplicated replies,
 //! redelivered commands, reorderings, timeouts, operator actions and
-//! crash-and-replay. After every input it checks the machine's invariants; at
-//! the end it lets every deadline pass and checks that the saga ended, and that
-//! the model participant's effects agree with how it ended.
+//! crash-and-replay, over definitions with a parallel group, conditions and
+//! waiting steps (some keyed) fed events early, late, again and with another
+//! key. After every input it checks the machine's invariants; at the end it
+//! lets every deadline pass and checks that the saga ended, that the model
+//! participant's effects agree with how it ended, and that a compensated saga
+//! undid exactly the steps that may have acted.
 //!
 //! The number of cases comes from `PROPTEST_CASES` (default 1,024).
 
@@ -113,7 +116,9 @@ impl Shape {
         let compensated = self.pivot.is_none_or(|p| i < p);
         let retriable = self.pivot.is_some_and(|p| i > p);
         if self.waits[i] {
-            yaml.push_str(&format!("- {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s}}"));
+            // Every other waiting step takes only events keyed by `input.n`.
+            let key = if keyed(i) { ", key: \"{{input.n}}\"" } else { "" };
+            yaml.push_str(&format!("- {{name: s{i}, wait_for: {{event: ev{i}, timeout: 3s{key}}}"));
             if let Some(when) = self.conditions[i] {
                 yaml.push_str(&format!(", when: \"{}\"", when.text()));
             }
@@ -152,6 +157,11 @@ impl Shape {
                 .group
                 .is_some_and(|g| matches!((g.branch(i), g.branch(j)), (Some(x), Some(y)) if x != y))
     }
+}
+
+/// Whether waiting step `i` is keyed (by `input.n`).
+fn keyed(i: usize) -> bool {
+    i % 2 == 1
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -479,6 +489,17 @@ impl World {
                 "parked without a reason"
             );
         }
+        // A waiting step takes only its own event, and a keyed one only with
+        // its key.
+        for signal in &s.signals {
+            if let Some(i) = signal.taken_by {
+                assert!(self.waits[i], "step {i} took an event but waits for none");
+                assert_eq!(signal.name, format!("ev{i}"), "step {i} took another's event");
+                if keyed(i) {
+                    assert_eq!(signal.key, Some(self.n.to_string()), "step {i} took another key");
+                }
+            }
+        }
         // A step skipped by its condition is never sent, and its condition
         // was false when it was reached; a conditional step that was sent
         // had it true.
@@ -647,10 +668,14 @@ impl World {
                     return;
                 }
                 let i = waiting[step % waiting.len()];
+                // A keyed step's event comes with its key, or with another
+                // (kept, never taken by it).
+                let key = keyed(i)
+                    .then(|| if id % 2 == 0 { self.n.to_string() } else { format!("x{}", self.n) });
                 let input = Input::Signal(sagas::machine::Signal {
                     name: format!("ev{i}"),
                     event_id: format!("e{i}-{id}"),
-                    key: None,
+                    key,
                     payload: json!({ "event": id }),
                 });
                 let before = self.state.clone();
@@ -747,6 +772,21 @@ proptest! {
                 SagaStatus::Compensated => {
                     for n in &names {
                         prop_assert!(!p.in_effect(n), "{:?} but `{n}` is still in effect", w.state.status);
+                    }
+                    // Exactly the steps that may have acted were undone: each
+                    // that succeeded or whose outcome is unknown, if it has a
+                    // compensation (the other way round is checked as each
+                    // undo is sent).
+                    for (i, step) in w.state.steps.iter().enumerate() {
+                        use sagas::machine::Forward;
+                        let may_have_acted =
+                            matches!(step.forward, Forward::Succeeded { .. } | Forward::Unknown);
+                        if may_have_acted && definition.steps[i].compensation.is_some() {
+                            let undone = w.history.iter().any(|e| {
+                                matches!(e, SagaEvent::StepCompensated { step, .. } if *step == names[i])
+                            });
+                            prop_assert!(undone, "compensated but `{}` ({:?}) was never undone", names[i], step.forward);
+                        }
                     }
                 }
                 _ => {}
