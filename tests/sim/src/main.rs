@@ -149,7 +149,7 @@ fn main() -> ExitCode {
     let result = run_batch(&batch, &options, |run| {
         let seed = run.seed;
         done += 1;
-        if done % PROGRESS_EVERY == 0 && done < args.seeds {
+        if done.is_multiple_of(PROGRESS_EVERY) && done < args.seeds {
             let secs = began.elapsed().as_secs_f64();
             eprintln!(
                 "skald-sim: {done} of {} seeds in {secs:.0} s ({:.1} seeds/s), {} failed",
