@@ -63,6 +63,7 @@ use sagas::machine::{
 use sagas::protocol::{Command, Kind, Namespace, Outcome, Reply};
 use statements::Gate;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -86,6 +87,8 @@ const PARTITIONS: u32 = 4;
 const LEASE_TTL: Duration = Duration::from_secs(3);
 /// A memory file system for the world's database, where the machine has one.
 const SHM: &str = "/dev/shm";
+/// The name of a process's directory of world databases, before its id.
+const WORLDS_DIR_PREFIX: &str = "skald-sim-";
 /// Farthest an instance's clock is from the world's time: a quarter of a
 /// lease, so that two instances' clocks are at most half a lease apart, the
 /// bound the lease margins are built for.
@@ -281,6 +284,14 @@ struct World {
 /// # Errors
 /// When the world cannot be set up (the temporary database, the store).
 pub async fn run_seed(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
+    let run = run_world(seed, options).await;
+    // The world's databases are gone; so is this process's directory for
+    // them, unless another job's world is in it.
+    let _ = std::fs::remove_dir(worlds_dir(Path::new(SHM)));
+    run
+}
+
+async fn run_world(seed: u64, options: &Options) -> anyhow::Result<SeedRun> {
     let db = temp_database("sim").await?;
     let clock = Arc::new(ManualClock::at(T0));
     let store = Store::connect(&db.url).await?.with_clock(clock.clone());
@@ -1319,10 +1330,40 @@ fn msg_id(cmd: &Command) -> String {
 /// one (it needs no durability: a crash here loses a process's memory, not
 /// the machine's), else in the temporary directory.
 async fn temp_database(label: &str) -> anyhow::Result<skald_testkit::TempDatabase> {
-    let shm = std::path::Path::new(SHM);
+    let shm = Path::new(SHM);
     Ok(if shm.is_dir() {
-        skald_testkit::TempDatabase::sqlite_under(shm, label)?
+        skald_testkit::TempDatabase::sqlite_under(&worlds_dir(shm), label)?
     } else {
         skald_testkit::TempDatabase::new(skald_testkit::Backend::Sqlite).await?
     })
+}
+
+/// The directory of this process's world databases under `shm`:
+/// `skald-sim-<process id>`, so that what a killed run left is known by its
+/// process being gone.
+fn worlds_dir(shm: &Path) -> PathBuf {
+    shm.join(format!("{WORLDS_DIR_PREFIX}{}", std::process::id()))
+}
+
+/// Remove the world databases that runs killed mid-seed left on the memory
+/// file system (the directories of processes that no longer exist); how
+/// many were removed.
+pub fn sweep_killed_runs() -> usize {
+    let Ok(entries) = std::fs::read_dir(SHM) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORLDS_DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }

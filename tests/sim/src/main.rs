@@ -13,7 +13,9 @@ use std::time::Instant;
 /// seed that replays the same run.
 ///
 /// Failing seeds are printed as they come, a summary at the end; every 1,000
-/// seeds a line on standard error says how far the run got.
+/// seeds a line on standard error says how far the run got. The worlds'
+/// databases live in /dev/shm/skald-sim-<process id> (when there is a
+/// /dev/shm); a run removes what killed runs left there.
 #[derive(Debug, Parser)]
 #[command(name = "skald-sim", version)]
 struct Args {
@@ -142,6 +144,10 @@ fn main() -> ExitCode {
         jobs: args.jobs.and_then(|j| usize::try_from(j).ok()).unwrap_or_else(default_jobs),
         twice: args.twice,
     };
+    let swept = skald_sim::sweep_killed_runs();
+    if swept > 0 {
+        eprintln!("skald-sim: removed what {swept} killed run(s) left in /dev/shm");
+    }
     let began = Instant::now();
     let mut failed = Vec::new();
     let mut ended = std::collections::BTreeMap::new();
