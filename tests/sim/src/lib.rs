@@ -615,7 +615,6 @@ impl World {
                     let answered = real.answer(&cmd, *delivered).await;
                     let died = real.gate.dead();
                     let interrupted = real.gate.interrupts() > interrupts;
-                    let what = format!("{}#{}", self.named(&cmd.command_id), cmd.attempt);
                     let dies_now = self.dies_after_answer == Some(participant.as_str());
                     match answered {
                         Ok(outcome) if !died && !dies_now => outcome,
@@ -630,6 +629,7 @@ impl World {
                                 Ok(_) => "died after its answer committed",
                                 Err(_) => "failed it: a statement [injected]",
                             };
+                            let what = format!("{}#{}", self.named(&cmd.command_id), cmd.attempt);
                             self.note(format!("{participant} {why}: {what}"));
                             if dies_now && !died {
                                 self.dies_after_answer = None;
