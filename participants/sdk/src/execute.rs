@@ -19,7 +19,7 @@ use crate::inbox;
 use crate::tx::{Db, Tx};
 use futures::FutureExt;
 use sagas::protocol::{BODY_BYTES_MAX, Command, Kind, Outcome, Reply};
-use sea_orm::DbErr;
+use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::json;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -124,16 +124,15 @@ async fn run_handler(
                 None => engine.db.begin().await?,
             };
             let outcome = Outcome::Ok { output };
-            inbox::insert(
-                &tx.tx,
+            let row = inbox::insert(
+                tx.txn()?.get_database_backend(),
                 &command.command_id,
                 command,
                 command.kind,
                 command.attempt,
                 &outcome,
-            )
-            .await?;
-            tx.commit().await?;
+            )?;
+            tx.commit(row).await?;
             if engine.crash_after_commit.as_deref() == Some(command.action.as_str()) {
                 tracing::error!(command_id = %command.command_id, "fault injection: aborting after commit, before the reply");
                 std::process::abort();
@@ -180,9 +179,16 @@ async fn run_handler(
 /// Store a final answer decided without the handler, in its own transaction.
 async fn store(engine: &Engine, command: &Command, outcome: Outcome) -> Result<Answer, DbErr> {
     let tx = engine.db.begin().await?;
-    inbox::insert(&tx.tx, &command.command_id, command, command.kind, command.attempt, &outcome)
-        .await?;
-    tx.commit().await?;
+    let backend = tx.txn()?.get_database_backend();
+    let row = inbox::insert(
+        backend,
+        &command.command_id,
+        command,
+        command.kind,
+        command.attempt,
+        &outcome,
+    )?;
+    tx.commit(row).await?;
     Ok(Answer::Reply(outcome))
 }
 
@@ -191,16 +197,23 @@ async fn tombstone(engine: &Engine, command: &Command) -> Result<Answer, DbErr> 
     debug!("undo before its do: leaving a tombstone");
     let outcome = Outcome::Ok { output: json!({ "tombstone": true }) };
     let tx = engine.db.begin().await?;
-    inbox::insert(&tx.tx, &command.command_id, command, Kind::Undo, command.attempt, &outcome)
-        .await?;
+    let backend = tx.txn()?.get_database_backend();
+    let undo_row = inbox::insert(
+        backend,
+        &command.command_id,
+        command,
+        Kind::Undo,
+        command.attempt,
+        &outcome,
+    )?;
     #[cfg(feature = "planted")]
     if sagas::planted::is_planted(sagas::planted::Mistake::NoTombstone) {
-        tx.commit().await?;
+        tx.commit(undo_row).await?;
         return Ok(Answer::Reply(outcome));
     }
+    tx.txn()?.execute(undo_row).await?;
     let do_id = inbox::sibling_id(command);
-    inbox::insert(&tx.tx, &do_id, command, Kind::Do, 0, &tombstoned(command)).await?;
-    tx.commit().await?;
+    tx.commit(inbox::insert(backend, &do_id, command, Kind::Do, 0, &tombstoned(command))?).await?;
     Ok(Answer::Reply(outcome))
 }
 

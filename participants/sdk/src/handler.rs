@@ -139,7 +139,7 @@ impl<'a> HandlerCtx<'a> {
     /// When the database cannot begin a transaction (`?` makes it a `retry`).
     pub async fn tx(&self) -> Result<&'a DatabaseTransaction, DbErr> {
         let tx: &'a Tx = self.tx.get_or_try_init(|| self.db.begin()).await?;
-        Ok(&tx.tx)
+        tx.txn()
     }
 }
 

@@ -6,18 +6,27 @@
 //! concurrently and relies on the inbox primary key.
 //!
 //! **Group commit** (SQLite, [`crate::Config::commit_group_max`] above 1): as
-//! the commands pass the gate one at a time anyway, each runs in a savepoint
-//! of one shared transaction instead of a transaction of its own, and that
-//! transaction is committed (one fsync) when nobody is waiting at the gate,
-//! when it holds `commit_group_max` commands, or when it is
-//! [`GROUP_AGE_MAX`] old. A command that finds no group open and nobody
-//! waiting behind it runs in a transaction of its own (no savepoint). A command's [`Tx::commit`] returns only once the
-//! shared transaction is committed, so its reply still follows its commit; a
-//! command that rolls back undoes only its savepoint. If the shared commit
-//! fails, every command in it gets the error and is handed back to JetStream.
+//! the commands pass the gate one at a time anyway, they share one
+//! transaction, and that transaction is committed (one fsync) when nobody is
+//! waiting at the gate, when it holds `commit_group_max` commands, or when it
+//! is [`GROUP_AGE_MAX`] old. A command that finds no group open and nobody
+//! waiting behind it runs in a transaction of its own. A command's
+//! [`Tx::commit`] returns only once the shared transaction is committed, so
+//! its reply still follows its commit. If the shared commit fails, every
+//! command in it gets the error and is handed back to JetStream.
+//!
+//! Each command of a group runs inside the savepoint [`SAVEPOINT`], which
+//! the shared transaction always has open at its top: a command that fails
+//! rolls back to it (its writes go, the savepoint stays open for the next),
+//! and a command that succeeds writes its inbox row, releases the savepoint
+//! and opens it again in one statement. So a command costs the gate one call
+//! to the database beside its handler's own, where a savepoint of its own
+//! (open, insert, release) cost three: the gate is held for the calls, and on
+//! a busy host every call waits to be scheduled on the database's thread.
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+    TransactionTrait,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +35,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Longest a shared transaction stays open for more commands to join it.
 pub(crate) const GROUP_AGE_MAX: Duration = Duration::from_millis(5);
+
+/// The savepoint a command of a group runs in.
+const SAVEPOINT: &str = "skald_command";
+/// A command's writes kept: the savepoint released and opened again for the next.
+const KEEP: &str = "RELEASE SAVEPOINT skald_command; SAVEPOINT skald_command";
+/// A command's writes undone; the savepoint stays open.
+const UNDO: &str = "ROLLBACK TO SAVEPOINT skald_command";
 
 /// The participant's database and, on SQLite, the gate its transactions pass.
 #[derive(Debug, Clone)]
@@ -62,67 +78,71 @@ impl Db {
                 }
                 None => None,
             };
-        if let (Some(group), Some(gate)) = (&self.group, &self.gate) {
-            let shared = match group.take_txn() {
-                Some(txn) => txn,
-                // Alone: no group open and nobody at the gate to join one. A
-                // transaction of its own spares a savepoint and its release.
-                None if group.waiting.load(Ordering::SeqCst) == 0 => {
-                    let tx = self.conn.begin().await?;
-                    return Ok(Tx { tx, _permit: permit, guard: None });
-                }
-                None => match self.conn.begin().await {
-                    Ok(txn) => txn,
-                    Err(e) => {
-                        group.flush().await;
-                        return Err(e);
-                    }
-                },
-            };
-            let savepoint = shared.begin().await;
-            group.put_txn(shared);
-            let tx = match savepoint {
-                Ok(tx) => tx,
-                Err(e) => {
-                    group.flush().await;
-                    return Err(e);
-                }
-            };
-            let guard =
-                GroupGuard { group: Arc::clone(group), gate: Arc::clone(gate), armed: true };
-            return Ok(Tx { tx, _permit: permit, guard: Some(guard) });
-        }
-        let tx = self.conn.begin().await?;
-        Ok(Tx { tx, _permit: permit, guard: None })
+        let Some(group) = &self.group else {
+            return Ok(Tx::own(self.conn.begin().await?, permit));
+        };
+        let shared = match group.take_txn() {
+            Some(txn) => txn,
+            // Alone: no group open and nobody at the gate to join one. A
+            // transaction of its own spares the savepoint.
+            None if group.waiting.load(Ordering::SeqCst) == 0 => {
+                return Ok(Tx::own(self.conn.begin().await?, permit));
+            }
+            None => {
+                let txn = self.conn.begin().await?;
+                // Dropped on error: the new transaction rolls back, holding nothing yet.
+                txn.execute_unprepared(&format!("SAVEPOINT {SAVEPOINT}")).await?;
+                txn
+            }
+        };
+        Ok(Tx { txn: Some(shared), permit, group: Some(Arc::clone(group)) })
     }
 }
 
-/// An open transaction (or, with group commit, a savepoint of the shared
-/// one); rolled back when dropped without `commit`.
+/// An open transaction (or, with group commit, the shared one with this
+/// command's savepoint); rolled back when dropped without `commit`.
 #[derive(Debug)]
 pub(crate) struct Tx {
-    // Dropped before the permit: the rollback starts before the gate opens.
-    pub tx: DatabaseTransaction,
-    _permit: Option<OwnedSemaphorePermit>,
-    // Dropped last: a savepoint dropped without commit or rollback (a
-    // cancelled handler) still gets its group committed.
-    guard: Option<GroupGuard>,
+    /// `None` once committed or rolled back.
+    txn: Option<DatabaseTransaction>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// With group commit: the group whose transaction `txn` is.
+    group: Option<Arc<Group>>,
 }
 
 impl Tx {
-    /// Commit; with group commit, return once the shared transaction committed.
-    pub async fn commit(self) -> Result<(), DbErr> {
-        let Tx { tx, _permit: permit, guard } = self;
-        let Some(mut guard) = guard else { return tx.commit().await };
-        guard.armed = false;
-        let group = Arc::clone(&guard.group);
-        if let Err(e) = tx.commit().await {
-            // The shared transaction is suspect: end it now.
-            group.flush().await;
+    fn own(txn: DatabaseTransaction, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self { txn: Some(txn), permit, group: None }
+    }
+
+    /// The transaction to write in.
+    pub fn txn(&self) -> Result<&DatabaseTransaction, DbErr> {
+        // Only `None` after `commit` or `rollback`, which take `self`.
+        self.txn.as_ref().ok_or_else(ended)
+    }
+
+    /// Run `last` (the inbox row) and commit; with group commit, return once
+    /// the shared transaction committed.
+    ///
+    /// Dropped mid-way (a cancelled command), the transaction is left in
+    /// `self`, whose drop undoes this command's writes and nobody else's.
+    pub async fn commit(mut self, last: Statement) -> Result<(), DbErr> {
+        if self.group.is_none() {
+            let txn = self.take_txn()?;
+            txn.execute(last).await?;
+            return txn.commit().await;
+        }
+        let keep = Statement { sql: format!("{}; {KEEP}", last.sql), ..last };
+        if let Err(e) = self.txn()?.execute(keep).await {
+            let _ = self.undo().await;
             return Err(e);
         }
+        let (txn, permit) = (self.take_txn()?, self.permit.take());
+        let Some(group) = self.group.take() else { return Err(ended()) };
+        group.put_txn(txn);
         let committed = group.join();
         if group.should_flush() {
+            // Dropped mid-way, the commit's members are told it failed.
             group.flush().await;
         }
         drop(permit);
@@ -133,16 +153,58 @@ impl Tx {
         }
     }
 
-    pub async fn rollback(self) -> Result<(), DbErr> {
-        let Tx { tx, _permit: permit, guard } = self;
-        let Some(mut guard) = guard else { return tx.rollback().await };
-        guard.armed = false;
-        let result = tx.rollback().await;
-        if result.is_err() || guard.group.should_flush() {
-            guard.group.flush().await;
+    pub async fn rollback(mut self) -> Result<(), DbErr> {
+        if self.group.is_none() {
+            return self.take_txn()?.rollback().await;
         }
-        drop(permit);
-        result
+        self.undo().await
+    }
+
+    /// With group commit: undo this command's writes in a task of its own, so
+    /// that a caller dropped mid-way cannot take the shared transaction with it.
+    fn undo(&mut self) -> impl Future<Output = Result<(), DbErr>> + use<> {
+        let undone = match (self.txn.take(), self.group.take()) {
+            (Some(txn), Some(group)) => {
+                let permit = self.permit.take();
+                Some(tokio::spawn(async move {
+                    let result = group.undo(txn).await;
+                    drop(permit);
+                    result
+                }))
+            }
+            _ => None,
+        };
+        async move {
+            match undone {
+                Some(task) => task.await.unwrap_or_else(|e| {
+                    Err(DbErr::Custom(format!("undoing a command's writes failed: {e}")))
+                }),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn take_txn(&mut self) -> Result<DatabaseTransaction, DbErr> {
+        self.txn.take().ok_or_else(ended)
+    }
+}
+
+fn ended() -> DbErr {
+    DbErr::Custom("the transaction was already committed or rolled back".into())
+}
+
+impl Drop for Tx {
+    /// A command dropped mid-way (a cancelled handler): with group commit its
+    /// writes are undone before the gate opens, and the group's commands that
+    /// committed before it still get their commit. Without a group the
+    /// driver rolls the transaction back.
+    fn drop(&mut self) {
+        if self.txn.is_some()
+            && self.group.is_some()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            drop(self.undo());
+        }
     }
 }
 
@@ -157,9 +219,10 @@ struct Group {
 
 #[derive(Debug, Default)]
 struct GroupState {
+    /// The shared transaction, its savepoint open; taken by the command at the gate.
     txn: Option<DatabaseTransaction>,
     opened_at: Option<Instant>,
-    /// Commands whose savepoint was released, told the shared commit's outcome.
+    /// Commands whose writes it holds, told the shared commit's outcome.
     members: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -192,6 +255,36 @@ impl Group {
             || state.opened_at.is_some_and(|t| t.elapsed() >= GROUP_AGE_MAX)
     }
 
+    /// Undo one command's writes (its savepoint stays open for the next) and
+    /// commit the group if nobody waits for it. When even that fails, the
+    /// shared transaction cannot be trusted: it is rolled back and its
+    /// members told, so they are handed back to JetStream. Only called by
+    /// the holder of the gate.
+    async fn undo(&self, txn: DatabaseTransaction) -> Result<(), DbErr> {
+        match txn.execute_unprepared(UNDO).await {
+            Ok(_) => {
+                self.put_txn(txn);
+                if self.should_flush() {
+                    self.flush().await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let members = {
+                    let mut state = self.lock();
+                    state.opened_at = None;
+                    std::mem::take(&mut state.members)
+                };
+                let _ = txn.rollback().await;
+                let message = format!("the shared transaction was rolled back: {e}");
+                for member in members {
+                    let _ = member.send(Err(message.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Commit the shared transaction and tell its members. Only called by
     /// the holder of the gate.
     async fn flush(&self) {
@@ -200,6 +293,7 @@ impl Group {
             state.opened_at = None;
             (state.txn.take(), std::mem::take(&mut state.members))
         };
+        // The open savepoint holds nothing: `COMMIT` commits it with the rest.
         let result = match txn {
             Some(txn) => txn.commit().await.map_err(|e| e.to_string()),
             None => Ok(()),
@@ -226,27 +320,127 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Commits the group of a savepoint that was dropped without commit or
-/// rollback, so the commands that joined it before are not left waiting.
-#[derive(Debug)]
-struct GroupGuard {
-    group: Arc<Group>,
-    gate: Arc<Semaphore>,
-    armed: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skald_testkit::database::{Backend, TempDatabase};
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+    const ROWS: &str = "CREATE TABLE effects (name TEXT NOT NULL)";
+    const DONE: &str = "CREATE TABLE done (name TEXT PRIMARY KEY)";
+
+    async fn grouped() -> (Db, TempDatabase) {
+        let temp = TempDatabase::new(Backend::Sqlite).await.unwrap();
+        let conn = temp.connect().await.unwrap();
+        conn.execute_unprepared(ROWS).await.unwrap();
+        conn.execute_unprepared(DONE).await.unwrap();
+        (Db::new(conn, 16), temp)
+    }
+
+    fn stmt(sql: &str, name: &str) -> Statement {
+        Statement::from_sql_and_values(DbBackend::Sqlite, sql, [name.into()])
+    }
+
+    fn effect(name: &str) -> Statement {
+        stmt("INSERT INTO effects (name) VALUES (?)", name)
+    }
+
+    /// The last statement of a command, as the inbox row is: a second one
+    /// with the same name fails on the key.
+    fn done(name: &str) -> Statement {
+        stmt("INSERT INTO done (name) VALUES (?)", name)
+    }
+
+    async fn names(db: &Db, table: &str) -> Vec<String> {
+        let rows = db
+            .conn
+            .query_all(Statement::from_string(
+                DbBackend::Sqlite,
+                format!("SELECT name FROM {table} ORDER BY name"),
+            ))
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.try_get::<String>("", "name").unwrap()).collect()
+    }
+
+    /// Take the gate alone (a transaction of its own); tasks that queue behind
+    /// it form a group when it commits.
+    async fn queue_behind(db: &Db) -> Tx {
+        let first = db.begin().await.unwrap();
+        assert!(first.group.is_none(), "alone at the gate: a transaction of its own");
+        first
+    }
+
+    async fn until_waiting(db: &Db, waiting: usize) {
+        let group = db.group.as_ref().unwrap();
+        while group.waiting.load(Ordering::SeqCst) < waiting {
+            tokio::task::yield_now().await;
         }
-        let (group, gate) = (Arc::clone(&self.group), Arc::clone(&self.gate));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Ok(_permit) = gate.acquire_owned().await {
-                    group.flush().await;
+    }
+
+    /// In one group: a command whose last statement fails, one that rolls
+    /// back and one dropped mid-way lose their own writes only; the others'
+    /// commit, and the group goes on after each.
+    #[tokio::test]
+    async fn a_group_undoes_only_the_command_that_failed() {
+        let (db, _temp) = grouped().await;
+        let first = queue_behind(&db).await;
+        let mut tasks = Vec::new();
+        for (i, what) in
+            ["kept", "duplicate", "rolled_back", "dropped", "kept_too"].iter().enumerate()
+        {
+            let each = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let tx = each.begin().await.unwrap();
+                assert!(tx.group.is_some(), "{what}: in the group");
+                tx.txn().unwrap().execute(effect(what)).await.unwrap();
+                match *what {
+                    "duplicate" => tx.commit(done("first")).await.map(|()| "committed"),
+                    "rolled_back" => tx.rollback().await.map(|()| "rolled back"),
+                    "dropped" => {
+                        drop(tx);
+                        Ok("dropped")
+                    }
+                    _ => tx.commit(done(what)).await.map(|()| "committed"),
                 }
-            });
+            }));
+            until_waiting(&db, i + 1).await;
+        }
+        first.txn().unwrap().execute(effect("first")).await.unwrap();
+        first.commit(done("first")).await.unwrap();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().map_err(|e| e.to_string()));
+        }
+        assert_eq!(results[0], Ok("committed"));
+        let duplicate = results[1].as_ref().unwrap_err();
+        assert!(duplicate.contains("UNIQUE"), "{duplicate}");
+        assert_eq!(results[2..], [Ok("rolled back"), Ok("dropped"), Ok("committed")]);
+        assert_eq!(names(&db, "effects").await, ["first", "kept", "kept_too"]);
+        assert_eq!(names(&db, "done").await, ["first", "kept", "kept_too"]);
+    }
+
+    /// A command's commit returns once the group committed: its writes are
+    /// visible to another connection by then.
+    #[tokio::test]
+    async fn a_commit_in_a_group_returns_once_the_group_committed() {
+        let (db, _temp) = grouped().await;
+        let first = queue_behind(&db).await;
+        let mut tasks = Vec::new();
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            let each = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let tx = each.begin().await.unwrap();
+                assert!(tx.group.is_some());
+                tx.txn().unwrap().execute(effect(name)).await.unwrap();
+                tx.commit(done(name)).await.unwrap();
+                names(&each, "done").await
+            }));
+            until_waiting(&db, i + 1).await;
+        }
+        first.commit(done("first")).await.unwrap();
+        for (task, name) in tasks.into_iter().zip(["a", "b"]) {
+            let seen = task.await.unwrap();
+            assert!(seen.iter().any(|n| n == name), "{name} committed: {seen:?}");
         }
     }
 }

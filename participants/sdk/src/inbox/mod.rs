@@ -15,7 +15,10 @@ pub mod migration;
 pub use entity::{Entity, Model};
 
 use sagas::protocol::{Command, Kind, Outcome, Reply};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryTrait, Statement,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The stored rows of a command and of its sibling (the `undo` of a `do`, or
@@ -52,15 +55,16 @@ pub(crate) async fn lookup<C: ConnectionTrait>(db: &C, command: &Command) -> Res
     Ok(found)
 }
 
-/// Record the final answer to one command (attempt 0: before it arrived).
-pub(crate) async fn insert<C: ConnectionTrait>(
-    db: &C,
+/// The statement that records the final answer to one command (attempt 0:
+/// before it arrived), for [`crate::tx::Tx::commit`] to run last.
+pub(crate) fn insert(
+    backend: DbBackend,
     command_id: &str,
     command: &Command,
     kind: Kind,
     attempt: u32,
     outcome: &Outcome,
-) -> Result<(), DbErr> {
+) -> Result<Statement, DbErr> {
     let reply = Reply { command_id: command_id.to_owned(), attempt, outcome: outcome.clone() };
     let reply_json = serde_json::to_string(&reply)
         .map_err(|e| DbErr::Custom(format!("cannot encode the reply to store it: {e}")))?;
@@ -72,8 +76,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
         reply_json: Set(reply_json),
         created_at_ms: Set(now_ms()),
     };
-    Entity::insert(row).exec_without_returning(db).await?;
-    Ok(())
+    Ok(Entity::insert(row).build(backend))
 }
 
 impl Model {
