@@ -39,6 +39,9 @@ pub(crate) type Handlers = HashMap<(Kind, String), Arc<dyn Handler>>;
 pub(crate) struct Engine {
     pub participant: String,
     pub db: Db,
+    /// Inbox lookups read together; `None` reads each alone (in process, where
+    /// commands come one at a time).
+    pub lookups: Option<inbox::Lookups>,
     pub handlers: Handlers,
     pub panic_retries_max: u32,
     /// See [`crate::Config::crash_after_commit`].
@@ -58,7 +61,10 @@ pub(crate) async fn execute(
     command: &Command,
     delivered: u32,
 ) -> Result<Answer, DbErr> {
-    let found = inbox::lookup(&engine.db.conn, command).await?;
+    let found = match &engine.lookups {
+        Some(lookups) => lookups.lookup(command).await?,
+        None => inbox::lookup(&engine.db.conn, command).await?,
+    };
     if let Some(row) = found.this {
         debug!("already answered: repeating the stored reply");
         return Ok(Answer::Reply(row.outcome()?));

@@ -136,6 +136,7 @@ impl Participant {
             engine: Engine {
                 participant: self.name,
                 db: Db::new(db, 1),
+                lookups: None,
                 handlers: self.handlers,
                 panic_retries_max: crate::config::PANIC_RETRIES_MAX_DEFAULT,
                 crash_after_commit: None,
@@ -193,6 +194,7 @@ impl Participant {
             engine: Engine {
                 participant: self.name.clone(),
                 db: Db::new(config.db.clone(), config.commit_group_max),
+                lookups: Some(inbox::Lookups::start(config.db.clone())),
                 handlers: self.handlers,
                 panic_retries_max: config.panic_retries_max,
                 crash_after_commit: config.crash_after_commit.clone(),

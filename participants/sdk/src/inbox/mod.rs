@@ -16,10 +16,12 @@ pub use entity::{Entity, Model};
 
 use sagas::protocol::{Command, Kind, Outcome, Reply};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryTrait, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryTrait, Statement,
 };
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
 
 /// The stored rows of a command and of its sibling (the `undo` of a `do`, or
 /// the `do` of an `undo`), read in one query.
@@ -53,6 +55,69 @@ pub(crate) async fn lookup<C: ConnectionTrait>(db: &C, command: &Command) -> Res
         }
     }
     Ok(found)
+}
+
+/// Most commands whose inbox rows one query of [`Lookups`] reads.
+const LOOKUP_BATCH_MAX: usize = 128;
+
+/// Reads the inbox rows of commands that arrive together in one query: a
+/// task of its own takes every lookup waiting when it is free and answers
+/// each. Under load this spares each command a call to the database (on
+/// SQLite, a hand-off to the connection's thread and back); alone, a command
+/// waits for nobody. The task ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Lookups {
+    asks: mpsc::Sender<Ask>,
+}
+
+#[derive(Debug)]
+struct Ask {
+    command_id: String,
+    sibling: String,
+    answer: oneshot::Sender<Result<Lookup, DbErr>>,
+}
+
+impl Lookups {
+    /// Start the reading task on the current runtime.
+    pub fn start(db: DatabaseConnection) -> Self {
+        let (asks, waiting) = mpsc::channel(LOOKUP_BATCH_MAX);
+        tokio::spawn(read_together(db, waiting));
+        Self { asks }
+    }
+
+    pub async fn lookup(&self, command: &Command) -> Result<Lookup, DbErr> {
+        let (answer, answered) = oneshot::channel();
+        let ask =
+            Ask { command_id: command.command_id.clone(), sibling: sibling_id(command), answer };
+        let gone = || DbErr::Custom("the inbox reader has stopped".into());
+        self.asks.send(ask).await.map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
+}
+
+async fn read_together(db: DatabaseConnection, mut waiting: mpsc::Receiver<Ask>) {
+    let mut asks = Vec::with_capacity(LOOKUP_BATCH_MAX);
+    while waiting.recv_many(&mut asks, LOOKUP_BATCH_MAX).await > 0 {
+        let ids = asks.iter().flat_map(|ask| [ask.command_id.as_str(), ask.sibling.as_str()]);
+        let found = Entity::find().filter(entity::Column::CommandId.is_in(ids)).all(&db).await;
+        match found {
+            Ok(rows) => {
+                let by_id: HashMap<&str, &Model> =
+                    rows.iter().map(|row| (row.command_id.as_str(), row)).collect();
+                let row = |id: &str| by_id.get(id).map(|row| (*row).clone());
+                for ask in asks.drain(..) {
+                    let found = Lookup { this: row(&ask.command_id), sibling: row(&ask.sibling) };
+                    let _ = ask.answer.send(Ok(found));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for ask in asks.drain(..) {
+                    let _ = ask.answer.send(Err(DbErr::Custom(message.clone())));
+                }
+            }
+        }
+    }
 }
 
 /// The statement that records the final answer to one command (attempt 0:
