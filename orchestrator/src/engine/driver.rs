@@ -354,17 +354,14 @@ impl Driver {
                 Err(StartError::Conflict { key: key.to_owned(), saga_id: row.saga_id })
             }
         };
-        if let Some(row) = self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
-            return existing(row);
-        }
-        // Ended long ago and archived: the key still names that saga.
-        if let Some(a) =
-            self.store.archived_by_key(saga_type, key).await.map_err(DriveError::from)?
+        // Live, or ended long ago and archived: the key still names that saga.
+        if let Some(held) =
+            self.store.started_by_key(saga_type, key).await.map_err(DriveError::from)?
         {
-            return if a.input_hash == input_hash {
-                Ok(Started::Existing { saga_id: a.saga_id })
+            return if held.input_hash == input_hash {
+                Ok(Started::Existing { saga_id: held.saga_id })
             } else {
-                Err(StartError::Conflict { key: key.to_owned(), saga_id: a.saga_id })
+                Err(StartError::Conflict { key: key.to_owned(), saga_id: held.saga_id })
             };
         }
         let saga_id =

@@ -4,9 +4,10 @@
 
 use super::entities::{archived_sagas, repairs, saga_events, saga_tags, sagas};
 use super::{Store, StoreError};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Query, UnionType};
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use std::collections::HashMap;
 
@@ -16,6 +17,13 @@ pub const WHOLE_BYTES_MAX: i64 = 32 * 1024 * 1024;
 
 /// The statuses a saga may be archived in: it has ended for good.
 pub const ARCHIVABLE: [&str; 3] = ["completed", "compensated", "failed"];
+
+/// The saga an idempotency key names, and the hash of the input it was started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub saga_id: String,
+    pub input_hash: String,
+}
 
 /// One saga, whole (as archived and exported).
 #[derive(Debug, Clone)]
@@ -160,17 +168,32 @@ impl Store {
         Ok(removed)
     }
 
-    /// The archived saga a start of `saga_type` with `key` made, if any.
-    pub async fn archived_by_key(
+    /// The saga a start of `saga_type` with `key` made, live or archived, if
+    /// any: one query where asking each table apart took two.
+    pub async fn started_by_key(
         &self,
         saga_type: &str,
         key: &str,
-    ) -> Result<Option<archived_sagas::Model>, StoreError> {
-        Ok(archived_sagas::Entity::find()
-            .filter(archived_sagas::Column::SagaType.eq(saga_type))
-            .filter(archived_sagas::Column::IdempotencyKey.eq(key))
-            .one(self.db())
-            .await?)
+    ) -> Result<Option<KeyHolder>, StoreError> {
+        let live = Query::select()
+            .columns([sagas::Column::SagaId, sagas::Column::InputHash])
+            .from(sagas::Entity)
+            .and_where(sagas::Column::SagaType.eq(saga_type))
+            .and_where(sagas::Column::IdempotencyKey.eq(key))
+            .to_owned();
+        let mut either = Query::select()
+            .columns([archived_sagas::Column::SagaId, archived_sagas::Column::InputHash])
+            .from(archived_sagas::Entity)
+            .and_where(archived_sagas::Column::SagaType.eq(saga_type))
+            .and_where(archived_sagas::Column::IdempotencyKey.eq(key))
+            .to_owned();
+        either.union(UnionType::All, live);
+        let statement = self.db().get_database_backend().build(&either);
+        let Some(row) = self.db().query_one(statement).await? else { return Ok(None) };
+        Ok(Some(KeyHolder {
+            saga_id: row.try_get("", "saga_id")?,
+            input_hash: row.try_get("", "input_hash")?,
+        }))
     }
 
     /// Where an archived saga went, if it was archived.
