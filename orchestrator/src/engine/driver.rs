@@ -347,23 +347,22 @@ impl Driver {
                 known: self.registry.names().join(", "),
             })?;
         let input_hash = hash_json(input);
-        let existing = |row: crate::store::entities::sagas::Model| {
-            if row.input_hash == input_hash {
-                Ok(Started::Existing { saga_id: row.saga_id })
-            } else {
-                Err(StartError::Conflict { key: key.to_owned(), saga_id: row.saga_id })
+        // Whether the key is taken is not asked first: the writer refuses a
+        // start whose key a live or archived saga holds, and only then is the
+        // holder looked up, so a new start costs no query of its own.
+        let held_by = |store: crate::store::Store| {
+            let input_hash = input_hash.clone();
+            async move {
+                let held = store.started_by_key(saga_type, key).await.map_err(DriveError::from)?;
+                Ok::<_, StartError>(held.map(|held| {
+                    if held.input_hash == input_hash {
+                        Ok(Started::Existing { saga_id: held.saga_id })
+                    } else {
+                        Err(StartError::Conflict { key: key.to_owned(), saga_id: held.saga_id })
+                    }
+                }))
             }
         };
-        // Live, or ended long ago and archived: the key still names that saga.
-        if let Some(held) =
-            self.store.started_by_key(saga_type, key).await.map_err(DriveError::from)?
-        {
-            return if held.input_hash == input_hash {
-                Ok(Started::Existing { saga_id: held.saga_id })
-            } else {
-                Err(StartError::Conflict { key: key.to_owned(), saga_id: held.saga_id })
-            };
-        }
         let saga_id =
             self.ids.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |ids| (ids.0)());
         let span = tracing::info_span!(
@@ -376,12 +375,21 @@ impl Driver {
         let state = SagaState::new(definition.clone());
         let now = self.store.clock().now();
         let input = Input::Start { saga_id: saga_id.clone(), input: input.clone() };
-        let decision = decide(&state, &input, now).map_err(|e| match e {
-            TransitionError::InvalidInput { errors, .. } => {
-                StartError::InvalidInput { saga_type: saga_type.to_owned(), errors }
+        let decision = match decide(&state, &input, now) {
+            Ok(decision) => decision,
+            Err(e) => {
+                // A repeated start is answered as before, whatever the newest version accepts.
+                if let Some(answer) = held_by(self.store.clone()).await? {
+                    return answer;
+                }
+                return Err(match e {
+                    TransitionError::InvalidInput { errors, .. } => {
+                        StartError::InvalidInput { saga_type: saga_type.to_owned(), errors }
+                    }
+                    other => StartError::Drive(other.into()),
+                });
             }
-            other => StartError::Drive(other.into()),
-        })?;
+        };
         let after = fold(state, &decision);
         let projection = Projection {
             saga_type: saga_type.to_owned(),
@@ -408,9 +416,10 @@ impl Driver {
                 Ok(Started::New { saga_id })
             }
             Err(StoreError::DuplicateKey { .. }) => {
-                // Another start with the same key won the race.
-                match self.store.find_by_key(saga_type, key).await.map_err(DriveError::from)? {
-                    Some(row) => existing(row),
+                // The key is taken: by an earlier start (live or archived) or
+                // by another start that won the race.
+                match held_by(self.store.clone()).await? {
+                    Some(answer) => answer,
                     None => Err(StartError::Drive(DriveError::Contended { saga_id })),
                 }
             }

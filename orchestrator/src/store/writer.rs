@@ -37,10 +37,10 @@
 //! lease rows, and a transaction without fences starts with a no-op `UPDATE`
 //! that matches no row.
 
-use super::entities::{leases, outbox, repairs, saga_events, saga_tags, sagas};
+use super::entities::{archived_sagas, leases, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
 use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query, ValueTuple};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryTrait, SqlErr, TransactionTrait,
@@ -325,7 +325,12 @@ async fn write_together(
     // this batch).
     let mut inserted = HashSet::new();
     for chunk in starts.chunks(INSERT_ROWS_MAX) {
-        inserted.extend(insert_sagas(&txn, chunk.iter().map(|&i| appends[i])).await?);
+        let mut ids = insert_sagas(&txn, chunk.iter().map(|&i| appends[i])).await?;
+        let new = chunk.iter().map(|&i| appends[i]).filter(|a| ids.contains(&a.saga_id));
+        for refused in refuse_archived_keys(&txn, new).await? {
+            ids.remove(&refused);
+        }
+        inserted.extend(ids);
     }
     for i in starts {
         let a = appends[i];
@@ -417,6 +422,62 @@ async fn insert_sagas<'a, C: ConnectionTrait>(
         .iter()
         .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
         .collect()
+}
+
+/// Of new sagas whose rows were just inserted, the ones whose type and
+/// idempotency key an archived saga holds (retention moved it out of the
+/// `sagas` table, whose unique key therefore let the row in): their rows are
+/// deleted again and their ids returned, to be refused as duplicates. Checked
+/// after the insert, so that a saga archived while this transaction runs is
+/// seen here or its live row stopped the insert. One query for any number.
+async fn refuse_archived_keys<'a, C: ConnectionTrait>(
+    conn: &C,
+    new: impl Iterator<Item = &'a OwnedAppend>,
+) -> Result<Vec<String>, StoreError> {
+    let new: Vec<&OwnedAppend> = new.collect();
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = new.iter().map(|a| {
+        ValueTuple::Two(
+            a.projection.saga_type.as_str().into(),
+            a.projection.idempotency_key.as_str().into(),
+        )
+    });
+    let query = Query::select()
+        .columns([archived_sagas::Column::SagaType, archived_sagas::Column::IdempotencyKey])
+        .from(archived_sagas::Entity)
+        .and_where(
+            Expr::tuple([
+                Expr::col(archived_sagas::Column::SagaType).into(),
+                Expr::col(archived_sagas::Column::IdempotencyKey).into(),
+            ])
+            .in_tuples(keys),
+        )
+        .to_owned();
+    let taken = conn.query_all(conn.get_database_backend().build(&query)).await?;
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut held = HashSet::new();
+    for row in taken {
+        held.insert((
+            row.try_get::<String>("", "saga_type")?,
+            row.try_get::<String>("", "idempotency_key")?,
+        ));
+    }
+    let refused: Vec<String> = new
+        .iter()
+        .filter(|a| {
+            held.contains(&(a.projection.saga_type.clone(), a.projection.idempotency_key.clone()))
+        })
+        .map(|a| a.saga_id.clone())
+        .collect();
+    sagas::Entity::delete_many()
+        .filter(sagas::Column::SagaId.is_in(refused.iter().map(String::as_str)))
+        .exec(conn)
+        .await?;
+    Ok(refused)
 }
 
 /// The projections of `appends` (distinct sagas) in one `UPDATE … FROM
@@ -566,6 +627,9 @@ async fn write_one<C: ConnectionTrait>(
             }
             _ => StoreError::Db(e),
         })?;
+        if !refuse_archived_keys(conn, std::iter::once(a)).await?.is_empty() {
+            return Err(StoreError::DuplicateKey { saga_type: p.saga_type.clone() });
+        }
     }
     if let Some(tags) = &p.tags {
         if a.expected_seq != 0 {
@@ -776,6 +840,49 @@ mod tests {
         }
     }
 
+    /// A start whose type and key an archived saga holds is refused as a
+    /// duplicate, in a batch and written alone, and leaves no row; the
+    /// others of its batch commit.
+    async fn a_start_with_an_archived_key_is_refused(store: Store) {
+        use crate::store::entities::archived_sagas;
+        archived_sagas::Entity::insert(archived_sagas::ActiveModel {
+            saga_id: Set("old".into()),
+            saga_type: Set("bench".into()),
+            status: Set("completed".into()),
+            idempotency_key: Set("kept".into()),
+            input_hash: Set("i".into()),
+            ended_at_ms: Set(1),
+            archived_at_ms: Set(2),
+            file: Set("f".into()),
+        })
+        .exec(store.db())
+        .await
+        .unwrap();
+        let archived_key = |id: &str| {
+            let mut a = append(id, 0, 1);
+            a.projection.idempotency_key = "kept".into();
+            a
+        };
+        let results = futures::future::join_all(
+            [archived_key("x"), append("y", 0, 1), archived_key("z")]
+                .into_iter()
+                .map(|a| store.writer.append(a)),
+        )
+        .await;
+        assert!(matches!(results[0], Err(StoreError::DuplicateKey { .. })), "{results:?}");
+        assert!(results[1].is_ok(), "{results:?}");
+        assert!(matches!(results[2], Err(StoreError::DuplicateKey { .. })), "{results:?}");
+        // Written alone, as after a failed batch.
+        let txn = store.db().begin().await.unwrap();
+        let alone = write_one(&txn, &archived_key("w")).await;
+        assert!(matches!(alone, Err(StoreError::DuplicateKey { .. })), "{alone:?}");
+        txn.rollback().await.unwrap();
+        let rows = sagas::Entity::find().all(store.db()).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.saga_id.as_str()).collect::<Vec<_>>(), ["y"]);
+        assert_eq!(seqs(&store, "x").await, Vec::<i64>::new());
+        assert_eq!(outbox_of(&store, "z").await, 0);
+    }
+
     /// A store on a fresh database of `backend`, and the database to remove after.
     async fn store_on(backend: Backend) -> (TempDatabase, Store) {
         let db = TempDatabase::new(backend).await.unwrap();
@@ -812,5 +919,10 @@ mod tests {
         concurrent_appends_are_committed_together:
         concurrent_appends_are_committed_together_on_sqlite,
         concurrent_appends_are_committed_together_on_postgres
+    );
+    on_each_backend!(
+        a_start_with_an_archived_key_is_refused:
+        a_start_with_an_archived_key_is_refused_on_sqlite,
+        a_start_with_an_archived_key_is_refused_on_postgres
     );
 }

@@ -31,9 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The message of the error an interrupted statement returns (SQLite's
-/// `SQLITE_INTERRUPT`, code 9).
-const INTERRUPTED: &str = "(code: 9) interrupted";
+/// How the error of an interrupted statement starts (SQLite's
+/// `SQLITE_INTERRUPT`, code 9). Its message is usually "interrupted", but a
+/// statement interrupted while it was already failing (a unique key, say)
+/// keeps that earlier message with the interrupt's code.
+const INTERRUPTED: &str = "(code: 9) ";
 /// No crash armed.
 const NO_CRASH: u64 = u64::MAX;
 /// How long a statement waits for another connection's write lock.
