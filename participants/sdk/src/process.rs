@@ -140,9 +140,8 @@ async fn with_progress<F: Future>(msg: &jetstream::Message, work: F) -> F::Outpu
 /// Ack, nak, term or report progress; a failure only means JetStream will
 /// redeliver, which the inbox makes harmless.
 async fn settle(msg: &jetstream::Message, kind: AckKind) {
-    let what = format!("{kind:?}");
     if let Err(e) = msg.ack_with(kind).await {
-        warn!(error = %e, subject = %msg.subject, "could not send {what} to JetStream");
+        warn!(error = %e, subject = %msg.subject, "could not send {kind:?} to JetStream");
     }
 }
 
