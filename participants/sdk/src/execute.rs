@@ -130,15 +130,7 @@ async fn run_handler(
                 None => engine.db.begin().await?,
             };
             let outcome = Outcome::Ok { output };
-            let row = inbox::insert(
-                tx.txn()?.get_database_backend(),
-                &command.command_id,
-                command,
-                command.kind,
-                command.attempt,
-                &outcome,
-            )?;
-            tx.commit(row).await?;
+            commit_answer(tx, command, &outcome).await?;
             if engine.crash_after_commit.as_deref() == Some(command.action.as_str()) {
                 tracing::error!(command_id = %command.command_id, "fault injection: aborting after commit, before the reply");
                 std::process::abort();
@@ -184,7 +176,12 @@ async fn run_handler(
 
 /// Store a final answer decided without the handler, in its own transaction.
 async fn store(engine: &Engine, command: &Command, outcome: Outcome) -> Result<Answer, DbErr> {
-    let tx = engine.db.begin().await?;
+    commit_answer(engine.db.begin().await?, command, &outcome).await?;
+    Ok(Answer::Reply(outcome))
+}
+
+/// Commit `tx` with the inbox row of `command`'s final answer, written last.
+async fn commit_answer(tx: Tx, command: &Command, outcome: &Outcome) -> Result<(), DbErr> {
     let backend = tx.txn()?.get_database_backend();
     let row = inbox::insert(
         backend,
@@ -192,10 +189,9 @@ async fn store(engine: &Engine, command: &Command, outcome: Outcome) -> Result<A
         command,
         command.kind,
         command.attempt,
-        &outcome,
+        outcome,
     )?;
-    tx.commit(row).await?;
-    Ok(Answer::Reply(outcome))
+    tx.commit(row).await
 }
 
 /// An `undo` before its `do`: answer `ok` and refuse the `do` in advance.
