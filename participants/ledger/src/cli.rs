@@ -114,6 +114,12 @@ struct ServeArgs {
     /// Most commands handled at once (1..=256).
     #[arg(long, env = "LEDGER_CONCURRENCY", value_name = "N", default_value_t = skald_participant::IN_FLIGHT_MAX_DEFAULT)]
     concurrency: usize,
+
+    /// On SQLite, most commands that share one commit (group commit: one
+    /// fsync for many postings, each reply still after its commit); 1
+    /// commits each command on its own (1..=256). PostgreSQL ignores it.
+    #[arg(long, env = "LEDGER_COMMIT_GROUP_MAX", value_name = "N", default_value_t = 1)]
+    commit_group_max: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +191,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             database_url: cli.database_url,
             namespace: service::namespace(&args.prefix)?,
             concurrency: args.concurrency,
+            commit_group_max: args.commit_group_max,
         };
         serve::run(config, service::shutdown_on_signal("commands")).await?;
         return Ok(ExitCode::SUCCESS);

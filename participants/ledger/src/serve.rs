@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub namespace: Namespace,
     /// Most commands handled at once (1..=256).
     pub concurrency: usize,
+    /// On SQLite, most commands that share one commit (1..=256; 1: none shared).
+    pub commit_group_max: usize,
 }
 
 /// Serve saga commands until `shutdown` is cancelled.
@@ -40,6 +42,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<()>
     );
     let sdk = Config {
         in_flight_max: config.concurrency,
+        commit_group_max: config.commit_group_max,
         ..Config::new(nats, config.namespace, store.db().clone())
     };
     handlers::participant().run(sdk, shutdown).await.context("the ledger participant stopped")?;

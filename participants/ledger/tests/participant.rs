@@ -23,10 +23,15 @@ on_both_databases!(
 
 /// A ledger where `alice` holds 1000 EUR cents, with its participant running.
 async fn funded_ledger(backend: Backend) -> (TestDb, Store, Bus) {
+    funded_ledger_grouped(backend, 1).await
+}
+
+/// The same, with up to `commit_group_max` commands sharing a commit.
+async fn funded_ledger_grouped(backend: Backend, commit_group_max: usize) -> (TestDb, Store, Bus) {
     let (db, store) = ledger_on(backend).await;
     bank_and_wallet(&store, 1000).await;
     let mut bus = Bus::new().await;
-    bus.start(&store);
+    bus.start_grouped(&store, commit_group_max);
     (db, store, bus)
 }
 
@@ -198,8 +203,21 @@ async fn refusals_are_failed_replies_with_their_code(backend: Backend) {
 }
 
 async fn concurrent_hold_commands_never_overdraw_a_wallet(backend: Backend) {
+    holds_at_once_never_overdraw(backend, 1).await;
+}
+
+/// With group commit the holds share commits: each sees the holds committed
+/// before it in its group (they are read in the shared transaction), so the
+/// wallet is still never overdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_sharing_commits_never_overdraw_a_wallet() {
+    holds_at_once_never_overdraw(Backend::Sqlite, 16).await;
+}
+
+async fn holds_at_once_never_overdraw(backend: Backend, commit_group_max: usize) {
     const HOLDS: usize = 50;
-    let (_db, store, mut bus) = funded_ledger(backend).await; // 1000 covers 33 holds of 30
+    // 1000 covers 33 holds of 30.
+    let (_db, store, mut bus) = funded_ledger_grouped(backend, commit_group_max).await;
 
     let commands: Vec<Command> = (0..HOLDS)
         .map(|i| {

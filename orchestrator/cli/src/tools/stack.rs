@@ -311,17 +311,19 @@ impl MoneyStack {
     }
 
     /// Start `ledger serve` and `payment serve` (charging through psp-sim on
-    /// `psp_port`) on the subjects of `prefix`; `extra` ends both command lines.
+    /// `psp_port`) on the subjects of `prefix`; `extra` ends both command
+    /// lines, `ledger_extra` and `payment_extra` each one's.
     pub fn start_participants(
         &mut self,
         prefix: &str,
         [ledger_bus, payment_bus]: [&BusOptions; 2],
         psp_port: u16,
         extra: &[&str],
-        payment_extra: &[&str],
+        [ledger_extra, payment_extra]: [&[&str]; 2],
     ) -> Result<(), StackError> {
         let mut ledger = vec!["serve", "--prefix", prefix];
         ledger.extend_from_slice(extra);
+        ledger.extend_from_slice(ledger_extra);
         self.services.spawn(
             &self.ledger.bin,
             &ledger,

@@ -427,7 +427,7 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         [&bus.ledger, &bus.payment],
         psp_port,
         &[],
-        &["--webhook-addr", &hook_addr],
+        [&[], &["--webhook-addr", &hook_addr]],
     )?;
     say(json, &format!("  payment       {}", dir.join("payment.db").display()));
     let token = admin_token(&dir)?;

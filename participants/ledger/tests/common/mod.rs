@@ -93,12 +93,18 @@ impl Bus {
 
     /// Run `ledger serve`'s participant on `store`'s database.
     pub fn start(&mut self, store: &Store) {
+        self.start_grouped(store, 1);
+    }
+
+    /// The same, with up to `commit_group_max` commands sharing a commit (SQLite).
+    pub fn start_grouped(&mut self, store: &Store, commit_group_max: usize) {
         let mut config = skald_participant::Config::new(
             self.wire.nats.clone(),
             self.wire.ns.clone(),
             store.db().clone(),
         );
         config.redelivery_delay = Duration::from_millis(200);
+        config.commit_group_max = commit_group_max;
         let participant = ledger::handlers::participant();
         self.running = Some(Service::spawn(|token| participant.run(config, token)));
     }

@@ -43,6 +43,10 @@ pub struct TopupConfig {
     /// the run connects with these.
     #[command(flatten)]
     pub bus: BusOptions,
+    /// The ledger's group commit (`ledger serve --commit-group-max`): most
+    /// postings that share one commit of its SQLite file; 1 commits each alone.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub ledger_commit_group_max: u16,
     /// Latency psp-sim adds to every provider call, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub psp_latency_ms: u64,
@@ -114,13 +118,14 @@ async fn topups(
         ledger.open_wallet(w).await.map_err(e)?;
     }
     let participants = config.concurrency.clamp(1, 256).to_string();
+    let group = config.ledger_commit_group_max.to_string();
     money
         .start_participants(
             prefix,
             [&config.bus, &config.bus],
             psp_port,
             &["--concurrency", &participants],
-            &[],
+            [&["--commit-group-max", &group], &[]],
         )
         .map_err(e)?;
 
