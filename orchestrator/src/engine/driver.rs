@@ -350,18 +350,15 @@ impl Driver {
         // Whether the key is taken is not asked first: the writer refuses a
         // start whose key a live or archived saga holds, and only then is the
         // holder looked up, so a new start costs no query of its own.
-        let held_by = |store: crate::store::Store| {
-            let input_hash = input_hash.clone();
-            async move {
-                let held = store.started_by_key(saga_type, key).await.map_err(DriveError::from)?;
-                Ok::<_, StartError>(held.map(|held| {
-                    if held.input_hash == input_hash {
-                        Ok(Started::Existing { saga_id: held.saga_id })
-                    } else {
-                        Err(StartError::Conflict { key: key.to_owned(), saga_id: held.saga_id })
-                    }
-                }))
-            }
+        let held_by = async || {
+            let held = self.store.started_by_key(saga_type, key).await.map_err(DriveError::from)?;
+            Ok::<_, StartError>(held.map(|held| {
+                if held.input_hash == input_hash {
+                    Ok(Started::Existing { saga_id: held.saga_id })
+                } else {
+                    Err(StartError::Conflict { key: key.to_owned(), saga_id: held.saga_id })
+                }
+            }))
         };
         let saga_id =
             self.ids.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |ids| (ids.0)());
@@ -379,7 +376,7 @@ impl Driver {
             Ok(decision) => decision,
             Err(e) => {
                 // A repeated start is answered as before, whatever the newest version accepts.
-                if let Some(answer) = held_by(self.store.clone()).await? {
+                if let Some(answer) = held_by().await? {
                     return answer;
                 }
                 return Err(match e {
@@ -418,7 +415,7 @@ impl Driver {
             Err(StoreError::DuplicateKey { .. }) => {
                 // The key is taken: by an earlier start (live or archived) or
                 // by another start that won the race.
-                match held_by(self.store.clone()).await? {
+                match held_by().await? {
                     Some(answer) => answer,
                     None => Err(StartError::Drive(DriveError::Contended { saga_id })),
                 }

@@ -42,19 +42,24 @@ pub(crate) fn sibling_id(command: &Command) -> String {
 
 pub(crate) async fn lookup<C: ConnectionTrait>(db: &C, command: &Command) -> Result<Lookup, DbErr> {
     let sibling = sibling_id(command);
-    let rows = Entity::find()
-        .filter(entity::Column::CommandId.is_in([command.command_id.as_str(), sibling.as_str()]))
-        .all(db)
-        .await?;
-    let mut found = Lookup::default();
-    for row in rows {
-        if row.command_id == command.command_id {
-            found.this = Some(row);
-        } else {
-            found.sibling = Some(row);
-        }
+    let rows = rows_of(db, [command.command_id.as_str(), sibling.as_str()]).await?;
+    Ok(Lookup::of(&rows, &command.command_id, &sibling))
+}
+
+/// The inbox rows of `ids` (those there are), by command id, in one query.
+async fn rows_of<'a, C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, Model>, DbErr> {
+    let rows = Entity::find().filter(entity::Column::CommandId.is_in(ids)).all(db).await?;
+    Ok(rows.into_iter().map(|row| (row.command_id.clone(), row)).collect())
+}
+
+impl Lookup {
+    /// The rows of `command_id` and `sibling` among `rows`.
+    fn of(rows: &HashMap<String, Model>, command_id: &str, sibling: &str) -> Self {
+        Self { this: rows.get(command_id).cloned(), sibling: rows.get(sibling).cloned() }
     }
-    Ok(found)
 }
 
 /// Most commands whose inbox rows one query of [`Lookups`] reads.
@@ -99,15 +104,10 @@ async fn read_together(db: DatabaseConnection, mut waiting: mpsc::Receiver<Ask>)
     let mut asks = Vec::with_capacity(LOOKUP_BATCH_MAX);
     while waiting.recv_many(&mut asks, LOOKUP_BATCH_MAX).await > 0 {
         let ids = asks.iter().flat_map(|ask| [ask.command_id.as_str(), ask.sibling.as_str()]);
-        let found = Entity::find().filter(entity::Column::CommandId.is_in(ids)).all(&db).await;
-        match found {
+        match rows_of(&db, ids).await {
             Ok(rows) => {
-                let by_id: HashMap<&str, &Model> =
-                    rows.iter().map(|row| (row.command_id.as_str(), row)).collect();
-                let row = |id: &str| by_id.get(id).map(|row| (*row).clone());
                 for ask in asks.drain(..) {
-                    let found = Lookup { this: row(&ask.command_id), sibling: row(&ask.sibling) };
-                    let _ = ask.answer.send(Ok(found));
+                    let _ = ask.answer.send(Ok(Lookup::of(&rows, &ask.command_id, &ask.sibling)));
                 }
             }
             Err(e) => {
