@@ -7,7 +7,7 @@
 
 use crate::api::{ApiState, Tokens};
 use crate::bus::relay::{self, RelayParts};
-use crate::bus::{Wire, intake, signals, starter};
+use crate::bus::{Wire, direct, intake, signals, starter};
 use crate::cluster::partitions::Ownership;
 use crate::cluster::takeover::take_over;
 use crate::engine::driver::Driver;
@@ -191,7 +191,7 @@ impl Orchestrator {
         });
         let client = config.bus.connect("skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
-        let wire = wire(js.clone(), faults);
+        let wire = wire(Wire::new(config.bus.delivery, client.clone(), ns.clone()), faults);
         let (_commands, replies) = skald_transport::streams::ensure_streams(&js, &ns).await?;
         skald_transport::streams::ensure_ended_stream(&js, &ns).await?;
         let instance = config.instance_name();
@@ -299,11 +299,14 @@ impl Orchestrator {
             store: self.driver.store().clone(),
             ownership: self.ownership.clone(),
             publisher: self.wire.publisher.clone(),
+            answered: self.wire.answered.clone(),
         };
         tasks.spawn(relay::run(relay_parts, relay_stop.clone()));
         let mut consumers = std::collections::HashMap::new();
         let mut sampled = Vec::with_capacity(self.partitions as usize);
-        for p in 0..self.partitions {
+        // Direct delivery reads no reply consumer.
+        let consumed = if self.wire.answered.is_some() { 0 } else { self.partitions };
+        for p in 0..consumed {
             let consumer =
                 skald_transport::consumers::reply_consumer(&self.replies, &self.ns, p).await?;
             sampled.push((p, consumer.clone()));
@@ -372,19 +375,30 @@ impl Orchestrator {
             };
             match change {
                 Some(crate::cluster::partitions::Change::Acquired { partition, epoch }) => {
-                    let Some(consumer) = consumers.get(&partition).cloned() else { continue };
                     let stop = shutdown.child_token();
+                    let gate = self.wire.replies.clone();
+                    if let Some(answered) = &self.wire.answered {
+                        intake_tasks.spawn(direct::run(
+                            self.driver.clone(),
+                            gate,
+                            self.client.clone(),
+                            answered.clone(),
+                            partition,
+                            stop.clone(),
+                        ));
+                    } else {
+                        let Some(consumer) = consumers.get(&partition).cloned() else { continue };
+                        intake_tasks.spawn(intake::run(
+                            self.driver.clone(),
+                            gate,
+                            consumer,
+                            partition,
+                            stop.clone(),
+                        ));
+                    }
                     if let Some(old) = intakes.insert(partition, stop.clone()) {
                         old.cancel();
                     }
-                    let gate = self.wire.replies.clone();
-                    intake_tasks.spawn(intake::run(
-                        self.driver.clone(),
-                        gate,
-                        consumer,
-                        partition,
-                        stop.clone(),
-                    ));
                     intake_tasks.spawn(take_over(self.driver.clone(), partition, epoch, stop));
                 }
                 Some(crate::cluster::partitions::Change::Lost { partition }) => {
@@ -429,20 +443,19 @@ impl Orchestrator {
 /// The transport: JetStream, wrapped in fault injection when this is a test
 /// build (`faults` feature) and `SKALD_FAULTS` is set.
 #[cfg(feature = "faults")]
-fn wire(js: jetstream::Context, faults: Option<crate::bus::faulty::Faults>) -> Wire {
-    let wire = Wire::jetstream(js);
+fn wire(wire: Wire, faults: Option<crate::bus::faulty::Faults>) -> Wire {
     match faults {
         Some(faults) => {
             let (publisher, replies) = faults.wrap(wire.publisher);
-            Wire { publisher, replies: Some(replies) }
+            Wire { publisher, replies: Some(replies), answered: wire.answered }
         }
         None => wire,
     }
 }
 
 #[cfg(not(feature = "faults"))]
-fn wire(js: jetstream::Context, (): ()) -> Wire {
-    Wire::jetstream(js)
+fn wire(wire: Wire, (): ()) -> Wire {
+    wire
 }
 
 #[cfg(test)]

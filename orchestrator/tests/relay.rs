@@ -3,7 +3,8 @@
 //! without waiting for a scan of the table (the scan only takes rows older
 //! than two seconds), and their rows are deleted; rows that did not come
 //! through the hand-off are found by the scan. (That a round due for a scan
-//! also takes the handed-over rows is a unit test in `relay.rs`.)
+//! also takes the handed-over rows is a unit test in `relay.rs`.) With direct
+//! delivery a row is kept and sent again until its reply is recorded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 struct Setup {
     store: Store,
+    /// Direct delivery's answered commands (`None`: JetStream delivery).
+    answered: Option<std::sync::Arc<orchestrator::bus::direct::Answered>>,
     driver: Driver,
     commands: async_nats::Subscriber,
     stop: CancellationToken,
@@ -34,6 +37,10 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
+        Self::with(skald_transport::Delivery::JetStream).await
+    }
+
+    async fn with(delivery: skald_transport::Delivery) -> Self {
         let (db, store) = common::store(Backend::Sqlite).await;
         let ns = skald_testkit::namespace();
         let driver = common::driver(&store, &[BENCH], ns.clone(), common::PARTITIONS).await;
@@ -43,16 +50,24 @@ impl Setup {
             .unwrap_or_else(|e| panic!("NATS with JetStream must run at {url}: {e}"));
         let js = async_nats::jetstream::new(client.clone());
         skald_transport::streams::ensure_streams(&js, &ns).await.unwrap();
-        let commands = client.subscribe(format!("{}.cmd.>", ns.prefix())).await.unwrap();
+        let subject = format!("{}.cmd.>", ns.prefix());
+        let subject = match delivery {
+            skald_transport::Delivery::JetStream => subject,
+            skald_transport::Delivery::Direct => ns.direct(&subject),
+        };
+        let commands = client.subscribe(subject).await.unwrap();
         client.flush().await.unwrap();
         let stop = CancellationToken::new();
+        let wire = orchestrator::bus::Wire::new(delivery, client.clone(), ns.clone());
+        let answered = wire.answered.clone();
         let parts = orchestrator::bus::relay::RelayParts {
             store: store.clone(),
             ownership: driver.ownership().clone(),
-            publisher: orchestrator::bus::Wire::jetstream(js).publisher,
+            publisher: wire.publisher,
+            answered: answered.clone(),
         };
         let relay = tokio::spawn(orchestrator::bus::relay::run(parts, stop.clone()));
-        Self { store, driver, commands, stop, relay, client, ns, db }
+        Self { store, answered, driver, commands, stop, relay, client, ns, db }
     }
 
     /// The next command published, within `within`.
@@ -120,5 +135,41 @@ async fn rows_written_behind_the_writers_back_are_found_by_the_scan() {
         .await
         .expect("the periodic scan publishes a row older than its age limit");
     assert_eq!(command["from"], "elsewhere");
+    s.finish().await;
+}
+
+/// Direct delivery: nothing acknowledges a command, so its row stays and the
+/// command is sent again (after a pause of about two seconds) until the intake
+/// reports its reply recorded; then the row is deleted and the sending stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_commands_are_sent_again_until_answered_then_forgotten() {
+    let mut s = Setup::with(skald_transport::Delivery::Direct).await;
+    let started = s.driver.start("bench", "k", &json!({})).await.unwrap();
+    let first = s.next_command(Duration::from_millis(900)).await.expect("sent at once");
+    assert_eq!(first["saga_id"], started.saga_id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.outbox_rows().await, 1, "kept until answered");
+    let again =
+        s.next_command(Duration::from_secs(4)).await.expect("an unanswered command is sent again");
+    assert_eq!(again, first, "the same command, same attempt");
+
+    let msg_id = sagas::protocol::msg_id(
+        first["command_id"].as_str().unwrap(),
+        u32::try_from(first["attempt"].as_u64().unwrap()).unwrap(),
+    );
+    s.answered.as_ref().unwrap().push(msg_id);
+    let mut left = s.outbox_rows().await;
+    for _ in 0..40 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = s.outbox_rows().await;
+    }
+    assert_eq!(left, 0, "an answered command's row is deleted");
+    assert!(
+        s.next_command(Duration::from_secs(5)).await.is_none(),
+        "an answered command is not sent again"
+    );
     s.finish().await;
 }

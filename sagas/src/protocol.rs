@@ -324,6 +324,25 @@ impl Namespace {
         valid.then_some(participant)
     }
 
+    /// The subject a command or reply of `subject` travels on when it is
+    /// delivered directly (core NATS to whoever listens, outside the streams):
+    /// `<prefix>.direct.<rest>`. No stream captures it.
+    #[must_use]
+    pub fn direct(&self, subject: &str) -> String {
+        match subject.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_prefix('.')) {
+            Some(rest) => format!("{}.direct.{rest}", self.prefix),
+            None => format!("{}.direct.{subject}", self.prefix),
+        }
+    }
+
+    /// The stream subject a direct one stands for (the inverse of
+    /// [`Namespace::direct`]), when it is one of this namespace's.
+    #[must_use]
+    pub fn undirect(&self, subject: &str) -> Option<String> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix(".direct.")?;
+        Some(format!("{}.{rest}", self.prefix))
+    }
+
     #[must_use]
     pub fn start_subject(&self, saga_type: &str) -> String {
         format!("{}.start.{saga_type}", self.prefix)
@@ -475,6 +494,21 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn direct_subjects_stand_apart_from_the_streams_and_map_back() {
+        let ns = Namespace::new("t1").unwrap();
+        let command = ns.command_subject("ledger", "hold");
+        assert_eq!(ns.direct(&command), "t1.direct.cmd.ledger.hold");
+        assert_eq!(ns.direct(&ns.participant_filter("ledger")), "t1.direct.cmd.ledger.>");
+        assert_eq!(ns.direct(&ns.partition_replies(3)), "t1.direct.reply.3.*");
+        assert_eq!(ns.undirect(&ns.direct(&command)).as_deref(), Some(command.as_str()));
+        let reply = ns.reply_subject(3, "ledger");
+        let back = ns.undirect(&ns.direct(&reply)).unwrap();
+        assert_eq!(ns.reply_sender(&back), Some("ledger"));
+        assert_eq!(ns.undirect(&reply), None, "a stream subject is not a direct one");
+        assert_eq!(ns.undirect("t2.direct.reply.3.ledger"), None, "another namespace's");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub use skald_testkit::fixtures::{definitions_dir, three_steps};
 pub use skald_testkit::{
     Backend, NATS_URL, SecuredBus, TempDatabase as TestDb, delete_streams, token,
 };
+pub use skald_transport::Delivery;
 
 /// Partitions of the orchestrators tests start.
 pub const PARTITIONS: u32 = 4;
@@ -59,7 +60,17 @@ impl RunningOrchestrator {
         prefix: &str,
         definitions: PathBuf,
     ) -> Result<Self> {
-        Self::start_with(nats_url, db, prefix, definitions, None).await
+        Self::start_with(nats_url, db, prefix, definitions, None, Delivery::JetStream).await
+    }
+
+    /// Start with commands and replies delivered as `delivery` says.
+    pub async fn start_delivering(
+        db: &TestDb,
+        prefix: &str,
+        definitions: PathBuf,
+        delivery: Delivery,
+    ) -> Result<Self> {
+        Self::start_with(NATS_URL, db, prefix, definitions, None, delivery).await
     }
 
     /// Start with the HTTP API and console on a free port of 127.0.0.1
@@ -70,7 +81,7 @@ impl RunningOrchestrator {
         definitions: PathBuf,
         tokens: orchestrator::api::Tokens,
     ) -> Result<Self> {
-        Self::start_with(NATS_URL, db, prefix, definitions, Some(tokens)).await
+        Self::start_with(NATS_URL, db, prefix, definitions, Some(tokens), Delivery::JetStream).await
     }
 
     async fn start_with(
@@ -79,9 +90,13 @@ impl RunningOrchestrator {
         prefix: &str,
         definitions: PathBuf,
         http_tokens: Option<orchestrator::api::Tokens>,
+        delivery: Delivery,
     ) -> Result<Self> {
         let config = ServeConfig {
-            bus: skald_transport::BusOptions::plain(nats_url),
+            bus: skald_transport::BusOptions {
+                delivery,
+                ..skald_transport::BusOptions::plain(nats_url)
+            },
             database_url: db.url.clone(),
             prefix: prefix.into(),
             definitions,

@@ -97,32 +97,66 @@ async fn handle(
     partition: i32,
     msg: jetstream::Message,
 ) {
-    let terminate = |reason: TerminatedReply| {
-        driver.metrics().reply_terminated(reason);
-        ack(&msg, AckKind::Term)
+    let kind = match judge(driver, gate, partition, &msg.payload, &msg.subject).await {
+        Verdict::Recorded { .. } | Verdict::Lost => AckKind::Ack,
+        Verdict::Terminated { .. } => AckKind::Term,
+        Verdict::Again => AckKind::Nak(Some(RETRY_DELAY)),
     };
-    let outcome = if msg.payload.len() > BODY_BYTES_MAX {
-        Err(format!("reply of {} bytes is over the limit", msg.payload.len()))
+    ack(&msg, kind).await;
+}
+
+/// What became of one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Its events are committed (or it repeated one already recorded).
+    Recorded { msg_id: String },
+    /// It can never be applied; `msg_id` when it names a command its sender
+    /// was asked for (the saga moved on, or is gone), so that command is
+    /// answered for good.
+    Terminated { msg_id: Option<String> },
+    /// The fault gate lost it on its way in.
+    Lost,
+    /// Not recorded this time (a store error, a partition being lost): it
+    /// must come again.
+    Again,
+}
+
+/// Check and apply one reply received on `subject` (a stream subject:
+/// `<prefix>.reply.<partition>.<sender>`).
+pub(crate) async fn judge(
+    driver: &Driver,
+    gate: Option<&dyn ReplyGate>,
+    partition: i32,
+    payload: &[u8],
+    subject: &str,
+) -> Verdict {
+    let terminate = |reason: TerminatedReply, msg_id: Option<String>| {
+        driver.metrics().reply_terminated(reason);
+        Verdict::Terminated { msg_id }
+    };
+    let outcome = if payload.len() > BODY_BYTES_MAX {
+        Err(format!("reply of {} bytes is over the limit", payload.len()))
     } else {
-        serde_json::from_slice::<Reply>(&msg.payload).map_err(|e| format!("malformed reply: {e}"))
+        serde_json::from_slice::<Reply>(payload).map_err(|e| format!("malformed reply: {e}"))
     };
     let reply = match outcome {
         Ok(r) => r,
         Err(problem) => {
-            tracing::warn!(subject = %msg.subject, %problem, "terminating reply");
-            return terminate(TerminatedReply::Malformed).await;
+            tracing::warn!(%subject, %problem, "terminating reply");
+            return terminate(TerminatedReply::Malformed, None);
         }
     };
     // The consumer's filter lets only `<prefix>.reply.<partition>.<sender>` in.
-    let Some(sender) = driver.namespace().reply_sender(&msg.subject) else {
-        tracing::warn!(subject = %msg.subject, "terminating reply on a subject that names no sender");
-        return terminate(TerminatedReply::Malformed).await;
+    let Some(sender) = driver.namespace().reply_sender(subject) else {
+        tracing::warn!(%subject, "terminating reply on a subject that names no sender");
+        return terminate(TerminatedReply::Malformed, None);
     };
     let saga_id = reply.command_id.split('.').next().unwrap_or_default().to_owned();
+    let msg_id = sagas::protocol::msg_id(&reply.command_id, reply.attempt);
     if let Some(gate) = gate {
         match gate.admit(&reply).await {
             Admit::Once => {}
-            Admit::Lost => return ack(&msg, AckKind::Ack).await,
+            Admit::Lost => return Verdict::Lost,
             Admit::Twice => {
                 if let Err(e) = driver.handle_reply(&saga_id, reply.clone(), sender).await {
                     tracing::info!(%saga_id, error = %e, "the first of a repeated reply was refused");
@@ -131,19 +165,19 @@ async fn handle(
         }
     }
     match driver.handle_reply(&saga_id, reply, sender).await {
-        Ok(_) => ack(&msg, AckKind::Ack).await,
+        Ok(_) => Verdict::Recorded { msg_id },
         Err(e @ DriveError::WrongSender { .. }) => {
             // Only a misbehaving or hostile publisher answers for another.
-            tracing::warn!(%saga_id, subject = %msg.subject, error = %e, "terminating reply");
-            terminate(TerminatedReply::WrongSender).await;
+            tracing::warn!(%saga_id, %subject, error = %e, "terminating reply");
+            terminate(TerminatedReply::WrongSender, None)
         }
         Err(e @ DriveError::Transition(_)) => {
             tracing::warn!(%saga_id, error = %e, "terminating reply the saga cannot take");
-            terminate(TerminatedReply::Refused).await;
+            terminate(TerminatedReply::Refused, Some(msg_id))
         }
         Err(e @ DriveError::UnknownSaga { .. }) => {
             tracing::warn!(%saga_id, error = %e, "terminating reply for no known saga");
-            terminate(TerminatedReply::UnknownSaga).await;
+            terminate(TerminatedReply::UnknownSaga, Some(msg_id))
         }
         Err(DriveError::NotOwner { partition: sagas_partition })
             if sagas_partition != partition =>
@@ -151,10 +185,10 @@ async fn handle(
             // Only a misbehaving or hostile publisher puts it here: redelivering
             // it would keep it pending on this partition's consumer forever.
             tracing::warn!(
-                %saga_id, subject = %msg.subject, sagas_partition,
+                %saga_id, %subject, sagas_partition,
                 "terminating reply published on another partition's subject"
             );
-            terminate(TerminatedReply::WrongPartition).await;
+            terminate(TerminatedReply::WrongPartition, None)
         }
         Err(
             e @ (DriveError::UnknownDefinition { .. }
@@ -163,11 +197,11 @@ async fn handle(
             // Retrying cannot help: the saga needs an operator. The step's
             // timeout brings the answer back as a retry once it is repaired.
             tracing::error!(%saga_id, error = %e, "terminating reply: the saga cannot be loaded");
-            terminate(TerminatedReply::Unloadable).await;
+            terminate(TerminatedReply::Unloadable, None)
         }
         Err(e) => {
-            tracing::warn!(%saga_id, error = %e, "reply not recorded; it will be redelivered");
-            ack(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+            tracing::warn!(%saga_id, error = %e, "reply not recorded; it will come again");
+            Verdict::Again
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The engine's side of the bus: [`intake`] (each partition's replies → the
-//! driver), [`relay`] (the outbox → a [`skald_transport::publish::Publisher`])
+//! driver; [`direct`] for direct delivery), [`relay`] (the outbox → a [`skald_transport::publish::Publisher`])
 //! [`starter`] (start requests over NATS → the driver) and [`signals`] (events
 //! for waiting sagas over NATS → the driver).
 //!
@@ -8,6 +8,7 @@
 //! seams, the publisher and the intake's [`intake::ReplyGate`], and is
 //! compiled only with the `faults` feature (test builds).
 
+pub mod direct;
 #[cfg(feature = "faults")]
 pub mod faulty;
 pub mod intake;
@@ -70,6 +71,9 @@ pub(crate) async fn answer_requests<F, Fut>(
 pub struct Wire {
     pub publisher: Arc<dyn Publisher>,
     pub replies: Option<Arc<dyn intake::ReplyGate>>,
+    /// Direct delivery: the answered commands the intake hands to the relay
+    /// (`None`: JetStream delivery, where a row is forgotten once published).
+    pub answered: Option<Arc<direct::Answered>>,
 }
 
 impl Wire {
@@ -79,6 +83,32 @@ impl Wire {
         Self {
             publisher: Arc::new(skald_transport::publish::JetStreamPublisher::new(js)),
             replies: None,
+            answered: None,
+        }
+    }
+
+    /// On core NATS, outside the streams ([`direct`]).
+    #[must_use]
+    pub fn direct(client: async_nats::Client, ns: sagas::protocol::Namespace) -> Self {
+        Self {
+            publisher: Arc::new(skald_transport::publish::DirectPublisher::new(client, ns)),
+            replies: None,
+            answered: Some(Arc::default()),
+        }
+    }
+
+    /// As `delivery` says.
+    #[must_use]
+    pub fn new(
+        delivery: skald_transport::Delivery,
+        client: async_nats::Client,
+        ns: sagas::protocol::Namespace,
+    ) -> Self {
+        match delivery {
+            skald_transport::Delivery::JetStream => {
+                Self::jetstream(async_nats::jetstream::new(client))
+            }
+            skald_transport::Delivery::Direct => Self::direct(client, ns),
         }
     }
 }

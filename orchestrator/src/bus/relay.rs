@@ -15,10 +15,20 @@
 //! meets a row also handed over) is dropped by JetStream's dedupe window.
 //! When NATS is down the rows stay and the relay retries with backoff.
 //!
+//! With direct delivery ([`crate::bus::direct`]) nothing acknowledges a
+//! publish: a published row is kept, in the table and in memory
+//! ([`WAITING_MAX`] at most), and sent again after [`RESEND_FIRST`], then
+//! after pauses that double up to [`RESEND_MAX`], until the intake reports
+//! its reply recorded; then it is deleted like an acknowledged one. A row of a
+//! partition this instance no longer owns is dropped from memory (its new
+//! owner's scan finds it). The table is then scanned a batch at a time from
+//! where the last scan stopped, so rows kept waiting never hide the rest.
+//!
 //! Each command also carries a W3C `traceparent` header derived from the row's
 //! saga id and message id ([`crate::trace::traceparent`]): the saga's trace,
 //! a span per attempt. Nothing about it is stored.
 
+use crate::bus::direct::Answered;
 use crate::cluster::partitions::Ownership;
 use crate::store::Store;
 use crate::store::entities::outbox;
@@ -27,6 +37,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sagas::protocol::{HEADER_MSG_ID, HEADER_TRACEPARENT};
 use skald_transport::publish::{Publisher, arranged};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +58,17 @@ const DELETE_BATCH_MAX: usize = 1_024;
 const ROUND_ACKS_MAX: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the outbox to drain.
 const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// Direct delivery: the first pause before an unanswered command is sent again.
+pub const RESEND_FIRST: Duration = Duration::from_secs(2);
+/// Direct delivery: the longest pause between two sends of one command.
+pub const RESEND_MAX: Duration = Duration::from_secs(30);
+/// Direct delivery: how often the relay looks for commands due again.
+const RESEND_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Direct delivery: how often the table is scanned for rows not in memory.
+const DIRECT_SCAN_EVERY: Duration = Duration::from_secs(10);
+/// Direct delivery: most unanswered commands kept in memory; the rest wait
+/// in the table for a scan.
+pub const WAITING_MAX: usize = 65_536;
 
 /// What the relay works with: the store (its outbox and hand-off), which
 /// partitions are this instance's, and where commands are published.
@@ -55,6 +77,9 @@ pub struct RelayParts {
     pub store: Store,
     pub ownership: Ownership,
     pub publisher: Arc<dyn Publisher>,
+    /// Direct delivery: the commands the intake reports answered. `None`:
+    /// JetStream delivery, where a row is deleted once JetStream has it.
+    pub answered: Option<Arc<Answered>>,
 }
 
 /// Run until `shutdown`, then drain what is left for a short while.
@@ -111,30 +136,117 @@ pub async fn run(parts: RelayParts, shutdown: CancellationToken) {
 
 struct Relay {
     parts: RelayParts,
-    /// Rows JetStream acknowledged, still to be deleted.
+    /// Rows JetStream acknowledged (or, with direct delivery, whose reply
+    /// was recorded), still to be deleted.
     acked: Vec<i64>,
     /// When the oldest of `acked` was acknowledged.
     acked_since: Option<Instant>,
     last_scan: Instant,
+    /// Direct delivery: the published rows waiting for their replies.
+    waiting: Option<Waiting>,
+}
+
+/// Direct delivery's published, unanswered commands, by message id.
+#[derive(Default)]
+struct Waiting {
+    rows: HashMap<String, Resend>,
+    last_check: Option<Instant>,
+    /// Where the next scan of the table starts (row id).
+    cursor: i64,
+}
+
+struct Resend {
+    row: outbox::Model,
+    /// Other rows with the same message id (queued again by a takeover).
+    also: Vec<i64>,
+    due: Instant,
+    pause: Duration,
 }
 
 impl Relay {
     fn new(parts: RelayParts) -> Self {
-        Self { parts, acked: Vec::new(), acked_since: None, last_scan: Instant::now() }
+        let waiting = parts.answered.is_some().then(Waiting::default);
+        Self { parts, acked: Vec::new(), acked_since: None, last_scan: Instant::now(), waiting }
     }
 
     /// How long the relay may sleep when it has nothing to publish.
     fn idle_for(&self) -> Duration {
-        let scan = SCAN_EVERY.saturating_sub(self.last_scan.elapsed());
-        match self.acked_since {
-            Some(since) => scan.min(DELETE_EVERY.saturating_sub(since.elapsed())),
-            None => scan,
+        let every = if self.waiting.is_some() { DIRECT_SCAN_EVERY } else { SCAN_EVERY };
+        let mut idle = every.saturating_sub(self.last_scan.elapsed());
+        if let Some(since) = self.acked_since {
+            idle = idle.min(DELETE_EVERY.saturating_sub(since.elapsed()));
+        }
+        if self.waiting.as_ref().is_some_and(|w| !w.rows.is_empty()) {
+            idle = idle.min(RESEND_CHECK_EVERY);
+        }
+        idle
+    }
+
+    /// Direct delivery: move the rows whose replies were recorded to `acked`.
+    fn forget_answered(&mut self) {
+        let (Some(waiting), Some(answered)) = (&mut self.waiting, &self.parts.answered) else {
+            return;
+        };
+        for msg_id in answered.take() {
+            if let Some(done) = waiting.rows.remove(&msg_id) {
+                self.acked.push(done.row.id);
+                self.acked.extend(done.also);
+                self.acked_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Direct delivery: remember published rows until they are answered; a
+    /// row already waiting (the same message id) only adds its id.
+    fn keep_waiting(&mut self, rows: Vec<outbox::Model>) {
+        let Some(waiting) = &mut self.waiting else { return };
+        let due = Instant::now() + RESEND_FIRST;
+        for row in rows {
+            if let Some(known) = waiting.rows.get_mut(&row.msg_id) {
+                if known.row.id != row.id && !known.also.contains(&row.id) {
+                    known.also.push(row.id);
+                }
+            } else if waiting.rows.len() < WAITING_MAX {
+                let resend = Resend { row, also: Vec::new(), due, pause: RESEND_FIRST };
+                waiting.rows.insert(resend.row.msg_id.clone(), resend);
+            }
+        }
+    }
+
+    /// Direct delivery: send again the commands due, at most a batch; forget
+    /// the ones of partitions no longer owned. The number sent.
+    async fn resend_due(&mut self) -> Result<usize, String> {
+        let ownership = self.parts.ownership.clone();
+        let Some(waiting) = &mut self.waiting else { return Ok(0) };
+        let now = Instant::now();
+        if waiting.last_check.is_some_and(|at| now.duration_since(at) < RESEND_CHECK_EVERY) {
+            return Ok(0);
+        }
+        waiting.last_check = Some(now);
+        waiting.rows.retain(|_, r| ownership.fence(r.row.partition).is_ok());
+        let mut due: Vec<outbox::Model> = Vec::new();
+        for resend in waiting.rows.values_mut() {
+            if resend.due <= now && due.len() < crate::store::OUTBOX_BATCH_MAX as usize {
+                resend.pause = (resend.pause * 2).min(RESEND_MAX);
+                resend.due = now + resend.pause;
+                due.push(resend.row.clone());
+            }
+        }
+        if due.is_empty() {
+            return Ok(0);
+        }
+        tracing::debug!(commands = due.len(), "sending unanswered commands again");
+        let (sent, error) = publish(self.parts.publisher.as_ref(), due).await;
+        match error {
+            Some(e) if sent.is_empty() => Err(e),
+            _ => Ok(sent.len()),
         }
     }
 
     /// Publish one batch: `Some(n)` rows published, `None` when there was
     /// nothing to do; acknowledged rows are deleted when their batch is due.
     async fn round(&mut self) -> Result<Option<usize>, String> {
+        self.forget_answered();
         let rows = self.next_rows().await?;
         let result = if rows.is_empty() {
             Ok(None)
@@ -144,14 +256,22 @@ impl Relay {
                 // The rows not acknowledged stay in the table: find them again.
                 self.parts.store.handoff().miss();
             }
-            if !acked.is_empty() {
+            let count = acked.len();
+            if self.waiting.is_some() {
+                self.keep_waiting(acked);
+            } else if !acked.is_empty() {
                 self.acked_since.get_or_insert_with(Instant::now);
-                self.acked.extend(&acked);
+                self.acked.extend(acked.iter().map(|row| row.id));
             }
             match error {
-                Some(e) if acked.is_empty() => Err(e),
-                _ => Ok(Some(acked.len())),
+                Some(e) if count == 0 => Err(e),
+                _ => Ok(Some(count)),
             }
+        };
+        let result = match (result, self.resend_due().await) {
+            (Ok(None), Ok(n)) if n > 0 => Ok(Some(0)),
+            (Ok(_), Err(e)) => Err(e),
+            (result, _) => result,
         };
         let due = self.acked.len() >= DELETE_BATCH_MAX
             || self.acked_since.is_some_and(|since| since.elapsed() >= DELETE_EVERY);
@@ -165,9 +285,10 @@ impl Relay {
     async fn next_rows(&mut self) -> Result<Vec<outbox::Model>, String> {
         let store = self.parts.store.clone();
         let handoff = store.handoff();
+        let every = if self.waiting.is_some() { DIRECT_SCAN_EVERY } else { SCAN_EVERY };
         let older_than = if handoff.take_missed() {
             None
-        } else if self.last_scan.elapsed() >= SCAN_EVERY {
+        } else if self.last_scan.elapsed() >= every {
             Some(store.clock().now_db() - SCAN_AGE_MS)
         } else {
             let rows = handoff.take(crate::store::OUTBOX_BATCH_MAX as usize);
@@ -180,8 +301,9 @@ impl Relay {
         }
         self.last_scan = Instant::now();
         let owned = self.parts.ownership.filter();
+        let after = self.waiting.as_ref().map_or(0, |w| w.cursor);
         let rows = match store
-            .outbox_batch(crate::store::OUTBOX_BATCH_MAX, owned.as_deref(), older_than)
+            .outbox_after(after, crate::store::OUTBOX_BATCH_MAX, owned.as_deref(), older_than)
             .await
         {
             Ok(rows) => rows,
@@ -190,9 +312,22 @@ impl Relay {
                 return Err(e.to_string());
             }
         };
-        if rows.len() as u64 >= crate::store::OUTBOX_BATCH_MAX {
+        let full = rows.len() as u64 >= crate::store::OUTBOX_BATCH_MAX;
+        if full {
             handoff.miss(); // more where these came from
         }
+        let rows = match &mut self.waiting {
+            None => rows,
+            Some(waiting) => {
+                // Walk on from here next time; start over after the last batch.
+                waiting.cursor = if full { rows.last().map_or(0, |r| r.id) } else { 0 };
+                // Rows waiting in memory are sent again on their own schedule.
+                let (known, new): (Vec<_>, Vec<_>) =
+                    rows.into_iter().partition(|r| waiting.rows.contains_key(&r.msg_id));
+                self.keep_waiting(known);
+                new
+            }
+        };
         // What was handed over meanwhile goes too: its wake-up brought this
         // round, so a later round would not be woken for it.
         let mut rows = rows;
@@ -216,11 +351,11 @@ impl Relay {
     }
 }
 
-/// Publish `rows`; the ids JetStream acknowledged, and the first error.
+/// Publish `rows`; the rows JetStream acknowledged, and the first error.
 async fn publish(
     publisher: &dyn Publisher,
     rows: Vec<outbox::Model>,
-) -> (Vec<i64>, Option<String>) {
+) -> (Vec<outbox::Model>, Option<String>) {
     // Pipeline: send every publish first, then collect the acks.
     let mut pending = Vec::with_capacity(rows.len());
     let mut first_error = None;
@@ -236,9 +371,9 @@ async fn publish(
             msg_id = %row.msg_id,
         );
         crate::trace::link(&span, &row.saga_id);
-        let publish = publisher.publish(row.subject, headers, row.body);
+        let publish = publisher.publish(row.subject.clone(), headers, row.body.clone());
         match publish.instrument(span).await {
-            Ok(ack) => pending.push((row.id, ack)),
+            Ok(ack) => pending.push((row, ack)),
             Err(e) => {
                 first_error = Some(e.to_string());
                 break;
@@ -248,7 +383,7 @@ async fn publish(
     // All acks are awaited together under one deadline: acks lost with a
     // connection cost one deadline per round, not one timeout per row.
     let mut acks: FuturesUnordered<_> =
-        pending.into_iter().map(|(id, ack)| async move { (id, ack.await) }).collect();
+        pending.into_iter().map(|(row, ack)| async move { (row, ack.await) }).collect();
     let mut done = Vec::with_capacity(acks.len());
     let deadline = tokio::time::sleep(ROUND_ACKS_MAX);
     tokio::pin!(deadline);
@@ -260,8 +395,8 @@ async fn publish(
                 first_error.get_or_insert_with(|| "acknowledgements timed out".into());
                 break;
             }
-            Some((id, result)) = acks.next() => match result {
-                Ok(_) => done.push(id),
+            Some((row, result)) = acks.next() => match result {
+                Ok(_) => done.push(row),
                 Err(e) => {
                     first_error.get_or_insert(e.to_string());
                 }
@@ -314,8 +449,12 @@ mod tests {
         let driver =
             Driver::new(store.clone(), Arc::new(registry), Namespace::new("t").unwrap(), 1);
         let publisher = Arc::new(NoPublisher);
-        let mut relay =
-            Relay::new(RelayParts { store, ownership: driver.ownership().clone(), publisher });
+        let mut relay = Relay::new(RelayParts {
+            store,
+            ownership: driver.ownership().clone(),
+            publisher,
+            answered: None,
+        });
         assert!(
             relay.next_rows().await.unwrap().is_empty(),
             "the first round scans an empty table"

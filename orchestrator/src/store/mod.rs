@@ -448,8 +448,21 @@ impl Store {
         partitions: Option<&[i32]>,
         created_before_ms: Option<i64>,
     ) -> Result<Vec<outbox::Model>, StoreError> {
+        self.outbox_after(0, limit, partitions, created_before_ms).await
+    }
+
+    /// As [`Store::outbox_batch`], only rows with an id above `after_id`
+    /// (a scan that walks the table a batch at a time).
+    pub async fn outbox_after(
+        &self,
+        after_id: i64,
+        limit: u64,
+        partitions: Option<&[i32]>,
+        created_before_ms: Option<i64>,
+    ) -> Result<Vec<outbox::Model>, StoreError> {
         self.fault("outbox", false)?;
         Ok(outbox::Entity::find()
+            .filter(outbox::Column::Id.gt(after_id))
             .apply_if(partitions, |q, ps| {
                 q.filter(outbox::Column::Partition.is_in(ps.iter().copied()))
             })

@@ -10,6 +10,10 @@
 //!   (`<prefix>.reply.*.X`), answer the inspections sent to it
 //!   (`<prefix>.inspect.X`), and hand events from outside to waiting sagas
 //!   (`<prefix>.signal.>`).
+//! - With direct delivery the same holds on the `<prefix>.direct.` subjects:
+//!   only the orchestrator publishes commands there and reads replies; `X`
+//!   reads only `<prefix>.direct.cmd.X.>` and answers only on
+//!   `<prefix>.direct.reply.*.X`.
 //! - A **starter** may publish start requests (`<prefix>.start.>`) and events
 //!   for waiting sagas (`<prefix>.signal.>`), and nothing else.
 //!
@@ -124,8 +128,15 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
                 format!("$JS.API.CONSUMER.INFO.{commands}.*"),
                 format!("$JS.API.CONSUMER.NAMES.{commands}"),
                 format!("$JS.ACK.{replies}.>"),
+                // Direct delivery (`--delivery direct`): commands outside the streams.
+                ns.direct(&format!("{p}.cmd.>")),
             ],
-            subscribe: vec![format!("{p}.start.>"), format!("{p}.signal.>"), inbox],
+            subscribe: vec![
+                format!("{p}.start.>"),
+                format!("{p}.signal.>"),
+                ns.direct(&format!("{p}.reply.>")),
+                inbox,
+            ],
             answer_requests: true,
         },
         Role::Participant => Permissions {
@@ -143,8 +154,13 @@ pub fn permissions(ns: &Namespace, identity: &Identity) -> Permissions {
                 ),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{commands}.{name}"),
                 format!("$JS.ACK.{commands}.{name}.>"),
+                ns.direct(&ns.replies_of(name)),
             ],
-            subscribe: vec![ns.inspect_subject(name), inbox],
+            subscribe: vec![
+                ns.inspect_subject(name),
+                ns.direct(&ns.participant_filter(name)),
+                inbox,
+            ],
             // The answer to an inspection goes to the asker's reply subject.
             answer_requests: true,
         },
@@ -294,7 +310,9 @@ mod tests {
         );
         assert!(!p.publish.iter().any(|s| s.starts_with("t1.cmd") || s.starts_with("t1.start")));
         assert!(p.publish.contains(&"t1.signal.>".to_owned()), "it hands webhooks to sagas");
-        assert_eq!(p.subscribe, ["t1.inspect.ledger", "_INBOX_ledger.>"]);
+        assert_eq!(p.subscribe, ["t1.inspect.ledger", "t1.direct.cmd.ledger.>", "_INBOX_ledger.>"]);
+        assert!(p.publish.contains(&"t1.direct.reply.*.ledger".to_owned()));
+        assert!(!p.publish.iter().any(|s| s.starts_with("t1.direct.cmd")));
         assert!(p.answer_requests, "it answers the inspections sent to it");
     }
 
@@ -303,6 +321,8 @@ mod tests {
         let ns = Namespace::new("t1").unwrap();
         let o = permissions(&ns, &id("orchestrator", Role::Orchestrator));
         assert!(o.publish.contains(&"t1.cmd.>".to_owned()));
+        assert!(o.publish.contains(&"t1.direct.cmd.>".to_owned()));
+        assert!(o.subscribe.contains(&"t1.direct.reply.>".to_owned()));
         assert!(o.answer_requests);
         let s = permissions(&ns, &id("api", Role::Starter));
         assert_eq!(

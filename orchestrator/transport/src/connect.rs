@@ -18,6 +18,7 @@
 //! | `--nats-tls-cert`     | `NATS_TLS_CERT`      | client certificate (PEM), for mutual TLS      |
 //! | `--nats-tls-key`      | `NATS_TLS_KEY`       | the client certificate's key (PEM)            |
 //! | `--nats-inbox-prefix` | `NATS_INBOX_PREFIX`  | subject prefix of this client's reply inboxes |
+//! | `--delivery`          | `SKALD_DELIVERY`     | how commands and replies travel: `jetstream` or `direct` ([`Delivery`]) |
 //!
 //! At most one kind of credential may be given. A process that starts
 //! another Skald process passes them on through the environment
@@ -82,6 +83,40 @@ pub struct BusOptions {
     /// bus that gives each identity its own inboxes lets it subscribe only there.
     #[arg(long = "nats-inbox-prefix", env = "NATS_INBOX_PREFIX")]
     pub inbox_prefix: Option<String>,
+    /// How commands and replies travel: `jetstream` (stored in streams and
+    /// acknowledged) or `direct` (core NATS to the live participant; the
+    /// orchestrator's outbox sends again what is not answered). The
+    /// orchestrator and every participant must use the same.
+    #[arg(long = "delivery", env = "SKALD_DELIVERY", value_enum, default_value_t = Delivery::JetStream)]
+    pub delivery: Delivery,
+}
+
+/// How commands reach participants and replies reach the orchestrator
+/// (DESIGN.md, wire protocol; docs/delivery.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Delivery {
+    /// Through the commands and replies streams: each message is stored,
+    /// delivered from the stream and acknowledged (8 messages per command).
+    #[default]
+    #[value(name = "jetstream")]
+    JetStream,
+    /// On core NATS subjects outside the streams (`<prefix>.direct.…`): a
+    /// command goes to a live replica of its participant and the reply comes
+    /// straight back (4 messages per command). Nothing is stored on the bus:
+    /// the outbox row stays until the reply is recorded and is sent again,
+    /// with growing pauses, until then.
+    Direct,
+}
+
+impl Delivery {
+    /// The value of `--delivery` / `SKALD_DELIVERY` that selects it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JetStream => "jetstream",
+            Self::Direct => "direct",
+        }
+    }
 }
 
 impl std::fmt::Debug for BusOptions {
@@ -99,6 +134,7 @@ impl std::fmt::Debug for BusOptions {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("inbox_prefix", &self.inbox_prefix)
+            .field("delivery", &self.delivery)
             .finish()
     }
 }
@@ -339,6 +375,7 @@ impl BusOptions {
             ("NATS_TLS_CERT", path(&self.tls_cert)),
             ("NATS_TLS_KEY", path(&self.tls_key)),
             ("NATS_INBOX_PREFIX", text(&self.inbox_prefix)),
+            ("SKALD_DELIVERY", Some(self.delivery.as_str().into())),
         ]
     }
 

@@ -24,7 +24,7 @@ pub mod consumers;
 pub mod publish;
 pub mod streams;
 
-pub use connect::{BusOptions, BusOptionsError, connect};
+pub use connect::{BusOptions, BusOptionsError, Delivery, connect};
 
 /// Something NATS or JetStream refused while setting up.
 #[derive(Debug, thiserror::Error)]

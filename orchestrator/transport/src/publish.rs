@@ -1,11 +1,15 @@
 //! The seam commands leave through: a [`Publisher`] the orchestrator's outbox
-//! relay is given. [`JetStreamPublisher`] is the real one; the fault suite
+//! relay is given. [`JetStreamPublisher`] and [`DirectPublisher`] are the real ones; the fault suite
 //! wraps it in one that drops, duplicates, holds and reorders (compiled only
 //! into test builds), so no fault code sits on the production path.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishError};
+use async_nats::jetstream::{
+    self,
+    context::{PublishError, PublishErrorKind},
+};
 use futures::future::BoxFuture;
+use sagas::protocol::Namespace;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
@@ -88,6 +92,40 @@ impl Publisher for JetStreamPublisher {
         Box::pin(async move {
             let ack = self.js.publish_with_headers(subject, headers, body.into()).await?;
             Ok(Ack::new(async move { ack.await.map(|_| ()) }))
+        })
+    }
+}
+
+/// The direct publisher (`--delivery direct`): core NATS, on the command's
+/// direct subject ([`Namespace::direct`]), outside the streams. There is no
+/// acknowledgement: the [`Ack`] is ready once the message is handed to the
+/// connection, and the outbox keeps the command until its reply is recorded.
+#[derive(Debug, Clone)]
+pub struct DirectPublisher {
+    client: async_nats::Client,
+    ns: Namespace,
+}
+
+impl DirectPublisher {
+    #[must_use]
+    pub fn new(client: async_nats::Client, ns: Namespace) -> Self {
+        Self { client, ns }
+    }
+}
+
+impl Publisher for DirectPublisher {
+    fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: String,
+    ) -> BoxFuture<'_, Result<Ack, PublishError>> {
+        Box::pin(async move {
+            self.client
+                .publish_with_headers(self.ns.direct(&subject), headers, body.into())
+                .await
+                .map_err(|e| PublishError::with_source(PublishErrorKind::BrokenPipe, e))?;
+            Ok(Ack::ready())
         })
     }
 }

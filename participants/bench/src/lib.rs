@@ -135,6 +135,7 @@ async fn run(args: Args) -> Result<()> {
         in_flight_max: args.concurrency,
         crash_after_commit: args.crash_after_commit_step.map(|k| format!("step{k}")),
         commit_group_max: args.commit_group_max,
+        delivery: args.bus.delivery,
         ..Config::new(nats, namespace, db)
     };
     participant.run(config, shutdown).await.context("the bench participant stopped")?;

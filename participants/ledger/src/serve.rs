@@ -43,6 +43,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<()>
     let sdk = Config {
         in_flight_max: config.concurrency,
         commit_group_max: config.commit_group_max,
+        delivery: config.bus.delivery,
         ..Config::new(nats, config.namespace, store.db().clone())
     };
     handlers::participant().run(sdk, shutdown).await.context("the ledger participant stopped")?;

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub in_flight_max: usize,
     /// Where the provider's webhooks are taken (`POST /webhooks/psp`); `None`: not at all.
     pub webhook_listener: Option<tokio::net::TcpListener>,
+    /// How commands arrive (`--delivery`; the orchestrator's must match).
+    pub delivery: skald_participant::Delivery,
 }
 
 impl ServeConfig {
@@ -49,6 +51,7 @@ impl ServeConfig {
             reconcile: ReconcileConfig::default(),
             in_flight_max: skald_participant::IN_FLIGHT_MAX_DEFAULT,
             webhook_listener: None,
+            delivery: skald_participant::Delivery::JetStream,
         }
     }
 }
@@ -121,6 +124,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let sdk = Config {
         in_flight_max: config.in_flight_max,
+        delivery: config.delivery,
         ..Config::new(config.nats, config.namespace, config.db)
     };
     let result = participant(&payments).run(sdk, shutdown).await;

@@ -56,6 +56,10 @@ pub struct Config {
     /// written and before its reply. Ignored on PostgreSQL, which commits
     /// concurrent transactions together by itself. 1..=256.
     pub commit_group_max: usize,
+    /// How commands arrive and replies leave: through the JetStream streams
+    /// (the default), or directly on core NATS (`--delivery direct`), as the
+    /// orchestrator sends them. See [`skald_transport::Delivery`].
+    pub delivery: skald_transport::Delivery,
 }
 
 impl Config {
@@ -72,6 +76,7 @@ impl Config {
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             crash_after_commit: None,
             commit_group_max: 1,
+            delivery: skald_transport::Delivery::JetStream,
         }
     }
 }

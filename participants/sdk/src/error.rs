@@ -16,4 +16,6 @@ pub enum SdkError {
     Migrate(#[source] DbErr),
     #[error(transparent)]
     Streams(#[from] TransportError),
+    #[error("cannot subscribe to this participant's direct commands: {0}")]
+    Subscribe(String),
 }

@@ -89,10 +89,10 @@ mod participant;
 mod process;
 mod reply;
 pub mod service;
-/// Where the bus is and who a participant is on it (flags, environment, TLS).
-pub use skald_transport::BusOptions;
 /// The streams of a namespace (settings shared with the orchestrator).
 pub use skald_transport::streams;
+/// Where the bus is and who a participant is on it (flags, environment, TLS).
+pub use skald_transport::{BusOptions, Delivery};
 mod tx;
 
 pub use config::{

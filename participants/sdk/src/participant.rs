@@ -12,13 +12,13 @@ use crate::execute::{Engine, Handlers};
 use crate::handler::Handler;
 use crate::inbox;
 use crate::inspect::{self, Inspector};
-use crate::process::Worker;
+use crate::process::{Busy, Delivered, Worker};
 use crate::tx::Db;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use sagas::definition::limits::NAME_LEN_MAX;
 use sagas::protocol::Kind;
-use skald_transport::{consumers, streams};
+use skald_transport::{Delivery, consumers, streams};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -170,17 +170,41 @@ impl Participant {
 
         inbox::migration::migrate(&config.db).await.map_err(SdkError::Migrate)?;
         let js = jetstream::new(config.nats.clone());
-        let Some(commands) = streams_when_ready(&js, &config.namespace, &shutdown).await? else {
-            return Ok(());
+        let source = match config.delivery {
+            Delivery::JetStream => {
+                let Some(commands) = streams_when_ready(&js, &config.namespace, &shutdown).await?
+                else {
+                    return Ok(());
+                };
+                let consumer =
+                    consumers::participant_consumer(&commands, &config.namespace, &self.name)
+                        .await?;
+                info!(
+                    participant = %self.name,
+                    stream = %config.namespace.commands_stream(),
+                    in_flight_max = config.in_flight_max,
+                    "participant running"
+                );
+                Source::Stream(consumer)
+            }
+            Delivery::Direct => {
+                let subject =
+                    config.namespace.direct(&config.namespace.participant_filter(&self.name));
+                // Replicas share one queue group: each command reaches one of them.
+                let commands = config
+                    .nats
+                    .queue_subscribe(subject.clone(), self.name.clone())
+                    .await
+                    .map_err(|e| SdkError::Subscribe(e.to_string()))?;
+                info!(
+                    participant = %self.name,
+                    %subject,
+                    in_flight_max = config.in_flight_max,
+                    "participant running (direct delivery)"
+                );
+                Source::Direct(commands)
+            }
         };
-        let consumer =
-            consumers::participant_consumer(&commands, &config.namespace, &self.name).await?;
-        info!(
-            participant = %self.name,
-            stream = %config.namespace.commands_stream(),
-            in_flight_max = config.in_flight_max,
-            "participant running"
-        );
 
         let inspections = tokio::spawn(inspect::serve(
             config.nats.clone(),
@@ -202,10 +226,20 @@ impl Participant {
             js,
             namespace: config.namespace.clone(),
             redelivery_delay: config.redelivery_delay,
+            busy: Busy::default(),
         });
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
-        pull_loop(&consumer, &worker, &tracker, &abandon, config.in_flight_max, &shutdown).await;
+        match source {
+            Source::Stream(consumer) => {
+                pull_loop(&consumer, &worker, &tracker, &abandon, config.in_flight_max, &shutdown)
+                    .await;
+            }
+            Source::Direct(commands) => {
+                direct_loop(commands, &worker, &tracker, &abandon, config.in_flight_max, &shutdown)
+                    .await;
+            }
+        }
 
         tracker.close();
         info!(participant = %self.name, in_flight = tracker.len(), "stopping: draining in-flight commands");
@@ -234,6 +268,61 @@ impl Participant {
 }
 
 /// Pull commands while there are free in-flight slots, until shutdown.
+/// Where commands come from.
+enum Source {
+    Stream(PullConsumer),
+    Direct(async_nats::Subscriber),
+}
+
+/// Direct delivery: take commands as they arrive, at most `in_flight_max`
+/// handled at once (the rest wait in the subscription; if it overflows,
+/// NATS drops them and the orchestrator sends them again). On shutdown the
+/// subscription is dropped: commands not taken are sent again to a replica
+/// that runs.
+async fn direct_loop(
+    mut commands: async_nats::Subscriber,
+    worker: &Arc<Worker>,
+    tracker: &TaskTracker,
+    abandon: &CancellationToken,
+    in_flight_max: usize,
+    shutdown: &CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight_max));
+    loop {
+        let slot = tokio::select! {
+            biased;
+            // Cancelled on shutdown: waiting for a slot holds nothing.
+            () = shutdown.cancelled() => break,
+            // Cancelled on shutdown: no slot taken.
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let msg = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            // Cancelled on shutdown: a message not yet taken stays unhandled.
+            msg = commands.next() => match msg {
+                Some(msg) => msg,
+                None => {
+                    warn!("the command subscription ended; no more commands are taken");
+                    break;
+                }
+            },
+        };
+        let worker = Arc::clone(worker);
+        let abandon = abandon.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            worker.run(Delivered::Direct(msg), abandon).await;
+        });
+    }
+    if let Err(e) = commands.unsubscribe().await {
+        warn!(error = %e, "cannot unsubscribe from commands");
+    }
+}
+
 async fn pull_loop(
     consumer: &PullConsumer,
     worker: &Arc<Worker>,
@@ -301,7 +390,7 @@ async fn pull_loop(
             let abandon = abandon.clone();
             tracker.spawn(async move {
                 let _slot = slot;
-                worker.run(msg, abandon).await;
+                worker.run(Delivered::Stream(msg), abandon).await;
             });
         }
     }

@@ -1,4 +1,5 @@
-//! One command message, from JetStream delivery to ack.
+//! One command message, from JetStream delivery to ack (or, with direct
+//! delivery, from core NATS to the reply; see [`Delivered`]).
 //!
 //! Parse and check the message (a malformed one is terminated: redelivering it
 //! would never help), decide the answer ([`crate::execute`]), publish the
@@ -20,7 +21,9 @@ use crate::reply;
 use async_nats::jetstream::{self, AckKind};
 use sagas::protocol::{BODY_BYTES_MAX, Command, HEADER_TRACEPARENT, Namespace, command_id};
 use skald_transport::consumers::COMMAND_ACK_WAIT as ACK_WAIT;
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -28,19 +31,76 @@ use tracing::{Instrument, debug, info_span, warn};
 /// How often a command still being handled is reported "in progress".
 const PROGRESS_EVERY: Duration = Duration::from_secs(ACK_WAIT.as_secs() / 3);
 
+/// A command as it arrived.
+pub(crate) enum Delivered {
+    /// From the participant's durable consumer: acknowledged when answered.
+    Stream(jetstream::Message),
+    /// Directly, on core NATS: nothing to acknowledge; the orchestrator sends
+    /// it again until its reply arrives.
+    Direct(async_nats::Message),
+}
+
+impl Delivered {
+    fn message(&self) -> &async_nats::Message {
+        match self {
+            Self::Stream(msg) => msg,
+            Self::Direct(msg) => msg,
+        }
+    }
+
+    /// How many times JetStream delivered it (1 when it came directly).
+    fn delivered(&self) -> u32 {
+        match self {
+            Self::Stream(msg) => {
+                msg.info().map_or(1, |info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            }
+            Self::Direct(_) => 1,
+        }
+    }
+}
+
+/// Commands this replica is handling now (direct delivery): a copy sent
+/// again meanwhile is dropped, as the first will be answered.
+#[derive(Debug, Default)]
+pub(crate) struct Busy(Mutex<HashSet<String>>);
+
+impl Busy {
+    /// Claim `msg_id`; `None` when it is already being handled.
+    fn claim(&self, msg_id: String) -> Option<Claim<'_>> {
+        let claimed = self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(msg_id.clone());
+        // Built only when claimed: dropping a claim gives its id up.
+        claimed.then(|| Claim { busy: self, msg_id })
+    }
+}
+
+/// A claim on one command, given up when dropped.
+struct Claim<'a> {
+    busy: &'a Busy,
+    msg_id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.busy.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.msg_id);
+    }
+}
+
 /// Handles commands for one participant; shared by all in-flight commands.
 pub(crate) struct Worker {
     pub engine: Engine,
     pub js: jetstream::Context,
     pub namespace: Namespace,
     pub redelivery_delay: Duration,
+    /// Direct delivery's commands being handled.
+    pub busy: Busy,
 }
 
 impl Worker {
     /// Handle one message, unless `abandon` fires first (shutdown grace spent):
     /// then the handler is dropped, its transaction rolls back, and the
-    /// command goes back to JetStream for another replica, without a reply.
-    pub async fn run(&self, msg: jetstream::Message, abandon: CancellationToken) {
+    /// command goes back to JetStream for another replica, without a reply
+    /// (a direct one is sent again by the orchestrator).
+    pub async fn run(&self, msg: Delivered, abandon: CancellationToken) {
         let abandoned = tokio::select! {
             // Cancelled when abandoned: the handler future is dropped mid-way;
             // nothing it did is committed, replied or acked.
@@ -49,20 +109,19 @@ impl Worker {
             () = abandon.cancelled() => true,
         };
         if abandoned {
-            warn!(subject = %msg.subject, "shutting down: handler abandoned, command handed back");
+            warn!(subject = %msg.message().subject, "shutting down: handler abandoned, command handed back");
             settle(&msg, AckKind::Nak(None)).await;
         }
     }
 
-    async fn handle(&self, msg: &jetstream::Message) {
-        let delivered =
-            msg.info().map_or(1, |info| u32::try_from(info.delivered).unwrap_or(u32::MAX));
-        let command = match parse(&msg.payload, &self.namespace) {
+    async fn handle(&self, msg: &Delivered) {
+        let delivered = msg.delivered();
+        let command = match parse(&msg.message().payload, &self.namespace) {
             Ok(command) => command,
             Err(why) => {
                 warn!(
                     participant = %self.engine.participant,
-                    subject = %msg.subject,
+                    subject = %msg.message().subject,
                     delivered,
                     "malformed command terminated (JetStream will not redeliver it): {why}"
                 );
@@ -70,7 +129,19 @@ impl Worker {
                 return;
             }
         };
+        let _claim = match msg {
+            Delivered::Stream(_) => None,
+            Delivered::Direct(_) => {
+                let msg_id = sagas::protocol::msg_id(&command.command_id, command.attempt);
+                let Some(claim) = self.busy.claim(msg_id) else {
+                    debug!(command_id = %command.command_id, "already being handled: this copy is dropped");
+                    return;
+                };
+                Some(claim)
+            }
+        };
         let traceparent = msg
+            .message()
             .headers
             .as_ref()
             .and_then(|headers| headers.get(HEADER_TRACEPARENT))
@@ -92,7 +163,7 @@ impl Worker {
 
     async fn answer(
         &self,
-        msg: &jetstream::Message,
+        msg: &Delivered,
         command: &Command,
         delivered: u32,
         traceparent: Option<&str>,
@@ -111,7 +182,14 @@ impl Worker {
             }
         };
         debug!(?outcome, "answering");
-        match reply::publish(&self.js, command, outcome, traceparent).await {
+        let published = match msg {
+            Delivered::Stream(_) => reply::publish(&self.js, command, outcome, traceparent).await,
+            Delivered::Direct(_) => {
+                let client = self.js.client();
+                reply::publish_direct(&client, &self.namespace, command, outcome, traceparent).await
+            }
+        };
+        match published {
             Ok(()) => settle(msg, AckKind::Ack).await,
             Err(e) => {
                 warn!(error = %e, "reply not published; the command will be redelivered");
@@ -123,7 +201,10 @@ impl Worker {
 
 /// Run `work`, telling JetStream every [`PROGRESS_EVERY`] that the message is
 /// still being worked on.
-async fn with_progress<F: Future>(msg: &jetstream::Message, work: F) -> F::Output {
+async fn with_progress<F: Future>(msg: &Delivered, work: F) -> F::Output {
+    if let Delivered::Direct(_) = msg {
+        return work.await;
+    }
     let mut work = std::pin::pin!(work);
     let mut ticks =
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
@@ -138,8 +219,9 @@ async fn with_progress<F: Future>(msg: &jetstream::Message, work: F) -> F::Outpu
 }
 
 /// Ack, nak, term or report progress; a failure only means JetStream will
-/// redeliver, which the inbox makes harmless.
-async fn settle(msg: &jetstream::Message, kind: AckKind) {
+/// redeliver, which the inbox makes harmless. Nothing for a direct command.
+async fn settle(msg: &Delivered, kind: AckKind) {
+    let Delivered::Stream(msg) = msg else { return };
     if let Err(e) = msg.ack_with(kind).await {
         warn!(error = %e, subject = %msg.subject, "could not send {kind:?} to JetStream");
     }
@@ -224,6 +306,18 @@ mod tests {
 
     fn body(c: &Command) -> Vec<u8> {
         serde_json::to_vec(c).unwrap()
+    }
+
+    #[test]
+    fn a_command_is_claimed_once_until_its_claim_is_dropped() {
+        let busy = Busy::default();
+        let first = busy.claim("a/1".into()).expect("free");
+        assert!(busy.claim("a/1".into()).is_none(), "claimed already");
+        assert!(busy.claim("a/1".into()).is_none(), "a refused claim does not give it up");
+        let other = busy.claim("b/1".into()).expect("another command");
+        drop(first);
+        assert!(busy.claim("a/1".into()).is_some(), "given up with its claim");
+        drop(other);
     }
 
     #[test]

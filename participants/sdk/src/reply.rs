@@ -4,6 +4,7 @@
 //! `Nats-Msg-Id: <command id>/<attempt>/reply`: a redelivered command whose
 //! reply was already published is deduplicated by JetStream instead of
 //! reaching the orchestrator twice. Success means JetStream acknowledged it.
+//! With direct delivery the reply goes on core NATS instead ([`publish_direct`]).
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
@@ -16,6 +17,8 @@ pub(crate) enum PublishError {
     Encode(#[from] serde_json::Error),
     #[error("cannot publish the reply: {0}")]
     Publish(#[from] async_nats::jetstream::context::PublishError),
+    #[error("cannot publish the reply: {0}")]
+    Direct(String),
 }
 
 /// The dedupe id of the reply to one attempt.
@@ -40,4 +43,28 @@ pub(crate) async fn publish(
     let ack = js.publish_with_headers(command.reply_subject.clone(), headers, body.into()).await?;
     ack.await?;
     Ok(())
+}
+
+/// Direct delivery: publish the reply on core NATS, on the direct subject of
+/// the command's reply subject. Nothing acknowledges it: a reply lost on the
+/// way is asked for again by the orchestrator's re-send of the command.
+pub(crate) async fn publish_direct(
+    client: &async_nats::Client,
+    namespace: &sagas::protocol::Namespace,
+    command: &Command,
+    outcome: Outcome,
+    traceparent: Option<&str>,
+) -> Result<(), PublishError> {
+    let reply = Reply { command_id: command.command_id.clone(), attempt: command.attempt, outcome };
+    let body = serde_json::to_vec(&reply)?;
+    let subject = namespace.direct(&command.reply_subject);
+    let result = match traceparent {
+        Some(traceparent) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_TRACEPARENT, traceparent);
+            client.publish_with_headers(subject, headers, body.into()).await
+        }
+        None => client.publish(subject, body.into()).await,
+    };
+    result.map_err(|e| PublishError::Direct(e.to_string()))
 }

@@ -125,6 +125,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         in_flight_max: args.concurrency,
         webhook_listener,
+        delivery: args.bus.delivery,
         ..ServeConfig::new(nats, namespace, db, provider)
     };
     run(config, shutdown).await.context("the payment participant stopped")?;
