@@ -286,6 +286,13 @@ impl Namespace {
         format!("{}.cmd.{participant}.{action}", self.prefix)
     }
 
+    /// Whether `subject` is one of this namespace's command subjects
+    /// (`<prefix>.cmd.…`).
+    #[must_use]
+    pub fn is_command_subject(&self, subject: &str) -> bool {
+        subject.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with(".cmd."))
+    }
+
     /// All commands for one participant: what its durable consumer filters on.
     #[must_use]
     pub fn participant_filter(&self, participant: &str) -> String {
@@ -504,6 +511,9 @@ mod tests {
         assert_eq!(ns.direct(&ns.participant_filter("ledger")), "t1.direct.cmd.ledger.>");
         assert_eq!(ns.direct(&ns.partition_replies(3)), "t1.direct.reply.3.*");
         assert_eq!(ns.undirect(&ns.direct(&command)).as_deref(), Some(command.as_str()));
+        assert!(ns.is_command_subject(&command));
+        assert!(!ns.is_command_subject(&ns.ended_subject("bench")));
+        assert!(!ns.is_command_subject("t2.cmd.ledger.hold"));
         let reply = ns.reply_subject(3, "ledger");
         let back = ns.undirect(&ns.direct(&reply)).unwrap();
         assert_eq!(ns.reply_sender(&back), Some("ledger"));

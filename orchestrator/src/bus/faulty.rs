@@ -227,6 +227,10 @@ struct FaultyPublisher {
 }
 
 impl Publisher for FaultyPublisher {
+    fn kept_until_answered(&self, subject: &str) -> bool {
+        self.inner.kept_until_answered(subject)
+    }
+
     fn arrange(&self, n: usize) -> Option<Vec<usize>> {
         let f = &self.faults;
         if f.reorder <= 0.0 || n < 2 {

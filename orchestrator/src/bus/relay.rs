@@ -187,19 +187,38 @@ impl Relay {
         let (Some(waiting), Some(answered)) = (&mut self.waiting, &self.parts.answered) else {
             return;
         };
-        for msg_id in answered.take() {
-            if let Some(done) = waiting.rows.remove(&msg_id) {
+        let taken = answered.take();
+        let mut unknown = 0;
+        for msg_id in &taken {
+            if let Some(done) = waiting.rows.remove(msg_id) {
                 self.acked.push(done.row.id);
                 self.acked.extend(done.also);
                 self.acked_since.get_or_insert_with(Instant::now);
+            } else {
+                unknown += 1;
             }
+        }
+        if !taken.is_empty() {
+            tracing::trace!(
+                answered = taken.len(),
+                unknown,
+                waiting = waiting.rows.len(),
+                "answered commands forgotten"
+            );
         }
     }
 
     /// Direct delivery: remember published rows until they are answered; a
-    /// row already waiting (the same message id) only adds its id.
+    /// row already waiting (the same message id) only adds its id. (Without
+    /// direct delivery no row is kept: there are none.)
     fn keep_waiting(&mut self, rows: Vec<outbox::Model>) {
-        let Some(waiting) = &mut self.waiting else { return };
+        let Some(waiting) = &mut self.waiting else {
+            if !rows.is_empty() {
+                self.acked_since.get_or_insert_with(Instant::now);
+                self.acked.extend(rows.iter().map(|row| row.id));
+            }
+            return;
+        };
         let due = Instant::now() + RESEND_FIRST;
         for row in rows {
             if let Some(known) = waiting.rows.get_mut(&row.msg_id) {
@@ -235,7 +254,8 @@ impl Relay {
         if due.is_empty() {
             return Ok(0);
         }
-        tracing::debug!(commands = due.len(), "sending unanswered commands again");
+        let first = due.first().map(|row| row.msg_id.clone()).unwrap_or_default();
+        tracing::debug!(commands = due.len(), %first, "sending unanswered commands again");
         let (sent, error) = publish(self.parts.publisher.as_ref(), due).await;
         match error {
             Some(e) if sent.is_empty() => Err(e),
@@ -257,11 +277,13 @@ impl Relay {
                 self.parts.store.handoff().miss();
             }
             let count = acked.len();
-            if self.waiting.is_some() {
-                self.keep_waiting(acked);
-            } else if !acked.is_empty() {
+            let publisher = self.parts.publisher.clone();
+            let (kept, done): (Vec<_>, Vec<_>) =
+                acked.into_iter().partition(|row| publisher.kept_until_answered(&row.subject));
+            self.keep_waiting(kept);
+            if !done.is_empty() {
                 self.acked_since.get_or_insert_with(Instant::now);
-                self.acked.extend(acked.iter().map(|row| row.id));
+                self.acked.extend(done.iter().map(|row| row.id));
             }
             match error {
                 Some(e) if count == 0 => Err(e),

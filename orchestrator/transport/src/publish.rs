@@ -55,6 +55,14 @@ pub trait Publisher: Send + Sync + std::fmt::Debug {
         body: String,
     ) -> BoxFuture<'_, Result<Ack, PublishError>>;
 
+    /// Whether a message published on `subject` is kept in the outbox until
+    /// its reply is recorded (direct delivery's commands: nothing acknowledges
+    /// them) rather than forgotten once the publish is acknowledged.
+    fn kept_until_answered(&self, subject: &str) -> bool {
+        let _ = subject;
+        false
+    }
+
     /// The order in which to publish a batch of `len` messages, as indices;
     /// `None` (the default) keeps the batch's order.
     fn arrange(&self, len: usize) -> Option<Vec<usize>> {
@@ -96,20 +104,23 @@ impl Publisher for JetStreamPublisher {
     }
 }
 
-/// The direct publisher (`--delivery direct`): core NATS, on the command's
-/// direct subject ([`Namespace::direct`]), outside the streams. There is no
-/// acknowledgement: the [`Ack`] is ready once the message is handed to the
-/// connection, and the outbox keeps the command until its reply is recorded.
+/// The direct publisher (`--delivery direct`): commands on core NATS, on
+/// their direct subject ([`Namespace::direct`]), outside the streams. There
+/// is no acknowledgement: the [`Ack`] is ready once the message is handed to
+/// the connection, and the outbox keeps the command until its reply is
+/// recorded. Anything else (a saga's end) goes to JetStream as usual.
 #[derive(Debug, Clone)]
 pub struct DirectPublisher {
     client: async_nats::Client,
+    streams: JetStreamPublisher,
     ns: Namespace,
 }
 
 impl DirectPublisher {
     #[must_use]
     pub fn new(client: async_nats::Client, ns: Namespace) -> Self {
-        Self { client, ns }
+        let streams = JetStreamPublisher::new(jetstream::new(client.clone()));
+        Self { client, streams, ns }
     }
 }
 
@@ -120,6 +131,9 @@ impl Publisher for DirectPublisher {
         headers: HeaderMap,
         body: String,
     ) -> BoxFuture<'_, Result<Ack, PublishError>> {
+        if !self.ns.is_command_subject(&subject) {
+            return self.streams.publish(subject, headers, body);
+        }
         Box::pin(async move {
             self.client
                 .publish_with_headers(self.ns.direct(&subject), headers, body.into())
@@ -127,6 +141,10 @@ impl Publisher for DirectPublisher {
                 .map_err(|e| PublishError::with_source(PublishErrorKind::BrokenPipe, e))?;
             Ok(Ack::ready())
         })
+    }
+
+    fn kept_until_answered(&self, subject: &str) -> bool {
+        self.ns.is_command_subject(subject)
     }
 }
 
