@@ -63,14 +63,16 @@ impl RunningOrchestrator {
         Self::start_with(nats_url, db, prefix, definitions, None, Delivery::JetStream).await
     }
 
-    /// Start with commands and replies delivered as `delivery` says.
+    /// Start against `nats_url` with commands and replies delivered as
+    /// `delivery` says.
     pub async fn start_delivering(
+        nats_url: &str,
         db: &TestDb,
         prefix: &str,
         definitions: PathBuf,
         delivery: Delivery,
     ) -> Result<Self> {
-        Self::start_with(NATS_URL, db, prefix, definitions, None, delivery).await
+        Self::start_with(nats_url, db, prefix, definitions, None, delivery).await
     }
 
     /// Start with the HTTP API and console on a free port of 127.0.0.1

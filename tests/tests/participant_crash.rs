@@ -54,7 +54,8 @@ async fn killed_between_commit_and_reply(backend: Backend, delivery: Delivery) {
     let patient = bench.replace("retry: { attempts: 3,", "retry: { attempts: 30,");
     assert_ne!(patient, bench, "the shipped bench saga's retry policy changed; update this test");
     let dir = skald_tests::definitions_dir(&[("bench.yaml", &patient)]).unwrap();
-    let mut o = RunningOrchestrator::start_delivering(&db, &prefix, dir, delivery).await.unwrap();
+    let mut o =
+        RunningOrchestrator::start_delivering(NATS_URL, &db, &prefix, dir, delivery).await.unwrap();
     let participant_db = match backend {
         Backend::Sqlite => format!("{}?mode=rwc", participant_store.url),
         Backend::Postgres => participant_store.url.clone(),
