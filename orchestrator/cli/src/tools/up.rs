@@ -75,6 +75,10 @@ pub struct UpConfig {
     /// Print the summary as JSON on stdout (the set-up lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// How commands and replies travel between the orchestrator, the ledger
+    /// and payment: `jetstream` or `direct` (docs/delivery.md).
+    #[arg(long, env = "SKALD_DELIVERY", value_enum, default_value_t = skald_transport::Delivery::JetStream)]
+    pub delivery: skald_transport::Delivery,
     #[command(flatten)]
     pub bins: ServiceBins,
 }
@@ -348,7 +352,13 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
         Some(p) => p.clone(),
         None => data_dir_prefix(&dir)?,
     };
-    let bus = bus(config.nats_url.as_deref(), &prefix, &dir, &mut money.services, json).await?;
+    let mut bus = bus(config.nats_url.as_deref(), &prefix, &dir, &mut money.services, json).await?;
+    for options in [&mut bus.orchestrator, &mut bus.ledger, &mut bus.payment] {
+        options.delivery = config.delivery;
+    }
+    if config.delivery == skald_transport::Delivery::Direct {
+        say(json, "  delivery      direct (commands and replies on core NATS; docs/delivery.md)");
+    }
     // The payment service takes the provider's webhooks (3-D Secure) here.
     let hook_addr = format!("127.0.0.1:{}", stack::free_port()?);
     let webhook_url = format!("http://{hook_addr}/webhooks/psp");
