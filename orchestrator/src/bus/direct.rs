@@ -66,9 +66,8 @@ pub async fn run(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, %subject, "cannot subscribe to replies; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !super::paused(&shutdown, backoff).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                 continue;
@@ -86,9 +85,8 @@ pub async fn run(
         // A reply not taken is answered again after the command's next re-send.
         work.await;
         // The subscription ended (the connection closed): subscribe again.
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !super::paused(&shutdown, backoff).await {
+            return;
         }
     }
 }

@@ -58,9 +58,8 @@ pub async fn run(
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read replies; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !super::paused(&shutdown, backoff).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -84,9 +83,8 @@ pub async fn run(
         // the ones in flight finish (their acks follow their commits).
         work.await;
         // The stream ended (NATS trouble): pull again after a pause.
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !super::paused(&shutdown, backoff).await {
+            return;
         }
     }
 }

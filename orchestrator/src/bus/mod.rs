@@ -65,6 +65,15 @@ pub(crate) async fn answer_requests<F, Fut>(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), requests.unsubscribe()).await;
 }
 
+/// Wait `pause` unless `shutdown` comes first: true when the pause ran out.
+pub(crate) async fn paused(shutdown: &CancellationToken, pause: std::time::Duration) -> bool {
+    tokio::select! {
+        // Either finishing first is the answer; the other is dropped unneeded.
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(pause) => true,
+    }
+}
+
 /// The transport the engine is given: where commands go out, and the gate
 /// replies pass on their way in (none: every reply is applied once).
 #[derive(Debug, Clone)]

@@ -110,9 +110,8 @@ pub async fn run(parts: RelayParts, shutdown: CancellationToken) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                if !super::paused(&shutdown, backoff).await {
+                    break;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }

@@ -268,6 +268,20 @@ impl Participant {
 }
 
 /// Pull commands while there are free in-flight slots, until shutdown.
+/// One of `slots`, once one is free; `None` on shutdown.
+async fn free_slot(
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        // Cancelled on shutdown: waiting for a slot holds nothing.
+        () = shutdown.cancelled() => None,
+        // Cancelled on shutdown: no slot taken.
+        slot = Arc::clone(slots).acquire_owned() => slot.ok(),
+    }
+}
+
 /// Where commands come from.
 enum Source {
     Stream(PullConsumer),
@@ -289,16 +303,7 @@ async fn direct_loop(
 ) {
     let slots = Arc::new(Semaphore::new(in_flight_max));
     loop {
-        let slot = tokio::select! {
-            biased;
-            // Cancelled on shutdown: waiting for a slot holds nothing.
-            () = shutdown.cancelled() => break,
-            // Cancelled on shutdown: no slot taken.
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
+        let Some(slot) = free_slot(&slots, shutdown).await else { break };
         let msg = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -334,16 +339,7 @@ async fn pull_loop(
     let slots = Arc::new(Semaphore::new(in_flight_max));
     let mut retry_pause = FETCH_RETRY_MIN;
     while !shutdown.is_cancelled() {
-        let first = tokio::select! {
-            biased;
-            // Cancelled on shutdown: waiting for a slot holds nothing.
-            () = shutdown.cancelled() => return,
-            // Cancelled on shutdown: no slot taken.
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
+        let Some(first) = free_slot(&slots, shutdown).await else { return };
         let mut held = vec![first];
         while held.len() < FETCH_BATCH_MAX {
             match Arc::clone(&slots).try_acquire_owned() {

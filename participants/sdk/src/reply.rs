@@ -27,14 +27,19 @@ pub fn reply_msg_id(command: &Command) -> String {
     format!("{}/reply", msg_id(&command.command_id, command.attempt))
 }
 
+/// The body of the reply to `command`.
+fn body(command: &Command, outcome: Outcome) -> Result<Vec<u8>, serde_json::Error> {
+    let reply = Reply { command_id: command.command_id.clone(), attempt: command.attempt, outcome };
+    serde_json::to_vec(&reply)
+}
+
 pub(crate) async fn publish(
     js: &Context,
     command: &Command,
     outcome: Outcome,
     traceparent: Option<&str>,
 ) -> Result<(), PublishError> {
-    let reply = Reply { command_id: command.command_id.clone(), attempt: command.attempt, outcome };
-    let body = serde_json::to_vec(&reply)?;
+    let body = body(command, outcome)?;
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_MSG_ID, reply_msg_id(command).as_str());
     if let Some(traceparent) = traceparent {
@@ -55,8 +60,7 @@ pub(crate) async fn publish_direct(
     outcome: Outcome,
     traceparent: Option<&str>,
 ) -> Result<(), PublishError> {
-    let reply = Reply { command_id: command.command_id.clone(), attempt: command.attempt, outcome };
-    let body = serde_json::to_vec(&reply)?;
+    let body = body(command, outcome)?;
     let subject = namespace.direct(&command.reply_subject);
     let result = match traceparent {
         Some(traceparent) => {
