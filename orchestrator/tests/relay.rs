@@ -80,6 +80,18 @@ impl Setup {
         outbox::Entity::find().count(self.store.db()).await.unwrap()
     }
 
+    /// The outbox's rows once it is empty, or after `within`.
+    async fn outbox_rows_after(&self, within: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.outbox_rows().await;
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn finish(self) {
         self.stop.cancel();
         self.relay.await.unwrap();
@@ -101,14 +113,7 @@ async fn committed_commands_are_published_at_once_and_forgotten() {
         assert_eq!(command["saga_id"], started.saga_id());
     }
     // Acknowledged rows are deleted in batches, well within a second.
-    let mut left = s.outbox_rows().await;
-    for _ in 0..20 {
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = s.outbox_rows().await;
-    }
+    let left = s.outbox_rows_after(Duration::from_millis(1000)).await;
     assert_eq!(left, 0, "published rows are deleted");
     s.finish().await;
 }
@@ -158,18 +163,38 @@ async fn direct_commands_are_sent_again_until_answered_then_forgotten() {
         u32::try_from(first["attempt"].as_u64().unwrap()).unwrap(),
     );
     s.answered.as_ref().unwrap().push(msg_id);
-    let mut left = s.outbox_rows().await;
-    for _ in 0..40 {
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = s.outbox_rows().await;
-    }
+    let left = s.outbox_rows_after(Duration::from_millis(2000)).await;
     assert_eq!(left, 0, "an answered command's row is deleted");
     assert!(
         s.next_command(Duration::from_secs(5)).await.is_none(),
         "an answered command is not sent again"
     );
+    s.finish().await;
+}
+
+/// Direct delivery: a command found past its attempt's deadline (as a dead
+/// instance or a long outage leaves it) is deleted without being sent: the
+/// saga has timed that attempt out, and an answer to it would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_commands_past_their_deadline_are_deleted_unsent() {
+    let mut s = Setup::with(skald_transport::Delivery::Direct).await;
+    let body = json!({ "command_id": "late.one.do", "attempt": 1, "deadline_unix_ms": 1_000 });
+    outbox::Entity::insert(outbox::ActiveModel {
+        saga_id: Set("late".into()),
+        subject: Set(s.ns.command_subject("bench", "step1")),
+        msg_id: Set("late.one.do/1".into()),
+        body: Set(body.to_string()),
+        created_at_ms: Set(0),
+        partition: Set(0),
+        ..Default::default()
+    })
+    .exec(s.store.db())
+    .await
+    .unwrap();
+    // Found by a scan, as after a takeover.
+    s.store.handoff().miss();
+    let left = s.outbox_rows_after(Duration::from_millis(3000)).await;
+    assert_eq!(left, 0, "an expired command's row is deleted");
+    assert!(s.next_command(Duration::from_millis(500)).await.is_none(), "and never sent");
     s.finish().await;
 }

@@ -17,12 +17,16 @@
 //!
 //! With direct delivery ([`crate::bus::direct`]) nothing acknowledges a
 //! publish: a published row is kept, in the table and in memory
-//! ([`WAITING_MAX`] at most), and sent again after [`RESEND_FIRST`], then
-//! after pauses that double up to [`RESEND_MAX`], until the intake reports
+//! ([`WAITING_MAX`] at most), and sent again after half the time left to
+//! its attempt's deadline (at least [`RESEND_FIRST`]), then after pauses that
+//! double up to [`RESEND_MAX`], until the intake reports
 //! its reply recorded; then it is deleted like an acknowledged one. A row of a
 //! partition this instance no longer owns is dropped from memory (its new
 //! owner's scan finds it). The table is then scanned a batch at a time from
 //! where the last scan stopped, so rows kept waiting never hide the rest.
+//! A command still unanswered [`EXPIRED_AFTER_MS`] past its deadline is
+//! deleted: the saga has timed the attempt out, and a retry is a row of its
+//! own.
 //!
 //! Each command also carries a W3C `traceparent` header derived from the row's
 //! saga id and message id ([`crate::trace::traceparent`]): the saga's trace,
@@ -69,6 +73,10 @@ const DIRECT_SCAN_EVERY: Duration = Duration::from_secs(10);
 /// Direct delivery: most unanswered commands kept in memory; the rest wait
 /// in the table for a scan.
 pub const WAITING_MAX: usize = 65_536;
+/// Direct delivery: how long past its attempt's answer deadline a command is
+/// still sent. After it the saga has timed the attempt out (a retry is a row
+/// of its own), so an answer would be refused: the row is deleted instead.
+pub const EXPIRED_AFTER_MS: i64 = 5_000;
 
 /// What the relay works with: the store (its outbox and hand-off), which
 /// partitions are this instance's, and where commands are published.
@@ -160,6 +168,31 @@ struct Resend {
     also: Vec<i64>,
     due: Instant,
     pause: Duration,
+    /// When (Unix ms) the row is forgotten unanswered ([`EXPIRED_AFTER_MS`]).
+    expires_ms: i64,
+}
+
+/// The answer deadline (Unix ms) a command row's body carries; none for
+/// other rows (a saga's end) or a body that does not say.
+fn deadline_ms(row: &outbox::Model) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Deadline {
+        deadline_unix_ms: i64,
+    }
+    serde_json::from_str::<Deadline>(&row.body).ok().map(|d| d.deadline_unix_ms)
+}
+
+/// When `row` stops being sent: [`EXPIRED_AFTER_MS`] past its deadline.
+fn expires_ms(row: &outbox::Model) -> i64 {
+    deadline_ms(row).map_or(i64::MAX, |d| d.saturating_add(EXPIRED_AFTER_MS))
+}
+
+/// The pause before a command is first sent again: half the time left to
+/// its deadline, at least [`RESEND_FIRST`] and at most [`RESEND_MAX`] (a slow
+/// handler is not sent its command twice while its attempt has long to run).
+fn first_pause(row: &outbox::Model, now_ms: i64) -> Duration {
+    let left_ms = deadline_ms(row).map_or(0, |d| d.saturating_sub(now_ms).max(0));
+    Duration::from_millis(u64::try_from(left_ms / 2).unwrap_or(0)).clamp(RESEND_FIRST, RESEND_MAX)
 }
 
 impl Relay {
@@ -218,30 +251,50 @@ impl Relay {
             }
             return;
         };
-        let due = Instant::now() + RESEND_FIRST;
+        let (now, now_ms) = (Instant::now(), self.parts.store.clock().now_db());
         for row in rows {
             if let Some(known) = waiting.rows.get_mut(&row.msg_id) {
                 if known.row.id != row.id && !known.also.contains(&row.id) {
                     known.also.push(row.id);
                 }
             } else if waiting.rows.len() < WAITING_MAX {
-                let resend = Resend { row, also: Vec::new(), due, pause: RESEND_FIRST };
+                let pause = first_pause(&row, now_ms);
+                let expires_ms = expires_ms(&row);
+                let resend = Resend { row, also: Vec::new(), due: now + pause, pause, expires_ms };
                 waiting.rows.insert(resend.row.msg_id.clone(), resend);
             }
         }
     }
 
     /// Direct delivery: send again the commands due, at most a batch; forget
-    /// the ones of partitions no longer owned. The number sent.
+    /// the ones of partitions no longer owned, and delete the expired ones.
+    /// The number sent.
     async fn resend_due(&mut self) -> Result<usize, String> {
         let ownership = self.parts.ownership.clone();
+        let now_ms = self.parts.store.clock().now_db();
         let Some(waiting) = &mut self.waiting else { return Ok(0) };
         let now = Instant::now();
         if waiting.last_check.is_some_and(|at| now.duration_since(at) < RESEND_CHECK_EVERY) {
             return Ok(0);
         }
         waiting.last_check = Some(now);
-        waiting.rows.retain(|_, r| ownership.fence(r.row.partition).is_ok());
+        let mut expired = Vec::new();
+        waiting.rows.retain(|_, r| {
+            if r.expires_ms < now_ms {
+                expired.push(r.row.id);
+                expired.extend(&r.also);
+                return false;
+            }
+            ownership.fence(r.row.partition).is_ok()
+        });
+        if !expired.is_empty() {
+            tracing::debug!(
+                rows = expired.len(),
+                "unanswered commands past their deadline forgotten"
+            );
+            self.acked_since.get_or_insert_with(Instant::now);
+            self.acked.extend(expired);
+        }
         let mut due: Vec<outbox::Model> = Vec::new();
         for resend in waiting.rows.values_mut() {
             if resend.due <= now && due.len() < crate::store::OUTBOX_BATCH_MAX as usize {
@@ -345,6 +398,14 @@ impl Relay {
                 // Rows waiting in memory are sent again on their own schedule.
                 let (known, new): (Vec<_>, Vec<_>) =
                     rows.into_iter().partition(|r| waiting.rows.contains_key(&r.msg_id));
+                // Rows past their deadline are not sent: they are deleted.
+                let now_ms = store.clock().now_db();
+                let (expired, new): (Vec<_>, Vec<_>) =
+                    new.into_iter().partition(|r| expires_ms(r) < now_ms);
+                if !expired.is_empty() {
+                    self.acked_since.get_or_insert_with(Instant::now);
+                    self.acked.extend(expired.iter().map(|r| r.id));
+                }
                 self.keep_waiting(known);
                 new
             }
@@ -456,6 +517,32 @@ mod tests {
     }
 
     const BENCH: &str = include_str!("../../../sagas/definitions/bench.yaml");
+
+    fn row(body: &str) -> outbox::Model {
+        outbox::Model {
+            id: 1,
+            saga_id: "s".into(),
+            subject: "t.cmd.p.a".into(),
+            msg_id: "s.one.do/1".into(),
+            body: body.into(),
+            created_at_ms: 0,
+            partition: 0,
+        }
+    }
+
+    #[test]
+    fn a_command_is_sent_again_after_half_its_time_and_forgotten_past_its_deadline() {
+        let command = row(r#"{"command_id":"s.one.do","deadline_unix_ms":110000}"#);
+        let at = |ms| first_pause(&command, ms);
+        assert_eq!(at(100_000), Duration::from_secs(5), "half of the 10 s left");
+        assert_eq!(at(0), RESEND_MAX, "at most the longest pause");
+        assert_eq!(at(109_000), RESEND_FIRST, "at least the first pause");
+        assert_eq!(at(200_000), RESEND_FIRST, "past the deadline");
+        assert_eq!(expires_ms(&command), 110_000 + EXPIRED_AFTER_MS);
+        let end = row(r#"{"saga_id":"s","status":"completed"}"#);
+        assert_eq!(expires_ms(&end), i64::MAX, "a row without a deadline never expires");
+        assert_eq!(first_pause(&end, 0), RESEND_FIRST);
+    }
 
     /// A round that falls due for the periodic scan still takes what was
     /// handed over: the wake-up that brought it was for those rows, and no
