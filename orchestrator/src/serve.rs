@@ -150,7 +150,8 @@ pub struct Orchestrator {
     pub driver: Driver,
     pub client: async_nats::Client,
     ns: Namespace,
-    replies: jetstream::stream::Stream,
+    /// The replies stream (JetStream delivery); direct delivery uses none.
+    replies: Option<jetstream::stream::Stream>,
     starts: async_nats::Subscriber,
     /// Events for waiting sagas (`<prefix>.signal.*`).
     events: async_nats::Subscriber,
@@ -192,7 +193,14 @@ impl Orchestrator {
         let client = config.bus.connect("skald-orchestrator").await?;
         let js = jetstream::new(client.clone());
         let wire = wire(Wire::new(config.bus.delivery, client.clone(), ns.clone()), faults);
-        let (_commands, replies) = skald_transport::streams::ensure_streams(&js, &ns).await?;
+        // Commands and replies go through streams only with JetStream delivery;
+        // the ends stream is used by both.
+        let replies = match config.bus.delivery {
+            skald_transport::Delivery::JetStream => {
+                Some(skald_transport::streams::ensure_streams(&js, &ns).await?.1)
+            }
+            skald_transport::Delivery::Direct => None,
+        };
         skald_transport::streams::ensure_ended_stream(&js, &ns).await?;
         let instance = config.instance_name();
         let lease_ttl = std::time::Duration::from_millis(config.lease_ttl_ms);
@@ -304,13 +312,15 @@ impl Orchestrator {
         tasks.spawn(relay::run(relay_parts, relay_stop.clone()));
         let mut consumers = std::collections::HashMap::new();
         let mut sampled = Vec::with_capacity(self.partitions as usize);
-        // Direct delivery reads no reply consumer.
-        let consumed = if self.wire.answered.is_some() { 0 } else { self.partitions };
-        for p in 0..consumed {
-            let consumer =
-                skald_transport::consumers::reply_consumer(&self.replies, &self.ns, p).await?;
-            sampled.push((p, consumer.clone()));
-            consumers.insert(i32::try_from(p).unwrap_or(0), consumer);
+        // Direct delivery reads no reply consumer (and has no replies stream).
+        let replies = self.replies.as_ref().filter(|_| self.wire.answered.is_none());
+        if let Some(replies) = replies {
+            for p in 0..self.partitions {
+                let consumer =
+                    skald_transport::consumers::reply_consumer(replies, &self.ns, p).await?;
+                sampled.push((p, consumer.clone()));
+                consumers.insert(i32::try_from(p).unwrap_or(0), consumer);
+            }
         }
         let ownership = self.ownership.clone();
         let sampler_parts = SamplerParts {

@@ -76,6 +76,23 @@ impl Setup {
         Some(serde_json::from_slice(&msg.payload).unwrap())
     }
 
+    /// An outbox row on partition 0 committed behind the writer's back, as
+    /// another instance would leave it.
+    async fn insert_row(&self, saga: &str, msg_id: &str, subject: String, body: serde_json::Value) {
+        outbox::Entity::insert(outbox::ActiveModel {
+            saga_id: Set(saga.into()),
+            subject: Set(subject),
+            msg_id: Set(msg_id.into()),
+            body: Set(body.to_string()),
+            created_at_ms: Set(0),
+            partition: Set(0),
+            ..Default::default()
+        })
+        .exec(self.store.db())
+        .await
+        .unwrap();
+    }
+
     async fn outbox_rows(&self) -> u64 {
         outbox::Entity::find().count(self.store.db()).await.unwrap()
     }
@@ -122,19 +139,8 @@ async fn committed_commands_are_published_at_once_and_forgotten() {
 async fn rows_written_behind_the_writers_back_are_found_by_the_scan() {
     let mut s = Setup::new().await;
     // As another instance would leave it: a committed row never handed over.
-    let body = json!({ "from": "elsewhere" }).to_string();
-    outbox::Entity::insert(outbox::ActiveModel {
-        saga_id: Set("elsewhere".into()),
-        subject: Set(format!("{}.cmd.bench.step1", s.ns.prefix())),
-        msg_id: Set("elsewhere.one.do/1".into()),
-        body: Set(body),
-        created_at_ms: Set(0),
-        partition: Set(0),
-        ..Default::default()
-    })
-    .exec(s.store.db())
-    .await
-    .unwrap();
+    let subject = s.ns.command_subject("bench", "step1");
+    s.insert_row("elsewhere", "elsewhere.one.do/1", subject, json!({ "from": "elsewhere" })).await;
     let command = s
         .next_command(Duration::from_secs(5))
         .await
@@ -179,18 +185,7 @@ async fn direct_commands_are_sent_again_until_answered_then_forgotten() {
 async fn direct_commands_past_their_deadline_are_deleted_unsent() {
     let mut s = Setup::with(skald_transport::Delivery::Direct).await;
     let body = json!({ "command_id": "late.one.do", "attempt": 1, "deadline_unix_ms": 1_000 });
-    outbox::Entity::insert(outbox::ActiveModel {
-        saga_id: Set("late".into()),
-        subject: Set(s.ns.command_subject("bench", "step1")),
-        msg_id: Set("late.one.do/1".into()),
-        body: Set(body.to_string()),
-        created_at_ms: Set(0),
-        partition: Set(0),
-        ..Default::default()
-    })
-    .exec(s.store.db())
-    .await
-    .unwrap();
+    s.insert_row("late", "late.one.do/1", s.ns.command_subject("bench", "step1"), body).await;
     // Found by a scan, as after a takeover.
     s.store.handoff().miss();
     let left = s.outbox_rows_after(Duration::from_millis(3000)).await;

@@ -37,9 +37,15 @@ pub use skald_transport::Delivery;
 pub const PARTITIONS: u32 = 4;
 
 /// An orchestrator running in this process.
+///
+/// [`RunningOrchestrator::start`] and its kin deliver over JetStream, which
+/// the [`scripted_participant`] speaks; [`RunningOrchestrator::start_delivering`]
+/// chooses. A participant a test runs beside it takes its [`Self::delivery`].
 #[derive(Debug)]
 pub struct RunningOrchestrator {
     pub ns: Namespace,
+    /// How it sends commands and takes replies.
+    pub delivery: Delivery,
     pub store: Store,
     pub client: async_nats::Client,
     /// Where the HTTP API and console listen, when started with them.
@@ -120,6 +126,7 @@ impl RunningOrchestrator {
         });
         Ok(Self {
             ns: Namespace::new(prefix).unwrap(),
+            delivery,
             store,
             client,
             http_addr,

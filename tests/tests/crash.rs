@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 fn skald(db: &TestDb, prefix: &str, definitions: &Path) -> ChildGuard {
     let mut cmd = skald_serve(NATS_URL, prefix, &db.url, PARTITIONS, definitions);
-    cmd.args(["--http-addr", "off"]).env("RUST_LOG", "warn");
+    // The scripted participant takes its commands from JetStream.
+    cmd.args(["--http-addr", "off", "--delivery", "jetstream"]).env("RUST_LOG", "warn");
     ChildGuard::spawn("skald", &mut cmd).unwrap()
 }
 

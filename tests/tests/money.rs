@@ -15,6 +15,7 @@ use common::money::{
     skald_with_api,
 };
 use common::on_each_backend;
+use futures::StreamExt;
 use futures::future::join_all;
 use orchestrator::store::Store;
 use sagas::protocol::Namespace;
@@ -59,6 +60,43 @@ async fn the_ledger_speaks_only_for_itself(bus: &Bus, ns: &Namespace) {
     assert!(!matches!(start, Ok(Ok(_))), "the ledger's start was answered: {start:?}");
     // What it may do, it can: answer for itself.
     assert!(stored(ns.reply_subject(0, "ledger")).await, "the ledger cannot answer for itself");
+
+    // The same on the direct subjects (core NATS: the server drops what the
+    // ledger may not publish, so what arrives is what was let through).
+    let probe = format!("{{\"probe\":\"{}\"}}", token());
+    let orchestrator = bus.options("orchestrator").connect("orchestrator-watch").await.unwrap();
+    let payment = bus.options("payment").connect("payment-watch").await.unwrap();
+    let mut replies =
+        orchestrator.subscribe(ns.direct(&format!("{}.reply.>", ns.prefix()))).await.unwrap();
+    let mut commands =
+        payment.subscribe(ns.direct(&ns.participant_filter("payment"))).await.unwrap();
+    orchestrator.flush().await.unwrap();
+    payment.flush().await.unwrap();
+    for subject in [
+        ns.reply_subject(0, "payment"),
+        ns.command_subject("payment", "charge"),
+        ns.reply_subject(0, "ledger"),
+    ] {
+        // A refused publish is reported to the connection, not to the caller.
+        let _ = ledger.publish(ns.direct(&subject), probe.clone().into()).await;
+    }
+    ledger.flush().await.unwrap();
+    let probes = async |sub: &mut async_nats::Subscriber| {
+        let mut seen = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(until, sub.next()).await {
+            if msg.payload == probe.as_bytes() {
+                seen.push(msg.subject.to_string());
+            }
+        }
+        seen
+    };
+    assert_eq!(
+        probes(&mut replies).await,
+        [ns.direct(&ns.reply_subject(0, "ledger"))],
+        "on the direct subjects the ledger may answer for itself only"
+    );
+    assert!(probes(&mut commands).await.is_empty(), "the ledger sent a direct command");
 }
 
 /// The same run on a secured bus with TLS and client certificates: every

@@ -83,7 +83,10 @@ async fn branches_overlap(backend: Backend) {
             pdb.url.clone()
         };
         let conn = skald_participant::service::connect_database(&url).await.unwrap();
-        let config = skald_participant::Config::new(o.client.clone(), o.ns.clone(), conn);
+        let config = skald_participant::Config {
+            delivery: o.delivery,
+            ..skald_participant::Config::new(o.client.clone(), o.ns.clone(), conn)
+        };
         running.push(tokio::spawn(meeting(name, Arc::clone(&barrier)).run(config, stop.clone())));
     }
 

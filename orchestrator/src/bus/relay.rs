@@ -182,16 +182,17 @@ fn deadline_ms(row: &outbox::Model) -> Option<i64> {
     serde_json::from_str::<Deadline>(&row.body).ok().map(|d| d.deadline_unix_ms)
 }
 
-/// When `row` stops being sent: [`EXPIRED_AFTER_MS`] past its deadline.
-fn expires_ms(row: &outbox::Model) -> i64 {
-    deadline_ms(row).map_or(i64::MAX, |d| d.saturating_add(EXPIRED_AFTER_MS))
+/// When a row with answer deadline `deadline` ([`deadline_ms`]) stops being
+/// sent: [`EXPIRED_AFTER_MS`] past it; never without one.
+fn expires_ms(deadline: Option<i64>) -> i64 {
+    deadline.map_or(i64::MAX, |d| d.saturating_add(EXPIRED_AFTER_MS))
 }
 
 /// The pause before a command is first sent again: half the time left to
 /// its deadline, at least [`RESEND_FIRST`] and at most [`RESEND_MAX`] (a slow
 /// handler is not sent its command twice while its attempt has long to run).
-fn first_pause(row: &outbox::Model, now_ms: i64) -> Duration {
-    let left_ms = deadline_ms(row).map_or(0, |d| d.saturating_sub(now_ms).max(0));
+fn first_pause(deadline: Option<i64>, now_ms: i64) -> Duration {
+    let left_ms = deadline.map_or(0, |d| d.saturating_sub(now_ms).max(0));
     Duration::from_millis(u64::try_from(left_ms / 2).unwrap_or(0)).clamp(RESEND_FIRST, RESEND_MAX)
 }
 
@@ -258,8 +259,8 @@ impl Relay {
                     known.also.push(row.id);
                 }
             } else if waiting.rows.len() < WAITING_MAX {
-                let pause = first_pause(&row, now_ms);
-                let expires_ms = expires_ms(&row);
+                let deadline = deadline_ms(&row);
+                let (pause, expires_ms) = (first_pause(deadline, now_ms), expires_ms(deadline));
                 let resend = Resend { row, also: Vec::new(), due: now + pause, pause, expires_ms };
                 waiting.rows.insert(resend.row.msg_id.clone(), resend);
             }
@@ -401,7 +402,7 @@ impl Relay {
                 // Rows past their deadline are not sent: they are deleted.
                 let now_ms = store.clock().now_db();
                 let (expired, new): (Vec<_>, Vec<_>) =
-                    new.into_iter().partition(|r| expires_ms(r) < now_ms);
+                    new.into_iter().partition(|r| expires_ms(deadline_ms(r)) < now_ms);
                 if !expired.is_empty() {
                     self.acked_since.get_or_insert_with(Instant::now);
                     self.acked.extend(expired.iter().map(|r| r.id));
@@ -533,15 +534,16 @@ mod tests {
     #[test]
     fn a_command_is_sent_again_after_half_its_time_and_forgotten_past_its_deadline() {
         let command = row(r#"{"command_id":"s.one.do","deadline_unix_ms":110000}"#);
-        let at = |ms| first_pause(&command, ms);
+        let at = |ms| first_pause(deadline_ms(&command), ms);
         assert_eq!(at(100_000), Duration::from_secs(5), "half of the 10 s left");
         assert_eq!(at(0), RESEND_MAX, "at most the longest pause");
         assert_eq!(at(109_000), RESEND_FIRST, "at least the first pause");
         assert_eq!(at(200_000), RESEND_FIRST, "past the deadline");
-        assert_eq!(expires_ms(&command), 110_000 + EXPIRED_AFTER_MS);
+        assert_eq!(expires_ms(deadline_ms(&command)), 110_000 + EXPIRED_AFTER_MS);
         let end = row(r#"{"saga_id":"s","status":"completed"}"#);
-        assert_eq!(expires_ms(&end), i64::MAX, "a row without a deadline never expires");
-        assert_eq!(first_pause(&end, 0), RESEND_FIRST);
+        assert_eq!(deadline_ms(&end), None);
+        assert_eq!(expires_ms(None), i64::MAX, "a row without a deadline never expires");
+        assert_eq!(first_pause(None, 0), RESEND_FIRST);
     }
 
     /// A round that falls due for the periodic scan still takes what was

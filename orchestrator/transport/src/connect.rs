@@ -83,11 +83,11 @@ pub struct BusOptions {
     /// bus that gives each identity its own inboxes lets it subscribe only there.
     #[arg(long = "nats-inbox-prefix", env = "NATS_INBOX_PREFIX")]
     pub inbox_prefix: Option<String>,
-    /// How commands and replies travel: `jetstream` (stored in streams and
-    /// acknowledged) or `direct` (core NATS to the live participant; the
-    /// orchestrator's outbox sends again what is not answered). The
+    /// How commands and replies travel: `direct` (core NATS to the live
+    /// participant; the orchestrator's outbox sends again what is not
+    /// answered) or `jetstream` (stored in streams and acknowledged). The
     /// orchestrator and every participant must use the same.
-    #[arg(long = "delivery", env = "SKALD_DELIVERY", value_enum, default_value_t = Delivery::JetStream)]
+    #[arg(long = "delivery", env = "SKALD_DELIVERY", value_enum, default_value_t = Delivery::default())]
     pub delivery: Delivery,
 }
 
@@ -97,14 +97,14 @@ pub struct BusOptions {
 pub enum Delivery {
     /// Through the commands and replies streams: each message is stored,
     /// delivered from the stream and acknowledged (8 messages per command).
-    #[default]
     #[value(name = "jetstream")]
     JetStream,
-    /// On core NATS subjects outside the streams (`<prefix>.direct.…`): a
-    /// command goes to a live replica of its participant and the reply comes
-    /// straight back (4 messages per command). Nothing is stored on the bus:
-    /// the outbox row stays until the reply is recorded and is sent again,
-    /// with growing pauses, until then.
+    /// The default. On core NATS subjects outside the streams
+    /// (`<prefix>.direct.…`): a command goes to a live replica of its
+    /// participant and the reply comes straight back (4 messages per
+    /// command). Nothing is stored on the bus: the outbox row stays until the
+    /// reply is recorded and is sent again, with growing pauses, until then.
+    #[default]
     Direct,
 }
 

@@ -50,6 +50,7 @@ async fn answers_the_bench_saga_with_injected_faults_and_stops_on_sigterm() {
         Process::new(BIN)
             .args(["--nats-url", &nats_url(), "--prefix", wire.ns.prefix(), "--fail-step", "2"])
             .args(["--fail-undo", "3", "--concurrency", "4"])
+            .args(["--delivery", OrchestratorSide::DELIVERY.as_str()])
             .args(["--database-url", &db.connect_url()])
             .stderr(Stdio::null()),
     )

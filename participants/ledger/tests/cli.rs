@@ -184,6 +184,7 @@ async fn serve_answers_a_hold_while_the_cli_writes_and_stops_on_sigterm() {
         "ledger serve",
         std::process::Command::new(BIN)
             .args(["serve", "--prefix", bus.wire.ns.prefix(), "--concurrency", "4"])
+            .args(["--delivery", skald_testkit::OrchestratorSide::DELIVERY.as_str()])
             .env("DATABASE_URL", &db.url)
             .env("NATS_URL", skald_testkit::nats_url())
             .stderr(Stdio::null()),

@@ -51,7 +51,7 @@ impl ServeConfig {
             reconcile: ReconcileConfig::default(),
             in_flight_max: skald_participant::IN_FLIGHT_MAX_DEFAULT,
             webhook_listener: None,
-            delivery: skald_participant::Delivery::JetStream,
+            delivery: skald_participant::Delivery::default(),
         }
     }
 }

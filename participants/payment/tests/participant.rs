@@ -70,6 +70,7 @@ impl Harness {
                 grace: Duration::from_millis(1_200),
                 ..ReconcileConfig::default()
             },
+            delivery: OrchestratorSide::DELIVERY,
             ..ServeConfig::new(wire.nats.clone(), wire.ns.clone(), db.clone(), provider)
         };
         let participant = Some(Service::spawn(|stop| payment::serve::run(config, stop)));

@@ -56,9 +56,9 @@ pub struct Config {
     /// written and before its reply. Ignored on PostgreSQL, which commits
     /// concurrent transactions together by itself. 1..=256.
     pub commit_group_max: usize,
-    /// How commands arrive and replies leave: through the JetStream streams
-    /// (the default), or directly on core NATS (`--delivery direct`), as the
-    /// orchestrator sends them. See [`skald_transport::Delivery`].
+    /// How commands arrive and replies leave: directly on core NATS (the
+    /// default), or through the JetStream streams (`--delivery jetstream`),
+    /// as the orchestrator sends them. See [`skald_transport::Delivery`].
     pub delivery: skald_transport::Delivery,
 }
 
@@ -76,7 +76,7 @@ impl Config {
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             crash_after_commit: None,
             commit_group_max: 1,
-            delivery: skald_transport::Delivery::JetStream,
+            delivery: skald_transport::Delivery::default(),
         }
     }
 }

@@ -70,6 +70,10 @@ impl std::fmt::Debug for OrchestratorSide {
 }
 
 impl OrchestratorSide {
+    /// How this side sends commands and reads replies: through the streams.
+    /// A participant under test must be given the same (`--delivery`).
+    pub const DELIVERY: skald_transport::Delivery = skald_transport::Delivery::JetStream;
+
     /// Connect to the test NATS server on a fresh namespace whose streams
     /// `ensure_streams` creates (pass the transport's function, so the
     /// streams have the settings the services use), and listen for replies.

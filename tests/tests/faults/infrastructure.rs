@@ -91,7 +91,13 @@ async fn nats_cluster_nodes_killed() {
     let (mut tally, heal) = run.healed(what, load).await;
     tally.expect(first > 0, || "the first kill hit no saga in flight".into());
     let js = async_nats::jetstream::new(run.client.clone());
-    for stream in [run.w.ns.commands_stream(), run.w.ns.replies_stream()] {
+    // The streams this delivery uses: the ends', and with JetStream delivery
+    // the commands' and replies'.
+    let mut streams = vec![run.w.ns.ended_stream()];
+    if run.w.delivery == skald_transport::Delivery::JetStream {
+        streams.extend([run.w.ns.commands_stream(), run.w.ns.replies_stream()]);
+    }
+    for stream in streams {
         let replicas = match js.get_stream(&stream).await {
             Ok(mut s) => s.info().await.map(|i| i.config.num_replicas).unwrap_or(0),
             Err(_) => 0,

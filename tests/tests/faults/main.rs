@@ -25,6 +25,11 @@
 //! that `tests/fault-suite` turns into a table; "heal" runs from the moment
 //! the fault was removed until every saga had ended.
 //!
+//! The processes of a scenario speak the default delivery (direct: commands
+//! and replies on core NATS, the outbox sending again what is unanswered;
+//! docs/delivery.md) unless the scenario is about the streams themselves
+//! (`World::jetstream`) or runs a participant scripted over JetStream.
+//!
 //! Sizes are small by default (CI); `FAULTS_FULL=1` runs the full ones. The
 //! tests take turns (one lock), so `cargo test` may run them on any number of
 //! threads. Child processes write their logs under `$TMPDIR/skald-faults/`,

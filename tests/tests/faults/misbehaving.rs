@@ -85,14 +85,25 @@ async fn poison_command() {
     )
     .await
     .unwrap();
-    let mut o = RunningOrchestrator::start(&w.dbs[0], &w.prefix, w.defs.clone()).await.unwrap();
+    let mut o = RunningOrchestrator::start_delivering(
+        NATS_URL,
+        &w.dbs[0],
+        &w.prefix,
+        w.defs.clone(),
+        w.delivery,
+    )
+    .await
+    .unwrap();
     let stop = CancellationToken::new();
     let participant = Participant::new("pz")
         .action("a1", pz_a1)
         .action("a2", pz_a2)
         .compensation("u1", pz_u1)
         .compensation("u2", pz_u2);
-    let config = skald_participant::Config::new(o.client.clone(), w.ns.clone(), pdb);
+    let config = skald_participant::Config {
+        delivery: o.delivery,
+        ..skald_participant::Config::new(o.client.clone(), w.ns.clone(), pdb)
+    };
     let running = tokio::spawn(participant.run(config, stop.clone()));
     let poison = |i: usize| match i % 10 {
         3 => "do",

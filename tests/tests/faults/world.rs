@@ -15,7 +15,7 @@ use skald_tests::process::ChildGuard;
 use skald_tests::{
     Backend, PARTITIONS, SecuredBus, TestDb, definitions_dir, delete_streams, token,
 };
-use skald_transport::BusOptions;
+use skald_transport::{BusOptions, Delivery};
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -73,6 +73,9 @@ pub struct World {
     pub lease_ttl_ms: &'static str,
     /// Environment every `skald` and bench process gets (stream replicas).
     pub env: Vec<(&'static str, String)>,
+    /// How commands and replies travel between its processes: the default
+    /// (direct), or JetStream for a scenario about the streams.
+    pub delivery: Delivery,
 }
 
 impl World {
@@ -108,7 +111,15 @@ impl World {
             logs,
             lease_ttl_ms: LEASE_TTL_MS,
             env: Vec::new(),
+            delivery: Delivery::default(),
         }
+    }
+
+    /// This world with commands and replies through the JetStream streams.
+    #[must_use]
+    pub fn jetstream(mut self) -> Self {
+        self.delivery = Delivery::JetStream;
+        self
     }
 
     /// [`World::new`] on a private secured bus (as `skald bus init` writes
@@ -132,10 +143,11 @@ impl World {
     /// How `identity` connects: on a secured bus its own identity, else the
     /// world's NATS anonymously.
     pub fn bus(&self, identity: &str) -> BusOptions {
-        match &self.secured {
+        let options = match &self.secured {
             Some(bus) => bus.options(identity),
             None => BusOptions::plain(&self.nats_url),
-        }
+        };
+        BusOptions { delivery: self.delivery, ..options }
     }
 
     /// A client connected as `identity` (see [`World::bus`]).
@@ -218,6 +230,7 @@ impl World {
     ) -> ChildGuard {
         let mut cmd = Process::new(bin);
         cmd.args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(self.log(name));
+        cmd.env("SKALD_DELIVERY", self.delivery.as_str());
         for (k, v) in envs {
             cmd.env(k, v);
         }

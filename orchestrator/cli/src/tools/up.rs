@@ -76,8 +76,8 @@ pub struct UpConfig {
     #[arg(long)]
     pub json: bool,
     /// How commands and replies travel between the orchestrator, the ledger
-    /// and payment: `jetstream` or `direct` (docs/delivery.md).
-    #[arg(long, env = "SKALD_DELIVERY", value_enum, default_value_t = skald_transport::Delivery::JetStream)]
+    /// and payment: `direct` (the default) or `jetstream` (docs/delivery.md).
+    #[arg(long, env = "SKALD_DELIVERY", value_enum, default_value_t = skald_transport::Delivery::default())]
     pub delivery: skald_transport::Delivery,
     #[command(flatten)]
     pub bins: ServiceBins,
@@ -356,9 +356,17 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     for options in [&mut bus.orchestrator, &mut bus.ledger, &mut bus.payment] {
         options.delivery = config.delivery;
     }
-    if config.delivery == skald_transport::Delivery::Direct {
-        say(json, "  delivery      direct (commands and replies on core NATS; docs/delivery.md)");
-    }
+    say(
+        json,
+        match config.delivery {
+            skald_transport::Delivery::Direct => {
+                "  delivery      direct (commands and replies on core NATS; docs/delivery.md)"
+            }
+            skald_transport::Delivery::JetStream => {
+                "  delivery      jetstream (commands and replies stored in streams; docs/delivery.md)"
+            }
+        },
+    );
     // The payment service takes the provider's webhooks (3-D Secure) here.
     let hook_addr = format!("127.0.0.1:{}", stack::free_port()?);
     let webhook_url = format!("http://{hook_addr}/webhooks/psp");

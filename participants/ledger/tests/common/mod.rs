@@ -105,6 +105,7 @@ impl Bus {
         );
         config.redelivery_delay = Duration::from_millis(200);
         config.commit_group_max = commit_group_max;
+        config.delivery = OrchestratorSide::DELIVERY;
         let participant = ledger::handlers::participant();
         self.running = Some(Service::spawn(|token| participant.run(config, token)));
     }

@@ -68,6 +68,7 @@ impl Harness {
     pub fn config(&self) -> Config {
         let mut config = Config::new(self.wire.nats.clone(), self.wire.ns.clone(), self.db.clone());
         config.redelivery_delay = Duration::from_millis(200);
+        config.delivery = OrchestratorSide::DELIVERY;
         if self.backend == Backend::SqliteGrouped {
             config.commit_group_max = 16;
         }

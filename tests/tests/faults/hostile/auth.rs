@@ -9,6 +9,7 @@ use crate::tally::Tally;
 use crate::world::{FLOW, FLOW_FILE};
 use axum::http::StatusCode;
 use serde_json::json;
+use skald_tests::Delivery;
 use skald_tests::token;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use std::time::Instant;
 /// repair, start, bulk or registration: 403; nothing is recorded in their name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unauthenticated_and_unauthorised_calls() {
-    let b = Barrage::new("auth", &[FLOW_FILE], true).await;
+    let b = Barrage::new("auth", &[FLOW_FILE], true, Delivery::default()).await;
     let (o, api) = (&b.o, &b.api);
     let load = b.load(b.n, flow_load());
     load.until(b.n / 4, LOAD_WITHIN).await;

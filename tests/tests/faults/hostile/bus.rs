@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 async fn cross_partition_reply_flood() {
     let _turn = TURN.lock().await;
     let n = sagas(150, 1_000);
-    let run = FlowRun::new(World::new("cross_partition_flood", NATS_URL, &[FLOW_FILE]).await).await;
+    // About the replies stream's consumers: over JetStream.
+    let world = World::new("cross_partition_flood", NATS_URL, &[FLOW_FILE]).await.jetstream();
+    let run = FlowRun::new(world).await;
     let _bench = run.w.bench_ready(BENCH_DELAYED).await;
     let _o0 = run.skald_ready("o-0", &[]).await;
     let _o1 = run.skald_ready("o-1", &[]).await;
@@ -149,8 +151,9 @@ async fn stored(js: &jetstream::Context, subject: String, body: String) -> Resul
 async fn forged_replies() {
     let _turn = TURN.lock().await;
     let n = sagas(100, 600);
-    let run =
-        FlowRun::new(World::secured("forged_replies", &[FLOW_FILE], &["mallory"]).await).await;
+    // Refusals by the streams' acknowledgements: over JetStream.
+    let world = World::secured("forged_replies", &[FLOW_FILE], &["mallory"]).await.jetstream();
+    let run = FlowRun::new(world).await;
     let _bench = run.w.bench_ready(BENCH_DELAYED).await;
     let _o = run.skald_ready("o-0", &[]).await;
     let load = run.load(n, n / 4).await;
@@ -205,10 +208,10 @@ async fn forged_replies() {
 async fn forged_starts_and_commands() {
     let _turn = TURN.lock().await;
     let n = sagas(100, 600);
-    let run = FlowRun::new(
-        World::secured("forged_starts_and_commands", &[FLOW_FILE], &["mallory"]).await,
-    )
-    .await;
+    // Refusals by the streams' acknowledgements: over JetStream.
+    let world =
+        World::secured("forged_starts_and_commands", &[FLOW_FILE], &["mallory"]).await.jetstream();
+    let run = FlowRun::new(world).await;
     let _bench = run.w.bench_ready(BENCH_DELAYED).await;
     let _o = run.skald_ready("o-0", &[]).await;
     let load = run.load(n, n / 4).await;

@@ -9,22 +9,22 @@ use crate::world::FLOW_FILE;
 use async_nats::jetstream;
 use sagas::protocol::StartResponse;
 use serde_json::json;
-use skald_tests::PARTITIONS;
+use skald_tests::Delivery;
+use skald_tests::{PARTITIONS, RunningOrchestrator};
 use std::time::{Duration, Instant};
 
-/// Junk on the start, reply and command subjects and on every API route:
-/// every start is refused, every reply and command settled, every API answer
-/// a JSON error (never a 5xx), and the load goes on to the end.
+/// Junk on the start, reply and command subjects (of the default delivery)
+/// and on every API route: every start is refused, every API answer a JSON
+/// error (never a 5xx), and the load goes on to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_json_everywhere() {
-    let b = Barrage::new("malformed_json", &[FLOW_FILE], true).await;
-    let (w, o, api) = (&b.w, &b.o, &b.api);
+    let b = Barrage::new("malformed_json", &[FLOW_FILE], true, Delivery::default()).await;
+    let (o, api) = (&b.o, &b.api);
     let load = b.load(b.n, flow_load());
     load.until(b.n / 4, LOAD_WITHIN).await;
     let real = load.some_id();
     let mut tally = Tally::default();
     let starter = b.starter();
-    let js = jetstream::new(o.client.clone());
 
     // Start requests: refused, never started, never "unavailable".
     for body in junk() {
@@ -37,34 +37,8 @@ async fn malformed_json_everywhere() {
     tally.expect(matches!(&answer, Some(StartResponse::Refused { .. })), || {
         format!("a start of an unknown type answered {answer:?}")
     });
-    // Replies: junk on every partition's subject, and well-formed replies naming no command.
-    let forged = [
-        json!({"command_id": "no-such-saga.one.do", "attempt": 1, "outcome": {"status": "ok"}}),
-        json!({"command_id": format!("{real}.nope.do"), "attempt": 1, "outcome": {"status": "ok"}}),
-        json!({"command_id": format!("{real}.one.do"), "attempt": 999, "outcome": {"status": "ok"}}),
-        json!({"command_id": format!("{real}.one.sideways"), "attempt": 1, "outcome": {"status": "ok"}}),
-        json!({"command_id": "", "attempt": 0, "outcome": {"status": "failed", "code": "", "message": ""}}),
-    ];
-    for p in 0..PARTITIONS {
-        let bodies = junk().into_iter().chain(forged.iter().map(|f| f.to_string().into_bytes()));
-        for body in bodies {
-            let published =
-                async { js.publish(w.ns.reply_subject(p, "bench"), body.into()).await?.await };
-            if let Err(e) = published.await {
-                tally.fail(format!("cannot publish a junk reply: {e}"));
-            }
-        }
-    }
-    // Commands: junk to the participant's subjects.
-    for action in ["step1", "undo2", "nope"] {
-        for body in junk() {
-            let subject = w.ns.command_subject("bench", action);
-            let published = async { js.publish(subject, body.into()).await?.await };
-            if let Err(e) = published.await {
-                tally.fail(format!("cannot publish a junk command: {e}"));
-            }
-        }
-    }
+    // Replies and commands: junk on the subjects this delivery reads.
+    junk_on_the_bus(o, &real, &mut tally).await;
     // The API: junk to every route, with and without a JSON content type.
     let admin = format!("Bearer {ADMIN}");
     let mut posts = vec![
@@ -127,10 +101,28 @@ async fn malformed_json_everywhere() {
     }
     // It still works: sagas started after the junk end too.
     let (begun, heal) = b.after_barrage(load, Vec::new()).await;
+    b.verify(&begun, &mut tally).await;
+    b.finish(tally, heal).await;
+}
+
+/// Junk on the reply and command subjects of the streams (`--delivery
+/// jetstream`): every junk reply and command is settled (terminated, not
+/// left to be delivered again), and the load goes on to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_json_on_the_streams() {
+    let b = Barrage::new("malformed_json_streams", &[FLOW_FILE], true, Delivery::JetStream).await;
+    let (w, o) = (&b.w, &b.o);
+    let load = b.load(b.n, flow_load());
+    load.until(b.n / 4, LOAD_WITHIN).await;
+    let real = load.some_id();
+    let mut tally = Tally::default();
+    junk_on_the_bus(o, &real, &mut tally).await;
+    let (begun, heal) = b.after_barrage(load, Vec::new()).await;
     if let Err(e) = o.wait_replies_settled(Duration::from_secs(30)).await {
         tally.fail(format!("junk replies not settled: {e}"));
     }
     // The participant settled every junk command (terminated, not left to redeliver).
+    let js = jetstream::new(o.client.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let consumer: Result<jetstream::consumer::PullConsumer, _> =
@@ -154,6 +146,49 @@ async fn malformed_json_everywhere() {
     }
     b.verify(&begun, &mut tally).await;
     b.finish(tally, heal).await;
+}
+
+/// Junk, and well-formed replies naming no command (`real` is a saga of the
+/// load), on every partition's reply subject and on the bench participant's
+/// command subjects, as `o` delivers them: published to the streams and
+/// acknowledged, or on the direct subjects.
+async fn junk_on_the_bus(o: &RunningOrchestrator, real: &str, tally: &mut Tally) {
+    let forged = [
+        json!({"command_id": "no-such-saga.one.do", "attempt": 1, "outcome": {"status": "ok"}}),
+        json!({"command_id": format!("{real}.nope.do"), "attempt": 1, "outcome": {"status": "ok"}}),
+        json!({"command_id": format!("{real}.one.do"), "attempt": 999, "outcome": {"status": "ok"}}),
+        json!({"command_id": format!("{real}.one.sideways"), "attempt": 1, "outcome": {"status": "ok"}}),
+        json!({"command_id": "", "attempt": 0, "outcome": {"status": "failed", "code": "", "message": ""}}),
+    ];
+    let mut messages = Vec::new();
+    for p in 0..PARTITIONS {
+        let bodies = junk().into_iter().chain(forged.iter().map(|f| f.to_string().into_bytes()));
+        messages.extend(bodies.map(|body| (o.ns.reply_subject(p, "bench"), body)));
+    }
+    for action in ["step1", "undo2", "nope"] {
+        messages
+            .extend(junk().into_iter().map(|body| (o.ns.command_subject("bench", action), body)));
+    }
+    let js = jetstream::new(o.client.clone());
+    for (subject, body) in messages {
+        let published = match o.delivery {
+            Delivery::JetStream => async { js.publish(subject.clone(), body.into()).await?.await }
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Delivery::Direct => o
+                .client
+                .publish(o.ns.direct(&subject), body.into())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = published {
+            tally.fail(format!("cannot publish junk on {subject}: {e}"));
+        }
+    }
+    if let Err(e) = o.client.flush().await {
+        tally.fail(format!("cannot flush the junk: {e}"));
+    }
 }
 
 /// Bodies that are not what anything expects.

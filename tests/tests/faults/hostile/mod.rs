@@ -19,7 +19,7 @@ use crate::tally::Tally;
 use crate::world::{BENCH_DELAYED, TURN, World, sagas};
 use api::Api;
 use skald_tests::process::ChildGuard;
-use skald_tests::{NATS_URL, RunningOrchestrator};
+use skald_tests::{Delivery, NATS_URL, RunningOrchestrator};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -37,13 +37,27 @@ struct Barrage {
 }
 
 impl Barrage {
-    /// The scenario on `definitions`; with the bench participant (20 ms a
-    /// command) when `bench`.
-    async fn new(scenario: &'static str, definitions: &[(&str, &str)], bench: bool) -> Self {
+    /// The scenario on `definitions`, its commands and replies delivered as
+    /// `delivery` says; with the bench participant (20 ms a command) when `bench`.
+    async fn new(
+        scenario: &'static str,
+        definitions: &[(&str, &str)],
+        bench: bool,
+        delivery: Delivery,
+    ) -> Self {
         let turn = TURN.lock().await;
-        let w = World::new(scenario, NATS_URL, definitions).await;
+        let mut w = World::new(scenario, NATS_URL, definitions).await;
+        w.delivery = delivery;
         let bench = if bench { Some(w.bench_ready(BENCH_DELAYED).await) } else { None };
-        let o = RunningOrchestrator::start(&w.dbs[0], &w.prefix, w.defs.clone()).await.unwrap();
+        let o = RunningOrchestrator::start_delivering(
+            NATS_URL,
+            &w.dbs[0],
+            &w.prefix,
+            w.defs.clone(),
+            w.delivery,
+        )
+        .await
+        .unwrap();
         let api = Api::new(&w).await;
         Self { _bench: bench, api, o, w, n: sagas(100, 600), _turn: turn }
     }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use sagas::machine::SagaEvent;
 use sagas::protocol::{Outcome, StartResponse};
 use serde_json::json;
-use skald_tests::{Script, scripted_participant};
+use skald_tests::{Delivery, Script, scripted_participant};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,9 @@ const BIG: &str = include_str!("../definitions/big.yaml");
 /// message over the stream's limit is refused by JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_payloads() {
-    let b = Barrage::new("oversized_payloads", &[("big.yaml", BIG)], false).await;
+    // About the streams' limits, on a scripted participant: over JetStream.
+    let b =
+        Barrage::new("oversized_payloads", &[("big.yaml", BIG)], false, Delivery::JetStream).await;
     let (w, o, api, n) = (&b.w, &b.o, &b.api, b.n);
     let script: Script = Arc::new(|cmd| {
         let big = cmd.action == "a1" && cmd.payload["big_output"] == json!(true);

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use sagas::machine::{CompensationCause, SagaEvent};
 use sagas::protocol::{Kind, Outcome, StartRequest, StartResponse};
 use serde_json::{Value, json};
-use skald_tests::{Script, scripted_participant};
+use skald_tests::{Delivery, Script, scripted_participant};
 use std::sync::Arc;
 
 /// One step on a participant (`slowp`) that never answers its `do` (so the
@@ -27,7 +27,8 @@ const HELD: &str = include_str!("../definitions/held.yaml");
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_strings_everywhere() {
     let definitions = [FLOW_FILE, ("held.yaml", HELD)];
-    let b = Barrage::new("hostile_strings", &definitions, true).await;
+    // The scripted participant (`slowp`) takes its commands from JetStream.
+    let b = Barrage::new("hostile_strings", &definitions, true, Delivery::JetStream).await;
     let (w, o, api) = (&b.w, &b.o, &b.api);
     let script: Script =
         Arc::new(|cmd| (cmd.kind == Kind::Undo).then(|| Outcome::Ok { output: json!({}) }));
