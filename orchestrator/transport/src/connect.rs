@@ -18,7 +18,7 @@
 //! | `--nats-tls-cert`     | `NATS_TLS_CERT`      | client certificate (PEM), for mutual TLS      |
 //! | `--nats-tls-key`      | `NATS_TLS_KEY`       | the client certificate's key (PEM)            |
 //! | `--nats-inbox-prefix` | `NATS_INBOX_PREFIX`  | subject prefix of this client's reply inboxes |
-//! | `--delivery`          | `SKALD_DELIVERY`     | how commands and replies travel: `jetstream` or `direct` ([`Delivery`]) |
+//! | `--delivery`          | `SKALD_DELIVERY`     | how commands and replies travel: `direct` (default) or `jetstream` ([`Delivery`]) |
 //!
 //! At most one kind of credential may be given. A process that starts
 //! another Skald process passes them on through the environment
