@@ -85,15 +85,7 @@ async fn poison_command() {
     )
     .await
     .unwrap();
-    let mut o = RunningOrchestrator::start_delivering(
-        NATS_URL,
-        &w.dbs[0],
-        &w.prefix,
-        w.defs.clone(),
-        w.delivery,
-    )
-    .await
-    .unwrap();
+    let mut o = w.orchestrator().await;
     let stop = CancellationToken::new();
     let participant = Participant::new("pz")
         .action("a1", pz_a1)

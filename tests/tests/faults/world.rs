@@ -13,7 +13,8 @@ use orchestrator::store::Store;
 use sagas::protocol::Namespace;
 use skald_tests::process::ChildGuard;
 use skald_tests::{
-    Backend, PARTITIONS, SecuredBus, TestDb, definitions_dir, delete_streams, token,
+    Backend, PARTITIONS, RunningOrchestrator, SecuredBus, TestDb, definitions_dir, delete_streams,
+    token,
 };
 use skald_transport::{BusOptions, Delivery};
 use std::fs::{File, OpenOptions};
@@ -148,6 +149,15 @@ impl World {
             None => BusOptions::plain(&self.nats_url),
         };
         BusOptions { delivery: self.delivery, ..options }
+    }
+
+    /// An orchestrator in this process on the world's database, delivering
+    /// commands and replies as the world's processes do.
+    pub async fn orchestrator(&self) -> RunningOrchestrator {
+        let (db, defs) = (&self.dbs[0], self.defs.clone());
+        RunningOrchestrator::start_delivering(&self.nats_url, db, &self.prefix, defs, self.delivery)
+            .await
+            .unwrap()
     }
 
     /// A client connected as `identity` (see [`World::bus`]).

@@ -49,15 +49,7 @@ impl Barrage {
         let mut w = World::new(scenario, NATS_URL, definitions).await;
         w.delivery = delivery;
         let bench = if bench { Some(w.bench_ready(BENCH_DELAYED).await) } else { None };
-        let o = RunningOrchestrator::start_delivering(
-            NATS_URL,
-            &w.dbs[0],
-            &w.prefix,
-            w.defs.clone(),
-            w.delivery,
-        )
-        .await
-        .unwrap();
+        let o = w.orchestrator().await;
         let api = Api::new(&w).await;
         Self { _bench: bench, api, o, w, n: sagas(100, 600), _turn: turn }
     }
