@@ -8,7 +8,10 @@ use crate::world::{BENCH_DELAYED, FLOW_FILE, FlowRun, TURN, World, sagas};
 use skald_tests::NATS_URL;
 use skald_tests::process::{NatsCluster, NatsServer};
 use skald_transport::streams::REPLICAS_ENV;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a stream's information is asked for after a node went.
+const STREAM_INFO_WITHIN: Duration = Duration::from_secs(20);
 
 /// PostgreSQL (a private server, both the orchestrator's and the
 /// participant's databases) stopped with `-m immediate` mid-run, then started.
@@ -98,11 +101,21 @@ async fn nats_cluster_nodes_killed() {
         streams.extend([run.w.ns.commands_stream(), run.w.ns.replies_stream()]);
     }
     for stream in streams {
-        let replicas = match js.get_stream(&stream).await {
-            Ok(mut s) => s.info().await.map(|i| i.config.num_replicas).unwrap_or(0),
-            Err(_) => 0,
+        // Just after a node went, a stream whose leader it was answers only
+        // once its remaining replicas have elected another: ask for a while.
+        let deadline = Instant::now() + STREAM_INFO_WITHIN;
+        let replicas = loop {
+            let replicas = async {
+                let mut s = js.get_stream(&stream).await?;
+                Ok::<_, anyhow::Error>(s.info().await?.config.num_replicas)
+            };
+            match replicas.await {
+                Ok(n) => break Ok(n),
+                Err(e) if Instant::now() > deadline => break Err(e.to_string()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
         };
-        tally.expect(replicas == 3, || format!("{stream} has {replicas} replicas, not 3"));
+        tally.expect(replicas == Ok(3), || format!("{stream} has replicas {replicas:?}, not 3"));
     }
     run.finish(tally, heal).await;
 }
