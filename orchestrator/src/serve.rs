@@ -312,9 +312,8 @@ impl Orchestrator {
         tasks.spawn(relay::run(relay_parts, relay_stop.clone()));
         let mut consumers = std::collections::HashMap::new();
         let mut sampled = Vec::with_capacity(self.partitions as usize);
-        // Direct delivery reads no reply consumer (and has no replies stream).
-        let replies = self.replies.as_ref().filter(|_| self.wire.answered.is_none());
-        if let Some(replies) = replies {
+        // Direct delivery has no replies stream and reads no reply consumer.
+        if let Some(replies) = &self.replies {
             for p in 0..self.partitions {
                 let consumer =
                     skald_transport::consumers::reply_consumer(replies, &self.ns, p).await?;

@@ -193,6 +193,14 @@ impl RunningOrchestrator {
         .await
     }
 
+    /// Every saga listed ended as `status` (its history in the message when not).
+    pub async fn assert_all_ended_as(&self, ids: &[String], status: &str) {
+        for id in ids {
+            let (ended, events) = self.history(id).await.unwrap();
+            assert_eq!(ended, status, "saga {id}: {events:#?}");
+        }
+    }
+
     /// Wait until every reply consumer has settled every reply (acked or terminated).
     pub async fn wait_replies_settled(&self, within: Duration) -> Result<()> {
         let js = jetstream::new(self.client.clone());

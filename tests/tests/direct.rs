@@ -17,7 +17,7 @@ mod common;
 
 use common::load::Starter;
 use common::on_each_backend;
-use common::processes::{bench_effects, bench_participant};
+use common::processes::{assert_bench_effects_once, bench_participant};
 use futures::future::join_all;
 use sagas::protocol::StartResponse;
 use serde_json::json;
@@ -85,14 +85,9 @@ async fn sagas_survive_an_orchestrator_restart(backend: Backend) {
     ids.extend(start(&o, SAGAS / 2, SAGAS).await);
     o.wait_ended(&ids, Duration::from_secs(60)).await.unwrap();
 
-    for id in &ids {
-        let (status, events) = o.history(id).await.unwrap();
-        assert_eq!(status, "compensated", "saga {id}: {events:#?}");
-    }
-    let effects = bench_effects(&participant_db).await;
+    o.assert_all_ended_as(&ids, "compensated").await;
     // Steps one and two and their compensations; the third step was refused.
-    assert_eq!(effects.len(), SAGAS * 4, "{effects:?}");
-    assert!(effects.iter().all(|(_, n)| *n == 1), "an effect happened twice: {effects:?}");
+    assert_bench_effects_once(&participant_db, SAGAS * 4).await;
     assert!(participant.terminate(Duration::from_secs(20)).unwrap().success());
     let mut o = o;
     o.stop().await;
@@ -142,13 +137,8 @@ async fn sagas_survive_a_nats_restart(backend: Backend) {
     nats.restart().unwrap();
 
     o.wait_ended(&ids, Duration::from_secs(90)).await.unwrap();
-    for id in &ids {
-        let (status, events) = o.history(id).await.unwrap();
-        assert_eq!(status, "completed", "saga {id}: {events:#?}");
-    }
-    let effects = bench_effects(&participant_db).await;
-    assert_eq!(effects.len(), SAGAS * 3, "{effects:?}");
-    assert!(effects.iter().all(|(_, n)| *n == 1), "an effect happened twice: {effects:?}");
+    o.assert_all_ended_as(&ids, "completed").await;
+    assert_bench_effects_once(&participant_db, SAGAS * 3).await;
     assert!(participant.terminate(Duration::from_secs(20)).unwrap().success());
     o.stop().await;
 }

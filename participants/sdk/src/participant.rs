@@ -267,7 +267,6 @@ impl Participant {
     }
 }
 
-/// Pull commands while there are free in-flight slots, until shutdown.
 /// One of `slots`, once one is free; `None` on shutdown.
 async fn free_slot(
     slots: &Arc<Semaphore>,
@@ -328,6 +327,7 @@ async fn direct_loop(
     }
 }
 
+/// Pull commands while there are free in-flight slots, until shutdown.
 async fn pull_loop(
     consumer: &PullConsumer,
     worker: &Arc<Worker>,

@@ -72,6 +72,14 @@ pub async fn bench_effects(database_url: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Every command the bench participant recorded in `database_url` took
+/// effect exactly once, and there are `expected` of them.
+pub async fn assert_bench_effects_once(database_url: &str, expected: usize) {
+    let effects = bench_effects(database_url).await;
+    assert_eq!(effects.len(), expected, "{effects:?}");
+    assert!(effects.iter().all(|(_, n)| *n == 1), "an effect happened twice: {effects:?}");
+}
+
 /// Whether `table` exists in the PostgreSQL database at `url` (false while
 /// it cannot be reached).
 pub async fn table_exists(url: &str, table: &str) -> bool {
