@@ -75,6 +75,7 @@ impl Store {
         http_addr: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let row = members::ActiveModel {
             instance: Set(instance.to_owned()),
             heartbeat_at_ms: Set(now_ms),
@@ -104,6 +105,7 @@ impl Store {
 
     /// Leave the cluster: forget the member row.
     pub async fn leave(&self, instance: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         members::Entity::delete_by_id(instance).exec(self.db()).await?;
         Ok(())
     }
@@ -120,6 +122,7 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
+        let _turn = self.write_turn().await;
         self.fault("lease", false)?;
         let txn = self.db().begin().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
@@ -164,6 +167,7 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<(i32, i64)>, StoreError> {
+        let _turn = self.write_turn().await;
         self.fault("lease", false)?;
         leases::Entity::update_many()
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(now_ms + ttl_ms))
@@ -181,6 +185,7 @@ impl Store {
 
     /// Give a lease up so another instance can take it at once.
     pub async fn release(&self, fence: &Fence) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         leases::Entity::update_many()
             .col_expr(leases::Column::Owner, Expr::value(""))
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(0_i64))
@@ -208,47 +213,78 @@ impl Store {
             .collect())
     }
 
-    /// Which of `fences` hold, in one statement inside the caller's
-    /// transaction. On PostgreSQL the lease rows are read `FOR SHARE`, locked
-    /// until the transaction ends; on SQLite they are read by a no-op `UPDATE
-    /// … RETURNING`, which also takes the database's write lock (waiting for it).
-    pub(super) async fn fences_held<C: ConnectionTrait>(
-        txn: &C,
+    /// The statement that reads the lease rows of `fences`' partitions inside
+    /// an append's transaction, each row tagged `part = 'fence'` (it may run
+    /// in one query with others: [`super::writer`]). On PostgreSQL the rows
+    /// are read `FOR SHARE`, locked until the transaction ends; with no
+    /// fences there is nothing to read. On SQLite they are read by a no-op
+    /// `UPDATE … RETURNING`, which also takes the database's write lock
+    /// (waiting for it; a transaction that read first could not wait later);
+    /// with no fences the `UPDATE` matches no row and only takes the lock.
+    pub(super) fn fences_statement(
+        backend: DbBackend,
         fences: &[Fence],
-    ) -> Result<Vec<bool>, StoreError> {
-        if fences.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Option<sea_orm::Statement> {
         let partitions: std::collections::BTreeSet<i32> =
             fences.iter().map(|f| f.partition).collect();
-        let backend = txn.get_database_backend();
-        let rows = if backend == DbBackend::Sqlite {
+        let returned = || -> [sea_orm::sea_query::SimpleExpr; 4] {
+            [
+                Expr::cust("CAST('fence' AS TEXT) AS \"part\""),
+                Expr::col(leases::Column::Partition).into(),
+                Expr::col(leases::Column::Owner).into(),
+                Expr::col(leases::Column::Epoch).into(),
+            ]
+        };
+        if backend == DbBackend::Sqlite {
             let mut update = leases::Entity::update_many()
                 .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
-                .filter(leases::Column::Partition.is_in(partitions))
+                .filter(if partitions.is_empty() {
+                    leases::Column::Partition.lt(0)
+                } else {
+                    leases::Column::Partition.is_in(partitions)
+                })
                 .into_query();
-            update.returning(sea_orm::sea_query::Query::returning().columns([
-                leases::Column::Partition,
-                leases::Column::Owner,
-                leases::Column::Epoch,
-                leases::Column::ExpiresAtMs,
-            ]));
-            leases::Entity::find().from_raw_sql(backend.build(&update)).all(txn).await?
-        } else {
-            leases::Entity::find()
-                .filter(leases::Column::Partition.is_in(partitions))
-                .lock_shared()
-                .all(txn)
-                .await?
-        };
+            update.returning(sea_orm::sea_query::Query::returning().exprs(returned()));
+            return Some(backend.build(&update));
+        }
+        if partitions.is_empty() {
+            return None;
+        }
+        let [part, partition, owner, epoch] = returned();
+        let mut select = sea_orm::sea_query::Query::select();
+        select
+            .exprs([part, partition, owner, epoch])
+            .from(leases::Entity)
+            .and_where(Expr::col(leases::Column::Partition).is_in(partitions))
+            .lock_shared();
+        Some(backend.build(&select))
+    }
+
+    /// Which of `fences` hold, given the lease rows [`Store::fences_statement`]
+    /// read (rows of other parts are passed over).
+    pub(super) fn fences_held(
+        fences: &[Fence],
+        rows: &[sea_orm::QueryResult],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut leases = Vec::new();
+        for row in rows {
+            if row.try_get::<String>("", "part")? == "fence" {
+                leases.push((
+                    row.try_get::<i32>("", "partition")?,
+                    row.try_get::<String>("", "owner")?,
+                    row.try_get::<i64>("", "epoch")?,
+                ));
+            }
+        }
         if fence_ignored() {
             return Ok(vec![true; fences.len()]);
         }
         Ok(fences
             .iter()
             .map(|f| {
-                rows.iter()
-                    .any(|r| r.partition == f.partition && r.owner == f.owner && r.epoch == f.epoch)
+                leases.iter().any(|(partition, owner, epoch)| {
+                    *partition == f.partition && *owner == f.owner && *epoch == f.epoch
+                })
             })
             .collect())
     }

@@ -150,6 +150,24 @@ pub struct Loaded {
     pub events: Vec<SagaEvent>,
 }
 
+/// SQLite has one writer at a time. A connection that finds the write lock
+/// taken waits in SQLite's busy handler, which sleeps and tries again (1 ms,
+/// then 2, 5, 10, … up to 100 ms between tries): under load the store's
+/// writer slept there behind the relay's deletes for milliseconds per batch.
+/// This process's writes on its own connections therefore take turns here
+/// (first come, first served), and one waiting goes on the moment the write
+/// before it is done. Other processes on the same file still meet the busy
+/// handler.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteTurn(Arc<tokio::sync::Mutex<()>>);
+
+impl WriteTurn {
+    /// Wait for the turn; it passes on when the guard is dropped.
+    pub(crate) async fn take(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.0).lock_owned().await
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -157,6 +175,8 @@ pub struct Store {
     writer: writer::Writer,
     /// The commands the writer committed, for the relay.
     handoff: Arc<Handoff>,
+    /// On SQLite: whose turn it is to write, among this process's connections.
+    turn: Option<WriteTurn>,
     /// The engine's clock: every part that holds the store reads time here.
     clock: SharedClock,
     /// Statements run on this store's connections (an atomic add each).
@@ -259,11 +279,13 @@ impl Store {
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
         let handoff = Arc::new(Handoff::default());
-        let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff));
+        let turn = (db.get_database_backend() == DbBackend::Sqlite).then(WriteTurn::default);
+        let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff), turn.clone());
         let store = Self {
             db,
             writer,
             handoff,
+            turn,
             clock: crate::clock::system(),
             statements,
             #[cfg(feature = "faults")]
@@ -279,6 +301,15 @@ impl Store {
     #[must_use]
     pub fn statements(&self) -> u64 {
         self.statements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Wait for this process's turn to write (SQLite; on PostgreSQL at once):
+    /// see [`WriteTurn`]. Held until the returned guard is dropped.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.turn {
+            Some(turn) => Some(turn.take().await),
+            None => None,
+        }
     }
 
     /// The underlying connection (for queries elsewhere in the orchestrator).
@@ -490,7 +521,10 @@ impl Store {
                     ..Default::default()
                 })
                 .collect();
-            let stored = writer::insert_commands(&self.db, rows).await?;
+            let stored = {
+                let _turn = self.write_turn().await;
+                writer::insert_commands(&self.db, rows).await?
+            };
             self.handoff.push(stored);
         }
         Ok(())
@@ -519,6 +553,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         outbox::Entity::delete_many()
             .filter(outbox::Column::Id.is_in(ids.iter().copied()))
             .exec(&self.db)

@@ -10,8 +10,10 @@
 //! Every append keeps its own checks, and one failing append never fails the
 //! others:
 //! - the batch's fences are read in one query in the shared transaction (on
-//!   PostgreSQL `FOR SHARE`, held until the commit); an append whose fence
-//!   fails is answered [`StoreError::Fenced`] and writes nothing;
+//!   PostgreSQL `FOR SHARE`, held until the commit); if one does not hold (a
+//!   takeover), the batch is written again one append at a time, where an
+//!   append whose fence fails is answered [`StoreError::Fenced`] and writes
+//!   nothing;
 //! - new sagas go in one `INSERT … ON CONFLICT DO NOTHING RETURNING`: a start
 //!   whose row was not inserted was refused by its type and idempotency key
 //!   ([`StoreError::DuplicateKey`]) and writes nothing;
@@ -27,6 +29,11 @@
 //!   shared transaction back and every append of the batch is written again
 //!   on its own, so each caller gets the answer it would have had alone.
 //!
+//! On SQLite the statements between `BEGIN` and `COMMIT` go to the database
+//! in two calls, several statements each ([`run_together`]), and the
+//! writer waits for this process's turn to write ([`WriteTurn`]) before it
+//! begins.
+//!
 //! Acknowledging a reply or answering a start happens in the caller after
 //! this returns, so only after the commit.
 //!
@@ -39,11 +46,12 @@
 
 use super::entities::{archived_sagas, leases, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
-use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError};
-use sea_orm::sea_query::{Expr, OnConflict, Query, ValueTuple};
+use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError, WriteTurn};
+use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr, ValueTuple};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryTrait, SqlErr, TransactionTrait,
+    EntityTrait, FromQueryResult, QueryFilter, QueryResult, QueryTrait, SqlErr, Statement,
+    TransactionTrait,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -153,9 +161,9 @@ fn stopped() -> StoreError {
 impl Writer {
     /// Start the writer task of `db` on the current runtime; the commands it
     /// commits are handed to the relay through `handoff`.
-    pub fn spawn(db: DatabaseConnection, handoff: Arc<Handoff>) -> Self {
+    pub fn spawn(db: DatabaseConnection, handoff: Arc<Handoff>, turn: Option<WriteTurn>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
-        tokio::spawn(run(db, jobs, handoff));
+        tokio::spawn(run(db, jobs, handoff, turn));
         Self { queue }
     }
 
@@ -167,7 +175,12 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, handoff: Arc<Handoff>) {
+async fn run(
+    db: DatabaseConnection,
+    mut jobs: mpsc::Receiver<Job>,
+    handoff: Arc<Handoff>,
+    turn: Option<WriteTurn>,
+) {
     let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
     while let Some(job) = jobs.recv().await {
         batch.push(job);
@@ -179,27 +192,30 @@ async fn run(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, handoff: Arc
         }
         let began = Instant::now();
         let size = batch.len();
+        let _turn = match &turn {
+            Some(turn) => Some(turn.take().await),
+            None => None,
+        };
         write_batch(&db, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
 }
 
-/// Write a batch, hand its committed commands to the relay, and answer every
-/// job in it.
+/// Write a batch (one append or many) together, hand its committed commands
+/// to the relay, and answer every job in it; if the shared transaction
+/// fails, write each append alone.
 async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>, handoff: &Handoff) {
-    if batch.len() > 1 {
-        let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
-        match write_together(db, &appends).await {
-            Ok((results, commands)) => {
-                handoff.push(commands);
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.done.send(result);
-                }
-                return;
+    let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
+    match write_together(db, &appends).await {
+        Ok((results, commands)) => {
+            handoff.push(commands);
+            for (job, result) in batch.drain(..).zip(results) {
+                let _ = job.done.send(result);
             }
-            Err(e) => {
-                tracing::debug!(error = %e, size = batch.len(), "batch rolled back; writing its appends one by one");
-            }
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, size = batch.len(), "batch rolled back; writing its appends one by one");
         }
     }
     for job in batch.drain(..) {
@@ -233,6 +249,12 @@ pub(super) async fn insert_commands<C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    let statement = insert_commands_statement(conn.get_database_backend(), rows);
+    outbox::Entity::find().from_raw_sql(statement).all(conn).await
+}
+
+/// The insert of outbox rows (at least one), returning them as stored.
+fn insert_commands_statement(backend: DbBackend, rows: Vec<outbox::ActiveModel>) -> Statement {
     let mut insert = outbox::Entity::insert_many(rows);
     insert.query().returning(Query::returning().columns([
         outbox::Column::Id,
@@ -243,8 +265,57 @@ pub(super) async fn insert_commands<C: ConnectionTrait>(
         outbox::Column::CreatedAtMs,
         outbox::Column::Partition,
     ]));
-    let statement = conn.get_database_backend().build(insert.query());
-    outbox::Entity::find().from_raw_sql(statement).all(conn).await
+    backend.build(insert.query())
+}
+
+/// Run `statements` in order in the caller's transaction and return the
+/// rows of all of them, in order. On SQLite they go as one query of several
+/// statements: one call to the connection's thread, where each statement
+/// would be a call of its own (on a busy host every call waits to be
+/// scheduled on that thread, and the writer holds the database's only write
+/// lock meanwhile). PostgreSQL takes one statement with parameters per
+/// query: there they run one after another.
+async fn run_together<C: ConnectionTrait>(
+    conn: &C,
+    statements: Vec<Statement>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        let mut rows = Vec::new();
+        for statement in statements {
+            rows.extend(conn.query_all(statement).await?);
+        }
+        return Ok(rows);
+    }
+    if statements.len() <= 1 {
+        return match statements.into_iter().next() {
+            Some(statement) => conn.query_all(statement).await,
+            None => Ok(Vec::new()),
+        };
+    }
+    // The driver binds `?` parameters in order across the statements.
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for statement in statements {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&statement.sql);
+        values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+    }
+    conn.query_all(Statement::from_sql_and_values(backend, sql, values)).await
+}
+
+/// The part of a combined query's results a row belongs to (its `part`
+/// column), for the statements that return rows in one.
+fn part(row: &QueryResult) -> Result<String, DbErr> {
+    row.try_get::<String>("", "part")
+}
+
+/// `'<name>' AS part`, the first column a statement of a combined query
+/// returns, so that its rows can be told from the others'.
+fn part_column(name: &'static str) -> SimpleExpr {
+    Expr::cust(format!("CAST('{name}' AS TEXT) AS \"part\""))
 }
 
 /// Each append's result, and the commands the batch queued, as stored.
@@ -254,85 +325,122 @@ type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
 /// a whole failed (nothing of it was committed); else each append's result
 /// and the commands committed.
 ///
-/// A batch costs a fixed number of statements whatever its size: the fences
-/// in one query, the new sagas in one `INSERT … ON CONFLICT DO NOTHING`, the
-/// projections in one guarded `UPDATE … FROM (VALUES …)`, the events and the
-/// commands in one multi-row insert each. Only appends recording a repair
-/// (rare) run in a savepoint of their own.
+/// A batch costs a fixed number of statements whatever its size, and on
+/// SQLite two calls to the database between `BEGIN` and `COMMIT`
+/// ([`run_together`]):
+/// 1. the fences (which on SQLite take the write lock), the new sagas in one
+///    `INSERT … ON CONFLICT DO NOTHING`, the archived sagas holding their
+///    keys, and the existing sagas' projections in one guarded `UPDATE …
+///    FROM (VALUES …)`. The fences are read in the same call as the writes
+///    they guard: if one does not hold (a takeover, rare), the transaction
+///    is rolled back and each append written alone, where the fence is
+///    checked before anything is written.
+/// 2. the events, the tags and the commands, in one multi-row insert each.
+///
+/// Appends recording a repair, and later appends to a saga already in the
+/// batch, run between the two, one by one (rare): a repair in a savepoint of
+/// its own, since its request id may be taken.
 async fn write_together(
     db: &DatabaseConnection,
     appends: &[&OwnedAppend],
 ) -> Result<BatchWritten, StoreError> {
     let txn = db.begin().await?;
-    // The fences, in the shared transaction (not in a savepoint, whose
-    // rollback would release the locks a `FOR SHARE` took).
+    let backend = txn.get_database_backend();
     let fences: Vec<Fence> = appends
         .iter()
         .filter_map(|a| a.fence.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    if fences.is_empty() {
-        take_write_lock(&txn).await?; // else reading the fences takes it
-    }
-    let held: HashSet<&Fence> = fences
-        .iter()
-        .zip(Store::fences_held(&txn, &fences).await?)
-        .filter_map(|(fence, held)| held.then_some(fence))
-        .collect();
-    let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(appends.len());
-    let mut committed = Vec::new();
-    // Indexes into `appends`: new sagas, and appends to existing sagas
-    // guarded by their seq alone.
-    let (mut starts, mut plain) = (Vec::new(), Vec::new());
+    let mut results: Vec<Option<Result<(), StoreError>>> =
+        std::iter::repeat_with(|| None).take(appends.len()).collect();
+    // Indexes into `appends`: new sagas; the first append to each existing
+    // saga, guarded by its seq in the bulk update; later appends to a saga
+    // of the batch; repairs.
+    let (mut starts, mut bulk, mut again, mut repairs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut seen = HashSet::new();
     for (i, a) in appends.iter().enumerate() {
-        if let Some(f) = &a.fence
-            && !held.contains(f)
-        {
-            results.push(Some(Err(StoreError::Fenced { partition: f.partition, epoch: f.epoch })));
-            continue;
-        }
-        if a.repair.is_none() {
-            results.push(None);
-            if a.expected_seq == 0 {
-                starts.push(i)
-            } else {
-                plain.push(i)
-            }
-            continue;
-        }
-        // A repair record, whose request id may be taken: a savepoint of its own.
-        let savepoint = txn.begin().await?;
-        match write_one(&savepoint, a).await {
-            Ok(commands) => {
-                savepoint.commit().await?;
-                committed.extend(commands);
-                results.push(Some(Ok(())));
-            }
-            Err(
-                e @ (StoreError::Conflict { .. }
-                | StoreError::DuplicateKey { .. }
-                | StoreError::DuplicateRequest { .. }),
-            ) => {
-                savepoint.rollback().await?;
-                results.push(Some(Err(e)));
-            }
-            Err(e) => return Err(e),
+        if a.repair.is_some() {
+            repairs.push(i);
+        } else if a.expected_seq == 0 {
+            starts.push(i);
+        } else if seen.insert(a.saga_id.as_str()) {
+            bulk.push(i);
+        } else {
+            again.push(i);
         }
     }
-    // New sagas: a start whose row was not inserted was refused by a unique
-    // key (its type and idempotency key are taken, maybe by another start of
-    // this batch).
-    let mut inserted = HashSet::new();
+
+    // Call 1: fences, new sagas, archived keys, projections.
+    let mut statements: Vec<Statement> =
+        Store::fences_statement(backend, &fences).into_iter().collect();
     for chunk in starts.chunks(INSERT_ROWS_MAX) {
-        let mut ids = insert_sagas(&txn, chunk.iter().map(|&i| appends[i])).await?;
-        let new = chunk.iter().map(|&i| appends[i]).filter(|a| ids.contains(&a.saga_id));
-        for refused in refuse_archived_keys(&txn, new).await? {
-            ids.remove(&refused);
-        }
-        inserted.extend(ids);
+        let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
+        statements.push(insert_sagas_statement(backend, &chunk));
+        statements.push(archived_keys_statement(backend, &chunk));
     }
-    for i in starts {
+    for chunk in bulk.chunks(BULK_UPDATE_ROWS_MAX) {
+        let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
+        statements.push(update_projections_statement(backend, &chunk));
+    }
+    let rows = run_together(&txn, statements).await?;
+    if let Some(fence) = fences
+        .iter()
+        .zip(Store::fences_held(&fences, &rows)?)
+        .find_map(|(fence, held)| (!held).then_some(fence))
+    {
+        // Written alone, the appends under this fence are refused and the others pass.
+        return Err(StoreError::Fenced { partition: fence.partition, epoch: fence.epoch });
+    }
+    let (mut inserted, mut archived, mut updated) =
+        (HashSet::new(), HashSet::new(), HashSet::new());
+    for row in &rows {
+        match part(row)?.as_str() {
+            "inserted" => {
+                inserted.insert(row.try_get::<String>("", "saga_id")?);
+            }
+            "archived" => {
+                archived.insert((
+                    row.try_get::<String>("", "saga_type")?,
+                    row.try_get::<String>("", "idempotency_key")?,
+                ));
+            }
+            "updated" => {
+                updated.insert(row.try_get::<String>("", "saga_id")?);
+            }
+            _ => {}
+        }
+    }
+    // A start whose row was not inserted was refused by a unique key (its
+    // type and idempotency key are taken, maybe by another start of this
+    // batch); one whose row was inserted is refused when an archived saga
+    // (moved out of `sagas` by retention, so its unique key let the row in)
+    // holds its key: its row is deleted again. The archive is read after the
+    // insert, so that a saga archived while this transaction runs is seen
+    // there or its live row stopped the insert.
+    let refused: Vec<&str> = starts
+        .iter()
+        .map(|&i| appends[i])
+        .filter(|a| {
+            inserted.contains(&a.saga_id)
+                && archived.contains(&(
+                    a.projection.saga_type.clone(),
+                    a.projection.idempotency_key.clone(),
+                ))
+        })
+        .map(|a| a.saga_id.as_str())
+        .collect();
+    if !refused.is_empty() {
+        sagas::Entity::delete_many()
+            .filter(sagas::Column::SagaId.is_in(refused.iter().copied()))
+            .exec(&txn)
+            .await?;
+        for id in refused {
+            inserted.remove(id);
+        }
+    }
+    for &i in &starts {
         let a = appends[i];
         results[i] = Some(if inserted.contains(&a.saga_id) {
             Ok(())
@@ -340,28 +448,42 @@ async fn write_together(
             Err(StoreError::DuplicateKey { saga_type: a.projection.saga_type.clone() })
         });
     }
-    // The seq guards: a conflicting append writes nothing. One statement
-    // updates every saga of the batch; a saga that appears twice has its
-    // later appends guarded one by one.
-    let mut seen = HashSet::new();
-    let (bulk, one_by_one): (Vec<usize>, Vec<usize>) =
-        plain.iter().partition(|&&i| seen.insert(appends[i].saga_id.as_str()));
-    let mut passed = HashSet::new();
-    for chunk in bulk.chunks(BULK_UPDATE_ROWS_MAX) {
-        let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
-        passed.extend(update_projections(&txn, &chunk).await?);
-    }
-    for i in bulk {
-        results[i] = Some(if passed.contains(&appends[i].saga_id) {
+    for &i in &bulk {
+        results[i] = Some(if updated.contains(&appends[i].saga_id) {
             Ok(())
         } else {
             Err(appends[i].conflict())
         });
     }
-    for i in one_by_one {
+
+    // One by one: later appends to a saga of the batch, and repairs.
+    let mut committed = Vec::new();
+    for &i in &again {
         let passed = update_projection(&txn, appends[i]).await?;
         results[i] = Some(if passed { Ok(()) } else { Err(appends[i].conflict()) });
     }
+    for &i in &repairs {
+        let savepoint = txn.begin().await?;
+        match write_one(&savepoint, appends[i]).await {
+            Ok(commands) => {
+                savepoint.commit().await?;
+                committed.extend(commands);
+                results[i] = Some(Ok(()));
+            }
+            Err(
+                e @ (StoreError::Conflict { .. }
+                | StoreError::DuplicateKey { .. }
+                | StoreError::DuplicateRequest { .. }),
+            ) => {
+                savepoint.rollback().await?;
+                results[i] = Some(Err(e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Call 2: the events, tags and commands of every append that passed
+    // (a repair wrote its own).
     let mut events = Vec::new();
     let mut commands = Vec::new();
     let mut tags = Vec::new();
@@ -376,20 +498,29 @@ async fn write_together(
             }
         }
     }
-    while !tags.is_empty() {
-        let rest = tags.split_off(tags.len().min(INSERT_ROWS_MAX));
-        saga_tags::Entity::insert_many(std::mem::replace(&mut tags, rest)).exec(&txn).await?;
-    }
     // Past a passed seq guard (or a new saga's row) no other writer can hold
     // these seqs: a unique violation here means a corrupt store, and fails
     // the batch.
+    let mut statements = Vec::new();
     while !events.is_empty() {
         let rest = events.split_off(events.len().min(INSERT_ROWS_MAX));
-        saga_events::Entity::insert_many(std::mem::replace(&mut events, rest)).exec(&txn).await?;
+        statements.push(
+            saga_events::Entity::insert_many(std::mem::replace(&mut events, rest)).build(backend),
+        );
+    }
+    while !tags.is_empty() {
+        let rest = tags.split_off(tags.len().min(INSERT_ROWS_MAX));
+        statements.push(
+            saga_tags::Entity::insert_many(std::mem::replace(&mut tags, rest)).build(backend),
+        );
     }
     while !commands.is_empty() {
         let rest = commands.split_off(commands.len().min(INSERT_ROWS_MAX));
-        committed.extend(insert_commands(&txn, std::mem::replace(&mut commands, rest)).await?);
+        statements.push(insert_commands_statement(backend, std::mem::replace(&mut commands, rest)));
+    }
+    // Only the commands' insert returns rows.
+    for row in run_together(&txn, statements).await? {
+        committed.push(outbox::Model::from_query_result(&row, "")?);
     }
     txn.commit().await?;
     let results = results
@@ -401,50 +532,28 @@ async fn write_together(
     Ok((results, committed))
 }
 
-/// Insert new sagas' projection rows, skipping any a unique key refuses;
-/// returns the ids inserted.
-async fn insert_sagas<'a, C: ConnectionTrait>(
-    conn: &C,
-    appends: impl Iterator<Item = &'a OwnedAppend>,
-) -> Result<HashSet<String>, StoreError> {
-    let rows: Vec<sagas::ActiveModel> = appends.map(OwnedAppend::saga_row).collect();
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let mut insert = sagas::Entity::insert_many(rows);
-    insert
-        .query()
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .returning(Query::returning().column(sagas::Column::SagaId));
-    let statement = conn.get_database_backend().build(insert.query());
-    let inserted = conn.query_all(statement).await?;
-    inserted
-        .iter()
-        .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
-        .collect()
+/// The insert of new sagas' projection rows (at least one), skipping any a
+/// unique key refuses, returning the ids inserted (`part = 'inserted'`).
+fn insert_sagas_statement(backend: DbBackend, appends: &[&OwnedAppend]) -> Statement {
+    let mut insert = sagas::Entity::insert_many(appends.iter().map(|a| a.saga_row()));
+    insert.query().on_conflict(OnConflict::new().do_nothing().to_owned()).returning(
+        Query::returning()
+            .exprs([part_column("inserted"), Expr::col(sagas::Column::SagaId).into()]),
+    );
+    backend.build(insert.query())
 }
 
-/// Of new sagas whose rows were just inserted, the ones whose type and
-/// idempotency key an archived saga holds (retention moved it out of the
-/// `sagas` table, whose unique key therefore let the row in): their rows are
-/// deleted again and their ids returned, to be refused as duplicates. Checked
-/// after the insert, so that a saga archived while this transaction runs is
-/// seen here or its live row stopped the insert. One query for any number.
-async fn refuse_archived_keys<'a, C: ConnectionTrait>(
-    conn: &C,
-    new: impl Iterator<Item = &'a OwnedAppend>,
-) -> Result<Vec<String>, StoreError> {
-    let new: Vec<&OwnedAppend> = new.collect();
-    if new.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys = new.iter().map(|a| {
+/// The archived sagas holding the type and idempotency key of one of
+/// `appends` (`part = 'archived'`).
+fn archived_keys_statement(backend: DbBackend, appends: &[&OwnedAppend]) -> Statement {
+    let keys = appends.iter().map(|a| {
         ValueTuple::Two(
             a.projection.saga_type.as_str().into(),
             a.projection.idempotency_key.as_str().into(),
         )
     });
     let query = Query::select()
+        .expr(part_column("archived"))
         .columns([archived_sagas::Column::SagaType, archived_sagas::Column::IdempotencyKey])
         .from(archived_sagas::Entity)
         .and_where(
@@ -455,38 +564,31 @@ async fn refuse_archived_keys<'a, C: ConnectionTrait>(
             .in_tuples(keys),
         )
         .to_owned();
-    let taken = conn.query_all(conn.get_database_backend().build(&query)).await?;
-    if taken.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut held = HashSet::new();
-    for row in taken {
-        held.insert((
-            row.try_get::<String>("", "saga_type")?,
-            row.try_get::<String>("", "idempotency_key")?,
-        ));
-    }
-    let refused: Vec<String> = new
-        .iter()
-        .filter(|a| {
-            held.contains(&(a.projection.saga_type.clone(), a.projection.idempotency_key.clone()))
-        })
-        .map(|a| a.saga_id.clone())
-        .collect();
-    sagas::Entity::delete_many()
-        .filter(sagas::Column::SagaId.is_in(refused.iter().map(String::as_str)))
-        .exec(conn)
-        .await?;
-    Ok(refused)
+    backend.build(&query)
 }
 
-/// The projections of `appends` (distinct sagas) in one `UPDATE … FROM
-/// (VALUES …)`, each guarded by its expected seq. Returns the sagas updated;
-/// the others conflict.
-async fn update_projections<C: ConnectionTrait>(
+/// Of a new saga just inserted alone, whether an archived saga holds its
+/// type and idempotency key (see [`write_together`]); if so its row is
+/// deleted again.
+async fn refuse_archived_key<C: ConnectionTrait>(
     conn: &C,
-    appends: &[&OwnedAppend],
-) -> Result<HashSet<String>, StoreError> {
+    a: &OwnedAppend,
+) -> Result<bool, StoreError> {
+    let backend = conn.get_database_backend();
+    if conn.query_all(archived_keys_statement(backend, &[a])).await?.is_empty() {
+        return Ok(false);
+    }
+    sagas::Entity::delete_many()
+        .filter(sagas::Column::SagaId.eq(a.saga_id.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(true)
+}
+
+/// The projections of `appends` (distinct sagas, at least one) in one
+/// `UPDATE … FROM (VALUES …)`, each guarded by its expected seq, returning
+/// the sagas updated (`part = 'updated'`); the others conflict.
+fn update_projections_statement(backend: DbBackend, appends: &[&OwnedAppend]) -> Statement {
     const COLUMNS: [(&str, &str); 14] = [
         ("saga_id", "text"),
         ("expected_seq", "int8"),
@@ -503,7 +605,6 @@ async fn update_projections<C: ConnectionTrait>(
         ("wait_half_at_ms", "int8"),
         ("wait_key", "text"),
     ];
-    let backend = conn.get_database_backend();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(appends.len() * COLUMNS.len());
     let mut rows = Vec::with_capacity(appends.len());
     for a in appends {
@@ -545,17 +646,12 @@ async fn update_projections<C: ConnectionTrait>(
         "WITH v({}) AS (VALUES {}) \
          UPDATE \"sagas\" SET {} FROM v \
          WHERE \"sagas\".\"saga_id\" = v.\"v_saga_id\" AND \"sagas\".\"seq\" = v.\"v_expected_seq\" \
-         RETURNING \"saga_id\"",
+         RETURNING CAST('updated' AS TEXT) AS \"part\", \"saga_id\"",
         names.join(", "),
         rows.join(", "),
         sets.join(", "),
     );
-    let updated =
-        conn.query_all(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
-    updated
-        .iter()
-        .map(|row| row.try_get::<String>("", "saga_id").map_err(StoreError::from))
-        .collect()
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 /// On SQLite, take the database's write lock now, waiting for it if another
@@ -627,7 +723,7 @@ async fn write_one<C: ConnectionTrait>(
             }
             _ => StoreError::Db(e),
         })?;
-        if !refuse_archived_keys(conn, std::iter::once(a)).await?.is_empty() {
+        if refuse_archived_key(conn, a).await? {
             return Err(StoreError::DuplicateKey { saga_type: p.saga_type.clone() });
         }
     }
@@ -731,10 +827,10 @@ mod tests {
             .len()
     }
 
-    /// Several sagas' appends in one transaction: the one that conflicts,
-    /// the start whose key is taken and the one written under a lost lease
-    /// are refused, each with its own error, and nothing of theirs is
-    /// written; the others commit.
+    /// Several sagas' appends in one transaction: the one that conflicts
+    /// and the starts whose keys are taken are refused, each with its own
+    /// error, and nothing of theirs is written; the others commit (one of
+    /// them under a fence that holds).
     async fn one_refused_append_does_not_fail_the_others(store: Store) {
         store.ensure_cluster(2).await.unwrap();
         let epoch = store.acquire(1, "me", 0, 60_000).await.unwrap().unwrap();
@@ -742,11 +838,8 @@ mod tests {
             store.writer.append(append(id, 0, 2)).await.unwrap();
         }
         let held = Fence { partition: 1, owner: "me".into(), epoch };
-        let lost = Fence { partition: 1, owner: "me".into(), epoch: epoch - 1 };
         let mut fenced_ok = append("c", 2, 1);
         fenced_ok.fence = Some(held);
-        let mut fenced_stale = append("a", 2, 1);
-        fenced_stale.fence = Some(lost);
         let mut taken_key = append("d", 0, 1);
         taken_key.projection.idempotency_key = "a".into();
         let mut same_key_in_batch = append("h", 0, 1);
@@ -755,7 +848,6 @@ mod tests {
             append("a", 2, 2), // commits
             append("b", 1, 1), // stale seq: conflict
             fenced_ok,         // commits, under a held fence
-            fenced_stale,      // a lost epoch: fenced
             taken_key,         // the idempotency key of "a": duplicate
             append("e", 0, 2), // a new saga: commits
             append("f", 2, 1), // commits
@@ -781,17 +873,12 @@ mod tests {
             results[1]
         );
         assert!(results[2].is_ok(), "{:?}", results[2]);
-        assert!(
-            matches!(results[3], Err(StoreError::Fenced { partition: 1, .. })),
-            "{:?}",
-            results[3]
-        );
-        assert!(matches!(results[4], Err(StoreError::DuplicateKey { .. })), "{:?}", results[4]);
+        assert!(matches!(results[3], Err(StoreError::DuplicateKey { .. })), "{:?}", results[3]);
+        assert!(results[4].is_ok(), "{:?}", results[4]);
         assert!(results[5].is_ok(), "{:?}", results[5]);
-        assert!(results[6].is_ok(), "{:?}", results[6]);
-        assert!(matches!(results[7], Err(StoreError::Conflict { .. })), "{:?}", results[7]);
-        assert!(results[8].is_ok(), "{:?}", results[8]);
-        assert!(matches!(results[9], Err(StoreError::DuplicateKey { .. })), "{:?}", results[9]);
+        assert!(matches!(results[6], Err(StoreError::Conflict { .. })), "{:?}", results[6]);
+        assert!(results[7].is_ok(), "{:?}", results[7]);
+        assert!(matches!(results[8], Err(StoreError::DuplicateKey { .. })), "{:?}", results[8]);
         assert_eq!(seqs(&store, "h").await, Vec::<i64>::new(), "the refused start wrote nothing");
         assert_eq!(outbox_of(&store, "h").await, 0);
         assert_eq!(seqs(&store, "f").await, vec![1, 2, 3]);
@@ -812,6 +899,60 @@ mod tests {
         let by_id: Vec<(String, i64)> = rows.into_iter().map(|r| (r.saga_id, r.seq)).collect();
         let expected = [("a", 4), ("b", 2), ("c", 3), ("e", 2), ("f", 3), ("g", 1)];
         assert_eq!(by_id, expected.map(|(id, seq)| (id.to_owned(), seq)).to_vec());
+    }
+
+    /// A batch with an append written under a lost lease: the shared
+    /// transaction is refused as a whole, and written again one append at a
+    /// time the deposed append is refused as fenced and writes nothing, while
+    /// the others of its batch commit and their commands reach the relay.
+    async fn a_lost_fence_refuses_only_its_append(store: Store) {
+        store.ensure_cluster(2).await.unwrap();
+        let epoch = store.acquire(1, "me", 0, 60_000).await.unwrap().unwrap();
+        for id in ["a", "c"] {
+            store.writer.append(append(id, 0, 2)).await.unwrap();
+        }
+        let held = Fence { partition: 1, owner: "me".into(), epoch };
+        let lost = Fence { partition: 1, owner: "me".into(), epoch: epoch - 1 };
+        let mut fenced_ok = append("c", 2, 1);
+        fenced_ok.fence = Some(held);
+        let mut fenced_stale = append("a", 2, 1);
+        fenced_stale.fence = Some(lost);
+        let batch = [fenced_ok, fenced_stale, append("e", 0, 2)];
+        let refs: Vec<&OwnedAppend> = batch.iter().collect();
+        assert!(
+            matches!(
+                write_together(store.db(), &refs).await,
+                Err(StoreError::Fenced { partition: 1, .. })
+            ),
+            "a lost fence refuses the shared transaction"
+        );
+        let handoff = Handoff::default();
+        let (mut jobs, mut answers) = (Vec::new(), Vec::new());
+        for append in batch {
+            let (done, answer) = oneshot::channel();
+            jobs.push(Job { append, done });
+            answers.push(answer);
+        }
+        write_batch(store.db(), &mut jobs, &handoff).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(StoreError::Fenced { partition: 1, .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        let mut handed: Vec<String> =
+            handoff.take(usize::MAX).into_iter().map(|r| r.msg_id).collect();
+        handed.sort_unstable();
+        assert_eq!(handed, ["c/2", "e/0"]);
+        assert_eq!(seqs(&store, "a").await, vec![1, 2], "the fenced append wrote nothing");
+        assert_eq!(outbox_of(&store, "a").await, 1);
+        assert_eq!(seqs(&store, "c").await, vec![1, 2, 3]);
+        assert_eq!(seqs(&store, "e").await, vec![1, 2]);
     }
 
     /// Appends queued at once from many tasks all commit, each told its own result.
@@ -914,6 +1055,11 @@ mod tests {
         one_refused_append_does_not_fail_the_others:
         one_refused_append_does_not_fail_the_others_on_sqlite,
         one_refused_append_does_not_fail_the_others_on_postgres
+    );
+    on_each_backend!(
+        a_lost_fence_refuses_only_its_append:
+        a_lost_fence_refuses_only_its_append_on_sqlite,
+        a_lost_fence_refuses_only_its_append_on_postgres
     );
     on_each_backend!(
         concurrent_appends_are_committed_together:
