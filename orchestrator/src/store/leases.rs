@@ -229,7 +229,7 @@ impl Store {
             fences.iter().map(|f| f.partition).collect();
         let returned = || -> [sea_orm::sea_query::SimpleExpr; 4] {
             [
-                Expr::cust("CAST('fence' AS TEXT) AS \"part\""),
+                super::writer::part_column("fence"),
                 Expr::col(leases::Column::Partition).into(),
                 Expr::col(leases::Column::Owner).into(),
                 Expr::col(leases::Column::Epoch).into(),
@@ -268,7 +268,7 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         let mut leases = Vec::new();
         for row in rows {
-            if row.try_get::<String>("", "part")? == "fence" {
+            if super::writer::part(row)? == "fence" {
                 leases.push((
                     row.try_get::<i32>("", "partition")?,
                     row.try_get::<String>("", "owner")?,

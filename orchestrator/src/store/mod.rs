@@ -162,9 +162,13 @@ pub struct Loaded {
 pub(crate) struct WriteTurn(Arc<tokio::sync::Mutex<()>>);
 
 impl WriteTurn {
-    /// Wait for the turn; it passes on when the guard is dropped.
-    pub(crate) async fn take(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        Arc::clone(&self.0).lock_owned().await
+    /// Wait for the turn, if there is one to wait for (SQLite); it passes on
+    /// when the guard is dropped.
+    pub(crate) async fn take(turn: Option<&Self>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match turn {
+            Some(turn) => Some(Arc::clone(&turn.0).lock_owned().await),
+            None => None,
+        }
     }
 }
 
@@ -306,10 +310,7 @@ impl Store {
     /// Wait for this process's turn to write (SQLite; on PostgreSQL at once):
     /// see [`WriteTurn`]. Held until the returned guard is dropped.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match &self.turn {
-            Some(turn) => Some(turn.take().await),
-            None => None,
-        }
+        WriteTurn::take(self.turn.as_ref()).await
     }
 
     /// The underlying connection (for queries elsewhere in the orchestrator).

@@ -44,7 +44,7 @@
 //! lease rows, and a transaction without fences starts with a no-op `UPDATE`
 //! that matches no row.
 
-use super::entities::{archived_sagas, leases, outbox, repairs, saga_events, saga_tags, sagas};
+use super::entities::{archived_sagas, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
 use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError, WriteTurn};
 use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr, ValueTuple};
@@ -192,10 +192,7 @@ async fn run(
         }
         let began = Instant::now();
         let size = batch.len();
-        let _turn = match &turn {
-            Some(turn) => Some(turn.take().await),
-            None => None,
-        };
+        let _turn = WriteTurn::take(turn.as_ref()).await;
         write_batch(&db, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
@@ -308,13 +305,13 @@ async fn run_together<C: ConnectionTrait>(
 
 /// The part of a combined query's results a row belongs to (its `part`
 /// column), for the statements that return rows in one.
-fn part(row: &QueryResult) -> Result<String, DbErr> {
+pub(super) fn part(row: &QueryResult) -> Result<String, DbErr> {
     row.try_get::<String>("", "part")
 }
 
 /// `'<name>' AS part`, the first column a statement of a combined query
 /// returns, so that its rows can be told from the others'.
-fn part_column(name: &'static str) -> SimpleExpr {
+pub(super) fn part_column(name: &'static str) -> SimpleExpr {
     Expr::cust(format!("CAST('{name}' AS TEXT) AS \"part\""))
 }
 
@@ -657,12 +654,10 @@ fn update_projections_statement(backend: DbBackend, appends: &[&OwnedAppend]) ->
 /// On SQLite, take the database's write lock now, waiting for it if another
 /// connection holds it: a transaction that read first could not wait later.
 async fn take_write_lock<C: ConnectionTrait>(txn: &C) -> Result<(), StoreError> {
-    if txn.get_database_backend() == DbBackend::Sqlite {
-        leases::Entity::update_many()
-            .col_expr(leases::Column::Epoch, Expr::col(leases::Column::Epoch).into())
-            .filter(leases::Column::Partition.lt(0))
-            .exec(txn)
-            .await?;
+    // The fences' statement with no fences: on SQLite a no-op `UPDATE` that
+    // matches no row; on PostgreSQL none.
+    if let Some(lock) = Store::fences_statement(txn.get_database_backend(), &[]) {
+        txn.execute(lock).await?;
     }
     Ok(())
 }
