@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(SagaTags),
             Box::new(Archive),
             Box::new(Waits),
+            Box::new(OneStatusIndex),
         ]
     }
 
@@ -533,5 +534,28 @@ impl MigrationTrait for Archive {
         )
         .await?;
         index(m, "sagas_ended_by_age", Sagas::Table, [Sagas::Status, Sagas::UpdatedAtMs]).await
+    }
+}
+
+/// `sagas_ended_by_age` (m0006) indexes the same columns as `sagas_status`
+/// (m0001), in the same order: one of them is enough for the queries by
+/// status and age, and every projection update (its `updated_at_ms` changes
+/// each time) had to write both.
+#[derive(Debug)]
+struct OneStatusIndex;
+
+impl MigrationName for OneStatusIndex {
+    fn name(&self) -> &str {
+        "m0008_one_status_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OneStatusIndex {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop().name("sagas_ended_by_age").table(Sagas::Table).if_exists().to_owned(),
+        )
+        .await
     }
 }

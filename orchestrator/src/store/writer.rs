@@ -32,7 +32,9 @@
 //! On SQLite the statements between `BEGIN` and `COMMIT` go to the database
 //! in two calls, several statements each ([`run_together`]), and the
 //! writer waits for this process's turn to write ([`WriteTurn`]) before it
-//! begins.
+//! begins. On PostgreSQL, which takes one statement per query, the events' and
+//! tags' inserts ride in the commands' insert as `WITH` clauses
+//! ([`ride_along`]).
 //!
 //! Acknowledging a reply or answering a start happens in the caller after
 //! this returns, so only after the commit.
@@ -303,6 +305,105 @@ async fn run_together<C: ConnectionTrait>(
     conn.query_all(Statement::from_sql_and_values(backend, sql, values)).await
 }
 
+/// Most parameters PostgreSQL takes in one statement.
+const POSTGRES_PARAMS_MAX: usize = 65_535;
+
+/// `silent` (statements whose rows are not read) and then `then`, in order,
+/// as the statements to run. PostgreSQL takes one statement per query: there
+/// the silent statements ride in the statement after them as data-modifying
+/// `WITH` clauses (`WITH w0 AS (INSERT …), w1 AS (INSERT …) INSERT …
+/// RETURNING …`), one round trip for what were several, the same writes in
+/// the same transaction (a failing one fails the statement, as it failed the
+/// transaction alone). A statement's parameters are numbered from 1, so they
+/// are renumbered after those before it; no statement gets more than
+/// PostgreSQL's limit of parameters, and statements whose numbering is not
+/// the plain `$1..$n` are left as they are. SQLite runs them together anyway
+/// ([`run_together`]): there they are returned as they are.
+fn ride_along(backend: DbBackend, silent: Vec<Statement>, then: Vec<Statement>) -> Vec<Statement> {
+    if backend != DbBackend::Postgres {
+        return silent.into_iter().chain(then).collect();
+    }
+    let mut out = Vec::new();
+    let mut riders: Vec<Statement> = Vec::new();
+    let mut riders_params = 0;
+    let tagged = silent.into_iter().map(|s| (s, true)).chain(then.into_iter().map(|s| (s, false)));
+    for (statement, is_silent) in tagged {
+        let params = params_of(&statement);
+        if !riders.is_empty() && riders_params + params > POSTGRES_PARAMS_MAX {
+            out.extend(carry(std::mem::take(&mut riders)));
+            riders_params = 0;
+        }
+        riders.push(statement);
+        riders_params += params;
+        if !is_silent {
+            out.extend(carry(std::mem::take(&mut riders)));
+            riders_params = 0;
+        }
+    }
+    out.extend(carry(riders));
+    out
+}
+
+fn params_of(statement: &Statement) -> usize {
+    statement.values.as_ref().map_or(0, |v| v.0.len())
+}
+
+/// The last of `statements` carrying the others as `WITH` clauses (see
+/// [`ride_along`]); all of them as they are if one's parameters are not
+/// numbered `$1..$n`.
+fn carry(mut statements: Vec<Statement>) -> Vec<Statement> {
+    if statements.len() <= 1 {
+        return statements;
+    }
+    let mut clauses = Vec::with_capacity(statements.len() - 1);
+    let mut values = Vec::new();
+    for (i, statement) in statements.iter().enumerate() {
+        let Some(sql) = shift_placeholders(&statement.sql, values.len(), params_of(statement))
+        else {
+            return statements;
+        };
+        values.extend(statement.values.iter().flat_map(|v| v.0.iter().cloned()));
+        clauses.push(if i + 1 < statements.len() { format!("w{i} AS ({sql})") } else { sql });
+    }
+    let Some(main) = clauses.pop() else { return statements };
+    let sql = match main.strip_prefix("WITH ") {
+        Some(rest) => format!("WITH {}, {rest}", clauses.join(", ")),
+        None => format!("WITH {} {main}", clauses.join(", ")),
+    };
+    let backend = statements.pop().map_or(DbBackend::Postgres, |s| s.db_backend);
+    vec![Statement::from_sql_and_values(backend, sql, values)]
+}
+
+/// `sql` with each PostgreSQL parameter `$k` (outside quotes) written
+/// `$(k + by)`; `None` if one is not in `1..=count`.
+fn shift_placeholders(sql: &str, by: usize, count: usize) -> Option<String> {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut k = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    k = k.checked_mul(10)?.checked_add(d as usize)?;
+                    chars.next();
+                }
+                if k == 0 || k > count {
+                    return None;
+                }
+                out.push('$');
+                out.push_str(&(k + by).to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
 /// The part of a combined query's results a row belongs to (its `part`
 /// column), for the statements that return rows in one.
 pub(super) fn part(row: &QueryResult) -> Result<String, DbErr> {
@@ -498,25 +599,26 @@ async fn write_together(
     // Past a passed seq guard (or a new saga's row) no other writer can hold
     // these seqs: a unique violation here means a corrupt store, and fails
     // the batch.
-    let mut statements = Vec::new();
+    let mut silent = Vec::new();
     while !events.is_empty() {
         let rest = events.split_off(events.len().min(INSERT_ROWS_MAX));
-        statements.push(
+        silent.push(
             saga_events::Entity::insert_many(std::mem::replace(&mut events, rest)).build(backend),
         );
     }
     while !tags.is_empty() {
         let rest = tags.split_off(tags.len().min(INSERT_ROWS_MAX));
-        statements.push(
+        silent.push(
             saga_tags::Entity::insert_many(std::mem::replace(&mut tags, rest)).build(backend),
         );
     }
+    let mut returning = Vec::new();
     while !commands.is_empty() {
         let rest = commands.split_off(commands.len().min(INSERT_ROWS_MAX));
-        statements.push(insert_commands_statement(backend, std::mem::replace(&mut commands, rest)));
+        returning.push(insert_commands_statement(backend, std::mem::replace(&mut commands, rest)));
     }
     // Only the commands' insert returns rows.
-    for row in run_together(&txn, statements).await? {
+    for row in run_together(&txn, ride_along(backend, silent, returning)).await? {
         committed.push(outbox::Model::from_query_result(&row, "")?);
     }
     txn.commit().await?;
@@ -760,6 +862,65 @@ mod tests {
     use crate::store::entities::{outbox, saga_events, sagas};
     use sea_orm::QueryOrder;
     use skald_testkit::{Backend, TempDatabase};
+
+    fn pg(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+    }
+
+    #[test]
+    fn placeholders_are_shifted_outside_quotes_only() {
+        assert_eq!(
+            shift_placeholders(r#"INSERT INTO "a$1" VALUES ($1, $2, '$2', $10)"#, 5, 10).as_deref(),
+            Some(r#"INSERT INTO "a$1" VALUES ($6, $7, '$2', $15)"#)
+        );
+        assert_eq!(shift_placeholders("SELECT $3", 0, 2), None);
+        assert_eq!(shift_placeholders("SELECT $0", 0, 2), None);
+    }
+
+    #[test]
+    fn silent_statements_ride_in_the_next_one_on_postgres() {
+        let silent = vec![
+            pg("INSERT INTO e VALUES ($1, $2)", vec![1.into(), 2.into()]),
+            pg("INSERT INTO t VALUES ($1)", vec![3.into()]),
+        ];
+        let then = vec![pg("INSERT INTO o VALUES ($1, $2) RETURNING id", vec![4.into(), 5.into()])];
+        let out = ride_along(DbBackend::Postgres, silent.clone(), then.clone());
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].sql,
+            "WITH w0 AS (INSERT INTO e VALUES ($1, $2)), w1 AS (INSERT INTO t VALUES ($3)) \
+             INSERT INTO o VALUES ($4, $5) RETURNING id"
+        );
+        let values: Vec<sea_orm::Value> = (1..=5).map(sea_orm::Value::from).collect();
+        assert_eq!(out[0].values.as_ref().map(|v| v.0.clone()), Some(values));
+        // Only silent ones: the last carries the others.
+        let out = ride_along(DbBackend::Postgres, silent.clone(), Vec::new());
+        assert_eq!(out.len(), 1);
+        assert!(out[0].sql.ends_with(") INSERT INTO t VALUES ($3)"), "{}", out[0].sql);
+        // A main statement with its own WITH keeps it after the riders.
+        let with = vec![pg("WITH v(x) AS (VALUES ($1)) SELECT x FROM v", vec![6.into()])];
+        let out = ride_along(DbBackend::Postgres, silent[1..].to_vec(), with);
+        assert_eq!(
+            out[0].sql,
+            "WITH w0 AS (INSERT INTO t VALUES ($1)), v(x) AS (VALUES ($2)) SELECT x FROM v"
+        );
+        // SQLite runs them together as they are.
+        assert_eq!(ride_along(DbBackend::Sqlite, silent, then).len(), 3);
+    }
+
+    #[test]
+    fn riders_stay_under_postgres_parameter_limit() {
+        let big = |n: usize| {
+            let sql = (1..=n).map(|k| format!("${k}")).collect::<Vec<_>>().join(", ");
+            pg(&format!("INSERT INTO e VALUES ({sql})"), vec![sea_orm::Value::from(0); n])
+        };
+        let out = ride_along(DbBackend::Postgres, vec![big(40_000), big(40_000)], vec![big(10)]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.iter().map(params_of).collect::<Vec<_>>(), vec![40_000, 40_010]);
+        // A statement not numbered $1..$n is run as it is.
+        let odd = vec![pg("INSERT INTO e VALUES ($2)", vec![1.into()])];
+        assert_eq!(ride_along(DbBackend::Postgres, odd, vec![big(1)]).len(), 2);
+    }
 
     fn projection(key: &str, partition: i32) -> Projection {
         Projection {
