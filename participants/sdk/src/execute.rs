@@ -19,7 +19,7 @@ use crate::inbox;
 use crate::tx::{Db, Tx};
 use futures::FutureExt;
 use sagas::protocol::{BODY_BYTES_MAX, Command, Kind, Outcome, Reply};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use serde_json::json;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -125,12 +125,11 @@ async fn run_handler(
                 );
                 return store(engine, command, failed("output_too_large", message)).await;
             }
-            let tx = match open {
-                Some(tx) => tx,
-                None => engine.db.begin().await?,
-            };
             let outcome = Outcome::Ok { output };
-            commit_answer(tx, command, &outcome).await?;
+            match open {
+                Some(tx) => commit_answer(tx, command, &outcome).await?,
+                None => engine.db.commit_one(answer_row(engine, command, &outcome)?).await?,
+            }
             if engine.crash_after_commit.as_deref() == Some(command.action.as_str()) {
                 tracing::error!(command_id = %command.command_id, "fault injection: aborting after commit, before the reply");
                 std::process::abort();
@@ -176,22 +175,24 @@ async fn run_handler(
 
 /// Store a final answer decided without the handler, in its own transaction.
 async fn store(engine: &Engine, command: &Command, outcome: Outcome) -> Result<Answer, DbErr> {
-    commit_answer(engine.db.begin().await?, command, &outcome).await?;
+    engine.db.commit_one(answer_row(engine, command, &outcome)?).await?;
     Ok(Answer::Reply(outcome))
 }
 
-/// Commit `tx` with the inbox row of `command`'s final answer, written last.
+/// Commit `tx` (the handler's writes) with the inbox row of `command`'s final
+/// answer, written last.
 async fn commit_answer(tx: Tx, command: &Command, outcome: &Outcome) -> Result<(), DbErr> {
     let backend = tx.txn()?.get_database_backend();
-    let row = inbox::insert(
-        backend,
-        &command.command_id,
-        command,
-        command.kind,
-        command.attempt,
-        outcome,
-    )?;
-    tx.commit(row).await
+    tx.commit(inbox_row(backend, command, outcome)?).await
+}
+
+/// The inbox row of `command`'s final answer, on the engine's database.
+fn answer_row(engine: &Engine, command: &Command, outcome: &Outcome) -> Result<Statement, DbErr> {
+    inbox_row(engine.db.conn.get_database_backend(), command, outcome)
+}
+
+fn inbox_row(backend: DbBackend, command: &Command, outcome: &Outcome) -> Result<Statement, DbErr> {
+    inbox::insert(backend, &command.command_id, command, command.kind, command.attempt, outcome)
 }
 
 /// An `undo` before its `do`: answer `ok` and refuse the `do` in advance.

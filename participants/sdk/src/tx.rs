@@ -23,6 +23,11 @@
 //! to the database beside its handler's own, where a savepoint of its own
 //! (open, insert, release) cost three: the gate is held for the calls, and on
 //! a busy host every call waits to be scheduled on the database's thread.
+//!
+//! A command that writes nothing but its inbox row (its handler wrote
+//! nothing, or its answer was decided without the handler) goes through
+//! [`Db::commit_one`]: where it would have had a transaction of its own, the
+//! one `INSERT` runs alone and commits by itself (one call, not three).
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
@@ -68,16 +73,41 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, DbErr> {
-        let permit =
-            match &self.gate {
-                Some(gate) => {
-                    let _waiting = self.group.as_deref().map(Waiting::new);
-                    Some(Arc::clone(gate).acquire_owned().await.map_err(|_| {
-                        DbErr::Custom("the SQLite transaction gate is closed".into())
-                    })?)
-                }
-                None => None,
-            };
+        let permit = self.pass_gate().await?;
+        self.begin_past_gate(permit).await
+    }
+
+    /// Write `last` (an inbox row) for a command that wrote nothing else, as
+    /// [`Db::begin`] and [`Tx::commit`] would. Where that would be a
+    /// transaction of its own (PostgreSQL; SQLite with no group open and
+    /// nobody at the gate), the statement runs alone and commits by itself:
+    /// one call to the database where `BEGIN`, the statement and `COMMIT` were
+    /// three. Returns once it is committed.
+    pub async fn commit_one(&self, last: Statement) -> Result<(), DbErr> {
+        let permit = self.pass_gate().await?;
+        let grouped = self.group.as_deref().is_some_and(|group| {
+            group.lock().txn.is_some() || group.waiting.load(Ordering::SeqCst) > 0
+        });
+        if grouped {
+            return self.begin_past_gate(permit).await?.commit(last).await;
+        }
+        self.conn.execute(last).await?;
+        drop(permit);
+        Ok(())
+    }
+
+    /// On SQLite, wait for the gate; its permit.
+    async fn pass_gate(&self) -> Result<Option<OwnedSemaphorePermit>, DbErr> {
+        let Some(gate) = &self.gate else { return Ok(None) };
+        let _waiting = self.group.as_deref().map(Waiting::new);
+        let permit = Arc::clone(gate)
+            .acquire_owned()
+            .await
+            .map_err(|_| DbErr::Custom("the SQLite transaction gate is closed".into()))?;
+        Ok(Some(permit))
+    }
+
+    async fn begin_past_gate(&self, permit: Option<OwnedSemaphorePermit>) -> Result<Tx, DbErr> {
         let Some(group) = &self.group else {
             return Ok(Tx::own(self.conn.begin().await?, permit));
         };
@@ -442,5 +472,35 @@ mod tests {
             let seen = task.await.unwrap();
             assert!(seen.iter().any(|n| n == name), "{name} committed: {seen:?}");
         }
+    }
+
+    /// A lone write (a command that wrote nothing else) commits by itself
+    /// when nobody shares the gate; behind a command at the gate it joins the
+    /// group like any command, and a duplicate fails alone in both cases.
+    #[tokio::test]
+    async fn a_lone_write_commits_alone_or_with_the_group() {
+        let (db, _temp) = grouped().await;
+        db.commit_one(done("alone")).await.unwrap();
+        assert_eq!(names(&db, "done").await, ["alone"]);
+        let again = db.commit_one(done("alone")).await.unwrap_err().to_string();
+        assert!(again.contains("UNIQUE"), "{again}");
+
+        let first = queue_behind(&db).await;
+        let mut tasks = Vec::new();
+        for (i, name) in ["alone", "grouped"].into_iter().enumerate() {
+            let each = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let result = each.commit_one(done(name)).await.map_err(|e| e.to_string());
+                (result, names(&each, "done").await)
+            }));
+            until_waiting(&db, i + 1).await;
+        }
+        first.commit(done("first")).await.unwrap();
+        let (duplicate, _) = tasks.remove(0).await.unwrap();
+        assert!(duplicate.unwrap_err().contains("UNIQUE"));
+        let (grouped, seen) = tasks.remove(0).await.unwrap();
+        assert_eq!(grouped, Ok(()));
+        assert!(seen.iter().any(|n| n == "grouped"), "committed when it returned: {seen:?}");
+        assert_eq!(names(&db, "done").await, ["alone", "first", "grouped"]);
     }
 }
