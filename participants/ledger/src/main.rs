@@ -1,5 +1,9 @@
 //! `ledger`: see the library's documentation (`ledger`).
 
+// The allocator of Skald's processes (BENCHMARKS.md, 2026-12-05 second session).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     ledger::main()
 }

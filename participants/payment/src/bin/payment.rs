@@ -1,5 +1,9 @@
 //! `payment`: see the library's documentation (`payment::cli::payment`).
 
+// The allocator of Skald's processes (BENCHMARKS.md, 2026-12-05 second session).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     payment::cli::payment::main()
 }

@@ -1,5 +1,9 @@
 //! `psp-sim`: see the library's documentation (`payment::sim`).
 
+// The allocator of Skald's processes (BENCHMARKS.md, 2026-12-05 second session).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     payment::cli::psp_sim::main()
 }
