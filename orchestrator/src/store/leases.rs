@@ -88,7 +88,7 @@ impl Store {
                     .update_columns([members::Column::HeartbeatAtMs, members::Column::HttpAddr])
                     .to_owned(),
             )
-            .exec(self.db())
+            .exec(self.writes())
             .await?;
         Ok(())
     }
@@ -106,7 +106,7 @@ impl Store {
     /// Leave the cluster: forget the member row.
     pub async fn leave(&self, instance: &str) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
-        members::Entity::delete_by_id(instance).exec(self.db()).await?;
+        members::Entity::delete_by_id(instance).exec(self.writes()).await?;
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let _turn = self.write_turn().await;
         self.fault("lease", false)?;
-        let txn = self.db().begin().await?;
+        let txn = self.writes().begin().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{ACQUIRE_LOCK_WAIT_MS}ms'"))
                 .await?;
@@ -172,11 +172,11 @@ impl Store {
         leases::Entity::update_many()
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(now_ms + ttl_ms))
             .filter(leases::Column::Owner.eq(instance))
-            .exec(self.db())
+            .exec(self.writes())
             .await?;
         Ok(leases::Entity::find()
             .filter(leases::Column::Owner.eq(instance))
-            .all(self.db())
+            .all(self.writes())
             .await?
             .into_iter()
             .map(|l| (l.partition, l.epoch))
@@ -192,7 +192,7 @@ impl Store {
             .filter(leases::Column::Partition.eq(fence.partition))
             .filter(leases::Column::Owner.eq(fence.owner.as_str()))
             .filter(leases::Column::Epoch.eq(fence.epoch))
-            .exec(self.db())
+            .exec(self.writes())
             .await?;
         Ok(())
     }

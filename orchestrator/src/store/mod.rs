@@ -175,6 +175,13 @@ impl WriteTurn {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The connection of this process's writes that take their turn
+    /// ([`Store::write_turn`]): on a SQLite file a pool of its own with one
+    /// connection, so that its page cache stays warm (SQLite drops a
+    /// connection's whole cache when another connection has committed since
+    /// its last transaction, and with the writer's batches spread over the
+    /// pool every batch began cold); elsewhere the same pool as `db`.
+    writes: DatabaseConnection,
     /// The task that commits appends, many sagas per transaction.
     writer: writer::Writer,
     /// The commands the writer committed, for the relay.
@@ -246,6 +253,7 @@ impl Store {
                 "options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_MS}"
             ));
         }
+        let separate_writes = is_sqlite && !url.contains(":memory:");
         let mut options = ConnectOptions::new(url_full);
         options
             .max_connections(if is_sqlite { 4 } else { 16 })
@@ -262,12 +270,17 @@ impl Store {
             "Is PostgreSQL running and the URL right? Start it with \
              `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
         };
-        let db = Database::connect(options).await.map_err(|source| StoreError::Connect {
-            url: redact(url),
-            source,
-            hint,
-        })?;
-        Self::open(db).await
+        let failed = |source| StoreError::Connect { url: redact(url), source, hint };
+        let db = Database::connect(options.clone()).await.map_err(failed)?;
+        if !separate_writes {
+            return Self::open(db).await;
+        }
+        // The file is in WAL mode before the write connection opens (it
+        // stays so: the mode is the file's).
+        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+        let writes =
+            Database::connect(options.max_connections(1).to_owned()).await.map_err(failed)?;
+        Self::open_with(db, writes).await
     }
 
     /// Use an open connection (a pool built elsewhere: the simulator's, whose
@@ -276,17 +289,29 @@ impl Store {
     ///
     /// # Errors
     /// An unsupported database or a failed migration.
-    pub async fn open(mut db: DatabaseConnection) -> Result<Self, StoreError> {
+    pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let writes = db.clone();
+        Self::open_with(db, writes).await
+    }
+
+    /// [`Store::open`], with `writes` for the writes that take their turn.
+    async fn open_with(
+        mut db: DatabaseConnection,
+        mut writes: DatabaseConnection,
+    ) -> Result<Self, StoreError> {
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = Arc::clone(&statements);
-        db.set_metric_callback(move |_| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        for conn in [&mut db, &mut writes] {
+            let counted = Arc::clone(&statements);
+            conn.set_metric_callback(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
         let handoff = Arc::new(Handoff::default());
         let turn = (db.get_database_backend() == DbBackend::Sqlite).then(WriteTurn::default);
-        let writer = writer::Writer::spawn(db.clone(), Arc::clone(&handoff), turn.clone());
+        let writer = writer::Writer::spawn(writes.clone(), Arc::clone(&handoff), turn.clone());
         let store = Self {
             db,
+            writes,
             writer,
             handoff,
             turn,
@@ -311,6 +336,11 @@ impl Store {
     /// see [`WriteTurn`]. Held until the returned guard is dropped.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         WriteTurn::take(self.turn.as_ref()).await
+    }
+
+    /// The connection for writes made in this process's turn (see `writes`).
+    pub(crate) fn writes(&self) -> &DatabaseConnection {
+        &self.writes
     }
 
     /// The underlying connection (for queries elsewhere in the orchestrator).
@@ -524,7 +554,7 @@ impl Store {
                 .collect();
             let stored = {
                 let _turn = self.write_turn().await;
-                writer::insert_commands(&self.db, rows).await?
+                writer::insert_commands(self.writes(), rows).await?
             };
             self.handoff.push(stored);
         }
@@ -557,7 +587,7 @@ impl Store {
         let _turn = self.write_turn().await;
         outbox::Entity::delete_many()
             .filter(outbox::Column::Id.is_in(ids.iter().copied()))
-            .exec(&self.db)
+            .exec(self.writes())
             .await?;
         Ok(())
     }

@@ -1181,6 +1181,18 @@ mod tests {
     }
 
     /// A store on a fresh database of `backend`, and the database to remove after.
+    /// On a SQLite file the writes in turn go through a pool of one
+    /// connection of their own (its cache stays warm); reads through the
+    /// store's pool see what they wrote (the other tests here).
+    #[tokio::test]
+    async fn on_a_sqlite_file_writes_have_a_connection_of_their_own() {
+        let (_db, store) = store_on(Backend::Sqlite).await;
+        let size =
+            |c: &DatabaseConnection| c.get_sqlite_connection_pool().options().get_max_connections();
+        assert_eq!(size(store.writes()), 1);
+        assert_eq!(size(store.db()), 4);
+    }
+
     async fn store_on(backend: Backend) -> (TempDatabase, Store) {
         let db = TempDatabase::new(backend).await.unwrap();
         let store = Store::connect(&db.url).await.unwrap();
