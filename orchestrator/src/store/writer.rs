@@ -1,11 +1,18 @@
-//! Group commit: one writer task per store puts the appends of many sagas
-//! into one transaction, so one commit (one fsync) covers all of them.
+//! Group commit: a writer task puts the appends of many sagas into one
+//! transaction, so one commit (one fsync) covers all of them.
 //!
 //! Callers queue their append ([`Writer::append`], a bounded queue) and wait
 //! for its own result. The writer takes whatever is queued (at most
 //! [`BATCH_APPENDS_MAX`]) without waiting for more: at low load a batch is one
 //! append and costs nothing extra; under load the appends that queued while
-//! the last commit was flushed go together.
+//! the last commit was flushed go together. On SQLite one writer task serves
+//! the store; on PostgreSQL [`POSTGRES_WRITERS`] take turns at the queue, so
+//! that a batch is written while the last one waits for its commit. Two
+//! batches in flight hold the same guards as one: a saga in both (two appends
+//! of one saga queued at once, rare) is updated by the first to commit and
+//! refused by its seq guard in the other, and should they ever lock each
+//! other's rows, PostgreSQL fails one of them and its appends are written
+//! one by one, as after any failed batch.
 //!
 //! Every append keeps its own checks, and one failing append never fails the
 //! others:
@@ -62,6 +69,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most appends committed together.
 pub const BATCH_APPENDS_MAX: usize = 128;
+/// Writer tasks on PostgreSQL, each with a batch in flight: while one waits
+/// for its commit, the next batch is written (measured: two gave 6-10% more
+/// sagas/s at concurrency 64 than one, four no more than one and more CPU).
+const POSTGRES_WRITERS: usize = 2;
 /// Most appends waiting for the writer; callers wait for room beyond it.
 const QUEUE_APPENDS_MAX: usize = 1_024;
 /// Most rows in one multi-row insert (PostgreSQL takes at most 65,535 parameters).
@@ -165,7 +176,12 @@ impl Writer {
     /// commits are handed to the relay through `handoff`.
     pub fn spawn(db: DatabaseConnection, handoff: Arc<Handoff>, turn: Option<WriteTurn>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
-        tokio::spawn(run(db, jobs, handoff, turn));
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        // SQLite has one writer at a time anyway.
+        let writers = if turn.is_some() { 1 } else { POSTGRES_WRITERS };
+        for _ in 0..writers {
+            tokio::spawn(run(db.clone(), Arc::clone(&jobs), Arc::clone(&handoff), turn.clone()));
+        }
         Self { queue }
     }
 
@@ -179,17 +195,21 @@ impl Writer {
 
 async fn run(
     db: DatabaseConnection,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     handoff: Arc<Handoff>,
     turn: Option<WriteTurn>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
-    while let Some(job) = jobs.recv().await {
-        batch.push(job);
-        while batch.len() < BATCH_APPENDS_MAX {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    loop {
+        {
+            let mut jobs = jobs.lock().await;
+            let Some(job) = jobs.recv().await else { break };
+            batch.push(job);
+            while batch.len() < BATCH_APPENDS_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
         }
         let began = Instant::now();
