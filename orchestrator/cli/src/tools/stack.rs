@@ -180,6 +180,15 @@ impl Services {
         }
     }
 
+    /// Whether any child has exited (and how).
+    pub fn any_exited(&mut self) -> Option<String> {
+        self.0.iter_mut().find_map(|child| match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        })
+    }
+
     /// SIGKILL the child with `pid`, as `kill -9`.
     pub async fn kill(&mut self, pid: u32) {
         if let Some(child) = self.0.iter_mut().find(|c| c.id() == Some(pid)) {
@@ -348,6 +357,48 @@ impl MoneyStack {
     /// Stop every child ([`Services::stop`]).
     pub async fn stop(self) {
         self.services.stop().await;
+    }
+}
+
+/// Longest [`listening`] waits.
+const LISTENING_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Wait until `participant` listens for commands on `prefix`'s bus. The SDK
+/// subscribes a participant to its commands first and to inspections after:
+/// once it answers an (empty) inspection, a command sent now reaches it.
+/// Without this wait the first commands of a run could go out before it
+/// listens (direct delivery keeps nothing for a participant not there yet)
+/// and wait for the outbox's re-send, which would count in the run's
+/// latencies. `exited` tells whether the participant's process has exited
+/// (and how), which ends the wait.
+pub async fn listening(
+    client: &async_nats::Client,
+    prefix: &str,
+    participant: &str,
+    mut exited: impl FnMut() -> Option<String>,
+) -> Result<(), String> {
+    let subject = sagas::protocol::Namespace::new(prefix)?.inspect_subject(participant);
+    let body = serde_json::to_vec(&sagas::protocol::InspectRequest { sagas: Vec::new() })
+        .map_err(|e| e.to_string())?;
+    let began = std::time::Instant::now();
+    loop {
+        let asked = client.request(subject.clone(), body.clone().into());
+        match tokio::time::timeout(Duration::from_secs(1), asked).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) => return Err(format!("cannot reach the {participant} participant: {e}")),
+            Err(_) => {}
+        }
+        if let Some(status) = exited() {
+            return Err(format!("the {participant} participant exited early ({status})"));
+        }
+        if began.elapsed() > LISTENING_WAIT_MAX {
+            return Err(format!(
+                "the {participant} participant did not listen within {}s",
+                LISTENING_WAIT_MAX.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -129,7 +129,10 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         )
     })?;
 
-    listening(&client, &prefix, &mut participant).await?;
+    stack::listening(&client, &prefix, "bench", || {
+        participant.try_wait().ok().flatten().map(|status| status.to_string())
+    })
+    .await?;
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
 
@@ -282,43 +285,4 @@ async fn xid(store: &orchestrator::store::Store) -> Option<u64> {
 /// `skald bench`: run, print the report (table or JSON), exit status.
 pub fn main(config: &BenchConfig) -> anyhow::Result<ExitCode> {
     support::run_main("bench", config.json, run(config), |report| report.table("", ""))
-}
-
-/// Longest the bench waits for its participant to listen.
-const LISTENING_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Wait until the bench participant listens for commands. It subscribes to
-/// its commands first and to inspections after: once it answers an (empty)
-/// inspection, a command sent now reaches it. Without this wait the first
-/// commands could go out before it listens (direct delivery keeps nothing for
-/// a participant not there yet) and wait for the outbox's re-send, which
-/// would count in the run's latencies.
-async fn listening(
-    client: &async_nats::Client,
-    prefix: &str,
-    participant: &mut tokio::process::Child,
-) -> Result<(), String> {
-    let subject = sagas::protocol::Namespace::new(prefix)?.inspect_subject("bench");
-    let body = serde_json::to_vec(&sagas::protocol::InspectRequest { sagas: Vec::new() })
-        .map_err(|e| e.to_string())?;
-    let began = Instant::now();
-    loop {
-        let asked = client.request(subject.clone(), body.clone().into());
-        match tokio::time::timeout(std::time::Duration::from_secs(1), asked).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
-            Ok(Err(e)) => return Err(format!("cannot reach the bench participant: {e}")),
-            Err(_) => {}
-        }
-        if let Ok(Some(status)) = participant.try_wait() {
-            return Err(format!("the bench participant exited early ({status})"));
-        }
-        if began.elapsed() > LISTENING_WAIT_MAX {
-            return Err(format!(
-                "the bench participant did not listen within {}s",
-                LISTENING_WAIT_MAX.as_secs()
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

@@ -143,6 +143,10 @@ async fn topups(
     let orchestrator = Orchestrator::connect_with(&serve, Some(vec![definition]))
         .await
         .map_err(|e| e.to_string())?;
+    for participant in ["ledger", "payment"] {
+        stack::listening(&orchestrator.client, prefix, participant, || money.services.any_exited())
+            .await?;
+    }
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
     let ended_rx = &mut running.ended;
