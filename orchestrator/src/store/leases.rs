@@ -168,6 +168,7 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<Vec<(i32, i64)>, StoreError> {
         let _turn = self.write_turn().await;
+        let _alone = self.lease_turn_alone().await;
         self.fault("lease", false)?;
         leases::Entity::update_many()
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(now_ms + ttl_ms))
@@ -186,6 +187,7 @@ impl Store {
     /// Give a lease up so another instance can take it at once.
     pub async fn release(&self, fence: &Fence) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
+        let _alone = self.lease_turn_alone().await;
         leases::Entity::update_many()
             .col_expr(leases::Column::Owner, Expr::value(""))
             .col_expr(leases::Column::ExpiresAtMs, Expr::value(0_i64))

@@ -172,6 +172,37 @@ impl WriteTurn {
     }
 }
 
+/// PostgreSQL: the writer's batches read this instance's lease rows `FOR
+/// SHARE` and hold them until they commit. With two writers one batch's lock
+/// can begin before the other's ends, so an update of those rows (renewal,
+/// release) could wait for a gap that never comes. The batches share this
+/// lock and those updates take it alone; it is fair (first come, first
+/// served), so an update waits for the batches in flight only.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseTurn(Arc<tokio::sync::RwLock<()>>);
+
+impl LeaseTurn {
+    /// A batch's share, if there is a turn (PostgreSQL).
+    pub(crate) async fn share(
+        turn: Option<&Self>,
+    ) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        match turn {
+            Some(turn) => Some(Arc::clone(&turn.0).read_owned().await),
+            None => None,
+        }
+    }
+
+    /// The turn alone, for an update of this instance's lease rows.
+    pub(crate) async fn alone(
+        turn: Option<&Self>,
+    ) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        match turn {
+            Some(turn) => Some(Arc::clone(&turn.0).write_owned().await),
+            None => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -188,6 +219,8 @@ pub struct Store {
     handoff: Arc<Handoff>,
     /// On SQLite: whose turn it is to write, among this process's connections.
     turn: Option<WriteTurn>,
+    /// On PostgreSQL: the writer's batches and this instance's lease updates.
+    lease_turn: Option<LeaseTurn>,
     /// The engine's clock: every part that holds the store reads time here.
     clock: SharedClock,
     /// Statements run on this store's connections (an atomic add each).
@@ -253,7 +286,8 @@ impl Store {
                 "options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_MS}"
             ));
         }
-        let separate_writes = is_sqlite && !url.contains(":memory:");
+        let separate_writes =
+            is_sqlite && !url.contains(":memory:") && !url.contains("mode=memory");
         let mut options = ConnectOptions::new(url_full);
         options
             .max_connections(if is_sqlite { 4 } else { 16 })
@@ -308,13 +342,21 @@ impl Store {
         }
         let handoff = Arc::new(Handoff::default());
         let turn = (db.get_database_backend() == DbBackend::Sqlite).then(WriteTurn::default);
-        let writer = writer::Writer::spawn(writes.clone(), Arc::clone(&handoff), turn.clone());
+        let lease_turn =
+            (db.get_database_backend() == DbBackend::Postgres).then(LeaseTurn::default);
+        let writer = writer::Writer::spawn(
+            writes.clone(),
+            Arc::clone(&handoff),
+            turn.clone(),
+            lease_turn.clone(),
+        );
         let store = Self {
             db,
             writes,
             writer,
             handoff,
             turn,
+            lease_turn,
             clock: crate::clock::system(),
             statements,
             #[cfg(feature = "faults")]
@@ -336,6 +378,12 @@ impl Store {
     /// see [`WriteTurn`]. Held until the returned guard is dropped.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         WriteTurn::take(self.turn.as_ref()).await
+    }
+
+    /// The turn alone for an update of this instance's lease rows
+    /// (PostgreSQL; see [`LeaseTurn`]).
+    pub(crate) async fn lease_turn_alone(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        LeaseTurn::alone(self.lease_turn.as_ref()).await
     }
 
     /// The connection for writes made in this process's turn (see `writes`).

@@ -55,7 +55,7 @@
 
 use super::entities::{archived_sagas, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
-use super::{Fence, OutboxRow, Projection, RepairRecord, Store, StoreError, WriteTurn};
+use super::{Fence, LeaseTurn, OutboxRow, Projection, RepairRecord, Store, StoreError, WriteTurn};
 use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr, ValueTuple};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
@@ -174,13 +174,24 @@ fn stopped() -> StoreError {
 impl Writer {
     /// Start the writer task of `db` on the current runtime; the commands it
     /// commits are handed to the relay through `handoff`.
-    pub fn spawn(db: DatabaseConnection, handoff: Arc<Handoff>, turn: Option<WriteTurn>) -> Self {
+    pub fn spawn(
+        db: DatabaseConnection,
+        handoff: Arc<Handoff>,
+        turn: Option<WriteTurn>,
+        lease_turn: Option<LeaseTurn>,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         // SQLite has one writer at a time anyway.
         let writers = if turn.is_some() { 1 } else { POSTGRES_WRITERS };
         for _ in 0..writers {
-            tokio::spawn(run(db.clone(), Arc::clone(&jobs), Arc::clone(&handoff), turn.clone()));
+            tokio::spawn(run(
+                db.clone(),
+                Arc::clone(&jobs),
+                Arc::clone(&handoff),
+                turn.clone(),
+                lease_turn.clone(),
+            ));
         }
         Self { queue }
     }
@@ -198,6 +209,7 @@ async fn run(
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     handoff: Arc<Handoff>,
     turn: Option<WriteTurn>,
+    lease_turn: Option<LeaseTurn>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
     loop {
@@ -215,6 +227,7 @@ async fn run(
         let began = Instant::now();
         let size = batch.len();
         let _turn = WriteTurn::take(turn.as_ref()).await;
+        let _share = LeaseTurn::share(lease_turn.as_ref()).await;
         write_batch(&db, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
@@ -395,7 +408,9 @@ fn carry(mut statements: Vec<Statement>) -> Vec<Statement> {
 }
 
 /// `sql` with each PostgreSQL parameter `$k` (outside quotes) written
-/// `$(k + by)`; `None` if one is not in `1..=count`.
+/// `$(k + by)`; `None` if one is not in `1..=count`. Made for the writer's
+/// own statements (sea-query inserts with every value a parameter): no
+/// dollar quoting, `E''` strings or comments.
 fn shift_placeholders(sql: &str, by: usize, count: usize) -> Option<String> {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut quote: Option<char> = None;
@@ -1200,7 +1215,6 @@ mod tests {
         assert_eq!(outbox_of(&store, "z").await, 0);
     }
 
-    /// A store on a fresh database of `backend`, and the database to remove after.
     /// On a SQLite file the writes in turn go through a pool of one
     /// connection of their own (its cache stays warm); reads through the
     /// store's pool see what they wrote (the other tests here).
@@ -1213,6 +1227,7 @@ mod tests {
         assert_eq!(size(store.db()), 4);
     }
 
+    /// A store on a fresh database of `backend`, and the database to remove after.
     async fn store_on(backend: Backend) -> (TempDatabase, Store) {
         let db = TempDatabase::new(backend).await.unwrap();
         let store = Store::connect(&db.url).await.unwrap();
