@@ -183,7 +183,10 @@ impl Writer {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         // SQLite has one writer at a time anyway.
-        let writers = if turn.is_some() { 1 } else { POSTGRES_WRITERS };
+        let writers = match db.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_WRITERS,
+            _ => 1,
+        };
         for _ in 0..writers {
             tokio::spawn(run(
                 db.clone(),

@@ -85,10 +85,7 @@ impl Db {
     /// three. Returns once it is committed.
     pub async fn commit_one(&self, last: Statement) -> Result<(), DbErr> {
         let permit = self.pass_gate().await?;
-        let grouped = self.group.as_deref().is_some_and(|group| {
-            group.lock().txn.is_some() || group.waiting.load(Ordering::SeqCst) > 0
-        });
-        if grouped {
+        if !self.alone() {
             return self.begin_past_gate(permit).await?.commit(last).await;
         }
         self.conn.execute(last).await?;
@@ -107,17 +104,24 @@ impl Db {
         Ok(Some(permit))
     }
 
+    /// Whether the gate's holder would have a transaction of its own: no
+    /// group commit, or no group open and nobody at the gate to join one.
+    /// Only the gate's holder opens or takes a group, so this holds until it
+    /// acts.
+    fn alone(&self) -> bool {
+        self.group.as_deref().is_none_or(|group| {
+            group.lock().txn.is_none() && group.waiting.load(Ordering::SeqCst) == 0
+        })
+    }
+
     async fn begin_past_gate(&self, permit: Option<OwnedSemaphorePermit>) -> Result<Tx, DbErr> {
-        let Some(group) = &self.group else {
-            return Ok(Tx::own(self.conn.begin().await?, permit));
+        let group = match &self.group {
+            // A transaction of its own spares the savepoint.
+            Some(group) if !self.alone() => group,
+            _ => return Ok(Tx::own(self.conn.begin().await?, permit)),
         };
         let shared = match group.take_txn() {
             Some(txn) => txn,
-            // Alone: no group open and nobody at the gate to join one. A
-            // transaction of its own spares the savepoint.
-            None if group.waiting.load(Ordering::SeqCst) == 0 => {
-                return Ok(Tx::own(self.conn.begin().await?, permit));
-            }
             None => {
                 let txn = self.conn.begin().await?;
                 // Dropped on error: the new transaction rolls back, holding nothing yet.

@@ -172,21 +172,12 @@ impl Services {
 
     /// Whether the child with `pid` has exited (and how).
     pub fn exited(&mut self, pid: u32) -> Option<String> {
-        let child = self.0.iter_mut().find(|c| c.id() == Some(pid))?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            Ok(None) => None,
-            Err(e) => Some(e.to_string()),
-        }
+        exit_status(self.0.iter_mut().find(|c| c.id() == Some(pid))?)
     }
 
     /// Whether any child has exited (and how).
     pub fn any_exited(&mut self) -> Option<String> {
-        self.0.iter_mut().find_map(|child| match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            Ok(None) => None,
-            Err(e) => Some(e.to_string()),
-        })
+        self.0.iter_mut().find_map(exit_status)
     }
 
     /// SIGKILL the child with `pid`, as `kill -9`.
@@ -357,6 +348,15 @@ impl MoneyStack {
     /// Stop every child ([`Services::stop`]).
     pub async fn stop(self) {
         self.services.stop().await;
+    }
+}
+
+/// How `child` exited, if it has.
+fn exit_status(child: &mut Child) -> Option<String> {
+    match child.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        Ok(None) => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 
