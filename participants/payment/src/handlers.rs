@@ -38,7 +38,7 @@ use crate::api::{ChargeRequest, PayoutRequest, RefundRequest};
 use crate::outcome::{self, Action, ProviderOutcome, Verdict};
 use crate::provider::Provider;
 use crate::store::{self, Intent, Kind, Status};
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use skald_participant::{HandlerCtx, HandlerError, HandlerResult, Participant, handler, inspector};
@@ -308,7 +308,11 @@ impl<'a> Money<'a> {
             currency: self.currency,
             reference: self.reference,
         };
-        let row = store::record_intent(&payments.db, intent).await?;
+        // Committed before the call, in the SDK's turn at the database (with
+        // group commit, in one commit with other commands' writes).
+        let backend = payments.db.get_database_backend();
+        ctx.commit_now(store::intent_statement(backend, intent)).await?;
+        let row = store::recorded(&payments.db, intent).await?;
         let action = match self.kind {
             Kind::Charge => Action::Charge,
             Kind::Refund => Action::Refund,
@@ -361,10 +365,13 @@ async fn settle(
             store::settle(tx, key, Status::NothingToRefund, None, None).await?;
         }
         Verdict::Failed { code, message } => {
-            // The SDK rolls its transaction back on `failed`: record on our own.
-            // If this write fails the answer is `retry`, and the next attempt
-            // gets the same refusal from the provider.
-            store::settle(&payments.db, key, Status::Refused, None, Some(code)).await?;
+            // The SDK rolls its transaction back on `failed`: commit it apart
+            // (the intent it updates was recorded above). If this write fails
+            // the answer is `retry`, and the next attempt gets the same
+            // refusal from the provider.
+            let backend = payments.db.get_database_backend();
+            let refused = store::settle_statement(backend, key, Status::Refused, None, Some(code));
+            ctx.commit_now(refused).await?;
             info!(%key, %action, %code, %message, "refused by the provider");
         }
         Verdict::Retry { code, message } => {

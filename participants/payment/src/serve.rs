@@ -28,6 +28,9 @@ pub struct ServeConfig {
     pub reconcile: ReconcileConfig,
     /// Most commands handled at once by this replica (1..=256).
     pub in_flight_max: usize,
+    /// On SQLite, most commands that share one commit (1..=256; 1: each
+    /// commits alone). PostgreSQL ignores it.
+    pub commit_group_max: usize,
     /// Where the provider's webhooks are taken (`POST /webhooks/psp`); `None`: not at all.
     pub webhook_listener: Option<tokio::net::TcpListener>,
     /// How commands arrive (`--delivery`; the orchestrator's must match).
@@ -50,6 +53,7 @@ impl ServeConfig {
             provider,
             reconcile: ReconcileConfig::default(),
             in_flight_max: skald_participant::IN_FLIGHT_MAX_DEFAULT,
+            commit_group_max: 1,
             webhook_listener: None,
             delivery: skald_participant::Delivery::default(),
         }
@@ -124,6 +128,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let sdk = Config {
         in_flight_max: config.in_flight_max,
+        commit_group_max: config.commit_group_max,
         delivery: config.delivery,
         ..Config::new(config.nats, config.namespace, config.db)
     };

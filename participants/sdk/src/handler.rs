@@ -9,7 +9,7 @@
 use crate::tx::{Db, Tx};
 use futures::future::BoxFuture;
 use sagas::protocol::Command;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseTransaction, DbErr, Statement};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
@@ -140,6 +140,33 @@ impl<'a> HandlerCtx<'a> {
     pub async fn tx(&self) -> Result<&'a DatabaseTransaction, DbErr> {
         let tx: &'a Tx = self.tx.get_or_try_init(|| self.db.begin()).await?;
         tx.txn()
+    }
+
+    /// Run `statement` and commit it now, apart from the SDK's transaction:
+    /// it stays whatever this command's answer. For what must be on disk
+    /// before the handler goes on, such as the record of an intent before a
+    /// call to another system (so that a crash during the call leaves a trace
+    /// to reconcile), or a refusal that the rollback on `failed` would undo.
+    ///
+    /// It takes its turn like the SDK's transactions: on SQLite it passes the
+    /// gate they pass, so it never waits on the write lock of another
+    /// command's open transaction, and with group commit
+    /// ([`crate::Config::commit_group_max`]) it joins the shared transaction
+    /// and returns once that is committed (one fsync for many). Call it before
+    /// [`HandlerCtx::tx`], never after nor beside it: this command's own
+    /// transaction holds the gate until the command ends.
+    ///
+    /// # Errors
+    /// A database error, or a call after [`HandlerCtx::tx`].
+    pub async fn commit_now(&self, statement: Statement) -> Result<(), DbErr> {
+        if self.tx.initialized() {
+            return Err(DbErr::Custom(format!(
+                "commit_now after tx() in the `{}` handler: its transaction holds the \
+                 database's turn until the command ends; write it in tx() or before",
+                self.command.action
+            )));
+        }
+        self.db.commit_one(statement).await
     }
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Backend, Harness, write_effect};
+use common::{Backend, Harness, effect, write_effect};
 use futures::future::BoxFuture;
 use sagas::protocol::{
     Command, Effect, EffectState, InspectRequest, InspectResponse, InspectSaga, InspectedCommand,
@@ -47,6 +47,7 @@ on_both_backends!(
     an_unknown_action_is_refused_and_stored,
     replicas_share_the_consumer_and_no_command_runs_twice,
     an_inspection_tells_the_inbox_and_the_inspectors_effects,
+    commit_now_stays_whatever_the_answer,
 );
 
 fn counter() -> Arc<AtomicUsize> {
@@ -540,6 +541,44 @@ async fn an_output_too_large_to_publish_is_refused() {
     }
     assert_eq!(h.effects(&cmd.command_id).await, 0);
     assert!(h.inbox_row(&cmd.command_id).await.is_some());
+    h.stop().await;
+}
+
+/// `HandlerCtx::commit_now` commits apart from the command's transaction:
+/// its write stays when the handler then refuses (and so rolls back what it
+/// wrote in `tx()`), and it is refused once the handler holds `tx()`.
+async fn commit_now_stays_whatever_the_answer(backend: Backend) {
+    let mut h = Harness::new(backend).await;
+    let db = sea_orm::ConnectionTrait::get_database_backend(&h.db);
+    let participant = working_on(handler_with(db, |ctx, db| {
+        Box::pin(async move {
+            let id = &ctx.command().command_id;
+            ctx.commit_now(effect(db, id, "intent")).await?;
+            write_effect(&ctx, "work").await?;
+            if ctx.command().saga_id == "late" {
+                ctx.commit_now(effect(db, id, "too late")).await?;
+            }
+            Err(HandlerError::failed("declined", "the provider declined"))
+        })
+    }));
+    h.start(participant, h.config());
+
+    let refused = h.wire.command("s1", "one", Kind::Do, "work", 1);
+    h.send(&refused).await;
+    assert!(matches!(h.wire.reply().await.outcome, Outcome::Failed { .. }));
+    assert_eq!(h.effects(&refused.command_id).await, 1, "the intent stays, the work rolled back");
+    assert_eq!(h.all_effects().await, 1);
+
+    let late = h.wire.command("late", "one", Kind::Do, "work", 1);
+    h.send(&late).await;
+    match h.wire.reply().await.outcome {
+        Outcome::Retry { code, message, .. } => {
+            assert_eq!(code, "database_error");
+            assert!(message.contains("commit_now after tx()"), "{message}");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert_eq!(h.effects(&late.command_id).await, 1, "only the intent, committed before tx()");
     h.stop().await;
 }
 

@@ -61,6 +61,14 @@ struct ServeArgs {
           default_value_t = skald_participant::IN_FLIGHT_MAX_DEFAULT)]
     concurrency: usize,
 
+    /// On SQLite, most commands that share one commit (group commit: one
+    /// fsync for the intents and answers of many charges, each reply still
+    /// after its commit); 1 commits each write on its own (1..=256).
+    /// PostgreSQL ignores it.
+    #[arg(long, env = "PAYMENT_COMMIT_GROUP_MAX", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    commit_group_max: u16,
+
     /// Pause between passes of the reconciler, which refunds charges whose
     /// saga step was given up while their outcome was unknown (100..=3600000).
     #[arg(long, env = "PAYMENT_RECONCILE_INTERVAL_MS", value_name = "MS", default_value_t = 5_000,
@@ -124,6 +132,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             ..ReconcileConfig::default()
         },
         in_flight_max: args.concurrency,
+        commit_group_max: usize::from(args.commit_group_max),
         webhook_listener,
         delivery: args.bus.delivery,
         ..ServeConfig::new(nats, namespace, db, provider)

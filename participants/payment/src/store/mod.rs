@@ -20,8 +20,8 @@ pub use entity::{Column, Entity, Model};
 
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 use skald_participant::inbox;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -133,6 +133,14 @@ pub async fn record_intent<C: ConnectionTrait>(
     db: &C,
     intent: Intent<'_>,
 ) -> Result<Model, StoreError> {
+    db.execute(intent_statement(db.get_database_backend(), intent)).await?;
+    recorded(db, intent).await
+}
+
+/// The write of [`record_intent`], for a caller that commits it its own way
+/// (a handler, through the SDK's `commit_now`); [`recorded`] reads it back.
+#[must_use]
+pub fn intent_statement(backend: DbBackend, intent: Intent<'_>) -> Statement {
     let now = now_ms();
     let row = entity::ActiveModel {
         command_id: Set(intent.key.to_owned()),
@@ -155,8 +163,15 @@ pub async fn record_intent<C: ConnectionTrait>(
                 .value(Column::UpdatedAtMs, now)
                 .to_owned(),
         )
-        .exec_without_returning(db)
-        .await?;
+        .build(backend)
+}
+
+/// The row of a recorded intent, checked against `intent`.
+///
+/// # Errors
+/// [`StoreError::Missing`] when nothing is recorded under the key,
+/// [`StoreError::Mismatch`] when the key was recorded for another call.
+pub async fn recorded<C: ConnectionTrait>(db: &C, intent: Intent<'_>) -> Result<Model, StoreError> {
     let recorded = find(db, intent.key)
         .await?
         .ok_or_else(|| StoreError::Missing { key: intent.key.to_owned() })?;
@@ -193,15 +208,9 @@ pub async fn settle<C: ConnectionTrait>(
     provider_id: Option<&str>,
     error_code: Option<&str>,
 ) -> Result<(), StoreError> {
-    let result = Entity::update_many()
-        .col_expr(Column::Status, Expr::value(status.as_str()))
-        .col_expr(Column::ProviderId, Expr::value(provider_id.map(str::to_owned)))
-        .col_expr(Column::ErrorCode, Expr::value(error_code.map(str::to_owned)))
-        .col_expr(Column::UpdatedAtMs, Expr::value(now_ms()))
-        .filter(Column::CommandId.eq(key))
-        .exec(conn)
-        .await?;
-    match result.rows_affected {
+    let statement =
+        settle_statement(conn.get_database_backend(), key, status, provider_id, error_code);
+    match conn.execute(statement).await?.rows_affected() {
         1 => Ok(()),
         0 => Err(StoreError::Missing { key: key.to_owned() }),
         // The primary key makes this impossible; say so loudly if it is not.
@@ -209,6 +218,25 @@ pub async fn settle<C: ConnectionTrait>(
             "settling idempotency key {key} changed {n} rows; the primary key is broken"
         )))),
     }
+}
+
+/// The write of [`settle`], for a caller that commits it its own way and
+/// knows the intent is recorded.
+#[must_use]
+pub fn settle_statement(
+    backend: DbBackend,
+    key: &str,
+    status: Status,
+    provider_id: Option<&str>,
+    error_code: Option<&str>,
+) -> Statement {
+    Entity::update_many()
+        .col_expr(Column::Status, Expr::value(status.as_str()))
+        .col_expr(Column::ProviderId, Expr::value(provider_id.map(str::to_owned)))
+        .col_expr(Column::ErrorCode, Expr::value(error_code.map(str::to_owned)))
+        .col_expr(Column::UpdatedAtMs, Expr::value(now_ms()))
+        .filter(Column::CommandId.eq(key))
+        .build(backend)
 }
 
 /// The row recorded under `key`.

@@ -171,16 +171,15 @@ pub async fn write_effect(
     note: &str,
 ) -> Result<(), skald_participant::HandlerError> {
     let tx = ctx.tx().await?;
-    let backend = tx.get_database_backend();
+    tx.execute(effect(tx.get_database_backend(), &ctx.command().command_id, note)).await?;
+    Ok(())
+}
+
+/// The insert of one effect row of `command_id`, noted `note`.
+pub fn effect(backend: sea_orm::DbBackend, command_id: &str, note: &str) -> Statement {
     let sql = match backend {
         sea_orm::DbBackend::Postgres => "INSERT INTO effects (command_id, note) VALUES ($1, $2)",
         _ => "INSERT INTO effects (command_id, note) VALUES (?, ?)",
     };
-    tx.execute(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [ctx.command().command_id.clone().into(), note.into()],
-    ))
-    .await?;
-    Ok(())
+    Statement::from_sql_and_values(backend, sql, [command_id.into(), note.into()])
 }
