@@ -19,12 +19,12 @@ use crate::model::{
     TransferState, check_account_id, check_transfer_id,
 };
 use crate::store::entities::{accounts, ledger_events, transfers};
-use crate::store::{Store, take_write_lock};
-use sea_orm::sea_query::{Expr, OnConflict};
+use crate::store::{Store, take_write_lock, write_lock_statement};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, PrimaryKeyTrait,
-    QueryFilter, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Statement,
 };
 
 /// Why an operation did not happen.
@@ -109,7 +109,7 @@ pub async fn create_account(
     new.validate()?;
     take_write_lock(tx).await?;
     let mut state = State::default();
-    if let Some(account) = find_account(tx, &new.id, false).await? {
+    if let Some(account) = find_account(tx, &new.id).await? {
         state.insert_account(account);
     }
     let event = match state.decide_create_account(new)? {
@@ -126,7 +126,7 @@ pub async fn create_account(
         // Created by a concurrent transaction since we looked (PostgreSQL):
         // the request is a repeat of that one, or conflicts with it.
         let mut state = State::default();
-        if let Some(account) = find_account(tx, &new.id, false).await? {
+        if let Some(account) = find_account(tx, &new.id).await? {
             state.insert_account(account);
         }
         return match state.decide_create_account(new)? {
@@ -152,12 +152,14 @@ pub async fn create_transfer(
     now_ms: i64,
 ) -> Result<CreateResult, OpError> {
     new.validate()?;
-    take_write_lock(tx).await?;
+    let backend = tx.get_database_backend();
     let mut state = State::default();
-    lock_accounts(tx, &mut state, &new.debit_account_id, &new.credit_account_id).await?;
-    if let Some(transfer) = find_transfer(tx, &new.id, false).await? {
-        state.insert_transfer(transfer);
-    }
+    let ids = [new.debit_account_id.as_str(), new.credit_account_id.as_str()];
+    let reads = write_lock_statement(backend)
+        .into_iter()
+        .chain([accounts_statement(backend, &ids), transfer_statement(backend, &new.id, false)])
+        .collect();
+    load(&mut state, query_together(tx, reads).await?)?;
     let event = match state.decide_create_transfer(new)? {
         Decision::Unchanged => return Ok(CreateResult::Exists),
         Decision::Append(event) => event,
@@ -165,25 +167,31 @@ pub async fn create_transfer(
     let before = state.clone();
     state.apply(&event, now_ms);
     let transfer = state.transfers.get(&new.id).ok_or_else(|| applied_nothing(&event))?;
-    let inserted = transfers::Entity::insert(transfer_row(transfer))
+    let insert = transfers::Entity::insert(transfer_row(transfer))
         .on_conflict(OnConflict::column(transfers::Column::Id).do_nothing().to_owned())
-        .exec_without_returning(tx)
-        .await?;
-    if inserted == 0 {
-        // Another transaction created this id since we looked (PostgreSQL,
-        // with other accounts than ours, else we would have waited for it).
-        let mut state = before;
-        if let Some(transfer) = find_transfer(tx, &new.id, false).await? {
-            state.insert_transfer(transfer);
+        .build(backend);
+    let mut writes = vec![(insert, format!("transfer {}", new.id))];
+    writes.extend(account_updates(backend, &before, &state, ids)?);
+    writes.push(event_insert(backend, &event, now_ms));
+    match write_one_row_each(tx, writes).await? {
+        None => Ok(CreateResult::Created),
+        // The transfer was not inserted: another transaction created this id
+        // since we looked (PostgreSQL, with other accounts than ours, else we
+        // would have waited for it). Nothing after the insert ran there.
+        Some((0, _)) if backend != DbBackend::Sqlite => {
+            let mut state = before;
+            if let Some(transfer) = find_transfer(tx, &new.id).await? {
+                state.insert_transfer(transfer);
+            }
+            match state.decide_create_transfer(new)? {
+                Decision::Unchanged => Ok(CreateResult::Exists),
+                Decision::Append(_) => {
+                    Err(OpError::Conflict { what: format!("transfer {}", new.id) })
+                }
+            }
         }
-        return match state.decide_create_transfer(new)? {
-            Decision::Unchanged => Ok(CreateResult::Exists),
-            Decision::Append(_) => Err(OpError::Conflict { what: format!("transfer {}", new.id) }),
-        };
+        Some((_, what)) => Err(OpError::Conflict { what }),
     }
-    update_accounts(tx, &before, &state, [&new.debit_account_id, &new.credit_account_id]).await?;
-    append_event(tx, &event, now_ms).await?;
-    Ok(CreateResult::Created)
 }
 
 /// Post a pending transfer: its amount moves from pending to posted on both
@@ -198,7 +206,6 @@ pub async fn post_transfer(
     now_ms: i64,
 ) -> Result<PostResult, OpError> {
     check_transfer_id(transfer_id)?;
-    take_write_lock(tx).await?;
     let mut state = lock_transfer(tx, transfer_id).await?;
     let event = match state.decide_post(transfer_id)? {
         Decision::Unchanged => return Ok(PostResult::AlreadyPosted),
@@ -223,7 +230,6 @@ pub async fn void_transfer(
     now_ms: i64,
 ) -> Result<VoidResult, OpError> {
     check_transfer_id(transfer_id)?;
-    take_write_lock(tx).await?;
     let mut state = lock_transfer(tx, transfer_id).await?;
     let event = match state.decide_void(transfer_id, expected)? {
         Decision::Unchanged => return Ok(VoidResult::AlreadyVoided),
@@ -241,22 +247,24 @@ async fn resolve(
     transfer_id: &str,
     now_ms: i64,
 ) -> Result<(), OpError> {
+    let backend = tx.get_database_backend();
     let before = state.clone();
     state.apply(event, now_ms);
     let t = state.transfers.get(transfer_id).ok_or_else(|| applied_nothing(event))?;
-    let updated = transfers::Entity::update_many()
+    let update = transfers::Entity::update_many()
         .col_expr(transfers::Column::State, Expr::value(t.state.as_str()))
         .col_expr(transfers::Column::ResolvedAtMs, Expr::value(t.resolved_at_ms))
         .filter(transfers::Column::Id.eq(transfer_id))
         .filter(transfers::Column::State.eq(TransferState::Pending.as_str()))
-        .exec(tx)
-        .await?;
-    if updated.rows_affected != 1 {
-        return Err(OpError::Conflict { what: format!("transfer {transfer_id}") });
+        .build(backend);
+    let mut writes = vec![(update, format!("transfer {transfer_id}"))];
+    let ids = [t.debit_account_id.as_str(), t.credit_account_id.as_str()];
+    writes.extend(account_updates(backend, &before, state, ids)?);
+    writes.push(event_insert(backend, event, now_ms));
+    match write_one_row_each(tx, writes).await? {
+        None => Ok(()),
+        Some((_, what)) => Err(OpError::Conflict { what }),
     }
-    let (debit, credit) = (t.debit_account_id.clone(), t.credit_account_id.clone());
-    update_accounts(tx, &before, state, [&debit, &credit]).await?;
-    append_event(tx, event, now_ms).await
 }
 
 /// One account as its projection row says, if it exists.
@@ -265,7 +273,7 @@ async fn resolve(
 /// Database errors.
 pub async fn account(db: &impl ConnectionTrait, id: &str) -> Result<Option<Account>, OpError> {
     check_account_id(id)?;
-    find_account(db, id, false).await
+    find_account(db, id).await
 }
 
 /// One transfer as its projection row says, if it exists.
@@ -274,79 +282,178 @@ pub async fn account(db: &impl ConnectionTrait, id: &str) -> Result<Option<Accou
 /// Database errors, or a row that cannot be read.
 pub async fn transfer(db: &impl ConnectionTrait, id: &str) -> Result<Option<Transfer>, OpError> {
     check_transfer_id(id)?;
-    find_transfer(db, id, false).await
+    find_transfer(db, id).await
 }
 
-/// Lock (PostgreSQL: `FOR UPDATE`) and load both accounts, in id order so
-/// that two transactions over the same pair cannot deadlock.
-async fn lock_accounts(
-    tx: &impl ConnectionTrait,
-    state: &mut State,
-    a: &str,
-    b: &str,
-) -> Result<(), OpError> {
-    let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    for id in [first, second] {
-        if let Some(account) = find_account(tx, id, true).await? {
-            state.insert_account(account);
+/// Lock and load a transfer, then its two accounts (always in this order:
+/// transfer, then accounts by id), in one call ([`query_together`]).
+async fn lock_transfer(tx: &impl ConnectionTrait, transfer_id: &str) -> Result<State, OpError> {
+    let backend = tx.get_database_backend();
+    let debit = Query::select()
+        .column(transfers::Column::DebitAccountId)
+        .from(transfers::Entity)
+        .and_where(transfers::Column::Id.eq(transfer_id))
+        .to_owned();
+    let credit = Query::select()
+        .column(transfers::Column::CreditAccountId)
+        .from(transfers::Entity)
+        .and_where(transfers::Column::Id.eq(transfer_id))
+        .to_owned();
+    let accounts = accounts::Entity::find()
+        .expr_as(Expr::val(PART_ACCOUNT), PART)
+        .filter(
+            Condition::any()
+                .add(accounts::Column::Id.in_subquery(debit))
+                .add(accounts::Column::Id.in_subquery(credit)),
+        )
+        .order_by_asc(accounts::Column::Id)
+        .lock_exclusive()
+        .build(backend);
+    let reads = write_lock_statement(backend)
+        .into_iter()
+        .chain([transfer_statement(backend, transfer_id, true), accounts])
+        .collect();
+    let mut state = State::default();
+    load(&mut state, query_together(tx, reads).await?)?;
+    Ok(state)
+}
+
+/// The `part` column that says which read a row comes from.
+const PART: &str = "part";
+const PART_ACCOUNT: &str = "account";
+const PART_TRANSFER: &str = "transfer";
+
+/// Both accounts of a transfer, locked (PostgreSQL: `FOR UPDATE`) in id
+/// order, so that two transactions over the same pair cannot deadlock.
+fn accounts_statement(backend: DbBackend, ids: &[&str; 2]) -> Statement {
+    accounts::Entity::find()
+        .expr_as(Expr::val(PART_ACCOUNT), PART)
+        .filter(accounts::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(accounts::Column::Id)
+        .lock_exclusive()
+        .build(backend)
+}
+
+/// One transfer; with `lock`, locked for the rest of the transaction.
+fn transfer_statement(backend: DbBackend, id: &str, lock: bool) -> Statement {
+    let mut query =
+        transfers::Entity::find_by_id(id.to_owned()).expr_as(Expr::val(PART_TRANSFER), PART);
+    if lock {
+        query = query.lock_exclusive();
+    }
+    query.build(backend)
+}
+
+/// Put the rows of [`accounts_statement`] and [`transfer_statement`] into `state`.
+fn load(state: &mut State, rows: Vec<QueryResult>) -> Result<(), OpError> {
+    for row in rows {
+        match row.try_get::<String>("", PART)?.as_str() {
+            PART_ACCOUNT => {
+                state.insert_account(account_from_row(accounts::Model::from_query_result(
+                    &row, "",
+                )?));
+            }
+            PART_TRANSFER => {
+                state.insert_transfer(transfer_from_row(transfers::Model::from_query_result(
+                    &row, "",
+                )?)?);
+            }
+            part => return Err(OpError::Corrupt(format!("a read returned a row of `{part}`"))),
         }
     }
     Ok(())
 }
 
-/// Lock and load a transfer, then its two accounts (always in this order:
-/// transfer, then accounts by id).
-async fn lock_transfer(tx: &impl ConnectionTrait, transfer_id: &str) -> Result<State, OpError> {
-    let mut state = State::default();
-    if let Some(t) = find_transfer(tx, transfer_id, true).await? {
-        lock_accounts(tx, &mut state, &t.debit_account_id, &t.credit_account_id).await?;
-        state.insert_transfer(t);
-    }
-    Ok(state)
-}
-
-async fn find_account(
-    db: &impl ConnectionTrait,
-    id: &str,
-    lock: bool,
-) -> Result<Option<Account>, OpError> {
-    Ok(find_row::<accounts::Entity>(db, id, lock).await?.map(account_from_row))
-}
-
-async fn find_transfer(
-    db: &impl ConnectionTrait,
-    id: &str,
-    lock: bool,
-) -> Result<Option<Transfer>, OpError> {
-    find_row::<transfers::Entity>(db, id, lock).await?.map(transfer_from_row).transpose()
-}
-
-/// The row of `E` with this id, if any; with `lock`, locked for the rest of
-/// the transaction (PostgreSQL: `FOR UPDATE`).
-async fn find_row<E>(
-    db: &impl ConnectionTrait,
-    id: &str,
-    lock: bool,
-) -> Result<Option<E::Model>, DbErr>
-where
-    E: EntityTrait,
-    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
-{
-    let mut query = E::find_by_id(id.to_owned());
-    if lock {
-        query = query.lock_exclusive();
-    }
-    query.one(db).await
-}
-
-/// Write the balances of `ids` that changed from `before` to `after`, each
-/// guarded by the values read.
-async fn update_accounts(
+/// Run `statements` in order in `tx` and return the rows of all of them. On
+/// SQLite they go as one query of several statements: one call to the
+/// connection's thread where each statement was a call of its own (the
+/// transaction holds the database's only write lock, and the SDK's gate,
+/// meanwhile). PostgreSQL takes one statement with parameters per query:
+/// there they run one after another.
+async fn query_together(
     tx: &impl ConnectionTrait,
+    statements: Vec<Statement>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let backend = tx.get_database_backend();
+    if backend != DbBackend::Sqlite || statements.len() == 1 {
+        let mut rows = Vec::new();
+        for statement in statements {
+            rows.extend(tx.query_all(statement).await?);
+        }
+        return Ok(rows);
+    }
+    // The driver binds `?` parameters in order across the statements.
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for statement in statements {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&statement.sql);
+        values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+    }
+    tx.query_all(Statement::from_sql_and_values(backend, sql, values)).await
+}
+
+/// Run `writes` in order in `tx`; each must change exactly one row (an insert
+/// that a key refused, or an update whose guard no longer matches, changes
+/// none). The first that did not, with its description; `None` when all did.
+/// On SQLite all of them run, in one call ([`query_together`], each
+/// returning a row per row changed); on PostgreSQL they stop at the first
+/// that did not. Either way the caller's transaction is to be rolled back
+/// when one did not, unless it was the first.
+async fn write_one_row_each(
+    tx: &impl ConnectionTrait,
+    writes: Vec<(Statement, String)>,
+) -> Result<Option<(usize, String)>, DbErr> {
+    if tx.get_database_backend() != DbBackend::Sqlite {
+        for (i, (statement, what)) in writes.into_iter().enumerate() {
+            if tx.execute(statement).await?.rows_affected() != 1 {
+                return Ok(Some((i, what)));
+            }
+        }
+        return Ok(None);
+    }
+    let mut changed = vec![0_u32; writes.len()];
+    let statements = writes
+        .iter()
+        .enumerate()
+        .map(|(i, (statement, _))| Statement {
+            sql: format!("{} RETURNING {i} AS {PART}", statement.sql),
+            ..statement.clone()
+        })
+        .collect();
+    for row in query_together(tx, statements).await? {
+        let i = usize::try_from(row.try_get::<i64>("", PART)?).unwrap_or(usize::MAX);
+        if let Some(count) = changed.get_mut(i) {
+            *count += 1;
+        }
+    }
+    Ok(changed
+        .iter()
+        .position(|&count| count != 1)
+        .and_then(|i| writes.into_iter().nth(i).map(|(_, what)| (i, what))))
+}
+
+/// An account, unlocked.
+async fn find_account(db: &impl ConnectionTrait, id: &str) -> Result<Option<Account>, OpError> {
+    Ok(accounts::Entity::find_by_id(id.to_owned()).one(db).await?.map(account_from_row))
+}
+
+/// A transfer, unlocked.
+async fn find_transfer(db: &impl ConnectionTrait, id: &str) -> Result<Option<Transfer>, OpError> {
+    transfers::Entity::find_by_id(id.to_owned()).one(db).await?.map(transfer_from_row).transpose()
+}
+
+/// The updates of the balances of `ids` that changed from `before` to
+/// `after`, each guarded by the values read, with what each updates.
+fn account_updates(
+    backend: DbBackend,
     before: &State,
     after: &State,
-    ids: [&String; 2],
-) -> Result<(), OpError> {
+    ids: [&str; 2],
+) -> Result<Vec<(Statement, String)>, OpError> {
+    let mut updates = Vec::new();
     for id in ids {
         let (Some(old), Some(new)) = (before.accounts.get(id), after.accounts.get(id)) else {
             return Err(OpError::Corrupt(format!("account {id} vanished during a transfer")));
@@ -356,23 +463,36 @@ async fn update_accounts(
             continue;
         }
         use accounts::Column as C;
-        let updated = accounts::Entity::update_many()
+        let update = accounts::Entity::update_many()
             .col_expr(C::DebitsPending, Expr::value(new.debits_pending))
             .col_expr(C::DebitsPosted, Expr::value(new.debits_posted))
             .col_expr(C::CreditsPending, Expr::value(new.credits_pending))
             .col_expr(C::CreditsPosted, Expr::value(new.credits_posted))
-            .filter(C::Id.eq(id.as_str()))
+            .filter(C::Id.eq(id))
             .filter(C::DebitsPending.eq(old.debits_pending))
             .filter(C::DebitsPosted.eq(old.debits_posted))
             .filter(C::CreditsPending.eq(old.credits_pending))
             .filter(C::CreditsPosted.eq(old.credits_posted))
-            .exec(tx)
-            .await?;
-        if updated.rows_affected != 1 {
-            return Err(OpError::Conflict { what: format!("account {id}") });
-        }
+            .build(backend);
+        updates.push((update, format!("account {id}")));
     }
-    Ok(())
+    Ok(updates)
+}
+
+/// The insert of `event` into the log.
+fn event_insert(backend: DbBackend, event: &LedgerEvent, now_ms: i64) -> (Statement, String) {
+    let insert = ledger_events::Entity::insert(event_row(event, now_ms)).build(backend);
+    (insert, "the event log".to_owned())
+}
+
+fn event_row(event: &LedgerEvent, now_ms: i64) -> ledger_events::ActiveModel {
+    ledger_events::ActiveModel {
+        seq: NotSet,
+        account_id: Set(event.account_id().map(str::to_owned)),
+        transfer_id: Set(event.transfer_id().map(str::to_owned)),
+        event: Set(events::encode(event)),
+        at_ms: Set(now_ms),
+    }
 }
 
 async fn append_event(
@@ -380,15 +500,7 @@ async fn append_event(
     event: &LedgerEvent,
     now_ms: i64,
 ) -> Result<(), OpError> {
-    ledger_events::Entity::insert(ledger_events::ActiveModel {
-        seq: NotSet,
-        account_id: Set(event.account_id().map(str::to_owned)),
-        transfer_id: Set(event.transfer_id().map(str::to_owned)),
-        event: Set(events::encode(event)),
-        at_ms: Set(now_ms),
-    })
-    .exec_without_returning(tx)
-    .await?;
+    ledger_events::Entity::insert(event_row(event, now_ms)).exec_without_returning(tx).await?;
     Ok(())
 }
 
@@ -532,5 +644,60 @@ impl Store {
         let result = op(tx.tx()).await?;
         tx.commit().await?;
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::AccountFlags;
+    use skald_testkit::{Backend, TempDatabase};
+
+    /// A guard that no longer matches, or an insert a key refuses, is found
+    /// (with what it writes) among writes that run together; writes that
+    /// all change their row pass.
+    async fn writes_that_change_no_row_are_found(backend: Backend) {
+        let db = TempDatabase::new(backend).await.unwrap();
+        let store = Store::connect(&db.url).await.unwrap();
+        let flags = AccountFlags::default();
+        let new = NewAccount { id: "a".into(), currency: "EUR".into(), flags };
+        store.create_account(&new, 1).await.unwrap();
+        let b = store.backend();
+        let touch = |guard: i64| {
+            let update = accounts::Entity::update_many()
+                .col_expr(accounts::Column::DebitsPending, Expr::value(guard + 1))
+                .filter(accounts::Column::Id.eq("a"))
+                .filter(accounts::Column::DebitsPending.eq(guard))
+                .build(b);
+            (update, format!("account a at {guard}"))
+        };
+        let again = accounts::Entity::insert(account_row(&Account {
+            id: "a".into(),
+            currency: "EUR".into(),
+            flags,
+            balances: Balances::default(),
+            created_at_ms: 1,
+        }))
+        .on_conflict(OnConflict::column(accounts::Column::Id).do_nothing().to_owned())
+        .build(b);
+
+        let tx = store.begin().await.unwrap();
+        let passed = write_one_row_each(tx.tx(), vec![touch(0), touch(1)]).await.unwrap();
+        assert_eq!(passed, None);
+        let stale = write_one_row_each(tx.tx(), vec![touch(2), touch(0)]).await.unwrap();
+        assert_eq!(stale, Some((1, "account a at 0".to_owned())));
+        let refused = write_one_row_each(tx.tx(), vec![(again, "account a".into())]).await.unwrap();
+        assert_eq!(refused, Some((0, "account a".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn writes_that_change_no_row_are_found_on_sqlite() {
+        writes_that_change_no_row_are_found(Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn writes_that_change_no_row_are_found_on_postgres() {
+        writes_that_change_no_row_are_found(Backend::Postgres).await;
     }
 }

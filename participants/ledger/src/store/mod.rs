@@ -20,7 +20,7 @@ pub mod migration;
 use migration::LedgerSchema;
 use sea_orm::{
     AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, IsolationLevel, TransactionTrait,
+    DbBackend, DbErr, IsolationLevel, Statement, TransactionTrait,
 };
 use skald_participant::service::{self, redact};
 use std::sync::Arc;
@@ -198,9 +198,17 @@ impl WriteTx {
 /// # Errors
 /// When the lock is not free within the busy timeout.
 pub async fn take_write_lock(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
-    if tx.get_database_backend() == DbBackend::Sqlite {
-        // A write statement that matches no row still takes the write lock.
-        tx.execute_unprepared("UPDATE accounts SET id = id WHERE 1 = 0").await?;
+    if let Some(statement) = write_lock_statement(tx.get_database_backend()) {
+        tx.execute(statement).await?;
     }
     Ok(())
+}
+
+/// The statement of [`take_write_lock`], to run first among others; `None`
+/// on PostgreSQL.
+#[must_use]
+pub fn write_lock_statement(backend: DbBackend) -> Option<Statement> {
+    // A write statement that matches no row still takes the write lock.
+    (backend == DbBackend::Sqlite)
+        .then(|| Statement::from_string(backend, "UPDATE accounts SET id = id WHERE 1 = 0"))
 }
