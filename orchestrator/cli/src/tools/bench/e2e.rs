@@ -9,12 +9,9 @@
 
 use crate::tools::bench::support::{self, Processes, SagaRun};
 use crate::tools::stack::{self, InProcess};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use orchestrator::serve::{Orchestrator, ServeConfig};
 use serde_json::json;
 use skald_transport::BusOptions;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
@@ -152,63 +149,36 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let statements_at = driver.store().statements();
     let cpu = support::CpuMeter::start(parts);
 
-    let mut started_at: HashMap<String, Instant> = HashMap::new();
-    // Sagas that ended before their start call returned (rare): end times.
-    let mut ended_early: HashMap<String, Instant> = HashMap::new();
-    let mut latencies_ms: Vec<f64> = Vec::with_capacity(config.sagas as usize);
-    let began = Instant::now();
-    let mut next = 0u64;
-    let input = json!({});
-    // Starts run concurrently, as from many clients: a serial loop of starts
-    // would make the load generator, not the orchestrator, the bottleneck.
-    let mut starting = FuturesUnordered::new();
     // With --waiters: one caller per saga in flight, waiting for its end.
     let waiting = tokio_util::task::TaskTracker::new();
     let stop_waiting = tokio_util::sync::CancellationToken::new();
-    while (latencies_ms.len() as u64) < config.sagas {
-        while next < config.sagas
-            && ((started_at.len() + starting.len()) as u64) < config.concurrency
-        {
+    let began = Instant::now();
+    let input = json!({});
+    let latencies_ms = support::keep_in_flight(
+        (config.sagas, config.concurrency),
+        |i| {
             let (driver, input) = (driver.clone(), input.clone());
-            let key = format!("{run_id}-{next}");
-            starting.push(async move {
-                let t = Instant::now();
-                (t, driver.start("bench", &key, &input).await)
-            });
-            next += 1;
-        }
-        tokio::select! {
-            // Each arm's future only polls; dropping it loses nothing (the
-            // starts stay in `starting`, the channel keeps its messages).
-            Some((t, started)) = starting.next(), if !starting.is_empty() => {
-                let id = started.map_err(|e| format!("cannot start a saga: {e}"))?.saga_id().to_owned();
-                if config.waiters {
-                    let (driver, id, stop) = (driver.clone(), id.clone(), stop_waiting.clone());
-                    let most = std::time::Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
-                    waiting.spawn(async move { driver.outcome(&id, most, &stop).await.is_ok() });
-                }
-                match ended_early.remove(&id) {
-                    Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
-                    None => {
-                        started_at.insert(id, t);
-                    }
-                }
+            let key = format!("{run_id}-{i}");
+            async move {
+                let started = driver.start("bench", &key, &input).await;
+                started.map(|s| s.saga_id().to_owned()).map_err(|e| e.to_string())
             }
-            id = running.ended.recv() => {
-                match id.map(|id| (started_at.remove(&id), id)) {
-                    Some((Some(t), _)) => latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0),
-                    Some((None, id)) => {
-                        ended_early.insert(id, Instant::now());
-                    }
-                    None => {}
-                }
+        },
+        |id| {
+            if config.waiters {
+                let (driver, id, stop) = (driver.clone(), id.to_owned(), stop_waiting.clone());
+                let most = std::time::Duration::from_millis(sagas::protocol::START_WAIT_MS_MAX);
+                waiting.spawn(async move { driver.outcome(&id, most, &stop).await.is_ok() });
             }
-            status = participant.wait() => {
-                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                return Err(format!("the bench participant exited early ({status})"));
-            }
-        }
-    }
+        },
+        &mut running.ended,
+        async {
+            let status = participant.wait().await;
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            format!("the bench participant exited early ({status})")
+        },
+    )
+    .await?;
     let elapsed = began.elapsed();
     let mut costs = support::Costs {
         cpu_ms_per_saga: cpu.per_saga_ms(config.sagas),

@@ -7,7 +7,7 @@
 //! /proc.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -340,6 +340,85 @@ where
         all.extend(done.map_err(|e| format!("a benchmark task failed: {e}"))??);
     }
     Ok(Timing::from_latencies(all, concurrency, began.elapsed()))
+}
+
+/// Longest wait for the next saga to end before a run is given up.
+pub const STALL_MAX: Duration = Duration::from_secs(120);
+
+/// Keep `concurrency` sagas in flight until `sagas` have ended. The starts
+/// run concurrently, as from many clients: a serial loop of starts would
+/// make the load generator, not the orchestrator, the bottleneck (each start
+/// waits for its commit). `start(i)` starts saga `i` and returns its id,
+/// `started(id)` runs as each start returns, `ended` receives the id of each
+/// saga that ends, and `gone` returns (saying why) when something the run
+/// needs has stopped. Returns each saga's latency in milliseconds, from its
+/// start call to its end.
+///
+/// # Errors
+/// A failed start, `gone`, or no saga ended for [`STALL_MAX`].
+pub async fn keep_in_flight<S, SF>(
+    (sagas, concurrency): (u64, u64),
+    start: S,
+    mut started: impl FnMut(&str),
+    ended: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    gone: impl Future<Output = String>,
+) -> Result<Vec<f64>, String>
+where
+    S: Fn(u64) -> SF,
+    SF: Future<Output = Result<String, String>>,
+{
+    use futures::StreamExt;
+    let mut started_at: HashMap<String, Instant> = HashMap::new();
+    // Sagas that ended before their start call returned (rare): end times.
+    let mut ended_early: HashMap<String, Instant> = HashMap::new();
+    let mut latencies_ms = Vec::with_capacity(usize::try_from(sagas).unwrap_or(0));
+    let mut starting = futures::stream::FuturesUnordered::new();
+    let mut next = 0u64;
+    let stall = tokio::time::sleep(STALL_MAX);
+    tokio::pin!(stall, gone);
+    while (latencies_ms.len() as u64) < sagas {
+        while next < sagas && ((started_at.len() + starting.len()) as u64) < concurrency {
+            let begun = start(next);
+            starting.push(async move {
+                let t = Instant::now();
+                (t, begun.await)
+            });
+            next += 1;
+        }
+        tokio::select! {
+            // Each arm's future only polls; dropping it loses nothing (the
+            // starts stay in `starting`, the channel keeps its messages).
+            Some((t, id)) = starting.next(), if !starting.is_empty() => {
+                let id = id.map_err(|e| format!("cannot start a saga: {e}"))?;
+                started(&id);
+                match ended_early.remove(&id) {
+                    Some(end) => latencies_ms.push(end.duration_since(t).as_secs_f64() * 1_000.0),
+                    None => {
+                        started_at.insert(id, t);
+                    }
+                }
+            }
+            id = ended.recv() => {
+                let Some(id) = id else { return Err("the orchestrator stopped".into()) };
+                stall.as_mut().reset(tokio::time::Instant::now() + STALL_MAX);
+                match started_at.remove(&id) {
+                    Some(t) => latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0),
+                    None => {
+                        ended_early.insert(id, Instant::now());
+                    }
+                }
+            }
+            why = &mut gone => return Err(why),
+            () = &mut stall => {
+                return Err(format!(
+                    "no saga ended for {} s ({} of {sagas} ended)",
+                    STALL_MAX.as_secs(),
+                    latencies_ms.len(),
+                ));
+            }
+        }
+    }
+    Ok(latencies_ms)
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`), for this

@@ -17,11 +17,9 @@ use serde_json::json;
 use skald_transport::BusOptions;
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub const SAGAS_MAX: u64 = 1_000_000;
-/// Longest wait for the next saga to end before the run is given up.
-const STALL_MAX: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopupConfig {
@@ -47,6 +45,11 @@ pub struct TopupConfig {
     /// postings that share one commit of its SQLite file; 1 commits each alone.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub ledger_commit_group_max: u16,
+    /// The payment service's group commit (`payment serve
+    /// --commit-group-max`): most of its writes (intents, answers) that share
+    /// one commit of its SQLite file; 1 commits each alone.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub payment_commit_group_max: u16,
     /// Latency psp-sim adds to every provider call, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub psp_latency_ms: u64,
@@ -118,14 +121,15 @@ async fn topups(
         ledger.open_wallet(w).await.map_err(e)?;
     }
     let participants = config.concurrency.clamp(1, 256).to_string();
-    let group = config.ledger_commit_group_max.to_string();
+    let ledger_group = config.ledger_commit_group_max.to_string();
+    let payment_group = config.payment_commit_group_max.to_string();
     money
         .start_participants(
             prefix,
             [&config.bus, &config.bus],
             psp_port,
             &["--concurrency", &participants],
-            [&["--commit-group-max", &group], &[]],
+            [&["--commit-group-max", &ledger_group], &["--commit-group-max", &payment_group]],
         )
         .map_err(e)?;
 
@@ -171,7 +175,7 @@ async fn topups(
             open.insert(started.saga_id().to_owned());
         }
         while !open.is_empty() {
-            match tokio::time::timeout(STALL_MAX, ended_rx.recv()).await {
+            match tokio::time::timeout(support::STALL_MAX, ended_rx.recv()).await {
                 Ok(Some(id)) => {
                     open.remove(&id);
                 }
@@ -183,38 +187,21 @@ async fn topups(
         let before =
             status_counts(&driver.store().count_by_status().await.map_err(|e| e.to_string())?);
 
-        let mut started_at: HashMap<String, Instant> = HashMap::new();
-        let mut latencies_ms: Vec<f64> =
-            Vec::with_capacity(usize::try_from(config.sagas).unwrap_or(0));
         let began = Instant::now();
-        let mut next = 0u64;
-        while (latencies_ms.len() as u64) < config.sagas {
-            while next < config.sagas && (started_at.len() as u64) < config.concurrency {
-                let t = Instant::now();
-                let started = driver
-                    .start("topup", &format!("topup-{next}"), &input(next))
-                    .await
-                    .map_err(|e| format!("cannot start a saga: {e}"))?;
-                started_at.insert(started.saga_id().to_owned(), t);
-                next += 1;
-            }
-            match tokio::time::timeout(STALL_MAX, ended_rx.recv()).await {
-                Ok(Some(id)) => {
-                    if let Some(t) = started_at.remove(&id) {
-                        latencies_ms.push(t.elapsed().as_secs_f64() * 1_000.0);
-                    }
+        let latencies_ms = support::keep_in_flight(
+            (config.sagas, config.concurrency),
+            |i| {
+                let (driver, input) = (driver.clone(), input(i));
+                async move {
+                    let started = driver.start("topup", &format!("topup-{i}"), &input).await;
+                    started.map(|s| s.saga_id().to_owned()).map_err(|e| e.to_string())
                 }
-                Ok(None) => return Err("the orchestrator stopped".into()),
-                Err(_) => {
-                    return Err(format!(
-                        "no top-up ended for {} s ({} of {} ended)",
-                        STALL_MAX.as_secs(),
-                        latencies_ms.len(),
-                        config.sagas
-                    ));
-                }
-            }
-        }
+            },
+            |_| {},
+            ended_rx,
+            std::future::pending(),
+        )
+        .await?;
         let elapsed = began.elapsed();
         let after =
             status_counts(&driver.store().count_by_status().await.map_err(|e| e.to_string())?);
