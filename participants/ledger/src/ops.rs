@@ -20,7 +20,7 @@ use crate::model::{
 };
 use crate::store::entities::{accounts, ledger_events, transfers};
 use crate::store::{Store, take_write_lock, write_lock_statement};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
@@ -289,22 +289,25 @@ pub async fn transfer(db: &impl ConnectionTrait, id: &str) -> Result<Option<Tran
 /// transfer, then accounts by id), in one call ([`query_together`]).
 async fn lock_transfer(tx: &impl ConnectionTrait, transfer_id: &str) -> Result<State, OpError> {
     let backend = tx.get_database_backend();
-    let debit = Query::select()
-        .column(transfers::Column::DebitAccountId)
-        .from(transfers::Entity)
-        .and_where(transfers::Column::Id.eq(transfer_id))
-        .to_owned();
-    let credit = Query::select()
-        .column(transfers::Column::CreditAccountId)
-        .from(transfers::Entity)
-        .and_where(transfers::Column::Id.eq(transfer_id))
-        .to_owned();
+    // `id = (SELECT …)`, not `id IN (SELECT …)`: PostgreSQL looks a scalar
+    // subquery's one value up in the primary key, where `IN … OR IN …` reads
+    // every account.
+    let account_of = |column: transfers::Column| {
+        let id = Query::select()
+            .column(column)
+            .from(transfers::Entity)
+            .and_where(transfers::Column::Id.eq(transfer_id))
+            .to_owned();
+        accounts::Column::Id
+            .into_expr()
+            .eq(SimpleExpr::SubQuery(None, Box::new(id.into_sub_query_statement())))
+    };
     let accounts = accounts::Entity::find()
         .expr_as(Expr::val(PART_ACCOUNT), PART)
         .filter(
             Condition::any()
-                .add(accounts::Column::Id.in_subquery(debit))
-                .add(accounts::Column::Id.in_subquery(credit)),
+                .add(account_of(transfers::Column::DebitAccountId))
+                .add(account_of(transfers::Column::CreditAccountId)),
         )
         .order_by_asc(accounts::Column::Id)
         .lock_exclusive()
@@ -399,9 +402,10 @@ async fn query_together(
 /// that a key refused, or an update whose guard no longer matches, changes
 /// none). The first that did not, with its description; `None` when all did.
 /// On SQLite all of them run, in one call ([`query_together`], each
-/// returning a row per row changed); on PostgreSQL they stop at the first
-/// that did not. Either way the caller's transaction is to be rolled back
-/// when one did not, unless it was the first.
+/// returning its number once per row it changed): when one did not, the
+/// others have run all the same, and the caller's transaction must be
+/// rolled back. On PostgreSQL they stop at the first that did not: only
+/// there does a failed first write leave nothing written.
 async fn write_one_row_each(
     tx: &impl ConnectionTrait,
     writes: Vec<(Statement, String)>,

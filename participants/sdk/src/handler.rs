@@ -153,8 +153,9 @@ impl<'a> HandlerCtx<'a> {
     /// command's open transaction, and with group commit
     /// ([`crate::Config::commit_group_max`]) it joins the shared transaction
     /// and returns once that is committed (one fsync for many). Call it before
-    /// [`HandlerCtx::tx`], never after nor beside it: this command's own
-    /// transaction holds the gate until the command ends.
+    /// [`HandlerCtx::tx`], never after it nor beside it (in a `join!` with
+    /// it): this command's own transaction holds the gate until the command
+    /// ends. A call after `tx()` is refused; one beside it would wait forever.
     ///
     /// # Errors
     /// A database error, or a call after [`HandlerCtx::tx`].

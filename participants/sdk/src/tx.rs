@@ -27,7 +27,9 @@
 //! A command that writes nothing but its inbox row (its handler wrote
 //! nothing, or its answer was decided without the handler) goes through
 //! [`Db::commit_one`]: where it would have had a transaction of its own, the
-//! one `INSERT` runs alone and commits by itself (one call, not three).
+//! one `INSERT` runs alone and commits by itself (one call, not three). So
+//! does a handler's write apart from its command's transaction
+//! (`HandlerCtx::commit_now`), which it makes before that transaction begins.
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
@@ -77,7 +79,8 @@ impl Db {
         self.begin_past_gate(permit).await
     }
 
-    /// Write `last` (an inbox row) for a command that wrote nothing else, as
+    /// Write `last` (an inbox row for a command that wrote nothing else, or a
+    /// handler's write of its own, `HandlerCtx::commit_now`) as
     /// [`Db::begin`] and [`Tx::commit`] would. Where that would be a
     /// transaction of its own (PostgreSQL; SQLite with no group open and
     /// nobody at the gate), the statement runs alone and commits by itself:

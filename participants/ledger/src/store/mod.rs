@@ -27,8 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Connections in the pool.
-const SQLITE_CONNECTIONS_MAX: u32 = 4;
+/// Connections in the pool. One on SQLite: every write passes one gate
+/// anyway, and SQLite drops a connection's page cache whenever another
+/// connection has committed since its last use, so writes spread over
+/// several connections each began cold (`skald bench-topup`: about +30%
+/// with one). Reads outside the SDK's transaction wait for it to commit.
+const SQLITE_CONNECTIONS_MAX: u32 = 1;
 const POSTGRES_CONNECTIONS_MAX: u32 = 16;
 /// How long to wait for the database to answer a connect, and for a pooled
 /// connection when all are busy.

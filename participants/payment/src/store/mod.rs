@@ -2,7 +2,8 @@
 //! `payments`, one row per idempotency key.
 //!
 //! The intent row is written and committed *before* the call, on its own
-//! ([`record_intent`]): if the process dies during the call, the row says a
+//! (a handler through the SDK's `commit_now` with [`intent_statement`], the
+//! reconciler with [`record_intent`]): if the process dies during the call, the row says a
 //! call with this key may have reached the provider, and the re-run makes the
 //! same call with the same key and gets the same answer. The result is written
 //! after the call ([`settle`]), in the SDK's transaction when the answer is

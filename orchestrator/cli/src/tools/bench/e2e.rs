@@ -159,10 +159,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         |i| {
             let (driver, input) = (driver.clone(), input.clone());
             let key = format!("{run_id}-{i}");
-            async move {
-                let started = driver.start("bench", &key, &input).await;
-                started.map(|s| s.saga_id().to_owned()).map_err(|e| e.to_string())
-            }
+            async move { support::start_saga(&driver, "bench", &key, &input).await }
         },
         |id| {
             if config.waiters {

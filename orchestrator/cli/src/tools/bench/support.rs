@@ -345,6 +345,20 @@ where
 /// Longest wait for the next saga to end before a run is given up.
 pub const STALL_MAX: Duration = Duration::from_secs(120);
 
+/// Start a saga of `saga_type` under idempotency key `key`: its id.
+///
+/// # Errors
+/// The start's refusal, as text.
+pub async fn start_saga(
+    driver: &orchestrator::engine::driver::Driver,
+    saga_type: &str,
+    key: &str,
+    input: &serde_json::Value,
+) -> Result<String, String> {
+    let started = driver.start(saga_type, key, input).await;
+    started.map(|s| s.saga_id().to_owned()).map_err(|e| e.to_string())
+}
+
 /// Keep `concurrency` sagas in flight until `sagas` have ended. The starts
 /// run concurrently, as from many clients: a serial loop of starts would
 /// make the load generator, not the orchestrator, the bottleneck (each start

@@ -188,20 +188,27 @@ async fn topups(
             status_counts(&driver.store().count_by_status().await.map_err(|e| e.to_string())?);
 
         let began = Instant::now();
-        let latencies_ms = support::keep_in_flight(
-            (config.sagas, config.concurrency),
-            |i| {
-                let (driver, input) = (driver.clone(), input(i));
-                async move {
-                    let started = driver.start("topup", &format!("topup-{i}"), &input).await;
-                    started.map(|s| s.saga_id().to_owned()).map_err(|e| e.to_string())
-                }
-            },
-            |_| {},
-            ended_rx,
-            std::future::pending(),
-        )
-        .await?;
+        let latencies_ms =
+            support::keep_in_flight(
+                (config.sagas, config.concurrency),
+                |i| {
+                    let (driver, input) = (driver.clone(), input(i));
+                    async move {
+                        support::start_saga(&driver, "topup", &format!("topup-{i}"), &input).await
+                    }
+                },
+                |_| {},
+                ended_rx,
+                async {
+                    loop {
+                        if let Some(status) = money.services.any_exited() {
+                            return format!("a service of the run exited early ({status})");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                },
+            )
+            .await?;
         let elapsed = began.elapsed();
         let after =
             status_counts(&driver.store().count_by_status().await.map_err(|e| e.to_string())?);
