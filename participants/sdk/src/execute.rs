@@ -14,7 +14,7 @@
 //! A database error is returned to the caller, which hands the command back to
 //! JetStream; nothing half-done is committed.
 
-use crate::handler::{Handler, HandlerCtx, HandlerError};
+use crate::handler::{Handler, HandlerCtx, HandlerError, TxSlot};
 use crate::inbox;
 use crate::tx::{Db, Tx};
 use futures::FutureExt;
@@ -24,7 +24,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 /// Longest code and message in a `failed` or `retry` answer; longer ones are
@@ -106,12 +105,12 @@ async fn run_handler(
     command: &Command,
     delivered: u32,
 ) -> Result<Answer, DbErr> {
-    let cell = OnceCell::new();
+    let slot = TxSlot::default();
     let result =
-        AssertUnwindSafe(handler.call(HandlerCtx::new(command, delivered, &engine.db, &cell)))
+        AssertUnwindSafe(handler.call(HandlerCtx::new(command, delivered, &engine.db, &slot)))
             .catch_unwind()
             .await;
-    let open = cell.into_inner();
+    let open = slot.tx.into_inner();
     match result {
         Ok(Ok(output)) => {
             let reply_bytes = reply_bytes(command, &output);

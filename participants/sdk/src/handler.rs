@@ -13,6 +13,7 @@ use sea_orm::{DatabaseTransaction, DbErr, Statement};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::OnceCell;
 
 /// What a handler returns: the step's output (fed to later steps), or why not.
@@ -73,23 +74,27 @@ impl From<DbErr> for HandlerError {
     }
 }
 
+/// The SDK's transaction of one command, begun on the handler's first
+/// [`HandlerCtx::tx`].
+#[derive(Debug, Default)]
+pub(crate) struct TxSlot {
+    pub(crate) tx: OnceCell<Tx>,
+    /// `tx()` was called (the transaction may still be beginning).
+    asked: AtomicBool,
+}
+
 /// What a handler sees of one command.
 #[derive(Debug, Clone, Copy)]
 pub struct HandlerCtx<'a> {
     command: &'a Command,
     delivered: u32,
     db: &'a Db,
-    tx: &'a OnceCell<Tx>,
+    slot: &'a TxSlot,
 }
 
 impl<'a> HandlerCtx<'a> {
-    pub(crate) fn new(
-        command: &'a Command,
-        delivered: u32,
-        db: &'a Db,
-        tx: &'a OnceCell<Tx>,
-    ) -> Self {
-        Self { command, delivered, db, tx }
+    pub(crate) fn new(command: &'a Command, delivered: u32, db: &'a Db, slot: &'a TxSlot) -> Self {
+        Self { command, delivered, db, slot }
     }
 
     /// The whole command: saga id and type, step, kind, attempt, deadline.
@@ -138,7 +143,8 @@ impl<'a> HandlerCtx<'a> {
     /// # Errors
     /// When the database cannot begin a transaction (`?` makes it a `retry`).
     pub async fn tx(&self) -> Result<&'a DatabaseTransaction, DbErr> {
-        let tx: &'a Tx = self.tx.get_or_try_init(|| self.db.begin()).await?;
+        self.slot.asked.store(true, Ordering::SeqCst);
+        let tx: &'a Tx = self.slot.tx.get_or_try_init(|| self.db.begin()).await?;
         tx.txn()
     }
 
@@ -155,12 +161,12 @@ impl<'a> HandlerCtx<'a> {
     /// and returns once that is committed (one fsync for many). Call it before
     /// [`HandlerCtx::tx`], never after it nor beside it (in a `join!` with
     /// it): this command's own transaction holds the gate until the command
-    /// ends. A call after `tx()` is refused; one beside it would wait forever.
+    /// ends. A call once `tx()` was called is refused.
     ///
     /// # Errors
     /// A database error, or a call after [`HandlerCtx::tx`].
     pub async fn commit_now(&self, statement: Statement) -> Result<(), DbErr> {
-        if self.tx.initialized() {
+        if self.slot.asked.load(Ordering::SeqCst) {
             return Err(DbErr::Custom(format!(
                 "commit_now after tx() in the `{}` handler: its transaction holds the \
                  database's turn until the command ends; write it in tx() or before",
