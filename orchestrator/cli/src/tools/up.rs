@@ -453,6 +453,15 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     let console_url = orchestrator.http_addr().map(|a| format!("http://{a}/"));
     let auditor =
         Auditor::new(orchestrator.client.clone(), orchestrator.driver.namespace().clone());
+    // The first commands go out only once both listen: with direct delivery
+    // a command nobody listens for waits for the outbox's re-send.
+    for participant in ["ledger", "payment"] {
+        stack::listening(&orchestrator.client, &prefix, participant, || {
+            money.services.any_exited()
+        })
+        .await
+        .map_err(StackError::Setup)?;
+    }
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
     say(
