@@ -213,10 +213,6 @@ pub struct Store {
     /// its last transaction, and with the writer's batches spread over the
     /// pool every batch began cold); elsewhere the same pool as `db`.
     writes: DatabaseConnection,
-    /// `writes` is a connection of its own (a SQLite file), used only in
-    /// this process's turn (the writer knows it too; its tests read it here).
-    #[cfg(test)]
-    pub(crate) own_writes: bool,
     /// The task that commits appends, many sagas per transaction.
     writer: writer::Writer,
     /// The commands the writer committed, for the relay.
@@ -318,7 +314,7 @@ impl Store {
         db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         let writes =
             Database::connect(options.max_connections(1).to_owned()).await.map_err(failed)?;
-        Self::open_with(db, Some(writes)).await
+        Self::open_with(db, writes).await
     }
 
     /// Use an open connection (a pool built elsewhere: the simulator's, whose
@@ -328,17 +324,15 @@ impl Store {
     /// # Errors
     /// An unsupported database or a failed migration.
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
-        Self::open_with(db, None).await
+        let writes = db.clone();
+        Self::open_with(db, writes).await
     }
 
-    /// [`Store::open`], with `writes` (a pool of one connection) for the
-    /// writes that take their turn, if they have a connection of their own.
+    /// [`Store::open`], with `writes` for the writes that take their turn.
     async fn open_with(
         mut db: DatabaseConnection,
-        own_writes: Option<DatabaseConnection>,
+        mut writes: DatabaseConnection,
     ) -> Result<Self, StoreError> {
-        let own_connection = own_writes.is_some();
-        let mut writes = own_writes.unwrap_or_else(|| db.clone());
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for conn in [&mut db, &mut writes] {
             let counted = Arc::clone(&statements);
@@ -353,14 +347,12 @@ impl Store {
         let writer = writer::Writer::spawn(
             writes.clone(),
             Arc::clone(&handoff),
-            (turn.clone(), lease_turn.clone()),
-            own_connection,
+            turn.clone(),
+            lease_turn.clone(),
         );
         let store = Self {
             db,
             writes,
-            #[cfg(test)]
-            own_writes: own_connection,
             writer,
             handoff,
             turn,

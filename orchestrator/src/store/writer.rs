@@ -174,16 +174,11 @@ fn stopped() -> StoreError {
 impl Writer {
     /// Start the writer task of `db` on the current runtime; the commands it
     /// commits are handed to the relay through `handoff`.
-    ///
-    /// With `own_connection`, `db` is a pool of one connection that only
-    /// writes in this process's turn use (a SQLite file): a batch there
-    /// sends `BEGIN` and `COMMIT` with its first and last statements instead
-    /// of in calls of their own.
     pub fn spawn(
         db: DatabaseConnection,
         handoff: Arc<Handoff>,
-        (turn, lease_turn): (Option<WriteTurn>, Option<LeaseTurn>),
-        own_connection: bool,
+        turn: Option<WriteTurn>,
+        lease_turn: Option<LeaseTurn>,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_APPENDS_MAX);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
@@ -197,8 +192,8 @@ impl Writer {
                 db.clone(),
                 Arc::clone(&jobs),
                 Arc::clone(&handoff),
-                (turn.clone(), lease_turn.clone()),
-                own_connection,
+                turn.clone(),
+                lease_turn.clone(),
             ));
         }
         Self { queue }
@@ -216,8 +211,8 @@ async fn run(
     db: DatabaseConnection,
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     handoff: Arc<Handoff>,
-    (turn, lease_turn): (Option<WriteTurn>, Option<LeaseTurn>),
-    own_connection: bool,
+    turn: Option<WriteTurn>,
+    lease_turn: Option<LeaseTurn>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_APPENDS_MAX);
     loop {
@@ -236,7 +231,7 @@ async fn run(
         let size = batch.len();
         let _turn = WriteTurn::take(turn.as_ref()).await;
         let _share = LeaseTurn::share(lease_turn.as_ref()).await;
-        write_batch(&db, &mut batch, &handoff, own_connection).await;
+        write_batch(&db, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
 }
@@ -244,14 +239,9 @@ async fn run(
 /// Write a batch (one append or many) together, hand its committed commands
 /// to the relay, and answer every job in it; if the shared transaction
 /// fails, write each append alone.
-async fn write_batch(
-    db: &DatabaseConnection,
-    batch: &mut Vec<Job>,
-    handoff: &Handoff,
-    own_connection: bool,
-) {
+async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>, handoff: &Handoff) {
     let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
-    match write_together(db, &appends, own_connection).await {
+    match write_together(db, &appends).await {
         Ok((results, commands)) => {
             handoff.push(commands);
             for (job, result) in batch.drain(..).zip(results) {
@@ -473,9 +463,7 @@ type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
 ///
 /// A batch costs a fixed number of statements whatever its size, and on
 /// SQLite two calls to the database between `BEGIN` and `COMMIT`
-/// ([`run_together`]); on a SQLite file, where the writer's connection is
-/// its own, `BEGIN` rides in the first of them and `COMMIT` in the second
-/// (and any failure is followed by a `ROLLBACK`), so two calls in all:
+/// ([`run_together`]):
 /// 1. the fences (which on SQLite take the write lock), the new sagas in one
 ///    `INSERT … ON CONFLICT DO NOTHING`, the archived sagas holding their
 ///    keys, and the existing sagas' projections in one guarded `UPDATE …
@@ -491,30 +479,8 @@ type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
 async fn write_together(
     db: &DatabaseConnection,
     appends: &[&OwnedAppend],
-    own_connection: bool,
 ) -> Result<BatchWritten, StoreError> {
-    if own_connection && appends.iter().all(|a| a.repair.is_none()) {
-        let written = write_in(db, appends, true).await;
-        if written.is_err() {
-            // Whatever failed, the transaction goes (an error if it is gone already).
-            let _ = db.execute_unprepared("ROLLBACK").await;
-        }
-        return written;
-    }
     let txn = db.begin().await?;
-    let written = write_in(&txn, appends, false).await?;
-    txn.commit().await?;
-    Ok(written)
-}
-
-/// The body of [`write_together`] in `txn`; with `own`, `txn` is the
-/// process's own write connection, and `BEGIN` and `COMMIT` ride in the
-/// first and last calls.
-async fn write_in<C: ConnectionTrait + TransactionTrait>(
-    txn: &C,
-    appends: &[&OwnedAppend],
-    own: bool,
-) -> Result<BatchWritten, StoreError> {
     let backend = txn.get_database_backend();
     let fences: Vec<Fence> = appends
         .iter()
@@ -543,11 +509,8 @@ async fn write_in<C: ConnectionTrait + TransactionTrait>(
     }
 
     // Call 1: fences, new sagas, archived keys, projections.
-    let mut statements: Vec<Statement> = own
-        .then(|| Statement::from_string(backend, "BEGIN"))
-        .into_iter()
-        .chain(Store::fences_statement(backend, &fences))
-        .collect();
+    let mut statements: Vec<Statement> =
+        Store::fences_statement(backend, &fences).into_iter().collect();
     for chunk in starts.chunks(INSERT_ROWS_MAX) {
         let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
         statements.push(insert_sagas_statement(backend, &chunk));
@@ -557,7 +520,7 @@ async fn write_in<C: ConnectionTrait + TransactionTrait>(
         let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
         statements.push(update_projections_statement(backend, &chunk));
     }
-    let rows = run_together(txn, statements).await?;
+    let rows = run_together(&txn, statements).await?;
     if let Some(fence) = fences
         .iter()
         .zip(Store::fences_held(&fences, &rows)?)
@@ -607,7 +570,7 @@ async fn write_in<C: ConnectionTrait + TransactionTrait>(
     if !refused.is_empty() {
         sagas::Entity::delete_many()
             .filter(sagas::Column::SagaId.is_in(refused.iter().copied()))
-            .exec(txn)
+            .exec(&txn)
             .await?;
         for id in refused {
             inserted.remove(id);
@@ -632,7 +595,7 @@ async fn write_in<C: ConnectionTrait + TransactionTrait>(
     // One by one: later appends to a saga of the batch, and repairs.
     let mut committed = Vec::new();
     for &i in &again {
-        let passed = update_projection(txn, appends[i]).await?;
+        let passed = update_projection(&txn, appends[i]).await?;
         results[i] = Some(if passed { Ok(()) } else { Err(appends[i].conflict()) });
     }
     for &i in &repairs {
@@ -693,13 +656,10 @@ async fn write_in<C: ConnectionTrait + TransactionTrait>(
         returning.push(insert_commands_statement(backend, std::mem::replace(&mut commands, rest)));
     }
     // Only the commands' insert returns rows.
-    let mut statements = ride_along(backend, silent, returning);
-    if own {
-        statements.push(Statement::from_string(backend, "COMMIT"));
-    }
-    for row in run_together(txn, statements).await? {
+    for row in run_together(&txn, ride_along(backend, silent, returning)).await? {
         committed.push(outbox::Model::from_query_result(&row, "")?);
     }
+    txn.commit().await?;
     let results = results
         .into_iter()
         .map(|r| {
@@ -1090,8 +1050,7 @@ mod tests {
             same_key_in_batch, // the key "g" took in this batch: duplicate
         ];
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
-        let (results, committed) =
-            write_together(store.writes(), &refs, store.own_writes).await.unwrap();
+        let (results, committed) = write_together(store.db(), &refs).await.unwrap();
         let mut handed: Vec<(&str, &str)> =
             committed.iter().map(|r| (r.saga_id.as_str(), r.msg_id.as_str())).collect();
         handed.sort_unstable();
@@ -1156,7 +1115,7 @@ mod tests {
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
         assert!(
             matches!(
-                write_together(store.writes(), &refs, store.own_writes).await,
+                write_together(store.db(), &refs).await,
                 Err(StoreError::Fenced { partition: 1, .. })
             ),
             "a lost fence refuses the shared transaction"
@@ -1168,7 +1127,7 @@ mod tests {
             jobs.push(Job { append, done });
             answers.push(answer);
         }
-        write_batch(store.writes(), &mut jobs, &handoff, store.own_writes).await;
+        write_batch(store.db(), &mut jobs, &handoff).await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());

@@ -456,11 +456,15 @@ pub async fn run(config: &UpConfig, stop: CancellationToken) -> Result<Summary, 
     // The first commands go out only once both listen: with direct delivery
     // a command nobody listens for waits for the outbox's re-send.
     for participant in ["ledger", "payment"] {
-        stack::listening(&orchestrator.client, &prefix, participant, || {
+        let listening = stack::listening(&orchestrator.client, &prefix, participant, || {
             money.services.any_exited()
-        })
-        .await
-        .map_err(StackError::Setup)?;
+        });
+        tokio::select! {
+            listening = listening => listening.map_err(StackError::Setup)?,
+            () = stop.cancelled() => {
+                return Err(StackError::Setup("stopped before the first saga".to_owned()));
+            }
+        }
     }
     let mut running = InProcess::start(orchestrator);
     let driver = running.driver.clone();
