@@ -211,7 +211,11 @@ pub struct Store {
     /// connection, so that its page cache stays warm (SQLite drops a
     /// connection's whole cache when another connection has committed since
     /// its last transaction, and with the writer's batches spread over the
-    /// pool every batch began cold); elsewhere the same pool as `db`.
+    /// pool every batch began cold); on PostgreSQL a pool of its own with a
+    /// few connections that cache many prepared statements (a batch's
+    /// statements differ in text with its size: spread over `db`'s pool
+    /// with the default cache they were parsed again most of the time);
+    /// in memory the same pool as `db`.
     writes: DatabaseConnection,
     /// The task that commits appends, many sagas per transaction.
     writer: writer::Writer,
@@ -306,6 +310,18 @@ impl Store {
         };
         let failed = |source| StoreError::Connect { url: redact(url), source, hint };
         let db = Database::connect(options.clone()).await.map_err(failed)?;
+        if !is_sqlite {
+            // See `Store::writes`.
+            let writes = Database::connect(
+                options
+                    .max_connections(4)
+                    .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(1_000))
+                    .to_owned(),
+            )
+            .await
+            .map_err(failed)?;
+            return Self::open_with(db, writes).await;
+        }
         if !separate_writes {
             return Self::open(db).await;
         }
