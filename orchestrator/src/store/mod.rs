@@ -165,10 +165,7 @@ impl WriteTurn {
     /// Wait for the turn, if there is one to wait for (SQLite); it passes on
     /// when the guard is dropped.
     pub(crate) async fn take(turn: Option<&Self>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match turn {
-            Some(turn) => Some(Arc::clone(&turn.0).lock_owned().await),
-            None => None,
-        }
+        Some(Arc::clone(&turn?.0).lock_owned().await)
     }
 }
 
@@ -186,20 +183,14 @@ impl LeaseTurn {
     pub(crate) async fn share(
         turn: Option<&Self>,
     ) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
-        match turn {
-            Some(turn) => Some(Arc::clone(&turn.0).read_owned().await),
-            None => None,
-        }
+        Some(Arc::clone(&turn?.0).read_owned().await)
     }
 
     /// The turn alone, for an update of this instance's lease rows.
     pub(crate) async fn alone(
         turn: Option<&Self>,
     ) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
-        match turn {
-            Some(turn) => Some(Arc::clone(&turn.0).write_owned().await),
-            None => None,
-        }
+        Some(Arc::clone(&turn?.0).write_owned().await)
     }
 }
 
@@ -290,8 +281,16 @@ impl Store {
                 "options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_MS}"
             ));
         }
-        let separate_writes =
-            is_sqlite && !url.contains(":memory:") && !url.contains("mode=memory");
+        // See `Store::writes`: the connections of the writes made in this
+        // process's turn, in a pool of their own; none in memory, where
+        // another pool would open another database.
+        let own_writes = if !is_sqlite {
+            Some(4)
+        } else if url.contains(":memory:") || url.contains("mode=memory") {
+            None
+        } else {
+            Some(1)
+        };
         let mut options = ConnectOptions::new(url_full);
         options
             .max_connections(if is_sqlite { 4 } else { 16 })
@@ -310,26 +309,20 @@ impl Store {
         };
         let failed = |source| StoreError::Connect { url: redact(url), source, hint };
         let db = Database::connect(options.clone()).await.map_err(failed)?;
-        if !is_sqlite {
-            // See `Store::writes`.
-            let writes = Database::connect(
-                options
-                    .max_connections(4)
-                    .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(1_000))
-                    .to_owned(),
-            )
-            .await
-            .map_err(failed)?;
-            return Self::open_with(db, writes).await;
+        let Some(writes_max) = own_writes else { return Self::open(db).await };
+        if is_sqlite {
+            // The file is in WAL mode before the write connection opens (it
+            // stays so: the mode is the file's).
+            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
-        if !separate_writes {
-            return Self::open(db).await;
-        }
-        // The file is in WAL mode before the write connection opens (it
-        // stays so: the mode is the file's).
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-        let writes =
-            Database::connect(options.max_connections(1).to_owned()).await.map_err(failed)?;
+        let writes = Database::connect(
+            options
+                .max_connections(writes_max)
+                .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(1_000))
+                .to_owned(),
+        )
+        .await
+        .map_err(failed)?;
         Self::open_with(db, writes).await
     }
 

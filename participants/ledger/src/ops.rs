@@ -157,7 +157,10 @@ pub async fn create_transfer(
     let ids = [new.debit_account_id.as_str(), new.credit_account_id.as_str()];
     let reads = write_lock_statement(backend)
         .into_iter()
-        .chain([accounts_statement(backend, &ids), transfer_statement(backend, &new.id, false)])
+        .chain([
+            accounts_statement(backend, Condition::all().add(accounts::Column::Id.is_in(ids))),
+            transfer_statement(backend, &new.id, false),
+        ])
         .collect();
     load(&mut state, query_together(tx, reads).await?)?;
     let event = match state.decide_create_transfer(new)? {
@@ -302,16 +305,12 @@ async fn lock_transfer(tx: &impl ConnectionTrait, transfer_id: &str) -> Result<S
             .into_expr()
             .eq(SimpleExpr::SubQuery(None, Box::new(id.into_sub_query_statement())))
     };
-    let accounts = accounts::Entity::find()
-        .expr_as(Expr::val(PART_ACCOUNT), PART)
-        .filter(
-            Condition::any()
-                .add(account_of(transfers::Column::DebitAccountId))
-                .add(account_of(transfers::Column::CreditAccountId)),
-        )
-        .order_by_asc(accounts::Column::Id)
-        .lock_exclusive()
-        .build(backend);
+    let accounts = accounts_statement(
+        backend,
+        Condition::any()
+            .add(account_of(transfers::Column::DebitAccountId))
+            .add(account_of(transfers::Column::CreditAccountId)),
+    );
     let reads = write_lock_statement(backend)
         .into_iter()
         .chain([transfer_statement(backend, transfer_id, true), accounts])
@@ -326,12 +325,13 @@ const PART: &str = "part";
 const PART_ACCOUNT: &str = "account";
 const PART_TRANSFER: &str = "transfer";
 
-/// Both accounts of a transfer, locked (PostgreSQL: `FOR UPDATE`) in id
-/// order, so that two transactions over the same pair cannot deadlock.
-fn accounts_statement(backend: DbBackend, ids: &[&str; 2]) -> Statement {
+/// The accounts that `which` selects (a transfer's two), locked
+/// (PostgreSQL: `FOR UPDATE`) in id order, so that two transactions over the
+/// same pair cannot deadlock.
+fn accounts_statement(backend: DbBackend, which: Condition) -> Statement {
     accounts::Entity::find()
         .expr_as(Expr::val(PART_ACCOUNT), PART)
-        .filter(accounts::Column::Id.is_in(ids.iter().copied()))
+        .filter(which)
         .order_by_asc(accounts::Column::Id)
         .lock_exclusive()
         .build(backend)
