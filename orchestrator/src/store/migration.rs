@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(Archive),
             Box::new(Waits),
             Box::new(OneStatusIndex),
+            Box::new(LeanSagaIndexes),
         ]
     }
 
@@ -85,7 +86,7 @@ enum SagaEvents {
     RecordedAtMs,
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum Sagas {
     Table,
     SagaId,
@@ -557,5 +558,51 @@ impl MigrationTrait for OneStatusIndex {
             Index::drop().name("sagas_ended_by_age").table(Sagas::Table).if_exists().to_owned(),
         )
         .await
+    }
+}
+
+/// Fewer index pages written by each projection update. Every update of a
+/// saga's row rewrites its entry in each index on a column it sets:
+/// - `sagas_partition_deadline` (m0003) put each partition's deadlines in a
+///   run of their own, so a batch of updates to sagas of many partitions
+///   wrote a page of it per partition (a third of the pages a SQLite commit
+///   of the writer wrote). The queries by partition and deadline walk
+///   `sagas_next_deadline` in deadline order instead: the deadlines due now
+///   are few whichever partitions they belong to.
+/// - `sagas_next_deadline`, `sagas_by_wait_half` and `sagas_by_wait_key` now
+///   hold only the rows with a value (every query on them compares the
+///   column, so never looks for `NULL`): an ended saga leaves the deadline
+///   index, and a saga that waits for nothing is in neither wait index.
+#[derive(Debug)]
+struct LeanSagaIndexes;
+
+impl MigrationName for LeanSagaIndexes {
+    fn name(&self) -> &str {
+        "m0009_lean_saga_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LeanSagaIndexes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for name in [
+            "sagas_partition_deadline",
+            "sagas_next_deadline",
+            "sagas_by_wait_half",
+            "sagas_by_wait_key",
+        ] {
+            m.drop_index(Index::drop().name(name).table(Sagas::Table).if_exists().to_owned())
+                .await?;
+        }
+        for (name, column) in [
+            ("sagas_next_deadline", Sagas::NextDeadlineMs),
+            ("sagas_by_wait_half", Sagas::WaitHalfAtMs),
+            ("sagas_by_wait_key", Sagas::WaitKey),
+        ] {
+            let mut statement = index_statement(name, Sagas::Table, [column]);
+            statement.and_where(Expr::col(column).is_not_null());
+            m.create_index(statement).await?;
+        }
+        Ok(())
     }
 }

@@ -545,12 +545,17 @@ impl Store {
         &self,
         partitions: Option<&[i32]>,
     ) -> Result<Option<i64>, StoreError> {
+        // The first in deadline order rather than `MIN(…)`: with a partition
+        // filter SQLite would compute the minimum over every row it matches;
+        // in order it walks `sagas_next_deadline` and stops at the first.
         Ok(sagas::Entity::find()
             .select_only()
-            .column_as(sagas::Column::NextDeadlineMs.min(), "min")
+            .column(sagas::Column::NextDeadlineMs)
+            .filter(sagas::Column::NextDeadlineMs.is_not_null())
             .apply_if(partitions, |q, ps| {
                 q.filter(sagas::Column::Partition.is_in(ps.iter().copied()))
             })
+            .order_by_asc(sagas::Column::NextDeadlineMs)
             .into_tuple::<Option<i64>>()
             .one(&self.db)
             .await?
