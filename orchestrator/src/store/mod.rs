@@ -10,6 +10,7 @@
 //! PostgreSQL is chosen by a `postgres://` URL.
 
 pub mod archive;
+mod batch;
 pub mod entities;
 #[cfg(feature = "faults")]
 pub mod faults;
@@ -198,11 +199,13 @@ impl LeaseTurn {
 pub struct Store {
     db: DatabaseConnection,
     /// The connection of this process's writes that take their turn
-    /// ([`Store::write_turn`]): on a SQLite file a pool of its own with one
-    /// connection, so that its page cache stays warm (SQLite drops a
+    /// ([`Store::write_turn`]): on a SQLite file a pool of its own with two
+    /// connections, one of which the writer keeps from batch to batch (see
+    /// `store::batch`), so that its page cache stays warm (SQLite drops a
     /// connection's whole cache when another connection has committed since
-    /// its last transaction, and with the writer's batches spread over the
-    /// pool every batch began cold); on PostgreSQL a pool of its own with a
+    /// its last transaction, and with the writer's batches spread over a
+    /// pool every batch began cold); the other serves the rest of the
+    /// process's writes (the relay's deletes, leases); on PostgreSQL a pool of its own with a
     /// few connections that cache many prepared statements (a batch's
     /// statements differ in text with its size: spread over `db`'s pool
     /// with the default cache they were parsed again most of the time);
@@ -289,7 +292,8 @@ impl Store {
         } else if url.contains(":memory:") || url.contains("mode=memory") {
             None
         } else {
-            Some(1)
+            // One kept by the writer from batch to batch, one for the rest.
+            Some(2)
         };
         let mut options = ConnectOptions::new(url_full);
         options
@@ -323,7 +327,7 @@ impl Store {
         )
         .await
         .map_err(failed)?;
-        Self::open_with(db, writes).await
+        Self::open_with(db, writes, is_sqlite).await
     }
 
     /// Use an open connection (a pool built elsewhere: the simulator's, whose
@@ -334,13 +338,16 @@ impl Store {
     /// An unsupported database or a failed migration.
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
         let writes = db.clone();
-        Self::open_with(db, writes).await
+        Self::open_with(db, writes, false).await
     }
 
-    /// [`Store::open`], with `writes` for the writes that take their turn.
+    /// [`Store::open`], with `writes` for the writes that take their turn;
+    /// `hold_writes` when those are a SQLite file's connections of their
+    /// own, one of which the writer keeps (see `store::batch`).
     async fn open_with(
         mut db: DatabaseConnection,
         mut writes: DatabaseConnection,
+        hold_writes: bool,
     ) -> Result<Self, StoreError> {
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for conn in [&mut db, &mut writes] {
@@ -355,6 +362,7 @@ impl Store {
             (db.get_database_backend() == DbBackend::Postgres).then(LeaseTurn::default);
         let writer = writer::Writer::spawn(
             writes.clone(),
+            hold_writes.then(|| Arc::clone(&statements)),
             Arc::clone(&handoff),
             turn.clone(),
             lease_turn.clone(),

@@ -53,6 +53,7 @@
 //! lease rows, and a transaction without fences starts with a no-op `UPDATE`
 //! that matches no row.
 
+use super::batch::WriterConn;
 use super::entities::{archived_sagas, outbox, repairs, saga_events, saga_tags, sagas};
 use super::handoff::Handoff;
 use super::{Fence, LeaseTurn, OutboxRow, Projection, RepairRecord, Store, StoreError, WriteTurn};
@@ -174,8 +175,11 @@ fn stopped() -> StoreError {
 impl Writer {
     /// Start the writer task of `db` on the current runtime; the commands it
     /// commits are handed to the relay through `handoff`.
+    /// `hold` (the store's count of statements) on a SQLite file: the
+    /// writer keeps a connection of `db` (see `store::batch`).
     pub fn spawn(
         db: DatabaseConnection,
+        hold: Option<Arc<std::sync::atomic::AtomicU64>>,
         handoff: Arc<Handoff>,
         turn: Option<WriteTurn>,
         lease_turn: Option<LeaseTurn>,
@@ -189,7 +193,7 @@ impl Writer {
         };
         for _ in 0..writers {
             tokio::spawn(run(
-                db.clone(),
+                WriterConn::new(db.clone(), hold.clone()),
                 Arc::clone(&jobs),
                 Arc::clone(&handoff),
                 turn.clone(),
@@ -208,7 +212,7 @@ impl Writer {
 }
 
 async fn run(
-    db: DatabaseConnection,
+    mut conn: WriterConn,
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     handoff: Arc<Handoff>,
     turn: Option<WriteTurn>,
@@ -231,7 +235,7 @@ async fn run(
         let size = batch.len();
         let _turn = WriteTurn::take(turn.as_ref()).await;
         let _share = LeaseTurn::share(lease_turn.as_ref()).await;
-        write_batch(&db, &mut batch, &handoff).await;
+        write_batch(&mut conn, &mut batch, &handoff).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
 }
@@ -239,9 +243,9 @@ async fn run(
 /// Write a batch (one append or many) together, hand its committed commands
 /// to the relay, and answer every job in it; if the shared transaction
 /// fails, write each append alone.
-async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>, handoff: &Handoff) {
+async fn write_batch(conn: &mut WriterConn, batch: &mut Vec<Job>, handoff: &Handoff) {
     let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
-    match write_together(db, &appends).await {
+    match write_together(conn, &appends).await {
         Ok((results, commands)) => {
             handoff.push(commands);
             for (job, result) in batch.drain(..).zip(results) {
@@ -254,7 +258,8 @@ async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Job>, handoff: &Ha
         }
     }
     for job in batch.drain(..) {
-        let result = write_alone(db, &job.append).await.map(|commands| handoff.push(commands));
+        let result =
+            write_alone(&conn.db, &job.append).await.map(|commands| handoff.push(commands));
         let _ = job.done.send(result);
     }
 }
@@ -310,7 +315,7 @@ fn insert_commands_statement(backend: DbBackend, rows: Vec<outbox::ActiveModel>)
 /// scheduled on that thread, and the writer holds the database's only write
 /// lock meanwhile). PostgreSQL takes one statement with parameters per
 /// query: there they run one after another.
-async fn run_together<C: ConnectionTrait>(
+pub(super) async fn run_together<C: ConnectionTrait>(
     conn: &C,
     statements: Vec<Statement>,
 ) -> Result<Vec<QueryResult>, DbErr> {
@@ -477,11 +482,10 @@ type BatchWritten = (Vec<Result<(), StoreError>>, Vec<outbox::Model>);
 /// batch, run between the two, one by one (rare): a repair in a savepoint of
 /// its own, since its request id may be taken.
 async fn write_together(
-    db: &DatabaseConnection,
+    conn: &mut WriterConn,
     appends: &[&OwnedAppend],
 ) -> Result<BatchWritten, StoreError> {
-    let txn = db.begin().await?;
-    let backend = txn.get_database_backend();
+    let backend = conn.db.get_database_backend();
     let fences: Vec<Fence> = appends
         .iter()
         .filter_map(|a| a.fence.clone())
@@ -507,6 +511,8 @@ async fn write_together(
             again.push(i);
         }
     }
+    // The appends written one by one need sea-orm's transaction.
+    let mut txn = conn.begin(again.is_empty() && repairs.is_empty()).await?;
 
     // Call 1: fences, new sagas, archived keys, projections.
     let mut statements: Vec<Statement> =
@@ -520,7 +526,7 @@ async fn write_together(
         let chunk: Vec<&OwnedAppend> = chunk.iter().map(|&i| appends[i]).collect();
         statements.push(update_projections_statement(backend, &chunk));
     }
-    let rows = run_together(&txn, statements).await?;
+    let rows = txn.run(statements).await?;
     if let Some(fence) = fences
         .iter()
         .zip(Store::fences_held(&fences, &rows)?)
@@ -568,10 +574,10 @@ async fn write_together(
         .map(|a| a.saga_id.as_str())
         .collect();
     if !refused.is_empty() {
-        sagas::Entity::delete_many()
+        let delete = sagas::Entity::delete_many()
             .filter(sagas::Column::SagaId.is_in(refused.iter().copied()))
-            .exec(&txn)
-            .await?;
+            .build(backend);
+        txn.run(vec![delete]).await?;
         for id in refused {
             inserted.remove(id);
         }
@@ -594,12 +600,17 @@ async fn write_together(
 
     // One by one: later appends to a saga of the batch, and repairs.
     let mut committed = Vec::new();
+    let one_by_one = || {
+        txn.orm().ok_or_else(|| {
+            DbErr::Custom("a batch on the kept connection has no appends one by one".into())
+        })
+    };
     for &i in &again {
-        let passed = update_projection(&txn, appends[i]).await?;
+        let passed = update_projection(one_by_one()?, appends[i]).await?;
         results[i] = Some(if passed { Ok(()) } else { Err(appends[i].conflict()) });
     }
     for &i in &repairs {
-        let savepoint = txn.begin().await?;
+        let savepoint = one_by_one()?.begin().await?;
         match write_one(&savepoint, appends[i]).await {
             Ok(commands) => {
                 savepoint.commit().await?;
@@ -656,10 +667,9 @@ async fn write_together(
         returning.push(insert_commands_statement(backend, std::mem::replace(&mut commands, rest)));
     }
     // Only the commands' insert returns rows.
-    for row in run_together(&txn, ride_along(backend, silent, returning)).await? {
+    for row in txn.commit_with(ride_along(backend, silent, returning)).await? {
         committed.push(outbox::Model::from_query_result(&row, "")?);
     }
-    txn.commit().await?;
     let results = results
         .into_iter()
         .map(|r| {
@@ -1000,6 +1010,15 @@ mod tests {
         }
     }
 
+    /// A writer's connection to `store`'s database, as the store's own
+    /// writer has it (on a SQLite file it keeps a connection of the writes'
+    /// pool).
+    fn conn_of(store: &Store) -> WriterConn {
+        let hold = (store.backend() == DbBackend::Sqlite)
+            .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        WriterConn::new(store.writes().clone(), hold)
+    }
+
     async fn seqs(store: &Store, saga_id: &str) -> Vec<i64> {
         saga_events::Entity::find()
             .filter(saga_events::Column::SagaId.eq(saga_id))
@@ -1050,7 +1069,7 @@ mod tests {
             same_key_in_batch, // the key "g" took in this batch: duplicate
         ];
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
-        let (results, committed) = write_together(store.db(), &refs).await.unwrap();
+        let (results, committed) = write_together(&mut conn_of(&store), &refs).await.unwrap();
         let mut handed: Vec<(&str, &str)> =
             committed.iter().map(|r| (r.saga_id.as_str(), r.msg_id.as_str())).collect();
         handed.sort_unstable();
@@ -1113,9 +1132,10 @@ mod tests {
         fenced_stale.fence = Some(lost);
         let batch = [fenced_ok, fenced_stale, append("e", 0, 2)];
         let refs: Vec<&OwnedAppend> = batch.iter().collect();
+        let mut conn = conn_of(&store);
         assert!(
             matches!(
-                write_together(store.db(), &refs).await,
+                write_together(&mut conn, &refs).await,
                 Err(StoreError::Fenced { partition: 1, .. })
             ),
             "a lost fence refuses the shared transaction"
@@ -1127,7 +1147,7 @@ mod tests {
             jobs.push(Job { append, done });
             answers.push(answer);
         }
-        write_batch(store.db(), &mut jobs, &handoff).await;
+        write_batch(&mut conn, &mut jobs, &handoff).await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());
@@ -1147,6 +1167,35 @@ mod tests {
         assert_eq!(outbox_of(&store, "a").await, 1);
         assert_eq!(seqs(&store, "c").await, vec![1, 2, 3]);
         assert_eq!(seqs(&store, "e").await, vec![1, 2]);
+    }
+
+    /// A batch that fails after its first statements (here an event's seq
+    /// already taken: a corrupt store) writes nothing, and the writer's
+    /// connection is fit for the next batch, which commits.
+    async fn a_failed_batch_leaves_its_connection_fit(store: Store) {
+        store.writer.append(append("x", 0, 2)).await.unwrap();
+        let taken = saga_events::ActiveModel {
+            saga_id: Set("x".into()),
+            seq: Set(3),
+            event: Set("{}".into()),
+            recorded_at_ms: Set(1),
+        };
+        saga_events::Entity::insert(taken).exec(store.db()).await.unwrap();
+        let mut conn = conn_of(&store);
+        let failing = [append("y", 0, 1), append("x", 2, 1)];
+        let refs: Vec<&OwnedAppend> = failing.iter().collect();
+        assert!(write_together(&mut conn, &refs).await.is_err(), "the taken seq fails the batch");
+        assert_eq!(seqs(&store, "y").await, Vec::<i64>::new(), "nothing of the batch was kept");
+        assert_eq!(outbox_of(&store, "y").await, 0);
+        let x = sagas::Entity::find_by_id("x").one(store.db()).await.unwrap().unwrap();
+        assert_eq!(x.seq, 2, "the projection's update was rolled back");
+        for id in ["z1", "z2"] {
+            let next = [append(id, 0, 1)];
+            let refs: Vec<&OwnedAppend> = next.iter().collect();
+            let (results, _) = write_together(&mut conn, &refs).await.unwrap();
+            assert!(results[0].is_ok(), "{:?}", results[0]);
+            assert_eq!(seqs(&store, id).await, vec![1]);
+        }
     }
 
     /// Appends queued at once from many tasks all commit, each told its own result.
@@ -1218,15 +1267,15 @@ mod tests {
         assert_eq!(outbox_of(&store, "z").await, 0);
     }
 
-    /// On a SQLite file the writes in turn go through a pool of one
-    /// connection of their own (its cache stays warm); reads through the
-    /// store's pool see what they wrote (the other tests here).
+    /// On a SQLite file the writes in turn go through a pool of their own,
+    /// one connection kept by the writer and one for the rest; reads through
+    /// the store's pool see what they wrote (the other tests here).
     #[tokio::test]
-    async fn on_a_sqlite_file_writes_have_a_connection_of_their_own() {
+    async fn on_a_sqlite_file_writes_have_connections_of_their_own() {
         let (_db, store) = store_on(Backend::Sqlite).await;
         let size =
             |c: &DatabaseConnection| c.get_sqlite_connection_pool().options().get_max_connections();
-        assert_eq!(size(store.writes()), 1);
+        assert_eq!(size(store.writes()), 2);
         assert_eq!(size(store.db()), 4);
     }
 
@@ -1266,6 +1315,11 @@ mod tests {
         a_lost_fence_refuses_only_its_append:
         a_lost_fence_refuses_only_its_append_on_sqlite,
         a_lost_fence_refuses_only_its_append_on_postgres
+    );
+    on_each_backend!(
+        a_failed_batch_leaves_its_connection_fit:
+        a_failed_batch_leaves_its_connection_fit_on_sqlite,
+        a_failed_batch_leaves_its_connection_fit_on_postgres
     );
     on_each_backend!(
         concurrent_appends_are_committed_together:

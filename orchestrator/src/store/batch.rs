@@ -1,0 +1,181 @@
+//! The transaction a batch of the writer is written in.
+//!
+//! Through sea-orm, every batch takes a connection from the pool and gives it
+//! back, and the pool checks a connection given back with a call to it
+//! before another user may take it; `BEGIN` and `COMMIT` are calls of their
+//! own. On SQLite each call is a hand-off to the connection's thread and back,
+//! and with the writes' one connection the next batch waited for the check of
+//! the last one's (its `BEGIN` took a quarter of a millisecond under load).
+//!
+//! On a SQLite file, whose writes have connections of their own
+//! ([`Store::writes`](super::Store::writes)), the writer instead keeps one of
+//! them from batch to batch ([`Held`]), and a batch sends `BEGIN` with its
+//! first statements and `COMMIT` with its last, through sqlx directly: two
+//! calls per batch where there were four and the pool's check.
+//!
+//! A batch that did not commit (an error, a panic, the task stopped) closes
+//! the kept connection rather than keep it or give it back: SQLite rolls back
+//! what a closing connection had not committed, so nothing half-written can
+//! reach a later batch or another user of the pool. The next batch takes a
+//! connection from the pool again.
+
+use sea_orm::sqlx::{self, Sqlite, SqlitePool, pool::PoolConnection};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, RuntimeErr, Statement,
+    TransactionTrait,
+};
+use sea_query_binder::SqlxValues;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The connection a writer task writes its batches through.
+pub(super) struct WriterConn {
+    pub db: DatabaseConnection,
+    /// On a SQLite file: the connection kept from batch to batch.
+    held: Option<Held>,
+}
+
+/// A connection kept by a writer task, `None` until taken from its pool.
+pub(super) struct Held {
+    pool: SqlitePool,
+    conn: Option<PoolConnection<Sqlite>>,
+    /// The store's count of statements (sea-orm's calls count themselves).
+    counted: Arc<AtomicU64>,
+}
+
+impl WriterConn {
+    /// `hold` (with the store's statement count) on a SQLite file whose
+    /// writes have connections of their own: at least two, one kept by the
+    /// writer and one for the process's other writes.
+    pub fn new(db: DatabaseConnection, hold: Option<Arc<AtomicU64>>) -> Self {
+        let held = hold.map(|counted| Held {
+            pool: db.get_sqlite_connection_pool().clone(),
+            conn: None,
+            counted,
+        });
+        Self { db, held }
+    }
+
+    /// Begin a batch's transaction: on the kept connection when there is one
+    /// and `hold` (`BEGIN` is sent with the first statements), else through
+    /// sea-orm.
+    pub async fn begin(&mut self, hold: bool) -> Result<BatchTxn<'_>, DbErr> {
+        match &mut self.held {
+            Some(held) if hold => {
+                if held.conn.is_none() {
+                    let conn = held
+                        .pool
+                        .acquire()
+                        .await
+                        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e)))?;
+                    held.conn = Some(conn);
+                }
+                Ok(BatchTxn::Held(HeldTxn { held, begun: false, committed: false }))
+            }
+            _ => Ok(BatchTxn::Orm(self.db.begin().await?)),
+        }
+    }
+}
+
+/// An open transaction of the writer.
+pub(super) enum BatchTxn<'a> {
+    /// sea-orm's transaction.
+    Orm(DatabaseTransaction),
+    /// On the writer's kept connection.
+    Held(HeldTxn<'a>),
+}
+
+pub(super) struct HeldTxn<'a> {
+    held: &'a mut Held,
+    begun: bool,
+    committed: bool,
+}
+
+impl Drop for HeldTxn<'_> {
+    fn drop(&mut self) {
+        if self.begun
+            && !self.committed
+            && let Some(mut conn) = self.held.conn.take()
+        {
+            // Rolled back by SQLite as it closes.
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl BatchTxn<'_> {
+    /// sea-orm's transaction, for the rare paths that run statements of
+    /// their own (`None` on the kept connection).
+    pub fn orm(&self) -> Option<&DatabaseTransaction> {
+        match self {
+            Self::Orm(txn) => Some(txn),
+            Self::Held(_) => None,
+        }
+    }
+
+    /// Run `statements` in the transaction, in order, and return their rows
+    /// (see `writer::run_together`).
+    pub async fn run(&mut self, statements: Vec<Statement>) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Orm(txn) => super::writer::run_together(txn, statements).await,
+            Self::Held(txn) => txn.call(statements, false).await,
+        }
+    }
+
+    /// Run `statements` and commit: one call on the kept connection.
+    pub async fn commit_with(self, statements: Vec<Statement>) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Orm(txn) => {
+                let rows = super::writer::run_together(&txn, statements).await?;
+                txn.commit().await?;
+                Ok(rows)
+            }
+            Self::Held(mut txn) => {
+                let rows = txn.call(statements, true).await?;
+                txn.committed = true;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+impl HeldTxn<'_> {
+    /// One call: `BEGIN` first if not sent yet, `statements`, and `COMMIT`
+    /// last when `commit`. The driver binds `?` parameters in order across
+    /// the statements.
+    async fn call(
+        &mut self,
+        statements: Vec<Statement>,
+        commit: bool,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let counted = !statements.is_empty();
+        let mut sql: Vec<String> = Vec::with_capacity(statements.len() + 2);
+        let mut values = Vec::new();
+        if !self.begun {
+            sql.push("BEGIN".to_owned());
+        }
+        for statement in statements {
+            debug_assert_eq!(statement.db_backend, DbBackend::Sqlite);
+            sql.push(statement.sql);
+            values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+        }
+        if commit {
+            sql.push("COMMIT".to_owned());
+        }
+        let sql = sql.join(";\n");
+        let Some(conn) = self.held.conn.as_mut() else {
+            return Err(DbErr::Custom("the writer's connection is gone".into()));
+        };
+        // From here on a failure leaves the transaction open, to be rolled
+        // back as the connection closes.
+        self.begun = true;
+        if counted {
+            self.held.counted.fetch_add(1, Ordering::Relaxed);
+        }
+        let rows = sqlx::query_with(&sql, SqlxValues(sea_orm::sea_query::Values(values)))
+            .fetch_all(&mut **conn)
+            .await
+            .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(e)))?;
+        Ok(rows.into_iter().map(QueryResult::from).collect())
+    }
+}
