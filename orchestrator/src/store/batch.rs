@@ -13,11 +13,19 @@
 //! first statements and `COMMIT` with its last, through sqlx directly: two
 //! calls per batch where there were four and the pool's check.
 //!
-//! A batch that did not commit (an error, a panic, the task stopped) closes
-//! the kept connection rather than keep it or give it back: SQLite rolls back
-//! what a closing connection had not committed, so nothing half-written can
-//! reach a later batch or another user of the pool. The next batch takes a
-//! connection from the pool again.
+//! A batch refused as a whole (a fence that does not hold) sends `ROLLBACK`
+//! and keeps the connection. One that failed (a statement's error, a panic,
+//! the task stopped) closes it rather than keep it or give it back: SQLite
+//! rolls back what a closing connection had not committed, so nothing
+//! half-written can reach a later batch or another user of the pool; after
+//! an error the close is awaited, so that the write lock is free for the
+//! appends written again one by one. The next batch takes a connection from
+//! the pool again.
+//!
+//! The kept connection's page cache stays warm from batch to batch, except
+//! after a commit on the pool's other connection (the relay's deletes, at
+//! most every 50 ms under load; leases, heartbeats, re-sends and the appends
+//! written one by one), after which SQLite reads its pages again.
 
 use sea_orm::sqlx::{self, Sqlite, SqlitePool, pool::PoolConnection};
 use sea_orm::{
@@ -70,7 +78,7 @@ impl WriterConn {
                         .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e)))?;
                     held.conn = Some(conn);
                 }
-                Ok(BatchTxn::Held(HeldTxn { held, begun: false, committed: false }))
+                Ok(BatchTxn::Held(HeldTxn { held, begun: false, finished: false }))
             }
             _ => Ok(BatchTxn::Orm(self.db.begin().await?)),
         }
@@ -87,14 +95,16 @@ pub(super) enum BatchTxn<'a> {
 
 pub(super) struct HeldTxn<'a> {
     held: &'a mut Held,
+    /// `BEGIN` sent (or on its way).
     begun: bool,
-    committed: bool,
+    /// Committed or rolled back: the connection is fit for the next batch.
+    finished: bool,
 }
 
 impl Drop for HeldTxn<'_> {
     fn drop(&mut self) {
         if self.begun
-            && !self.committed
+            && !self.finished
             && let Some(mut conn) = self.held.conn.take()
         {
             // Rolled back by SQLite as it closes.
@@ -122,6 +132,19 @@ impl BatchTxn<'_> {
         }
     }
 
+    /// Roll back what was written, keeping the kept connection when it
+    /// takes the `ROLLBACK`.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        match self {
+            Self::Orm(txn) => txn.rollback().await,
+            Self::Held(mut txn) => {
+                txn.run_sql("ROLLBACK".to_owned(), Vec::new()).await?;
+                txn.finished = true;
+                Ok(())
+            }
+        }
+    }
+
     /// Run `statements` and commit: one call on the kept connection.
     pub async fn commit_with(self, statements: Vec<Statement>) -> Result<Vec<QueryResult>, DbErr> {
         match self {
@@ -132,7 +155,7 @@ impl BatchTxn<'_> {
             }
             Self::Held(mut txn) => {
                 let rows = txn.call(statements, true).await?;
-                txn.committed = true;
+                txn.finished = true;
                 Ok(rows)
             }
         }
@@ -162,20 +185,37 @@ impl HeldTxn<'_> {
         if commit {
             sql.push("COMMIT".to_owned());
         }
-        let sql = sql.join(";\n");
-        let Some(conn) = self.held.conn.as_mut() else {
-            return Err(DbErr::Custom("the writer's connection is gone".into()));
-        };
-        // From here on a failure leaves the transaction open, to be rolled
-        // back as the connection closes.
-        self.begun = true;
         if counted {
             self.held.counted.fetch_add(1, Ordering::Relaxed);
         }
-        let rows = sqlx::query_with(&sql, SqlxValues(sea_orm::sea_query::Values(values)))
+        self.run_sql(sql.join(";\n"), values).await
+    }
+
+    /// Send `sql` on the kept connection. A failure closes the connection
+    /// (waiting for it, so that SQLite's write lock is free again when this
+    /// returns): SQLite rolls back what it had not committed.
+    async fn run_sql(
+        &mut self,
+        sql: String,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let Some(conn) = self.held.conn.as_mut() else {
+            return Err(DbErr::Custom("the writer's connection is gone".into()));
+        };
+        // From here on the transaction may be open: if this future is
+        // dropped, so is the connection (see `Drop`).
+        self.begun = true;
+        match sqlx::query_with(&sql, SqlxValues(sea_orm::sea_query::Values(values)))
             .fetch_all(&mut **conn)
             .await
-            .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(e)))?;
-        Ok(rows.into_iter().map(QueryResult::from).collect())
+        {
+            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+            Err(e) => {
+                if let Some(conn) = self.held.conn.take() {
+                    let _ = conn.close().await;
+                }
+                Err(DbErr::Query(RuntimeErr::SqlxError(e)))
+            }
+        }
     }
 }

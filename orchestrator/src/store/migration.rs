@@ -568,11 +568,17 @@ impl MigrationTrait for OneStatusIndex {
 ///   wrote a page of it per partition (a third of the pages a SQLite commit
 ///   of the writer wrote). The queries by partition and deadline walk
 ///   `sagas_next_deadline` in deadline order instead: the deadlines due now
-///   are few whichever partitions they belong to.
+///   are few whichever partitions they belong to (they pass over the due
+///   sagas of partitions no instance holds, until one takes them over). A
+///   takeover's list of a partition's open sagas reads `sagas_status`.
 /// - `sagas_next_deadline`, `sagas_by_wait_half` and `sagas_by_wait_key` now
 ///   hold only the rows with a value (every query on them compares the
 ///   column, so never looks for `NULL`): an ended saga leaves the deadline
 ///   index, and a saga that waits for nothing is in neither wait index.
+///
+/// On PostgreSQL the migration holds a lock on `sagas` until the three
+/// indexes are built again, as long as that takes on a large table; other
+/// instances starting meanwhile wait for it.
 #[derive(Debug)]
 struct LeanSagaIndexes;
 

@@ -205,7 +205,9 @@ pub struct Store {
     /// connection's whole cache when another connection has committed since
     /// its last transaction, and with the writer's batches spread over a
     /// pool every batch began cold); the other serves the rest of the
-    /// process's writes (the relay's deletes, leases); on PostgreSQL a pool of its own with a
+    /// process's writes in turn (the relay's deletes, re-sends after a
+    /// takeover, leases and heartbeats, batches with appends written one by
+    /// one, and appends written again alone); on PostgreSQL a pool of its own with a
     /// few connections that cache many prepared statements (a batch's
     /// statements differ in text with its size: spread over `db`'s pool
     /// with the default cache they were parsed again most of the time);
