@@ -874,13 +874,10 @@ async fn write_one<C: ConnectionTrait>(
     if a.expected_seq != 0 && !update_projection(conn, a).await? {
         return Err(a.conflict());
     }
-    saga_events::Entity::insert_many(a.event_rows()).exec(conn).await.map_err(|e| {
-        match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => a.conflict(),
-            _ => StoreError::Db(e),
-        }
-    })?;
     if a.expected_seq == 0 {
+        // The saga's row first, as in a batch: a start whose row is taken
+        // (its key, or its id by an earlier try of the same start that did
+        // commit) is a duplicate, whatever its events would have met.
         let row = a.saga_row();
         sagas::Entity::insert(row).exec(conn).await.map_err(|e| match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
@@ -892,6 +889,12 @@ async fn write_one<C: ConnectionTrait>(
             return Err(StoreError::DuplicateKey { saga_type: p.saga_type.clone() });
         }
     }
+    saga_events::Entity::insert_many(a.event_rows()).exec(conn).await.map_err(|e| {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => a.conflict(),
+            _ => StoreError::Db(e),
+        }
+    })?;
     if let Some(tags) = &p.tags {
         if a.expected_seq != 0 {
             // A move to another version: its tags replace the old ones.
@@ -1222,6 +1225,25 @@ mod tests {
         }
     }
 
+    /// A start tried again after an earlier try committed (same saga id,
+    /// same key) is a duplicate, in a batch and written alone alike (alone
+    /// it was once a conflict: its events met the earlier try's first).
+    async fn a_start_tried_again_is_a_duplicate(store: Store) {
+        store.writer.append(append("x", 0, 2)).await.unwrap();
+        let again = append("x", 0, 2);
+        let alone = write_alone(store.writes(), &again).await;
+        assert!(matches!(alone, Err(StoreError::DuplicateKey { .. })), "{alone:?}");
+        let mut conn = conn_of(&store);
+        let batch = write_together(&mut conn, &[&again]).await.unwrap();
+        assert!(
+            matches!(batch.results[0], Err(StoreError::DuplicateKey { .. })),
+            "{:?}",
+            batch.results[0]
+        );
+        assert_eq!(seqs(&store, "x").await, vec![1, 2]);
+        assert_eq!(outbox_of(&store, "x").await, 1);
+    }
+
     /// Appends queued at once from many tasks all commit, each told its own result.
     async fn concurrent_appends_are_committed_together(store: Store) {
         let ids: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
@@ -1344,6 +1366,11 @@ mod tests {
         a_failed_batch_leaves_its_connection_fit:
         a_failed_batch_leaves_its_connection_fit_on_sqlite,
         a_failed_batch_leaves_its_connection_fit_on_postgres
+    );
+    on_each_backend!(
+        a_start_tried_again_is_a_duplicate:
+        a_start_tried_again_is_a_duplicate_on_sqlite,
+        a_start_tried_again_is_a_duplicate_on_postgres
     );
     on_each_backend!(
         concurrent_appends_are_committed_together:

@@ -61,11 +61,15 @@ fn seeds_side_by_side_run_as_they_run_alone() {
 /// whose interrupt had come after another connection's release — the driver
 /// then counted a transaction SQLite had already ended, and a later rollback
 /// left a write transaction open. A connection is now judged by its own
-/// interrupts, once what it queued has run.
+/// interrupts, once what it queued has run. Seed 132 failed in the suite's
+/// 200 once a migration shifted where the statement faults fell: a start
+/// whose first try committed although its caller saw it fail was tried
+/// again, written alone, and refused as a conflict instead of a duplicate
+/// (its events were inserted before its saga's row).
 #[tokio::test(flavor = "current_thread")]
 async fn seeds_that_once_failed_pass() {
     let options = Options::default();
-    for seed in [42_329, 68_230, 94_385, 97_843, 203_837, 209_978, 214_051] {
+    for seed in [132, 42_329, 68_230, 94_385, 97_843, 203_837, 209_978, 214_051] {
         let run = run_seed(seed, &options).await.unwrap();
         assert!(run.failures.is_empty(), "seed {seed}: {:?}", run.failures);
     }
