@@ -37,7 +37,9 @@
 //!   on its own, so each caller gets the answer it would have had alone.
 //!
 //! On SQLite the statements between `BEGIN` and `COMMIT` go to the database
-//! in two calls, several statements each ([`run_together`]), and the
+//! in two calls, several statements each ([`run_together`]; on a SQLite file
+//! `BEGIN` and `COMMIT` ride in those two calls, on a connection the writer
+//! keeps: see `store::batch`), and the
 //! writer waits for this process's turn to write ([`WriteTurn`]) before it
 //! begins. On PostgreSQL, which takes one statement per query, the events' and
 //! tags' inserts ride in the commands' insert as `WITH` clauses
@@ -175,6 +177,7 @@ fn stopped() -> StoreError {
 impl Writer {
     /// Start the writer task of `db` on the current runtime; the commands it
     /// commits are handed to the relay through `handoff`.
+    ///
     /// `hold` (the store's count of statements) on a SQLite file: the
     /// writer keeps a connection of `db` (see `store::batch`).
     pub fn spawn(
@@ -479,7 +482,8 @@ struct BatchWritten {
 ///
 /// A batch costs a fixed number of statements whatever its size, and on
 /// SQLite two calls to the database between `BEGIN` and `COMMIT`
-/// ([`run_together`]):
+/// ([`run_together`]; on the writer's kept connection `BEGIN` goes with
+/// the first and `COMMIT` with the second, see `store::batch`):
 /// 1. the fences (which on SQLite take the write lock), the new sagas in one
 ///    `INSERT … ON CONFLICT DO NOTHING`, the archived sagas holding their
 ///    keys, and the existing sagas' projections in one guarded `UPDATE …
