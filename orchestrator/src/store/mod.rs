@@ -327,9 +327,10 @@ impl Store {
                 // Not checked before each use (on PostgreSQL a round trip,
                 // which the writer's batches waited for: 0.2 ms of 3 ms at
                 // concurrency 64): a connection the server dropped (a
-                // restart) fails its next statement instead, and is closed
-                // as it comes back, so a batch fails once and is written
-                // again append by append.
+                // restart) fails its next use instead, and is closed as it
+                // comes back; a failed batch is written again append by
+                // append, and an append that failed is tried again by its
+                // caller (a reply redelivered, a start retried).
                 .test_before_acquire(false)
                 .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(1_000))
                 .to_owned(),
