@@ -164,31 +164,24 @@ impl BatchTxn<'_> {
 
 impl HeldTxn<'_> {
     /// One call: `BEGIN` first if not sent yet, `statements`, and `COMMIT`
-    /// last when `commit`. The driver binds `?` parameters in order across
-    /// the statements.
+    /// last when `commit` (see `writer::joined`).
     async fn call(
         &mut self,
         statements: Vec<Statement>,
         commit: bool,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let counted = !statements.is_empty();
-        let mut sql: Vec<String> = Vec::with_capacity(statements.len() + 2);
-        let mut values = Vec::new();
-        if !self.begun {
-            sql.push("BEGIN".to_owned());
-        }
-        for statement in statements {
-            debug_assert_eq!(statement.db_backend, DbBackend::Sqlite);
-            sql.push(statement.sql);
-            values.extend(statement.values.map(|v| v.0).unwrap_or_default());
-        }
-        if commit {
-            sql.push("COMMIT".to_owned());
-        }
-        if counted {
+        if !statements.is_empty() {
             self.held.counted.fetch_add(1, Ordering::Relaxed);
         }
-        self.run_sql(sql.join(";\n"), values).await
+        let control = |sql: &str| Statement::from_string(DbBackend::Sqlite, sql);
+        let (sql, values) = super::writer::joined(
+            (!self.begun)
+                .then(|| control("BEGIN"))
+                .into_iter()
+                .chain(statements)
+                .chain(commit.then(|| control("COMMIT"))),
+        );
+        self.run_sql(sql, values).await
     }
 
     /// Send `sql` on the kept connection. A failure closes the connection

@@ -207,8 +207,8 @@ pub struct Store {
     /// pool every batch began cold); the other serves the rest of the
     /// process's writes in turn (the relay's deletes, re-sends after a
     /// takeover, leases and heartbeats, batches with appends written one by
-    /// one, and appends written again alone); on PostgreSQL a pool of its own with a
-    /// few connections that cache many prepared statements (a batch's
+    /// one, and appends written again alone); on PostgreSQL a pool of its
+    /// own with a few connections that cache many prepared statements (a batch's
     /// statements differ in text with its size: spread over `db`'s pool
     /// with the default cache they were parsed again most of the time);
     /// in memory the same pool as `db`.
@@ -574,10 +574,9 @@ impl Store {
                 q.filter(sagas::Column::Partition.is_in(ps.iter().copied()))
             })
             .order_by_asc(sagas::Column::NextDeadlineMs)
-            .into_tuple::<Option<i64>>()
+            .into_tuple::<i64>()
             .one(&self.db)
-            .await?
-            .flatten())
+            .await?)
     }
 
     /// The oldest commands waiting to be published.

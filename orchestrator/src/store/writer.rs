@@ -339,7 +339,15 @@ pub(super) async fn run_together<C: ConnectionTrait>(
             None => Ok(Vec::new()),
         };
     }
-    // The driver binds `?` parameters in order across the statements.
+    let (sql, values) = joined(statements);
+    conn.query_all(Statement::from_sql_and_values(backend, sql, values)).await
+}
+
+/// SQLite: `statements` as the text and parameters of one query of several
+/// statements (the driver binds `?` parameters in order across them).
+pub(super) fn joined(
+    statements: impl IntoIterator<Item = Statement>,
+) -> (String, Vec<sea_orm::Value>) {
     let mut sql = String::new();
     let mut values = Vec::new();
     for statement in statements {
@@ -349,7 +357,7 @@ pub(super) async fn run_together<C: ConnectionTrait>(
         sql.push_str(&statement.sql);
         values.extend(statement.values.map(|v| v.0).unwrap_or_default());
     }
-    conn.query_all(Statement::from_sql_and_values(backend, sql, values)).await
+    (sql, values)
 }
 
 /// Most parameters PostgreSQL takes in one statement.
