@@ -225,6 +225,8 @@ pub struct Store {
     clock: SharedClock,
     /// Statements run on this store's connections (an atomic add each).
     statements: Arc<std::sync::atomic::AtomicU64>,
+    /// Transactions the writer committed (an atomic add each).
+    commits: Arc<std::sync::atomic::AtomicU64>,
     /// Injected faults (the simulator's), if any.
     #[cfg(feature = "faults")]
     faults: Option<Arc<dyn faults::StoreFaults>>,
@@ -366,6 +368,7 @@ impl Store {
                 counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let handoff = Arc::new(Handoff::default());
         let turn = (db.get_database_backend() == DbBackend::Sqlite).then(WriteTurn::default);
         let lease_turn =
@@ -373,6 +376,7 @@ impl Store {
         let writer = writer::Writer::spawn(
             writes.clone(),
             hold_writes.then(|| Arc::clone(&statements)),
+            Arc::clone(&commits),
             Arc::clone(&handoff),
             turn.clone(),
             lease_turn.clone(),
@@ -386,6 +390,7 @@ impl Store {
             lease_turn,
             clock: crate::clock::system(),
             statements,
+            commits,
             #[cfg(feature = "faults")]
             faults: None,
         };
@@ -399,6 +404,15 @@ impl Store {
     #[must_use]
     pub fn statements(&self) -> u64 {
         self.statements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many transactions this store's writer has committed so far: its
+    /// batches of appends, and appends written alone after a batch failed
+    /// (what a benchmark divides by the sagas it ran; the store's other
+    /// writes, such as leases and the relay's deletes, are not counted).
+    #[must_use]
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait for this process's turn to write (SQLite; on PostgreSQL at once):

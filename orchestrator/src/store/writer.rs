@@ -67,6 +67,7 @@ use sea_orm::{
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -179,10 +180,12 @@ impl Writer {
     /// commits are handed to the relay through `handoff`.
     ///
     /// `hold` (the store's count of statements) on a SQLite file: the
-    /// writer keeps a connection of `db` (see `store::batch`).
+    /// writer keeps a connection of `db` (see `store::batch`). `commits`
+    /// counts the transactions it commits.
     pub fn spawn(
         db: DatabaseConnection,
-        hold: Option<Arc<std::sync::atomic::AtomicU64>>,
+        hold: Option<Arc<AtomicU64>>,
+        commits: Arc<AtomicU64>,
         handoff: Arc<Handoff>,
         turn: Option<WriteTurn>,
         lease_turn: Option<LeaseTurn>,
@@ -197,6 +200,7 @@ impl Writer {
         for _ in 0..writers {
             tokio::spawn(run(
                 WriterConn::new(db.clone(), hold.clone()),
+                Arc::clone(&commits),
                 Arc::clone(&jobs),
                 Arc::clone(&handoff),
                 turn.clone(),
@@ -216,6 +220,7 @@ impl Writer {
 
 async fn run(
     mut conn: WriterConn,
+    commits: Arc<AtomicU64>,
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     handoff: Arc<Handoff>,
     turn: Option<WriteTurn>,
@@ -238,7 +243,7 @@ async fn run(
         let size = batch.len();
         let _turn = WriteTurn::take(turn.as_ref()).await;
         let _share = LeaseTurn::share(lease_turn.as_ref()).await;
-        write_batch(&mut conn, &mut batch, &handoff).await;
+        write_batch(&mut conn, &mut batch, &handoff, &commits).await;
         tracing::debug!(size, took_us = began.elapsed().as_micros() as u64, "appends committed");
     }
 }
@@ -246,10 +251,16 @@ async fn run(
 /// Write a batch (one append or many) together, hand its committed commands
 /// to the relay, and answer every job in it; if the shared transaction
 /// fails, write each append alone.
-async fn write_batch(conn: &mut WriterConn, batch: &mut Vec<Job>, handoff: &Handoff) {
+async fn write_batch(
+    conn: &mut WriterConn,
+    batch: &mut Vec<Job>,
+    handoff: &Handoff,
+    commits: &AtomicU64,
+) {
     let appends: Vec<&OwnedAppend> = batch.iter().map(|j| &j.append).collect();
     match write_together(conn, &appends).await {
         Ok(BatchWritten { results, commands, unread }) => {
+            commits.fetch_add(1, Ordering::Relaxed);
             handoff.push(commands);
             if unread {
                 handoff.miss();
@@ -264,8 +275,10 @@ async fn write_batch(conn: &mut WriterConn, batch: &mut Vec<Job>, handoff: &Hand
         }
     }
     for job in batch.drain(..) {
-        let result =
-            write_alone(&conn.db, &job.append).await.map(|commands| handoff.push(commands));
+        let result = write_alone(&conn.db, &job.append).await.map(|commands| {
+            commits.fetch_add(1, Ordering::Relaxed);
+            handoff.push(commands);
+        });
         let _ = job.done.send(result);
     }
 }
@@ -1186,11 +1199,13 @@ mod tests {
             jobs.push(Job { append, done });
             answers.push(answer);
         }
-        write_batch(&mut conn, &mut jobs, &handoff).await;
+        let commits = AtomicU64::new(0);
+        write_batch(&mut conn, &mut jobs, &handoff, &commits).await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());
         }
+        assert_eq!(commits.load(Ordering::Relaxed), 2, "the two appends that passed, each alone");
         assert!(results[0].is_ok(), "{:?}", results[0]);
         assert!(
             matches!(results[1], Err(StoreError::Fenced { partition: 1, .. })),
@@ -1260,9 +1275,15 @@ mod tests {
     async fn concurrent_appends_are_committed_together(store: Store) {
         let ids: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
         let starts = ids.iter().map(|id| store.writer.append(append(id, 0, 2)));
+        let commits_before = store.commits();
         for r in futures::future::join_all(starts).await {
             r.unwrap();
         }
+        let commits = store.commits() - commits_before;
+        assert!(
+            (1..ids.len() as u64 / 2).contains(&commits),
+            "200 starts in {commits} transactions: not batched"
+        );
         // Every saga twice in one go: one of each pair conflicts.
         let next = ids.iter().flat_map(|id| [append(id, 2, 1), append(id, 2, 2)]);
         let results = futures::future::join_all(next.map(|a| {

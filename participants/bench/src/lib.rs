@@ -77,8 +77,8 @@ struct Args {
     commit_group_max: usize,
 
     /// When it stops, write what it cost to this file as JSON: NATS messages
-    /// it sent and received, database statements it ran (what `skald
-    /// bench` divides by the sagas of its run), over its whole life: its
+    /// it sent and received, database statements it ran and transactions
+    /// it committed (what `skald bench` divides by the sagas of its run), over its whole life: its
     /// start-up adds a few dozen, nothing beside a run of thousands of sagas.
     #[arg(long, value_name = "FILE")]
     stats_out: Option<std::path::PathBuf>,
@@ -131,11 +131,13 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let shutdown = service::shutdown_on_signal("commands");
+    let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let config = Config {
         in_flight_max: args.concurrency,
         crash_after_commit: args.crash_after_commit_step.map(|k| format!("step{k}")),
         commit_group_max: args.commit_group_max,
         delivery: args.bus.delivery,
+        commits: Arc::clone(&commits),
         ..Config::new(nats, namespace, db)
     };
     participant.run(config, shutdown).await.context("the bench participant stopped")?;
@@ -145,6 +147,7 @@ async fn run(args: Args) -> Result<()> {
             "nats_in_messages": nats_stats.in_messages.load(Relaxed),
             "nats_out_messages": nats_stats.out_messages.load(Relaxed),
             "statements": statements.load(Relaxed),
+            "commits": commits.load(Relaxed),
         });
         std::fs::write(path, stats.to_string())
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -2,6 +2,8 @@
 
 use sagas::protocol::Namespace;
 use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Default for [`Config::in_flight_max`].
@@ -60,6 +62,10 @@ pub struct Config {
     /// default), or through the JetStream streams (`--delivery jetstream`),
     /// as the orchestrator sends them. See [`skald_transport::Delivery`].
     pub delivery: skald_transport::Delivery,
+    /// Counts every commit of the SDK's transactions on `db` (a group's
+    /// shared commit once; an inbox row written alone is one): what a
+    /// benchmark divides by the commands it ran. A fresh counter by default.
+    pub commits: Arc<AtomicU64>,
 }
 
 impl Config {
@@ -77,6 +83,7 @@ impl Config {
             crash_after_commit: None,
             commit_group_max: 1,
             delivery: skald_transport::Delivery::default(),
+            commits: Arc::default(),
         }
     }
 }

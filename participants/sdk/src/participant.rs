@@ -135,7 +135,7 @@ impl Participant {
         Ok(Local {
             engine: Engine {
                 participant: self.name,
-                db: Db::new(db, 1),
+                db: Db::new(db, 1, Arc::default()),
                 lookups: None,
                 handlers: self.handlers,
                 panic_retries_max: crate::config::PANIC_RETRIES_MAX_DEFAULT,
@@ -217,7 +217,11 @@ impl Participant {
         let worker = Arc::new(Worker {
             engine: Engine {
                 participant: self.name.clone(),
-                db: Db::new(config.db.clone(), config.commit_group_max),
+                db: Db::new(
+                    config.db.clone(),
+                    config.commit_group_max,
+                    Arc::clone(&config.commits),
+                ),
                 lookups: Some(inbox::Lookups::start(config.db.clone())),
                 handlers: self.handlers,
                 panic_retries_max: config.panic_retries_max,

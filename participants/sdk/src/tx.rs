@@ -35,7 +35,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
     TransactionTrait,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -57,11 +57,14 @@ pub(crate) struct Db {
     gate: Option<Arc<Semaphore>>,
     /// On SQLite with group commit on: the shared transaction.
     group: Option<Arc<Group>>,
+    /// Counts each commit (a group's shared one once).
+    commits: Arc<AtomicU64>,
 }
 
 impl Db {
-    /// `commit_group_max` above 1 turns group commit on (SQLite only).
-    pub fn new(conn: DatabaseConnection, commit_group_max: usize) -> Self {
+    /// `commit_group_max` above 1 turns group commit on (SQLite only);
+    /// `commits` counts each commit.
+    pub fn new(conn: DatabaseConnection, commit_group_max: usize, commits: Arc<AtomicU64>) -> Self {
         let sqlite = conn.get_database_backend() == DbBackend::Sqlite;
         let gate = sqlite.then(|| Arc::new(Semaphore::new(1)));
         let group = (sqlite && commit_group_max > 1).then(|| {
@@ -69,9 +72,10 @@ impl Db {
                 members_max: commit_group_max,
                 waiting: AtomicUsize::new(0),
                 state: Mutex::default(),
+                commits: Arc::clone(&commits),
             })
         });
-        Self { conn, gate, group }
+        Self { conn, gate, group, commits }
     }
 
     pub async fn begin(&self) -> Result<Tx, DbErr> {
@@ -92,6 +96,7 @@ impl Db {
             return self.begin_past_gate(permit).await?.commit(last).await;
         }
         self.conn.execute(last).await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         drop(permit);
         Ok(())
     }
@@ -121,7 +126,7 @@ impl Db {
         let group = match &self.group {
             // A transaction of its own spares the savepoint.
             Some(group) if !self.alone() => group,
-            _ => return Ok(Tx::own(self.conn.begin().await?, permit)),
+            _ => return Ok(Tx::own(self.conn.begin().await?, permit, &self.commits)),
         };
         let shared = match group.take_txn() {
             Some(txn) => txn,
@@ -132,7 +137,12 @@ impl Db {
                 txn
             }
         };
-        Ok(Tx { txn: Some(shared), permit, group: Some(Arc::clone(group)) })
+        Ok(Tx {
+            txn: Some(shared),
+            permit,
+            group: Some(Arc::clone(group)),
+            commits: Arc::clone(&self.commits),
+        })
     }
 }
 
@@ -145,11 +155,17 @@ pub(crate) struct Tx {
     permit: Option<OwnedSemaphorePermit>,
     /// With group commit: the group whose transaction `txn` is.
     group: Option<Arc<Group>>,
+    /// The database's count of commits.
+    commits: Arc<AtomicU64>,
 }
 
 impl Tx {
-    fn own(txn: DatabaseTransaction, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Self { txn: Some(txn), permit, group: None }
+    fn own(
+        txn: DatabaseTransaction,
+        permit: Option<OwnedSemaphorePermit>,
+        commits: &Arc<AtomicU64>,
+    ) -> Self {
+        Self { txn: Some(txn), permit, group: None, commits: Arc::clone(commits) }
     }
 
     /// The transaction to write in.
@@ -167,7 +183,9 @@ impl Tx {
         if self.group.is_none() {
             let txn = self.take_txn()?;
             txn.execute(last).await?;
-            return txn.commit().await;
+            txn.commit().await?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         let keep = Statement { sql: format!("{}; {KEEP}", last.sql), ..last };
         if let Err(e) = self.txn()?.execute(keep).await {
@@ -252,6 +270,8 @@ struct Group {
     /// Tasks waiting at the gate: while any wait, the transaction stays open for them.
     waiting: AtomicUsize,
     state: Mutex<GroupState>,
+    /// The database's count of commits.
+    commits: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -335,6 +355,9 @@ impl Group {
             Some(txn) => txn.commit().await.map_err(|e| e.to_string()),
             None => Ok(()),
         };
+        if result.is_ok() {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        }
         for member in members {
             let _ = member.send(result.clone());
         }
@@ -370,7 +393,7 @@ mod tests {
         let conn = temp.connect().await.unwrap();
         conn.execute_unprepared(ROWS).await.unwrap();
         conn.execute_unprepared(DONE).await.unwrap();
-        (Db::new(conn, 16), temp)
+        (Db::new(conn, 16, Arc::default()), temp)
     }
 
     fn stmt(sql: &str, name: &str) -> Statement {
@@ -454,6 +477,7 @@ mod tests {
         assert_eq!(results[2..], [Ok("rolled back"), Ok("dropped"), Ok("committed")]);
         assert_eq!(names(&db, "effects").await, ["first", "kept", "kept_too"]);
         assert_eq!(names(&db, "done").await, ["first", "kept", "kept_too"]);
+        assert_eq!(db.commits.load(Ordering::Relaxed), 2, "the first alone, then the group once");
     }
 
     /// A command's commit returns once the group committed: its writes are
@@ -509,5 +533,7 @@ mod tests {
         assert_eq!(grouped, Ok(()));
         assert!(seen.iter().any(|n| n == "grouped"), "committed when it returned: {seen:?}");
         assert_eq!(names(&db, "done").await, ["alone", "first", "grouped"]);
+        // `alone`, `first` and the group; the duplicates committed nothing.
+        assert_eq!(db.commits.load(Ordering::Relaxed), 3);
     }
 }

@@ -147,6 +147,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     let nats_at = (nats.out_messages.load(Relaxed), nats.in_messages.load(Relaxed));
     let xids_at = if on_postgres { xid(driver.store()).await } else { None };
     let statements_at = driver.store().statements();
+    let commits_at = driver.store().commits();
     let cpu = support::CpuMeter::start(parts);
 
     // With --waiters: one caller per saga in flight, waiting for its end.
@@ -188,6 +189,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     costs
         .statements_per_saga
         .insert("skald".into(), per_saga(driver.store().statements() - statements_at));
+    costs
+        .transactions_per_saga
+        .insert("skald".into(), per_saga(driver.store().commits() - commits_at));
     if let (Some(at), Some(now)) = (xids_at, xid(driver.store()).await) {
         // Less the two reads' own.
         costs.orchestrator_transactions_per_saga = Some(per_saga(now.saturating_sub(at + 1)));
@@ -216,6 +220,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
             costs.nats_sent_per_saga.insert("participant".into(), per_saga(n("nats_out_messages")));
             nats_received += n("nats_in_messages");
             costs.statements_per_saga.insert("participant".into(), per_saga(n("statements")));
+            costs.transactions_per_saga.insert("participant".into(), per_saga(n("commits")));
         }
         None => tracing::warn!("the bench participant left no figures of what it cost"),
     }

@@ -123,6 +123,11 @@ pub struct Costs {
     /// Database statements per saga, by process (transaction control, such
     /// as `BEGIN` and `COMMIT`, not counted).
     pub statements_per_saga: BTreeMap<String, f64>,
+    /// Transactions committed per saga, by process: `skald`, its writer's
+    /// (the appends' batches; not its background writes such as leases and
+    /// the relay's deletes), and `participant`, its SDK's (a group commit
+    /// once).
+    pub transactions_per_saga: BTreeMap<String, f64>,
     /// Write transactions per saga on PostgreSQL (transaction ids taken,
     /// `txid_current()` before and after: the whole server's, so run on a
     /// quiet one); none on SQLite.
@@ -136,16 +141,19 @@ impl Costs {
             m.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", ")
         };
         let mut t = format!(
-            "cpu per saga {:.3} ms ({})\nnats per saga {:.1} sent ({}), {:.1} received\nstatements   {} per saga\n",
+            "cpu per saga {:.3} ms ({})\nnats per saga {:.1} sent ({}), {:.1} received\nstatements   {} per saga\ncommits      {} per saga\n",
             self.cpu_ms_per_saga_total,
             by(&self.cpu_ms_per_saga),
             self.nats_sent_per_saga_total,
             by(&self.nats_sent_per_saga),
             self.nats_received_per_saga_total,
             by(&self.statements_per_saga),
+            by(&self.transactions_per_saga),
         );
         if let Some(x) = self.orchestrator_transactions_per_saga {
-            t.push_str(&format!("transactions {x:.3} per saga (orchestrator, PostgreSQL)\n"));
+            t.push_str(&format!(
+                "transactions {x:.3} per saga (all write transactions on PostgreSQL)\n"
+            ));
         }
         t
     }
