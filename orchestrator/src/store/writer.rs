@@ -1252,6 +1252,94 @@ mod tests {
         }
     }
 
+    /// What a batch writes is read back as it was given: text with quotes,
+    /// backslashes, line breaks and non-ASCII characters, absent values
+    /// (`NULL`) and present ones, in starts and later appends alike.
+    async fn a_batch_stores_its_values_exactly(store: Store) {
+        let odd = "quote \" backslash \\ tab\t line\nbreak é 雪 \u{1F600} nul-free";
+        let mut conn = conn_of(&store);
+        let mut start = append("x1", 0, 2);
+        start.events[1] = format!("{{\"text\":{}}}", serde_json::to_string(odd).unwrap());
+        start.outbox[0].body = odd.to_owned();
+        start.projection.tags = Some(vec![("order".into(), odd.into())]);
+        let mut bare = append("x2", 0, 1);
+        bare.projection.current_step = None;
+        bare.projection.current_kind = None;
+        bare.outbox.clear();
+        let refs = [&start, &bare];
+        let written = write_together(&mut conn, &refs).await.unwrap();
+        assert!(written.results.iter().all(Result::is_ok), "{:?}", written.results);
+        assert_eq!(written.commands.len(), 1);
+        assert_eq!(written.commands[0].body, odd);
+
+        let mut step = append("x1", 2, 1);
+        step.events[0] = odd.to_owned();
+        step.now_ms = 7;
+        let p = &mut step.projection;
+        p.status = "compensating".into();
+        p.current_step = Some(odd.into());
+        p.next_deadline_ms = Some(i64::MAX - 1);
+        p.last_error = Some(odd.into());
+        p.attempt = i32::MAX;
+        p.deadline_at_ms = Some(-5);
+        p.park_reason = Some("why".into());
+        p.wait_half_at_ms = Some(42);
+        p.wait_key = Some(format!("paid:{odd}"));
+        let refs = [&step, &append("x2", 1, 1)];
+        let written = write_together(&mut conn, &refs).await.unwrap();
+        assert!(written.results.iter().all(Result::is_ok), "{:?}", written.results);
+        drop(conn);
+
+        let events: Vec<(i64, String)> = saga_events::Entity::find()
+            .filter(saga_events::Column::SagaId.eq("x1"))
+            .order_by_asc(saga_events::Column::Seq)
+            .all(store.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.event))
+            .collect();
+        assert_eq!(
+            events,
+            [(1, start.events[0].clone()), (2, start.events[1].clone()), (3, odd.to_owned())]
+        );
+        let row = sagas::Entity::find_by_id("x1").one(store.db()).await.unwrap().unwrap();
+        let p = &step.projection;
+        assert_eq!(
+            (row.seq, row.status.as_str(), row.current_step.as_deref(), row.next_deadline_ms),
+            (3, "compensating", Some(odd), p.next_deadline_ms)
+        );
+        assert_eq!(
+            (row.last_error.as_deref(), row.attempt, row.deadline_at_ms),
+            (Some(odd), i32::MAX, Some(-5))
+        );
+        assert_eq!(
+            (row.park_reason.as_deref(), row.wait_half_at_ms, row.wait_key.as_deref()),
+            (Some("why"), Some(42), p.wait_key.as_deref())
+        );
+        assert_eq!((row.created_at_ms, row.updated_at_ms), (1, 7));
+        let bare_row = sagas::Entity::find_by_id("x2").one(store.db()).await.unwrap().unwrap();
+        assert_eq!(
+            (bare_row.seq, bare_row.current_step, bare_row.current_kind),
+            (2, Some("one".into()), Some("do".into()))
+        );
+        let tag = store
+            .db()
+            .query_one(Statement::from_sql_and_values(
+                store.backend(),
+                match store.backend() {
+                    DbBackend::Postgres => "SELECT value FROM saga_tags WHERE saga_id = $1",
+                    _ => "SELECT value FROM saga_tags WHERE saga_id = ?",
+                },
+                ["x1".into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tag.try_get::<String>("", "value").unwrap(), odd);
+        assert_eq!(outbox_of(&store, "x2").await, 1, "the step's command; the start had none");
+    }
+
     /// A start tried again after an earlier try committed (same saga id,
     /// same key) is a duplicate, in a batch and written alone alike (alone
     /// it was once a conflict: its events met the earlier try's first).
@@ -1394,6 +1482,11 @@ mod tests {
         a_lost_fence_refuses_only_its_append:
         a_lost_fence_refuses_only_its_append_on_sqlite,
         a_lost_fence_refuses_only_its_append_on_postgres
+    );
+    on_each_backend!(
+        a_batch_stores_its_values_exactly:
+        a_batch_stores_its_values_exactly_on_sqlite,
+        a_batch_stores_its_values_exactly_on_postgres
     );
     on_each_backend!(
         a_failed_batch_leaves_its_connection_fit:
