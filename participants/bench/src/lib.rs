@@ -77,9 +77,10 @@ struct Args {
     commit_group_max: usize,
 
     /// When it stops, write what it cost to this file as JSON: NATS messages
-    /// it sent and received, database statements it ran and transactions
-    /// it committed (what `skald bench` divides by the sagas of its run), over its whole life: its
-    /// start-up adds a few dozen, nothing beside a run of thousands of sagas.
+    /// it sent and received, database statements it ran and transactions it
+    /// committed (what `skald bench` divides by the sagas of its run), over
+    /// its whole life: its start-up adds a few dozen, nothing beside a run of
+    /// thousands of sagas.
     #[arg(long, value_name = "FILE")]
     stats_out: Option<std::path::PathBuf>,
 }
